@@ -1,0 +1,294 @@
+//! Decoding radiology images into one canonical form, and the resize the models were trained with.
+//!
+//! Every input becomes an [`Image`]: 3 planes (CHW) of `f32` in `[0, 1]`. 8-bit data is
+//! `value / 255` so results match PIL + torchvision pipelines bit for bit; 16-bit, float and
+//! DICOM data are min-max scaled after the DICOM transforms (modality LUT, then VOI window),
+//! because their raw range carries no display meaning.
+
+mod dicom;
+mod resize;
+
+use std::path::Path;
+
+pub use dicom::{DicomMeta, WindowPreset};
+pub use resize::resize_bilinear;
+
+/// Refuse images whose header claims more pixels than this, before allocating (decompression bombs).
+pub const MAX_PIXELS: u64 = 20_000 * 20_000;
+
+/// A decoded image: `3 × height × width` planes, values in `[0, 1]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Image {
+    pub width: usize,
+    pub height: usize,
+    /// Planar RGB, `data[c * h * w + y * w + x]`.
+    pub data: Vec<f32>,
+}
+
+impl Image {
+    pub fn new(width: usize, height: usize, data: Vec<f32>) -> Self {
+        assert_eq!(data.len(), 3 * width * height, "image buffer size");
+        Self {
+            width,
+            height,
+            data,
+        }
+    }
+
+    /// Replicate one grey plane to three.
+    pub fn from_gray(width: usize, height: usize, gray: &[f32]) -> Self {
+        let mut data = Vec::with_capacity(3 * gray.len());
+        for _ in 0..3 {
+            data.extend_from_slice(gray);
+        }
+        Self::new(width, height, data)
+    }
+
+    /// Planar image from interleaved RGB samples, each divided by `div` (a division, not a
+    /// multiplication by the reciprocal, to match numpy's `a / 255.0` bit for bit).
+    pub fn from_interleaved_rgb<T: Copy + Into<f32>>(
+        width: usize,
+        height: usize,
+        rgb: &[T],
+        div: f32,
+    ) -> Self {
+        let n = width * height;
+        let mut data = vec![0f32; 3 * n];
+        for (i, px) in rgb.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                data[c * n + i] = px[c].into() / div;
+            }
+        }
+        Self::new(width, height, data)
+    }
+}
+
+/// What a file turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Png,
+    Jpeg,
+    Dicom,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Png => "png",
+            Format::Jpeg => "jpeg",
+            Format::Dicom => "dicom",
+        }
+    }
+}
+
+/// A decoded file: the pixels, plus DICOM attributes when it was DICOM.
+#[derive(Clone, Debug)]
+pub struct Decoded {
+    pub image: Image,
+    pub format: Format,
+    pub dicom: Option<DicomMeta>,
+}
+
+/// Why a file could not be decoded. The message is one line, fit for a log or an errors table.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("cannot read file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("unsupported format (not PNG, JPEG or DICOM)")]
+    Unsupported,
+    #[error("image too large: {width}x{height} exceeds the {MAX_PIXELS}-pixel limit")]
+    TooLarge { width: u64, height: u64 },
+    #[error("corrupt {format} data: {reason}")]
+    Corrupt {
+        format: &'static str,
+        reason: String,
+    },
+    #[error("DICOM: {0}")]
+    Dicom(String),
+}
+
+/// Options for decoding; the default is the DICOM object's own first window.
+#[derive(Clone, Debug, Default)]
+pub struct DecodeOptions {
+    /// Override the DICOM VOI window with a preset or explicit centre/width.
+    pub window: Option<WindowPreset>,
+}
+
+/// Guess the format from the leading bytes; extensions lie in real archives.
+pub fn sniff(bytes: &[u8]) -> Option<Format> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some(Format::Png)
+    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(Format::Jpeg)
+    } else if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
+        Some(Format::Dicom)
+    } else {
+        None
+    }
+}
+
+/// Read and decode one file.
+pub fn decode_path(path: &Path, opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
+    let bytes = std::fs::read(path)?;
+    decode_bytes(&bytes, opts)
+}
+
+/// Decode an in-memory file (uploads, tests, fuzzing).
+pub fn decode_bytes(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
+    match sniff(bytes) {
+        Some(f @ (Format::Png | Format::Jpeg)) => Ok(Decoded {
+            image: decode_raster(bytes, f)?,
+            format: f,
+            dicom: None,
+        }),
+        Some(Format::Dicom) => {
+            let (image, meta) = dicom::decode(bytes, opts)?;
+            Ok(Decoded {
+                image,
+                format: Format::Dicom,
+                dicom: Some(meta),
+            })
+        }
+        None => Err(DecodeError::Unsupported),
+    }
+}
+
+fn decode_raster(bytes: &[u8], format: Format) -> Result<Image, DecodeError> {
+    use image::{DynamicImage, ImageReader};
+    let corrupt = |e: image::ImageError| DecodeError::Corrupt {
+        format: format.name(),
+        reason: e.to_string(),
+    };
+    let fmt = match format {
+        Format::Png => image::ImageFormat::Png,
+        _ => image::ImageFormat::Jpeg,
+    };
+    let mut reader = ImageReader::with_format(std::io::Cursor::new(bytes), fmt);
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_PIXELS * 8);
+    reader.limits(limits);
+    let dec = reader.into_decoder().map_err(corrupt)?;
+    use image::ImageDecoder;
+    let (w, h) = dec.dimensions();
+    if u64::from(w) * u64::from(h) > MAX_PIXELS {
+        return Err(DecodeError::TooLarge {
+            width: w.into(),
+            height: h.into(),
+        });
+    }
+    let img = DynamicImage::from_decoder(dec).map_err(corrupt)?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if w == 0 || h == 0 {
+        return Err(DecodeError::Corrupt {
+            format: format.name(),
+            reason: "empty image".into(),
+        });
+    }
+    Ok(match img {
+        DynamicImage::ImageLuma8(g) => {
+            let v: Vec<f32> = g.as_raw().iter().map(|&p| p as f32 / 255.0).collect();
+            Image::from_gray(w, h, &v)
+        }
+        DynamicImage::ImageLumaA8(_) => {
+            let g = img.to_luma8();
+            let v: Vec<f32> = g.as_raw().iter().map(|&p| p as f32 / 255.0).collect();
+            Image::from_gray(w, h, &v)
+        }
+        DynamicImage::ImageLuma16(_) | DynamicImage::ImageLumaA16(_) => {
+            let g = img.to_luma16();
+            let v: Vec<f32> = g.as_raw().iter().map(|&p| p as f32).collect();
+            Image::from_gray(w, h, &min_max(v))
+        }
+        DynamicImage::ImageRgb16(_) | DynamicImage::ImageRgba16(_) => {
+            let rgb = img.to_rgb16();
+            let v: Vec<f32> = rgb.as_raw().iter().map(|&p| p as f32).collect();
+            Image::from_interleaved_rgb(w, h, &min_max(v), 1.0)
+        }
+        DynamicImage::ImageRgb32F(_) | DynamicImage::ImageRgba32F(_) => {
+            let rgb = img.to_rgb32f();
+            Image::from_interleaved_rgb(w, h, &min_max(rgb.into_raw()), 1.0)
+        }
+        other => {
+            // 8-bit RGB, RGBA and palette PNGs (the decoder expands palettes to RGB).
+            let rgb = other.to_rgb8();
+            Image::from_interleaved_rgb(w, h, rgb.as_raw(), 255.0)
+        }
+    })
+}
+
+/// Scale to `[0, 1]` by the data's own range; a constant image becomes all zeros.
+pub fn min_max(mut v: Vec<f32>) -> Vec<f32> {
+    let (lo, hi) = v
+        .iter()
+        .filter(|x| x.is_finite())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        });
+    let range = hi - lo;
+    for x in &mut v {
+        *x = if range > 0.0 && x.is_finite() {
+            (*x - lo) / range
+        } else {
+            0.0
+        };
+    }
+    v
+}
+
+/// Content hash of a file's bytes, for deduplication.
+pub fn content_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png_bytes(img: image::DynamicImage) -> Vec<u8> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn gray8_png_is_value_over_255_replicated() {
+        let g = image::GrayImage::from_raw(2, 1, vec![0, 255]).unwrap();
+        let d = decode_bytes(&png_bytes(g.into()), &Default::default()).unwrap();
+        assert_eq!(d.format, Format::Png);
+        assert_eq!(d.image.data, vec![0.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn gray16_png_is_min_max_scaled() {
+        let g =
+            image::ImageBuffer::<image::Luma<u16>, _>::from_raw(3, 1, vec![1000u16, 1500, 2000])
+                .unwrap();
+        let d = decode_bytes(&png_bytes(g.into()), &Default::default()).unwrap();
+        assert_eq!(&d.image.data[..3], &[0.0, 0.5, 1.0]);
+    }
+
+    #[test]
+    fn rgb8_png_is_planar() {
+        let g = image::RgbImage::from_raw(2, 1, vec![255, 0, 51, 0, 255, 102]).unwrap();
+        let d = decode_bytes(&png_bytes(g.into()), &Default::default()).unwrap();
+        assert_eq!(d.image.data, vec![1.0, 0.0, 0.0, 1.0, 0.2, 0.4]);
+    }
+
+    #[test]
+    fn garbage_is_unsupported_and_truncated_png_is_corrupt() {
+        assert!(matches!(
+            decode_bytes(b"hello world", &Default::default()),
+            Err(DecodeError::Unsupported)
+        ));
+        let g = image::GrayImage::from_raw(64, 64, vec![7; 64 * 64]).unwrap();
+        let bytes = png_bytes(g.into());
+        let err = decode_bytes(&bytes[..bytes.len() / 2], &Default::default()).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::Corrupt { format: "png", .. }),
+            "{err}"
+        );
+        assert!(!err.to_string().contains('\n'));
+    }
+}

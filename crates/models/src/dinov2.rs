@@ -1,0 +1,251 @@
+//! DINOv2 ViT in Hugging Face `Dinov2Model` naming (`embeddings.*`, `encoder.layer.N.*`,
+//! `layernorm.*`). Embedding = CLS token after the final layer norm.
+//!
+//! Speed notes: activations stay 2-D `(batch·tokens, dim)` so every linear layer is one GEMM;
+//! q/k/v are fused into one GEMM with the attention scale folded into q, and LayerScale is folded
+//! into the projection weights at load, which removes three elementwise passes per block.
+
+use crate::ops::{bicubic_resize_planes, layer_norm};
+use anyhow::{ensure, Result};
+use candle_core::{DType, Module, Tensor};
+use candle_nn::VarBuilder;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub mlp_ratio: usize,
+    pub layer_norm_eps: f64,
+}
+
+impl Config {
+    /// ViT-S/14 run at 224 (position grid interpolated from the checkpoint's 37×37).
+    pub fn vit_small() -> Self {
+        Self {
+            image_size: 224,
+            patch_size: 14,
+            hidden_size: 384,
+            num_layers: 12,
+            num_heads: 6,
+            mlp_ratio: 4,
+            layer_norm_eps: 1e-6,
+        }
+    }
+
+    /// ViT-B/14, the paper's DINOv2 (and RAD-DINO's layout).
+    pub fn vit_base() -> Self {
+        Self {
+            hidden_size: 768,
+            num_heads: 12,
+            ..Self::vit_small()
+        }
+    }
+
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+}
+
+/// `x·wᵀ + b` on 2-D activations, with `w` kept in PyTorch's `(out, in)` layout.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    w: Tensor,
+    b: Tensor,
+}
+
+impl Linear {
+    pub fn new(w: Tensor, b: Tensor) -> Self {
+        Self { w, b }
+    }
+
+    pub fn load(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
+        Ok(Self {
+            w: vb.get((out_dim, in_dim), "weight")?,
+            b: vb.get(out_dim, "bias")?,
+        })
+    }
+
+    /// Scale each output channel: `diag(s)·(x·wᵀ + b)` becomes one GEMM.
+    pub fn scale_outputs(&self, s: &Tensor) -> Result<Self> {
+        Ok(Self {
+            w: self.w.broadcast_mul(&s.unsqueeze(1)?)?,
+            b: self.b.mul(s)?,
+        })
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.matmul(&self.w.t()?)?.broadcast_add(&self.b)
+    }
+}
+
+struct Block {
+    norm1: (Tensor, Tensor),
+    qkv: Linear,
+    proj: Linear,
+    norm2: (Tensor, Tensor),
+    fc1: Linear,
+    fc2: Linear,
+    heads: usize,
+    eps: f64,
+}
+
+fn norm(vb: &VarBuilder, name: &str, dim: usize) -> Result<(Tensor, Tensor)> {
+    let vb = vb.pp(name);
+    Ok((vb.get(dim, "weight")?, vb.get(dim, "bias")?))
+}
+
+impl Block {
+    fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        let d = cfg.hidden_size;
+        let att = vb.pp("attention.attention");
+        let q = Linear::load(att.pp("query"), d, d)?;
+        let k = Linear::load(att.pp("key"), d, d)?;
+        let v = Linear::load(att.pp("value"), d, d)?;
+        let scale = 1.0 / ((d / cfg.num_heads) as f64).sqrt();
+        let qkv = Linear::new(
+            Tensor::cat(&[(q.w * scale)?, k.w, v.w], 0)?,
+            Tensor::cat(&[(q.b * scale)?, k.b, v.b], 0)?,
+        );
+        let ls1 = vb.get(d, "layer_scale1.lambda1")?;
+        let ls2 = vb.get(d, "layer_scale2.lambda1")?;
+        let hidden = d * cfg.mlp_ratio;
+        Ok(Self {
+            norm1: norm(&vb, "norm1", d)?,
+            qkv,
+            proj: Linear::load(vb.pp("attention.output.dense"), d, d)?.scale_outputs(&ls1)?,
+            norm2: norm(&vb, "norm2", d)?,
+            fc1: Linear::load(vb.pp("mlp.fc1"), d, hidden)?,
+            fc2: Linear::load(vb.pp("mlp.fc2"), hidden, d)?.scale_outputs(&ls2)?,
+            heads: cfg.num_heads,
+            eps: cfg.layer_norm_eps,
+        })
+    }
+
+    /// `x`: `(b·n, d)`.
+    fn forward(&self, x: &Tensor, b: usize, n: usize) -> Result<Tensor> {
+        let d = x.dim(1)?;
+        let hd = d / self.heads;
+        let h = layer_norm(x, &self.norm1.0, &self.norm1.1, self.eps)?;
+        let qkv = self
+            .qkv
+            .forward(&h)?
+            .reshape((b, n, 3, self.heads, hd))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q = qkv.get(0)?.contiguous()?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let att = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        let o = att
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * n, d))?;
+        let x = (x + self.proj.forward(&o)?)?;
+        let h = layer_norm(&x, &self.norm2.0, &self.norm2.1, self.eps)?;
+        let h = self.fc1.forward(&h)?.gelu_erf()?;
+        Ok((x + self.fc2.forward(&h)?)?)
+    }
+}
+
+pub struct Dinov2 {
+    cfg: Config,
+    /// Patch projection as a GEMM: `(dim, 3·p·p)`.
+    patch: Linear,
+    /// CLS token plus its position embedding, `(1, dim)`.
+    cls: Tensor,
+    /// Patch position embeddings at this config's grid, `(grid², dim)`.
+    pos: Tensor,
+    blocks: Vec<Block>,
+    norm: (Tensor, Tensor),
+}
+
+impl Dinov2 {
+    pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        let d = cfg.hidden_size;
+        let p = cfg.patch_size;
+        let emb = vb.pp("embeddings");
+        let patch = Linear::new(
+            emb.get((d, 3, p, p), "patch_embeddings.projection.weight")?
+                .reshape((d, 3 * p * p))?,
+            emb.get(d, "patch_embeddings.projection.bias")?,
+        );
+        let pos_all = emb.get_unchecked_dtype("position_embeddings", DType::F32)?;
+        let (_, npos, pd) = pos_all.dims3()?;
+        ensure!(pd == d, "position embeddings have dim {pd}, expected {d}");
+        let src_grid = ((npos - 1) as f64).sqrt() as usize;
+        ensure!(
+            src_grid * src_grid + 1 == npos,
+            "position embeddings are not a square grid"
+        );
+        let cls = (emb.get((1, 1, d), "cls_token")?.reshape((1, d))?
+            + pos_all.narrow(1, 0, 1)?.reshape((1, d))?)?;
+        let grid = cfg.grid();
+        let patch_pos = pos_all.narrow(1, 1, npos - 1)?.reshape((npos - 1, d))?;
+        let pos = if src_grid == grid {
+            patch_pos
+        } else {
+            // Same as HF `interpolate_pos_encoding`: bicubic, align_corners=False, planes per channel.
+            let planes = patch_pos
+                .t()?
+                .contiguous()?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let out = bicubic_resize_planes(&planes, d, src_grid, src_grid, grid, grid);
+            Tensor::from_vec(out, (d, grid * grid), vb.device())?
+                .t()?
+                .contiguous()?
+        };
+        let blocks = (0..cfg.num_layers)
+            .map(|i| Block::load(vb.pp(format!("encoder.layer.{i}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            patch,
+            cls,
+            pos,
+            blocks,
+            norm: norm(&vb, "layernorm", d)?,
+        })
+    }
+
+    /// `pixels`: `(b, 3, size, size)`, normalised. Returns the CLS features `(b, dim)`.
+    pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = pixels.dims4()?;
+        let (p, g, d) = (self.cfg.patch_size, self.cfg.grid(), self.cfg.hidden_size);
+        ensure!(
+            c == 3 && h == g * p && w == g * p,
+            "expected (b, 3, {s}, {s}) input, got {:?}",
+            pixels.dims(),
+            s = g * p
+        );
+        // im2col for the stride-p patch convolution, then one GEMM.
+        let cols = pixels
+            .reshape((b, 3, g, p, g, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((b * g * g, 3 * p * p))?;
+        let patches = self
+            .patch
+            .forward(&cols)?
+            .reshape((b, g * g, d))?
+            .broadcast_add(&self.pos)?;
+        let cls = self.cls.unsqueeze(0)?.broadcast_as((b, 1, d))?;
+        let n = g * g + 1;
+        let mut x = Tensor::cat(&[&cls, &patches], 1)?.reshape((b * n, d))?;
+        for blk in &self.blocks {
+            x = blk.forward(&x, b, n)?;
+        }
+        let cls_out = x.reshape((b, n, d))?.narrow(1, 0, 1)?.squeeze(1)?;
+        Ok(layer_norm(
+            &cls_out.contiguous()?,
+            &self.norm.0,
+            &self.norm.1,
+            self.cfg.layer_norm_eps,
+        )?)
+    }
+}

