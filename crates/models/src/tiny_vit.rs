@@ -5,11 +5,15 @@
 //! convolutions are one fused pass, and window partitioning is a reshape. BatchNorm is folded
 //! into the preceding convolution at load, and the attention scale into the q rows of `qkv`.
 
-use crate::dinov2::Linear;
-use crate::ops::{depthwise_conv3, layer_norm};
+use crate::ops::Linear;
+use crate::ops::{attention, depthwise_conv3, layer_norm, QkvLayout};
 use anyhow::Result;
-use candle_core::{Module, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
+
+fn load_linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
+    Ok(Linear::new(vb.get((out_dim, in_dim), "weight")?, vb.get(out_dim, "bias")?)?)
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -45,12 +49,11 @@ impl Config {
     }
 }
 
-/// `Conv2d_BN` with the BatchNorm folded in; `k` is 1 (a GEMM) or 3 (depthwise).
-struct ConvBn {
-    w: Tensor,
-    b: Tensor,
-    depthwise: bool,
-    stride: usize,
+/// `Conv2d_BN` with the BatchNorm folded in: a 1×1 convolution (a GEMM on channels-last
+/// rows) or a depthwise 3×3.
+enum ConvBn {
+    Pointwise(Linear),
+    Depthwise { w: Tensor, b: Tensor, stride: usize },
 }
 
 impl ConvBn {
@@ -65,30 +68,40 @@ impl ConvBn {
         let s = (gamma / (var + 1e-5)?.sqrt()?)?;
         let w = w.broadcast_mul(&s.reshape((cout, 1, 1, 1))?)?;
         let b = (beta - mean.mul(&s)?)?;
-        let w = if depthwise {
-            w
+        Ok(if depthwise {
+            Self::Depthwise { w, b, stride }
         } else {
-            w.reshape((cout, cin))?
-        };
-        Ok(Self {
-            w,
-            b,
-            depthwise,
-            stride,
+            Self::Pointwise(Linear::new(w.reshape((cout, cin))?, b)?)
         })
     }
 
-    /// `x`: `(b, h, w, c)` channels-last.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.depthwise {
-            return Ok(depthwise_conv3(x, &self.w, &self.b, self.stride)?);
+    /// `x`: `(b, h, w, c)` channels-last; `residual` (1×1 only) is added before the GELU.
+    fn apply(&self, x: &Tensor, residual: Option<&Tensor>, gelu: bool) -> Result<Tensor> {
+        match self {
+            Self::Depthwise { w, b, stride } => Ok(depthwise_conv3(x, w, b, *stride, gelu)?),
+            Self::Pointwise(lin) => {
+                let (bs, h, wd, c) = x.dims4()?;
+                let rows = x.reshape((bs * h * wd, c))?;
+                let y = match (residual, gelu) {
+                    (Some(r), true) => {
+                        let r = r.reshape((bs * h * wd, ()))?;
+                        lin.forward_residual_gelu(&rows, &r)?
+                    }
+                    (Some(r), false) => lin.forward_residual(&rows, &r.reshape((bs * h * wd, ()))?)?,
+                    (None, true) => lin.forward_gelu(&rows)?,
+                    (None, false) => lin.forward(&rows)?,
+                };
+                Ok(y.reshape((bs, h, wd, ()))?)
+            }
         }
-        let (b, h, w, c) = x.dims4()?;
-        let y = x
-            .reshape((b * h * w, c))?
-            .matmul(&self.w.t()?)?
-            .broadcast_add(&self.b)?;
-        Ok(y.reshape((b, h, w, self.w.dim(0)?))?)
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, None, false)
+    }
+
+    fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, None, true)
     }
 }
 
@@ -100,10 +113,9 @@ struct MbConv {
 
 impl MbConv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.conv1.forward(x)?.gelu_erf()?;
-        let y = self.conv2.forward(&y)?.gelu_erf()?;
-        let y = self.conv3.forward(&y)?;
-        Ok((y + x)?.gelu_erf()?)
+        let y = self.conv1.forward_gelu(x)?;
+        let y = self.conv2.forward_gelu(&y)?;
+        self.conv3.apply(&y, Some(x), true)
     }
 }
 
@@ -125,8 +137,8 @@ impl PatchMerging {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.conv1.forward(x)?.gelu_erf()?;
-        let y = self.conv2.forward(&y)?.gelu_erf()?;
+        let y = self.conv1.forward_gelu(x)?;
+        let y = self.conv2.forward_gelu(&y)?;
         self.conv3.forward(&y)
     }
 }
@@ -143,7 +155,7 @@ struct Attention {
 impl Attention {
     fn load(vb: VarBuilder, dim: usize, heads: usize, window: usize) -> Result<Self> {
         let hd = dim / heads;
-        let qkv = Linear::load(vb.pp("qkv"), dim, 3 * dim)?;
+        let qkv = load_linear(vb.pp("qkv"), dim, 3 * dim)?;
         // Output channels are per head [q | k | v]; scale the q rows by hd^-1/2.
         let scale = (hd as f32).powf(-0.5);
         let s: Vec<f32> = (0..3 * dim)
@@ -170,7 +182,7 @@ impl Attention {
         Ok(Self {
             norm: (norm.get(dim, "weight")?, norm.get(dim, "bias")?),
             qkv,
-            proj: Linear::load(vb.pp("proj"), dim, dim)?,
+            proj: load_linear(vb.pp("proj"), dim, dim)?,
             bias,
             heads,
         })
@@ -179,23 +191,9 @@ impl Attention {
     /// `x`: `(windows, n, dim)`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (bw, n, dim) = x.dims3()?;
-        let hd = dim / self.heads;
         let h = layer_norm(&x.reshape((bw * n, dim))?, &self.norm.0, &self.norm.1, 1e-5)?;
-        let qkv = self
-            .qkv
-            .forward(&h)?
-            .reshape((bw, n, self.heads, 3, hd))?
-            .permute((3, 0, 2, 1, 4))?;
-        let q = qkv.get(0)?.contiguous()?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let att = q.matmul(&k.t()?)?.broadcast_add(&self.bias)?;
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let o = att
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((bw * n, dim))?;
+        let qkv = self.qkv.forward(&h)?;
+        let o = attention(&qkv, bw, n, self.heads, QkvLayout::Interleaved, Some(&self.bias))?;
         Ok(self.proj.forward(&o)?.reshape((bw, n, dim))?)
     }
 }
@@ -217,8 +215,8 @@ impl Block {
             attn: Attention::load(vb.pp("attn"), dim, heads, window)?,
             local_conv: ConvBn::load(vb.pp("local_conv"), dim, dim, 3, 1)?,
             mlp_norm: (n.get(dim, "weight")?, n.get(dim, "bias")?),
-            fc1: Linear::load(m.pp("fc1"), dim, dim * mlp)?,
-            fc2: Linear::load(m.pp("fc2"), dim * mlp, dim)?,
+            fc1: load_linear(m.pp("fc1"), dim, dim * mlp)?,
+            fc2: load_linear(m.pp("fc2"), dim * mlp, dim)?,
             window,
         })
     }
@@ -256,8 +254,8 @@ impl Block {
             &self.mlp_norm.1,
             1e-5,
         )?;
-        let t = self.fc2.forward(&self.fc1.forward(&t)?.gelu_erf()?)?;
-        Ok((x + t.reshape((b, h, w, c))?)?)
+        let t = self.fc2.forward_residual(&self.fc1.forward_gelu(&t)?, &x.reshape((b * h * w, c))?)?;
+        Ok(t.reshape((b, h, w, c))?)
     }
 }
 
@@ -346,7 +344,7 @@ impl TinyVit {
     /// channels-last, i.e. `(b, 64·64, 256)`.
     pub fn forward_features(&self, pixels: &Tensor) -> Result<Tensor> {
         let x = pixels.permute((0, 2, 3, 1))?.contiguous()?;
-        let x = self.patch[0].forward(&x)?.gelu_erf()?;
+        let x = self.patch[0].forward_gelu(&x)?;
         let mut x = self.patch[1].forward(&x)?;
         for (stage, down) in &self.stages {
             match stage {

@@ -1,0 +1,219 @@
+//! `simcase bench`: throughput measured side by side with the reference runtimes, in one run.
+//! The peers (PyTorch, onnxruntime, FAISS) run from `tools/bench_peers.py` on the same cores;
+//! results are printed as ratios. Not part of the tests: timings belong here, not in asserts.
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use simcase_imaging::decode_path;
+use simcase_index::{FlatIndex, VectorIndex};
+use simcase_models::default_device;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Embedding throughput (img/s) at the given batch sizes, against PyTorch / onnxruntime.
+    Embed {
+        #[arg(long, default_value = simcase_models::DEFAULT_MODEL)]
+        model: String,
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        batch: Vec<usize>,
+        /// Images timed per batch size (real images from --data, cycled).
+        #[arg(long, default_value_t = 32)]
+        images: usize,
+        #[arg(long, default_value = "../shared/data")]
+        data: PathBuf,
+        /// Skip the Python peers.
+        #[arg(long)]
+        no_peer: bool,
+    },
+    /// Exact search latency on random unit vectors, single query and batched, against FAISS.
+    Search {
+        #[arg(long, value_delimiter = ',', default_value = "100000,1600000")]
+        rows: Vec<usize>,
+        #[arg(long, default_value_t = 512)]
+        dim: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(short, long, default_value_t = 100)]
+        k: usize,
+        #[arg(long)]
+        no_peer: bool,
+    },
+    /// End-to-end ingest (decode + embed + commit) of a manifest against the embed-only rate.
+    Ingest {
+        #[arg(long, default_value = "../shared/data/dev.csv")]
+        manifest: PathBuf,
+        #[arg(long, default_value = simcase_models::DEFAULT_MODEL)]
+        model: String,
+        /// Images ingested (the first N rows of the manifest).
+        #[arg(long, default_value_t = 200)]
+        images: usize,
+    },
+}
+
+fn peers(args: &[String]) -> Result<serde_json::Value> {
+    let python = std::env::var("SIMCASE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/bench_peers.py");
+    eprintln!("running peers: {python} tools/bench_peers.py {}", args.join(" "));
+    let out = Command::new(&python)
+        .arg(script)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {python}"))?;
+    if !out.status.success() {
+        bail!("bench_peers.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn sample_images(data: &PathBuf, n: usize) -> Result<Vec<simcase_imaging::Image>> {
+    let sources = crate::ingest::read_manifest(&data.join("dev.csv"))?;
+    let mut imgs = Vec::new();
+    for s in sources.iter().take(n.max(1)) {
+        imgs.push(decode_path(&s.path, &Default::default())?.image);
+    }
+    Ok(imgs)
+}
+
+fn embed_rate(enc: &dyn simcase_models::Encoder, inputs: &[Vec<f32>], batch: usize) -> Result<f64> {
+    enc.embed(&inputs[..batch.min(inputs.len())])?; // warm-up
+    let t = Instant::now();
+    for chunk in inputs.chunks(batch) {
+        enc.embed(chunk)?;
+    }
+    Ok(inputs.len() as f64 / t.elapsed().as_secs_f64())
+}
+
+fn lcg_unit_vectors(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed;
+    let mut v: Vec<f32> = (0..rows * dim)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        })
+        .collect();
+    for r in v.chunks_mut(dim) {
+        let n = r.iter().map(|a| a * a).sum::<f32>().sqrt();
+        r.iter_mut().for_each(|a| *a /= n);
+    }
+    v
+}
+
+pub fn run(cmd: &BenchCmd) -> Result<()> {
+    match cmd {
+        BenchCmd::Embed { model, batch, images, data, no_peer } => {
+            crate::ensure_model(model)?;
+            let enc = simcase_models::load(model, &default_device())?;
+            let imgs = sample_images(data, *images)?;
+            let inputs: Vec<Vec<f32>> = (0..*images)
+                .map(|i| enc.preprocess().apply(&imgs[i % imgs.len()]))
+                .collect();
+            let peer = if *no_peer {
+                serde_json::Value::Null
+            } else {
+                let b: Vec<String> = batch.iter().map(|b| b.to_string()).collect();
+                peers(&[
+                    "embed".into(),
+                    "--model".into(),
+                    model.clone(),
+                    "--images".into(),
+                    images.to_string(),
+                    "--batch".into(),
+                    b.join(","),
+                ])?
+            };
+            println!("| model | batch | simcase img/s | peer | peer img/s | ratio |");
+            println!("|---|---:|---:|---|---:|---:|");
+            for &b in batch {
+                let ours = embed_rate(enc.as_ref(), &inputs, b)?;
+                let mut printed = false;
+                if let Some(p) = peer.as_object() {
+                    for (name, rates) in p {
+                        if let Some(r) = rates[b.to_string()].as_f64() {
+                            println!("| {model} | {b} | {ours:.2} | {name} | {r:.2} | {:.2}x |", ours / r);
+                            printed = true;
+                        }
+                    }
+                }
+                if !printed {
+                    println!("| {model} | {b} | {ours:.2} | - | - | - |");
+                }
+            }
+        }
+        BenchCmd::Search { rows, dim, batch, k, no_peer } => {
+            let peer = if *no_peer {
+                serde_json::Value::Null
+            } else {
+                let r: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
+                peers(&[
+                    "search".into(),
+                    "--rows".into(),
+                    r.join(","),
+                    "--dim".into(),
+                    dim.to_string(),
+                    "--batch".into(),
+                    batch.to_string(),
+                    "--k".into(),
+                    k.to_string(),
+                ])?
+            };
+            println!("| rows | dim | queries | simcase ms/query | FAISS ms/query | ratio (time) |");
+            println!("|---:|---:|---:|---:|---:|---:|");
+            for &n in rows {
+                let data = lcg_unit_vectors(n, *dim, 42);
+                let qs = lcg_unit_vectors(*batch, *dim, 7);
+                let idx = FlatIndex::new(data, *dim);
+                for nq in [1usize, *batch] {
+                    let qrefs: Vec<&[f32]> = qs.chunks(*dim).take(nq).collect();
+                    idx.search(&qrefs, *k, None); // warm-up (page-in)
+                    let reps = if nq == 1 { 20 } else { 3 };
+                    let t = Instant::now();
+                    for _ in 0..reps {
+                        std::hint::black_box(idx.search(&qrefs, *k, None));
+                    }
+                    let ours = t.elapsed().as_secs_f64() * 1e3 / (reps * nq) as f64;
+                    let theirs = peer[n.to_string()][nq.to_string()].as_f64();
+                    match theirs {
+                        Some(f) => println!("| {n} | {dim} | {nq} | {ours:.3} | {f:.3} | {:.2} |", ours / f),
+                        None => println!("| {n} | {dim} | {nq} | {ours:.3} | - | - |"),
+                    }
+                }
+            }
+        }
+        BenchCmd::Ingest { manifest, model, images } => {
+            crate::ensure_model(model)?;
+            let enc = simcase_models::load(model, &default_device())?;
+            let mut sources = crate::ingest::read_manifest(manifest)?;
+            sources.truncate(*images);
+            let decoded: Vec<_> = sources
+                .iter()
+                .filter_map(|s| decode_path(&s.path, &Default::default()).ok())
+                .collect();
+            let inputs: Vec<Vec<f32>> = decoded.iter().map(|d| enc.preprocess().apply(&d.image)).collect();
+            let embed_only = embed_rate(enc.as_ref(), &inputs, 16)?;
+            let dir = std::env::temp_dir().join(format!("simcase-bench-ingest-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut w = simcase_index::Writer::open(&dir, model, enc.dim())?;
+            let opts = crate::ingest::Options {
+                batch: 16,
+                decode: Default::default(),
+                progress: false,
+            };
+            let t = Instant::now();
+            let s = crate::ingest::run(&mut w, enc.as_ref(), sources, &opts)?;
+            let rate = s.added as f64 / t.elapsed().as_secs_f64();
+            drop(w);
+            let _ = std::fs::remove_dir_all(&dir);
+            println!("| model | images | embed-only img/s | ingest img/s | ingest / embed |");
+            println!("|---|---:|---:|---:|---:|");
+            println!(
+                "| {model} | {} | {embed_only:.2} | {rate:.2} | {:.0}% |",
+                s.added,
+                100.0 * rate / embed_only
+            );
+        }
+    }
+    Ok(())
+}

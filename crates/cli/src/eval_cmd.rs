@@ -1,0 +1,271 @@
+//! `simcase eval`: index = train split, queries = test split, three label levels, modified
+//! P@1/3/5/10 (micro and macro), the kNN vote with k tuned on val, and a per-modality view.
+//! Embeddings are kept in a per-model index folder, so a second run only scores.
+
+use crate::ingest;
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use simcase_eval::{at_level, knn_classification, precision_report, LEVELS, NS};
+use simcase_imaging::content_hash;
+use simcase_index::{FlatIndex, Reader, VectorIndex};
+use simcase_models::default_device;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// Labelled manifest with a `split` column (train = index, val = tuning, test = queries).
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// Model(s) to score; repeat for a side-by-side table.
+    #[arg(long = "model", default_values_t = [simcase_models::DEFAULT_MODEL.to_string()])]
+    pub models: Vec<String>,
+    /// Write the report as JSON (one model: the report; several: {"models": {name: report}}).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the tables as Markdown.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    /// Folder for the per-model embedding indexes (default $SIMCASE_HOME/eval).
+    #[arg(long)]
+    pub work: Option<PathBuf>,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Largest k tried for the kNN vote.
+    #[arg(long, default_value_t = 50)]
+    pub max_k: usize,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Neighbours retrieved per query, as in the paper's code (FAISS search with k = 100).
+const RETRIEVE: usize = 100;
+
+struct Row {
+    label: String,
+    split: String,
+    id: u64,
+}
+
+fn manifest_key(p: &Path) -> String {
+    let canon = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    content_hash(canon.display().to_string().as_bytes())[..12].to_string()
+}
+
+/// Embed the manifest (resuming) and return its rows joined to index ids.
+fn embed_manifest(a: &EvalArgs, model: &str) -> Result<(Reader, Vec<Row>, usize)> {
+    let work = match &a.work {
+        Some(w) => w.clone(),
+        None => simcase_models::simcase_home()?.join("eval"),
+    };
+    let dir = work.join(format!("{model}-{}", manifest_key(&a.manifest)));
+    let sources = ingest::read_manifest(&a.manifest)?;
+    crate::ensure_model(model)?;
+    let enc = simcase_models::load(model, &default_device())?;
+    {
+        let mut w = simcase_index::Writer::open(&dir, model, enc.dim())?;
+        let opts = ingest::Options {
+            batch: a.batch.max(1),
+            decode: Default::default(),
+            progress: !a.quiet,
+        };
+        let s = ingest::run(&mut w, enc.as_ref(), sources.clone(), &opts)?;
+        if !a.quiet {
+            eprintln!(
+                "{model}: {} embedded, {} cached, {} failed ({})",
+                s.added,
+                s.skipped,
+                s.failed,
+                dir.display()
+            );
+        }
+    }
+    let reader = Reader::open(&dir)?;
+    let mut rows = Vec::new();
+    let mut missing = 0;
+    for s in &sources {
+        let (Some(label), Some(split)) = (&s.meta.label, &s.meta.split) else {
+            missing += 1;
+            continue;
+        };
+        let bytes = std::fs::read(&s.path).ok();
+        match bytes.and_then(|b| reader.id_by_hash(&content_hash(&b)).ok().flatten()) {
+            Some(id) => rows.push(Row {
+                label: label.clone(),
+                split: split.clone(),
+                id,
+            }),
+            None => missing += 1,
+        }
+    }
+    Ok((reader, rows, missing))
+}
+
+type Ranked = Vec<(String, f32)>;
+
+/// Score one model; returns the JSON report.
+fn evaluate(reader: &Reader, rows: &[Row], missing: usize, max_k: usize) -> Result<Value> {
+    let dim = reader.settings().dim;
+    let train: Vec<&Row> = rows.iter().filter(|r| r.split == "train").collect();
+    anyhow::ensure!(!train.is_empty(), "the manifest has no train rows to index");
+    let mut flat = Vec::with_capacity(train.len() * dim);
+    for r in &train {
+        flat.extend_from_slice(reader.vector(r.id).context("vector missing")?);
+    }
+    let index = FlatIndex::new(flat, dim);
+    let search = |split: &str| -> Vec<(String, Ranked)> {
+        let qs: Vec<&Row> = rows.iter().filter(|r| r.split == split).collect();
+        let vecs: Vec<&[f32]> = qs.iter().map(|r| reader.vector(r.id).unwrap()).collect();
+        let hits = index.search(&vecs, RETRIEVE, None);
+        qs.iter()
+            .zip(hits)
+            .map(|(q, hs)| {
+                let ranked = hs
+                    .iter()
+                    .map(|h| (train[h.row as usize].label.clone(), h.score))
+                    .collect();
+                (q.label.clone(), ranked)
+            })
+            .collect()
+    };
+    let (test, val) = (search("test"), search("val"));
+    let cut = |qs: &[(String, Ranked)], lvl: usize| -> Vec<(String, Ranked)> {
+        qs.iter()
+            .map(|(l, r)| {
+                let r = r.iter().map(|(c, s)| (at_level(c, lvl), *s)).collect();
+                (at_level(l, lvl), r)
+            })
+            .collect()
+    };
+    let counts = |lvl: usize| -> HashMap<String, usize> {
+        let mut m = HashMap::new();
+        for r in &train {
+            *m.entry(at_level(&r.label, lvl)).or_insert(0) += 1;
+        }
+        m
+    };
+    let level_report = |qs: &[(String, Ranked)], lvl: usize| {
+        let q: Vec<(String, Vec<String>)> = cut(qs, lvl)
+            .into_iter()
+            .map(|(l, r)| (l, r.into_iter().map(|x| x.0).collect()))
+            .collect();
+        precision_report(&q, &counts(lvl)).to_json()
+    };
+    let mut levels = serde_json::Map::new();
+    let mut knn = serde_json::Map::new();
+    for (lvl, name) in LEVELS.iter().enumerate() {
+        levels.insert(name.to_string(), level_report(&test, lvl));
+        let c = knn_classification(&cut(&val, lvl), &cut(&test, lvl), max_k);
+        knn.insert(name.to_string(), serde_json::to_value(c)?);
+    }
+    let mut per_modality = serde_json::Map::new();
+    let modalities: BTreeMap<String, ()> = test.iter().map(|(l, _)| (at_level(l, 0), ())).collect();
+    for m in modalities.keys() {
+        let sub: Vec<(String, Ranked)> = test
+            .iter()
+            .filter(|(l, _)| &at_level(l, 0) == m)
+            .cloned()
+            .collect();
+        let mut lv = serde_json::Map::new();
+        for (lvl, name) in LEVELS.iter().enumerate() {
+            lv.insert(name.to_string(), level_report(&sub, lvl));
+        }
+        per_modality.insert(m.clone(), Value::Object(lv));
+    }
+    Ok(json!({
+        "model": reader.settings().model,
+        "dim": dim,
+        "protocol": "index=train, queries=test; modified P@N with N'=min(N, class size in index); kNN k tuned on val",
+        "counts": {
+            "index": train.len(),
+            "val": val.len(),
+            "test": test.len(),
+            "unusable_rows": missing,
+        },
+        "levels": levels,
+        "knn": knn,
+        "per_modality": per_modality,
+    }))
+}
+
+fn markdown(reports: &[Value]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| model | level | P@1 micro | P@1 macro | P@3 micro | P@3 macro | P@5 micro | P@5 macro | P@10 micro | P@10 macro | kNN k | kNN acc | kNN macro-F1 |"
+    );
+    let _ = writeln!(s, "|---|---|{}", "---:|".repeat(11));
+    for r in reports {
+        for lvl in LEVELS {
+            let l = &r["levels"][lvl];
+            let k = &r["knn"][lvl];
+            let _ = write!(s, "| {} | {lvl} |", r["model"].as_str().unwrap_or("?"));
+            for n in NS {
+                let p = &l[format!("P@{n}")];
+                let _ = write!(
+                    s,
+                    " {:.3} | {:.3} |",
+                    p["micro"].as_f64().unwrap_or(0.0),
+                    p["macro"].as_f64().unwrap_or(0.0)
+                );
+            }
+            let _ = writeln!(
+                s,
+                " {} | {:.3} | {:.3} |",
+                k["k"],
+                k["accuracy"].as_f64().unwrap_or(0.0),
+                k["macro_f1"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    let _ = writeln!(s, "\nPer modality, full label (`modality/anatomy/pathology`), micro / macro:\n");
+    let _ = writeln!(s, "| model | modality | queries | P@1 | P@3 | P@5 | P@10 |");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
+    for r in reports {
+        if let Some(pm) = r["per_modality"].as_object() {
+            for (m, v) in pm {
+                let l = &v[LEVELS[2]];
+                let _ = write!(s, "| {} | {m} | {} |", r["model"].as_str().unwrap_or("?"), l["queries"]);
+                for n in NS {
+                    let p = &l[format!("P@{n}")];
+                    let _ = write!(
+                        s,
+                        " {:.3} / {:.3} |",
+                        p["micro"].as_f64().unwrap_or(0.0),
+                        p["macro"].as_f64().unwrap_or(0.0)
+                    );
+                }
+                let _ = writeln!(s);
+            }
+        }
+    }
+    s
+}
+
+pub fn run(a: &EvalArgs) -> Result<()> {
+    let mut reports = Vec::new();
+    for m in &a.models {
+        let (reader, rows, missing) = embed_manifest(a, m)?;
+        reports.push(evaluate(&reader, &rows, missing, a.max_k)?);
+    }
+    let md = markdown(&reports);
+    println!("{md}");
+    if let Some(p) = &a.markdown {
+        std::fs::write(p, &md).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &a.json {
+        let v = if reports.len() == 1 {
+            reports.remove(0)
+        } else {
+            let mut o = serde_json::Map::new();
+            for r in reports {
+                o.insert(r["model"].as_str().unwrap_or("?").to_string(), r);
+            }
+            json!({ "models": o })
+        };
+        std::fs::write(p, serde_json::to_string_pretty(&v)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
