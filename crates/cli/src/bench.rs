@@ -56,14 +56,20 @@ pub enum BenchCmd {
 fn peers(args: &[String]) -> Result<serde_json::Value> {
     let python = std::env::var("SIMCASE_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/bench_peers.py");
-    eprintln!("running peers: {python} tools/bench_peers.py {}", args.join(" "));
+    eprintln!(
+        "running peers: {python} tools/bench_peers.py {}",
+        args.join(" ")
+    );
     let out = Command::new(&python)
         .arg(script)
         .args(args)
         .output()
         .with_context(|| format!("running {python}"))?;
     if !out.status.success() {
-        bail!("bench_peers.py failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "bench_peers.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(serde_json::from_slice(&out.stdout)?)
 }
@@ -90,7 +96,9 @@ fn lcg_unit_vectors(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
     let mut x = seed;
     let mut v: Vec<f32> = (0..rows * dim)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
         })
         .collect();
@@ -103,7 +111,13 @@ fn lcg_unit_vectors(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
 
 pub fn run(cmd: &BenchCmd) -> Result<()> {
     match cmd {
-        BenchCmd::Embed { model, batch, images, data, no_peer } => {
+        BenchCmd::Embed {
+            model,
+            batch,
+            images,
+            data,
+            no_peer,
+        } => {
             crate::ensure_model(model)?;
             let enc = simcase_models::load(model, &default_device())?;
             let imgs = sample_images(data, *images)?;
@@ -132,7 +146,10 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
                 if let Some(p) = peer.as_object() {
                     for (name, rates) in p {
                         if let Some(r) = rates[b.to_string()].as_f64() {
-                            println!("| {model} | {b} | {ours:.2} | {name} | {r:.2} | {:.2}x |", ours / r);
+                            println!(
+                                "| {model} | {b} | {ours:.2} | {name} | {r:.2} | {:.2}x |",
+                                ours / r
+                            );
                             printed = true;
                         }
                     }
@@ -142,7 +159,13 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
                 }
             }
         }
-        BenchCmd::Search { rows, dim, batch, k, no_peer } => {
+        BenchCmd::Search {
+            rows,
+            dim,
+            batch,
+            k,
+            no_peer,
+        } => {
             let peer = if *no_peer {
                 serde_json::Value::Null
             } else {
@@ -176,13 +199,20 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
                     let ours = t.elapsed().as_secs_f64() * 1e3 / (reps * nq) as f64;
                     let theirs = peer[n.to_string()][nq.to_string()].as_f64();
                     match theirs {
-                        Some(f) => println!("| {n} | {dim} | {nq} | {ours:.3} | {f:.3} | {:.2} |", ours / f),
+                        Some(f) => println!(
+                            "| {n} | {dim} | {nq} | {ours:.3} | {f:.3} | {:.2} |",
+                            ours / f
+                        ),
                         None => println!("| {n} | {dim} | {nq} | {ours:.3} | - | - |"),
                     }
                 }
             }
         }
-        BenchCmd::Ingest { manifest, model, images } => {
+        BenchCmd::Ingest {
+            manifest,
+            model,
+            images,
+        } => {
             crate::ensure_model(model)?;
             let enc = simcase_models::load(model, &default_device())?;
             let mut sources = crate::ingest::read_manifest(manifest)?;
@@ -191,9 +221,13 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
                 .iter()
                 .filter_map(|s| decode_path(&s.path, &Default::default()).ok())
                 .collect();
-            let inputs: Vec<Vec<f32>> = decoded.iter().map(|d| enc.preprocess().apply(&d.image)).collect();
+            let inputs: Vec<Vec<f32>> = decoded
+                .iter()
+                .map(|d| enc.preprocess().apply(&d.image))
+                .collect();
             let embed_only = embed_rate(enc.as_ref(), &inputs, 16)?;
-            let dir = std::env::temp_dir().join(format!("simcase-bench-ingest-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("simcase-bench-ingest-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             let mut w = simcase_index::Writer::open(&dir, model, enc.dim())?;
             let opts = crate::ingest::Options {

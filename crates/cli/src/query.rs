@@ -97,7 +97,10 @@ pub fn neighbours(reader: &Reader, q: &Query, k: usize) -> Result<Vec<Result_>> 
 }
 
 pub fn print_table(results: &[Result_]) {
-    println!("{:>4}  {:>6}  {:>6}  {:<34} {:<16} PATH", "RANK", "SCORE", "ID", "LABEL", "PATIENT");
+    println!(
+        "{:>4}  {:>6}  {:>6}  {:<34} {:<16} PATH",
+        "RANK", "SCORE", "ID", "LABEL", "PATIENT"
+    );
     for r in results {
         println!(
             "{:>4}  {:>6.4}  {:>6}  {:<34} {:<16} {}",

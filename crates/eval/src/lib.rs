@@ -15,7 +15,11 @@ pub const NS: [usize; 4] = [1, 3, 5, 10];
 
 /// A label cut to `level` (0 = modality, 1 = modality/anatomy, 2 = full label).
 pub fn at_level(label: &str, level: usize) -> String {
-    label.split('/').take(level + 1).collect::<Vec<_>>().join("/")
+    label
+        .split('/')
+        .take(level + 1)
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -53,7 +57,12 @@ impl LevelReport {
 }
 
 /// Modified precision of one ranking; `None` when the class is absent from the index.
-pub fn modified_precision(query: &str, ranked: &[&str], n: usize, class_size: usize) -> Option<f64> {
+pub fn modified_precision(
+    query: &str,
+    ranked: &[&str],
+    n: usize,
+    class_size: usize,
+) -> Option<f64> {
     let n = n.min(class_size);
     if n == 0 {
         return None;
@@ -216,15 +225,22 @@ mod tests {
     #[test]
     fn class_size_caps_n() {
         // Only 2 index items of class A: P@5 looks at the top 2.
-        assert_eq!(modified_precision("A", &["A", "A", "B", "B", "B"], 5, 2), Some(1.0));
-        assert_eq!(modified_precision("A", &["B", "A", "A"], 3, 10), Some(2.0 / 3.0));
+        assert_eq!(
+            modified_precision("A", &["A", "A", "B", "B", "B"], 5, 2),
+            Some(1.0)
+        );
+        assert_eq!(
+            modified_precision("A", &["B", "A", "A"], 3, 10),
+            Some(2.0 / 3.0)
+        );
         assert_eq!(modified_precision("A", &["A"], 1, 0), None);
     }
 
     #[test]
     fn micro_and_macro_by_hand() {
-        let counts: HashMap<String, usize> =
-            [("A".to_string(), 10), ("B".to_string(), 1)].into_iter().collect();
+        let counts: HashMap<String, usize> = [("A".to_string(), 10), ("B".to_string(), 1)]
+            .into_iter()
+            .collect();
         let q = vec![
             ("A".to_string(), s(&["A", "B", "A"])), // P@1 1, P@3 2/3
             ("A".to_string(), s(&["B", "B", "B"])), // P@1 0, P@3 0
@@ -245,13 +261,23 @@ mod tests {
 
     #[test]
     fn vote_majority_then_score_then_rank() {
-        let nb = |v: &[(&str, f32)]| v.iter().map(|(l, s)| (l.to_string(), *s)).collect::<Vec<_>>();
-        assert_eq!(knn_vote(&nb(&[("A", 0.9), ("B", 0.8), ("B", 0.7)]), 3).unwrap(), "B");
+        let nb = |v: &[(&str, f32)]| {
+            v.iter()
+                .map(|(l, s)| (l.to_string(), *s))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            knn_vote(&nb(&[("A", 0.9), ("B", 0.8), ("B", 0.7)]), 3).unwrap(),
+            "B"
+        );
         // 1-1 tie: B's summed score is larger.
         assert_eq!(knn_vote(&nb(&[("A", 0.5), ("B", 0.9)]), 2).unwrap(), "B");
         // Exact tie on count and score: the nearer neighbour's label.
         assert_eq!(knn_vote(&nb(&[("A", 0.5), ("B", 0.5)]), 2).unwrap(), "A");
-        assert_eq!(knn_vote(&nb(&[("A", 0.9), ("B", 0.8), ("B", 0.7)]), 1).unwrap(), "A");
+        assert_eq!(
+            knn_vote(&nb(&[("A", 0.9), ("B", 0.8), ("B", 0.7)]), 1).unwrap(),
+            "A"
+        );
         assert_eq!(knn_vote(&[], 3), None);
     }
 
@@ -270,7 +296,12 @@ mod tests {
     #[test]
     fn k_is_tuned_on_val() {
         let q = |t: &str, v: &[&str]| {
-            (t.to_string(), v.iter().map(|l| (l.to_string(), 1.0f32)).collect::<Vec<_>>())
+            (
+                t.to_string(),
+                v.iter()
+                    .map(|l| (l.to_string(), 1.0f32))
+                    .collect::<Vec<_>>(),
+            )
         };
         // k=1 is wrong on val; k=3 is right.
         let val = vec![q("A", &["B", "A", "A"]), q("B", &["A", "B", "B"])];

@@ -137,6 +137,87 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_portable(a, b)
 }
 
+/// From this many queries on, a chunk's scores come from one GEMM (queries × rowsᵀ), which
+/// reuses each row from cache across all queries instead of streaming it once per query.
+const GEMM_MIN_QUERIES: usize = 8;
+
+type Keep<'a> = Option<&'a (dyn Fn(u64) -> bool + Sync)>;
+
+fn scan_dots(
+    data: &[f32],
+    dim: usize,
+    queries: &[&[f32]],
+    start: usize,
+    end: usize,
+    keep: Keep,
+    tops: &mut [TopK],
+) {
+    // Blocked so that a block of rows stays in cache while every query visits it.
+    for b in (start..end).step_by(BLOCK_ROWS) {
+        let be = (b + BLOCK_ROWS).min(end);
+        for (q, top) in queries.iter().zip(tops.iter_mut()) {
+            for r in b..be {
+                if keep.is_some_and(|f| !f(r as u64)) {
+                    continue;
+                }
+                top.push(r as u64, dot(q, &data[r * dim..(r + 1) * dim]));
+            }
+        }
+    }
+}
+
+fn scan_gemm(
+    data: &[f32],
+    dim: usize,
+    queries: &[&[f32]],
+    start: usize,
+    end: usize,
+    keep: Keep,
+    tops: &mut [TopK],
+) {
+    let nq = queries.len();
+    let rows = end - start;
+    let mut q = Vec::with_capacity(nq * dim);
+    for x in queries {
+        q.extend_from_slice(&x[..dim]);
+    }
+    let mut scores = vec![0f32; nq * rows];
+    // SAFETY: q is nq×dim, the row block is rows×dim (read transposed), scores is nq×rows.
+    unsafe {
+        gemm::gemm(
+            nq,
+            rows,
+            dim,
+            scores.as_mut_ptr(),
+            1,
+            rows as isize,
+            false,
+            q.as_ptr(),
+            1,
+            dim as isize,
+            data.as_ptr().add(start * dim),
+            dim as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    let kept: Vec<bool> = (start..end)
+        .map(|r| keep.is_none_or(|f| f(r as u64)))
+        .collect();
+    for (top, srow) in tops.iter_mut().zip(scores.chunks_exact(rows)) {
+        for (i, &s) in srow.iter().enumerate() {
+            if kept[i] {
+                top.push((start + i) as u64, s);
+            }
+        }
+    }
+}
+
 /// Scan `data` (rows of `dim`) for each query; `keep` filters rows (e.g. a split or a label).
 pub fn search_rows(
     data: &[f32],
@@ -156,18 +237,10 @@ pub fn search_rows(
             let start = c * CHUNK_ROWS;
             let end = (start + CHUNK_ROWS).min(rows);
             let mut tops: Vec<TopK> = queries.iter().map(|_| TopK::new(k)).collect();
-            // Blocked so that a block of rows stays in cache while every query visits it.
-            for b in (start..end).step_by(BLOCK_ROWS) {
-                let be = (b + BLOCK_ROWS).min(end);
-                for (q, top) in queries.iter().zip(tops.iter_mut()) {
-                    for r in b..be {
-                        if keep.is_some_and(|f| !f(r as u64)) {
-                            continue;
-                        }
-                        let s = dot(q, &data[r * dim..(r + 1) * dim]);
-                        top.push(r as u64, s);
-                    }
-                }
+            if queries.len() >= GEMM_MIN_QUERIES {
+                scan_gemm(data, dim, queries, start, end, keep, &mut tops);
+            } else {
+                scan_dots(data, dim, queries, start, end, keep, &mut tops);
             }
             tops
         })
@@ -271,6 +344,26 @@ mod tests {
             let got: Vec<u64> = hits.iter().map(|h| h.row).collect();
             assert_eq!(got, brute(&data, dim, q, 10));
             assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+        }
+    }
+
+    #[test]
+    fn batched_gemm_path_equals_per_query_path() {
+        let (dim, rows) = (24, 3000);
+        let data = pseudo(dim * rows, 11);
+        let idx = FlatIndex::new(data.clone(), dim);
+        let qs: Vec<Vec<f32>> = (0..GEMM_MIN_QUERIES + 3)
+            .map(|i| pseudo(dim, 200 + i as u64))
+            .collect();
+        let qrefs: Vec<&[f32]> = qs.iter().map(|q| q.as_slice()).collect();
+        let even = |r: u64| r % 2 == 0;
+        let batched = idx.search(&qrefs, 7, Some(&even));
+        for (q, hits) in qs.iter().zip(&batched) {
+            let single = idx.search(&[q.as_slice()], 7, Some(&even)).remove(0);
+            let a: Vec<u64> = hits.iter().map(|h| h.row).collect();
+            let b: Vec<u64> = single.iter().map(|h| h.row).collect();
+            assert_eq!(a, b);
+            assert!(a.iter().all(|r| r % 2 == 0));
         }
     }
 

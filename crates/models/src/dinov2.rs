@@ -52,7 +52,10 @@ impl Config {
 pub use crate::ops::Linear;
 
 fn load_linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
-    Ok(Linear::new(vb.get((out_dim, in_dim), "weight")?, vb.get(out_dim, "bias")?)?)
+    Ok(Linear::new(
+        vb.get((out_dim, in_dim), "weight")?,
+        vb.get(out_dim, "bias")?,
+    )?)
 }
 
 struct Block {
@@ -80,8 +83,18 @@ impl Block {
         let v = load_linear(att.pp("value"), d, d)?;
         let scale = 1.0 / ((d / cfg.num_heads) as f64).sqrt();
         let qkv = Linear::new(
-            Tensor::cat(&[(q.weight() * scale)?, k.weight().clone(), v.weight().clone()], 0)?,
-            Tensor::cat(&[(q.bias() * scale)?, k.bias().clone(), v.bias().clone()], 0)?,
+            Tensor::cat(
+                &[
+                    (q.weight() * scale)?,
+                    k.weight().clone(),
+                    v.weight().clone(),
+                ],
+                0,
+            )?,
+            Tensor::cat(
+                &[(q.bias() * scale)?, k.bias().clone(), v.bias().clone()],
+                0,
+            )?,
         )?;
         let ls1 = vb.get(d, "layer_scale1.lambda1")?;
         let ls2 = vb.get(d, "layer_scale2.lambda1")?;

