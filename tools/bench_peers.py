@@ -23,12 +23,18 @@ from pathlib import Path
 THREADS = 2
 
 
+REPEATS = 3  # best of, as simcase's side does
+
+
 def rate(fn, x, images, batch):
     fn(x[:batch])  # warm-up
-    t = time.perf_counter()
-    for i in range(0, images, batch):
-        fn(x[i : i + batch])
-    return images / (time.perf_counter() - t)
+    best = 0.0
+    for _ in range(REPEATS):
+        t = time.perf_counter()
+        for i in range(0, images, batch):
+            fn(x[i : i + batch])
+        best = max(best, images / (time.perf_counter() - t))
+    return best
 
 
 def wheel(req, tmp):

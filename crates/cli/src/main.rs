@@ -6,7 +6,7 @@ mod eval_cmd;
 mod ingest;
 mod query;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use simcase_imaging::{DecodeOptions, WindowPreset};
 use simcase_models::{catalogue, default_device, install, installed, InstallOutcome};
@@ -170,7 +170,7 @@ fn models_cmd(cmd: &ModelsCmd) -> Result<()> {
 }
 
 fn main() {
-    simcase_models::tune_allocator();
+    simcase_models::init_runtime();
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
     tracing_subscriber::fmt()
@@ -191,9 +191,4 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
-}
-
-/// Context helper shared by the verbs.
-pub fn read_to_string(p: &std::path::Path) -> Result<String> {
-    std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
 }

