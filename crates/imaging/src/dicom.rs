@@ -1,4 +1,4 @@
-//! DICOM through dicom-rs: modality LUT, then the VOI window (or min-max), MONOCHROME1
+//! DICOM through dicom-rs: modality LUT, then the VOI LUT table or window (or min-max), MONOCHROME1
 //! inverted, first frame. Identifying attributes are read but only a salted hash of PatientID
 //! ever leaves this module's callers.
 
@@ -167,12 +167,33 @@ pub(crate) fn decode(
                     width: wl.width,
                 })
         });
-        let mut v = match window {
-            Some(wp) => raw
+        // A VOI LUT table, when present, takes precedence over the window (as in dicom-rs),
+        // unless the caller chose a window.
+        let voi_lut = match opts.window {
+            Some(_) => None,
+            None => pixels
+                .voi_lut_sequence()
+                .ok()
+                .flatten()
+                .and_then(|l| l.first())
+                .filter(|l| !l.data.is_empty()),
+        };
+        let mut v: Vec<f32> = match (voi_lut, window) {
+            (Some(l), _) => {
+                let top = ((1u32 << l.bits_stored.clamp(1, 16)) - 1) as f32;
+                let last = l.data.len() as i64 - 1;
+                raw.iter()
+                    .map(|&x| {
+                        let i = (x.round() as i64 - i64::from(l.min_pixel_value)).clamp(0, last);
+                        (f32::from(l.data[i as usize]) / top).clamp(0.0, 1.0)
+                    })
+                    .collect()
+            }
+            (None, Some(wp)) => raw
                 .iter()
                 .map(|&x| window_linear(x, wp.center, wp.width))
                 .collect(),
-            None => min_max(raw.to_vec()),
+            (None, None) => min_max(raw.to_vec()),
         };
         if pi.as_str() == "MONOCHROME1" {
             v.iter_mut().for_each(|x| *x = 1.0 - *x);
