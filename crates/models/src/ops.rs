@@ -123,20 +123,67 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> candle_core::
     }
 }
 
-/// Depthwise 3×3 convolution (padding 1) with bias on channels-last `(b, h, w, c)` data.
-/// candle runs grouped convolutions one group at a time; this is one pass, vectorised over c.
-struct DepthwiseConv3 {
-    stride: usize,
-    gelu: bool,
+/// The activation fused after a convolution or linear layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Act {
+    None,
+    /// Exact (erf) GELU.
+    Gelu,
+    /// `min(max(x, 0), 6)`, as EfficientNet-Lite.
+    Relu6,
 }
 
-impl DepthwiseConv3 {
-    fn out_size(&self, n: usize) -> usize {
-        (n + 2 - 3) / self.stride + 1
+#[inline(always)]
+fn act_rows(x: &mut [f32], act: Act) {
+    match act {
+        Act::None => {}
+        Act::Gelu => gelu_rows(x, None),
+        Act::Relu6 => x.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
     }
 }
 
-impl CustomOp3 for DepthwiseConv3 {
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn act_rows_avx2(x: &mut [f32], act: Act) {
+    act_rows(x, act)
+}
+
+fn act_par(x: &mut [f32], act: Act) {
+    if act == Act::None {
+        return;
+    }
+    let avx2 = has_avx2();
+    x.par_chunks_mut(16384).for_each(|c| {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: features detected above.
+            return unsafe { act_rows_avx2(c, act) };
+        }
+        let _ = avx2;
+        act_rows(c, act)
+    });
+}
+
+fn act_tensor(y: Tensor, act: Act) -> candle_core::Result<Tensor> {
+    match act {
+        Act::None => Ok(y),
+        Act::Gelu => y.gelu_erf(),
+        Act::Relu6 => y.clamp(0f32, 6f32),
+    }
+}
+
+/// Depthwise 3×3 convolution (padding 1) with bias on channels-last `(b, h, w, c)` data.
+/// candle runs grouped convolutions one group at a time; this is one pass, vectorised over c.
+struct DepthwiseConv {
+    k: usize,
+    stride: usize,
+    /// Zeros before the first row / column; the far side is implied by the output size.
+    pad: (usize, usize),
+    out: (usize, usize),
+    act: Act,
+}
+
+impl CustomOp3 for DepthwiseConv {
     fn name(&self) -> &'static str {
         "simcase-depthwise-conv3"
     }
@@ -151,10 +198,10 @@ impl CustomOp3 for DepthwiseConv3 {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let x = contiguous(s1, l1, "depthwise input")?;
-        let k = contiguous(s2, l2, "depthwise kernel")?; // (9, c)
+        let k = contiguous(s2, l2, "depthwise kernel")?; // (k·k, c)
         let bias = contiguous(s3, l3, "depthwise bias")?;
         let (b, h, w, c) = l1.shape().dims4()?;
-        let (ho, wo) = (self.out_size(h), self.out_size(w));
+        let (ho, wo) = self.out;
         let mut out = vec![0f32; b * ho * wo * c];
         let avx2 = has_avx2();
         let geo = DwGeometry {
@@ -163,8 +210,10 @@ impl CustomOp3 for DepthwiseConv3 {
             c,
             ho,
             wo,
+            k: self.k,
             stride: self.stride,
-            gelu: self.gelu,
+            pad: self.pad,
+            act: self.act,
         };
         out.par_chunks_mut(wo * c)
             .enumerate()
@@ -187,8 +236,10 @@ struct DwGeometry {
     c: usize,
     ho: usize,
     wo: usize,
+    k: usize,
     stride: usize,
-    gelu: bool,
+    pad: (usize, usize),
+    act: Act,
 }
 
 /// One output row of the depthwise convolution (all batch images stacked as rows).
@@ -200,27 +251,25 @@ fn dw_row(g: &DwGeometry, x: &[f32], k: &[f32], bias: &[f32], row: usize, orow: 
     for ox in 0..g.wo {
         let o = &mut orow[ox * c..(ox + 1) * c];
         o.copy_from_slice(bias);
-        for ky in 0..3 {
-            let iy = (oy * s + ky) as isize - 1;
+        for ky in 0..g.k {
+            let iy = (oy * s + ky) as isize - g.pad.0 as isize;
             if iy < 0 || iy >= h as isize {
                 continue;
             }
-            for kx in 0..3 {
-                let ix = (ox * s + kx) as isize - 1;
+            for kx in 0..g.k {
+                let ix = (ox * s + kx) as isize - g.pad.1 as isize;
                 if ix < 0 || ix >= w as isize {
                     continue;
                 }
                 let px = &img[(iy as usize * w + ix as usize) * c..][..c];
-                let kk = &k[(ky * 3 + kx) * c..][..c];
+                let kk = &k[(ky * g.k + kx) * c..][..c];
                 for ((o, p), k) in o.iter_mut().zip(px).zip(kk) {
                     *o += p * k;
                 }
             }
         }
     }
-    if g.gelu {
-        gelu_rows(orow, None);
-    }
+    act_rows(orow, g.act);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -236,7 +285,7 @@ unsafe fn dw_row_avx2(
     dw_row(g, x, k, bias, row, orow)
 }
 
-/// `x`: `(b, h, w, c)`; `kernel`: PyTorch `(c, 1, 3, 3)`; returns `(b, h', w', c)`,
+/// `x`: `(b, h, w, c)`; `kernel`: PyTorch `(c, 1, 3, 3)`; padding 1; returns `(b, h', w', c)`,
 /// optionally through an exact GELU.
 pub fn depthwise_conv3(
     x: &Tensor,
@@ -245,23 +294,56 @@ pub fn depthwise_conv3(
     stride: usize,
     gelu: bool,
 ) -> candle_core::Result<Tensor> {
-    let c = kernel.dim(0)?;
+    let (_, h, w, _) = x.dims4()?;
+    let out = ((h + 2 - 3) / stride + 1, (w + 2 - 3) / stride + 1);
+    let act = if gelu { Act::Gelu } else { Act::None };
+    depthwise_conv(x, kernel, bias, stride, (1, 1), out, act)
+}
+
+/// TensorFlow "SAME" geometry for one axis: output `ceil(n / s)`, padding before the data.
+pub fn same_padding(n: usize, k: usize, s: usize) -> (usize, usize) {
+    let out = n.div_ceil(s);
+    let total = ((out - 1) * s + k).saturating_sub(n);
+    (out, total / 2)
+}
+
+/// Depthwise `k×k` convolution on channels-last `(b, h, w, c)` with bias and activation;
+/// `pad` zeros come before the first row/column, `out` is the output size.
+pub fn depthwise_conv(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: &Tensor,
+    stride: usize,
+    pad: (usize, usize),
+    out: (usize, usize),
+    act: Act,
+) -> candle_core::Result<Tensor> {
+    let (c, _, k, _) = kernel.dims4()?;
     if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-        let k = kernel.reshape((c, 9))?.t()?.contiguous()?;
-        x.contiguous()?
-            .apply_op3_no_bwd(&k, bias, &DepthwiseConv3 { stride, gelu })
+        let kk = kernel.reshape((c, k * k))?.t()?.contiguous()?;
+        let op = DepthwiseConv {
+            k,
+            stride,
+            pad,
+            out,
+            act,
+        };
+        x.contiguous()?.apply_op3_no_bwd(&kk, bias, &op)
     } else {
-        let y = x
+        let (_, h, w, _) = x.dims4()?;
+        // Pad explicitly (possibly asymmetrically), then a valid convolution.
+        let after_h = ((out.0 - 1) * stride + k).saturating_sub(h + pad.0);
+        let after_w = ((out.1 - 1) * stride + k).saturating_sub(w + pad.1);
+        let xp = x
+            .pad_with_zeros(1, pad.0, after_h)?
+            .pad_with_zeros(2, pad.1, after_w)?;
+        let y = xp
             .permute((0, 3, 1, 2))?
-            .conv2d(kernel, 1, stride, 1, c)?
+            .conv2d(kernel, 0, stride, 1, c)?
             .broadcast_add(&bias.reshape((1, c, 1, 1))?)?
             .permute((0, 2, 3, 1))?
             .contiguous()?;
-        if gelu {
-            y.gelu_erf()
-        } else {
-            Ok(y)
-        }
+        act_tensor(y, act)
     }
 }
 
@@ -816,7 +898,7 @@ mod fused_tests {
 /// the bias nor the residual costs a separate pass over the activations.
 struct LinearOp {
     bias: std::sync::Arc<Vec<f32>>,
-    gelu: bool,
+    act: Act,
 }
 
 impl LinearOp {
@@ -877,18 +959,7 @@ impl LinearOp {
                 par,
             );
         }
-        if self.gelu {
-            let avx2 = has_avx2();
-            dst.par_chunks_mut(16384).for_each(|c| {
-                #[cfg(target_arch = "x86_64")]
-                if avx2 {
-                    // SAFETY: features detected above.
-                    return unsafe { gelu_rows_avx2(c, None) };
-                }
-                let _ = avx2;
-                gelu_rows(c, None)
-            });
-        }
+        act_par(&mut dst, self.act);
         Ok((CpuStorage::F32(dst), Shape::from((m, n))))
     }
 }
@@ -967,17 +1038,18 @@ impl Linear {
         Self::new(self.w.broadcast_mul(&s.unsqueeze(1)?)?, self.b.mul(s)?)
     }
 
-    fn apply(
+    /// `act(x·wᵀ + b (+ residual))`, fused into one pass on CPU.
+    pub fn apply(
         &self,
         x: &Tensor,
         residual: Option<&Tensor>,
-        gelu: bool,
+        act: Act,
     ) -> candle_core::Result<Tensor> {
         let x = x.contiguous()?;
         if let (Some(bias), true) = (&self.b_host, x.device().is_cpu()) {
             let op = LinearOp {
                 bias: bias.clone(),
-                gelu,
+                act,
             };
             return match residual {
                 Some(r) => x.apply_op3_no_bwd(&self.w, &r.contiguous()?, &op),
@@ -988,20 +1060,17 @@ impl Linear {
         if let Some(r) = residual {
             y = (y + r)?;
         }
-        if gelu {
-            y = y.gelu_erf()?;
-        }
-        Ok(y)
+        act_tensor(y, act)
     }
 
     /// `x·wᵀ + b` for 2-D `x`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.apply(x, None, false)
+        self.apply(x, None, Act::None)
     }
 
     /// `gelu(x·wᵀ + b)`.
     pub fn forward_gelu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.apply(x, None, true)
+        self.apply(x, None, Act::Gelu)
     }
 
     /// `gelu(residual + x·wᵀ + b)`.
@@ -1010,12 +1079,12 @@ impl Linear {
         x: &Tensor,
         residual: &Tensor,
     ) -> candle_core::Result<Tensor> {
-        self.apply(x, Some(residual), true)
+        self.apply(x, Some(residual), Act::Gelu)
     }
 
     /// `residual + x·wᵀ + b`.
     pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
-        self.apply(x, Some(residual), false)
+        self.apply(x, Some(residual), Act::None)
     }
 }
 
@@ -1050,5 +1119,51 @@ mod linear_tests {
         assert!(diff(lin.forward(&x).unwrap(), base.clone()) < 1e-4);
         assert!(diff(lin.forward_gelu(&x).unwrap(), base.gelu_erf().unwrap()) < 1e-4);
         assert!(diff(lin.forward_residual(&x, &r).unwrap(), (&base + &r).unwrap()) < 1e-4);
+    }
+}
+
+#[cfg(test)]
+mod depthwise_same_tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn same_padding_matches_tensorflow() {
+        assert_eq!(same_padding(224, 3, 2), (112, 0)); // total 1: all of it after
+        assert_eq!(same_padding(28, 5, 2), (14, 1)); // total 3: 1 before, 2 after
+        assert_eq!(same_padding(14, 5, 1), (14, 2));
+        assert_eq!(same_padding(7, 3, 1), (7, 1));
+    }
+
+    #[test]
+    fn k5_stride2_same_matches_padded_candle_conv_with_relu6() {
+        let dev = Device::Cpu;
+        let (b, h, w, c) = (2, 9, 8, 4);
+        let x = Tensor::randn(0f32, 2.0, (b, h, w, c), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (c, 1, 5, 5), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, c, &dev).unwrap();
+        let (oh, ph) = same_padding(h, 5, 2);
+        let (ow, pw) = same_padding(w, 5, 2);
+        let got = depthwise_conv(&x, &k, &bias, 2, (ph, pw), (oh, ow), Act::Relu6).unwrap();
+        let after_h = (oh - 1) * 2 + 5 - h - ph;
+        let after_w = (ow - 1) * 2 + 5 - w - pw;
+        let want = x
+            .pad_with_zeros(1, ph, after_h)
+            .unwrap()
+            .pad_with_zeros(2, pw, after_w)
+            .unwrap()
+            .permute((0, 3, 1, 2))
+            .unwrap()
+            .conv2d(&k, 0, 2, 1, c)
+            .unwrap()
+            .broadcast_add(&bias.reshape((1, c, 1, 1)).unwrap())
+            .unwrap()
+            .clamp(0f32, 6f32)
+            .unwrap()
+            .permute((0, 2, 3, 1))
+            .unwrap();
+        assert_eq!(got.dims(), want.dims());
+        let d = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-4);
     }
 }

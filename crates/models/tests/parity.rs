@@ -78,3 +78,8 @@ fn dinov2_s_matches_onnxruntime() {
 fn litemedsam_matches_pytorch() {
     check("litemedsam");
 }
+
+#[test]
+fn efficientnet_lite0_matches_pytorch() {
+    check("efficientnet-lite0");
+}
