@@ -51,14 +51,16 @@ impl Config {
 
 pub use crate::ops::Linear;
 
-fn load_linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
+pub(crate) fn load_linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
     Ok(Linear::new(
         vb.get((out_dim, in_dim), "weight")?,
         vb.get(out_dim, "bias")?,
     )?)
 }
 
-struct Block {
+/// A pre-norm transformer block (timm / HF ViT layout) with q/k/v fused and the attention
+/// scale and any LayerScale folded into the weights.
+pub(crate) struct Block {
     norm1: (Tensor, Tensor),
     qkv: Linear,
     proj: Linear,
@@ -69,7 +71,7 @@ struct Block {
     eps: f64,
 }
 
-fn norm(vb: &VarBuilder, name: &str, dim: usize) -> Result<(Tensor, Tensor)> {
+pub(crate) fn norm(vb: &VarBuilder, name: &str, dim: usize) -> Result<(Tensor, Tensor)> {
     let vb = vb.pp(name);
     Ok((vb.get(dim, "weight")?, vb.get(dim, "bias")?))
 }
@@ -111,8 +113,38 @@ impl Block {
         })
     }
 
+    /// timm naming (`norm1`, `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1`, `mlp.fc2`), no
+    /// LayerScale: the layout of `vit_base_patch16_224` and BiomedCLIP's image tower.
+    pub(crate) fn load_timm(
+        vb: VarBuilder,
+        d: usize,
+        heads: usize,
+        mlp: usize,
+        eps: f64,
+    ) -> Result<Self> {
+        let scale = 1.0 / ((d / heads) as f32).sqrt();
+        let s: Vec<f32> = (0..3 * d)
+            .map(|i| if i < d { scale } else { 1.0 })
+            .collect();
+        let qkv = load_linear(vb.pp("attn.qkv"), d, 3 * d)?.scale_outputs(&Tensor::from_vec(
+            s,
+            3 * d,
+            vb.device(),
+        )?)?;
+        Ok(Self {
+            norm1: norm(&vb, "norm1", d)?,
+            qkv,
+            proj: load_linear(vb.pp("attn.proj"), d, d)?,
+            norm2: norm(&vb, "norm2", d)?,
+            fc1: load_linear(vb.pp("mlp.fc1"), d, d * mlp)?,
+            fc2: load_linear(vb.pp("mlp.fc2"), d * mlp, d)?,
+            heads,
+            eps,
+        })
+    }
+
     /// `x`: `(b·n, d)`.
-    fn forward(&self, x: &Tensor, b: usize, n: usize) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor, b: usize, n: usize) -> Result<Tensor> {
         let h = layer_norm(x, &self.norm1.0, &self.norm1.1, self.eps)?;
         let qkv = self.qkv.forward(&h)?;
         let o = attention(&qkv, b, n, self.heads, QkvLayout::Blocks, None)?;

@@ -6,7 +6,9 @@ pub mod efficientnet_lite;
 pub mod install;
 pub mod onnx;
 pub mod ops;
+pub mod seeded;
 pub mod tiny_vit;
+pub mod vit;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -19,6 +21,9 @@ pub use install::{install, installed, model_dir, pip_fetch, simcase_home, Instal
 /// ImageNet statistics, used by DINOv2.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+/// OpenAI CLIP statistics, used by CLIP and BiomedCLIP image towers.
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 /// How an [`Image`] becomes a model input: bilinear resize (PyTorch semantics), then optional
 /// per-channel normalisation.

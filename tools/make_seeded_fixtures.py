@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Parity fixtures for architectures whose real weights are not reachable here.
+
+The PyTorch reference is built at full size, its parameters are filled with the same
+deterministic values that `simcase_models::seeded::weights` generates (a SplitMix64 counter
+hash over the parameters in sorted-name order), and a few real images from ../shared/data are
+embedded. Only parameter names/shapes, inputs and outputs are committed:
+crates/models/tests/fixtures/seeded.json.
+
+  biomedclip-vision: timm `vit_base_patch16_224` trunk (CLS pooling, as open_clip's TimmModel
+      with timm_pool="") + bias-free Linear 768->512, under open_clip's names
+      (`visual.trunk.*`, `visual.head.proj.weight`); OpenAI CLIP mean/std at 224.
+
+Usage: python3 tools/make_seeded_fixtures.py [--data ../shared/data]
+Needs: pip install torch timm numpy pillow
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_parity_fixtures import decode, l2, preprocess  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "crates/models/tests/fixtures/seeded.json"
+SEED = 1234
+SCALE = np.float32(0.05)
+# PNGs only: they decode bit-identically in PIL and simcase, so the comparison is the model's.
+IMAGES = [
+    "images/pyradiomics_volumes/lung2_z022.png",
+    "images/busi/benign_136.png",
+    "images/knee_oa_xray/kl0_9003815L.png",
+]
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+M1 = np.uint64(0x9E3779B97F4A7C15)
+M2 = np.uint64(0xBF58476D1CE4E5B9)
+M3 = np.uint64(0x94D049BB133111EB)
+
+
+def splitmix64(z):
+    z = z + M1
+    z = (z ^ (z >> np.uint64(30))) * M2
+    z = (z ^ (z >> np.uint64(27))) * M3
+    return z ^ (z >> np.uint64(31))
+
+
+def base(name, shape):
+    parts = name.split(".")
+    norm_weight = len(shape) == 1 and name.endswith(".weight") and (
+        "norm" in parts[-2] or parts[-2].startswith("ln")
+    )
+    return np.float32(1.0 if norm_weight else 0.0)
+
+
+def seeded(params):
+    """{name: np.ndarray} for {name: shape}, as the Rust generator makes them."""
+    out, offset = {}, 0
+    with np.errstate(over="ignore"):
+        for name in sorted(params):
+            shape = params[name]
+            n = int(np.prod(shape)) if shape else 1
+            idx = np.arange(offset, offset + n, dtype=np.uint64) + np.uint64(SEED << 40)
+            u = (splitmix64(idx) >> np.uint64(40)).astype(np.float32) / np.float32(16777216.0)
+            u = u * np.float32(2.0) - np.float32(1.0)
+            out[name] = (base(name, shape) + SCALE * u).reshape(shape)
+            offset += n
+    return out
+
+
+class BiomedClipVision(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        import timm
+
+        self.trunk = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
+        self.head = torch.nn.Module()
+        self.head.proj = torch.nn.Linear(768, 512, bias=False)
+
+    def forward(self, x):
+        return self.head.proj(self.trunk(x))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=str(ROOT.parent / "shared/data"))
+    data = Path(ap.parse_args().data)
+    torch.set_num_threads(2)
+    model = BiomedClipVision().eval()
+    sd = {f"visual.{k}": v for k, v in model.state_dict().items()}
+    params = {k: list(v.shape) for k, v in sd.items()}
+    values = seeded(params)
+    model.load_state_dict({k[len("visual."):]: torch.from_numpy(v) for k, v in values.items()})
+    refs = []
+    with torch.no_grad():
+        for rel in IMAGES:
+            x = preprocess(decode(data / rel), 224, (CLIP_MEAN, CLIP_STD))
+            refs.append({"path": rel, "embedding": l2(model(x)[0])})
+    fixture = {
+        "generator": "tools/make_seeded_fixtures.py",
+        "seed": SEED,
+        "scale": float(SCALE),
+        "models": {
+            "biomedclip-vision": {
+                "reference": f"timm vit_base_patch16_224 + Linear(768, 512, bias=False), torch {torch.__version__}",
+                "params": sorted(params.items()),
+                "images": refs,
+            }
+        },
+    }
+    OUT.write_text(json.dumps(fixture, indent=1))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
