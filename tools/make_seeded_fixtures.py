@@ -10,9 +10,12 @@ crates/models/tests/fixtures/seeded.json.
   biomedclip-vision: timm `vit_base_patch16_224` trunk (CLS pooling, as open_clip's TimmModel
       with timm_pool="") + bias-free Linear 768->512, under open_clip's names
       (`visual.trunk.*`, `visual.head.proj.weight`); OpenAI CLIP mean/std at 224.
+  dinov2-b: transformers `Dinov2Model` ViT-B/14 (37x37 position grid, LayerScale), run at 224
+      (bicubic position interpolation) with ImageNet mean/std; CLS after the final norm.
+  rad-dino: the same layout at its native 518 (no interpolation), as RAD-DINO is used.
 
 Usage: python3 tools/make_seeded_fixtures.py [--data ../shared/data]
-Needs: pip install torch timm numpy pillow
+Needs: pip install torch timm transformers numpy pillow
 """
 import argparse
 import json
@@ -86,32 +89,75 @@ class BiomedClipVision(torch.nn.Module):
         return self.head.proj(self.trunk(x))
 
 
+def embed_all(model, data, size, mean_std, pool):
+    out = []
+    with torch.no_grad():
+        for rel in IMAGES:
+            x = preprocess(decode(data / rel), size, mean_std)
+            out.append({"path": rel, "embedding": l2(pool(model(x))[0])})
+    return out
+
+
+# transformers 5 renamed DINOv2's attention projections; checkpoints on the hub (and simcase)
+# keep the original names, so the fixture uses those.
+CHECKPOINT_NAMES = {
+    ".attention.q_proj.": ".attention.attention.query.",
+    ".attention.k_proj.": ".attention.attention.key.",
+    ".attention.v_proj.": ".attention.attention.value.",
+    ".attention.o_proj.": ".attention.output.dense.",
+}
+
+
+def checkpoint_name(k):
+    for new, old in CHECKPOINT_NAMES.items():
+        k = k.replace(new, old)
+    return k
+
+
+def seeded_load(model, prefix=""):
+    names = {prefix + checkpoint_name(k): k for k in model.state_dict()}
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    params = {ck: shapes[k] for ck, k in names.items()}
+    values = seeded(params)
+    model.load_state_dict({names[ck]: torch.from_numpy(v) for ck, v in values.items()})
+    return sorted(params.items())
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data"))
     data = Path(ap.parse_args().data)
     torch.set_num_threads(2)
+    models = {}
     model = BiomedClipVision().eval()
-    sd = {f"visual.{k}": v for k, v in model.state_dict().items()}
-    params = {k: list(v.shape) for k, v in sd.items()}
-    values = seeded(params)
-    model.load_state_dict({k[len("visual."):]: torch.from_numpy(v) for k, v in values.items()})
-    refs = []
-    with torch.no_grad():
-        for rel in IMAGES:
-            x = preprocess(decode(data / rel), 224, (CLIP_MEAN, CLIP_STD))
-            refs.append({"path": rel, "embedding": l2(model(x)[0])})
+    params = seeded_load(model, "visual.")
+    models["biomedclip-vision"] = {
+        "reference": f"timm vit_base_patch16_224 + Linear(768, 512, bias=False), torch {torch.__version__}",
+        "params": params,
+        "images": embed_all(model, data, 224, (CLIP_MEAN, CLIP_STD), lambda y: y),
+    }
+    import transformers
+    from transformers import Dinov2Config, Dinov2Model
+
+    cfg = Dinov2Config(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                       image_size=518, patch_size=14, layerscale_value=1.0)
+    dino = Dinov2Model(cfg).eval()
+    params = seeded_load(dino)
+    imagenet = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    pool = lambda out: out.pooler_output  # CLS token after the final layer norm
+    ref = f"transformers {transformers.__version__} Dinov2Model (ViT-B/14), torch {torch.__version__}"
+    for name, size in (("dinov2-b", 224), ("rad-dino", 518)):
+        models[name] = {
+            "reference": ref,
+            "image_size": size,
+            "params": params,
+            "images": embed_all(dino, data, size, imagenet, pool),
+        }
     fixture = {
         "generator": "tools/make_seeded_fixtures.py",
         "seed": SEED,
         "scale": float(SCALE),
-        "models": {
-            "biomedclip-vision": {
-                "reference": f"timm vit_base_patch16_224 + Linear(768, 512, bias=False), torch {torch.__version__}",
-                "params": sorted(params.items()),
-                "images": refs,
-            }
-        },
+        "models": models,
     }
     OUT.write_text(json.dumps(fixture, indent=1))
     print(f"wrote {OUT}")

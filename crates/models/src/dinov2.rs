@@ -44,6 +44,14 @@ impl Config {
         }
     }
 
+    /// RAD-DINO (Microsoft's chest X-ray DINOv2): the ViT-B/14 layout at its native 518.
+    pub fn rad_dino() -> Self {
+        Self {
+            image_size: 518,
+            ..Self::vit_base()
+        }
+    }
+
     pub fn grid(&self) -> usize {
         self.image_size / self.patch_size
     }

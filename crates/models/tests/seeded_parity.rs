@@ -1,12 +1,14 @@
 //! Full-size parity for architectures without reachable weights: both sides fill the real
-//! config with the same deterministic weights (`simcase_models::seeded`), and this test checks
+//! config with the same deterministic weights (`simcase_models::seeded`), and these tests check
 //! the candle forward against the PyTorch outputs in `tests/fixtures/seeded.json`
 //! (from `tools/make_seeded_fixtures.py`).
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use simcase_imaging::decode_path;
-use simcase_models::{l2_normalize, seeded, vit, Preprocess, CLIP_MEAN, CLIP_STD};
+use simcase_models::{
+    dinov2, l2_normalize, seeded, vit, Preprocess, CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD,
+};
 use std::path::PathBuf;
 
 fn data_dir() -> PathBuf {
@@ -15,44 +17,42 @@ fn data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
 }
 
-#[test]
-fn biomedclip_vision_tower_matches_timm() {
+/// The fixture entry `name`, and a VarBuilder over its seeded weights.
+fn fixture(name: &str) -> (serde_json::Value, VarBuilder<'static>) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seeded.json");
     let fx: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let m = &fx["models"]["biomedclip-vision"];
+    let m = fx["models"][name].clone();
     let params: Vec<(String, Vec<usize>)> = serde_json::from_value(m["params"].clone()).unwrap();
     let weights = seeded::weights(
         fx["seed"].as_u64().unwrap(),
         &params,
         fx["scale"].as_f64().unwrap() as f32,
     );
-    let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
-    let model = vit::Vit::load(vb, &vit::Config::biomedclip_vision()).unwrap();
-    let pre = Preprocess {
-        size: 224,
-        mean_std: Some((CLIP_MEAN, CLIP_STD)),
-    };
-    let refs = m["images"].as_array().unwrap();
+    (
+        m,
+        VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu),
+    )
+}
+
+/// Embed the fixture's images with `forward` and compare: cosine ≥ 0.9999 per image.
+fn check(
+    name: &str,
+    m: &serde_json::Value,
+    pre: Preprocess,
+    dim: usize,
+    forward: impl Fn(&Tensor) -> Tensor,
+) {
+    let s = pre.size;
     let mut worst = 1.0f64;
-    for r in refs {
-        let img = decode_path(
-            &data_dir().join(r["path"].as_str().unwrap()),
-            &Default::default(),
-        )
-        .unwrap();
-        let x = Tensor::from_vec(pre.apply(&img.image), (1, 3, 224, 224), &Device::Cpu).unwrap();
-        let got = l2_normalize(
-            model
-                .forward(&x)
-                .unwrap()
-                .squeeze(0)
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap(),
-        );
+    let mut seen: Vec<Vec<f32>> = Vec::new();
+    for r in m["images"].as_array().unwrap() {
+        let p = data_dir().join(r["path"].as_str().unwrap());
+        let img = decode_path(&p, &Default::default()).unwrap();
+        let x = Tensor::from_vec(pre.apply(&img.image), (1, 3, s, s), &Device::Cpu).unwrap();
+        let got = l2_normalize(forward(&x).squeeze(0).unwrap().to_vec1::<f32>().unwrap());
         let want: Vec<f64> = serde_json::from_value(r["embedding"].clone()).unwrap();
-        assert_eq!(got.len(), 512);
+        assert_eq!(got.len(), dim);
         let cos: f64 = got.iter().zip(&want).map(|(a, b)| *a as f64 * b).sum();
         let max_abs = got
             .iter()
@@ -60,10 +60,53 @@ fn biomedclip_vision_tower_matches_timm() {
             .map(|(a, b)| (*a as f64 - b).abs())
             .fold(0.0, f64::max);
         println!(
-            "biomedclip-vision {}: cosine {cos:.7}, max abs err {max_abs:.2e}",
+            "{name} {}: cosine {cos:.7}, max abs err {max_abs:.2e}",
             r["path"]
         );
         worst = worst.min(cos);
+        seen.push(got);
     }
-    assert!(worst >= 0.9999, "cosine {worst}");
+    // The images must not collapse to one embedding, or the comparison would prove little.
+    let c01: f32 = seen[0].iter().zip(&seen[1]).map(|(a, b)| a * b).sum();
+    assert!(
+        c01 < 0.99999,
+        "{name}: different images give the same embedding"
+    );
+    println!("{name}: worst cosine {worst:.7} vs {}", m["reference"]);
+    assert!(worst >= 0.9999, "{name}: cosine {worst}");
+}
+
+#[test]
+fn biomedclip_vision_tower_matches_timm() {
+    let (m, vb) = fixture("biomedclip-vision");
+    let model = vit::Vit::load(vb, &vit::Config::biomedclip_vision()).unwrap();
+    let pre = Preprocess {
+        size: 224,
+        mean_std: Some((CLIP_MEAN, CLIP_STD)),
+    };
+    check("biomedclip-vision", &m, pre, 512, |x| {
+        model.forward(x).unwrap()
+    });
+}
+
+#[test]
+fn dinov2_base_at_224_matches_transformers() {
+    let (m, vb) = fixture("dinov2-b");
+    let model = dinov2::Dinov2::load(vb, &dinov2::Config::vit_base()).unwrap();
+    let pre = Preprocess {
+        size: 224,
+        mean_std: Some((IMAGENET_MEAN, IMAGENET_STD)),
+    };
+    check("dinov2-b", &m, pre, 768, |x| model.forward(x).unwrap());
+}
+
+#[test]
+fn rad_dino_at_518_matches_transformers() {
+    let (m, vb) = fixture("rad-dino");
+    let model = dinov2::Dinov2::load(vb, &dinov2::Config::rad_dino()).unwrap();
+    let pre = Preprocess {
+        size: 518,
+        mean_std: Some((IMAGENET_MEAN, IMAGENET_STD)),
+    };
+    check("rad-dino", &m, pre, 768, |x| model.forward(x).unwrap());
 }
