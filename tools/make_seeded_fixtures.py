@@ -13,9 +13,11 @@ crates/models/tests/fixtures/seeded.json.
   dinov2-b: transformers `Dinov2Model` ViT-B/14 (37x37 position grid, LayerScale), run at 224
       (bicubic position interpolation) with ImageNet mean/std; CLS after the final norm.
   rad-dino: the same layout at its native 518 (no interpolation), as RAD-DINO is used.
+  clip-vit-b16, clip-vit-l14: open_clip `ViT-B-16-quickgelu` / `ViT-L-14-quickgelu` image
+      towers (OpenAI CLIP layout, `visual.*` names); CLIP mean/std at 224.
 
 Usage: python3 tools/make_seeded_fixtures.py [--data ../shared/data]
-Needs: pip install torch timm transformers numpy pillow
+Needs: pip install torch timm transformers open_clip_torch numpy pillow
 """
 import argparse
 import json
@@ -153,6 +155,17 @@ def main():
             "params": params,
             "images": embed_all(dino, data, size, imagenet, pool),
         }
+    import open_clip
+
+    for name, arch in (("clip-vit-b16", "ViT-B-16-quickgelu"), ("clip-vit-l14", "ViT-L-14-quickgelu")):
+        visual = open_clip.create_model(arch, pretrained=None).visual.eval()
+        params = seeded_load(visual, "visual.")
+        models[name] = {
+            "reference": f"open_clip {open_clip.__version__} {arch} image tower, torch {torch.__version__}",
+            "params": params,
+            "images": embed_all(visual, data, 224, (CLIP_MEAN, CLIP_STD), lambda y: y),
+        }
+        del visual
     fixture = {
         "generator": "tools/make_seeded_fixtures.py",
         "seed": SEED,

@@ -5,7 +5,7 @@
 //! q/k/v are fused into one GEMM with the attention scale folded into q, and LayerScale is folded
 //! into the projection weights at load, which removes three elementwise passes per block.
 
-use crate::ops::{attention, bicubic_resize_planes, layer_norm, QkvLayout};
+use crate::ops::{attention, bicubic_resize_planes, layer_norm, Act, QkvLayout};
 use anyhow::{ensure, Result};
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
@@ -77,6 +77,7 @@ pub(crate) struct Block {
     fc2: Linear,
     heads: usize,
     eps: f64,
+    act: Act,
 }
 
 pub(crate) fn norm(vb: &VarBuilder, name: &str, dim: usize) -> Result<(Tensor, Tensor)> {
@@ -118,6 +119,7 @@ impl Block {
             fc2: load_linear(vb.pp("mlp.fc2"), hidden, d)?.scale_outputs(&ls2)?,
             heads: cfg.num_heads,
             eps: cfg.layer_norm_eps,
+            act: Act::Gelu,
         })
     }
 
@@ -148,6 +150,33 @@ impl Block {
             fc2: load_linear(vb.pp("mlp.fc2"), d * mlp, d)?,
             heads,
             eps,
+            act: Act::Gelu,
+        })
+    }
+
+    /// OpenAI CLIP / open_clip naming (`ln_1`, `attn.in_proj_*`, `attn.out_proj`, `ln_2`,
+    /// `mlp.c_fc`, `mlp.c_proj`), QuickGELU, LayerNorm eps 1e-5.
+    pub(crate) fn load_clip(vb: VarBuilder, d: usize, heads: usize, mlp: usize) -> Result<Self> {
+        let scale = 1.0 / ((d / heads) as f32).sqrt();
+        let s: Vec<f32> = (0..3 * d)
+            .map(|i| if i < d { scale } else { 1.0 })
+            .collect();
+        let attn = vb.pp("attn");
+        let qkv = Linear::new(
+            attn.get((3 * d, d), "in_proj_weight")?,
+            attn.get(3 * d, "in_proj_bias")?,
+        )?
+        .scale_outputs(&Tensor::from_vec(s, 3 * d, vb.device())?)?;
+        Ok(Self {
+            norm1: norm(&vb, "ln_1", d)?,
+            qkv,
+            proj: load_linear(attn.pp("out_proj"), d, d)?,
+            norm2: norm(&vb, "ln_2", d)?,
+            fc1: load_linear(vb.pp("mlp.c_fc"), d, d * mlp)?,
+            fc2: load_linear(vb.pp("mlp.c_proj"), d * mlp, d)?,
+            heads,
+            eps: 1e-5,
+            act: Act::QuickGelu,
         })
     }
 
@@ -158,7 +187,7 @@ impl Block {
         let o = attention(&qkv, b, n, self.heads, QkvLayout::Blocks, None)?;
         let x = self.proj.forward_residual(&o, x)?;
         let h = layer_norm(&x, &self.norm2.0, &self.norm2.1, self.eps)?;
-        let h = self.fc1.forward_gelu(&h)?;
+        let h = self.fc1.apply(&h, None, self.act)?;
         Ok(self.fc2.forward_residual(&h, &x)?)
     }
 }

