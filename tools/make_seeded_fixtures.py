@@ -56,11 +56,11 @@ def splitmix64(z):
 
 
 def base(name, shape):
-    parts = name.split(".")
+    module = name.split(".")[-2] if "." in name else ""
     norm_weight = len(shape) == 1 and name.endswith(".weight") and (
-        "norm" in parts[-2] or parts[-2].startswith("ln")
+        "norm" in module or module.startswith("ln") or module.startswith("bn")
     )
-    return np.float32(1.0 if norm_weight else 0.0)
+    return np.float32(1.0 if norm_weight or name.endswith(".running_var") else 0.0)
 
 
 def seeded(params):
@@ -117,11 +117,12 @@ def checkpoint_name(k):
 
 
 def seeded_load(model, prefix=""):
-    names = {prefix + checkpoint_name(k): k for k in model.state_dict()}
-    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
-    params = {ck: shapes[k] for ck, k in names.items()}
+    sd = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+    names = {prefix + checkpoint_name(k): k for k in sd}
+    params = {ck: list(sd[k].shape) for ck, k in names.items()}
     values = seeded(params)
-    model.load_state_dict({names[ck]: torch.from_numpy(v) for ck, v in values.items()})
+    # Integer buffers (BatchNorm's num_batches_tracked) keep their values.
+    model.load_state_dict({names[ck]: torch.from_numpy(v) for ck, v in values.items()}, strict=False)
     return sorted(params.items())
 
 

@@ -133,6 +133,8 @@ pub enum Act {
     Relu6,
     /// `x·σ(1.702x)`, as OpenAI CLIP.
     QuickGelu,
+    /// `max(x, 0)`.
+    Relu,
 }
 
 #[inline(always)]
@@ -142,6 +144,7 @@ fn act_rows(x: &mut [f32], act: Act) {
         Act::Gelu => gelu_rows(x, None),
         Act::Relu6 => x.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
         Act::QuickGelu => x.iter_mut().for_each(|v| *v /= 1.0 + exp_fast(-1.702 * *v)),
+        Act::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
     }
 }
 
@@ -173,6 +176,7 @@ fn act_tensor(y: Tensor, act: Act) -> candle_core::Result<Tensor> {
         Act::Gelu => y.gelu_erf(),
         Act::Relu6 => y.clamp(0f32, 6f32),
         Act::QuickGelu => y.clone() * candle_nn::ops::sigmoid(&(y * 1.702)?)?,
+        Act::Relu => y.relu(),
     }
 }
 
