@@ -15,6 +15,8 @@ crates/models/tests/fixtures/seeded.json.
   rad-dino: the same layout at its native 518 (no interpolation), as RAD-DINO is used.
   clip-vit-b16, clip-vit-l14: open_clip `ViT-B-16-quickgelu` / `ViT-L-14-quickgelu` image
       towers (OpenAI CLIP layout, `visual.*` names); CLIP mean/std at 224.
+  resnet50-pooled, resnet50-logits: timm `resnet50` (torchvision names), ImageNet mean/std at
+      224; global-average-pooled 2048-d features, and the 1000 logits of `fc`.
 
 Usage: python3 tools/make_seeded_fixtures.py [--data ../shared/data]
 Needs: pip install torch timm transformers open_clip_torch numpy pillow
@@ -63,8 +65,9 @@ def base(name, shape):
     return np.float32(1.0 if norm_weight or name.endswith(".running_var") else 0.0)
 
 
-def seeded(params):
-    """{name: np.ndarray} for {name: shape}, as the Rust generator makes them."""
+def seeded(params, fan_in=False):
+    """{name: np.ndarray} for {name: shape}, as the Rust generator makes them; `fan_in`:
+    matrices and kernels He-uniform, +-sqrt(6 / fan_in) (Rust: `Spread::FanIn`)."""
     out, offset = {}, 0
     with np.errstate(over="ignore"):
         for name in sorted(params):
@@ -73,7 +76,10 @@ def seeded(params):
             idx = np.arange(offset, offset + n, dtype=np.uint64) + np.uint64(SEED << 40)
             u = (splitmix64(idx) >> np.uint64(40)).astype(np.float32) / np.float32(16777216.0)
             u = u * np.float32(2.0) - np.float32(1.0)
-            out[name] = (base(name, shape) + SCALE * u).reshape(shape)
+            scale = SCALE
+            if fan_in and len(shape) >= 2:
+                scale = np.sqrt(np.float32(6.0) / np.float32(max(int(np.prod(shape[1:])), 1)), dtype=np.float32)
+            out[name] = (base(name, shape) + np.float32(scale) * u).reshape(shape)
             offset += n
     return out
 
@@ -116,11 +122,11 @@ def checkpoint_name(k):
     return k
 
 
-def seeded_load(model, prefix=""):
+def seeded_load(model, prefix="", fan_in=False):
     sd = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
     names = {prefix + checkpoint_name(k): k for k in sd}
     params = {ck: list(sd[k].shape) for ck, k in names.items()}
-    values = seeded(params)
+    values = seeded(params, fan_in)
     # Integer buffers (BatchNorm's num_batches_tracked) keep their values.
     model.load_state_dict({names[ck]: torch.from_numpy(v) for ck, v in values.items()}, strict=False)
     return sorted(params.items())
@@ -157,6 +163,7 @@ def main():
             "images": embed_all(dino, data, size, imagenet, pool),
         }
     import open_clip
+    import timm
 
     for name, arch in (("clip-vit-b16", "ViT-B-16-quickgelu"), ("clip-vit-l14", "ViT-L-14-quickgelu")):
         visual = open_clip.create_model(arch, pretrained=None).visual.eval()
@@ -167,6 +174,20 @@ def main():
             "images": embed_all(visual, data, 224, (CLIP_MEAN, CLIP_STD), lambda y: y),
         }
         del visual
+    resnet = timm.create_model("resnet50", pretrained=False).eval()
+    params = seeded_load(resnet, fan_in=True)  # He-uniform: a deep ReLU net keeps its signal
+    ref = f"timm {timm.__version__} resnet50, torch {torch.__version__}"
+    pooled = lambda y: y.mean(dim=(2, 3))
+    for name, fn, pool in (
+        ("resnet50-pooled", resnet.forward_features, pooled),
+        ("resnet50-logits", resnet, lambda y: y),
+    ):
+        models[name] = {
+            "reference": ref,
+            "spread": "fan_in",
+            "params": params,
+            "images": embed_all(fn, data, 224, imagenet, pool),
+        }
     fixture = {
         "generator": "tools/make_seeded_fixtures.py",
         "seed": SEED,

@@ -320,6 +320,8 @@ fn models_list_names_every_architecture_with_its_source() {
         ("dinov2-b", "facebook/dinov2-base"),
         ("rad-dino", "microsoft/rad-dino"),
         ("vit-b16-in21k", "timm/vit_base_patch16_224.augreg_in21k"),
+        ("resnet50", "timm/resnet50.tv_in1k"),
+        ("resnet50-logits", "timm/resnet50.tv_in1k"),
     ] {
         assert!(
             out.lines().any(|l| l.starts_with(m) && l.contains(hub)),

@@ -7,6 +7,7 @@ pub mod efficientnet_lite;
 pub mod install;
 pub mod onnx;
 pub mod ops;
+pub mod resnet;
 pub mod seeded;
 pub mod tiny_vit;
 pub mod vit;
@@ -249,6 +250,26 @@ pub fn catalogue() -> Vec<ModelSpec> {
             },
         },
         ModelSpec {
+            name: "resnet50",
+            arch: "ResNet-50 @224, global-average-pooled 2048-d features",
+            dim: 2048,
+            summary: "CNN baseline (pooled features); torchvision-named model.safetensors",
+            source: Source::User {
+                hub: "timm/resnet50.tv_in1k",
+                licence: "BSD-3-Clause",
+            },
+        },
+        ModelSpec {
+            name: "resnet50-logits",
+            arch: "ResNet-50 @224, the 1000 ImageNet logits (as the paper used)",
+            dim: 1000,
+            summary: "CNN baseline (logits, the paper's choice); same checkpoint as resnet50",
+            source: Source::User {
+                hub: "timm/resnet50.tv_in1k",
+                licence: "BSD-3-Clause",
+            },
+        },
+        ModelSpec {
             name: "vit-b16-in21k",
             arch: "ViT-B/16 @224 (ImageNet-21k), CLS after final norm",
             dim: 768,
@@ -460,6 +481,25 @@ pub fn load_from_file(name: &str, weights: &Path, device: &Device) -> Result<Box
                 },
                 device: device.clone(),
                 model: dinov2::Dinov2::load(vb, &cfg)?,
+                forward: |m, x| m.forward(x),
+                lanes: cpu_lanes(device),
+            })
+        }
+        "resnet50" | "resnet50-logits" => {
+            let output = if spec.name == "resnet50" {
+                resnet::Output::Pooled
+            } else {
+                resnet::Output::Logits
+            };
+            Box::new(Loaded {
+                name: spec.name,
+                dim: spec.dim,
+                pre: Preprocess {
+                    size: 224,
+                    mean_std: Some((IMAGENET_MEAN, IMAGENET_STD)),
+                },
+                device: device.clone(),
+                model: resnet::ResNet::load(vb, &resnet::Config::resnet50(output))?,
                 forward: |m, x| m.forward(x),
                 lanes: cpu_lanes(device),
             })

@@ -13,23 +13,41 @@ fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// LayerNorm weights start at 1; everything else around 0.
+/// Norm scales (LayerNorm, BatchNorm) and BatchNorm running variances start at 1; everything
+/// else around 0.
 fn base(name: &str, shape: &[usize]) -> f32 {
+    let module = name.rsplit('.').nth(1).unwrap_or("");
     let norm_weight = shape.len() == 1
         && name.ends_with(".weight")
-        && name
-            .rsplit('.')
-            .nth(1)
-            .is_some_and(|m| m.contains("norm") || m.starts_with("ln"));
-    if norm_weight {
+        && (module.contains("norm") || module.starts_with("ln") || module.starts_with("bn"));
+    if norm_weight || name.ends_with(".running_var") {
         1.0
     } else {
         0.0
     }
 }
 
+/// How far values spread around their base.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Spread {
+    /// Every parameter uniform in ±scale.
+    Fixed(f32),
+    /// Matrices and kernels He-uniform (±√(6 / fan-in)), so deep ReLU networks keep their
+    /// signal; vectors ±scale.
+    FanIn(f32),
+}
+
 /// Tensors for `(name, shape)` pairs, filled in sorted-name order from one stream.
 pub fn weights(seed: u64, params: &[(String, Vec<usize>)], scale: f32) -> HashMap<String, Tensor> {
+    weights_with(seed, params, Spread::Fixed(scale))
+}
+
+/// As [`weights`], with a choice of spread.
+pub fn weights_with(
+    seed: u64,
+    params: &[(String, Vec<usize>)],
+    spread: Spread,
+) -> HashMap<String, Tensor> {
     let mut sorted: Vec<&(String, Vec<usize>)> = params.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let mut offset = 0u64;
@@ -37,6 +55,13 @@ pub fn weights(seed: u64, params: &[(String, Vec<usize>)], scale: f32) -> HashMa
     for (name, shape) in sorted {
         let n: usize = shape.iter().product();
         let b = base(name, shape);
+        let scale = match spread {
+            Spread::FanIn(_) if shape.len() >= 2 => {
+                let fan_in: usize = shape[1..].iter().product();
+                (6.0 / fan_in.max(1) as f32).sqrt()
+            }
+            Spread::FanIn(s) | Spread::Fixed(s) => s,
+        };
         let v: Vec<f32> = (0..n as u64)
             .map(|i| {
                 let z = splitmix64((seed << 40).wrapping_add(offset + i));
@@ -61,11 +86,15 @@ mod tests {
         assert_eq!(splitmix64(0), 0xE220_A839_7B1D_CDAF);
         let p = vec![
             ("a.norm.weight".to_string(), vec![2]),
+            ("a.bn1.weight".to_string(), vec![2]),
+            ("a.bn1.running_var".to_string(), vec![2]),
             ("a.proj.weight".to_string(), vec![2, 2]),
         ];
         let w = weights(7, &p, 0.05);
-        let n = w["a.norm.weight"].to_vec1::<f32>().unwrap();
-        assert!(n.iter().all(|v| (v - 1.0).abs() <= 0.05));
+        for k in ["a.norm.weight", "a.bn1.weight", "a.bn1.running_var"] {
+            let n = w[k].to_vec1::<f32>().unwrap();
+            assert!(n.iter().all(|v| (v - 1.0).abs() <= 0.05), "{k}");
+        }
         let m = w["a.proj.weight"]
             .flatten_all()
             .unwrap()

@@ -24,11 +24,12 @@ fn fixture(name: &str) -> (serde_json::Value, VarBuilder<'static>) {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let m = fx["models"][name].clone();
     let params: Vec<(String, Vec<usize>)> = serde_json::from_value(m["params"].clone()).unwrap();
-    let weights = seeded::weights(
-        fx["seed"].as_u64().unwrap(),
-        &params,
-        fx["scale"].as_f64().unwrap() as f32,
-    );
+    let scale = fx["scale"].as_f64().unwrap() as f32;
+    let spread = match m["spread"].as_str() {
+        Some("fan_in") => seeded::Spread::FanIn(scale),
+        _ => seeded::Spread::Fixed(scale),
+    };
+    let weights = seeded::weights_with(fx["seed"].as_u64().unwrap(), &params, spread);
     (
         m,
         VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu),
@@ -130,4 +131,33 @@ fn clip_vit_b16_image_tower_matches_open_clip() {
 #[test]
 fn clip_vit_l14_image_tower_matches_open_clip() {
     clip("clip-vit-l14", simcase_models::clip::Config::vit_l14());
+}
+
+fn resnet(name: &str, output: simcase_models::resnet::Output, dim: usize) {
+    let (m, vb) = fixture(name);
+    let cfg = simcase_models::resnet::Config::resnet50(output);
+    let model = simcase_models::resnet::ResNet::load(vb, &cfg).unwrap();
+    let pre = Preprocess {
+        size: 224,
+        mean_std: Some((IMAGENET_MEAN, IMAGENET_STD)),
+    };
+    check(name, &m, pre, dim, |x| model.forward(x).unwrap());
+}
+
+#[test]
+fn resnet50_pooled_features_match_timm() {
+    resnet(
+        "resnet50-pooled",
+        simcase_models::resnet::Output::Pooled,
+        2048,
+    );
+}
+
+#[test]
+fn resnet50_logits_match_timm() {
+    resnet(
+        "resnet50-logits",
+        simcase_models::resnet::Output::Logits,
+        1000,
+    );
 }
