@@ -3,9 +3,9 @@
 //! `visual.transformer.resblocks.N.*`, `visual.ln_post`, `visual.proj`): pre-norm ViT with an
 //! extra `ln_pre`, QuickGELU, CLS pooling after `ln_post`, then `x @ proj`.
 
-use crate::dinov2::{norm, Block};
+use crate::dinov2::{cls_after_blocks, embed_patches, norm, Block};
 use crate::ops::{layer_norm, Linear};
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
@@ -90,35 +90,10 @@ impl ClipVision {
 
     /// `(b, 3, s, s)` pixels (CLIP mean/std) → `(b, embed_dim)`.
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = pixels.dims4()?;
-        let (p, g, d) = (self.cfg.patch_size, self.cfg.grid(), self.cfg.width);
-        ensure!(
-            c == 3 && h == g * p && w == g * p,
-            "expected (b, 3, {0}, {0})",
-            g * p
-        );
-        let cols = pixels
-            .reshape((b, 3, g, p, g, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((b * g * g, 3 * p * p))?;
-        let patches = self
-            .patch
-            .forward(&cols)?
-            .reshape((b, g * g, d))?
-            .broadcast_add(&self.pos)?;
-        let cls = self.cls.unsqueeze(0)?.broadcast_as((b, 1, d))?;
-        let n = g * g + 1;
-        let x = Tensor::cat(&[&cls, &patches], 1)?.reshape((b * n, d))?;
-        let mut x = layer_norm(&x, &self.ln_pre.0, &self.ln_pre.1, 1e-5)?;
-        for blk in &self.blocks {
-            x = blk.forward(&x, b, n)?;
-        }
-        let cls_out = x
-            .reshape((b, n, d))?
-            .narrow(1, 0, 1)?
-            .squeeze(1)?
-            .contiguous()?;
+        let (p, g) = (self.cfg.patch_size, self.cfg.grid());
+        let (x, b, n) = embed_patches(pixels, &self.patch, &self.cls, &self.pos, p, g)?;
+        let x = layer_norm(&x, &self.ln_pre.0, &self.ln_pre.1, 1e-5)?;
+        let cls_out = cls_after_blocks(x, &self.blocks, b, n)?;
         let y = layer_norm(&cls_out, &self.ln_post.0, &self.ln_post.1, 1e-5)?;
         Ok(y.matmul(&self.proj)?)
     }

@@ -255,37 +255,68 @@ impl Dinov2 {
 
     /// `pixels`: `(b, 3, size, size)`, normalised. Returns the CLS features `(b, dim)`.
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = pixels.dims4()?;
-        let (p, g, d) = (self.cfg.patch_size, self.cfg.grid(), self.cfg.hidden_size);
-        ensure!(
-            c == 3 && h == g * p && w == g * p,
-            "expected (b, 3, {s}, {s}) input, got {:?}",
-            pixels.dims(),
-            s = g * p
-        );
-        // im2col for the stride-p patch convolution, then one GEMM.
-        let cols = pixels
-            .reshape((b, 3, g, p, g, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((b * g * g, 3 * p * p))?;
-        let patches = self
-            .patch
-            .forward(&cols)?
-            .reshape((b, g * g, d))?
-            .broadcast_add(&self.pos)?;
-        let cls = self.cls.unsqueeze(0)?.broadcast_as((b, 1, d))?;
-        let n = g * g + 1;
-        let mut x = Tensor::cat(&[&cls, &patches], 1)?.reshape((b * n, d))?;
-        for blk in &self.blocks {
-            x = blk.forward(&x, b, n)?;
-        }
-        let cls_out = x.reshape((b, n, d))?.narrow(1, 0, 1)?.squeeze(1)?;
+        let (p, g) = (self.cfg.patch_size, self.cfg.grid());
+        let (x, b, n) = embed_patches(pixels, &self.patch, &self.cls, &self.pos, p, g)?;
+        let cls_out = cls_after_blocks(x, &self.blocks, b, n)?;
         Ok(layer_norm(
-            &cls_out.contiguous()?,
+            &cls_out,
             &self.norm.0,
             &self.norm.1,
             self.cfg.layer_norm_eps,
         )?)
     }
+}
+
+/// Tokens of a ViT input: `(b, 3, g·p, g·p)` patchified with one GEMM (im2col of the stride-p
+/// convolution), position embeddings added, the CLS row (`cls`, position included) prepended.
+/// Returns `(b·n, d)` rows with `n = g² + 1`.
+pub(crate) fn embed_patches(
+    pixels: &Tensor,
+    patch: &Linear,
+    cls: &Tensor,
+    pos: &Tensor,
+    p: usize,
+    g: usize,
+) -> Result<(Tensor, usize, usize)> {
+    let (b, c, h, w) = pixels.dims4()?;
+    ensure!(
+        c == 3 && h == g * p && w == g * p,
+        "expected (b, 3, {s}, {s}) input, got {:?}",
+        pixels.dims(),
+        s = g * p
+    );
+    let d = cls.dim(1)?;
+    let cols = pixels
+        .reshape((b, 3, g, p, g, p))?
+        .permute((0, 2, 4, 1, 3, 5))?
+        .contiguous()?
+        .reshape((b * g * g, 3 * p * p))?;
+    let patches = patch
+        .forward(&cols)?
+        .reshape((b, g * g, d))?
+        .broadcast_add(pos)?;
+    let cls = cls.unsqueeze(0)?.broadcast_as((b, 1, d))?;
+    let n = g * g + 1;
+    Ok((
+        Tensor::cat(&[&cls, &patches], 1)?.reshape((b * n, d))?,
+        b,
+        n,
+    ))
+}
+
+/// Run `blocks` over `(b·n, d)` tokens and return each sequence's CLS row, `(b, d)`.
+pub(crate) fn cls_after_blocks(
+    mut x: Tensor,
+    blocks: &[Block],
+    b: usize,
+    n: usize,
+) -> Result<Tensor> {
+    let d = x.dim(1)?;
+    for blk in blocks {
+        x = blk.forward(&x, b, n)?;
+    }
+    Ok(x.reshape((b, n, d))?
+        .narrow(1, 0, 1)?
+        .squeeze(1)?
+        .contiguous()?)
 }

@@ -383,69 +383,65 @@ impl<M: Send + Sync> Encoder for Loaded<M> {
     }
 }
 
+/// An [`Encoder`] around `model`, preprocessing to `size` with optional mean/std.
+fn encoder<M: Send + Sync + 'static>(
+    spec: &ModelSpec,
+    size: usize,
+    mean_std: Option<([f32; 3], [f32; 3])>,
+    device: &Device,
+    model: M,
+    forward: fn(&M, &Tensor) -> Result<Tensor>,
+) -> Box<dyn Encoder> {
+    Box::new(Loaded {
+        name: spec.name,
+        dim: spec.dim,
+        pre: Preprocess { size, mean_std },
+        device: device.clone(),
+        model,
+        forward,
+        lanes: cpu_lanes(device),
+    })
+}
+
 /// Load a model's converted weights from `weights` (a safetensors file).
 pub fn load_from_file(name: &str, weights: &Path, device: &Device) -> Result<Box<dyn Encoder>> {
     let spec = spec(name)?;
     // SAFETY: the file is ours (written by `install`) and not modified while mapped.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, device)? };
+    let imagenet = Some((IMAGENET_MEAN, IMAGENET_STD));
+    let clip_stats = Some((CLIP_MEAN, CLIP_STD));
     Ok(match spec.name {
-        "dinov2-s" => Box::new(Loaded {
-            name: spec.name,
-            dim: spec.dim,
-            pre: Preprocess {
-                size: 224,
-                mean_std: Some((IMAGENET_MEAN, IMAGENET_STD)),
-            },
-            device: device.clone(),
-            model: dinov2::Dinov2::load(vb, &dinov2::Config::vit_small())?,
-            forward: |m, x| m.forward(x),
-            lanes: cpu_lanes(device),
-        }),
-        "litemedsam" => Box::new(Loaded {
-            name: spec.name,
-            dim: spec.dim,
-            pre: Preprocess {
-                size: 256,
-                mean_std: None,
-            },
-            device: device.clone(),
-            model: tiny_vit::TinyVit::load(vb, &tiny_vit::Config::lite_medsam())?,
-            forward: |m, x| m.forward(x),
-            lanes: cpu_lanes(device),
-        }),
-        "efficientnet-lite0" => Box::new(Loaded {
-            name: spec.name,
-            dim: spec.dim,
-            pre: Preprocess {
-                size: 224,
-                mean_std: Some((LITE_MEAN, LITE_STD)),
-            },
-            device: device.clone(),
-            model: efficientnet_lite::EfficientNetLite::load(
-                vb,
-                &efficientnet_lite::Config::lite0(),
-            )?,
-            forward: |m, x| m.forward(x),
-            lanes: cpu_lanes(device),
-        }),
-        "biomedclip" | "vit-b16-in21k" => {
-            let (cfg, mean_std) = if spec.name == "biomedclip" {
-                (vit::Config::biomedclip_vision(), (CLIP_MEAN, CLIP_STD))
-            } else {
-                (vit::Config::vit_base_patch16_224(), ([0.5; 3], [0.5; 3]))
+        "dinov2-s" | "dinov2-b" | "rad-dino" => {
+            let cfg = match spec.name {
+                "dinov2-s" => dinov2::Config::vit_small(),
+                "dinov2-b" => dinov2::Config::vit_base(),
+                _ => dinov2::Config::rad_dino(),
             };
-            Box::new(Loaded {
-                name: spec.name,
-                dim: spec.dim,
-                pre: Preprocess {
-                    size: 224,
-                    mean_std: Some(mean_std),
-                },
-                device: device.clone(),
-                model: vit::Vit::load(vb, &cfg)?,
-                forward: |m, x| m.forward(x),
-                lanes: cpu_lanes(device),
+            let model = dinov2::Dinov2::load(vb, &cfg)?;
+            encoder(&spec, cfg.image_size, imagenet, device, model, |m, x| {
+                m.forward(x)
             })
+        }
+        "litemedsam" => {
+            let model = tiny_vit::TinyVit::load(vb, &tiny_vit::Config::lite_medsam())?;
+            encoder(&spec, 256, None, device, model, |m, x| m.forward(x))
+        }
+        "efficientnet-lite0" => {
+            let cfg = efficientnet_lite::Config::lite0();
+            let model = efficientnet_lite::EfficientNetLite::load(vb, &cfg)?;
+            let lite = Some((LITE_MEAN, LITE_STD));
+            encoder(&spec, cfg.image_size, lite, device, model, |m, x| {
+                m.forward(x)
+            })
+        }
+        "biomedclip" => {
+            let model = vit::Vit::load(vb, &vit::Config::biomedclip_vision())?;
+            encoder(&spec, 224, clip_stats, device, model, |m, x| m.forward(x))
+        }
+        "vit-b16-in21k" => {
+            let model = vit::Vit::load(vb, &vit::Config::vit_base_patch16_224())?;
+            let half = Some(([0.5; 3], [0.5; 3]));
+            encoder(&spec, 224, half, device, model, |m, x| m.forward(x))
         }
         "clip-vit-b16" | "clip-vit-l14" => {
             let cfg = if spec.name == "clip-vit-b16" {
@@ -453,36 +449,9 @@ pub fn load_from_file(name: &str, weights: &Path, device: &Device) -> Result<Box
             } else {
                 clip::Config::vit_l14()
             };
-            Box::new(Loaded {
-                name: spec.name,
-                dim: spec.dim,
-                pre: Preprocess {
-                    size: 224,
-                    mean_std: Some((CLIP_MEAN, CLIP_STD)),
-                },
-                device: device.clone(),
-                model: clip::ClipVision::load(vb, &cfg)?,
-                forward: |m, x| m.forward(x),
-                lanes: cpu_lanes(device),
-            })
-        }
-        "dinov2-b" | "rad-dino" => {
-            let cfg = if spec.name == "dinov2-b" {
-                dinov2::Config::vit_base()
-            } else {
-                dinov2::Config::rad_dino()
-            };
-            Box::new(Loaded {
-                name: spec.name,
-                dim: spec.dim,
-                pre: Preprocess {
-                    size: cfg.image_size,
-                    mean_std: Some((IMAGENET_MEAN, IMAGENET_STD)),
-                },
-                device: device.clone(),
-                model: dinov2::Dinov2::load(vb, &cfg)?,
-                forward: |m, x| m.forward(x),
-                lanes: cpu_lanes(device),
+            let model = clip::ClipVision::load(vb, &cfg)?;
+            encoder(&spec, cfg.image_size, clip_stats, device, model, |m, x| {
+                m.forward(x)
             })
         }
         "resnet50" | "resnet50-logits" => {
@@ -491,18 +460,8 @@ pub fn load_from_file(name: &str, weights: &Path, device: &Device) -> Result<Box
             } else {
                 resnet::Output::Logits
             };
-            Box::new(Loaded {
-                name: spec.name,
-                dim: spec.dim,
-                pre: Preprocess {
-                    size: 224,
-                    mean_std: Some((IMAGENET_MEAN, IMAGENET_STD)),
-                },
-                device: device.clone(),
-                model: resnet::ResNet::load(vb, &resnet::Config::resnet50(output))?,
-                forward: |m, x| m.forward(x),
-                lanes: cpu_lanes(device),
-            })
+            let model = resnet::ResNet::load(vb, &resnet::Config::resnet50(output))?;
+            encoder(&spec, 224, imagenet, device, model, |m, x| m.forward(x))
         }
         other => bail!("model {other} has no loader"),
     })

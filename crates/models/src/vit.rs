@@ -2,9 +2,9 @@
 //! pooling, with an optional bias-free projection: `vit_base_patch16_224` (ImageNet-21k ViT-B/16)
 //! and BiomedCLIP's image tower (open_clip `visual.trunk` + `visual.head.proj`, 768→512).
 
-use crate::dinov2::{norm, Block};
+use crate::dinov2::{cls_after_blocks, embed_patches, norm, Block};
 use crate::ops::{layer_norm, Linear};
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
@@ -115,34 +115,9 @@ impl Vit {
 
     /// `(b, 3, s, s)` normalised pixels → pooled (and projected) features.
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = pixels.dims4()?;
-        let (p, g, d) = (self.cfg.patch_size, self.cfg.grid(), self.cfg.hidden_size);
-        ensure!(
-            c == 3 && h == g * p && w == g * p,
-            "expected (b, 3, {0}, {0})",
-            g * p
-        );
-        let cols = pixels
-            .reshape((b, 3, g, p, g, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((b * g * g, 3 * p * p))?;
-        let patches = self
-            .patch
-            .forward(&cols)?
-            .reshape((b, g * g, d))?
-            .broadcast_add(&self.pos)?;
-        let cls = self.cls.unsqueeze(0)?.broadcast_as((b, 1, d))?;
-        let n = g * g + 1;
-        let mut x = Tensor::cat(&[&cls, &patches], 1)?.reshape((b * n, d))?;
-        for blk in &self.blocks {
-            x = blk.forward(&x, b, n)?;
-        }
-        let cls_out = x
-            .reshape((b, n, d))?
-            .narrow(1, 0, 1)?
-            .squeeze(1)?
-            .contiguous()?;
+        let (p, g) = (self.cfg.patch_size, self.cfg.grid());
+        let (x, b, n) = embed_patches(pixels, &self.patch, &self.cls, &self.pos, p, g)?;
+        let cls_out = cls_after_blocks(x, &self.blocks, b, n)?;
         let y = layer_norm(
             &cls_out,
             &self.norm.0,
