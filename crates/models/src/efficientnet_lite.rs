@@ -4,7 +4,7 @@
 //! TensorFlow "SAME" padding, as that port does. Embedding = global average of the 1280-channel
 //! head (the 1000 ImageNet logits are available from `logits`).
 
-use crate::ops::{depthwise_conv, same_padding, Act, Linear};
+use crate::ops::{conv_bn, depthwise_conv, same_padding, Act, Linear};
 use anyhow::{ensure, Result};
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
@@ -40,27 +40,6 @@ impl Config {
             bn_eps: 1e-3,
         }
     }
-}
-
-/// A convolution's weight with its BatchNorm folded in.
-fn conv_bn(
-    vb: &VarBuilder,
-    conv: &str,
-    bn: &str,
-    shape: (usize, usize, usize, usize),
-    eps: f64,
-) -> Result<(Tensor, Tensor)> {
-    let w = vb.get(shape, &format!("{conv}.weight"))?;
-    let c = shape.0;
-    let g = vb.get(c, &format!("{bn}.weight"))?;
-    let b = vb.get(c, &format!("{bn}.bias"))?;
-    let m = vb.get(c, &format!("{bn}.running_mean"))?;
-    let v = vb.get(c, &format!("{bn}.running_var"))?;
-    let s = (g / (v + eps)?.sqrt()?)?;
-    Ok((
-        w.broadcast_mul(&s.reshape((c, 1, 1, 1))?)?,
-        (b - m.mul(&s)?)?,
-    ))
 }
 
 fn pointwise(

@@ -2,6 +2,7 @@
 //! plain-candle fallback so other devices still work.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
+use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
@@ -121,6 +122,28 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> candle_core::
             .broadcast_mul(w)?
             .broadcast_add(b)
     }
+}
+
+/// A convolution's weight (`{conv}.weight`) and bias with the following BatchNorm (`{bn}.*`)
+/// folded in, so inference runs one convolution.
+pub(crate) fn conv_bn(
+    vb: &VarBuilder,
+    conv: &str,
+    bn: &str,
+    shape: (usize, usize, usize, usize),
+    eps: f64,
+) -> Result<(Tensor, Tensor)> {
+    let w = vb.get(shape, &format!("{conv}.weight"))?;
+    let c = shape.0;
+    let g = vb.get(c, &format!("{bn}.weight"))?;
+    let b = vb.get(c, &format!("{bn}.bias"))?;
+    let m = vb.get(c, &format!("{bn}.running_mean"))?;
+    let v = vb.get(c, &format!("{bn}.running_var"))?;
+    let s = (g / (v + eps)?.sqrt()?)?;
+    Ok((
+        w.broadcast_mul(&s.reshape((c, 1, 1, 1))?)?,
+        (b - m.mul(&s)?)?,
+    ))
 }
 
 /// The activation fused after a convolution or linear layer.

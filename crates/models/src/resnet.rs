@@ -2,7 +2,7 @@
 //! `downsample.0/1`, `fc`), stride on the 3×3 convolution (ResNet v1.5). Two embeddings:
 //! the pooled 2048-d features (our default) and the 1000 ImageNet logits (what the paper used).
 
-use crate::ops::{Act, Linear};
+use crate::ops::{conv_bn as conv_bn_eps, Act, Linear};
 use anyhow::Result;
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
@@ -30,24 +30,14 @@ impl Config {
     }
 }
 
-/// Convolution weight and bias with the BatchNorm (eps 1e-5) folded in.
+/// Convolution and BatchNorm folded, with torchvision's eps.
 fn conv_bn(
     vb: &VarBuilder,
     conv: &str,
     bn: &str,
     shape: (usize, usize, usize, usize),
 ) -> Result<(Tensor, Tensor)> {
-    let w = vb.get(shape, &format!("{conv}.weight"))?;
-    let c = shape.0;
-    let g = vb.get(c, &format!("{bn}.weight"))?;
-    let b = vb.get(c, &format!("{bn}.bias"))?;
-    let m = vb.get(c, &format!("{bn}.running_mean"))?;
-    let v = vb.get(c, &format!("{bn}.running_var"))?;
-    let s = (g / (v + 1e-5)?.sqrt()?)?;
-    Ok((
-        w.broadcast_mul(&s.reshape((c, 1, 1, 1))?)?,
-        (b - m.mul(&s)?)?,
-    ))
+    Ok(conv_bn_eps(vb, conv, bn, shape, 1e-5)?)
 }
 
 fn pointwise(vb: &VarBuilder, conv: &str, bn: &str, cin: usize, cout: usize) -> Result<Linear> {

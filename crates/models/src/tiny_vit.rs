@@ -6,7 +6,7 @@
 //! into the preceding convolution at load, and the attention scale into the q rows of `qkv`.
 
 use crate::ops::Linear;
-use crate::ops::{attention, depthwise_conv3, layer_norm, QkvLayout};
+use crate::ops::{attention, conv_bn, depthwise_conv3, layer_norm, QkvLayout};
 use anyhow::Result;
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
@@ -62,15 +62,8 @@ enum ConvBn {
 impl ConvBn {
     fn load(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize) -> Result<Self> {
         let depthwise = k == 3;
-        let w = vb.get((cout, if depthwise { 1 } else { cin }, k, k), "c.weight")?;
-        let bn = vb.pp("bn");
-        let gamma = bn.get(cout, "weight")?;
-        let beta = bn.get(cout, "bias")?;
-        let mean = bn.get(cout, "running_mean")?;
-        let var = bn.get(cout, "running_var")?;
-        let s = (gamma / (var + 1e-5)?.sqrt()?)?;
-        let w = w.broadcast_mul(&s.reshape((cout, 1, 1, 1))?)?;
-        let b = (beta - mean.mul(&s)?)?;
+        let shape = (cout, if depthwise { 1 } else { cin }, k, k);
+        let (w, b) = conv_bn(&vb, "c", "bn", shape, 1e-5)?;
         Ok(if depthwise {
             Self::Depthwise { w, b, stride }
         } else {
