@@ -6,24 +6,14 @@
 
 use simcase_imaging::decode_path;
 use simcase_models::{catalogue, install, load, Encoder};
-use std::path::PathBuf;
+mod common;
 
-fn data_dir() -> PathBuf {
-    std::env::var_os("SIMCASE_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
-}
+use common::compare;
+use std::path::PathBuf;
 
 fn fixture() -> serde_json::Value {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity.json");
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn cosine(a: &[f32], b: &[f64]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * y).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 fn check(name: &str) {
@@ -37,7 +27,7 @@ fn check(name: &str) {
         .iter()
         .map(|r| {
             decode_path(
-                &data_dir().join(r["path"].as_str().unwrap()),
+                &common::data_dir().join(r["path"].as_str().unwrap()),
                 &Default::default(),
             )
             .unwrap()
@@ -49,17 +39,7 @@ fn check(name: &str) {
     let mut worst = 1.0f64;
     for (r, g) in refs.iter().zip(&got) {
         let want: Vec<f64> = serde_json::from_value(r["embedding"].clone()).unwrap();
-        assert_eq!(g.len(), want.len());
-        let cos = cosine(g, &want);
-        let max_abs = g
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (*a as f64 - b).abs())
-            .fold(0.0, f64::max);
-        println!(
-            "{name} {}: cosine {cos:.7}, max abs err {max_abs:.2e}",
-            r["path"]
-        );
+        let cos = compare(name, &r["path"], g, &want);
         worst = worst.min(cos);
     }
     println!(

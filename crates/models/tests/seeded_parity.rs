@@ -9,13 +9,10 @@ use simcase_imaging::decode_path;
 use simcase_models::{
     dinov2, l2_normalize, seeded, vit, Preprocess, CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD,
 };
-use std::path::PathBuf;
+mod common;
 
-fn data_dir() -> PathBuf {
-    std::env::var_os("SIMCASE_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
-}
+use common::compare;
+use std::path::PathBuf;
 
 /// The fixture entry `name`, and a VarBuilder over its seeded weights.
 fn fixture(name: &str) -> (serde_json::Value, VarBuilder<'static>) {
@@ -48,22 +45,13 @@ fn check(
     let mut worst = 1.0f64;
     let mut seen: Vec<Vec<f32>> = Vec::new();
     for r in m["images"].as_array().unwrap() {
-        let p = data_dir().join(r["path"].as_str().unwrap());
+        let p = common::data_dir().join(r["path"].as_str().unwrap());
         let img = decode_path(&p, &Default::default()).unwrap();
         let x = Tensor::from_vec(pre.apply(&img.image), (1, 3, s, s), &Device::Cpu).unwrap();
         let got = l2_normalize(forward(&x).squeeze(0).unwrap().to_vec1::<f32>().unwrap());
         let want: Vec<f64> = serde_json::from_value(r["embedding"].clone()).unwrap();
         assert_eq!(got.len(), dim);
-        let cos: f64 = got.iter().zip(&want).map(|(a, b)| *a as f64 * b).sum();
-        let max_abs = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (*a as f64 - b).abs())
-            .fold(0.0, f64::max);
-        println!(
-            "{name} {}: cosine {cos:.7}, max abs err {max_abs:.2e}",
-            r["path"]
-        );
+        let cos = compare(name, &r["path"], &got, &want);
         worst = worst.min(cos);
         seen.push(got);
     }
