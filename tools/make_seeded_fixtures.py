@@ -60,7 +60,7 @@ def splitmix64(z):
 def base(name, shape):
     module = name.split(".")[-2] if "." in name else ""
     norm_weight = len(shape) == 1 and name.endswith(".weight") and (
-        "norm" in module or module.startswith("ln") or module.startswith("bn")
+        "norm" in module.lower() or module.startswith("ln") or module.startswith("bn")
     )
     return np.float32(1.0 if norm_weight or name.endswith(".running_var") else 0.0)
 

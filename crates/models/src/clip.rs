@@ -98,3 +98,94 @@ impl ClipVision {
         Ok(y.matmul(&self.proj)?)
     }
 }
+
+/// The text tower of an OpenAI CLIP model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextConfig {
+    pub vocab_size: usize,
+    pub context_length: usize,
+    pub width: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub embed_dim: usize,
+}
+
+impl TextConfig {
+    /// ViT-B/16's text tower: 512 wide, 8 heads, 12 layers.
+    pub fn vit_b16() -> Self {
+        Self {
+            vocab_size: 49408,
+            context_length: 77,
+            width: 512,
+            layers: 12,
+            heads: 8,
+            embed_dim: 512,
+        }
+    }
+
+    /// ViT-L/14's text tower: 768 wide, 12 heads, 12 layers.
+    pub fn vit_l14() -> Self {
+        Self {
+            width: 768,
+            heads: 12,
+            embed_dim: 768,
+            ..Self::vit_b16()
+        }
+    }
+}
+
+/// OpenAI CLIP's causal text transformer (`token_embedding`, `positional_embedding`,
+/// `transformer.resblocks.N.*`, `ln_final`, `text_projection`), pooled at the end-of-text
+/// token. Only the tokens up to it are run: under the causal mask later padding cannot reach it.
+pub struct ClipText {
+    cfg: TextConfig,
+    token: Tensor,
+    pos: Tensor,
+    blocks: Vec<Block>,
+    ln_final: (Tensor, Tensor),
+    proj: Tensor,
+}
+
+impl ClipText {
+    pub fn load(vb: VarBuilder, cfg: &TextConfig) -> Result<Self> {
+        let w = cfg.width;
+        Ok(Self {
+            token: vb.get((cfg.vocab_size, w), "token_embedding.weight")?,
+            pos: vb.get((cfg.context_length, w), "positional_embedding")?,
+            blocks: (0..cfg.layers)
+                .map(|i| Block::load_clip(vb.pp(format!("transformer.resblocks.{i}")), w, cfg.heads, 4))
+                .collect::<Result<_>>()?,
+            ln_final: norm(&vb, "ln_final", w)?,
+            proj: vb.get((w, cfg.embed_dim), "text_projection")?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Token ids ending with the end-of-text token → `(1, embed_dim)`, unnormalised.
+    pub fn forward(&self, ids: &[u32]) -> Result<Tensor> {
+        let n = ids.len();
+        anyhow::ensure!(
+            n > 0 && n <= self.cfg.context_length,
+            "CLIP takes 1..={} tokens, got {n}",
+            self.cfg.context_length
+        );
+        anyhow::ensure!(
+            ids.iter().all(|&i| (i as usize) < self.cfg.vocab_size),
+            "token id outside the vocabulary of {}",
+            self.cfg.vocab_size
+        );
+        let dev = self.token.device();
+        let idx = Tensor::new(ids, dev)?;
+        let mut x = (self.token.index_select(&idx, 0)? + self.pos.narrow(0, 0, n)?)?;
+        let mask: Vec<f32> = (0..self.cfg.heads * n * n)
+            .map(|i| if i % n > (i / n) % n { -1e9 } else { 0.0 })
+            .collect();
+        let mask = Tensor::from_vec(mask, (self.cfg.heads, n, n), dev)?;
+        for b in &self.blocks {
+            x = b.forward_biased(&x, 1, n, Some(&mask))?;
+        }
+        let last = x.narrow(0, n - 1, 1)?;
+        let y = layer_norm(&last, &self.ln_final.0, &self.ln_final.1, 1e-5)?;
+        Ok(y.matmul(&self.proj)?)
+    }
+}

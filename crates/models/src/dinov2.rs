@@ -81,7 +81,7 @@ pub(crate) struct Block {
 }
 
 /// Fold the attention scale `head_dim^-1/2` into the q rows of a `[q | k | v]` projection.
-fn scale_q_rows(qkv: &Linear, d: usize, heads: usize) -> Result<Linear> {
+pub(crate) fn scale_q_rows(qkv: &Linear, d: usize, heads: usize) -> Result<Linear> {
     let scale = 1.0 / ((d / heads) as f32).sqrt();
     let s: Vec<f32> = (0..3 * d)
         .map(|i| if i < d { scale } else { 1.0 })
@@ -169,9 +169,20 @@ impl Block {
 
     /// `x`: `(b·n, d)`.
     pub(crate) fn forward(&self, x: &Tensor, b: usize, n: usize) -> Result<Tensor> {
+        self.forward_biased(x, b, n, None)
+    }
+
+    /// As `forward`, with `bias` `(heads, n, n)` added to the attention logits (a causal mask).
+    pub(crate) fn forward_biased(
+        &self,
+        x: &Tensor,
+        b: usize,
+        n: usize,
+        bias: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let h = layer_norm(x, &self.norm1.0, &self.norm1.1, self.eps)?;
         let qkv = self.qkv.forward(&h)?;
-        let o = attention(&qkv, b, n, self.heads, QkvLayout::Blocks, None)?;
+        let o = attention(&qkv, b, n, self.heads, QkvLayout::Blocks, bias)?;
         let x = self.proj.forward_residual(&o, x)?;
         let h = layer_norm(&x, &self.norm2.0, &self.norm2.1, self.eps)?;
         let h = self.fc1.apply(&h, None, self.act)?;

