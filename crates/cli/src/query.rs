@@ -1,16 +1,20 @@
 //! `simcase search`: embed the query with the index's own model, exact cosine top-k.
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
-use simcase_imaging::{decode_path, DecodeOptions, WindowPreset};
-use simcase_index::{FlatIndex, Reader, VectorIndex};
-use simcase_models::{default_device, Encoder};
-use std::path::PathBuf;
+use simcase_imaging::WindowPreset;
+use simcase_index::Reader;
+use simcase_models::default_device;
+use simcase_query::{neighbours, Hit, Query};
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct SearchArgs {
-    /// An image or DICOM file, or `id:N` for an indexed item.
-    query: String,
+    /// An image or DICOM file, or `id:N` for an indexed item ("more like this").
+    #[arg(required_unless_present = "text", conflicts_with = "text")]
+    query: Option<String>,
+    /// Search by text, e.g. "pneumothorax" (CLIP-family models: biomedclip, clip-vit-*).
+    #[arg(long)]
+    text: Option<String>,
     #[arg(long)]
     index: PathBuf,
     #[arg(short, long, default_value_t = 10)]
@@ -23,80 +27,19 @@ pub struct SearchArgs {
     window: Option<WindowPreset>,
 }
 
-/// One ranked neighbour, as printed and served. No raw patient identifiers: only the salted key.
-#[derive(Debug, Serialize)]
-pub struct Result_ {
-    pub rank: usize,
-    pub score: f32,
-    pub id: u64,
-    pub path: String,
-    pub label: Option<String>,
-    pub modality: Option<String>,
-    pub anatomy: Option<String>,
-    pub pathology: Option<String>,
-    pub split: Option<String>,
-    pub patient_key: Option<String>,
-}
-
-/// What a query resolved to: a vector, and the item it came from when it was `id:N`.
-pub struct Query {
-    pub vector: Vec<f32>,
-    pub exclude: Option<u64>,
-}
-
-pub fn resolve(
-    reader: &Reader,
-    query: &str,
-    enc: Option<&dyn Encoder>,
-    window: Option<WindowPreset>,
-) -> Result<Query> {
+/// `id:N`, or a file embedded with the index's model.
+pub fn resolve(reader: &Reader, query: &str, window: Option<WindowPreset>) -> Result<Query> {
     if let Some(id) = query.strip_prefix("id:") {
         let id: u64 = id.parse().with_context(|| format!("bad item id {id:?}"))?;
-        let v = reader
-            .vector(id)
-            .with_context(|| format!("no item {id} in the index ({} items)", reader.len()))?;
-        return Ok(Query {
-            vector: v.to_vec(),
-            exclude: Some(id),
-        });
+        return Query::item(reader, id);
     }
-    let enc = enc.context("a model is needed to embed the query")?;
-    let img = decode_path(std::path::Path::new(query), &DecodeOptions { window })
-        .map_err(|e| anyhow::anyhow!("{query}: {e}"))?;
-    let v = enc.embed_images(&[&img.image])?.remove(0);
-    Ok(Query {
-        vector: v,
-        exclude: None,
-    })
+    let model = &reader.settings().model;
+    crate::ensure_model(model)?;
+    let enc = simcase_models::load(model, &default_device())?;
+    Query::file(enc.as_ref(), Path::new(query), window)
 }
 
-/// Top-`k` neighbours of `q` in `reader`, with their metadata.
-pub fn neighbours(reader: &Reader, q: &Query, k: usize) -> Result<Vec<Result_>> {
-    let idx = FlatIndex::new(reader.vectors(), reader.settings().dim);
-    let skip = q.exclude;
-    let keep = move |r: u64| Some(r) != skip;
-    let hits = idx.search(&[&q.vector], k, Some(&keep)).remove(0);
-    hits.into_iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let it = reader.item(h.row)?.context("item vanished")?;
-            Ok(Result_ {
-                rank: i + 1,
-                score: h.score,
-                id: h.row,
-                path: it.meta.path,
-                label: it.meta.label,
-                modality: it.meta.modality,
-                anatomy: it.meta.anatomy,
-                pathology: it.meta.pathology,
-                split: it.meta.split,
-                patient_key: it.meta.patient_key,
-            })
-        })
-        .collect()
-}
-
-pub fn print_table(results: &[Result_]) {
+pub fn print_table(results: &[Hit]) {
     println!(
         "{:>4}  {:>6}  {:>6}  {:<34} {:<16} PATH",
         "RANK", "SCORE", "ID", "LABEL", "PATIENT"
@@ -119,14 +62,16 @@ pub fn search_cmd(a: &SearchArgs) -> Result<()> {
     if reader.is_empty() {
         bail!("{} is empty", a.index.display());
     }
-    let model = reader.settings().model.clone();
-    let enc = if a.query.starts_with("id:") {
-        None
-    } else {
-        crate::ensure_model(&model)?;
-        Some(simcase_models::load(&model, &default_device())?)
+    let q = match (&a.text, &a.query) {
+        (Some(text), _) => {
+            let model = &reader.settings().model;
+            let enc = simcase_models::load_text(model, &default_device())
+                .with_context(|| format!("text search on an index built with {model}"))?;
+            Query::text(enc.as_ref(), text)?
+        }
+        (None, Some(q)) => resolve(&reader, q, a.window)?,
+        (None, None) => bail!("give a query file, id:N or --text"),
     };
-    let q = resolve(&reader, &a.query, enc.as_deref(), a.window)?;
     let res = neighbours(&reader, &q, a.k)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&res)?);

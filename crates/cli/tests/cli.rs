@@ -485,4 +485,144 @@ fn user_weights_install_from_a_hub_cache_folder() {
         let cos: f64 = got.iter().zip(&want).map(|(a, b)| *a as f64 * b).sum();
         assert!(cos >= 0.9999, "{name}: cosine {cos}");
     }
+    // Text search needs a CLIP-family model, and says so.
+    let out = run(&[
+        "search",
+        "--text",
+        "pneumothorax",
+        "--index",
+        index.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dinov2-b has no text tower"));
+}
+
+/// Seeded full-size weights for every tensor of `name` in a models fixture file.
+fn seeded_fixture_weights(
+    file: &str,
+    name: &str,
+) -> std::collections::HashMap<String, candle_core::Tensor> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/tests/fixtures")
+        .join(file);
+    let fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let params: Vec<(String, Vec<usize>)> =
+        serde_json::from_value(fx["models"][name]["params"].clone()).unwrap();
+    simcase_models::seeded::weights(
+        fx["seed"].as_u64().unwrap(),
+        &params,
+        fx["scale"].as_f64().unwrap() as f32,
+    )
+}
+
+/// `--hub` against a local endpoint laid out like the hub (`REPO/resolve/REV/FILE`, served
+/// through curl's file://): a whole open_clip CLIP ViT-B/16 checkpoint (seeded weights from the
+/// image and text parity fixtures) lands in the hub cache layout, installs with its text tower
+/// (tokenizer from the pinned open_clip wheel), and `search --text` ranks the index by the
+/// text embedding's cosine.
+#[test]
+fn hub_install_and_text_search() {
+    let dir = tmp("hub-text");
+    let mut w = seeded_fixture_weights("seeded.json", "clip-vit-b16");
+    w.extend(seeded_fixture_weights("text.json", "clip-vit-b16-text"));
+    let served = dir.join("endpoint/timm/vit_base_patch16_clip_224.openai/resolve/main");
+    std::fs::create_dir_all(&served).unwrap();
+    candle_core::safetensors::save(&w, served.join("open_clip_model.safetensors")).unwrap();
+    drop(w);
+    let home = dir.join("home");
+    let cache = dir.join("hf-cache");
+    let run = |args: &[&str]| {
+        bin()
+            .env("SIMCASE_HOME", &home)
+            .env("HF_HUB_CACHE", &cache)
+            .env(
+                "HF_ENDPOINT",
+                format!("file://{}", dir.join("endpoint").display()),
+            )
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // A repo the endpoint does not have fails with curl's reason and installs nothing.
+    let out = run(&["models", "install", "dinov2-b", "--hub"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("could not fetch facebook/dinov2-base"),
+        "{err}"
+    );
+
+    ok(run(&["models", "install", "clip-vit-b16", "--hub"]));
+    let snap = cache.join("models--timm--vit_base_patch16_clip_224.openai/snapshots/main");
+    assert!(snap.join("open_clip_model.safetensors").exists());
+    let model_dir = home.join("models/clip-vit-b16");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model_dir.join("install.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        record["text_tower"]["tokenizer"], "pypi:open_clip_torch==3.3.0",
+        "{record}"
+    );
+    let list = ok(run(&["models", "list"]));
+    assert!(
+        list.lines().any(|l| l.starts_with("clip-vit-b16")
+            && l.contains("installed")
+            && l.contains(" yes ")),
+        "{list}"
+    );
+
+    let imgs = dir.join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    copy_images(&imgs, 8);
+    let index = dir.join("index");
+    let index_s = index.to_str().unwrap();
+    ok(run(&[
+        "index",
+        "--quiet",
+        "--model",
+        "clip-vit-b16",
+        "--index",
+        index_s,
+        imgs.to_str().unwrap(),
+    ]));
+    let out = ok(run(&[
+        "search",
+        "--text",
+        "pneumothorax",
+        "--index",
+        index_s,
+        "-k",
+        "5",
+        "--json",
+    ]));
+    let hits: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(hits.len(), 5);
+
+    // The same ranking from the library: text embedding · stored vectors.
+    let text = simcase_models::load_text_from(
+        "clip-vit-b16",
+        &model_dir.join("model.safetensors"),
+        &model_dir,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let q = text.embed_texts(&["pneumothorax"]).unwrap().remove(0);
+    let reader = simcase_index::Reader::open(&index).unwrap();
+    let mut want: Vec<(f32, u64)> = (0..reader.len() as u64)
+        .map(|id| {
+            let v = reader.vector(id).unwrap();
+            (v.iter().zip(&q).map(|(a, b)| a * b).sum(), id)
+        })
+        .collect();
+    want.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (h, (score, id)) in hits.iter().zip(&want) {
+        assert_eq!(h["id"].as_u64().unwrap(), *id, "{out}");
+        assert!((h["score"].as_f64().unwrap() as f32 - score).abs() < 1e-4);
+    }
+
+    // An empty text is refused with a reason.
+    let out = run(&["search", "--text", "  ", "--index", index_s]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("text query is empty"));
 }

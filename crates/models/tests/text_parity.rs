@@ -34,10 +34,8 @@ fn clip_bpe() -> PathBuf {
 }
 
 fn tempdir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "{name}-{}",
-        std::process::id()
-    ));
+    let d =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -98,7 +96,10 @@ fn tower(name: &str) -> (serde_json::Value, VarBuilder<'static>) {
     let params: Vec<(String, Vec<usize>)> = serde_json::from_value(m["params"].clone()).unwrap();
     let spread = seeded::Spread::Fixed(fx["scale"].as_f64().unwrap() as f32);
     let weights = seeded::weights_with(fx["seed"].as_u64().unwrap(), &params, spread);
-    (m, VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu))
+    (
+        m,
+        VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu),
+    )
 }
 
 fn check_tower(name: &str, m: &serde_json::Value, forward: impl Fn(&[u32]) -> Tensor) {
@@ -108,11 +109,19 @@ fn check_tower(name: &str, m: &serde_json::Value, forward: impl Fn(&[u32]) -> Te
         let ids: Vec<u32> = serde_json::from_value(t["ids"].clone()).unwrap();
         let got = l2_normalize(forward(&ids).flatten_all().unwrap().to_vec1().unwrap());
         let want: Vec<f64> = serde_json::from_value(t["embedding"].clone()).unwrap();
-        worst = worst.min(common::compare(name, &t["ids"].as_array().unwrap().len().into(), &got, &want));
+        worst = worst.min(common::compare(
+            name,
+            &t["ids"].as_array().unwrap().len().into(),
+            &got,
+            &want,
+        ));
         seen.push(got);
     }
     let c01: f32 = seen[0].iter().zip(&seen[1]).map(|(a, b)| a * b).sum();
-    assert!(c01 < 0.9999, "{name}: different texts give the same embedding");
+    assert!(
+        c01 < 0.9999,
+        "{name}: different texts give the same embedding"
+    );
     println!("{name}: worst cosine {worst:.7} vs {}", m["reference"]);
     assert!(worst >= 0.9999, "{name}: cosine {worst}");
 }
