@@ -530,6 +530,15 @@ fn hub_install_and_text_search() {
     std::fs::create_dir_all(&served).unwrap();
     candle_core::safetensors::save(&w, served.join("open_clip_model.safetensors")).unwrap();
     drop(w);
+    // open_clip's config for these weights; a GELU (non-OpenAI) config is refused.
+    let config = |quick: bool| {
+        serde_json::json!({"model_cfg": {"embed_dim": 512, "quick_gelu": quick,
+            "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 16},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8,
+                         "layers": 12}}})
+        .to_string()
+    };
+    std::fs::write(served.join("open_clip_config.json"), config(false)).unwrap();
     let home = dir.join("home");
     let cache = dir.join("hf-cache");
     let run = |args: &[&str]| {
@@ -553,8 +562,16 @@ fn hub_install_and_text_search() {
         "{err}"
     );
 
-    ok(run(&["models", "install", "clip-vit-b16", "--hub"]));
+    let out = run(&["models", "install", "clip-vit-b16", "--hub"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no quick_gelu"),
+        "{err}"
+    );
     let snap = cache.join("models--timm--vit_base_patch16_clip_224.openai/snapshots/main");
+    std::fs::write(served.join("open_clip_config.json"), config(true)).unwrap();
+    std::fs::remove_file(snap.join("open_clip_config.json")).unwrap();
+    ok(run(&["models", "install", "clip-vit-b16", "--hub"]));
     assert!(snap.join("open_clip_model.safetensors").exists());
     let model_dir = home.join("models/clip-vit-b16");
     let record: serde_json::Value =

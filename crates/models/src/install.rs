@@ -68,6 +68,9 @@ pub fn install_from_dir(spec: &ModelSpec, from: &Path) -> Result<InstallOutcome>
         } else {
             state_dict_from_pth(&ckpt, "")?
         };
+        if open_clip {
+            check_open_clip_config(spec, &ckpt)?;
+        }
         let out = tmp.join("model.safetensors");
         candle_core::safetensors::save(&tensors, &out)?;
         crate::load_from_file(spec.name, &out, &Device::Cpu)
@@ -154,6 +157,63 @@ fn find_checkpoint(dir: &Path, open_clip: bool) -> Result<PathBuf> {
             dir.display()
         )
     })
+}
+
+/// An `open_clip_config.json` beside an open_clip checkpoint must describe `spec`: the tensor
+/// shapes alone cannot tell OpenAI CLIP (QuickGELU) from a same-shaped GELU retrain, or
+/// BiomedCLIP from another BERT-based CLIP.
+fn check_open_clip_config(spec: &ModelSpec, ckpt: &Path) -> Result<()> {
+    let Some(path) = ckpt
+        .parent()
+        .map(|d| d.join("open_clip_config.json"))
+        .filter(|p| p.exists())
+    else {
+        return Ok(());
+    };
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
+        .with_context(|| format!("{}: not JSON", path.display()))?;
+    let m = &v["model_cfg"];
+    let mut problems = Vec::new();
+    if m["embed_dim"]
+        .as_u64()
+        .is_some_and(|d| d as usize != spec.dim)
+    {
+        problems.push(format!("embed_dim {} (not {})", m["embed_dim"], spec.dim));
+    }
+    if spec.name == "biomedclip" {
+        let hf = m["text_cfg"]["hf_model_name"].as_str().unwrap_or("");
+        if !(hf.contains("BiomedBERT") || hf.contains("PubMedBERT")) {
+            problems.push(format!("text model {hf:?} (not BiomedBERT)"));
+        }
+        if m["text_cfg"]["context_length"]
+            .as_u64()
+            .is_some_and(|c| c != 256)
+        {
+            problems.push(format!(
+                "context_length {}",
+                m["text_cfg"]["context_length"]
+            ));
+        }
+    } else {
+        if m["quick_gelu"].as_bool() != Some(true) {
+            problems.push("no quick_gelu (OpenAI CLIP weights need QuickGELU)".into());
+        }
+        let patch = if spec.name == "clip-vit-b16" { 16 } else { 14 };
+        if m["vision_cfg"]["patch_size"]
+            .as_u64()
+            .is_some_and(|p| p != patch)
+        {
+            problems.push(format!("patch_size {}", m["vision_cfg"]["patch_size"]));
+        }
+    }
+    ensure!(
+        problems.is_empty(),
+        "{} does not describe {}: {}",
+        path.display(),
+        spec.name,
+        problems.join(", ")
+    );
+    Ok(())
 }
 
 /// Put the text tower's tokenizer into `tmp` and check the tower loads: BiomedBERT's
@@ -575,6 +635,9 @@ pub fn hub_files(spec: &ModelSpec) -> Result<Vec<(&'static str, &'static [&'stat
         &["model.safetensors", "pytorch_model.bin"]
     };
     let mut files = vec![(*hub, weights)];
+    if open_clip {
+        files.push((*hub, &["open_clip_config.json"][..]));
+    }
     if spec.name == "biomedclip" {
         // open_clip's BiomedCLIP config names this repo as its tokenizer.
         files.push((
