@@ -152,9 +152,9 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         quiet: false,
     };
     index_cmd(&args)?;
-    let reader = Reader::open(&index)?;
-    let items = reader.items()?;
-    let errors = reader.errors()?;
+    let errors = Reader::open(&index)?.errors()?;
+    let reader = simcase_index::Snapshot::open(&index)?;
+    let items = reader.items();
     let mut modalities: Vec<String> = items
         .iter()
         .filter_map(|i| i.meta.modality.clone())

@@ -18,12 +18,13 @@ use std::path::PathBuf;
     version,
     about = "Similar-case search for radiology: frozen foundation-model embeddings + exact cosine search",
     long_about = "Pipeline: models (install encoders) -> index (decode + embed an archive) -> \
-                  search (similar cases) -> eval (the paper's retrieval protocol).\n\
+                  search (similar cases) -> serve (HTTP API + web page) -> eval (the paper's retrieval protocol).\n\
                   Weights and indexes live under $SIMCASE_HOME (default ~/.cache/simcase)."
 )]
 struct Cli {
-    /// Log level filter (e.g. warn, info, debug); also RUST_LOG.
-    #[arg(long, global = true, default_value = "warn")]
+    /// Log level filter (e.g. warn, info, debug); also RUST_LOG. The server's request log
+    /// (method, path, status, time; never query strings or patient data) is on by default.
+    #[arg(long, global = true, default_value = "warn,simcase_server=info")]
     log: String,
     #[command(subcommand)]
     cmd: Cmd,
@@ -38,6 +39,8 @@ enum Cmd {
     Index(IndexArgs),
     /// Find the most similar indexed cases to an image, a DICOM file or an indexed item.
     Search(query::SearchArgs),
+    /// Serve an index: HTTP API and web page (loopback by default).
+    Serve(ServeArgs),
     /// Score a model with the paper's protocol (modified P@N, kNN vote) on a labelled manifest.
     Eval(eval_cmd::EvalArgs),
     /// Install the default model and a small real corpus, index it and query it.
@@ -70,6 +73,42 @@ enum ModelsCmd {
         #[arg(long, default_value = "main", requires = "hub")]
         revision: String,
     },
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    #[arg(long)]
+    index: PathBuf,
+    /// Address to listen on; anything but loopback needs a token.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: std::net::SocketAddr,
+    /// Bearer token required on every API call.
+    #[arg(long, env = "SIMCASE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Largest upload accepted, in MiB.
+    #[arg(long, default_value_t = 32)]
+    max_upload_mb: usize,
+    /// Largest uploaded image, in pixels (checked from the header before decoding).
+    #[arg(long, default_value_t = 64_000_000)]
+    max_pixels: u64,
+    /// Include file paths in responses (off: paths can carry names from the archive layout).
+    #[arg(long)]
+    show_paths: bool,
+}
+
+fn serve_cmd(a: &ServeArgs) -> Result<()> {
+    let mut cfg = simcase_server::Config::new(a.index.clone());
+    cfg.bind = a.bind;
+    cfg.token = a.token.clone().filter(|t| !t.is_empty());
+    cfg.max_upload_bytes = a.max_upload_mb << 20;
+    cfg.max_pixels = a.max_pixels;
+    cfg.show_paths = a.show_paths;
+    let model = simcase_index::Reader::open(&a.index)?
+        .settings()
+        .model
+        .clone();
+    ensure_model(&model)?;
+    simcase_server::serve_blocking(cfg)
 }
 
 #[derive(clap::Args)]
@@ -119,7 +158,10 @@ pub fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
     let before = writer.len();
     let opts = ingest::Options {
         batch: a.batch.max(1),
-        decode: DecodeOptions { window: a.window },
+        decode: DecodeOptions {
+            window: a.window,
+            ..Default::default()
+        },
         progress: !a.quiet,
     };
     let t = std::time::Instant::now();
@@ -222,6 +264,7 @@ fn main() {
         Cmd::Models(m) => models_cmd(m),
         Cmd::Index(a) => index_cmd(a).map(|_| ()),
         Cmd::Search(a) => query::search_cmd(a),
+        Cmd::Serve(a) => serve_cmd(a),
         Cmd::Eval(a) => eval_cmd::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Bench(b) => bench::run(b),

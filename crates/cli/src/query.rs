@@ -2,9 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 use simcase_imaging::WindowPreset;
-use simcase_index::Reader;
+use simcase_index::Snapshot;
 use simcase_models::default_device;
-use simcase_query::{neighbours, Hit, Query};
+use simcase_query::{search, Field, Filters, GroupBy, Hit, Query, Request};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -25,10 +25,23 @@ pub struct SearchArgs {
     /// DICOM window override for the query: lung, mediastinum, abdomen, bone, brain, or C,W.
     #[arg(long)]
     window: Option<WindowPreset>,
+    /// Return the top-k distinct patients (studies, series, volumes), each scored by its best
+    /// image, instead of k images.
+    #[arg(long)]
+    group_by: Option<GroupBy>,
+    /// Only items whose FIELD is VALUE (repeatable; fields: modality, anatomy, pathology,
+    /// label, source, split, body_part, format, meta.COLUMN).
+    #[arg(long = "filter", value_name = "FIELD=VALUE", value_parser = parse_filter)]
+    filters: Vec<(Field, String)>,
+}
+
+fn parse_filter(s: &str) -> Result<(Field, String)> {
+    let (f, v) = s.split_once('=').context("expected FIELD=VALUE")?;
+    Ok((f.parse()?, v.to_string()))
 }
 
 /// `id:N`, or a file embedded with the index's model.
-pub fn resolve(reader: &Reader, query: &str, window: Option<WindowPreset>) -> Result<Query> {
+pub fn resolve(reader: &Snapshot, query: &str, window: Option<WindowPreset>) -> Result<Query> {
     if let Some(id) = query.strip_prefix("id:") {
         let id: u64 = id.parse().with_context(|| format!("bad item id {id:?}"))?;
         return Query::item(reader, id);
@@ -42,7 +55,7 @@ pub fn resolve(reader: &Reader, query: &str, window: Option<WindowPreset>) -> Re
 pub fn print_table(results: &[Hit]) {
     println!(
         "{:>4}  {:>6}  {:>6}  {:<34} {:<16} PATH",
-        "RANK", "SCORE", "ID", "LABEL", "PATIENT"
+        "RANK", "SCORE", "ID", "LABEL", "PATIENT/GROUP"
     );
     for r in results {
         println!(
@@ -51,14 +64,17 @@ pub fn print_table(results: &[Hit]) {
             r.score,
             r.id,
             r.label.as_deref().or(r.modality.as_deref()).unwrap_or("-"),
-            r.patient_key.as_deref().unwrap_or("-"),
-            r.path
+            r.group
+                .as_deref()
+                .or(r.patient_key.as_deref())
+                .unwrap_or("-"),
+            r.path.as_deref().unwrap_or("-")
         );
     }
 }
 
 pub fn search_cmd(a: &SearchArgs) -> Result<()> {
-    let reader = Reader::open(&a.index)?;
+    let reader = Snapshot::open(&a.index)?;
     if reader.is_empty() {
         bail!("{} is empty", a.index.display());
     }
@@ -72,11 +88,29 @@ pub fn search_cmd(a: &SearchArgs) -> Result<()> {
         (None, Some(q)) => resolve(&reader, q, a.window)?,
         (None, None) => bail!("give a query file, id:N or --text"),
     };
-    let res = neighbours(&reader, &q, a.k)?;
+    let mut filters = Filters::default();
+    for (f, v) in &a.filters {
+        filters.fields.entry(f.clone()).or_default().push(v.clone());
+    }
+    let req = Request {
+        k: a.k,
+        offset: 0,
+        filters,
+        group_by: a.group_by,
+    };
+    let res = search(&reader, &q, &req)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&res)?);
+        println!("{}", serde_json::to_string_pretty(&res.hits)?);
     } else {
-        print_table(&res);
+        print_table(&res.hits);
+        if let Some(groups) = &res.groups {
+            let counts: Vec<String> = groups.iter().map(|g| g.matched.to_string()).collect();
+            println!(
+                "(grouped by {:?}; matched items per group: {})",
+                req.group_by.unwrap(),
+                counts.join(", ")
+            );
+        }
     }
     Ok(())
 }

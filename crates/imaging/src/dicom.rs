@@ -2,7 +2,7 @@
 //! inverted, first frame. Identifying attributes are read but only a salted hash of PatientID
 //! ever leaves this module's callers.
 
-use crate::{min_max, DecodeError, DecodeOptions, Image, MAX_PIXELS};
+use crate::{min_max, DecodeError, DecodeOptions, Image};
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
@@ -121,10 +121,12 @@ pub(crate) fn decode(
             "no pixel data (not an image object)".into(),
         ));
     }
-    if rows * cols * u64::from(meta.frames.max(1)) > MAX_PIXELS {
+    let limit = opts.pixel_limit();
+    if rows * cols * u64::from(meta.frames.max(1)) > limit {
         return Err(DecodeError::TooLarge {
             width: cols,
             height: rows,
+            limit,
         });
     }
     let pixels = obj.decode_pixel_data().map_err(|e| {
@@ -379,6 +381,7 @@ mod file_tests {
         assert!(close(&v, &[0.0, 0.0, f(-24.0), f(976.0)]), "{v:?}");
         let lung = DecodeOptions {
             window: Some("lung".parse().unwrap()),
+            ..Default::default()
         };
         let v = gray(&bytes, &lung);
         // lung: C=-600, W=1500 -> (x + 600.5) / 1499 + 0.5, clamped.

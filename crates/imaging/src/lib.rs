@@ -96,8 +96,8 @@ pub enum DecodeError {
     Io(#[from] std::io::Error),
     #[error("unsupported format (not PNG, JPEG or DICOM)")]
     Unsupported,
-    #[error("image too large: {width}x{height} exceeds the {MAX_PIXELS}-pixel limit")]
-    TooLarge { width: u64, height: u64 },
+    #[error("image too large: {width}x{height} exceeds the {limit}-pixel limit")]
+    TooLarge { width: u64, height: u64, limit: u64 },
     #[error("corrupt {format} data: {reason}")]
     Corrupt {
         format: &'static str,
@@ -112,6 +112,15 @@ pub enum DecodeError {
 pub struct DecodeOptions {
     /// Override the DICOM VOI window with a preset or explicit centre/width.
     pub window: Option<WindowPreset>,
+    /// A lower pixel limit than [`MAX_PIXELS`] (a server's uploads), checked from the header
+    /// before any pixel is decoded.
+    pub max_pixels: Option<u64>,
+}
+
+impl DecodeOptions {
+    pub fn pixel_limit(&self) -> u64 {
+        self.max_pixels.unwrap_or(MAX_PIXELS).min(MAX_PIXELS)
+    }
 }
 
 /// Guess the format from the leading bytes; extensions lie in real archives.
@@ -137,7 +146,7 @@ pub fn decode_path(path: &Path, opts: &DecodeOptions) -> Result<Decoded, DecodeE
 pub fn decode_bytes(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
     match sniff(bytes) {
         Some(f @ (Format::Png | Format::Jpeg)) => Ok(Decoded {
-            image: decode_raster(bytes, f)?,
+            image: decode_raster(bytes, f, opts.pixel_limit())?,
             format: f,
             dicom: None,
         }),
@@ -153,7 +162,48 @@ pub fn decode_bytes(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, Decod
     }
 }
 
-fn decode_raster(bytes: &[u8], format: Format) -> Result<Image, DecodeError> {
+/// Width and height from a PNG's IHDR or a JPEG's SOF marker, read without decoding: the
+/// pixel limit is enforced before a decoder allocates anything.
+pub fn header_dimensions(bytes: &[u8], format: Format) -> Option<(u32, u32)> {
+    let be16 = |i: usize| Some(u16::from_be_bytes(bytes.get(i..i + 2)?.try_into().ok()?));
+    let be32 = |i: usize| Some(u32::from_be_bytes(bytes.get(i..i + 4)?.try_into().ok()?));
+    match format {
+        Format::Png => (bytes.get(12..16)? == b"IHDR").then_some((be32(16)?, be32(20)?)),
+        Format::Jpeg => {
+            let mut i = 2;
+            loop {
+                while *bytes.get(i)? != 0xFF {
+                    i += 1;
+                }
+                while *bytes.get(i)? == 0xFF {
+                    i += 1;
+                }
+                let marker = *bytes.get(i)?;
+                i += 1;
+                match marker {
+                    0xD8 | 0x01 | 0xD0..=0xD7 => continue,
+                    0xDA | 0xD9 => return None,
+                    0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                        return Some((u32::from(be16(i + 5)?), u32::from(be16(i + 3)?)));
+                    }
+                    _ => i += usize::from(be16(i)?),
+                }
+            }
+        }
+        Format::Dicom => None,
+    }
+}
+
+fn decode_raster(bytes: &[u8], format: Format, limit: u64) -> Result<Image, DecodeError> {
+    if let Some((w, h)) = header_dimensions(bytes, format) {
+        if u64::from(w) * u64::from(h) > limit {
+            return Err(DecodeError::TooLarge {
+                width: w.into(),
+                height: h.into(),
+                limit,
+            });
+        }
+    }
     use image::{DynamicImage, ImageReader};
     let corrupt = |e: image::ImageError| DecodeError::Corrupt {
         format: format.name(),
@@ -165,15 +215,16 @@ fn decode_raster(bytes: &[u8], format: Format) -> Result<Image, DecodeError> {
     };
     let mut reader = ImageReader::with_format(std::io::Cursor::new(bytes), fmt);
     let mut limits = image::Limits::default();
-    limits.max_alloc = Some(MAX_PIXELS * 8);
+    limits.max_alloc = Some(limit * 8);
     reader.limits(limits);
     let dec = reader.into_decoder().map_err(corrupt)?;
     use image::ImageDecoder;
     let (w, h) = dec.dimensions();
-    if u64::from(w) * u64::from(h) > MAX_PIXELS {
+    if u64::from(w) * u64::from(h) > limit {
         return Err(DecodeError::TooLarge {
             width: w.into(),
             height: h.into(),
+            limit,
         });
     }
     let img = DynamicImage::from_decoder(dec).map_err(corrupt)?;
@@ -250,6 +301,41 @@ mod tests {
         let mut out = std::io::Cursor::new(Vec::new());
         img.write_to(&mut out, image::ImageFormat::Png).unwrap();
         out.into_inner()
+    }
+
+    #[test]
+    fn header_dimensions_are_read_before_decoding_and_limit_it() {
+        let img = image::DynamicImage::ImageRgb8(image::RgbImage::new(37, 21));
+        let png = png_bytes(img.clone());
+        assert_eq!(header_dimensions(&png, Format::Png), Some((37, 21)));
+        let mut jpg = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut jpg, image::ImageFormat::Jpeg).unwrap();
+        let jpg = jpg.into_inner();
+        assert_eq!(header_dimensions(&jpg, Format::Jpeg), Some((37, 21)));
+        let small = DecodeOptions {
+            max_pixels: Some(36 * 21),
+            ..Default::default()
+        };
+        for bytes in [&png, &jpg] {
+            let e = decode_bytes(bytes, &small).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    DecodeError::TooLarge {
+                        width: 37,
+                        height: 21,
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert!(decode_bytes(bytes, &Default::default()).is_ok());
+        }
+        // Truncated headers give no dimensions rather than a panic.
+        for n in 0..png.len().min(40) {
+            let _ = header_dimensions(&png[..n], Format::Png);
+            let _ = header_dimensions(&jpg[..n.min(jpg.len())], Format::Jpeg);
+        }
     }
 
     #[test]

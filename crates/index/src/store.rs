@@ -460,6 +460,92 @@ impl Reader {
     }
 }
 
+/// An immutable, thread-safe view of an index at one committed row count: the vectors stay
+/// memory-mapped (shared by every request, never copied) and the metadata is held in memory
+/// for filtering. A server swaps in a fresh snapshot when a writer has committed more rows.
+pub struct Snapshot {
+    settings: Settings,
+    rows: usize,
+    map: Option<memmap2::Mmap>,
+    items: Vec<Item>,
+}
+
+impl Reader {
+    /// Freeze this reader's committed rows into a [`Snapshot`].
+    pub fn snapshot(self) -> Result<Snapshot> {
+        let items = self.items()?;
+        ensure!(
+            items.len() == self.rows && items.iter().enumerate().all(|(i, it)| it.id == i as u64),
+            "{}: item rows are not contiguous",
+            self.dir.display()
+        );
+        Ok(Snapshot {
+            settings: self.settings,
+            rows: self.rows,
+            map: self.map,
+            items,
+        })
+    }
+}
+
+impl Snapshot {
+    /// Open `dir` and snapshot it.
+    pub fn open(dir: &Path) -> Result<Self> {
+        Reader::open(dir)?.snapshot()
+    }
+
+    /// Committed rows in `dir` right now (cheap: one SQLite count), to decide on a refresh.
+    pub fn committed_rows(dir: &Path) -> Result<usize> {
+        item_count(&connect(dir)?)
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    pub fn vectors(&self) -> &[f32] {
+        mapped_rows(&self.map, self.rows * self.settings.dim)
+    }
+
+    pub fn vector(&self, id: u64) -> Option<&[f32]> {
+        row(self.vectors(), self.settings.dim, id)
+    }
+
+    pub fn item(&self, id: u64) -> Option<&Item> {
+        self.items.get(usize::try_from(id).ok()?)
+    }
+
+    pub fn items(&self) -> &[Item] {
+        &self.items
+    }
+}
+
+/// The first `n` floats of a vectors mapping.
+fn mapped_rows(map: &Option<memmap2::Mmap>, n: usize) -> &[f32] {
+    match map {
+        Some(m) => {
+            // SAFETY: any bit pattern is a valid f32; alignment is checked.
+            let (pre, v, _) = unsafe { m.align_to::<f32>() };
+            assert!(pre.is_empty(), "mmap is page-aligned");
+            &v[..n]
+        }
+        None => &[],
+    }
+}
+
+fn row(v: &[f32], dim: usize, id: u64) -> Option<&[f32]> {
+    let i = usize::try_from(id).ok()?;
+    v.get(i.checked_mul(dim)?..(i + 1).checked_mul(dim)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,90 +654,4 @@ mod tests {
             "salt differs per index"
         );
     }
-}
-
-/// An immutable, thread-safe view of an index at one committed row count: the vectors stay
-/// memory-mapped (shared by every request, never copied) and the metadata is held in memory
-/// for filtering. A server swaps in a fresh snapshot when a writer has committed more rows.
-pub struct Snapshot {
-    settings: Settings,
-    rows: usize,
-    map: Option<memmap2::Mmap>,
-    items: Vec<Item>,
-}
-
-impl Reader {
-    /// Freeze this reader's committed rows into a [`Snapshot`].
-    pub fn snapshot(self) -> Result<Snapshot> {
-        let items = self.items()?;
-        ensure!(
-            items.len() == self.rows && items.iter().enumerate().all(|(i, it)| it.id == i as u64),
-            "{}: item rows are not contiguous",
-            self.dir.display()
-        );
-        Ok(Snapshot {
-            settings: self.settings,
-            rows: self.rows,
-            map: self.map,
-            items,
-        })
-    }
-}
-
-impl Snapshot {
-    /// Open `dir` and snapshot it.
-    pub fn open(dir: &Path) -> Result<Self> {
-        Reader::open(dir)?.snapshot()
-    }
-
-    /// Committed rows in `dir` right now (cheap: one SQLite count), to decide on a refresh.
-    pub fn committed_rows(dir: &Path) -> Result<usize> {
-        item_count(&connect(dir)?)
-    }
-
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
-    pub fn len(&self) -> usize {
-        self.rows
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows == 0
-    }
-
-    pub fn vectors(&self) -> &[f32] {
-        mapped_rows(&self.map, self.rows * self.settings.dim)
-    }
-
-    pub fn vector(&self, id: u64) -> Option<&[f32]> {
-        row(self.vectors(), self.settings.dim, id)
-    }
-
-    pub fn item(&self, id: u64) -> Option<&Item> {
-        self.items.get(usize::try_from(id).ok()?)
-    }
-
-    pub fn items(&self) -> &[Item] {
-        &self.items
-    }
-}
-
-/// The first `n` floats of a vectors mapping.
-fn mapped_rows(map: &Option<memmap2::Mmap>, n: usize) -> &[f32] {
-    match map {
-        Some(m) => {
-            // SAFETY: any bit pattern is a valid f32; alignment is checked.
-            let (pre, v, _) = unsafe { m.align_to::<f32>() };
-            assert!(pre.is_empty(), "mmap is page-aligned");
-            &v[..n]
-        }
-        None => &[],
-    }
-}
-
-fn row(v: &[f32], dim: usize, id: u64) -> Option<&[f32]> {
-    let i = usize::try_from(id).ok()?;
-    v.get(i.checked_mul(dim)?..(i + 1).checked_mul(dim)?)
 }

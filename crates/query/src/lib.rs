@@ -5,8 +5,9 @@
 use anyhow::{Context, Result};
 use serde::Serialize;
 use simcase_imaging::{decode_path, DecodeOptions, Image, WindowPreset};
-use simcase_index::{FlatIndex, Reader, VectorIndex};
+use simcase_index::{search_rows, Item, Snapshot};
 use simcase_models::{Encoder, TextEncoder};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// One ranked neighbour, as printed and served. No raw patient identifiers: only the salted key.
@@ -15,13 +16,43 @@ pub struct Hit {
     pub rank: usize,
     pub score: f32,
     pub id: u64,
-    pub path: String,
+    /// The file's path on the indexing machine (the server leaves it out unless asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     pub label: Option<String>,
     pub modality: Option<String>,
     pub anatomy: Option<String>,
     pub pathology: Option<String>,
+    pub source: Option<String>,
     pub split: Option<String>,
     pub patient_key: Option<String>,
+    pub study_uid: Option<String>,
+    pub series_uid: Option<String>,
+    /// The key this hit was grouped by, when the search was grouped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl Hit {
+    fn new(rank: usize, score: f32, it: &Item) -> Self {
+        let m = &it.meta;
+        Self {
+            rank,
+            score,
+            id: it.id,
+            path: Some(m.path.clone()),
+            label: m.label.clone(),
+            modality: m.modality.clone(),
+            anatomy: m.anatomy.clone(),
+            pathology: m.pathology.clone(),
+            source: m.source.clone(),
+            split: m.split.clone(),
+            patient_key: m.patient_key.clone(),
+            study_uid: m.study_uid.clone(),
+            series_uid: m.series_uid.clone(),
+            group: None,
+        }
+    }
 }
 
 /// A query resolved to a vector, and the item it came from when it was one.
@@ -32,7 +63,7 @@ pub struct Query {
 
 impl Query {
     /// "More like this": item `id`'s stored vector; the item itself is left out of the results.
-    pub fn item(reader: &Reader, id: u64) -> Result<Self> {
+    pub fn item(reader: &Snapshot, id: u64) -> Result<Self> {
         let v = reader
             .vector(id)
             .with_context(|| format!("no item {id} in the index ({} items)", reader.len()))?;
@@ -52,8 +83,14 @@ impl Query {
 
     /// An image or DICOM file.
     pub fn file(enc: &dyn Encoder, path: &Path, window: Option<WindowPreset>) -> Result<Self> {
-        let img = decode_path(path, &DecodeOptions { window })
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let img = decode_path(
+            path,
+            &DecodeOptions {
+                window,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Self::image(enc, &img.image)
     }
 
@@ -67,34 +104,318 @@ impl Query {
     }
 }
 
-/// Top-`k` neighbours of `q` in `reader`, with their metadata.
-pub fn neighbours(reader: &Reader, q: &Query, k: usize) -> Result<Vec<Hit>> {
-    let dim = reader.settings().dim;
+/// A metadata field results can be filtered on: the label columns, provenance, or any other
+/// manifest column (`meta.NAME`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Field {
+    Modality,
+    Anatomy,
+    Pathology,
+    Label,
+    Source,
+    Split,
+    BodyPart,
+    Format,
+    Extra(String),
+}
+
+impl std::str::FromStr for Field {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "modality" => Self::Modality,
+            "anatomy" => Self::Anatomy,
+            "pathology" => Self::Pathology,
+            "label" => Self::Label,
+            "source" => Self::Source,
+            "split" => Self::Split,
+            "body_part" => Self::BodyPart,
+            "format" => Self::Format,
+            other => match other.strip_prefix("meta.") {
+                Some(k) if !k.is_empty() => Self::Extra(k.to_string()),
+                _ => anyhow::bail!(
+                    "unknown filter field {other:?} (modality, anatomy, pathology, label, \
+                     source, split, body_part, format, or meta.COLUMN)"
+                ),
+            },
+        })
+    }
+}
+
+impl Field {
+    pub fn value<'a>(&self, it: &'a Item) -> Option<&'a str> {
+        let m = &it.meta;
+        match self {
+            Self::Modality => m.modality.as_deref(),
+            Self::Anatomy => m.anatomy.as_deref(),
+            Self::Pathology => m.pathology.as_deref(),
+            Self::Label => m.label.as_deref(),
+            Self::Source => m.source.as_deref(),
+            Self::Split => m.split.as_deref(),
+            Self::BodyPart => m.body_part.as_deref(),
+            Self::Format => Some(m.format.as_str()),
+            Self::Extra(k) => m.extra.get(k).and_then(|v| v.as_str()),
+        }
+    }
+}
+
+/// Which items may be returned: every field must match one of its values (case-insensitive),
+/// and the study date (`meta.study_date`, `YYYYMMDD`) must fall in the range when one is given.
+#[derive(Clone, Debug, Default)]
+pub struct Filters {
+    pub fields: BTreeMap<Field, Vec<String>>,
+    pub date_from: Option<String>,
+    pub date_to: Option<String>,
+}
+
+impl Filters {
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty() && self.date_from.is_none() && self.date_to.is_none()
+    }
+
+    pub fn keeps(&self, it: &Item) -> bool {
+        let fields_ok = self.fields.iter().all(|(f, allowed)| {
+            f.value(it)
+                .is_some_and(|v| allowed.iter().any(|a| a.eq_ignore_ascii_case(v)))
+        });
+        if !fields_ok {
+            return false;
+        }
+        if self.date_from.is_none() && self.date_to.is_none() {
+            return true;
+        }
+        let Some(date) = it.meta.extra.get("study_date").and_then(|v| v.as_str()) else {
+            return false;
+        };
+        let date = date.replace('-', "");
+        self.date_from
+            .as_deref()
+            .is_none_or(|f| date.as_str() >= f.replace('-', "").as_str())
+            && self
+                .date_to
+                .as_deref()
+                .is_none_or(|t| date.as_str() <= t.replace('-', "").as_str())
+    }
+}
+
+/// What distinct results mean when one patient (or study, series, volume) has many images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    Patient,
+    Study,
+    Series,
+    Volume,
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "patient" => Self::Patient,
+            "study" => Self::Study,
+            "series" => Self::Series,
+            "volume" => Self::Volume,
+            other => anyhow::bail!("unknown group {other:?} (patient, study, series, volume)"),
+        })
+    }
+}
+
+impl GroupBy {
+    /// The group of `it`; an item without the key is a group of its own.
+    pub fn key(self, it: &Item) -> String {
+        let m = &it.meta;
+        let k = match self {
+            Self::Patient => m.patient_key.as_deref(),
+            Self::Study => m.study_uid.as_deref(),
+            Self::Series => m.series_uid.as_deref(),
+            Self::Volume => m.extra.get("volume").and_then(|v| v.as_str()),
+        };
+        match k {
+            Some(k) => k.to_string(),
+            None => format!("item:{}", it.id),
+        }
+    }
+}
+
+/// One search: how many results, which page, which items, and whether to group.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub k: usize,
+    pub offset: usize,
+    pub filters: Filters,
+    pub group_by: Option<GroupBy>,
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Self {
+            k: 10,
+            offset: 0,
+            filters: Filters::default(),
+            group_by: None,
+        }
+    }
+}
+
+/// A group of results, scored by its best item.
+#[derive(Clone, Debug, Serialize)]
+pub struct Group {
+    pub key: String,
+    pub score: f32,
+    /// How many of the group's items were among the ranked candidates.
+    pub matched: usize,
+    pub best: Hit,
+}
+
+/// What the similar cases say: per label level, the share of the summed (non-negative) score
+/// of the top results that carries each value, largest first.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Vote {
+    pub modality: Vec<(String, f32)>,
+    pub anatomy: Vec<(String, f32)>,
+    pub label: Vec<(String, f32)>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Response {
+    /// This page of results (of groups' best items when grouped).
+    pub hits: Vec<Hit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<Group>>,
+    pub vote: Vote,
+    /// Items that passed the filters.
+    pub candidates: usize,
+    pub offset: usize,
+    pub k: usize,
+}
+
+/// Rank `snap` for `q`: exact cosine over the items that pass the filters, then optional
+/// grouping, pagination and the label vote of the first page.
+pub fn search(snap: &Snapshot, q: &Query, req: &Request) -> Result<Response> {
+    let dim = snap.settings().dim;
     anyhow::ensure!(
         q.vector.len() == dim,
         "the query has {} dimensions, the index {dim}",
         q.vector.len()
     );
-    let idx = FlatIndex::new(reader.vectors(), dim);
     let skip = q.exclude;
-    let keep = move |r: u64| Some(r) != skip;
-    let hits = idx.search(&[&q.vector], k, Some(&keep)).remove(0);
-    hits.into_iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let it = reader.item(h.row)?.context("item vanished")?;
-            Ok(Hit {
-                rank: i + 1,
-                score: h.score,
-                id: h.row,
-                path: it.meta.path,
-                label: it.meta.label,
-                modality: it.meta.modality,
-                anatomy: it.meta.anatomy,
-                pathology: it.meta.pathology,
-                split: it.meta.split,
-                patient_key: it.meta.patient_key,
-            })
-        })
-        .collect()
+    let items = snap.items();
+    let keep = |r: u64| {
+        Some(r) != skip
+            && items
+                .get(r as usize)
+                .is_some_and(|it| req.filters.keeps(it))
+    };
+    let candidates = if req.filters.is_empty() {
+        snap.len() - usize::from(skip.is_some_and(|s| (s as usize) < snap.len()))
+    } else {
+        items.iter().filter(|it| keep(it.id)).count()
+    };
+    let want = req.offset + req.k;
+    let rank = |k: usize| search_rows(snap.vectors(), dim, &[&q.vector], k, Some(&keep)).remove(0);
+    let (hits, groups) = match req.group_by {
+        None => {
+            let ranked = rank(want);
+            let hits: Vec<Hit> = ranked
+                .iter()
+                .enumerate()
+                .skip(req.offset)
+                .map(|(i, h)| Hit::new(i + 1, h.score, &items[h.row as usize]))
+                .collect();
+            (hits, None)
+        }
+        Some(g) => {
+            // Enough candidates for `want` distinct groups in practice; all of them otherwise.
+            let mut pool = (want * 20 + 100).min(candidates);
+            loop {
+                let ranked = rank(pool);
+                let mut order: Vec<String> = Vec::new();
+                let mut found: HashMap<String, Group> = HashMap::new();
+                for h in &ranked {
+                    let it = &items[h.row as usize];
+                    let key = g.key(it);
+                    match found.get_mut(&key) {
+                        Some(gr) => gr.matched += 1,
+                        None => {
+                            let mut best = Hit::new(0, h.score, it);
+                            best.group = Some(key.clone());
+                            order.push(key.clone());
+                            found.insert(
+                                key.clone(),
+                                Group {
+                                    key,
+                                    score: h.score,
+                                    matched: 1,
+                                    best,
+                                },
+                            );
+                        }
+                    }
+                }
+                if order.len() >= want || pool >= candidates {
+                    let groups: Vec<Group> = order
+                        .into_iter()
+                        .enumerate()
+                        .skip(req.offset)
+                        .take(req.k)
+                        .filter_map(|(i, k)| {
+                            let mut gr = found.remove(&k)?;
+                            gr.best.rank = i + 1;
+                            Some(gr)
+                        })
+                        .collect();
+                    let hits = groups.iter().map(|g| g.best.clone()).collect();
+                    break (hits, Some(groups));
+                }
+                pool = candidates;
+            }
+        }
+    };
+    Ok(Response {
+        vote: vote(&hits),
+        hits,
+        groups,
+        candidates,
+        offset: req.offset,
+        k: req.k,
+    })
+}
+
+/// The score-weighted label distribution of `hits` at each level.
+pub fn vote(hits: &[Hit]) -> Vote {
+    let level = |key: &dyn Fn(&Hit) -> Option<String>| {
+        let mut sum: BTreeMap<String, f32> = BTreeMap::new();
+        let mut total = 0.0f32;
+        for h in hits {
+            let w = h.score.max(0.0);
+            if let Some(k) = key(h) {
+                *sum.entry(k).or_default() += w;
+                total += w;
+            }
+        }
+        let mut v: Vec<(String, f32)> = sum
+            .into_iter()
+            .map(|(k, s)| (k, if total > 0.0 { s / total } else { 0.0 }))
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    };
+    Vote {
+        modality: level(&|h| h.modality.clone()),
+        anatomy: level(&|h| match (&h.modality, &h.anatomy) {
+            (Some(m), Some(a)) => Some(format!("{m}/{a}")),
+            _ => None,
+        }),
+        label: level(&|h| h.label.clone()),
+    }
+}
+
+/// Top-`k` neighbours of `q`, unfiltered and ungrouped.
+pub fn neighbours(snap: &Snapshot, q: &Query, k: usize) -> Result<Vec<Hit>> {
+    let req = Request {
+        k,
+        ..Request::default()
+    };
+    Ok(search(snap, q, &req)?.hits)
 }

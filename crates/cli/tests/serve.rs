@@ -1,0 +1,512 @@
+//! API tests of `simcase serve`: the real binary on an ephemeral loopback port, over an index
+//! of real images from ../shared/data plus real DICOMs (with patient names, ids and birth
+//! dates) from the pydicom-data wheel, embedded with the real default model.
+
+use simcase_server::client::{multipart_file, Client};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_simcase"))
+}
+
+fn data() -> PathBuf {
+    std::env::var_os("SIMCASE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("simcase-serve-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Patient identifiers inside the DICOMs indexed below; none may ever be served or logged.
+const PHI: [&str; 7] = [
+    "CompressedSamples",
+    "5MR2",
+    "19500112",
+    "CQ500-CT-310",
+    "9RG1",
+    "19400305",
+    "Lestrade",
+];
+const DICOMS: [&str; 4] = ["MR2_UNCR.dcm", "693_UNCR.dcm", "RG1_UNCR.dcm", "SC_rgb.dcm"];
+
+/// A manifest of `n` rows of dev.csv (every `step`-th), with absolute paths.
+fn manifest(to: &Path, n: usize, step: usize, skip: usize) -> PathBuf {
+    let text = std::fs::read_to_string(data().join("dev.csv")).unwrap();
+    let mut lines = text.lines();
+    let mut out = vec![lines.next().unwrap().to_string()];
+    let root = std::fs::canonicalize(data()).unwrap();
+    out.extend(
+        lines
+            .skip(skip)
+            .step_by(step)
+            .take(n)
+            .map(|l| format!("{}/{l}", root.display())),
+    );
+    let p = to.join("manifest.csv");
+    std::fs::write(&p, out.join("\n") + "\n").unwrap();
+    p
+}
+
+/// The real pydicom-data DICOMs of the demo corpus (installed by `simcase demo`).
+fn corpus_dicoms() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let home = std::env::var_os("SIMCASE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/simcase")
+            });
+        let dir = home.join("corpus/pydicom-data/images");
+        if !dir.join(DICOMS[0]).exists() {
+            run_ok(bin().arg("demo"));
+        }
+        dir
+    })
+    .clone()
+}
+
+/// One index for the read-only tests: 48 labelled images and 4 DICOMs with PHI.
+fn shared_index() -> PathBuf {
+    static INDEX: OnceLock<PathBuf> = OnceLock::new();
+    INDEX
+        .get_or_init(|| {
+            let dir = tmp("index");
+            let m = manifest(&dir, 48, 17, 0);
+            let index = dir.join("index");
+            run_ok(
+                bin()
+                    .args(["index", "--quiet", "--index"])
+                    .arg(&index)
+                    .arg("--manifest")
+                    .arg(&m),
+            );
+            let dcm = dir.join("dicom");
+            std::fs::create_dir_all(&dcm).unwrap();
+            for f in DICOMS {
+                std::fs::copy(corpus_dicoms().join(f), dcm.join(f)).unwrap();
+            }
+            run_ok(
+                bin()
+                    .args(["index", "--quiet", "--index"])
+                    .arg(&index)
+                    .arg(&dcm),
+            );
+            index
+        })
+        .clone()
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(index: &Path, extra: &[&str]) -> Self {
+        let log = index.with_extension(format!("log-{}", rand_suffix()));
+        let mut child = bin()
+            .args(["serve", "--bind", "127.0.0.1:0", "--index"])
+            .arg(index)
+            .args(extra)
+            .env_remove("SIMCASE_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| {
+                panic!(
+                    "server did not start: {line:?}\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+            .to_string();
+        Self { child, addr, log }
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&self.addr)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn assert_no_phi(what: &str, text: &str) {
+    for p in PHI {
+        assert!(
+            !text.contains(p),
+            "{what} shows patient data {p:?}:\n{text}"
+        );
+    }
+}
+
+fn png_of(rel: &str) -> Vec<u8> {
+    std::fs::read(data().join(rel)).unwrap()
+}
+
+#[test]
+fn api_searches_filters_groups_votes_and_never_shows_phi() {
+    let index = shared_index();
+    let srv = Server::start(&index, &[]);
+    let mut c = srv.client();
+    let seen = std::cell::RefCell::new(String::new());
+    let get = |c: &mut Client, path: &str| {
+        let r = c.get(path).unwrap();
+        seen.borrow_mut().push_str(&r.text());
+        r
+    };
+
+    assert_eq!(get(&mut c, "/healthz").status, 200);
+    let stats = get(&mut c, "/api/stats").json().unwrap();
+    let n = simcase_index::Reader::open(&index).unwrap().len() as u64;
+    assert!(n >= 50, "{n} items");
+    assert_eq!(stats["items"], n, "{stats}");
+    assert_eq!(stats["model"], "dinov2-s");
+    assert!(stats["counts"]["modality"]["CT"].as_u64().unwrap() > 0);
+
+    // More like this: the item itself is excluded, scores are sorted, the vote sums to 1.
+    let r = get(&mut c, "/api/search?id=0&k=10").json().unwrap();
+    let hits = r["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 10);
+    assert!(hits.iter().all(|h| h["id"] != 0));
+    let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    for level in ["modality", "anatomy", "label"] {
+        let total: f64 = r["vote"][level]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[1].as_f64().unwrap())
+            .sum();
+        assert!((total - 1.0).abs() < 1e-4, "{level}: {total}");
+    }
+    assert!(
+        hits.iter().all(|h| h.get("path").is_none()),
+        "paths are off by default"
+    );
+
+    // Pagination: page 2 of 5 is ranks 6..10 of the first query.
+    let p2 = get(&mut c, "/api/search?id=0&k=5&offset=5").json().unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(ids(&p2["hits"]), ids(&r["hits"])[5..].to_vec());
+
+    // Upload (a real ultrasound PNG), filtered to CT: every hit is CT.
+    let (ty, body) = multipart_file("q.png", &png_of("images/busi/benign_136.png"));
+    let up = c.post("/api/search?k=8&modality=CT", &ty, &body).unwrap();
+    seen.borrow_mut().push_str(&up.text());
+    let up = up.json().unwrap();
+    assert_eq!(up["query"]["kind"], "upload");
+    assert!(!up["hits"].as_array().unwrap().is_empty());
+    assert!(
+        up["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["modality"] == "CT"),
+        "{up}"
+    );
+    assert_eq!(
+        up["candidates"].as_u64().unwrap(),
+        stats["counts"]["modality"]["CT"].as_u64().unwrap()
+    );
+    // Unfiltered, the nearest case of an ultrasound is an ultrasound.
+    let up = c
+        .post("/api/search?k=3", &ty, &body)
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(up["hits"][0]["modality"], "US", "{up}");
+    assert_eq!(up["vote"]["modality"][0][0], "US");
+
+    // Group by patient: distinct groups, each reporting its matched items.
+    let g = get(&mut c, "/api/search?id=0&k=6&group_by=patient")
+        .json()
+        .unwrap();
+    let groups = g["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 6);
+    let mut keys: Vec<&str> = groups.iter().map(|g| g["key"].as_str().unwrap()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 6, "groups are distinct");
+    assert!(groups.iter().all(|g| g["matched"].as_u64().unwrap() >= 1));
+
+    // Item details and a server-rendered thumbnail (a DICOM one windowed by a preset).
+    let it = get(&mut c, "/api/items/3").json().unwrap();
+    assert_eq!(it["id"], 3);
+    assert!(it.get("path").is_none());
+    let dicom_id = (0..n)
+        .find(|i| get(&mut c, &format!("/api/items/{i}")).json().unwrap()["format"] == "dicom")
+        .unwrap();
+    for q in ["", "?size=64&window=brain", "?window=40,400"] {
+        let t = c
+            .get(&format!("/api/items/{dicom_id}/thumbnail{q}"))
+            .unwrap();
+        assert_eq!(t.status, 200, "{}", t.text());
+        assert_eq!(t.content_type, "image/png");
+        assert!(t.body.starts_with(b"\x89PNG"));
+    }
+    let bad_window = c
+        .get(&format!("/api/items/{dicom_id}/thumbnail?window=nope"))
+        .unwrap();
+    assert_eq!(bad_window.status, 400);
+
+    // A DICOM upload with patient data: searched, and none of it comes back.
+    let dcm = std::fs::read(corpus_dicoms().join("MR2_UNCR.dcm")).unwrap();
+    let (ty2, body2) = multipart_file("MR2_UNCR.dcm", &dcm);
+    let r = c
+        .post("/api/search?k=5&window=brain", &ty2, &body2)
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    seen.borrow_mut().push_str(&r.text());
+
+    // Traversal, unknown routes and bad parameters: JSON errors, never a file.
+    for (path, status) in [
+        ("/api/items/..%2F..%2Fetc%2Fpasswd/thumbnail", 400),
+        ("/api/items/../../etc/passwd", 404),
+        ("/api/thumbnail?path=/etc/passwd", 404),
+        ("/api/items/99999", 404),
+        ("/api/search?id=0&k=0", 400),
+        ("/api/search?id=0&nosuchfield=1", 400),
+        ("/api/search?text=lung", 400), // dinov2-s has no text tower
+    ] {
+        let r = c.get(path).unwrap();
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        assert!(r.json().unwrap()["error"].is_string(), "{path}");
+        assert!(!r.text().contains("root:"), "{path}");
+    }
+
+    // Bad uploads: a one-line reason naming the file, and the server keeps serving.
+    let (ty3, body3) = multipart_file("notes.txt", b"not an image");
+    let r = c.post("/api/search", &ty3, &body3).unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.json().unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("notes.txt"));
+    // A decompression bomb: a PNG header claiming 100000 x 100000 pixels is refused unread.
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+    let mut bomb = b"\x89PNG\r\n\x1a\n\0\0\0\x0d".to_vec();
+    bomb.extend_from_slice(&ihdr);
+    bomb.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    let (ty4, body4) = multipart_file("bomb.png", &bomb);
+    let r = c.post("/api/search", &ty4, &body4).unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("too large"), "{}", r.text());
+    assert_eq!(c.get("/healthz").unwrap().status, 200);
+
+    // The OpenAPI document covers every API route.
+    let doc = c.get("/api/openapi.json").unwrap().json().unwrap();
+    for p in [
+        "/api/search",
+        "/api/stats",
+        "/api/items/{id}",
+        "/api/items/{id}/thumbnail",
+        "/healthz",
+    ] {
+        assert!(
+            doc["paths"].get(p).is_some(),
+            "{p} missing from openapi.json"
+        );
+    }
+
+    assert_no_phi("responses", &seen.borrow());
+    drop(c);
+    let log = srv.log();
+    assert!(log.contains("/api/search"), "requests are logged:\n{log}");
+    assert_no_phi("the server log", &log);
+}
+
+#[test]
+fn oversized_uploads_are_refused_with_json() {
+    let srv = Server::start(&shared_index(), &["--max-upload-mb", "1"]);
+    let mut c = srv.client();
+    let (ty, body) = multipart_file("big.png", &vec![0u8; 3 << 20]);
+    let r = c.post("/api/search", &ty, &body).unwrap();
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.json().unwrap()["error"].is_string());
+    let mut c = srv.client();
+    assert_eq!(c.get("/healthz").unwrap().status, 200);
+}
+
+#[test]
+fn off_loopback_needs_a_token_and_the_token_is_checked() {
+    let index = shared_index();
+    let out = bin()
+        .args(["serve", "--bind", "0.0.0.0:0", "--index"])
+        .arg(&index)
+        .env_remove("SIMCASE_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a token"));
+
+    let srv = Server::start(&index, &["--token", "s3cret-token"]);
+    let mut anon = srv.client();
+    assert_eq!(anon.get("/healthz").unwrap().status, 200);
+    assert_eq!(
+        anon.get("/").unwrap().status,
+        200,
+        "the page itself holds no data"
+    );
+    for p in ["/api/stats", "/api/search?id=1", "/api/items/1/thumbnail"] {
+        let r = anon.get(p).unwrap();
+        assert_eq!(r.status, 401, "{p}");
+    }
+    let mut wrong = srv.client().with_token("s3cret-tokem");
+    assert_eq!(wrong.get("/api/stats").unwrap().status, 401);
+    let mut ok = srv.client().with_token("s3cret-token");
+    assert_eq!(ok.get("/api/stats").unwrap().status, 200);
+    assert_eq!(ok.get("/api/search?id=1&k=3").unwrap().status, 200);
+    assert!(!srv.log().contains("s3cret"), "the token is never logged");
+}
+
+/// `simcase index` appends while the server answers; readers only ever see whole items, and
+/// concurrent uploads are served (and batched) by the one loaded model.
+#[test]
+fn serves_during_ingest_and_batches_concurrent_uploads() {
+    let dir = tmp("live");
+    let index = dir.join("index");
+    let m1 = manifest(&dir, 10, 23, 1);
+    run_ok(
+        bin()
+            .args(["index", "--quiet", "--index"])
+            .arg(&index)
+            .arg("--manifest")
+            .arg(&m1),
+    );
+    let srv = Server::start(&index, &[]);
+    let more = dir.join("more");
+    std::fs::create_dir_all(&more).unwrap();
+    let m2 = manifest(&more, 40, 11, 2);
+    let mut writer = bin()
+        .args(["index", "--quiet", "--batch", "4", "--index"])
+        .arg(&index)
+        .arg("--manifest")
+        .arg(&m2)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut c = srv.client();
+    let t = Instant::now();
+    let mut sizes = Vec::new();
+    loop {
+        let s = c.get("/api/stats").unwrap().json().unwrap();
+        let n = s["items"].as_u64().unwrap();
+        sizes.push(n);
+        // Every visible item is whole: searchable, with metadata and a thumbnail.
+        let r = c.get(&format!("/api/search?id={}&k=3", n - 1)).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let last = c
+            .get(&format!("/api/items/{}", n - 1))
+            .unwrap()
+            .json()
+            .unwrap();
+        assert!(last["label"].is_string(), "{last}");
+        let done = writer.try_wait().unwrap().is_some();
+        if done && n == simcase_index::Reader::open(&index).unwrap().len() as u64 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "sizes seen: {sizes:?}"
+        );
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert!(writer.wait().unwrap().success());
+    assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "{sizes:?}");
+    assert!(
+        sizes.len() > 2 && sizes[0] < *sizes.last().unwrap(),
+        "the server saw growth: {sizes:?}"
+    );
+
+    let before = c.get("/api/stats").unwrap().json().unwrap()["embedding"]["images"]
+        .as_u64()
+        .unwrap();
+    let (ty, body) = multipart_file("q.png", &png_of("images/busi/benign_136.png"));
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            let (ty, body, addr) = (&ty, &body, &srv.addr);
+            s.spawn(move || {
+                let r = Client::new(addr).post("/api/search?k=5", ty, body).unwrap();
+                assert_eq!(r.status, 200, "{}", r.text());
+            });
+        }
+    });
+    let st = c.get("/api/stats").unwrap().json().unwrap();
+    assert_eq!(
+        st["embedding"]["images"].as_u64().unwrap(),
+        before + 8,
+        "{st}"
+    );
+    println!(
+        "embedding batches after 8 concurrent uploads: {}",
+        st["embedding"]
+    );
+}
+
+/// CRC-32 (IEEE), as PNG chunks carry it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
