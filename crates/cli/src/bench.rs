@@ -51,6 +51,83 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 200)]
         images: usize,
     },
+    /// HTTP load on a running `simcase serve`: search-by-id and search-by-upload, N
+    /// keep-alive connections for a fixed time; req/s, p50, p99 and errors.
+    Serve {
+        /// host:port of the server.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Image uploaded by the upload phase.
+        #[arg(long, default_value = "../shared/data/images/busi/benign_136.png")]
+        upload: PathBuf,
+        #[arg(short, long, default_value_t = 10)]
+        k: usize,
+        #[arg(long, env = "SIMCASE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+}
+
+fn serve_load(
+    addr: &str,
+    seconds: u64,
+    connections: usize,
+    upload: &std::path::Path,
+    k: usize,
+    token: Option<&str>,
+) -> Result<()> {
+    use simcase_server::{client, load};
+    let mut c = client::Client::new(addr);
+    if let Some(t) = token {
+        c = c.with_token(t);
+    }
+    let stats = c.get("/api/stats")?.json()?;
+    let items = stats["items"]
+        .as_u64()
+        .context("no item count in /api/stats")? as usize;
+    anyhow::ensure!(items > 0, "the served index is empty");
+    let bytes = std::fs::read(upload).with_context(|| format!("reading {}", upload.display()))?;
+    let (ty, body) = client::multipart_file("query.png", &bytes);
+    let dur = std::time::Duration::from_secs(seconds);
+    println!(
+        "{connections} connections x {seconds} s against http://{addr} ({items} items, model {}, k={k})",
+        stats["model"]
+    );
+    println!("| endpoint | requests | req/s | p50 ms | p99 ms | max ms | errors |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let by_id = move |conn: usize, i: usize| -> load::Request {
+        let id = (conn * 7919 + i * 104_729) % items;
+        ("GET", format!("/api/search?id={id}&k={k}"), None)
+    };
+    let by_upload = |_: usize, _: usize| -> load::Request {
+        (
+            "POST",
+            format!("/api/search?k={k}"),
+            Some((ty.clone(), body.clone())),
+        )
+    };
+    let phases: [(&str, &(dyn Fn(usize, usize) -> load::Request + Sync)); 2] = [
+        ("search by id (GET)", &by_id),
+        ("search by upload (POST)", &by_upload),
+    ];
+    for (name, make) in phases {
+        let r = load::run(addr, token, connections, dur, make);
+        println!(
+            "| {name} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            r.requests,
+            r.per_second(),
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.errors
+        );
+    }
+    let after = c.get("/api/stats")?.json()?;
+    println!("embedding batches: {}", after["embedding"]);
+    Ok(())
 }
 
 fn peers(args: &[String]) -> Result<serde_json::Value> {
@@ -119,6 +196,14 @@ fn lcg_unit_vectors(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
 
 pub fn run(cmd: &BenchCmd) -> Result<()> {
     match cmd {
+        BenchCmd::Serve {
+            addr,
+            seconds,
+            connections,
+            upload,
+            k,
+            token,
+        } => serve_load(addr, *seconds, *connections, upload, *k, token.as_deref())?,
         BenchCmd::Embed {
             model,
             batch,

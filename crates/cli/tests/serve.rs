@@ -510,3 +510,84 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !c
 }
+
+/// The page in headless Debian Chromium, driven by playwright-core
+/// (`crates/server/browser/browser.test.mjs`): upload, wait for results, crop and search the
+/// region, filter by a chip, compare side by side, keyboard "more like this", error state.
+/// Screenshots go to `target/screenshots/`. Needs `/usr/bin/chromium` and `npm ci` in
+/// `crates/server/browser`; skipped without them unless `SIMCASE_BROWSER_TEST=1` (CI sets it).
+#[test]
+fn page_works_in_headless_chromium() {
+    let browser_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../server/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let ready =
+        Path::new(&chromium).exists() && browser_dir.join("node_modules/playwright-core").exists();
+    if !ready {
+        assert!(
+            std::env::var_os("SIMCASE_BROWSER_TEST").is_none(),
+            "SIMCASE_BROWSER_TEST is set but {chromium} or {}/node_modules is missing",
+            browser_dir.display()
+        );
+        println!("skipped: no chromium or playwright-core (see .ci/run)");
+        return;
+    }
+    let srv = Server::start(&shared_index(), &[]);
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join("page.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = Command::new("node")
+        .arg("browser.test.mjs")
+        .current_dir(&browser_dir)
+        .env("SIMCASE_URL", format!("http://{}/", srv.addr))
+        .env("SIMCASE_IMAGE", data().join("images/busi/benign_136.png"))
+        .env("SIMCASE_SCREENSHOT", &shot)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("filter chip keeps only CT"));
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
+    assert_no_phi("the server log", &srv.log());
+}
+
+/// A short smoke run of the load generator (`simcase bench serve`), which gives the full
+/// 30 s / 32-connection numbers in the README: both phases finish with zero errors.
+#[test]
+fn load_smoke_run_has_no_errors() {
+    let srv = Server::start(&shared_index(), &[]);
+    let upload = data().join("images/busi/benign_136.png");
+    let out = run_ok(
+        bin()
+            .args([
+                "bench",
+                "serve",
+                "--seconds",
+                "2",
+                "--connections",
+                "8",
+                "--addr",
+            ])
+            .arg(&srv.addr)
+            .arg("--upload")
+            .arg(&upload),
+    );
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("| search by"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for r in rows {
+        let cells: Vec<&str> = r.split('|').map(str::trim).collect();
+        let requests: usize = cells[2].parse().unwrap();
+        assert!(requests > 0, "{r}");
+        assert_eq!(cells[7], "0", "errors under load: {r}");
+    }
+}

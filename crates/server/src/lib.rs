@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod embed;
+pub mod load;
 
 use anyhow::{Context, Result};
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query as UrlQuery, Request, State};

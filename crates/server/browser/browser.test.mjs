@@ -1,0 +1,106 @@
+// Browser test of the page `simcase serve` embeds: headless Debian Chromium driven by
+// playwright-core. Run by crates/cli/tests/browser.rs, which starts the server and passes:
+//   SIMCASE_URL (server), SIMCASE_IMAGE (a PNG query), SIMCASE_SCREENSHOT (output path),
+//   CHROMIUM (default /usr/bin/chromium).
+import { chromium } from "playwright-core";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const url = process.env.SIMCASE_URL;
+const image = process.env.SIMCASE_IMAGE;
+const shot = process.env.SIMCASE_SCREENSHOT;
+if (!url || !image || !shot) throw new Error("set SIMCASE_URL, SIMCASE_IMAGE, SIMCASE_SCREENSHOT");
+
+function check(cond, what) {
+  if (!cond) throw new Error("check failed: " + what);
+  console.log("ok -", what);
+}
+
+const profile = mkdtempSync(join(tmpdir(), "simcase-chromium-"));
+const ctx = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  viewport: { width: 1280, height: 800 },
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const errors = [];
+try {
+  const page = ctx.pages()[0] || (await ctx.newPage());
+  page.on("pageerror", (e) => errors.push(String(e)));
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  page.setDefaultTimeout(60000);
+
+  await page.goto(url);
+  await page.waitForFunction(() => /items · model/.test(document.getElementById("stats").textContent));
+  check(/Give a query/.test(await page.textContent("#status")), "empty state shown before a query");
+
+  // Upload an image through the file picker: results with thumbnails, scores and a vote.
+  await page.setInputFiles("#file", image);
+  await page.waitForFunction(() => document.querySelectorAll("#results .card").length > 0);
+  await page.waitForFunction(() => /for upload/.test(document.getElementById("status").textContent));
+  const n = await page.locator("#results .card").count();
+  check(n === 20, `20 results for the upload (got ${n})`);
+  await page.waitForFunction(() => [...document.querySelectorAll("#results .thumb")].every((i) => i.complete && i.naturalWidth > 0));
+  check((await page.locator("#vote .bar").count()) > 0, "label vote drawn as bars");
+  const firstScore = await page.textContent("#results .card .score");
+  check(/^#1 · 0\.\d{3}$/.test(firstScore.trim()), `first card shows rank and score (${firstScore})`);
+
+  // Crop a region by dragging on the canvas, and search with just that region.
+  const box = await page.locator("#query-canvas").boundingBox();
+  check(box && box.width > 50, "query image drawn on the canvas");
+  await page.mouse.move(box.x + box.width * 0.25, box.y + box.height * 0.25);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.7, box.y + box.height * 0.75, { steps: 5 });
+  await page.mouse.up();
+  check(await page.isEnabled("#crop-search"), "region selected, 'Search region' enabled");
+  await page.click("#crop-search");
+  await page.waitForFunction(() => /region\.png/.test(document.getElementById("status").textContent));
+  check((await page.locator("#results .card").count()) > 0, "region search returned results");
+
+  // Filter as a chip: only CT cases remain.
+  await page.selectOption("#filter-add", "modality=CT");
+  await page.waitForSelector("#chips .chip");
+  await page.waitForFunction(() => /region\.png/.test(document.getElementById("status").textContent)
+    && [...document.querySelectorAll("#results .card .meta")].every((m) => m.textContent.startsWith("CT/")));
+  const metas = await page.locator("#results .card .meta").allTextContents();
+  check(metas.length > 0 && metas.every((m) => m.startsWith("CT/")), `filter chip keeps only CT (${metas.length} cards)`);
+
+  // Side-by-side view of the query and a result; Esc closes it.
+  await page.locator("#results .card .actions button", { hasText: "Compare" }).first().click();
+  await page.waitForSelector("#compare:not([hidden])");
+  await page.waitForFunction(() => document.getElementById("cmp-result").naturalWidth > 0);
+  await page.screenshot({ path: shot.replace(/\.png$/, "-compare.png") });
+  await page.keyboard.press("Escape");
+  check(await page.isHidden("#compare"), "compare dialog closes with Escape");
+
+  // Keyboard: Enter on a result runs "more like this" from it.
+  const firstId = await page.getAttribute("#results .card", "data-id");
+  await page.focus("#results .card");
+  await page.keyboard.press("Enter");
+  await page.waitForFunction((id) => document.getElementById("status").textContent.includes(`more like item ${id}`), firstId);
+  check(true, `Enter on a card searches more like item ${firstId}`);
+
+  // Removing the chip widens the results again.
+  await page.click("#chips .chip");
+  await page.waitForFunction(() => document.querySelectorAll("#chips .chip").length === 0);
+  await page.waitForFunction(() => !document.getElementById("status").classList.contains("loading"));
+
+  // An error state: an upload that is not an image.
+  await page.setInputFiles("#file", { name: "notes.png", mimeType: "image/png", buffer: Buffer.from("not an image") });
+  await page.waitForFunction(() => document.getElementById("status").classList.contains("error"));
+  check(/notes\.png/.test(await page.textContent("#status")), "bad upload shows an error naming the file");
+
+  // Back to a good result set for the screenshot.
+  await page.setInputFiles("#file", image);
+  await page.waitForFunction(() => /for upload/.test(document.getElementById("status").textContent));
+  await page.waitForFunction(() => [...document.querySelectorAll("#results .thumb")].every((i) => i.complete && i.naturalWidth > 0));
+  await page.screenshot({ path: shot });
+  console.log("screenshot:", shot);
+  const unexpected = errors.filter((e) => !/Failed to load resource.*400/.test(e));
+  check(unexpected.length === 0, "no page errors: " + JSON.stringify(unexpected));
+} finally {
+  await ctx.close();
+  rmSync(profile, { recursive: true, force: true });
+}
