@@ -109,7 +109,7 @@ fn serve_load(
             Some((ty.clone(), body.clone())),
         )
     };
-    let phases: [(&str, &(dyn Fn(usize, usize) -> load::Request + Sync)); 2] = [
+    let phases: [(&str, load::MakeRequest); 2] = [
         ("search by id (GET)", &by_id),
         ("search by upload (POST)", &by_upload),
     ];

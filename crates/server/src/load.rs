@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 /// One request: method, path, and an optional (content type, body).
 pub type Request = (&'static str, String, Option<(String, Vec<u8>)>);
 
+/// Builds client `conn`'s `i`-th request.
+pub type MakeRequest<'a> = &'a (dyn Fn(usize, usize) -> Request + Sync);
+
 #[derive(Debug, Clone)]
 pub struct Report {
     pub requests: usize,
@@ -30,7 +33,7 @@ pub fn run(
     token: Option<&str>,
     connections: usize,
     duration: Duration,
-    make: &(dyn Fn(usize, usize) -> Request + Sync),
+    make: MakeRequest,
 ) -> Report {
     let start = Instant::now();
     let per: Vec<(Vec<f64>, usize)> = std::thread::scope(|s| {
