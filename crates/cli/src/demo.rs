@@ -149,6 +149,10 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         manifest: Some(manifest),
         batch: 16,
         window: None,
+        frames: simcase_imaging::FrameSelect::All,
+        axis: simcase_imaging::Axis::Axial,
+        slice_stride: 1,
+        keep_phi: false,
         quiet: false,
     };
     index_cmd(&args)?;

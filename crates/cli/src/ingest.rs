@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use simcase_imaging::{content_hash, decode_bytes, DecodeOptions};
+use simcase_imaging::{content_hash, decode_items, DecodeOptions, Decoded, Part, PartKind};
 use simcase_index::{ItemMeta, Writer};
 use simcase_models::Encoder;
 use std::collections::HashSet;
@@ -110,7 +110,8 @@ pub struct Summary {
 }
 
 enum Prepared {
-    Ready(Box<ItemMeta>, Vec<f32>),
+    /// One file's items: a single image, DICOM frames, or volume slices.
+    Ready(Vec<(ItemMeta, Vec<f32>)>),
     Known,
     Failed(String, String),
 }
@@ -128,33 +129,102 @@ fn prepare(
         Err(e) => return Prepared::Failed(shown, format!("cannot read file: {e}")),
     };
     let hash = content_hash(&bytes);
-    if known.contains(&hash) {
+    // Volumes are keyed per slicing axis, so another `--axis` adds that view.
+    let axis_key = format!("{hash}@{}", opts.axis.name());
+    if known.contains(&hash) || known.contains(&axis_key) {
         return Prepared::Known;
     }
-    let decoded = match decode_bytes(&bytes, opts) {
-        Ok(d) => d,
+    let decoded = match decode_items(&bytes, opts) {
+        Ok(d) if !d.is_empty() => d,
+        Ok(_) => return Prepared::Failed(shown, "no images selected".into()),
         Err(e) => return Prepared::Failed(shown, e.to_string()),
     };
-    let mut meta = src.meta.clone();
-    meta.path = std::fs::canonicalize(&src.path)
+    let path = std::fs::canonicalize(&src.path)
         .unwrap_or_else(|_| src.path.clone())
         .display()
         .to_string();
-    meta.hash = hash;
-    meta.format = decoded.format.name().to_string();
+    let items = decoded
+        .iter()
+        .map(|d| {
+            let meta = item_meta(src, d, &path, &hash, writer_settings, opts.keep_phi);
+            (meta, enc.preprocess().apply(&d.image))
+        })
+        .collect();
+    Prepared::Ready(items)
+}
+
+/// The stored metadata of one decoded image. Patient ids are salted-hashed; names and birth
+/// dates are kept only with `--keep-phi`.
+fn item_meta(
+    src: &Source,
+    d: &Decoded,
+    path: &str,
+    hash: &str,
+    settings: &simcase_index::Settings,
+    keep_phi: bool,
+) -> ItemMeta {
+    let mut meta = src.meta.clone();
+    meta.path = path.to_string();
+    meta.format = d.format.name().to_string();
+    meta.hash = match d.part {
+        Some(Part {
+            index,
+            kind: PartKind::Slice(axis),
+            ..
+        }) => format!("{hash}@{}#{index}", axis.name()),
+        Some(p) => format!("{hash}#{}", p.index),
+        None => hash.to_string(),
+    };
     let mut patient = src.patient_id.clone();
-    if let Some(d) = &decoded.dicom {
-        meta.modality = meta.modality.or_else(|| d.modality.clone());
-        meta.body_part = d.body_part.clone();
-        meta.study_uid = d.study_uid.clone();
-        meta.series_uid = d.series_uid.clone();
-        meta.sop_uid = d.sop_uid.clone();
-        meta.extra
-            .insert("transfer_syntax".into(), d.transfer_syntax.clone().into());
-        patient = patient.or_else(|| d.patient_id.clone());
+    if let Some(m) = &d.dicom {
+        meta.modality = meta.modality.or_else(|| m.modality.clone());
+        meta.body_part = m.body_part.clone();
+        meta.study_uid = m.study_uid.clone();
+        meta.series_uid = m.series_uid.clone();
+        meta.sop_uid = m.sop_uid.clone();
+        let extra = [
+            ("transfer_syntax", Some(m.transfer_syntax.clone())),
+            ("instance_number", m.instance_number.clone()),
+            ("slice_location", m.slice_location.clone()),
+            ("study_date", m.study_date.clone()),
+        ];
+        for (k, v) in extra {
+            if let Some(v) = v {
+                meta.extra.insert(k.into(), v.into());
+            }
+        }
+        patient = patient.or_else(|| m.patient_id.clone());
+        if keep_phi {
+            let phi = m.phi.clone().unwrap_or_default();
+            for (k, v) in [
+                ("patient_id", patient.clone()),
+                ("patient_name", phi.patient_name),
+                ("birth_date", phi.birth_date),
+            ] {
+                if let Some(v) = v {
+                    meta.extra.insert(k.into(), v.into());
+                }
+            }
+        }
     }
-    meta.patient_key = patient.map(|p| writer_settings.patient_key(&p));
-    Prepared::Ready(Box::new(meta), enc.preprocess().apply(&decoded.image))
+    if let Some(p) = d.part {
+        match p.kind {
+            PartKind::Frame => {
+                meta.extra.insert("frame".into(), p.index.into());
+                meta.extra.insert("frames".into(), p.count.into());
+            }
+            PartKind::Slice(axis) => {
+                // A volume id shared by its slices: what `--group-by volume` groups on.
+                meta.extra
+                    .insert("volume".into(), hash[..16.min(hash.len())].into());
+                meta.extra.insert("slice".into(), p.index.into());
+                meta.extra.insert("slices".into(), p.count.into());
+                meta.extra.insert("axis".into(), axis.name().into());
+            }
+        }
+    }
+    meta.patient_key = patient.map(|p| settings.patient_key(&p));
+    meta
 }
 
 /// Index `sources` into `writer` with `enc`. Returns counts; per-file failures are logged,
@@ -165,7 +235,12 @@ pub fn run(
     sources: Vec<Source>,
     opts: &Options,
 ) -> Result<Summary> {
-    let known: HashSet<String> = writer.hashes()?;
+    // Files already indexed, by content (a multi-image file's items carry `HASH#PART`).
+    let known: HashSet<String> = writer
+        .hashes()?
+        .into_iter()
+        .map(|h| h.split('#').next().unwrap_or_default().to_string())
+        .collect();
     let settings = writer.settings().clone();
     let pb = if opts.progress {
         ProgressBar::new(sources.len() as u64)
@@ -178,7 +253,8 @@ pub fn run(
         )?
         .progress_chars("=> "),
     );
-    let (tx, rx) = crossbeam_channel::bounded::<Prepared>(opts.batch * 4);
+    // Few files in flight: one volume can hold hundreds of preprocessed slices.
+    let (tx, rx) = crossbeam_channel::bounded::<Prepared>(4);
     let decoders = std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(2));
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(decoders)
@@ -219,11 +295,13 @@ pub fn run(
                     writer.record_error(&path, &reason)?;
                     summary.failed += 1;
                 }
-                Prepared::Ready(meta, x) => {
-                    if !seen.insert(meta.hash.clone()) {
-                        summary.skipped += 1; // same content twice in this run
-                    } else {
-                        batch.push((*meta, x));
+                Prepared::Ready(items) => {
+                    for (meta, x) in items {
+                        if !seen.insert(meta.hash.clone()) {
+                            summary.skipped += 1; // same content twice in this run
+                            continue;
+                        }
+                        batch.push((meta, x));
                         if batch.len() >= opts.batch {
                             summary.added += flush(&mut batch, writer)?;
                         }

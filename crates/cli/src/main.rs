@@ -126,9 +126,23 @@ pub struct IndexArgs {
     /// Images per embedding batch (and per commit).
     #[arg(long, default_value_t = 16)]
     batch: usize,
-    /// DICOM window override: lung, mediastinum, abdomen, bone, brain, or C,W.
+    /// DICOM window override: lung, mediastinum, abdomen, bone, brain, or C,W (also CT
+    /// volumes, which default to 40,400).
     #[arg(long)]
     window: Option<WindowPreset>,
+    /// Frames of multi-frame DICOM objects to index, each as an item: all, first, middle,
+    /// or stride:N.
+    #[arg(long, default_value = "all")]
+    frames: simcase_imaging::FrameSelect,
+    /// Volumes (NIfTI, NRRD): the axis slices are cut across.
+    #[arg(long, default_value = "axial")]
+    axis: simcase_imaging::Axis,
+    /// Volumes: index every N-th slice.
+    #[arg(long, default_value_t = 1)]
+    slice_stride: usize,
+    /// Also store PatientName, birth date and the raw PatientID (off: only a salted key).
+    #[arg(long)]
+    keep_phi: bool,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
@@ -160,6 +174,10 @@ pub fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
         batch: a.batch.max(1),
         decode: DecodeOptions {
             window: a.window,
+            frames: a.frames,
+            keep_phi: a.keep_phi,
+            axis: a.axis,
+            slice_stride: a.slice_stride,
             ..Default::default()
         },
         progress: !a.quiet,

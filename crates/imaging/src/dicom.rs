@@ -17,9 +17,65 @@ pub struct DicomMeta {
     pub study_uid: Option<String>,
     pub series_uid: Option<String>,
     pub sop_uid: Option<String>,
+    pub instance_number: Option<String>,
+    pub slice_location: Option<String>,
+    pub study_date: Option<String>,
     pub transfer_syntax: String,
     pub patient_id: Option<String>,
+    /// PatientName and PatientBirthDate, read only with [`DecodeOptions::keep_phi`].
+    pub phi: Option<Phi>,
     pub frames: u32,
+}
+
+/// Identifying attributes beyond PatientID, kept only when the operator asks (`--keep-phi`).
+#[derive(Clone, Debug, Default)]
+pub struct Phi {
+    pub patient_name: Option<String>,
+    pub birth_date: Option<String>,
+}
+
+/// Which frames of a multi-frame object become items.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FrameSelect {
+    /// The first frame only.
+    #[default]
+    First,
+    /// The middle frame (`frames / 2`).
+    Middle,
+    All,
+    /// Every n-th frame from the first.
+    Stride(u32),
+}
+
+impl FrameSelect {
+    pub fn indices(self, frames: u32) -> Vec<u32> {
+        let n = frames.max(1);
+        match self {
+            Self::First => vec![0],
+            Self::Middle => vec![n / 2],
+            Self::All => (0..n).collect(),
+            Self::Stride(k) => (0..n).step_by(k.max(1) as usize).collect(),
+        }
+    }
+}
+
+impl std::str::FromStr for FrameSelect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "first" => Self::First,
+            "middle" => Self::Middle,
+            "all" => Self::All,
+            other => match other.strip_prefix("stride:").map(str::parse::<u32>) {
+                Some(Ok(k)) if k > 0 => Self::Stride(k),
+                _ => {
+                    return Err(format!(
+                        "unknown frame choice {s:?}: first, middle, all or stride:N"
+                    ))
+                }
+            },
+        })
+    }
 }
 
 /// A CT window: named presets or explicit centre/width in HU.
@@ -61,6 +117,42 @@ impl std::str::FromStr for WindowPreset {
     }
 }
 
+/// The Transfer Syntax UID from a Part 10 file's meta group (read by hand, without the
+/// parser), for reports and error messages about files that do not decode.
+pub fn transfer_syntax(bytes: &[u8]) -> Option<String> {
+    if bytes.get(128..132)? != b"DICM" {
+        return None;
+    }
+    let mut i = 132;
+    loop {
+        let group = u16::from_le_bytes(bytes.get(i..i + 2)?.try_into().ok()?);
+        let elem = u16::from_le_bytes(bytes.get(i + 2..i + 4)?.try_into().ok()?);
+        if group != 0x0002 {
+            return None;
+        }
+        let vr = bytes.get(i + 4..i + 6)?;
+        let (len, head) = if matches!(vr, b"OB" | b"OW" | b"OF" | b"SQ" | b"UT" | b"UN") {
+            (
+                u32::from_le_bytes(bytes.get(i + 8..i + 12)?.try_into().ok()?) as usize,
+                12,
+            )
+        } else {
+            (
+                usize::from(u16::from_le_bytes(
+                    bytes.get(i + 6..i + 8)?.try_into().ok()?,
+                )),
+                8,
+            )
+        };
+        let value = bytes.get(i + head..(i + head).checked_add(len)?)?;
+        if elem == 0x0010 {
+            let s = String::from_utf8_lossy(value);
+            return Some(s.trim_end_matches(['\0', ' ']).to_string());
+        }
+        i += head + len;
+    }
+}
+
 fn text(obj: &DefaultDicomObject, tag: dicom_object::Tag) -> Option<String> {
     let v = obj.element_opt(tag).ok()??.to_str().ok()?;
     let v = v.trim_matches(|c: char| c.is_whitespace() || c == '\0');
@@ -74,7 +166,7 @@ fn dicom_err(e: impl std::fmt::Display) -> DecodeError {
 }
 
 /// DICOM PS3.3 C.11.2.1.2.1 linear window, to `[0, 1]`.
-fn window_linear(x: f32, center: f64, width: f64) -> f32 {
+pub(crate) fn window_linear(x: f32, center: f64, width: f64) -> f32 {
     let (c, w) = (center - 0.5, (width - 1.0).max(1.0));
     let x = x as f64;
     if x <= c - w / 2.0 {
@@ -86,26 +178,88 @@ fn window_linear(x: f32, center: f64, width: f64) -> f32 {
     }
 }
 
+/// Parse a Part 10 file, or a bare data set without preamble and meta group (as some
+/// archives and old exports write them), trying the three uncompressed syntaxes.
+fn open(bytes: &[u8]) -> Result<DefaultDicomObject, DecodeError> {
+    if bytes.get(128..132) == Some(b"DICM") {
+        return OpenFileOptions::new()
+            .read_preamble(ReadPreamble::Never)
+            .from_reader(&bytes[128..])
+            .map_err(dicom_err);
+    }
+    use dicom_dictionary_std::uids;
+    let mut last = None;
+    for ts in [
+        uids::EXPLICIT_VR_LITTLE_ENDIAN,
+        uids::IMPLICIT_VR_LITTLE_ENDIAN,
+        "1.2.840.10008.1.2.2", // explicit VR big endian (retired, still found in archives)
+    ] {
+        use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+        let Some(syntax) = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(ts) else {
+            continue;
+        };
+        let parsed = dicom_object::InMemDicomObject::read_dataset_with_ts(bytes, syntax);
+        match parsed {
+            Ok(ds) if ds.element_opt(tags::PIXEL_DATA).ok().flatten().is_some() => {
+                let sop_class = text_of(&ds, tags::SOP_CLASS_UID)
+                    .unwrap_or_else(|| "1.2.840.10008.5.1.4.1.1.7".into());
+                let sop = text_of(&ds, tags::SOP_INSTANCE_UID).unwrap_or_else(|| "2.25.1".into());
+                let meta = dicom_object::meta::FileMetaTableBuilder::new()
+                    .transfer_syntax(ts)
+                    .media_storage_sop_class_uid(sop_class)
+                    .media_storage_sop_instance_uid(sop);
+                return ds.with_meta(meta).map_err(dicom_err);
+            }
+            Ok(_) => {
+                last = Some(DecodeError::Dicom(
+                    "no pixel data (not an image object)".into(),
+                ))
+            }
+            Err(e) => last = Some(dicom_err(e)),
+        }
+    }
+    Err(last.unwrap_or(DecodeError::Unsupported))
+}
+
+fn text_of(obj: &dicom_object::InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
+    let v = obj.element_opt(tag).ok()??.to_str().ok()?;
+    let v = v.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+/// Does `bytes` look like a bare DICOM data set (no preamble): group 0x0008 first, in either
+/// byte order?
+pub(crate) fn looks_like_bare_dataset(bytes: &[u8]) -> bool {
+    matches!(bytes.get(..2), Some([0x08, 0x00] | [0x00, 0x08]))
+        && bytes.len() > 16
+        && bytes.get(128..132) != Some(b"DICM")
+}
+
+/// Decode the selected frames of a DICOM object: `(frame index, image)` and the attributes.
 pub(crate) fn decode(
     bytes: &[u8],
     opts: &DecodeOptions,
-) -> Result<(Image, DicomMeta), DecodeError> {
-    let obj = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Never)
-        .from_reader(&bytes[128..])
-        .map_err(dicom_err)?;
+) -> Result<(Vec<(u32, Image)>, DicomMeta), DecodeError> {
+    let obj = open(bytes)?;
     let meta = DicomMeta {
         modality: text(&obj, tags::MODALITY),
         body_part: text(&obj, tags::BODY_PART_EXAMINED),
         study_uid: text(&obj, tags::STUDY_INSTANCE_UID),
         series_uid: text(&obj, tags::SERIES_INSTANCE_UID),
         sop_uid: text(&obj, tags::SOP_INSTANCE_UID),
+        instance_number: text(&obj, tags::INSTANCE_NUMBER),
+        slice_location: text(&obj, tags::SLICE_LOCATION),
+        study_date: text(&obj, tags::STUDY_DATE),
         transfer_syntax: obj
             .meta()
             .transfer_syntax()
             .trim_end_matches('\0')
             .to_string(),
         patient_id: text(&obj, tags::PATIENT_ID),
+        phi: opts.keep_phi.then(|| Phi {
+            patient_name: text(&obj, tags::PATIENT_NAME),
+            birth_date: text(&obj, tags::PATIENT_BIRTH_DATE),
+        }),
         frames: text(&obj, tags::NUMBER_OF_FRAMES)
             .and_then(|s| s.parse().ok())
             .unwrap_or(1),
@@ -129,6 +283,13 @@ pub(crate) fn decode(
             limit,
         });
     }
+    let bits: u16 = text(&obj, tags::BITS_ALLOCATED)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if bits == 32 && NATIVE.contains(&meta.transfer_syntax.as_str()) {
+        let frames = native32(&obj, &meta, rows as usize, cols as usize, opts)?;
+        return Ok((frames, meta));
+    }
     let pixels = obj.decode_pixel_data().map_err(|e| {
         DecodeError::Dicom(format!(
             "transfer syntax {}: {}",
@@ -140,12 +301,42 @@ pub(crate) fn decode(
     if w == 0 || h == 0 {
         return Err(DecodeError::Dicom("zero rows or columns".into()));
     }
+    let n = pixels.number_of_frames().max(1);
+    let selected = match opts.part {
+        Some(p) if p < n => vec![p],
+        Some(p) => return Err(DecodeError::Dicom(format!("no frame {p} (of {n})"))),
+        None => opts.frames.indices(n),
+    };
+    let frames = selected
+        .into_iter()
+        .map(|f| Ok((f, frame_image(&pixels, f, w, h, opts)?)))
+        .collect::<Result<Vec<_>, DecodeError>>()?;
+    Ok((frames, meta))
+}
+
+/// Uncompressed transfer syntaxes (read here directly when dicom-rs cannot, e.g. 32-bit).
+const NATIVE: [&str; 4] = [
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.1.99",
+];
+
+/// Monochrome (modality LUT, then window / VOI LUT / min-max, MONOCHROME1 inverted) or colour
+/// (dicom-rs converts RGB, YBR_* and PALETTE COLOR to RGB) for one frame.
+fn frame_image(
+    pixels: &dicom_pixeldata::DecodedPixelData,
+    frame: u32,
+    w: usize,
+    h: usize,
+    opts: &DecodeOptions,
+) -> Result<Image, DecodeError> {
     let pi = pixels.photometric_interpretation().clone();
-    let image = if pi.is_monochrome() {
+    Ok(if pi.is_monochrome() {
         // Modality LUT only; the window is applied here so an override can replace it.
         let raw: Vec<f32> = pixels
             .to_vec_frame_with_options(
-                0,
+                frame,
                 &ConvertOptions::new()
                     .with_modality_lut(ModalityLutOption::Default)
                     .with_voi_lut(VoiLutOption::Identity),
@@ -202,9 +393,8 @@ pub(crate) fn decode(
         }
         Image::from_gray(w, h, &v)
     } else {
-        // RGB, YBR_* and PALETTE COLOR: dicom-rs converts them to RGB.
         let img = pixels
-            .to_dynamic_image_with_options(0, &ConvertOptions::new())
+            .to_dynamic_image_with_options(frame, &ConvertOptions::new())
             .map_err(dicom_err)?;
         match img {
             image::DynamicImage::ImageRgb16(_) | image::DynamicImage::ImageLuma16(_) => {
@@ -217,8 +407,102 @@ pub(crate) fn decode(
                 Image::from_interleaved_rgb(w, h, rgb.as_raw(), 255.0)
             }
         }
+    })
+}
+
+/// 32-bit integer pixels in an uncompressed syntax (dose grids, some CT exports), which
+/// dicom-pixeldata refuses: rescale slope/intercept, then the window or min-max; RGB min-max.
+fn native32(
+    obj: &DefaultDicomObject,
+    meta: &DicomMeta,
+    rows: usize,
+    cols: usize,
+    opts: &DecodeOptions,
+) -> Result<Vec<(u32, Image)>, DecodeError> {
+    let num = |tag| text(obj, tag).and_then(|s| s.parse::<f64>().ok());
+    let spp = num(tags::SAMPLES_PER_PIXEL).unwrap_or(1.0) as usize;
+    if !(spp == 1 || spp == 3) || rows == 0 || cols == 0 {
+        return Err(DecodeError::Dicom(format!("{spp} samples per pixel")));
+    }
+    let signed = num(tags::PIXEL_REPRESENTATION) == Some(1.0);
+    let planar = num(tags::PLANAR_CONFIGURATION) == Some(1.0);
+    let (slope, intercept) = (
+        num(tags::RESCALE_SLOPE).unwrap_or(1.0),
+        num(tags::RESCALE_INTERCEPT).unwrap_or(0.0),
+    );
+    let el = obj.element(tags::PIXEL_DATA).map_err(dicom_err)?;
+    let big = meta.transfer_syntax == "1.2.840.10008.1.2.2";
+    // dicom-rs holds OW as u16 values in host order; OB as bytes in file order.
+    let words: Vec<u32> = match el.value().primitive() {
+        Some(dicom_core::PrimitiveValue::U16(v)) => v
+            .chunks_exact(2)
+            .map(|p| {
+                if big {
+                    (u32::from(p[0]) << 16) | u32::from(p[1])
+                } else {
+                    (u32::from(p[1]) << 16) | u32::from(p[0])
+                }
+            })
+            .collect(),
+        Some(p) => p
+            .to_bytes()
+            .chunks_exact(4)
+            .map(|b| {
+                let b = [b[0], b[1], b[2], b[3]];
+                if big {
+                    u32::from_be_bytes(b)
+                } else {
+                    u32::from_le_bytes(b)
+                }
+            })
+            .collect(),
+        None => return Err(DecodeError::Dicom("encapsulated 32-bit pixel data".into())),
     };
-    Ok((image, meta))
+    let per = rows * cols * spp;
+    let n = (words.len() / per) as u32;
+    if n == 0 {
+        return Err(DecodeError::Dicom(
+            "pixel data shorter than rows x columns".into(),
+        ));
+    }
+    let n = n.min(meta.frames.max(1));
+    let selected = match opts.part {
+        Some(p) if p < n => vec![p],
+        Some(p) => return Err(DecodeError::Dicom(format!("no frame {p} (of {n})"))),
+        None => opts.frames.indices(n),
+    };
+    selected
+        .into_iter()
+        .map(|f| {
+            let part = &words[f as usize * per..(f as usize + 1) * per];
+            let vals: Vec<f32> = part
+                .iter()
+                .map(|&x| {
+                    let x = if signed {
+                        f64::from(x as i32)
+                    } else {
+                        f64::from(x)
+                    };
+                    (x * slope + intercept) as f32
+                })
+                .collect();
+            let img = if spp == 1 {
+                let v = match opts.window {
+                    Some(wp) => vals
+                        .iter()
+                        .map(|&x| window_linear(x, wp.center, wp.width))
+                        .collect(),
+                    None => min_max(vals),
+                };
+                Image::from_gray(cols, rows, &v)
+            } else if planar {
+                Image::new(cols, rows, min_max(vals))
+            } else {
+                Image::from_interleaved_rgb(cols, rows, &min_max(vals), 1.0)
+            };
+            Ok((f, img))
+        })
+        .collect()
 }
 
 #[cfg(test)]

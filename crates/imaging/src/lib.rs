@@ -7,11 +7,13 @@
 
 mod dicom;
 mod resize;
+pub mod volume;
 
 use std::path::Path;
 
-pub use dicom::{DicomMeta, WindowPreset};
+pub use dicom::{transfer_syntax, DicomMeta, FrameSelect, Phi, WindowPreset};
 pub use resize::resize_bilinear;
+pub use volume::Axis;
 
 /// Refuse images whose header claims more pixels than this, before allocating (decompression bombs).
 pub const MAX_PIXELS: u64 = 20_000 * 20_000;
@@ -69,6 +71,10 @@ pub enum Format {
     Png,
     Jpeg,
     Dicom,
+    Nifti,
+    Nrrd,
+    /// A gzip wrapper (e.g. `.nii.gz`); the content decides.
+    Gzip,
 }
 
 impl Format {
@@ -77,16 +83,37 @@ impl Format {
             Format::Png => "png",
             Format::Jpeg => "jpeg",
             Format::Dicom => "dicom",
+            Format::Nifti => "nifti",
+            Format::Nrrd => "nrrd",
+            Format::Gzip => "gzip",
         }
     }
 }
 
-/// A decoded file: the pixels, plus DICOM attributes when it was DICOM.
+/// A decoded image: the pixels, DICOM attributes when it was DICOM, and which part of the
+/// file it is when the file holds several (a frame, a volume slice).
 #[derive(Clone, Debug)]
 pub struct Decoded {
     pub image: Image,
     pub format: Format,
     pub dicom: Option<DicomMeta>,
+    pub part: Option<Part>,
+}
+
+/// One image of a multi-image file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub index: u32,
+    pub count: u32,
+    pub kind: PartKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartKind {
+    /// A frame of a multi-frame DICOM object.
+    Frame,
+    /// A slice of a volume, across this axis.
+    Slice(Axis),
 }
 
 /// Why a file could not be decoded. The message is one line, fit for a log or an errors table.
@@ -94,7 +121,7 @@ pub struct Decoded {
 pub enum DecodeError {
     #[error("cannot read file: {0}")]
     Io(#[from] std::io::Error),
-    #[error("unsupported format (not PNG, JPEG or DICOM)")]
+    #[error("unsupported format (not PNG, JPEG, DICOM, NIfTI or NRRD)")]
     Unsupported,
     #[error("image too large: {width}x{height} exceeds the {limit}-pixel limit")]
     TooLarge { width: u64, height: u64, limit: u64 },
@@ -115,6 +142,15 @@ pub struct DecodeOptions {
     /// A lower pixel limit than [`MAX_PIXELS`] (a server's uploads), checked from the header
     /// before any pixel is decoded.
     pub max_pixels: Option<u64>,
+    /// Frames of multi-frame DICOM objects that become items (default: the first).
+    pub frames: FrameSelect,
+    /// Read PatientName and birth date too (only for an operator's `--keep-phi`).
+    pub keep_phi: bool,
+    /// Volumes (NIfTI, NRRD): the slicing axis and every n-th slice (0 or 1: all).
+    pub axis: Axis,
+    pub slice_stride: usize,
+    /// Only this frame or slice (a stored item's part, e.g. for its thumbnail).
+    pub part: Option<u32>,
 }
 
 impl DecodeOptions {
@@ -123,13 +159,22 @@ impl DecodeOptions {
     }
 }
 
-/// Guess the format from the leading bytes; extensions lie in real archives.
+/// Guess the format from the leading bytes; extensions lie in real archives. Gzip-wrapped
+/// files report [`Format::Gzip`] (their content is sniffed after inflating).
 pub fn sniff(bytes: &[u8]) -> Option<Format> {
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         Some(Format::Png)
     } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         Some(Format::Jpeg)
     } else if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
+        Some(Format::Dicom)
+    } else if bytes.get(344..348) == Some(b"n+1\0") || bytes.get(4..8) == Some(b"n+2\0") {
+        Some(Format::Nifti)
+    } else if bytes.starts_with(b"NRRD000") {
+        Some(Format::Nrrd)
+    } else if bytes.starts_with(&[0x1F, 0x8B]) {
+        Some(Format::Gzip)
+    } else if dicom::looks_like_bare_dataset(bytes) {
         Some(Format::Dicom)
     } else {
         None
@@ -142,24 +187,89 @@ pub fn decode_path(path: &Path, opts: &DecodeOptions) -> Result<Decoded, DecodeE
     decode_bytes(&bytes, opts)
 }
 
-/// Decode an in-memory file (uploads, tests, fuzzing).
-pub fn decode_bytes(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
+/// Every image of an in-memory file: one for PNG/JPEG, the selected frames of a DICOM
+/// object, the slices of a volume.
+pub fn decode_items(bytes: &[u8], opts: &DecodeOptions) -> Result<Vec<Decoded>, DecodeError> {
+    let one = |image, format, dicom| Decoded {
+        image,
+        format,
+        dicom,
+        part: None,
+    };
     match sniff(bytes) {
-        Some(f @ (Format::Png | Format::Jpeg)) => Ok(Decoded {
-            image: decode_raster(bytes, f, opts.pixel_limit())?,
-            format: f,
-            dicom: None,
-        }),
+        Some(f @ (Format::Png | Format::Jpeg)) => Ok(vec![one(
+            decode_raster(bytes, f, opts.pixel_limit())?,
+            f,
+            None,
+        )]),
         Some(Format::Dicom) => {
-            let (image, meta) = dicom::decode(bytes, opts)?;
-            Ok(Decoded {
-                image,
-                format: Format::Dicom,
-                dicom: Some(meta),
-            })
+            let (frames, meta) = dicom::decode(bytes, opts)?;
+            let count = meta.frames.max(1);
+            Ok(frames
+                .into_iter()
+                .map(|(i, image)| Decoded {
+                    image,
+                    format: Format::Dicom,
+                    dicom: Some(meta.clone()),
+                    part: (count > 1).then_some(Part {
+                        index: i,
+                        count,
+                        kind: PartKind::Frame,
+                    }),
+                })
+                .collect())
+        }
+        Some(f @ (Format::Nifti | Format::Nrrd)) => {
+            let vol = if f == Format::Nifti {
+                volume::read_nifti(bytes, opts.pixel_limit())?
+            } else {
+                volume::read_nrrd(bytes, opts.pixel_limit())?
+            };
+            Ok(volume::slices(&vol, opts.axis, opts.slice_stride, opts)
+                .into_iter()
+                .map(|(index, count, image)| Decoded {
+                    image,
+                    format: f,
+                    dicom: None,
+                    part: Some(Part {
+                        index,
+                        count,
+                        kind: PartKind::Slice(opts.axis),
+                    }),
+                })
+                .collect())
+        }
+        Some(Format::Gzip) => {
+            // `.nii.gz` and friends: inflate (bounded), then decode what is inside.
+            let inner = volume::gunzip(bytes, opts.pixel_limit().saturating_mul(8) + (1 << 20))?;
+            if sniff(&inner) == Some(Format::Gzip) {
+                return Err(DecodeError::Unsupported);
+            }
+            decode_items(&inner, opts)
         }
         None => Err(DecodeError::Unsupported),
     }
+}
+
+/// Decode an in-memory file (uploads, tests, fuzzing): its first image.
+pub fn decode_bytes(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
+    let first = DecodeOptions {
+        frames: FrameSelect::First,
+        ..opts.clone()
+    };
+    if matches!(
+        sniff(bytes),
+        Some(Format::Dicom | Format::Png | Format::Jpeg)
+    ) {
+        return decode_items(bytes, &first)?
+            .into_iter()
+            .next()
+            .ok_or(DecodeError::Unsupported);
+    }
+    // A volume's middle slice stands for it.
+    let items = decode_items(bytes, &first)?;
+    let mid = items.len() / 2;
+    items.into_iter().nth(mid).ok_or(DecodeError::Unsupported)
 }
 
 /// Width and height from a PNG's IHDR or a JPEG's SOF marker, read without decoding: the
@@ -190,7 +300,7 @@ pub fn header_dimensions(bytes: &[u8], format: Format) -> Option<(u32, u32)> {
                 }
             }
         }
-        Format::Dicom => None,
+        _ => None,
     }
 }
 

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use simcase_imaging::{decode_bytes, decode_path, DecodeOptions, WindowPreset};
+use simcase_imaging::{decode_bytes, DecodeOptions, WindowPreset};
 use simcase_index::Snapshot;
 use simcase_models::TextEncoder;
 use simcase_query::{Field, Filters, GroupBy, Query};
@@ -459,6 +459,7 @@ async fn search_upload(
     let opts = DecodeOptions {
         window: p.window,
         max_pixels: Some(state.cfg.max_pixels),
+        ..Default::default()
     };
     let pre = state.embedder.preprocess().clone();
     let shown = name.clone();
@@ -572,13 +573,12 @@ async fn thumbnail(
     let png = match cached {
         Some(p) => p,
         None => {
-            let path = PathBuf::from(
-                &snap
-                    .item(id)
-                    .map(|i| i.meta.path.clone())
-                    .unwrap_or_default(),
-            );
-            let png = tokio::task::spawn_blocking(move || render_thumbnail(&path, size, window))
+            let it = snap
+                .item(id)
+                .ok_or_else(|| ApiError::not_found("no such item"))?;
+            let path = PathBuf::from(&it.meta.path);
+            let opts = part_options(&it.meta, window);
+            let png = tokio::task::spawn_blocking(move || render_thumbnail(&path, size, opts))
                 .await
                 .map_err(|e| ApiError::internal(e.into()))?
                 .map_err(|e| ApiError::not_found(format!("item {id}: {e:#}")))?;
@@ -601,20 +601,30 @@ async fn thumbnail(
     Ok((headers, png.as_ref().clone()).into_response())
 }
 
+/// Decode options that select a stored item's own frame or volume slice.
+fn part_options(meta: &simcase_index::ItemMeta, window: Option<WindowPreset>) -> DecodeOptions {
+    let num = |k: &str| meta.extra.get(k).and_then(|v| v.as_u64()).map(|v| v as u32);
+    DecodeOptions {
+        window,
+        part: num("frame").or_else(|| num("slice")),
+        axis: meta
+            .extra
+            .get("axis")
+            .and_then(|v| v.as_str())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
 /// Decode (DICOM windowed), fit into `size`×`size` keeping the aspect ratio, encode PNG.
-fn render_thumbnail(
-    path: &std::path::Path,
-    size: usize,
-    window: Option<WindowPreset>,
-) -> Result<Vec<u8>> {
-    let d = decode_path(
-        path,
-        &DecodeOptions {
-            window,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+fn render_thumbnail(path: &std::path::Path, size: usize, opts: DecodeOptions) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).context("reading the indexed file")?;
+    let d = simcase_imaging::decode_items(&bytes, &opts)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .into_iter()
+        .next()
+        .context("the file no longer holds this image")?;
     let (w, h) = (d.image.width, d.image.height);
     let scale = (size as f64 / w.max(h) as f64).min(1.0);
     let (tw, th) = (

@@ -1,0 +1,165 @@
+//! Every file of pydicom's own test files (the pinned pydicom wheel) and of pydicom-data
+//! through decode and through `simcase index`: each decodes or fails with a one-line reason,
+//! none panics, and ingest records every failure without losing what it indexed. Prints the
+//! per-transfer-syntax table that the README carries.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (package, version, wheel SHA-256, member prefix)
+const WHEELS: [(&str, &str, &str, &str); 2] = [
+    (
+        "pydicom",
+        "3.0.1",
+        "db32f78b2641bd7972096b8289111ddab01fb221610de8d7afa835eb938adb41",
+        "pydicom/data/test_files/",
+    ),
+    (
+        "pydicom-data",
+        "1.0.0",
+        "622ac97265f1d91f76b5120b5bd6eb0f57737c392ef863b72c71779c91e33637",
+        "data_store/data/",
+    ),
+];
+
+/// The files of both test sets, unpacked once per target dir.
+fn corpus() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dicom-corpus");
+    for (pkg, ver, sha, prefix) in WHEELS {
+        let dir = root.join(pkg);
+        if dir.join(".complete").exists() {
+            continue;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let wheel = simcase_models::pip_fetch(pkg, ver, sha, &dir).unwrap();
+        let mut zip = zip::ZipArchive::new(std::fs::File::open(&wheel).unwrap()).unwrap();
+        for i in 0..zip.len() {
+            let mut f = zip.by_index(i).unwrap();
+            let name = f.name().to_string();
+            let Some(rel) = name.strip_prefix(prefix) else {
+                continue;
+            };
+            if name.ends_with('/') || rel.is_empty() {
+                continue;
+            }
+            let out = dir.join(rel.replace('/', "__"));
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes).unwrap();
+            std::fs::write(out, bytes).unwrap();
+        }
+        std::fs::remove_file(&wheel).unwrap();
+        std::fs::write(dir.join(".complete"), "").unwrap();
+    }
+    root
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_pydicom_test_file_decodes_or_fails_in_one_line() {
+    let root = corpus();
+    // syntax -> (decoded, failed, failure reasons)
+    let mut table: BTreeMap<String, (usize, usize, Vec<String>)> = BTreeMap::new();
+    let mut total = 0;
+    for (pkg, ..) in WHEELS {
+        for path in files(&root.join(pkg)) {
+            total += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            let r = std::panic::catch_unwind(|| {
+                simcase_imaging::decode_bytes(&bytes, &Default::default())
+            })
+            .unwrap_or_else(|_| panic!("{pkg}/{name}: decoding panicked"));
+            let syntax = match simcase_imaging::sniff(&bytes) {
+                Some(simcase_imaging::Format::Dicom) => simcase_imaging::transfer_syntax(&bytes)
+                    .unwrap_or_else(|| "(no transfer syntax)".into()),
+                Some(f) => f.name().to_string(),
+                None => "(not DICOM/PNG/JPEG)".into(),
+            };
+            let row = table.entry(syntax).or_default();
+            match r {
+                Ok(d) => {
+                    assert!(d.image.width > 0 && d.image.height > 0);
+                    assert!(
+                        d.image
+                            .data
+                            .iter()
+                            .all(|v| v.is_finite() && (0.0..=1.0).contains(v)),
+                        "{name}: pixel values outside [0, 1]"
+                    );
+                    row.0 += 1;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    assert!(!msg.is_empty() && !msg.contains('\n'), "{name}: {msg:?}");
+                    row.1 += 1;
+                    row.2.push(format!("{name}: {msg}"));
+                }
+            }
+        }
+    }
+    println!("| transfer syntax | decoded | clear error |\n|---|---:|---:|");
+    for (s, (ok, bad, _)) in &table {
+        println!("| {s} | {ok} | {bad} |");
+    }
+    for (s, (_, _, why)) in &table {
+        for w in why {
+            println!("  {s}: {w}");
+        }
+    }
+    assert!(total > 200, "{total} files");
+}
+
+/// The same files through `simcase index`: every failure is one row of the errors table and
+/// one log line naming the file, and every decodable file is indexed.
+#[test]
+fn ingest_of_the_pydicom_test_sets_completes() {
+    let root = corpus();
+    let index = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("dicom-corpus-index-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&index);
+    let out = Command::new(env!("CARGO_BIN_EXE_simcase"))
+        .args(["index", "--quiet", "--index"])
+        .arg(&index)
+        .arg(root.join("pydicom"))
+        .arg(root.join("pydicom-data"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let reader = simcase_index::Reader::open(&index).unwrap();
+    let errors = reader.errors().unwrap();
+    let decodable = [root.join("pydicom"), root.join("pydicom-data")]
+        .iter()
+        .flat_map(|d| files(d))
+        .filter(|p| {
+            simcase_imaging::decode_bytes(&std::fs::read(p).unwrap(), &Default::default()).is_ok()
+        })
+        .count();
+    assert!(reader.len() > 50, "{} items", reader.len());
+    // Byte-identical files are stored once, so items can be fewer than decodable files.
+    assert!(reader.len() <= decodable);
+    for (path, reason) in &errors {
+        assert!(!reason.contains('\n'), "{path}: {reason:?}");
+        let name = Path::new(path).file_name().unwrap().to_string_lossy();
+        assert!(stderr.contains(name.as_ref()), "{name} failed silently");
+    }
+    println!(
+        "{} items, {} errors, {decodable} decodable files",
+        reader.len(),
+        errors.len()
+    );
+    std::fs::remove_dir_all(&index).unwrap();
+}

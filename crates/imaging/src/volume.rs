@@ -1,0 +1,495 @@
+//! 3-D volumes (NIfTI-1 through the `nifti` crate, NRRD read here) as stacks of 2-D slices.
+//!
+//! Slices are cut along a patient axis found from the volume's affine (NIfTI sform, else
+//! qform, else pixdim; NRRD `space directions`), and shown as radiologists read them: axial
+//! and coronal with the patient's right on the image's left, anterior (axial) or superior
+//! (coronal, sagittal) at the top. CT in Hounsfield units is windowed; other volumes (MR) are
+//! scaled between their 1st and 99th percentiles.
+
+use crate::{DecodeError, DecodeOptions, Image, WindowPreset};
+use std::io::Read;
+
+/// Which patient axis slices are cut across.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Axis {
+    #[default]
+    Axial,
+    Coronal,
+    Sagittal,
+}
+
+impl Axis {
+    pub fn name(self) -> &'static str {
+        match self {
+            Axis::Axial => "axial",
+            Axis::Coronal => "coronal",
+            Axis::Sagittal => "sagittal",
+        }
+    }
+}
+
+impl std::str::FromStr for Axis {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "axial" => Ok(Axis::Axial),
+            "coronal" => Ok(Axis::Coronal),
+            "sagittal" => Ok(Axis::Sagittal),
+            _ => Err(format!("unknown axis {s:?}: axial, coronal or sagittal")),
+        }
+    }
+}
+
+/// A scalar volume: `data[x + nx·(y + ny·z)]`, and the RAS direction (with spacing) of each
+/// voxel axis.
+#[derive(Clone, Debug)]
+pub struct Volume {
+    pub dims: [usize; 3],
+    pub data: Vec<f32>,
+    pub dirs: [[f64; 3]; 3],
+}
+
+fn corrupt(format: &'static str, reason: impl Into<String>) -> DecodeError {
+    DecodeError::Corrupt {
+        format,
+        reason: reason.into(),
+    }
+}
+
+/// Gunzip at most `cap` bytes; more is a decompression bomb.
+pub(crate) fn gunzip(bytes: &[u8], cap: u64) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .take(cap + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| corrupt("gzip", e.to_string()))?;
+    if out.len() as u64 > cap {
+        return Err(corrupt(
+            "gzip",
+            format!("expands beyond {cap} bytes (decompression bomb?)"),
+        ));
+    }
+    Ok(out)
+}
+
+fn check_size(dims: [usize; 3], limit: u64) -> Result<(), DecodeError> {
+    let n = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .unwrap_or(u64::MAX);
+    if dims.contains(&0) {
+        return Err(DecodeError::Corrupt {
+            format: "volume",
+            reason: "a dimension is zero".into(),
+        });
+    }
+    if n > limit {
+        return Err(DecodeError::TooLarge {
+            width: dims[0] as u64,
+            height: (dims[1] * dims[2]) as u64,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// A single-file NIfTI-1 volume (`.nii`; gzip already undone). 4-D data: the first volume.
+pub fn read_nifti(bytes: &[u8], limit: u64) -> Result<Volume, DecodeError> {
+    if bytes.get(4..8) == Some(b"n+2\0") {
+        return Err(corrupt(
+            "NIfTI",
+            "NIfTI-2 volumes are not read (NIfTI-1 only)",
+        ));
+    }
+    let bad = |e: nifti::NiftiError| corrupt("NIfTI", e.to_string());
+    let h = nifti::NiftiHeader::from_reader(std::io::Cursor::new(bytes)).map_err(bad)?;
+    if &h.magic != b"n+1\0" {
+        return Err(corrupt("NIfTI", "not a single-file NIfTI-1 (n+1) volume"));
+    }
+    let nd = usize::from(h.dim[0]).clamp(1, 7);
+    let d = |i: usize| {
+        if i <= nd {
+            usize::from(h.dim[i]).max(1)
+        } else {
+            1
+        }
+    };
+    let dims = [d(1), d(2), d(3)];
+    check_size(dims, limit)?;
+    let mut first = h.clone();
+    first.dim = [
+        3,
+        dims[0] as u16,
+        dims[1] as u16,
+        dims[2] as u16,
+        1,
+        1,
+        1,
+        1,
+    ];
+    let offset = (h.vox_offset.max(352.0) as usize).min(bytes.len());
+    let (width, kind) = match h.datatype {
+        2 => (1, 'u'),
+        256 => (1, 'i'),
+        4 => (2, 'i'),
+        512 => (2, 'u'),
+        8 => (4, 'i'),
+        768 => (4, 'u'),
+        16 => (4, 'f'),
+        64 => (8, 'f'),
+        1024 => (8, 'i'),
+        1280 => (8, 'u'),
+        other => {
+            return Err(corrupt(
+                "NIfTI",
+                format!("unsupported datatype {other} (not scalar)"),
+            ))
+        }
+    };
+    let vol = nifti::InMemNiftiVolume::from_reader(&bytes[offset..], &first).map_err(bad)?;
+    let big = h.endianness == nifti::Endianness::Big;
+    let mut data = to_f32(vol.raw_data(), width, kind, big);
+    let (slope, inter) = (h.scl_slope, h.scl_inter);
+    if slope.is_finite() && slope != 0.0 && inter.is_finite() && (slope, inter) != (1.0, 0.0) {
+        data.iter_mut().for_each(|v| *v = *v * slope + inter);
+    }
+    let px = |i: usize| f64::from(h.pixdim[i]).abs().max(1e-6);
+    let dirs = if h.sform_code > 0 {
+        let r = [h.srow_x, h.srow_y, h.srow_z];
+        [0, 1, 2].map(|i| [0, 1, 2].map(|w| f64::from(r[w][i])))
+    } else if h.qform_code > 0 {
+        let (b, c, dq) = (
+            f64::from(h.quatern_b),
+            f64::from(h.quatern_c),
+            f64::from(h.quatern_d),
+        );
+        let a = (1.0 - b * b - c * c - dq * dq).max(0.0).sqrt();
+        let r = [
+            [
+                a * a + b * b - c * c - dq * dq,
+                2.0 * (b * c - a * dq),
+                2.0 * (b * dq + a * c),
+            ],
+            [
+                2.0 * (b * c + a * dq),
+                a * a + c * c - b * b - dq * dq,
+                2.0 * (c * dq - a * b),
+            ],
+            [
+                2.0 * (b * dq - a * c),
+                2.0 * (c * dq + a * b),
+                a * a + dq * dq - c * c - b * b,
+            ],
+        ];
+        let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
+        [0, 1, 2].map(|i| {
+            let s = px(i + 1) * if i == 2 { qfac } else { 1.0 };
+            [0, 1, 2].map(|w| r[w][i] * s)
+        })
+    } else {
+        [[px(1), 0.0, 0.0], [0.0, px(2), 0.0], [0.0, 0.0, px(3)]]
+    };
+    Ok(Volume { dims, data, dirs })
+}
+
+/// An attached NRRD volume (`raw` or `gzip` encoding); 3-D scalar data.
+pub fn read_nrrd(bytes: &[u8], limit: u64) -> Result<Volume, DecodeError> {
+    let bad = |r: &str| corrupt("NRRD", r);
+    let split = bytes
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .ok_or_else(|| bad("no blank line after the header"))?;
+    let head = std::str::from_utf8(&bytes[..split]).map_err(|_| bad("header is not text"))?;
+    let body = &bytes[split + 2..];
+    let mut field = std::collections::HashMap::new();
+    for line in head.lines().skip(1) {
+        if line.starts_with('#') {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            field.insert(
+                k.trim().to_ascii_lowercase(),
+                v.trim_start_matches('=').trim().to_string(),
+            );
+        }
+    }
+    if field.contains_key("data file") || field.contains_key("datafile") {
+        return Err(bad("detached data files are not read"));
+    }
+    let get = |k: &str| field.get(k).map(String::as_str);
+    let dim: usize = get("dimension")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| bad("no dimension"))?;
+    if dim != 3 {
+        return Err(bad(&format!("{dim}-D data (only 3-D scalar volumes)")));
+    }
+    let sizes: Vec<usize> = get("sizes")
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|s| s.parse().map_err(|_| bad("bad sizes")))
+        .collect::<Result<_, _>>()?;
+    let dims: [usize; 3] = sizes
+        .try_into()
+        .map_err(|_| bad("sizes does not have 3 values"))?;
+    check_size(dims, limit)?;
+    let ty = get("type").unwrap_or("").to_ascii_lowercase();
+    let (width, kind) = match ty.as_str() {
+        "signed char" | "int8" | "int8_t" => (1, 'i'),
+        "uchar" | "unsigned char" | "uint8" | "uint8_t" => (1, 'u'),
+        "short" | "short int" | "signed short" | "signed short int" | "int16" | "int16_t" => {
+            (2, 'i')
+        }
+        "ushort" | "unsigned short" | "unsigned short int" | "uint16" | "uint16_t" => (2, 'u'),
+        "int" | "signed int" | "int32" | "int32_t" => (4, 'i'),
+        "uint" | "unsigned int" | "uint32" | "uint32_t" => (4, 'u'),
+        "float" => (4, 'f'),
+        "double" => (8, 'f'),
+        other => return Err(bad(&format!("unsupported type {other:?}"))),
+    };
+    let n = dims.iter().product::<usize>();
+    let need = n * width;
+    let raw = match get("encoding").unwrap_or("raw") {
+        "raw" => body.to_vec(),
+        "gzip" | "gz" => gunzip(body, need as u64)?,
+        other => return Err(bad(&format!("unsupported encoding {other:?}"))),
+    };
+    if raw.len() < need {
+        return Err(bad(&format!("{} data bytes, {need} expected", raw.len())));
+    }
+    let big = get("endian") == Some("big");
+    let data = to_f32(&raw[raw.len() - need..], width, kind, big);
+    // Space directions are given in the volume's space; NRRD volumes are usually LPS.
+    let lps = matches!(
+        get("space").map(str::to_ascii_lowercase).as_deref(),
+        Some("left-posterior-superior" | "lps")
+    );
+    let mut dirs = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    if let Some(sd) = get("space directions") {
+        let vecs: Vec<Vec<f64>> = sd
+            .split(')')
+            .filter_map(|p| p.split_once('(').map(|(_, v)| v))
+            .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+            .collect();
+        if vecs.len() == 3 && vecs.iter().all(|v| v.len() == 3) {
+            for (i, v) in vecs.iter().enumerate() {
+                dirs[i] = [v[0], v[1], v[2]];
+                if lps {
+                    dirs[i][0] = -dirs[i][0];
+                    dirs[i][1] = -dirs[i][1];
+                }
+            }
+        }
+    }
+    Ok(Volume { dims, data, dirs })
+}
+
+/// Samples of `width` bytes (`kind`: signed `i`, unsigned `u`, float `f`) as f32.
+fn to_f32(raw: &[u8], width: usize, kind: char, big: bool) -> Vec<f32> {
+    raw.chunks_exact(width)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b[..width].copy_from_slice(c);
+            if big {
+                b[..width].reverse();
+            }
+            let b4 = [b[0], b[1], b[2], b[3]];
+            match (width, kind) {
+                (1, 'i') => b[0] as i8 as f32,
+                (1, _) => b[0] as f32,
+                (2, 'i') => i16::from_le_bytes([b[0], b[1]]) as f32,
+                (2, _) => u16::from_le_bytes([b[0], b[1]]) as f32,
+                (4, 'i') => i32::from_le_bytes(b4) as f32,
+                (4, 'u') => u32::from_le_bytes(b4) as f32,
+                (4, _) => f32::from_le_bytes(b4),
+                (_, 'i') => i64::from_le_bytes(b) as f32,
+                (_, 'u') => u64::from_le_bytes(b) as f32,
+                _ => f64::from_le_bytes(b) as f32,
+            }
+        })
+        .collect()
+}
+
+/// For world axis `w` (R, A, S): the voxel axis most aligned with it, and whether the voxel
+/// index grows toward +w.
+fn aligned(dirs: &[[f64; 3]; 3]) -> [(usize, bool); 3] {
+    let mut used = [false; 3];
+    let mut out = [(0, true); 3];
+    // Assign the most decisive world axis first, so an oblique volume still gets a permutation.
+    let mut order = [0usize, 1, 2];
+    order.sort_by(|&a, &b| {
+        let m = |w: usize| (0..3).map(|i| dirs[i][w].abs()).fold(0.0, f64::max);
+        m(b).total_cmp(&m(a))
+    });
+    for w in order {
+        let v = (0..3)
+            .filter(|&i| !used[i])
+            .max_by(|&a, &b| dirs[a][w].abs().total_cmp(&dirs[b][w].abs()))
+            .unwrap_or(0);
+        used[v] = true;
+        out[w] = (v, dirs[v][w] >= 0.0);
+    }
+    out
+}
+
+/// How volume intensities become display values.
+fn display(vol: &Volume, window: Option<WindowPreset>) -> Box<dyn Fn(f32) -> f32> {
+    let (lo, hi) = percentiles(&vol.data);
+    // Hounsfield units: air sits near -1000.
+    let ct = lo <= -900.0 && hi > -200.0;
+    match (window, ct) {
+        (Some(w), _) => Box::new(move |x| crate::dicom::window_linear(x, w.center, w.width)),
+        (None, true) => Box::new(|x| crate::dicom::window_linear(x, 40.0, 400.0)),
+        (None, false) => {
+            let (a, b) = percentile_range(&vol.data, 0.01, 0.99);
+            let span = (b - a).max(f32::EPSILON);
+            Box::new(move |x| ((x - a) / span).clamp(0.0, 1.0))
+        }
+    }
+}
+
+fn percentiles(v: &[f32]) -> (f32, f32) {
+    percentile_range(v, 0.001, 0.999)
+}
+
+/// The `p`-th and `q`-th quantiles, from a strided sample of at most ~1M values.
+fn percentile_range(v: &[f32], p: f64, q: f64) -> (f32, f32) {
+    let step = (v.len() / 1_000_000).max(1);
+    let mut s: Vec<f32> = v
+        .iter()
+        .step_by(step)
+        .copied()
+        .filter(|x| x.is_finite())
+        .collect();
+    if s.is_empty() {
+        return (0.0, 1.0);
+    }
+    s.sort_by(f32::total_cmp);
+    let at = |f: f64| s[((s.len() - 1) as f64 * f).round() as usize];
+    (at(p), at(q))
+}
+
+/// Stretch rows so a pixel is as tall as it is wide in the patient (bilinear).
+fn square_pixels(img: Image, aspect: f64) -> Image {
+    if !(0.0..=64.0).contains(&aspect) || (aspect - 1.0).abs() < 0.01 {
+        return img;
+    }
+    let h = ((img.height as f64 * aspect).round() as usize).clamp(1, 4096);
+    crate::resize_bilinear(&img, img.width, h)
+}
+
+/// Slices across `axis`, every `stride`-th, in increasing patient coordinate:
+/// `(index, count, image)`.
+pub fn slices(
+    vol: &Volume,
+    axis: Axis,
+    stride: usize,
+    opts: &DecodeOptions,
+) -> Vec<(u32, u32, Image)> {
+    let [r, a, s] = aligned(&vol.dirs);
+    // (slice axis, column axis + its screen direction, row axis + its screen direction):
+    // columns run toward the patient's left (−R) or posterior (−A); rows downward (−A or −S).
+    let (slice, col, row) = match axis {
+        Axis::Axial => (s, (r.0, !r.1), (a.0, !a.1)),
+        Axis::Coronal => (a, (r.0, !r.1), (s.0, !s.1)),
+        Axis::Sagittal => (r, (a.0, !a.1), (s.0, !s.1)),
+    };
+    let [nx, ny, _] = vol.dims;
+    let stridev = [1, nx, nx * ny];
+    let (nc, nr, ns) = (vol.dims[col.0], vol.dims[row.0], vol.dims[slice.0]);
+    let f = display(vol, opts.window);
+    // Row spacing over column spacing: thick slices make coronal and sagittal cuts flat.
+    let len = |v: [f64; 3]| (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt().max(1e-9);
+    let aspect = len(vol.dirs[row.0]) / len(vol.dirs[col.0]);
+    // Toward +world when the voxel index grows toward it; else reversed.
+    let pos = |n: usize, i: usize, grows: bool| if grows { i } else { n - 1 - i };
+    let picked: Vec<usize> = match opts.part {
+        Some(p) => ((p as usize) < ns)
+            .then_some(p as usize)
+            .into_iter()
+            .collect(),
+        None => (0..ns).step_by(stride.max(1)).collect(),
+    };
+    picked
+        .into_iter()
+        .map(|k| {
+            let sk = pos(ns, k, slice.1);
+            let mut g = Vec::with_capacity(nc * nr);
+            for y in 0..nr {
+                // `row.1` is true when the voxel index grows toward the screen's bottom.
+                let vy = pos(nr, y, row.1);
+                for x in 0..nc {
+                    let vx = pos(nc, x, col.1);
+                    let idx = vx * stridev[col.0] + vy * stridev[row.0] + sk * stridev[slice.0];
+                    g.push(f(vol.data[idx]));
+                }
+            }
+            (
+                k as u32,
+                ns as u32,
+                square_pixels(Image::from_gray(nc, nr, &g), aspect),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 4×3×2 volume whose value encodes its voxel index.
+    fn vol(dirs: [[f64; 3]; 3]) -> Volume {
+        Volume {
+            dims: [4, 3, 2],
+            data: (0..24).map(|i| i as f32).collect(),
+            dirs,
+        }
+    }
+
+    #[test]
+    fn axial_slices_follow_the_affine() {
+        // RAS-aligned voxels: x → R, y → A, z → S.
+        let v = vol([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]);
+        let opts = DecodeOptions {
+            window: Some(WindowPreset {
+                center: 11.5,
+                width: 24.0,
+            }),
+            ..Default::default()
+        };
+        let s = slices(&v, Axis::Axial, 1, &opts);
+        assert_eq!(s.len(), 2);
+        let (i, n, img) = &s[0];
+        assert_eq!((*i, *n, img.width, img.height), (0, 2, 4, 3));
+        // Top-left pixel: most anterior (y = 2) and patient's right (x = 3), inferior slice.
+        let tl = img.data[0];
+        let want = crate::dicom::window_linear((3 + 4 * 2) as f32, 11.5, 24.0);
+        assert!((tl - want).abs() < 1e-6, "{tl} vs {want}");
+        // An LPS-flipped volume (x → L, y → P) gives the same picture.
+        let w = vol([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]]);
+        let t = slices(&w, Axis::Axial, 1, &opts);
+        let tl2 = t[0].2.data[0];
+        let want2 = crate::dicom::window_linear(0.0, 11.5, 24.0);
+        assert!((tl2 - want2).abs() < 1e-6);
+        // Coronal and sagittal cut the other axes; stride skips slices.
+        assert_eq!(slices(&v, Axis::Coronal, 1, &opts)[0].2.width, 4);
+        assert_eq!(slices(&v, Axis::Coronal, 1, &opts).len(), 3);
+        assert_eq!(slices(&v, Axis::Sagittal, 2, &opts).len(), 2);
+    }
+
+    #[test]
+    fn nrrd_headers_are_checked() {
+        let ok = b"NRRD0004\ntype: short\ndimension: 3\nsizes: 2 2 1\nencoding: raw\nendian: little\nspace: left-posterior-superior\nspace directions: (1,0,0) (0,1,0) (0,0,2)\n\n\x01\x00\x02\x00\x03\x00\xff\xff";
+        let v = read_nrrd(ok, 1 << 20).unwrap();
+        assert_eq!(v.data, vec![1.0, 2.0, 3.0, -1.0]);
+        assert_eq!(v.dirs[0], [-1.0, 0.0, 0.0]);
+        assert_eq!(v.dirs[2], [0.0, 0.0, 2.0]);
+        let big =
+            b"NRRD0004\ntype: short\ndimension: 3\nsizes: 100000 100000 100\nencoding: raw\n\n";
+        assert!(matches!(
+            read_nrrd(big, 1 << 30),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        let short = b"NRRD0004\ntype: short\ndimension: 3\nsizes: 2 2 2\nencoding: raw\n\n\x01";
+        assert!(read_nrrd(short, 1 << 20).is_err());
+    }
+}
