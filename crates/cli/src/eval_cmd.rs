@@ -37,6 +37,10 @@ pub struct EvalArgs {
     pub max_k: usize,
     #[arg(long)]
     pub quiet: bool,
+    /// Also score distinct groups (each scored by its best image), as `search --group-by`:
+    /// patient, study, series, volume, or none.
+    #[arg(long, default_value = "patient")]
+    pub group_by: String,
 }
 
 /// Neighbours retrieved per query, as in the paper's code (FAISS search with k = 100).
@@ -46,6 +50,8 @@ struct Row {
     label: String,
     split: String,
     id: u64,
+    /// Patient / study / series / volume key for grouped scoring.
+    group: String,
 }
 
 fn manifest_key(p: &Path) -> String {
@@ -54,7 +60,11 @@ fn manifest_key(p: &Path) -> String {
 }
 
 /// Embed the manifest (resuming) and return its rows joined to index ids.
-fn embed_manifest(a: &EvalArgs, model: &str) -> Result<(Reader, Vec<Row>, usize)> {
+fn embed_manifest(
+    a: &EvalArgs,
+    model: &str,
+    group_by: Option<simcase_query::GroupBy>,
+) -> Result<(Reader, Vec<Row>, usize)> {
     let work = match &a.work {
         Some(w) => w.clone(),
         None => simcase_models::simcase_home()?.join("eval"),
@@ -91,11 +101,18 @@ fn embed_manifest(a: &EvalArgs, model: &str) -> Result<(Reader, Vec<Row>, usize)
         };
         let bytes = std::fs::read(&s.path).ok();
         match bytes.and_then(|b| reader.id_by_hash(&content_hash(&b)).ok().flatten()) {
-            Some(id) => rows.push(Row {
-                label: label.clone(),
-                split: split.clone(),
-                id,
-            }),
+            Some(id) => {
+                let group = match (group_by, reader.item(id)?) {
+                    (Some(g), Some(it)) => g.key(&it),
+                    _ => format!("item:{id}"),
+                };
+                rows.push(Row {
+                    label: label.clone(),
+                    split: split.clone(),
+                    id,
+                    group,
+                })
+            }
             None => missing += 1,
         }
     }
@@ -105,7 +122,13 @@ fn embed_manifest(a: &EvalArgs, model: &str) -> Result<(Reader, Vec<Row>, usize)
 type Ranked = Vec<(String, f32)>;
 
 /// Score one model; returns the JSON report.
-fn evaluate(reader: &Reader, rows: &[Row], missing: usize, max_k: usize) -> Result<Value> {
+fn evaluate(
+    reader: &Reader,
+    rows: &[Row],
+    missing: usize,
+    max_k: usize,
+    group_by: Option<simcase_query::GroupBy>,
+) -> Result<Value> {
     let dim = reader.settings().dim;
     let train: Vec<&Row> = rows.iter().filter(|r| r.split == "train").collect();
     anyhow::ensure!(!train.is_empty(), "the manifest has no train rows to index");
@@ -114,22 +137,33 @@ fn evaluate(reader: &Reader, rows: &[Row], missing: usize, max_k: usize) -> Resu
         flat.extend_from_slice(reader.vector(r.id).context("vector missing")?);
     }
     let index = FlatIndex::new(flat, dim);
-    let search = |split: &str| -> Vec<(String, Ranked)> {
+    // Grouped scoring needs the whole ranking to find RETRIEVE distinct groups.
+    let depth = if group_by.is_some() {
+        train.len()
+    } else {
+        RETRIEVE
+    };
+    let search = |split: &str, grouped: bool| -> Vec<(String, Ranked)> {
         let qs: Vec<&Row> = rows.iter().filter(|r| r.split == split).collect();
         let vecs: Vec<&[f32]> = qs.iter().map(|r| reader.vector(r.id).unwrap()).collect();
-        let hits = index.search(&vecs, RETRIEVE, None);
+        let hits = index.search(&vecs, depth, None);
         qs.iter()
             .zip(hits)
             .map(|(q, hs)| {
+                let mut seen = std::collections::HashSet::new();
                 let ranked = hs
                     .iter()
-                    .map(|h| (train[h.row as usize].label.clone(), h.score))
+                    .map(|h| &train[h.row as usize])
+                    .zip(hs.iter().map(|h| h.score))
+                    .filter(|(t, _)| !grouped || seen.insert(t.group.as_str()))
+                    .take(RETRIEVE)
+                    .map(|(t, score)| (t.label.clone(), score))
                     .collect();
                 (q.label.clone(), ranked)
             })
             .collect()
     };
-    let (test, val) = (search("test"), search("val"));
+    let (test, val) = (search("test", false), search("val", false));
     let cut = |qs: &[(String, Ranked)], lvl: usize| -> Vec<(String, Ranked)> {
         qs.iter()
             .map(|(l, r)| {
@@ -159,6 +193,33 @@ fn evaluate(reader: &Reader, rows: &[Row], missing: usize, max_k: usize) -> Resu
         let c = knn_classification(&cut(&val, lvl), &cut(&test, lvl), max_k);
         knn.insert(name.to_string(), serde_json::to_value(c)?);
     }
+    // The same P@N over distinct groups: a class's size is how many groups hold it.
+    let grouped = match group_by {
+        None => Value::Null,
+        Some(g) => {
+            let gtest = search("test", true);
+            let mut lv = serde_json::Map::new();
+            for (lvl, name) in LEVELS.iter().enumerate() {
+                let mut holders: HashMap<String, std::collections::HashSet<&str>> = HashMap::new();
+                for r in &train {
+                    holders
+                        .entry(at_level(&r.label, lvl))
+                        .or_default()
+                        .insert(r.group.as_str());
+                }
+                let sizes: HashMap<String, usize> =
+                    holders.into_iter().map(|(c, g)| (c, g.len())).collect();
+                let q: Vec<(String, Vec<String>)> = cut(&gtest, lvl)
+                    .into_iter()
+                    .map(|(l, r)| (l, r.into_iter().map(|x| x.0).collect()))
+                    .collect();
+                lv.insert(name.to_string(), precision_report(&q, &sizes).to_json());
+            }
+            let groups: std::collections::HashSet<&str> =
+                train.iter().map(|r| r.group.as_str()).collect();
+            json!({ "by": g, "index_groups": groups.len(), "levels": lv })
+        }
+    };
     let mut per_modality = serde_json::Map::new();
     let modalities: BTreeMap<String, ()> = test.iter().map(|(l, _)| (at_level(l, 0), ())).collect();
     for m in modalities.keys() {
@@ -184,6 +245,7 @@ fn evaluate(reader: &Reader, rows: &[Row], missing: usize, max_k: usize) -> Resu
             "unusable_rows": missing,
         },
         "levels": levels,
+        "grouped": grouped,
         "knn": knn,
         "per_modality": per_modality,
     }))
@@ -219,6 +281,43 @@ fn markdown(reports: &[Value]) -> String {
             );
         }
     }
+    if reports.iter().any(|r| r["grouped"].is_object()) {
+        let _ = writeln!(
+            s,
+            "\nDistinct groups (each scored by its best image), micro / macro:\n"
+        );
+        let _ = writeln!(
+            s,
+            "| model | by | index groups | level | P@1 | P@3 | P@5 | P@10 |"
+        );
+        let _ = writeln!(s, "|---|---|---:|---|---:|---:|---:|---:|");
+        for r in reports {
+            let g = &r["grouped"];
+            if !g.is_object() {
+                continue;
+            }
+            for lvl in LEVELS {
+                let l = &g["levels"][lvl];
+                let _ = write!(
+                    s,
+                    "| {} | {} | {} | {lvl} |",
+                    r["model"].as_str().unwrap_or("?"),
+                    g["by"].as_str().unwrap_or("?"),
+                    g["index_groups"]
+                );
+                for n in NS {
+                    let p = &l[format!("P@{n}")];
+                    let _ = write!(
+                        s,
+                        " {:.3} / {:.3} |",
+                        p["micro"].as_f64().unwrap_or(0.0),
+                        p["macro"].as_f64().unwrap_or(0.0)
+                    );
+                }
+                let _ = writeln!(s);
+            }
+        }
+    }
     let _ = writeln!(
         s,
         "\nPer modality, full label (`modality/anatomy/pathology`), micro / macro:\n"
@@ -252,10 +351,14 @@ fn markdown(reports: &[Value]) -> String {
 }
 
 pub fn run(a: &EvalArgs) -> Result<()> {
+    let group_by: Option<simcase_query::GroupBy> = match a.group_by.as_str() {
+        "none" => None,
+        g => Some(g.parse()?),
+    };
     let mut reports = Vec::new();
     for m in &a.models {
-        let (reader, rows, missing) = embed_manifest(a, m)?;
-        reports.push(evaluate(&reader, &rows, missing, a.max_k)?);
+        let (reader, rows, missing) = embed_manifest(a, m, group_by)?;
+        reports.push(evaluate(&reader, &rows, missing, a.max_k, group_by)?);
     }
     let md = markdown(&reports);
     println!("{md}");

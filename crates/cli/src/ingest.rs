@@ -282,10 +282,16 @@ pub fn run(
             for ((_, slot), e) in batch.iter_mut().zip(embs) {
                 *slot = e;
             }
-            writer.add(batch)?;
-            let n = batch.len();
-            batch.clear();
-            Ok(n)
+            // A non-finite embedding would poison every cosine against it: never store one.
+            let (good, bad): (Vec<_>, Vec<_>) = std::mem::take(batch)
+                .into_iter()
+                .partition(|(_, e)| e.iter().all(|x| x.is_finite()));
+            for (m, _) in &bad {
+                tracing::warn!("{}: embedding is not finite; not indexed", m.path);
+                writer.record_error(&m.path, "embedding is not finite (NaN/inf)")?;
+            }
+            writer.add(&good)?;
+            Ok(good.len())
         };
         for item in rx.iter() {
             match item {

@@ -299,6 +299,17 @@ fn eval_json_has_the_documented_shape() {
     assert!(v["levels"]["modality"]["P@1"]["micro"].as_f64().unwrap() > 0.8);
     assert_eq!(v["counts"]["index"], 12);
     assert!(std::fs::read_to_string(&md).unwrap().contains("P@10 macro"));
+    // By default the report is also scored over distinct patients. The top hit is always
+    // its patient's best image, so grouped P@1 equals plain P@1.
+    let g = &v["grouped"];
+    assert_eq!(g["by"], "patient", "{g}");
+    assert!(g["index_groups"].as_u64().unwrap() >= 1);
+    for lvl in ["modality", "modality/anatomy", "modality/anatomy/pathology"] {
+        assert_eq!(g["levels"][lvl]["P@1"], v["levels"][lvl]["P@1"], "{lvl}");
+    }
+    assert!(std::fs::read_to_string(&md)
+        .unwrap()
+        .contains("Distinct groups"));
 }
 
 #[test]

@@ -163,3 +163,74 @@ fn ingest_of_the_pydicom_test_sets_completes() {
     );
     std::fs::remove_dir_all(&index).unwrap();
 }
+
+/// Multi-frame objects: every frame an item with its frame number (or one with `middle`),
+/// and `--keep-phi` as the only way patient names reach the index.
+#[test]
+fn frames_become_items_and_phi_needs_keep_phi() {
+    let root = corpus();
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("frames-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // 30 frames of JPEG baseline YBR colour; 2 frames of RLE RGB.
+    for f in ["examples_ybr_color.dcm", "SC_rgb_rle_2frame.dcm"] {
+        std::fs::copy(root.join("pydicom").join(f), src.join(f)).unwrap();
+    }
+    let run = |index: &Path, extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_simcase"))
+            .args(["index", "--quiet", "--index"])
+            .arg(index)
+            .args(extra)
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        simcase_index::Reader::open(index).unwrap().items().unwrap()
+    };
+    let all = run(&dir.join("all"), &[]);
+    let ybr: Vec<_> = all
+        .iter()
+        .filter(|i| i.meta.path.ends_with("examples_ybr_color.dcm"))
+        .collect();
+    assert_eq!(ybr.len(), 30);
+    let mut frames: Vec<u64> = ybr
+        .iter()
+        .map(|i| i.meta.extra["frame"].as_u64().unwrap())
+        .collect();
+    frames.sort();
+    assert_eq!(frames, (0..30).collect::<Vec<_>>());
+    assert!(ybr.iter().all(|i| i.meta.extra["frames"] == 30));
+    assert_eq!(all.len(), 32);
+    let mid = run(&dir.join("mid"), &["--frames", "middle"]);
+    assert_eq!(mid.len(), 2);
+    assert!(mid.iter().any(|i| i.meta.extra["frame"] == 15));
+    let stride = run(&dir.join("stride"), &["--frames", "stride:10"]);
+    assert_eq!(stride.len(), 3 + 1);
+
+    // PHI: by default only the salted key; with --keep-phi the operator's choice is stored.
+    let dump = |items: &[simcase_index::Item]| serde_json::to_string(items).unwrap();
+    assert!(
+        !dump(&all).contains("Lestrade"),
+        "patient name stored without --keep-phi"
+    );
+    assert!(all
+        .iter()
+        .all(|i| i.meta.extra.get("patient_name").is_none()));
+    assert!(all.iter().any(|i| i.meta.patient_key.is_some()));
+    let kept = run(&dir.join("phi"), &["--keep-phi", "--frames", "first"]);
+    assert!(
+        kept.iter().any(
+            |i| i.meta.extra.get("patient_name").and_then(|v| v.as_str()) == Some("Lestrade^G")
+        ),
+        "{}",
+        dump(&kept)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

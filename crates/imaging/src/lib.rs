@@ -190,6 +190,20 @@ pub fn decode_path(path: &Path, opts: &DecodeOptions) -> Result<Decoded, DecodeE
 /// Every image of an in-memory file: one for PNG/JPEG, the selected frames of a DICOM
 /// object, the slices of a volume.
 pub fn decode_items(bytes: &[u8], opts: &DecodeOptions) -> Result<Vec<Decoded>, DecodeError> {
+    let mut items = decode_any(bytes, opts)?;
+    // NaN/inf voxels (float volumes, odd LUTs) must not reach a model: they would poison the
+    // embedding and every cosine computed against it.
+    for d in &mut items {
+        for v in &mut d.image.data {
+            if !v.is_finite() {
+                *v = 0.0;
+            }
+        }
+    }
+    Ok(items)
+}
+
+fn decode_any(bytes: &[u8], opts: &DecodeOptions) -> Result<Vec<Decoded>, DecodeError> {
     let one = |image, format, dicom| Decoded {
         image,
         format,
@@ -245,7 +259,7 @@ pub fn decode_items(bytes: &[u8], opts: &DecodeOptions) -> Result<Vec<Decoded>, 
             if sniff(&inner) == Some(Format::Gzip) {
                 return Err(DecodeError::Unsupported);
             }
-            decode_items(&inner, opts)
+            decode_any(&inner, opts)
         }
         None => Err(DecodeError::Unsupported),
     }

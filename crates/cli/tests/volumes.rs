@@ -1,0 +1,181 @@
+//! Volumes through `simcase index` and `search --group-by volume`: NIfTI-1 from the nibabel
+//! wheel's test data and NRRD volumes from the pyradiomics 2.2.0 sdist (real CT and MR).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_simcase"))
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const PYRADIOMICS: (&str, &str) = (
+    "https://files.pythonhosted.org/packages/ac/1d/5c1f83b03abf37f91389046f54844231f048c29974eb11b0d68b203d32c9/pyradiomics-2.2.0.tar.gz",
+    "7435a912aa860660c1ab960dde72a5be2fc8394fd4fa2bd249fe2387b10a205f",
+);
+
+/// `nifti/` (nibabel's test volumes) and `nrrd/` (pyradiomics' lung CT and breast MR),
+/// fetched once per target dir and checked by SHA-256.
+fn volumes() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("volumes");
+    if root.join(".complete").exists() {
+        return root;
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    let nifti = root.join("nifti");
+    std::fs::create_dir_all(&nifti).unwrap();
+    let wheel = simcase_models::pip_fetch(
+        "nibabel",
+        "5.4.2",
+        "553482c5f1e1034fc312edf6fb7f32236c0056439845d1c29293b7e8c98d4854",
+        &root,
+    )
+    .unwrap();
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&wheel).unwrap()).unwrap();
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i).unwrap();
+        let name = f.name().to_string();
+        if let Some(rel) = name.strip_prefix("nibabel/tests/data/") {
+            if rel.ends_with(".nii") || rel.ends_with(".nii.gz") {
+                let mut out = std::fs::File::create(nifti.join(rel)).unwrap();
+                std::io::copy(&mut f, &mut out).unwrap();
+            }
+        }
+    }
+    let sdist = root.join("pyradiomics-2.2.0.tar.gz");
+    run_ok(
+        Command::new("curl")
+            .args(["-fsSL", "-o"])
+            .arg(&sdist)
+            .arg(PYRADIOMICS.0),
+    );
+    let sha = simcase_models::install::sha256_hex(&std::fs::read(&sdist).unwrap());
+    assert_eq!(sha, PYRADIOMICS.1, "pyradiomics sdist checksum");
+    let nrrd = root.join("nrrd");
+    std::fs::create_dir_all(&nrrd).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("xzf")
+            .arg(&sdist)
+            .arg("-C")
+            .arg(&nrrd)
+            .args(["--strip-components=2", "--wildcards"])
+            .args(["*/data/lung1_image.nrrd", "*/data/breast1_image.nrrd"]),
+    );
+    std::fs::remove_file(&sdist).unwrap();
+    std::fs::write(root.join(".complete"), "").unwrap();
+    root
+}
+
+fn items(index: &Path) -> Vec<simcase_index::Item> {
+    simcase_index::Reader::open(index).unwrap().items().unwrap()
+}
+
+#[test]
+fn volumes_index_as_slices_and_group_by_volume() {
+    let root = volumes();
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("vol-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let index = dir.join("index");
+    let out = bin()
+        .args(["index", "--quiet", "--slice-stride", "4", "--index"])
+        .arg(&index)
+        .arg(root.join("nifti"))
+        .arg(root.join("nrrd"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // NIfTI-2 and a CIFTI matrix are refused in one line each; nothing else fails.
+    assert!(
+        stderr.contains("example_nifti2.nii.gz: corrupt NIfTI data: NIfTI-2"),
+        "{stderr}"
+    );
+    let reader = simcase_index::Reader::open(&index).unwrap();
+    let errors = reader.errors().unwrap();
+    assert!(errors.len() <= 2, "{errors:?}");
+
+    let all = items(&index);
+    let lung: Vec<_> = all
+        .iter()
+        .filter(|i| i.meta.path.ends_with("lung1_image.nrrd"))
+        .collect();
+    // 48 axial slices, every 4th.
+    assert_eq!(lung.len(), 12);
+    for (k, it) in lung.iter().enumerate() {
+        let e = &it.meta.extra;
+        assert_eq!(e["axis"], "axial");
+        assert_eq!(e["slice"].as_u64().unwrap(), 4 * k as u64);
+        assert_eq!(e["slices"], 48);
+        assert_eq!(e["volume"], lung[0].meta.extra["volume"]);
+        assert_eq!(it.meta.format, "nrrd");
+    }
+    assert!(all
+        .iter()
+        .any(|i| i.meta.format == "nifti" && i.meta.path.ends_with(".nii.gz")));
+    let volumes: std::collections::HashSet<String> = all
+        .iter()
+        .map(|i| i.meta.extra["volume"].as_str().unwrap().to_string())
+        .collect();
+    assert!(volumes.len() >= 6, "{volumes:?}");
+
+    // Another axis of the same volume is a new view, not a duplicate.
+    let nrrd = root.join("nrrd/lung1_image.nrrd");
+    run_ok(
+        bin()
+            .args([
+                "index",
+                "--quiet",
+                "--axis",
+                "coronal",
+                "--slice-stride",
+                "128",
+                "--index",
+            ])
+            .arg(&index)
+            .arg(&nrrd),
+    );
+    let coronal: Vec<_> = items(&index)
+        .into_iter()
+        .filter(|i| i.meta.extra.get("axis").and_then(|a| a.as_str()) == Some("coronal"))
+        .collect();
+    assert_eq!(coronal.len(), 4);
+
+    // A lung slice's nearest cases, grouped: distinct volumes, the query's own volume first.
+    let q = lung[6].id;
+    let out = run_ok(
+        bin()
+            .args([
+                "search",
+                "--json",
+                "--group-by",
+                "volume",
+                "-k",
+                "5",
+                "--index",
+            ])
+            .arg(&index)
+            .arg(format!("id:{q}")),
+    );
+    let hits: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let groups: Vec<&str> = hits.iter().map(|h| h["group"].as_str().unwrap()).collect();
+    let mut distinct = groups.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), groups.len(), "{groups:?}");
+    assert_eq!(
+        groups[0],
+        lung[0].meta.extra["volume"].as_str().unwrap(),
+        "{out}"
+    );
+}
