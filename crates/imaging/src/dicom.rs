@@ -309,7 +309,10 @@ pub(crate) fn decode(
     };
     let frames = selected
         .into_iter()
-        .map(|f| Ok((f, frame_image(&pixels, f, w, h, opts)?)))
+        .map(|f| {
+            let native = NATIVE.contains(&meta.transfer_syntax.as_str());
+            Ok((f, frame_image(&obj, &pixels, f, w, h, native, opts)?))
+        })
         .collect::<Result<Vec<_>, DecodeError>>()?;
     Ok((frames, meta))
 }
@@ -325,13 +328,21 @@ const NATIVE: [&str; 4] = [
 /// Monochrome (modality LUT, then window / VOI LUT / min-max, MONOCHROME1 inverted) or colour
 /// (dicom-rs converts RGB, YBR_* and PALETTE COLOR to RGB) for one frame.
 fn frame_image(
+    obj: &DefaultDicomObject,
     pixels: &dicom_pixeldata::DecodedPixelData,
     frame: u32,
     w: usize,
     h: usize,
+    native: bool,
     opts: &DecodeOptions,
 ) -> Result<Image, DecodeError> {
     let pi = pixels.photometric_interpretation().clone();
+    if pi.as_str() == "PALETTE COLOR" {
+        return palette(obj, pixels, frame, w, h);
+    }
+    if native && pi.as_str() == "YBR_FULL" && pixels.bits_allocated() == 8 {
+        return ybr_full(pixels, frame, w, h);
+    }
     Ok(if pi.is_monochrome() {
         // Modality LUT only; the window is applied here so an override can replace it.
         let raw: Vec<f32> = pixels
@@ -408,6 +419,113 @@ fn frame_image(
             }
         }
     })
+}
+
+/// Uncompressed 8-bit YBR_FULL, converted here (dicom-pixeldata 0.10 gets saturated blues
+/// wrong): ITU-R BT.601 full range, as PS3.3 C.7.6.3.1.2 and pydicom define it.
+fn ybr_full(
+    pixels: &dicom_pixeldata::DecodedPixelData,
+    frame: u32,
+    w: usize,
+    h: usize,
+) -> Result<Image, DecodeError> {
+    let n = w * h;
+    let data = pixels.data();
+    let part = data
+        .get(frame as usize * 3 * n..(frame as usize + 1) * 3 * n)
+        .ok_or_else(|| DecodeError::Dicom("pixel data shorter than rows x columns".into()))?;
+    let planar = matches!(
+        pixels.planar_configuration(),
+        dicom_pixeldata::PlanarConfiguration::PixelFirst
+    );
+    let mut out = vec![0f32; 3 * n];
+    for i in 0..n {
+        let (y, cb, cr) = if planar {
+            (part[i], part[n + i], part[2 * n + i])
+        } else {
+            (part[3 * i], part[3 * i + 1], part[3 * i + 2])
+        };
+        let (y, cb, cr) = (f32::from(y), f32::from(cb) - 128.0, f32::from(cr) - 128.0);
+        let rgb = [
+            y + 1.402 * cr,
+            y - 0.344_136 * cb - 0.714_136 * cr,
+            y + 1.772 * cb,
+        ];
+        for (c, v) in rgb.iter().enumerate() {
+            out[c * n + i] = v.round().clamp(0.0, 255.0) / 255.0;
+        }
+    }
+    Ok(Image::new(w, h, out))
+}
+
+/// PALETTE COLOR: stored indices through the red, green and blue lookup tables, each entry
+/// scaled by its descriptor's bit depth.
+fn palette(
+    obj: &DefaultDicomObject,
+    pixels: &dicom_pixeldata::DecodedPixelData,
+    frame: u32,
+    w: usize,
+    h: usize,
+) -> Result<Image, DecodeError> {
+    let idx: Vec<f32> = pixels
+        .to_vec_frame_with_options(
+            frame,
+            &ConvertOptions::new()
+                .with_modality_lut(ModalityLutOption::None)
+                .with_voi_lut(VoiLutOption::Identity),
+        )
+        .map_err(dicom_err)?;
+    if idx.len() < w * h {
+        return Err(DecodeError::Dicom(
+            "pixel data shorter than rows x columns".into(),
+        ));
+    }
+    let luts = [
+        (
+            tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+            tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+        ),
+        (
+            tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+            tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+        ),
+        (
+            tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+            tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+        ),
+    ]
+    .map(|(d, v)| palette_lut(obj, d, v));
+    let mut out = vec![0f32; 3 * w * h];
+    for (c, lut) in luts.iter().enumerate() {
+        let (table, first, top) = lut.as_ref().ok_or_else(|| {
+            DecodeError::Dicom("PALETTE COLOR without a usable lookup table".into())
+        })?;
+        let last = table.len() as i64 - 1;
+        for (o, &i) in out[c * w * h..(c + 1) * w * h].iter_mut().zip(&idx) {
+            let k = (i as i64 - first).clamp(0, last) as usize;
+            *o = f32::from(table[k]) / top;
+        }
+    }
+    Ok(Image::new(w, h, out))
+}
+
+/// One palette table: entries, first mapped value, full-scale value.
+fn palette_lut(
+    obj: &DefaultDicomObject,
+    desc: dicom_object::Tag,
+    data: dicom_object::Tag,
+) -> Option<(Vec<u16>, i64, f32)> {
+    let d = obj.element_opt(desc).ok()??.to_multi_int::<i64>().ok()?;
+    let (n, first, bits) = (*d.first()?, *d.get(1)?, *d.get(2)?);
+    let n = if n <= 0 { 65536 } else { n as usize };
+    let bits = bits.clamp(1, 16) as u32;
+    let el = obj.element_opt(data).ok()??;
+    let table: Vec<u16> = match el.value().primitive()? {
+        dicom_core::PrimitiveValue::U16(v) if v.len() >= n => v[..n].to_vec(),
+        // 8-bit entries packed two to a word.
+        p => p.to_bytes().iter().take(n).map(|&b| u16::from(b)).collect(),
+    };
+    (table.len() == n).then_some((table, first, ((1u32 << bits) - 1) as f32))
 }
 
 /// 32-bit integer pixels in an uncompressed syntax (dose grids, some CT exports), which
