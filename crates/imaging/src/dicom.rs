@@ -178,10 +178,168 @@ pub(crate) fn window_linear(x: f32, center: f64, width: f64) -> f32 {
     }
 }
 
+/// Every element length in `b[i..end]` must fit in what is left of its container.
+///
+/// dicom-rs reserves an element's declared length before reading it, so a 700-byte file can
+/// ask for gigabytes (found by fuzzing). This walk checks declared lengths against the bytes
+/// that exist, recursing into sequences and items. Returns where it stopped.
+fn check_lengths(
+    b: &[u8],
+    mut i: usize,
+    end: usize,
+    explicit: bool,
+    big: bool,
+    depth: usize,
+) -> Result<usize, DecodeError> {
+    let u16_at = |k: usize| -> Option<u16> {
+        let v: [u8; 2] = b.get(k..k + 2)?.try_into().ok()?;
+        Some(if big {
+            u16::from_be_bytes(v)
+        } else {
+            u16::from_le_bytes(v)
+        })
+    };
+    let u32_at = |k: usize| -> Option<u32> {
+        let v: [u8; 4] = b.get(k..k + 4)?.try_into().ok()?;
+        Some(if big {
+            u32::from_be_bytes(v)
+        } else {
+            u32::from_le_bytes(v)
+        })
+    };
+    let bad = |what: String| Err(DecodeError::Dicom(what));
+    if depth > 64 {
+        return bad("sequences nested deeper than 64".into());
+    }
+    while i + 8 <= end {
+        let (Some(group), Some(elem)) = (u16_at(i), u16_at(i + 2)) else {
+            break;
+        };
+        if group == 0xFFFE {
+            let len = u32_at(i + 4).unwrap_or(0);
+            match elem {
+                0xE00D | 0xE0DD => return Ok(i + 8),
+                _ if len == u32::MAX => {
+                    i = check_lengths(b, i + 8, end, explicit, big, depth + 1)?;
+                }
+                _ => {
+                    let stop = (i + 8).checked_add(len as usize).filter(|&e| e <= end);
+                    let Some(stop) = stop else {
+                        return bad(format!("item claims {len} bytes, {} left", end - i - 8));
+                    };
+                    i = stop;
+                }
+            }
+            continue;
+        }
+        let (len, head, vr) = if explicit {
+            let vr = b.get(i + 4..i + 6).unwrap_or(b"??");
+            // The 2-byte-length VRs; anything else, unknown bytes included, is read as dicom-rs
+            // reads it: reserved bytes, then a 4-byte length.
+            let short = matches!(
+                vr,
+                b"AE"
+                    | b"AS"
+                    | b"AT"
+                    | b"CS"
+                    | b"DA"
+                    | b"DS"
+                    | b"DT"
+                    | b"FL"
+                    | b"FD"
+                    | b"IS"
+                    | b"LO"
+                    | b"LT"
+                    | b"PN"
+                    | b"SH"
+                    | b"SL"
+                    | b"SS"
+                    | b"ST"
+                    | b"TM"
+                    | b"UI"
+                    | b"UL"
+                    | b"US"
+            );
+            let long = !short;
+            if long {
+                (u32_at(i + 8).unwrap_or(0), 12, vr)
+            } else {
+                (u32::from(u16_at(i + 6).unwrap_or(0)), 8, vr)
+            }
+        } else {
+            (u32_at(i + 4).unwrap_or(0), 8, &b"??"[..])
+        };
+        let body = i + head;
+        if len == u32::MAX {
+            // The standard reads UN of undefined length as implicit VR little endian; dicom-rs
+            // keeps the surrounding syntax, and it is dicom-rs's reading that allocates.
+            i = check_lengths(b, body, end, explicit, big, depth + 1)?;
+            continue;
+        }
+        let stop = body.checked_add(len as usize).filter(|&e| e <= end);
+        let Some(stop) = stop else {
+            return bad(format!(
+                "element ({group:04X},{elem:04X}) claims {len} bytes, {} left",
+                end.saturating_sub(body)
+            ));
+        };
+        if vr == b"SQ" {
+            check_lengths(b, body, stop, explicit, big, depth + 1)?;
+        }
+        i = stop;
+    }
+    Ok(end)
+}
+
+/// [`check_lengths`] for a whole file: the meta group (explicit LE), then the data set in the
+/// syntax the meta group names (deflated data sets are left to the inflater's own limits).
+fn check_file_lengths(bytes: &[u8], ts: Option<&str>) -> Result<(), DecodeError> {
+    let (start, ts) = if bytes.get(128..132) == Some(b"DICM") {
+        // Meta group: explicit VR little endian, group 0002 only.
+        let mut i = 132;
+        while bytes.get(i..i + 2) == Some(&[0x02, 0x00]) {
+            let vr = bytes.get(i + 4..i + 6).unwrap_or(b"??");
+            let (len, head) = if matches!(vr, b"OB" | b"OW" | b"SQ" | b"UN" | b"UT") {
+                let v: [u8; 4] = bytes
+                    .get(i + 8..i + 12)
+                    .and_then(|s| s.try_into().ok())
+                    .unwrap_or([0; 4]);
+                (u32::from_le_bytes(v) as usize, 12)
+            } else {
+                let v: [u8; 2] = bytes
+                    .get(i + 6..i + 8)
+                    .and_then(|s| s.try_into().ok())
+                    .unwrap_or([0; 2]);
+                (usize::from(u16::from_le_bytes(v)), 8)
+            };
+            match (i + head).checked_add(len).filter(|&e| e <= bytes.len()) {
+                Some(e) => i = e,
+                None => {
+                    return Err(DecodeError::Dicom(format!(
+                        "meta element claims {len} bytes, {} left",
+                        bytes.len().saturating_sub(i + head)
+                    )))
+                }
+            }
+        }
+        (i, transfer_syntax(bytes))
+    } else {
+        (0, ts.map(String::from))
+    };
+    let ts = ts.unwrap_or_default();
+    match ts.trim_end_matches('\0') {
+        "1.2.840.10008.1.2.1.99" => Ok(()),
+        "1.2.840.10008.1.2" => check_lengths(bytes, start, bytes.len(), false, false, 0).map(drop),
+        "1.2.840.10008.1.2.2" => check_lengths(bytes, start, bytes.len(), true, true, 0).map(drop),
+        _ => check_lengths(bytes, start, bytes.len(), true, false, 0).map(drop),
+    }
+}
+
 /// Parse a Part 10 file, or a bare data set without preamble and meta group (as some
 /// archives and old exports write them), trying the three uncompressed syntaxes.
 fn open(bytes: &[u8]) -> Result<DefaultDicomObject, DecodeError> {
     if bytes.get(128..132) == Some(b"DICM") {
+        check_file_lengths(bytes, None)?;
         return OpenFileOptions::new()
             .read_preamble(ReadPreamble::Never)
             .from_reader(&bytes[128..])
@@ -198,6 +356,10 @@ fn open(bytes: &[u8]) -> Result<DefaultDicomObject, DecodeError> {
         let Some(syntax) = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(ts) else {
             continue;
         };
+        if let Err(e) = check_file_lengths(bytes, Some(ts)) {
+            last.get_or_insert(e);
+            continue;
+        }
         let parsed = dicom_object::InMemDicomObject::read_dataset_with_ts(bytes, syntax);
         match parsed {
             Ok(ds) if ds.element_opt(tags::PIXEL_DATA).ok().flatten().is_some() => {
@@ -211,11 +373,13 @@ fn open(bytes: &[u8]) -> Result<DefaultDicomObject, DecodeError> {
                 return ds.with_meta(meta).map_err(dicom_err);
             }
             Ok(_) => {
-                last = Some(DecodeError::Dicom(
+                last.get_or_insert(DecodeError::Dicom(
                     "no pixel data (not an image object)".into(),
-                ))
+                ));
             }
-            Err(e) => last = Some(dicom_err(e)),
+            Err(e) => {
+                last.get_or_insert(dicom_err(e));
+            }
         }
     }
     Err(last.unwrap_or(DecodeError::Unsupported))
