@@ -44,6 +44,7 @@ FILES = [
     "SC_rgb_rle.dcm",
     "SC_rgb_jpeg_dcmtk.dcm",
     "SC_ybr_full_uncompressed.dcm",
+    "SC_ybr_full_422_uncompressed.dcm",
     "US1_UNCR.dcm",
     "US1_J2KR.dcm",
     "RG1_UNCR.dcm",  # CR, MONOCHROME1 in some exports

@@ -454,6 +454,12 @@ pub(crate) fn decode(
         let frames = native32(&obj, &meta, rows as usize, cols as usize, opts)?;
         return Ok((frames, meta));
     }
+    let photometric = text(&obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
+    if photometric == "YBR_FULL_422" && bits == 8 && NATIVE.contains(&meta.transfer_syntax.as_str())
+    {
+        let frames = ybr_422_native(&obj, &meta, rows as usize, cols as usize, opts)?;
+        return Ok((frames, meta));
+    }
     let pixels = obj.decode_pixel_data().map_err(|e| {
         DecodeError::Dicom(format!(
             "transfer syntax {}: {}",
@@ -585,6 +591,64 @@ fn frame_image(
     })
 }
 
+/// Uncompressed YBR_FULL_422 (`Y1 Y2 Cb Cr` per pixel pair), which dicom-pixeldata sizes as
+/// if it were full-resolution; chroma is shared by each horizontal pair.
+fn ybr_422_native(
+    obj: &DefaultDicomObject,
+    meta: &DicomMeta,
+    rows: usize,
+    cols: usize,
+    opts: &DecodeOptions,
+) -> Result<Vec<(u32, Image)>, DecodeError> {
+    let el = obj.element(tags::PIXEL_DATA).map_err(dicom_err)?;
+    let bytes = el.value().to_bytes().map_err(dicom_err)?;
+    let per = rows * cols * 2;
+    if rows == 0 || cols == 0 || cols % 2 == 1 {
+        return Err(DecodeError::Dicom(format!(
+            "YBR_FULL_422 with {cols} columns"
+        )));
+    }
+    let n = ((bytes.len() / per) as u32).min(meta.frames.max(1));
+    if n == 0 {
+        return Err(DecodeError::Dicom(
+            "pixel data shorter than rows x columns".into(),
+        ));
+    }
+    let selected = match opts.part {
+        Some(p) if p < n => vec![p],
+        Some(p) => return Err(DecodeError::Dicom(format!("no frame {p} (of {n})"))),
+        None => opts.frames.indices(n),
+    };
+    Ok(selected
+        .into_iter()
+        .map(|f| {
+            let part = &bytes[f as usize * per..(f as usize + 1) * per];
+            let npx = rows * cols;
+            let mut out = vec![0f32; 3 * npx];
+            for (k, q) in part.chunks_exact(4).enumerate() {
+                for (j, y) in [q[0], q[1]].into_iter().enumerate() {
+                    let rgb = ycbcr(y, q[2], q[3]);
+                    for c in 0..3 {
+                        out[c * npx + 2 * k + j] = rgb[c];
+                    }
+                }
+            }
+            (f, Image::new(cols, rows, out))
+        })
+        .collect())
+}
+
+/// ITU-R BT.601 full-range YCbCr to RGB in [0, 1] (PS3.3 C.7.6.3.1.2, as pydicom).
+fn ycbcr(y: u8, cb: u8, cr: u8) -> [f32; 3] {
+    let (y, cb, cr) = (f32::from(y), f32::from(cb) - 128.0, f32::from(cr) - 128.0);
+    [
+        y + 1.402 * cr,
+        y - 0.344_136 * cb - 0.714_136 * cr,
+        y + 1.772 * cb,
+    ]
+    .map(|v| v.round().clamp(0.0, 255.0) / 255.0)
+}
+
 /// Uncompressed 8-bit YBR_FULL, converted here (dicom-pixeldata 0.10 gets saturated blues
 /// wrong): ITU-R BT.601 full range, as PS3.3 C.7.6.3.1.2 and pydicom define it.
 fn ybr_full(
@@ -609,14 +673,8 @@ fn ybr_full(
         } else {
             (part[3 * i], part[3 * i + 1], part[3 * i + 2])
         };
-        let (y, cb, cr) = (f32::from(y), f32::from(cb) - 128.0, f32::from(cr) - 128.0);
-        let rgb = [
-            y + 1.402 * cr,
-            y - 0.344_136 * cb - 0.714_136 * cr,
-            y + 1.772 * cb,
-        ];
-        for (c, v) in rgb.iter().enumerate() {
-            out[c * n + i] = v.round().clamp(0.0, 255.0) / 255.0;
+        for (c, v) in ycbcr(y, cb, cr).into_iter().enumerate() {
+            out[c * n + i] = v;
         }
     }
     Ok(Image::new(w, h, out))
