@@ -251,6 +251,20 @@ fn evaluate(
     }))
 }
 
+/// ` micro / macro |` for P@1..P@10 of one level report, and the end of the row.
+fn pn_cells(s: &mut String, level: &Value) {
+    for n in NS {
+        let p = &level[format!("P@{n}")];
+        let _ = write!(
+            s,
+            " {:.3} / {:.3} |",
+            p["micro"].as_f64().unwrap_or(0.0),
+            p["macro"].as_f64().unwrap_or(0.0)
+        );
+    }
+    let _ = writeln!(s);
+}
+
 fn markdown(reports: &[Value]) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -305,16 +319,7 @@ fn markdown(reports: &[Value]) -> String {
                     g["by"].as_str().unwrap_or("?"),
                     g["index_groups"]
                 );
-                for n in NS {
-                    let p = &l[format!("P@{n}")];
-                    let _ = write!(
-                        s,
-                        " {:.3} / {:.3} |",
-                        p["micro"].as_f64().unwrap_or(0.0),
-                        p["macro"].as_f64().unwrap_or(0.0)
-                    );
-                }
-                let _ = writeln!(s);
+                pn_cells(&mut s, l);
             }
         }
     }
@@ -334,16 +339,7 @@ fn markdown(reports: &[Value]) -> String {
                     r["model"].as_str().unwrap_or("?"),
                     l["queries"]
                 );
-                for n in NS {
-                    let p = &l[format!("P@{n}")];
-                    let _ = write!(
-                        s,
-                        " {:.3} / {:.3} |",
-                        p["micro"].as_f64().unwrap_or(0.0),
-                        p["macro"].as_f64().unwrap_or(0.0)
-                    );
-                }
-                let _ = writeln!(s);
+                pn_cells(&mut s, l);
             }
         }
     }

@@ -2,39 +2,14 @@
 //! of real images from ../shared/data plus real DICOMs (with patient names, ids and birth
 //! dates) from the pydicom-data wheel, embedded with the real default model.
 
+mod common;
+use common::*;
 use simcase_server::client::{multipart_file, Client};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_simcase"))
-}
-
-fn data() -> PathBuf {
-    std::env::var_os("SIMCASE_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("simcase-serve-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Patient identifiers inside the DICOMs indexed below; none may ever be served or logged.
 const PHI: [&str; 7] = [

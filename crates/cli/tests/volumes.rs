@@ -1,22 +1,10 @@
 //! Volumes through `simcase index` and `search --group-by volume`: NIfTI-1 from the nibabel
 //! wheel's test data and NRRD volumes from the pyradiomics 2.2.0 sdist (real CT and MR).
 
+mod common;
+use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_simcase"))
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 const PYRADIOMICS: (&str, &str) = (
     "https://files.pythonhosted.org/packages/ac/1d/5c1f83b03abf37f91389046f54844231f048c29974eb11b0d68b203d32c9/pyradiomics-2.2.0.tar.gz",

@@ -472,11 +472,7 @@ pub(crate) fn decode(
         return Err(DecodeError::Dicom("zero rows or columns".into()));
     }
     let n = pixels.number_of_frames().max(1);
-    let selected = match opts.part {
-        Some(p) if p < n => vec![p],
-        Some(p) => return Err(DecodeError::Dicom(format!("no frame {p} (of {n})"))),
-        None => opts.frames.indices(n),
-    };
+    let selected = select_frames(opts, n)?;
     let frames = selected
         .into_iter()
         .map(|f| {
@@ -485,6 +481,15 @@ pub(crate) fn decode(
         })
         .collect::<Result<Vec<_>, DecodeError>>()?;
     Ok((frames, meta))
+}
+
+/// The frames of `n` to decode: a stored item's own (`part`), else the `--frames` choice.
+fn select_frames(opts: &DecodeOptions, n: u32) -> Result<Vec<u32>, DecodeError> {
+    match opts.part {
+        Some(p) if p < n => Ok(vec![p]),
+        Some(p) => Err(DecodeError::Dicom(format!("no frame {p} (of {n})"))),
+        None => Ok(opts.frames.indices(n)),
+    }
 }
 
 /// Uncompressed transfer syntaxes (read here directly when dicom-rs cannot, e.g. 32-bit).
@@ -515,20 +520,8 @@ fn frame_image(
     }
     Ok(if pi.is_monochrome() {
         // Modality LUT only; the window is applied here so an override can replace it.
-        let raw: Vec<f32> = pixels
-            .to_vec_frame_with_options(
-                frame,
-                &ConvertOptions::new()
-                    .with_modality_lut(ModalityLutOption::Default)
-                    .with_voi_lut(VoiLutOption::Identity),
-            )
-            .map_err(dicom_err)?;
-        if raw.len() < w * h {
-            return Err(DecodeError::Dicom(
-                "pixel data shorter than rows x columns".into(),
-            ));
-        }
-        let raw = &raw[..w * h];
+        let raw = samples(pixels, frame, ModalityLutOption::Default, w * h)?;
+        let raw = &raw[..];
         let window = opts.window.or_else(|| {
             pixels
                 .window()
@@ -614,11 +607,7 @@ fn ybr_422_native(
             "pixel data shorter than rows x columns".into(),
         ));
     }
-    let selected = match opts.part {
-        Some(p) if p < n => vec![p],
-        Some(p) => return Err(DecodeError::Dicom(format!("no frame {p} (of {n})"))),
-        None => opts.frames.indices(n),
-    };
+    let selected = select_frames(opts, n)?;
     Ok(selected
         .into_iter()
         .map(|f| {
@@ -680,6 +669,30 @@ fn ybr_full(
     Ok(Image::new(w, h, out))
 }
 
+/// The first `n` samples of one frame, through the modality LUT choice, no VOI.
+fn samples(
+    pixels: &dicom_pixeldata::DecodedPixelData,
+    frame: u32,
+    modality: ModalityLutOption,
+    n: usize,
+) -> Result<Vec<f32>, DecodeError> {
+    let mut v: Vec<f32> = pixels
+        .to_vec_frame_with_options(
+            frame,
+            &ConvertOptions::new()
+                .with_modality_lut(modality)
+                .with_voi_lut(VoiLutOption::Identity),
+        )
+        .map_err(dicom_err)?;
+    if v.len() < n {
+        return Err(DecodeError::Dicom(
+            "pixel data shorter than rows x columns".into(),
+        ));
+    }
+    v.truncate(n);
+    Ok(v)
+}
+
 /// PALETTE COLOR: stored indices through the red, green and blue lookup tables, each entry
 /// scaled by its descriptor's bit depth.
 fn palette(
@@ -689,19 +702,7 @@ fn palette(
     w: usize,
     h: usize,
 ) -> Result<Image, DecodeError> {
-    let idx: Vec<f32> = pixels
-        .to_vec_frame_with_options(
-            frame,
-            &ConvertOptions::new()
-                .with_modality_lut(ModalityLutOption::None)
-                .with_voi_lut(VoiLutOption::Identity),
-        )
-        .map_err(dicom_err)?;
-    if idx.len() < w * h {
-        return Err(DecodeError::Dicom(
-            "pixel data shorter than rows x columns".into(),
-        ));
-    }
+    let idx = samples(pixels, frame, ModalityLutOption::None, w * h)?;
     let luts = [
         (
             tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
@@ -806,11 +807,7 @@ fn native32(
         ));
     }
     let n = n.min(meta.frames.max(1));
-    let selected = match opts.part {
-        Some(p) if p < n => vec![p],
-        Some(p) => return Err(DecodeError::Dicom(format!("no frame {p} (of {n})"))),
-        None => opts.frames.indices(n),
-    };
+    let selected = select_frames(opts, n)?;
     selected
         .into_iter()
         .map(|f| {

@@ -352,9 +352,62 @@ impl Writer {
 pub struct Reader {
     dir: PathBuf,
     conn: Connection,
+    view: Rows,
+}
+
+/// The committed vectors of an index, memory-mapped: what [`Reader`] and [`Snapshot`] share
+/// (both dereference to it).
+pub struct Rows {
     settings: Settings,
     map: Option<memmap2::Mmap>,
     rows: usize,
+}
+
+impl Rows {
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// All committed vectors, row-major.
+    pub fn vectors(&self) -> &[f32] {
+        match &self.map {
+            Some(m) => {
+                // SAFETY: any bit pattern is a valid f32; alignment is checked.
+                let (pre, v, _) = unsafe { m.align_to::<f32>() };
+                assert!(pre.is_empty(), "mmap is page-aligned");
+                &v[..self.rows * self.settings.dim]
+            }
+            None => &[],
+        }
+    }
+
+    pub fn vector(&self, id: u64) -> Option<&[f32]> {
+        let (d, i) = (self.settings.dim, usize::try_from(id).ok()?);
+        self.vectors()
+            .get(i.checked_mul(d)?..(i + 1).checked_mul(d)?)
+    }
+}
+
+impl std::ops::Deref for Reader {
+    type Target = Rows;
+    fn deref(&self) -> &Rows {
+        &self.view
+    }
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = Rows;
+    fn deref(&self) -> &Rows {
+        &self.view
+    }
 }
 
 impl Reader {
@@ -385,35 +438,16 @@ impl Reader {
         Ok(Self {
             dir: dir.to_path_buf(),
             conn,
-            settings,
-            map,
-            rows,
+            view: Rows {
+                settings,
+                map,
+                rows,
+            },
         })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
-    pub fn len(&self) -> usize {
-        self.rows
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows == 0
-    }
-
-    /// All committed vectors, row-major.
-    pub fn vectors(&self) -> &[f32] {
-        mapped_rows(&self.map, self.rows * self.settings.dim)
-    }
-
-    pub fn vector(&self, id: u64) -> Option<&[f32]> {
-        row(self.vectors(), self.settings.dim, id)
     }
 
     pub fn item(&self, id: u64) -> Result<Option<Item>> {
@@ -432,7 +466,7 @@ impl Reader {
             "SELECT row, {COLUMNS} FROM items WHERE row < ?1 ORDER BY row"
         ))?;
         let v = st
-            .query_map([self.rows as i64], row_to_item)?
+            .query_map([self.view.rows as i64], row_to_item)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(v)
     }
@@ -452,7 +486,7 @@ impl Reader {
             .conn
             .query_row(
                 "SELECT row FROM items WHERE hash = ?1 AND row < ?2",
-                params![hash, self.rows as i64],
+                params![hash, self.view.rows as i64],
                 |r| r.get::<_, i64>(0),
             )
             .optional()?
@@ -464,9 +498,7 @@ impl Reader {
 /// memory-mapped (shared by every request, never copied) and the metadata is held in memory
 /// for filtering. A server swaps in a fresh snapshot when a writer has committed more rows.
 pub struct Snapshot {
-    settings: Settings,
-    rows: usize,
-    map: Option<memmap2::Mmap>,
+    view: Rows,
     items: Vec<Item>,
 }
 
@@ -475,14 +507,13 @@ impl Reader {
     pub fn snapshot(self) -> Result<Snapshot> {
         let items = self.items()?;
         ensure!(
-            items.len() == self.rows && items.iter().enumerate().all(|(i, it)| it.id == i as u64),
+            items.len() == self.view.rows
+                && items.iter().enumerate().all(|(i, it)| it.id == i as u64),
             "{}: item rows are not contiguous",
             self.dir.display()
         );
         Ok(Snapshot {
-            settings: self.settings,
-            rows: self.rows,
-            map: self.map,
+            view: self.view,
             items,
         })
     }
@@ -499,26 +530,6 @@ impl Snapshot {
         item_count(&connect(dir)?)
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
-    pub fn len(&self) -> usize {
-        self.rows
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows == 0
-    }
-
-    pub fn vectors(&self) -> &[f32] {
-        mapped_rows(&self.map, self.rows * self.settings.dim)
-    }
-
-    pub fn vector(&self, id: u64) -> Option<&[f32]> {
-        row(self.vectors(), self.settings.dim, id)
-    }
-
     pub fn item(&self, id: u64) -> Option<&Item> {
         self.items.get(usize::try_from(id).ok()?)
     }
@@ -526,24 +537,6 @@ impl Snapshot {
     pub fn items(&self) -> &[Item] {
         &self.items
     }
-}
-
-/// The first `n` floats of a vectors mapping.
-fn mapped_rows(map: &Option<memmap2::Mmap>, n: usize) -> &[f32] {
-    match map {
-        Some(m) => {
-            // SAFETY: any bit pattern is a valid f32; alignment is checked.
-            let (pre, v, _) = unsafe { m.align_to::<f32>() };
-            assert!(pre.is_empty(), "mmap is page-aligned");
-            &v[..n]
-        }
-        None => &[],
-    }
-}
-
-fn row(v: &[f32], dim: usize, id: u64) -> Option<&[f32]> {
-    let i = usize::try_from(id).ok()?;
-    v.get(i.checked_mul(dim)?..(i + 1).checked_mul(dim)?)
 }
 
 #[cfg(test)]
