@@ -190,6 +190,7 @@ fn check_lengths(
     explicit: bool,
     big: bool,
     depth: usize,
+    datasets: bool,
 ) -> Result<usize, DecodeError> {
     let u16_at = |k: usize| -> Option<u16> {
         let v: [u8; 2] = b.get(k..k + 2)?.try_into().ok()?;
@@ -220,13 +221,17 @@ fn check_lengths(
             match elem {
                 0xE00D | 0xE0DD => return Ok(i + 8),
                 _ if len == u32::MAX => {
-                    i = check_lengths(b, i + 8, end, explicit, big, depth + 1)?;
+                    i = check_lengths(b, i + 8, end, explicit, big, depth + 1, true)?;
                 }
                 _ => {
                     let stop = (i + 8).checked_add(len as usize).filter(|&e| e <= end);
                     let Some(stop) = stop else {
                         return bad(format!("item claims {len} bytes, {} left", end - i - 8));
                     };
+                    // A sequence item holds a data set; a pixel data fragment holds codec bytes.
+                    if datasets {
+                        check_lengths(b, i + 8, stop, explicit, big, depth + 1, true)?;
+                    }
                     i = stop;
                 }
             }
@@ -273,7 +278,9 @@ fn check_lengths(
         if len == u32::MAX {
             // The standard reads UN of undefined length as implicit VR little endian; dicom-rs
             // keeps the surrounding syntax, and it is dicom-rs's reading that allocates.
-            i = check_lengths(b, body, end, explicit, big, depth + 1)?;
+            // Encapsulated pixel data holds fragments, everything else data set items.
+            let pixel = group == 0x7FE0 && matches!(elem, 0x0008..=0x0010);
+            i = check_lengths(b, body, end, explicit, big, depth + 1, !pixel)?;
             continue;
         }
         let stop = body.checked_add(len as usize).filter(|&e| e <= end);
@@ -283,8 +290,11 @@ fn check_lengths(
                 end.saturating_sub(body)
             ));
         };
-        if vr == b"SQ" {
-            check_lengths(b, body, stop, explicit, big, depth + 1)?;
+        // Implicit VR does not name sequences; a value that opens with an item tag is one.
+        let opens_item = b.get(body..body + 4) == Some(&[0xFE, 0xFF, 0x00, 0xE0][..]) && !big
+            || b.get(body..body + 4) == Some(&[0xFF, 0xFE, 0xE0, 0x00][..]) && big;
+        if vr == b"SQ" || (!explicit && opens_item) {
+            check_lengths(b, body, stop, explicit, big, depth + 1, true)?;
         }
         i = stop;
     }
@@ -329,9 +339,13 @@ fn check_file_lengths(bytes: &[u8], ts: Option<&str>) -> Result<(), DecodeError>
     let ts = ts.unwrap_or_default();
     match ts.trim_end_matches('\0') {
         "1.2.840.10008.1.2.1.99" => Ok(()),
-        "1.2.840.10008.1.2" => check_lengths(bytes, start, bytes.len(), false, false, 0).map(drop),
-        "1.2.840.10008.1.2.2" => check_lengths(bytes, start, bytes.len(), true, true, 0).map(drop),
-        _ => check_lengths(bytes, start, bytes.len(), true, false, 0).map(drop),
+        "1.2.840.10008.1.2" => {
+            check_lengths(bytes, start, bytes.len(), false, false, 0, true).map(drop)
+        }
+        "1.2.840.10008.1.2.2" => {
+            check_lengths(bytes, start, bytes.len(), true, true, 0, true).map(drop)
+        }
+        _ => check_lengths(bytes, start, bytes.len(), true, false, 0, true).map(drop),
     }
 }
 
