@@ -269,6 +269,12 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // One line per panic: a codec panicking on a malformed file is caught and reported as that
+    // file's error (see simcase_imaging::decode_items); the default hook's backtrace is noise.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info.to_string().replace('\n', " ");
+        eprintln!("internal error (contained): {msg}");
+    }));
     simcase_models::init_runtime();
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());

@@ -190,7 +190,24 @@ pub fn decode_path(path: &Path, opts: &DecodeOptions) -> Result<Decoded, DecodeE
 /// Every image of an in-memory file: one for PNG/JPEG, the selected frames of a DICOM
 /// object, the slices of a volume.
 pub fn decode_items(bytes: &[u8], opts: &DecodeOptions) -> Result<Vec<Decoded>, DecodeError> {
-    let mut items = decode_any(bytes, opts)?;
+    // Codecs in dependencies can panic on malformed data (fuzzing found dicom-rs's RLE decoder
+    // indexing past a short segment); that is one bad file, never a crashed run or server.
+    let decoded =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_any(bytes, opts)));
+    let mut items = decoded.map_err(|p| {
+        let why = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown");
+        DecodeError::Corrupt {
+            format: sniff(bytes).map_or("file", Format::name),
+            reason: format!(
+                "the decoder failed on malformed data ({})",
+                why.lines().next().unwrap_or("")
+            ),
+        }
+    })??;
     // NaN/inf voxels (float volumes, odd LUTs) must not reach a model: they would poison the
     // embedding and every cosine computed against it.
     for d in &mut items {
