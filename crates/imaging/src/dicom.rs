@@ -302,8 +302,9 @@ fn check_lengths(
 }
 
 /// [`check_lengths`] for a whole file: the meta group (explicit LE), then the data set in the
-/// syntax the meta group names (deflated data sets are left to the inflater's own limits).
-fn check_file_lengths(bytes: &[u8], ts: Option<&str>) -> Result<(), DecodeError> {
+/// syntax the meta group names; a deflated data set is inflated (up to `cap` bytes) and
+/// checked as explicit VR little endian.
+fn check_file_lengths(bytes: &[u8], ts: Option<&str>, cap: u64) -> Result<(), DecodeError> {
     let (start, ts) = if bytes.get(128..132) == Some(b"DICM") {
         // Meta group: explicit VR little endian, group 0002 only.
         let mut i = 132;
@@ -338,7 +339,20 @@ fn check_file_lengths(bytes: &[u8], ts: Option<&str>) -> Result<(), DecodeError>
     };
     let ts = ts.unwrap_or_default();
     match ts.trim_end_matches('\0') {
-        "1.2.840.10008.1.2.1.99" => Ok(()),
+        "1.2.840.10008.1.2.1.99" => {
+            use std::io::Read;
+            let mut inflated = Vec::new();
+            flate2::read::DeflateDecoder::new(bytes.get(start..).unwrap_or_default())
+                .take(cap + 1)
+                .read_to_end(&mut inflated)
+                .map_err(|e| DecodeError::Dicom(format!("deflated data set: {e}")))?;
+            if inflated.len() as u64 > cap {
+                return Err(DecodeError::Dicom(format!(
+                    "deflated data set expands beyond {cap} bytes"
+                )));
+            }
+            check_lengths(&inflated, 0, inflated.len(), true, false, 0, true).map(drop)
+        }
         "1.2.840.10008.1.2" => {
             check_lengths(bytes, start, bytes.len(), false, false, 0, true).map(drop)
         }
@@ -351,9 +365,11 @@ fn check_file_lengths(bytes: &[u8], ts: Option<&str>) -> Result<(), DecodeError>
 
 /// Parse a Part 10 file, or a bare data set without preamble and meta group (as some
 /// archives and old exports write them), trying the three uncompressed syntaxes.
-fn open(bytes: &[u8]) -> Result<DefaultDicomObject, DecodeError> {
+fn open(bytes: &[u8], limit: u64) -> Result<DefaultDicomObject, DecodeError> {
+    // Pixels at up to 8 bytes each, plus room for the rest of the data set.
+    let cap = limit.saturating_mul(8).saturating_add(64 << 20);
     if bytes.get(128..132) == Some(b"DICM") {
-        check_file_lengths(bytes, None)?;
+        check_file_lengths(bytes, None, cap)?;
         return OpenFileOptions::new()
             .read_preamble(ReadPreamble::Never)
             .from_reader(&bytes[128..])
@@ -370,7 +386,7 @@ fn open(bytes: &[u8]) -> Result<DefaultDicomObject, DecodeError> {
         let Some(syntax) = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(ts) else {
             continue;
         };
-        if let Err(e) = check_file_lengths(bytes, Some(ts)) {
+        if let Err(e) = check_file_lengths(bytes, Some(ts), cap) {
             last.get_or_insert(e);
             continue;
         }
@@ -418,7 +434,7 @@ pub(crate) fn decode(
     bytes: &[u8],
     opts: &DecodeOptions,
 ) -> Result<(Vec<(u32, Image)>, DicomMeta), DecodeError> {
-    let obj = open(bytes)?;
+    let obj = open(bytes, opts.pixel_limit())?;
     let meta = DicomMeta {
         modality: text(&obj, tags::MODALITY),
         body_part: text(&obj, tags::BODY_PART_EXAMINED),
