@@ -337,6 +337,28 @@ fn check_file_lengths(bytes: &[u8], ts: Option<&str>, cap: u64) -> Result<(), De
     } else {
         (0, ts.map(String::from))
     };
+    // A second Pixel Data header past a malformed fragment sequence escapes the walk below
+    // but not dicom-rs (fuzzing found one); any explicit-VR Pixel Data header must fit too.
+    for at in bytes
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == [0xE0, 0x7F, 0x10, 0x00])
+        .map(|(k, _)| k)
+    {
+        let vr = bytes.get(at + 4..at + 8);
+        if matches!(vr, Some(b"OB\0\0" | b"OW\0\0")) {
+            let len = bytes
+                .get(at + 8..at + 12)
+                .and_then(|v| v.try_into().ok())
+                .map_or(0, u32::from_le_bytes);
+            if len != u32::MAX && (at + 12).saturating_add(len as usize) > bytes.len() {
+                return Err(DecodeError::Dicom(format!(
+                    "pixel data claims {len} bytes, {} left",
+                    bytes.len().saturating_sub(at + 12)
+                )));
+            }
+        }
+    }
     let ts = ts.unwrap_or_default();
     match ts.trim_end_matches('\0') {
         "1.2.840.10008.1.2.1.99" => {
