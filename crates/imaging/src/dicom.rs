@@ -123,37 +123,46 @@ pub fn transfer_syntax(bytes: &[u8]) -> Option<String> {
     if bytes.get(128..132)? != b"DICM" {
         return None;
     }
-    let mut i = 132;
-    loop {
-        let group = u16::from_le_bytes(bytes.get(i..i + 2)?.try_into().ok()?);
-        let elem = u16::from_le_bytes(bytes.get(i + 2..i + 4)?.try_into().ok()?);
-        if group != 0x0002 {
-            return None;
-        }
-        let vr = bytes.get(i + 4..i + 6)?;
-        let (len, head) = if matches!(vr, b"OB" | b"OW" | b"OF" | b"SQ" | b"UT" | b"UN") {
-            (
-                u32::from_le_bytes(bytes.get(i + 8..i + 12)?.try_into().ok()?) as usize,
-                12,
-            )
-        } else {
-            (
-                usize::from(u16::from_le_bytes(
-                    bytes.get(i + 6..i + 8)?.try_into().ok()?,
-                )),
-                8,
-            )
-        };
-        let value = bytes.get(i + head..(i + head).checked_add(len)?)?;
-        if elem == 0x0010 {
-            let s = String::from_utf8_lossy(value);
-            return Some(s.trim_end_matches(['\0', ' ']).to_string());
-        }
-        i += head + len;
-    }
+    walk_meta(bytes).0
 }
 
-fn text(obj: &DefaultDicomObject, tag: dicom_object::Tag) -> Option<String> {
+/// The meta group of a Part 10 file (explicit VR little endian, group 0002), walked by hand:
+/// the Transfer Syntax UID if one was read, and where the data set starts, or the element
+/// whose declared length runs past the file.
+fn walk_meta(bytes: &[u8]) -> (Option<String>, Result<usize, DecodeError>) {
+    let mut ts = None;
+    let mut i = 132;
+    while bytes.get(i..i + 2) == Some(&[0x02, 0x00]) {
+        let vr = bytes.get(i + 4..i + 6).unwrap_or(b"??");
+        let (len, head) = if matches!(vr, b"OB" | b"OW" | b"OF" | b"SQ" | b"UT" | b"UN") {
+            let v: [u8; 4] = bytes
+                .get(i + 8..i + 12)
+                .and_then(|s| s.try_into().ok())
+                .unwrap_or([0; 4]);
+            (u32::from_le_bytes(v) as usize, 12)
+        } else {
+            let v: [u8; 2] = bytes
+                .get(i + 6..i + 8)
+                .and_then(|s| s.try_into().ok())
+                .unwrap_or([0; 2]);
+            (usize::from(u16::from_le_bytes(v)), 8)
+        };
+        let Some(end) = (i + head).checked_add(len).filter(|&e| e <= bytes.len()) else {
+            let left = bytes.len().saturating_sub(i + head);
+            let e = DecodeError::Dicom(format!("meta element claims {len} bytes, {left} left"));
+            return (ts, Err(e));
+        };
+        if bytes.get(i + 2..i + 4) == Some(&[0x10, 0x00]) {
+            let v = String::from_utf8_lossy(&bytes[i + head..end]);
+            ts = Some(v.trim_end_matches(['\0', ' ']).to_string());
+        }
+        i = end;
+    }
+    (ts, Ok(i))
+}
+
+/// A trimmed, non-empty string value (a file object reads through to its data set).
+fn text(obj: &dicom_object::InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
     let v = obj.element_opt(tag).ok()??.to_str().ok()?;
     let v = v.trim_matches(|c: char| c.is_whitespace() || c == '\0');
     (!v.is_empty()).then(|| v.to_string())
@@ -306,34 +315,8 @@ fn check_lengths(
 /// checked as explicit VR little endian.
 fn check_file_lengths(bytes: &[u8], ts: Option<&str>, cap: u64) -> Result<(), DecodeError> {
     let (start, ts) = if bytes.get(128..132) == Some(b"DICM") {
-        // Meta group: explicit VR little endian, group 0002 only.
-        let mut i = 132;
-        while bytes.get(i..i + 2) == Some(&[0x02, 0x00]) {
-            let vr = bytes.get(i + 4..i + 6).unwrap_or(b"??");
-            let (len, head) = if matches!(vr, b"OB" | b"OW" | b"SQ" | b"UN" | b"UT") {
-                let v: [u8; 4] = bytes
-                    .get(i + 8..i + 12)
-                    .and_then(|s| s.try_into().ok())
-                    .unwrap_or([0; 4]);
-                (u32::from_le_bytes(v) as usize, 12)
-            } else {
-                let v: [u8; 2] = bytes
-                    .get(i + 6..i + 8)
-                    .and_then(|s| s.try_into().ok())
-                    .unwrap_or([0; 2]);
-                (usize::from(u16::from_le_bytes(v)), 8)
-            };
-            match (i + head).checked_add(len).filter(|&e| e <= bytes.len()) {
-                Some(e) => i = e,
-                None => {
-                    return Err(DecodeError::Dicom(format!(
-                        "meta element claims {len} bytes, {} left",
-                        bytes.len().saturating_sub(i + head)
-                    )))
-                }
-            }
-        }
-        (i, transfer_syntax(bytes))
+        let (ts, end) = walk_meta(bytes);
+        (end?, ts)
     } else {
         (0, ts.map(String::from))
     };
@@ -415,9 +398,9 @@ fn open(bytes: &[u8], limit: u64) -> Result<DefaultDicomObject, DecodeError> {
         let parsed = dicom_object::InMemDicomObject::read_dataset_with_ts(bytes, syntax);
         match parsed {
             Ok(ds) if ds.element_opt(tags::PIXEL_DATA).ok().flatten().is_some() => {
-                let sop_class = text_of(&ds, tags::SOP_CLASS_UID)
+                let sop_class = text(&ds, tags::SOP_CLASS_UID)
                     .unwrap_or_else(|| "1.2.840.10008.5.1.4.1.1.7".into());
-                let sop = text_of(&ds, tags::SOP_INSTANCE_UID).unwrap_or_else(|| "2.25.1".into());
+                let sop = text(&ds, tags::SOP_INSTANCE_UID).unwrap_or_else(|| "2.25.1".into());
                 let meta = dicom_object::meta::FileMetaTableBuilder::new()
                     .transfer_syntax(ts)
                     .media_storage_sop_class_uid(sop_class)
@@ -435,12 +418,6 @@ fn open(bytes: &[u8], limit: u64) -> Result<DefaultDicomObject, DecodeError> {
         }
     }
     Err(last.unwrap_or(DecodeError::Unsupported))
-}
-
-fn text_of(obj: &dicom_object::InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
-    let v = obj.element_opt(tag).ok()??.to_str().ok()?;
-    let v = v.trim_matches(|c: char| c.is_whitespace() || c == '\0');
-    (!v.is_empty()).then(|| v.to_string())
 }
 
 /// Does `bytes` look like a bare DICOM data set (no preamble): group 0x0008 first, in either
@@ -525,12 +502,10 @@ pub(crate) fn decode(
     }
     let n = pixels.number_of_frames().max(1);
     let selected = select_frames(opts, n)?;
+    let native = NATIVE.contains(&meta.transfer_syntax.as_str());
     let frames = selected
         .into_iter()
-        .map(|f| {
-            let native = NATIVE.contains(&meta.transfer_syntax.as_str());
-            Ok((f, frame_image(&obj, &pixels, f, w, h, native, opts)?))
-        })
+        .map(|f| Ok((f, frame_image(&obj, &pixels, f, w, h, native, opts)?)))
         .collect::<Result<Vec<_>, DecodeError>>()?;
     Ok((frames, meta))
 }

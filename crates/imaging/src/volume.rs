@@ -333,26 +333,21 @@ fn aligned(dirs: &[[f64; 3]; 3]) -> [(usize, bool); 3] {
 
 /// How volume intensities become display values.
 fn display(vol: &Volume, window: Option<WindowPreset>) -> Box<dyn Fn(f32) -> f32> {
-    let (lo, hi) = percentiles(&vol.data);
+    let [lo, hi, p1, p99] = quantiles(&vol.data, [0.001, 0.999, 0.01, 0.99]);
     // Hounsfield units: air sits near -1000.
     let ct = lo <= -900.0 && hi > -200.0;
     match (window, ct) {
         (Some(w), _) => Box::new(move |x| crate::dicom::window_linear(x, w.center, w.width)),
         (None, true) => Box::new(|x| crate::dicom::window_linear(x, 40.0, 400.0)),
         (None, false) => {
-            let (a, b) = percentile_range(&vol.data, 0.01, 0.99);
-            let span = (b - a).max(f32::EPSILON);
-            Box::new(move |x| ((x - a) / span).clamp(0.0, 1.0))
+            let span = (p99 - p1).max(f32::EPSILON);
+            Box::new(move |x| ((x - p1) / span).clamp(0.0, 1.0))
         }
     }
 }
 
-fn percentiles(v: &[f32]) -> (f32, f32) {
-    percentile_range(v, 0.001, 0.999)
-}
-
-/// The `p`-th and `q`-th quantiles, from a strided sample of at most ~1M values.
-fn percentile_range(v: &[f32], p: f64, q: f64) -> (f32, f32) {
+/// Quantiles of the finite values, from one sorted strided sample of at most ~1M values.
+fn quantiles<const N: usize>(v: &[f32], at: [f64; N]) -> [f32; N] {
     let step = (v.len() / 1_000_000).max(1);
     let mut s: Vec<f32> = v
         .iter()
@@ -361,11 +356,11 @@ fn percentile_range(v: &[f32], p: f64, q: f64) -> (f32, f32) {
         .filter(|x| x.is_finite())
         .collect();
     if s.is_empty() {
-        return (0.0, 1.0);
+        // Nothing finite: the unit range.
+        return at.map(|q| if q < 0.5 { 0.0 } else { 1.0 });
     }
     s.sort_by(f32::total_cmp);
-    let at = |f: f64| s[((s.len() - 1) as f64 * f).round() as usize];
-    (at(p), at(q))
+    at.map(|q| s[((s.len() - 1) as f64 * q).round() as usize])
 }
 
 /// Stretch rows so a pixel is as tall as it is wide in the patient (bilinear).
