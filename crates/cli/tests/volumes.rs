@@ -15,53 +15,50 @@ const PYRADIOMICS: (&str, &str) = (
 /// fetched once per target dir and checked by SHA-256.
 fn volumes() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("volumes");
-    if root.join(".complete").exists() {
-        return root;
-    }
-    let _ = std::fs::remove_dir_all(&root);
-    let nifti = root.join("nifti");
-    std::fs::create_dir_all(&nifti).unwrap();
-    let wheel = simcase_models::pip_fetch(
-        "nibabel",
-        "5.4.2",
-        "553482c5f1e1034fc312edf6fb7f32236c0056439845d1c29293b7e8c98d4854",
-        &root,
-    )
-    .unwrap();
-    let mut zip = zip::ZipArchive::new(std::fs::File::open(&wheel).unwrap()).unwrap();
-    for i in 0..zip.len() {
-        let mut f = zip.by_index(i).unwrap();
-        let name = f.name().to_string();
-        if let Some(rel) = name.strip_prefix("nibabel/tests/data/") {
-            if rel.ends_with(".nii") || rel.ends_with(".nii.gz") {
-                let mut out = std::fs::File::create(nifti.join(rel)).unwrap();
-                std::io::copy(&mut f, &mut out).unwrap();
+    fetched_once(&root, |root| {
+        let nifti = root.join("nifti");
+        std::fs::create_dir_all(&nifti).unwrap();
+        let wheel = simcase_models::pip_fetch(
+            "nibabel",
+            "5.4.2",
+            "553482c5f1e1034fc312edf6fb7f32236c0056439845d1c29293b7e8c98d4854",
+            root,
+        )
+        .unwrap();
+        let mut zip = zip::ZipArchive::new(std::fs::File::open(&wheel).unwrap()).unwrap();
+        for i in 0..zip.len() {
+            let mut f = zip.by_index(i).unwrap();
+            let name = f.name().to_string();
+            if let Some(rel) = name.strip_prefix("nibabel/tests/data/") {
+                if rel.ends_with(".nii") || rel.ends_with(".nii.gz") {
+                    let mut out = std::fs::File::create(nifti.join(rel)).unwrap();
+                    std::io::copy(&mut f, &mut out).unwrap();
+                }
             }
         }
-    }
-    let sdist = root.join("pyradiomics-2.2.0.tar.gz");
-    run_ok(
-        Command::new("curl")
-            .args(["-fsSL", "-o"])
-            .arg(&sdist)
-            .arg(PYRADIOMICS.0),
-    );
-    let sha = simcase_models::install::sha256_hex(&std::fs::read(&sdist).unwrap());
-    assert_eq!(sha, PYRADIOMICS.1, "pyradiomics sdist checksum");
-    let nrrd = root.join("nrrd");
-    std::fs::create_dir_all(&nrrd).unwrap();
-    run_ok(
-        Command::new("tar")
-            .arg("xzf")
-            .arg(&sdist)
-            .arg("-C")
-            .arg(&nrrd)
-            .args(["--strip-components=2", "--wildcards"])
-            .args(["*/data/lung1_image.nrrd", "*/data/breast1_image.nrrd"]),
-    );
-    std::fs::remove_file(&sdist).unwrap();
-    std::fs::write(root.join(".complete"), "").unwrap();
-    root
+        std::fs::remove_file(&wheel).unwrap();
+        let sdist = root.join("pyradiomics-2.2.0.tar.gz");
+        run_ok(
+            Command::new("curl")
+                .args(["-fsSL", "-o"])
+                .arg(&sdist)
+                .arg(PYRADIOMICS.0),
+        );
+        let sha = simcase_models::install::sha256_hex(&std::fs::read(&sdist).unwrap());
+        assert_eq!(sha, PYRADIOMICS.1, "pyradiomics sdist checksum");
+        let nrrd = root.join("nrrd");
+        std::fs::create_dir_all(&nrrd).unwrap();
+        run_ok(
+            Command::new("tar")
+                .arg("xzf")
+                .arg(&sdist)
+                .arg("-C")
+                .arg(&nrrd)
+                .args(["--strip-components=2", "--wildcards"])
+                .args(["*/data/lung1_image.nrrd", "*/data/breast1_image.nrrd"]),
+        );
+        std::fs::remove_file(&sdist).unwrap();
+    })
 }
 
 fn items(index: &Path) -> Vec<simcase_index::Item> {

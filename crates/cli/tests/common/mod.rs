@@ -33,3 +33,35 @@ pub fn run_ok(cmd: &mut Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `root` filled once by `fill`, safe when several tests (threads) or test binaries
+/// (processes) ask at once: the first builds into a private folder and renames it into
+/// place, marked by `.complete`; the others wait for it or find it done.
+pub fn fetched_once(root: &std::path::Path, fill: impl FnOnce(&std::path::Path)) -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if root.join(".complete").exists() {
+        return root.to_path_buf();
+    }
+    let name = root.file_name().unwrap().to_string_lossy().into_owned();
+    let partial = root.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial).unwrap();
+    fill(&partial);
+    std::fs::write(partial.join(".complete"), "").unwrap();
+    // Another process may have won the race meanwhile; its copy is as good as ours.
+    if root.join(".complete").exists() {
+        let _ = std::fs::remove_dir_all(&partial);
+    } else {
+        let _ = std::fs::remove_dir_all(root);
+        if std::fs::rename(&partial, root).is_err() {
+            assert!(
+                root.join(".complete").exists(),
+                "{} not filled",
+                root.display()
+            );
+            let _ = std::fs::remove_dir_all(&partial);
+        }
+    }
+    root.to_path_buf()
+}
