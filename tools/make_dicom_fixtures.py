@@ -55,6 +55,8 @@ FILES = [
     "MR2_J2KR.dcm",
     "693_J2KR.dcm",
     "rtdose.dcm",  # 32-bit, multi-frame
+    "JPEG-lossy.dcm",  # JPEG Extended, 12-bit
+    "JPGExtended.dcm",  # JPEG Extended, 12-bit
 ]
 
 

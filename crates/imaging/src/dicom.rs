@@ -2,7 +2,7 @@
 //! inverted, first frame. Identifying attributes are read but only a salted hash of PatientID
 //! ever leaves this module's callers.
 
-use crate::{min_max, DecodeError, DecodeOptions, Image};
+use crate::{jpeg12, min_max, DecodeError, DecodeOptions, Image};
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
@@ -489,6 +489,16 @@ pub(crate) fn decode(
         let frames = ybr_422_native(&obj, &meta, rows as usize, cols as usize, opts)?;
         return Ok((frames, meta));
     }
+    // 12-bit JPEG: the chosen frames decoded by libjpeg-turbo, then read as native pixels.
+    let (obj, frame_numbers) =
+        if meta.transfer_syntax == jpeg12::JPEG_EXTENDED && bits == 16 && jpeg12::is_12bit(&obj) {
+            let selected = select_frames(opts, meta.frames.max(1))?;
+            let native =
+                jpeg12::to_native(obj, meta.frames, &selected, rows as usize, cols as usize)?;
+            (native, Some(selected))
+        } else {
+            (obj, None)
+        };
     let pixels = obj.decode_pixel_data().map_err(|e| {
         DecodeError::Dicom(format!(
             "transfer syntax {}: {}",
@@ -501,11 +511,18 @@ pub(crate) fn decode(
         return Err(DecodeError::Dicom("zero rows or columns".into()));
     }
     let n = pixels.number_of_frames().max(1);
-    let selected = select_frames(opts, n)?;
     let native = NATIVE.contains(&meta.transfer_syntax.as_str());
+    // (frame number in the file, frame index in `pixels`)
+    let selected: Vec<(u32, u32)> = match frame_numbers {
+        Some(numbers) => numbers.into_iter().zip(0..).collect(),
+        None => select_frames(opts, n)?
+            .into_iter()
+            .map(|f| (f, f))
+            .collect(),
+    };
     let frames = selected
         .into_iter()
-        .map(|f| Ok((f, frame_image(&obj, &pixels, f, w, h, native, opts)?)))
+        .map(|(f, i)| Ok((f, frame_image(&obj, &pixels, i, w, h, native, opts)?)))
         .collect::<Result<Vec<_>, DecodeError>>()?;
     Ok((frames, meta))
 }
@@ -903,74 +920,30 @@ mod file_tests {
     /// -1024 (so HU -2024..976) and the given photometric interpretation and window.
     fn ct(photometric: &str, window: Option<(&str, &str)>) -> Vec<u8> {
         let mut o = InMemDicomObject::new_empty();
-        let s = |v: &str| PrimitiveValue::from(v);
-        o.put(DataElement::new(
-            tags::SOP_CLASS_UID,
-            VR::UI,
-            s(uids::CT_IMAGE_STORAGE),
-        ));
-        o.put(DataElement::new(
-            tags::SOP_INSTANCE_UID,
-            VR::UI,
-            s("1.2.3.4.5"),
-        ));
-        o.put(DataElement::new(
-            tags::STUDY_INSTANCE_UID,
-            VR::UI,
-            s("1.2.3"),
-        ));
-        o.put(DataElement::new(tags::MODALITY, VR::CS, s("CT")));
-        o.put(DataElement::new(tags::PATIENT_ID, VR::LO, s("PAT-0042")));
-        o.put(DataElement::new(tags::PATIENT_NAME, VR::PN, s("Doe^Jane")));
-        o.put(DataElement::new(
-            tags::SAMPLES_PER_PIXEL,
-            VR::US,
-            PrimitiveValue::from(1u16),
-        ));
-        o.put(DataElement::new(
-            tags::PHOTOMETRIC_INTERPRETATION,
-            VR::CS,
-            s(photometric),
-        ));
-        o.put(DataElement::new(
-            tags::ROWS,
-            VR::US,
-            PrimitiveValue::from(2u16),
-        ));
-        o.put(DataElement::new(
-            tags::COLUMNS,
-            VR::US,
-            PrimitiveValue::from(2u16),
-        ));
-        o.put(DataElement::new(
-            tags::BITS_ALLOCATED,
-            VR::US,
-            PrimitiveValue::from(16u16),
-        ));
-        o.put(DataElement::new(
-            tags::BITS_STORED,
-            VR::US,
-            PrimitiveValue::from(16u16),
-        ));
-        o.put(DataElement::new(
-            tags::HIGH_BIT,
-            VR::US,
-            PrimitiveValue::from(15u16),
-        ));
-        o.put(DataElement::new(
-            tags::PIXEL_REPRESENTATION,
-            VR::US,
-            PrimitiveValue::from(1u16),
-        ));
-        o.put(DataElement::new(tags::RESCALE_SLOPE, VR::DS, s("1")));
-        o.put(DataElement::new(
-            tags::RESCALE_INTERCEPT,
-            VR::DS,
-            s("-1024"),
-        ));
+        let mut text = |tag, vr, v: &str| o.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
+        text(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE);
+        text(tags::SOP_INSTANCE_UID, VR::UI, "1.2.3.4.5");
+        text(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3");
+        text(tags::MODALITY, VR::CS, "CT");
+        text(tags::PATIENT_ID, VR::LO, "PAT-0042");
+        text(tags::PATIENT_NAME, VR::PN, "Doe^Jane");
+        text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, photometric);
+        text(tags::RESCALE_SLOPE, VR::DS, "1");
+        text(tags::RESCALE_INTERCEPT, VR::DS, "-1024");
         if let Some((c, w)) = window {
-            o.put(DataElement::new(tags::WINDOW_CENTER, VR::DS, s(c)));
-            o.put(DataElement::new(tags::WINDOW_WIDTH, VR::DS, s(w)));
+            text(tags::WINDOW_CENTER, VR::DS, c);
+            text(tags::WINDOW_WIDTH, VR::DS, w);
+        }
+        for (tag, v) in [
+            (tags::SAMPLES_PER_PIXEL, 1u16),
+            (tags::ROWS, 2),
+            (tags::COLUMNS, 2),
+            (tags::BITS_ALLOCATED, 16),
+            (tags::BITS_STORED, 16),
+            (tags::HIGH_BIT, 15),
+            (tags::PIXEL_REPRESENTATION, 1),
+        ] {
+            o.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
         }
         let px: Vec<u8> = [-1000i16, 0, 1000, 2000]
             .iter()
