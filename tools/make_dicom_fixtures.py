@@ -57,6 +57,12 @@ FILES = [
     "rtdose.dcm",  # 32-bit, multi-frame
     "JPEG-lossy.dcm",  # JPEG Extended, 12-bit
     "JPGExtended.dcm",  # JPEG Extended, 12-bit
+    "rtdose_rle.dcm",  # RLE, 32-bit, multi-frame
+    "SC_rgb_rle_32bit.dcm",  # RLE, 32-bit RGB
+    "liver_1frame.dcm",  # 1-bit segmentation mask
+    "liver_expb_1frame.dcm",  # the same, big endian
+    "gdcm-US-ALOKA-16.dcm",  # segmented 16-bit palette
+    "gdcm-US-ALOKA-16_big.dcm",  # the same, big endian
 ]
 
 

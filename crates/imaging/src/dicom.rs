@@ -479,8 +479,8 @@ pub(crate) fn decode(
     let bits: u16 = text(&obj, tags::BITS_ALLOCATED)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    if bits == 32 && NATIVE.contains(&meta.transfer_syntax.as_str()) {
-        let frames = native32(&obj, &meta, rows as usize, cols as usize, opts)?;
+    if is_direct(bits, &meta.transfer_syntax) {
+        let frames = direct(&obj, &meta, bits, rows as usize, cols as usize, opts)?;
         return Ok((frames, meta));
     }
     let photometric = text(&obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
@@ -762,6 +762,22 @@ fn palette(
         ),
     ]
     .map(|(d, v)| palette_lut(obj, d, v));
+    let segmented = [
+        tags::SEGMENTED_RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+        tags::SEGMENTED_GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+        tags::SEGMENTED_BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+    ];
+    let luts: Vec<_> = luts
+        .into_iter()
+        .zip(segmented)
+        .map(|(lut, seg)| match lut {
+            Some(Ok(l)) => Some(l),
+            Some(Err((n, first, top))) => {
+                segmented_lut(obj, seg, n).map(|table| (table, first, top))
+            }
+            None => None,
+        })
+        .collect();
     let mut out = vec![0f32; 3 * w * h];
     for (c, lut) in luts.iter().enumerate() {
         let (table, first, top) = lut.as_ref().ok_or_else(|| {
@@ -776,82 +792,144 @@ fn palette(
     Ok(Image::new(w, h, out))
 }
 
-/// One palette table: entries, first mapped value, full-scale value.
+/// One palette table: entries, first mapped value, full-scale value; or, when the object has
+/// no plain table data, the descriptor's (entries, first, full scale) for a segmented table.
+#[allow(clippy::type_complexity)]
 fn palette_lut(
     obj: &DefaultDicomObject,
     desc: dicom_object::Tag,
     data: dicom_object::Tag,
-) -> Option<(Vec<u16>, i64, f32)> {
+) -> Option<Result<(Vec<u16>, i64, f32), (usize, i64, f32)>> {
     let d = obj.element_opt(desc).ok()??.to_multi_int::<i64>().ok()?;
     let (n, first, bits) = (*d.first()?, *d.get(1)?, *d.get(2)?);
     let n = if n <= 0 { 65536 } else { n as usize };
     let bits = bits.clamp(1, 16) as u32;
-    let el = obj.element_opt(data).ok()??;
+    let top = ((1u32 << bits) - 1) as f32;
+    let Some(el) = obj.element_opt(data).ok()? else {
+        return Some(Err((n, first, top)));
+    };
     let table: Vec<u16> = match el.value().primitive()? {
         dicom_core::PrimitiveValue::U16(v) if v.len() >= n => v[..n].to_vec(),
         // 8-bit entries packed two to a word.
         p => p.to_bytes().iter().take(n).map(|&b| u16::from(b)).collect(),
     };
-    (table.len() == n).then_some((table, first, ((1u32 << bits) - 1) as f32))
+    (table.len() == n).then_some(Ok((table, first, top)))
 }
 
-/// 32-bit integer pixels in an uncompressed syntax (dose grids, some CT exports), which
-/// dicom-pixeldata refuses: rescale slope/intercept, then the window or min-max; RGB min-max.
-fn native32(
+/// A segmented palette table (PS3.3 C.7.9.2) of 16-bit words expanded to its `n` entries.
+fn segmented_lut(obj: &DefaultDicomObject, tag: dicom_object::Tag, n: usize) -> Option<Vec<u16>> {
+    let el = obj.element_opt(tag).ok()??;
+    let words: Vec<u16> = match el.value().primitive()? {
+        dicom_core::PrimitiveValue::U16(v) => v.to_vec(),
+        p => p
+            .to_bytes()
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect(),
+    };
+    let mut lut = Vec::with_capacity(n);
+    expand_segments(&words, None, &mut lut, n, 0);
+    (lut.len() >= n).then(|| {
+        lut.truncate(n);
+        lut
+    })
+}
+
+/// Append the segments of `data` (at most `count` of them) to `lut`, up to `n` entries.
+/// Linear segments round like NumPy (`around` of a `linspace`), as pydicom does; indirect
+/// segments re-read earlier segments, with the depth bounded against self-reference.
+fn expand_segments(data: &[u16], count: Option<usize>, lut: &mut Vec<u16>, n: usize, depth: u8) {
+    let mut at = 0;
+    let mut read = 0;
+    while at + 1 < data.len() && lut.len() < n && count.is_none_or(|c| read < c) {
+        let (op, len) = (data[at], usize::from(data[at + 1]));
+        at += 2;
+        match op {
+            0 => {
+                let end = (at + len).min(data.len());
+                lut.extend_from_slice(&data[at..end]);
+                at = end;
+            }
+            1 => {
+                let (Some(&y0), Some(&y1)) = (lut.last(), data.get(at)) else {
+                    return;
+                };
+                at += 1;
+                let (y0, y1) = (f64::from(y0), f64::from(y1));
+                let step = (y1 - y0) / len.max(1) as f64;
+                lut.extend((1..=len).map(|i| {
+                    let v = if i == len { y1 } else { y0 + step * i as f64 };
+                    v.round_ties_even().clamp(0.0, 65535.0) as u16
+                }));
+            }
+            2 => {
+                let (Some(&lo), Some(&hi)) = (data.get(at), data.get(at + 1)) else {
+                    return;
+                };
+                at += 2;
+                let offset = (usize::from(hi) << 16) | usize::from(lo);
+                if depth >= 4 || lut.is_empty() || offset >= data.len() {
+                    return;
+                }
+                expand_segments(&data[offset..], Some(len), lut, n, depth + 1);
+            }
+            _ => return,
+        }
+        read += 1;
+    }
+}
+
+/// RLE Lossless.
+const RLE: &str = "1.2.840.10008.1.2.5";
+
+/// Whether [`direct`] reads these pixels: what dicom-pixeldata 0.10 refuses.
+fn is_direct(bits: u16, ts: &str) -> bool {
+    (bits == 32 && (NATIVE.contains(&ts) || ts == RLE)) || (bits == 1 && NATIVE.contains(&ts))
+}
+
+/// Integer pixels that dicom-pixeldata refuses, read here: 32-bit native or RLE (dose grids,
+/// some CT and secondary captures) and 1-bit native (segmentation masks). Rescale
+/// slope/intercept, then the window or min-max; RGB min-max.
+fn direct(
     obj: &DefaultDicomObject,
     meta: &DicomMeta,
+    bits: u16,
     rows: usize,
     cols: usize,
     opts: &DecodeOptions,
 ) -> Result<Vec<(u32, Image)>, DecodeError> {
     let num = |tag| text(obj, tag).and_then(|s| s.parse::<f64>().ok());
     let spp = num(tags::SAMPLES_PER_PIXEL).unwrap_or(1.0) as usize;
-    if !(spp == 1 || spp == 3) || rows == 0 || cols == 0 {
-        return Err(DecodeError::Dicom(format!("{spp} samples per pixel")));
+    if !(spp == 1 || (spp == 3 && bits == 32)) || rows == 0 || cols == 0 {
+        return Err(DecodeError::Dicom(format!(
+            "{spp} samples per pixel at {bits} bits"
+        )));
     }
-    let signed = num(tags::PIXEL_REPRESENTATION) == Some(1.0);
-    let planar = num(tags::PLANAR_CONFIGURATION) == Some(1.0);
+    let signed = num(tags::PIXEL_REPRESENTATION) == Some(1.0) && bits == 32;
     let (slope, intercept) = (
         num(tags::RESCALE_SLOPE).unwrap_or(1.0),
         num(tags::RESCALE_INTERCEPT).unwrap_or(0.0),
     );
-    let el = obj.element(tags::PIXEL_DATA).map_err(dicom_err)?;
-    let big = meta.transfer_syntax == "1.2.840.10008.1.2.2";
-    // dicom-rs holds OW as u16 values in host order; OB as bytes in file order.
-    let words: Vec<u32> = match el.value().primitive() {
-        Some(dicom_core::PrimitiveValue::U16(v)) => v
-            .chunks_exact(2)
-            .map(|p| {
-                if big {
-                    (u32::from(p[0]) << 16) | u32::from(p[1])
-                } else {
-                    (u32::from(p[1]) << 16) | u32::from(p[0])
-                }
-            })
-            .collect(),
-        Some(p) => p
-            .to_bytes()
-            .chunks_exact(4)
-            .map(|b| {
-                let b = [b[0], b[1], b[2], b[3]];
-                if big {
-                    u32::from_be_bytes(b)
-                } else {
-                    u32::from_le_bytes(b)
-                }
-            })
-            .collect(),
-        None => return Err(DecodeError::Dicom("encapsulated 32-bit pixel data".into())),
-    };
     let per = rows * cols * spp;
+    let frames = meta.frames.max(1);
+    let (words, planar) = if meta.transfer_syntax == RLE {
+        (rle32(obj, frames, per, spp)?, false)
+    } else {
+        let el = obj.element(tags::PIXEL_DATA).map_err(dicom_err)?;
+        let big = meta.transfer_syntax == "1.2.840.10008.1.2.2";
+        let words = match bits {
+            1 => native1(el.value().primitive(), big, per * frames as usize)?,
+            _ => native32(el.value().primitive(), big)?,
+        };
+        (words, num(tags::PLANAR_CONFIGURATION) == Some(1.0))
+    };
     let n = (words.len() / per) as u32;
     if n == 0 {
         return Err(DecodeError::Dicom(
             "pixel data shorter than rows x columns".into(),
         ));
     }
-    let n = n.min(meta.frames.max(1));
-    let selected = select_frames(opts, n)?;
+    let selected = select_frames(opts, n.min(frames))?;
     selected
         .into_iter()
         .map(|f| {
@@ -886,6 +964,152 @@ fn native32(
         .collect()
 }
 
+/// 32-bit words of native pixel data. dicom-rs holds OW as u16 values in host order and OB
+/// as bytes in file order.
+fn native32(
+    value: Option<&dicom_core::PrimitiveValue>,
+    big: bool,
+) -> Result<Vec<u32>, DecodeError> {
+    Ok(match value {
+        Some(dicom_core::PrimitiveValue::U16(v)) => v
+            .chunks_exact(2)
+            .map(|p| {
+                if big {
+                    (u32::from(p[0]) << 16) | u32::from(p[1])
+                } else {
+                    (u32::from(p[1]) << 16) | u32::from(p[0])
+                }
+            })
+            .collect(),
+        Some(p) => p
+            .to_bytes()
+            .chunks_exact(4)
+            .map(|b| {
+                let b = [b[0], b[1], b[2], b[3]];
+                if big {
+                    u32::from_be_bytes(b)
+                } else {
+                    u32::from_le_bytes(b)
+                }
+            })
+            .collect(),
+        None => return Err(DecodeError::Dicom("encapsulated 32-bit pixel data".into())),
+    })
+}
+
+/// `count` 1-bit pixels, packed least significant bit first and not padded between frames.
+fn native1(
+    value: Option<&dicom_core::PrimitiveValue>,
+    big: bool,
+    count: usize,
+) -> Result<Vec<u32>, DecodeError> {
+    let bytes: Vec<u8> = match value {
+        // OW words back to the file's byte order; the bit order inside each byte is fixed.
+        Some(dicom_core::PrimitiveValue::U16(v)) => v
+            .iter()
+            .flat_map(|w| {
+                if big {
+                    w.to_be_bytes()
+                } else {
+                    w.to_le_bytes()
+                }
+            })
+            .collect(),
+        Some(p) => p.to_bytes().into_owned(),
+        None => return Err(DecodeError::Dicom("encapsulated 1-bit pixel data".into())),
+    };
+    let count = count.min(bytes.len() * 8);
+    Ok((0..count)
+        .map(|i| u32::from((bytes[i / 8] >> (i % 8)) & 1))
+        .collect())
+}
+
+/// 32-bit RLE Lossless frames as interleaved words: per frame one fragment holding 4 byte
+/// segments per sample, most significant first (DICOM PS3.5 annex G).
+fn rle32(
+    obj: &DefaultDicomObject,
+    frames: u32,
+    per: usize,
+    spp: usize,
+) -> Result<Vec<u32>, DecodeError> {
+    let el = obj.element(tags::PIXEL_DATA).map_err(dicom_err)?;
+    let fragments = el
+        .value()
+        .fragments()
+        .ok_or_else(|| DecodeError::Dicom("RLE pixel data is not encapsulated".into()))?;
+    let frames = frames as usize;
+    let streams: Vec<Vec<u8>> = if frames == 1 {
+        vec![fragments.concat()]
+    } else if fragments.len() == frames {
+        fragments.to_vec()
+    } else {
+        return Err(DecodeError::Dicom(format!(
+            "RLE: {} fragments for {frames} frames",
+            fragments.len()
+        )));
+    };
+    let pixels = per / spp;
+    let mut words = vec![0u32; per * frames];
+    for (f, stream) in streams.iter().enumerate() {
+        let head = |i: usize| -> Option<usize> {
+            let b = stream.get(4 * i..4 * i + 4)?;
+            Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        };
+        let nseg = head(0).unwrap_or(0);
+        if nseg != 4 * spp {
+            return Err(DecodeError::Dicom(format!(
+                "RLE frame {f}: {nseg} segments, expected {} for 32-bit",
+                4 * spp
+            )));
+        }
+        let out = &mut words[f * per..(f + 1) * per];
+        for seg in 0..nseg {
+            let start = head(1 + seg).unwrap_or(usize::MAX);
+            let end = if seg + 1 < nseg {
+                head(2 + seg).unwrap_or(usize::MAX)
+            } else {
+                stream.len()
+            };
+            let data = stream
+                .get(start..end.min(stream.len()))
+                .ok_or_else(|| DecodeError::Dicom(format!("RLE frame {f}: bad segment offset")))?;
+            let bytes = packbits(data, pixels);
+            if bytes.len() < pixels {
+                return Err(DecodeError::Dicom(format!(
+                    "RLE frame {f}: segment {seg} holds {} of {pixels} bytes",
+                    bytes.len()
+                )));
+            }
+            let (sample, shift) = (seg / 4, 8 * (3 - seg % 4));
+            for (i, &b) in bytes.iter().take(pixels).enumerate() {
+                out[i * spp + sample] |= u32::from(b) << shift;
+            }
+        }
+    }
+    Ok(words)
+}
+
+/// PackBits, stopping at `want` bytes.
+fn packbits(data: &[u8], want: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(want);
+    let mut i = 0;
+    while i < data.len() && out.len() < want {
+        let n = data[i] as i8;
+        i += 1;
+        if n >= 0 {
+            let end = (i + n as usize + 1).min(data.len());
+            out.extend_from_slice(&data[i..end]);
+            i = end;
+        } else if n != -128 {
+            if let Some(&b) = data.get(i) {
+                out.extend(std::iter::repeat_n(b, (1 - n as isize) as usize));
+            }
+            i += 1;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -896,6 +1120,34 @@ mod tests {
         assert_eq!(window_linear(-1000.0, 40.0, 400.0), 0.0);
         assert_eq!(window_linear(1000.0, 40.0, 400.0), 1.0);
         assert!((window_linear(39.5, 40.0, 400.0) - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn packbits_literals_runs_and_no_ops() {
+        // 3 literals, a run of 3, the -128 no-op, 1 literal; then stop at `want`.
+        let data = [0x02, 1, 2, 3, 0xFE, 9, 0x80, 0x00, 7];
+        assert_eq!(packbits(&data, 100), [1, 2, 3, 9, 9, 9, 7]);
+        assert_eq!(packbits(&data, 4), [1, 2, 3, 9, 9, 9]);
+        // Truncated input yields what is there, never a panic.
+        assert_eq!(packbits(&[0x05, 1, 2], 100), [1, 2]);
+        assert_eq!(packbits(&[0xFB], 100), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn segmented_palettes_expand_and_self_reference_ends() {
+        let mut lut = Vec::new();
+        // Discrete [10, 20, 30], linear to 50 in 2 steps, indirect: segment 0 again.
+        let data = [0, 3, 10, 20, 30, 1, 2, 50, 2, 1, 0, 0];
+        expand_segments(&data, None, &mut lut, 100, 0);
+        assert_eq!(lut, [10, 20, 30, 40, 50, 10, 20, 30]);
+        // An indirect segment that points at itself stops at the depth bound.
+        let mut lut = Vec::new();
+        expand_segments(&[0, 1, 5, 2, 5, 3, 0], None, &mut lut, 100, 0);
+        assert_eq!(lut, [5]);
+        // No segment is read once the descriptor's length is reached (the caller truncates).
+        let mut lut = Vec::new();
+        expand_segments(&[0, 1, 0, 1, 200, 65535, 0, 1, 7], None, &mut lut, 10, 0);
+        assert_eq!((lut.len(), lut[200]), (201, 65535));
     }
 
     #[test]
