@@ -63,6 +63,7 @@ FILES = [
     "liver_expb_1frame.dcm",  # the same, big endian
     "gdcm-US-ALOKA-16.dcm",  # segmented 16-bit palette
     "gdcm-US-ALOKA-16_big.dcm",  # the same, big endian
+    "SC_rgb_jpeg.dcm",  # implicit-VR data set under an explicit syntax's meta group
 ]
 
 

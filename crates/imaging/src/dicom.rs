@@ -2,7 +2,7 @@
 //! inverted, first frame. Identifying attributes are read but only a salted hash of PatientID
 //! ever leaves this module's callers.
 
-use crate::{jpeg12, min_max, DecodeError, DecodeOptions, Image};
+use crate::{jpeg, min_max, DecodeError, DecodeOptions, Image};
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
@@ -162,7 +162,7 @@ fn walk_meta(bytes: &[u8]) -> (Option<String>, Result<usize, DecodeError>) {
 }
 
 /// A trimmed, non-empty string value (a file object reads through to its data set).
-fn text(obj: &dicom_object::InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
+pub(crate) fn text(obj: &dicom_object::InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
     let v = obj.element_opt(tag).ok()??.to_str().ok()?;
     let v = v.trim_matches(|c: char| c.is_whitespace() || c == '\0');
     (!v.is_empty()).then(|| v.to_string())
@@ -314,7 +314,8 @@ fn check_lengths(
 /// syntax the meta group names; a deflated data set is inflated (up to `cap` bytes) and
 /// checked as explicit VR little endian.
 fn check_file_lengths(bytes: &[u8], ts: Option<&str>, cap: u64) -> Result<(), DecodeError> {
-    let (start, ts) = if bytes.get(128..132) == Some(b"DICM") {
+    let part10 = bytes.get(128..132) == Some(b"DICM");
+    let (start, ts) = if part10 {
         let (ts, end) = walk_meta(bytes);
         (end?, ts)
     } else {
@@ -364,8 +365,26 @@ fn check_file_lengths(bytes: &[u8], ts: Option<&str>, cap: u64) -> Result<(), De
         "1.2.840.10008.1.2.2" => {
             check_lengths(bytes, start, bytes.len(), true, true, 0, true).map(drop)
         }
-        _ => check_lengths(bytes, start, bytes.len(), true, false, 0, true).map(drop),
+        ts => {
+            // Only a meta group can be contradicted; a bare data set's syntax is our guess,
+            // which dicom-rs will follow.
+            let explicit = !(part10 && implicit_despite_meta(bytes, start, ts));
+            check_lengths(bytes, start, bytes.len(), explicit, false, 0, true).map(drop)
+        }
     }
+}
+
+/// A data set written in implicit VR under a meta group that names an explicit little-endian
+/// syntax (pydicom's SC_rgb_jpeg.dcm; pydicom reads such files with a warning): its first
+/// element has no VR letters where explicit VR puts them.
+fn implicit_despite_meta(bytes: &[u8], start: usize, ts: &str) -> bool {
+    let ts = ts.trim_end_matches('\0');
+    !matches!(
+        ts,
+        "1.2.840.10008.1.2" | "1.2.840.10008.1.2.2" | "1.2.840.10008.1.2.1.99"
+    ) && bytes
+        .get(start + 4..start + 6)
+        .is_some_and(|vr| !vr.iter().all(u8::is_ascii_uppercase))
 }
 
 /// Parse a Part 10 file, or a bare data set without preamble and meta group (as some
@@ -375,10 +394,35 @@ fn open(bytes: &[u8], limit: u64) -> Result<DefaultDicomObject, DecodeError> {
     let cap = limit.saturating_mul(8).saturating_add(64 << 20);
     if bytes.get(128..132) == Some(b"DICM") {
         check_file_lengths(bytes, None, cap)?;
-        return OpenFileOptions::new()
+        let read = |ts: &str, read_as: &str, start: usize| {
+            use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+            let syntax = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+                .get(read_as)
+                .ok_or_else(|| DecodeError::Dicom(format!("unknown transfer syntax {ts}")))?;
+            let ds = dicom_object::InMemDicomObject::read_dataset_with_ts(&bytes[start..], syntax)
+                .map_err(dicom_err)?;
+            with_meta(ds, ts)
+        };
+        let meta = walk_meta(bytes);
+        // An implicit-VR data set under an explicit syntax's meta group is read as implicit
+        // (which is how its lengths were checked) and keeps the meta group's syntax for its
+        // pixel data; dicom-rs alone would read it as explicit.
+        if let (Some(ts), Ok(start)) = &meta {
+            if implicit_despite_meta(bytes, *start, ts) {
+                return read(ts, "1.2.840.10008.1.2", *start);
+            }
+        }
+        let opened = OpenFileOptions::new()
             .read_preamble(ReadPreamble::Never)
             .from_reader(&bytes[128..])
             .map_err(dicom_err);
+        // A meta group dicom-rs will not parse (writers that omit its group length, as
+        // pydicom's no_meta_group_length.dcm does): read the data set after it with the
+        // syntax it names, and rebuild the meta group.
+        return opened.or_else(|e| match &meta {
+            (Some(ts), Ok(start)) => read(ts, ts, *start).map_err(|_| e),
+            _ => Err(e),
+        });
     }
     use dicom_dictionary_std::uids;
     let mut last = None;
@@ -398,14 +442,7 @@ fn open(bytes: &[u8], limit: u64) -> Result<DefaultDicomObject, DecodeError> {
         let parsed = dicom_object::InMemDicomObject::read_dataset_with_ts(bytes, syntax);
         match parsed {
             Ok(ds) if ds.element_opt(tags::PIXEL_DATA).ok().flatten().is_some() => {
-                let sop_class = text(&ds, tags::SOP_CLASS_UID)
-                    .unwrap_or_else(|| "1.2.840.10008.5.1.4.1.1.7".into());
-                let sop = text(&ds, tags::SOP_INSTANCE_UID).unwrap_or_else(|| "2.25.1".into());
-                let meta = dicom_object::meta::FileMetaTableBuilder::new()
-                    .transfer_syntax(ts)
-                    .media_storage_sop_class_uid(sop_class)
-                    .media_storage_sop_instance_uid(sop);
-                return ds.with_meta(meta).map_err(dicom_err);
+                return with_meta(ds, ts);
             }
             Ok(_) => {
                 last.get_or_insert(DecodeError::Dicom(
@@ -418,6 +455,21 @@ fn open(bytes: &[u8], limit: u64) -> Result<DefaultDicomObject, DecodeError> {
         }
     }
     Err(last.unwrap_or(DecodeError::Unsupported))
+}
+
+/// A data set read without its meta group, given one that names `ts`.
+fn with_meta(
+    ds: dicom_object::InMemDicomObject,
+    ts: &str,
+) -> Result<DefaultDicomObject, DecodeError> {
+    let sop_class =
+        text(&ds, tags::SOP_CLASS_UID).unwrap_or_else(|| "1.2.840.10008.5.1.4.1.1.7".into());
+    let sop = text(&ds, tags::SOP_INSTANCE_UID).unwrap_or_else(|| "2.25.1".into());
+    let meta = dicom_object::meta::FileMetaTableBuilder::new()
+        .transfer_syntax(ts)
+        .media_storage_sop_class_uid(sop_class)
+        .media_storage_sop_instance_uid(sop);
+    ds.with_meta(meta).map_err(dicom_err)
 }
 
 /// Does `bytes` look like a bare DICOM data set (no preamble): group 0x0008 first, in either
@@ -489,29 +541,39 @@ pub(crate) fn decode(
         let frames = ybr_422_native(&obj, &meta, rows as usize, cols as usize, opts)?;
         return Ok((frames, meta));
     }
-    // 12-bit JPEG: the chosen frames decoded by libjpeg-turbo, then read as native pixels.
-    let (obj, frame_numbers) =
-        if meta.transfer_syntax == jpeg12::JPEG_EXTENDED && bits == 16 && jpeg12::is_12bit(&obj) {
-            let selected = select_frames(opts, meta.frames.max(1))?;
-            let native =
-                jpeg12::to_native(obj, meta.frames, &selected, rows as usize, cols as usize)?;
-            (native, Some(selected))
-        } else {
-            (obj, None)
-        };
+    // JPEG Baseline / Extended: the chosen frames decoded by libjpeg-turbo, then read as
+    // native pixels. Should it fail, dicom-rs's decoder gets its turn, and its error is
+    // reported only if it fails too.
+    let ts = meta.transfer_syntax.as_str();
+    let mut jpeg_error = None;
+    let (obj, frame_numbers) = if ts == jpeg::JPEG_BASELINE || ts == jpeg::JPEG_EXTENDED {
+        let selected = select_frames(opts, meta.frames.max(1))?;
+        match jpeg::to_native(&obj, meta.frames, &selected, rows as usize, cols as usize) {
+            Ok(native) => (native, Some(selected)),
+            Err(e) => {
+                jpeg_error = Some(e);
+                (obj, None)
+            }
+        }
+    } else {
+        (obj, None)
+    };
     let pixels = obj.decode_pixel_data().map_err(|e| {
-        DecodeError::Dicom(format!(
-            "transfer syntax {}: {}",
-            meta.transfer_syntax,
-            e.to_string().lines().next().unwrap_or("")
-        ))
+        jpeg_error.unwrap_or_else(|| {
+            DecodeError::Dicom(format!(
+                "transfer syntax {}: {}",
+                meta.transfer_syntax,
+                e.to_string().lines().next().unwrap_or("")
+            ))
+        })
     })?;
     let (w, h) = (pixels.columns() as usize, pixels.rows() as usize);
     if w == 0 || h == 0 {
         return Err(DecodeError::Dicom("zero rows or columns".into()));
     }
     let n = pixels.number_of_frames().max(1);
-    let native = NATIVE.contains(&meta.transfer_syntax.as_str());
+    // Frames decoded by simcase (JPEG) are native pixels now.
+    let native = frame_numbers.is_some() || NATIVE.contains(&meta.transfer_syntax.as_str());
     // (frame number in the file, frame index in `pixels`)
     let selected: Vec<(u32, u32)> = match frame_numbers {
         Some(numbers) => numbers.into_iter().zip(0..).collect(),

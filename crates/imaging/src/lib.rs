@@ -6,7 +6,7 @@
 //! because their raw range carries no display meaning.
 
 mod dicom;
-mod jpeg12;
+mod jpeg;
 mod resize;
 pub mod volume;
 

@@ -72,6 +72,27 @@ fn dicom_lengths_beyond_the_file_are_refused() {
     check("deep-sq", &g);
 }
 
+/// A data set written in implicit VR under a meta group that says explicit: its lengths are
+/// checked and read the implicit way. Read as explicit, the bytes of its first value would
+/// be an unknown VR with a 3.9 GB length, which dicom-rs would reserve.
+#[test]
+fn implicit_data_set_under_an_explicit_meta_group_is_read_as_implicit() {
+    let mut f = vec![0u8; 128];
+    f.extend_from_slice(b"DICM");
+    let ts = b"1.2.840.10008.1.2.1\0";
+    f.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+    f.extend_from_slice(&(ts.len() as u16).to_le_bytes());
+    f.extend_from_slice(ts);
+    // Implicit: (0008,8B1F), 4 bytes, value 00 00 00 EC. Explicit: VR "\x04\0", then a
+    // reserved field and the length 0xEC000000.
+    f.extend_from_slice(&[0x08, 0x00, 0x1F, 0x8B, 4, 0, 0, 0, 0, 0, 0, 0xEC]);
+    let e = decode_items(&f, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no pixel data"), "{e}");
+    check("implicit-under-explicit", &f);
+}
+
 /// Volume headers that claim more voxels than exist, or than the limit allows.
 #[test]
 fn hostile_volume_headers_are_refused() {

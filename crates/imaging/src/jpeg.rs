@@ -1,8 +1,12 @@
-//! 12-bit JPEG (DICOM "JPEG Extended", 1.2.840.10008.1.2.4.51), the syntax of many older CT
-//! exports. Neither jpeg-decoder nor zune-jpeg has a 12-bit path, so these frames go through
-//! libjpeg-turbo 3 (vendored by `turbojpeg-sys`, built by cmake, linked statically) and are
-//! re-stored as native 16-bit pixels; everything after that (modality LUT, VOI, MONOCHROME1)
-//! is the same code as for uncompressed data.
+//! DICOM JPEG Baseline and Extended (1.2.840.10008.1.2.4.50 / .51) through libjpeg-turbo 3
+//! (vendored by `turbojpeg-sys`, built by cmake, linked statically).
+//!
+//! Why not dicom-rs's decoder (jpeg-decoder): it has no 12-bit path, the syntax of many older
+//! CT exports, and it ignores the Adobe marker that says a 3-component JPEG is stored as RGB
+//! (pydicom's SC_rgb_jpeg.dcm came out magenta). libjpeg-turbo is the decoder pydicom (via
+//! Pillow) and most viewers use, with the same colour handling and IDCT. The chosen frames
+//! are decoded and re-stored as native pixels; everything after that (modality LUT, VOI,
+//! MONOCHROME1) is the code path of uncompressed data.
 
 use crate::DecodeError;
 use dicom_core::{DataElement, PrimitiveValue, VR};
@@ -11,6 +15,7 @@ use dicom_object::DefaultDicomObject;
 use std::ffi::{c_int, CStr};
 use turbojpeg_sys as tj;
 
+pub(crate) const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
 pub(crate) const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
 
 /// A TurboJPEG decompressor, destroyed on drop.
@@ -30,7 +35,7 @@ impl Decompressor {
         // SAFETY: the handle is live; TurboJPEG returns a NUL-terminated static or per-handle
         // string, copied here before the handle can change it.
         let msg = unsafe { CStr::from_ptr(tj::tj3GetErrorStr(self.0)) };
-        DecodeError::Dicom(format!("12-bit JPEG: {}", msg.to_string_lossy()))
+        DecodeError::Dicom(format!("JPEG: {}", msg.to_string_lossy()))
     }
 
     fn get(&self, param: tj::TJPARAM) -> c_int {
@@ -52,9 +57,7 @@ impl Decompressor {
             _ => 3,
         };
         if w <= 0 || h <= 0 {
-            return Err(DecodeError::Dicom(
-                "12-bit JPEG: zero width or height".into(),
-            ));
+            return Err(DecodeError::Dicom("JPEG: zero width or height".into()));
         }
         Ok((
             w as usize,
@@ -64,37 +67,63 @@ impl Decompressor {
         ))
     }
 
-    /// Decode a 12-bit frame of `w`×`h` with `comps` samples per pixel (interleaved RGB for 3).
-    fn decode12(
+    /// Decode one frame of `w`×`h` with `comps` samples per pixel (interleaved RGB for 3,
+    /// converted from YCbCr as the JPEG's own markers say) at its precision.
+    fn decode(
         &self,
         jpeg: &[u8],
-        w: usize,
-        h: usize,
-        comps: usize,
-    ) -> Result<Vec<u16>, DecodeError> {
+        (w, h, comps, precision): (usize, usize, usize, i32),
+        out: &mut Samples,
+    ) -> Result<(), DecodeError> {
         let format = if comps == 1 {
             tj::TJPF_TJPF_GRAY
         } else {
             tj::TJPF_TJPF_RGB
-        };
-        let mut out = vec![0i16; w * h * comps];
-        // SAFETY: `out` holds exactly width × height × samples values as TurboJPEG writes
-        // them for this pixel format with pitch 0 (= width × samples), checked by the header
-        // parse of this same buffer just before.
-        let rc = unsafe {
-            tj::tj3Decompress12(
-                self.0,
-                jpeg.as_ptr(),
-                jpeg.len() as _,
-                out.as_mut_ptr(),
-                0,
-                format as c_int,
-            )
+        } as c_int;
+        let n = w * h * comps;
+        // SAFETY (both arms): the destination holds exactly width × height × samples values,
+        // which TurboJPEG writes for this pixel format with pitch 0 (= width × samples), as
+        // the header parse of this same buffer just said.
+        let rc = match (precision, out) {
+            (8, Samples::Eight(v)) => {
+                let at = v.len();
+                v.resize(at + n, 0);
+                unsafe {
+                    tj::tj3Decompress8(
+                        self.0,
+                        jpeg.as_ptr(),
+                        jpeg.len() as _,
+                        v[at..].as_mut_ptr(),
+                        0,
+                        format,
+                    )
+                }
+            }
+            (12, Samples::Twelve(v)) => {
+                let mut buf = vec![0i16; n];
+                let rc = unsafe {
+                    tj::tj3Decompress12(
+                        self.0,
+                        jpeg.as_ptr(),
+                        jpeg.len() as _,
+                        buf.as_mut_ptr(),
+                        0,
+                        format,
+                    )
+                };
+                v.extend(buf.into_iter().map(|x| x as u16 & 0x0fff));
+                rc
+            }
+            (p, _) => {
+                return Err(DecodeError::Dicom(format!(
+                    "JPEG: {p}-bit precision (8 or 12 expected, and one for all frames)"
+                )))
+            }
         };
         if rc != 0 {
             return Err(self.error());
         }
-        Ok(out.into_iter().map(|v| v as u16 & 0x0fff).collect())
+        Ok(())
     }
 }
 
@@ -103,6 +132,12 @@ impl Drop for Decompressor {
         // SAFETY: the handle came from tj3Init and is destroyed once.
         unsafe { tj::tj3Destroy(self.0) }
     }
+}
+
+/// Decoded samples of all chosen frames, at the precision of the first.
+enum Samples {
+    Eight(Vec<u8>),
+    Twelve(Vec<u16>),
 }
 
 /// The encapsulated JPEG stream of each frame: one fragment per frame, all fragments for a
@@ -114,7 +149,7 @@ fn frame_streams(obj: &DefaultDicomObject, frames: u32) -> Result<Vec<Vec<u8>>, 
     let fragments = el
         .value()
         .fragments()
-        .ok_or_else(|| DecodeError::Dicom("JPEG Extended pixel data is not encapsulated".into()))?;
+        .ok_or_else(|| DecodeError::Dicom("JPEG pixel data is not encapsulated".into()))?;
     let frames = frames.max(1) as usize;
     let streams: Vec<Vec<u8>> = if frames == 1 {
         vec![fragments.concat()]
@@ -136,41 +171,64 @@ fn frame_streams(obj: &DefaultDicomObject, frames: u32) -> Result<Vec<Vec<u8>>, 
     Ok(streams)
 }
 
-/// Whether `obj`'s first frame is a 12-bit JPEG (8-bit JPEG Extended stays with dicom-rs).
-pub(crate) fn is_12bit(obj: &DefaultDicomObject) -> bool {
-    let Ok(streams) = frame_streams(obj, 1) else {
-        return false;
-    };
-    let Ok(d) = Decompressor::new() else {
-        return false;
-    };
-    d.header(&streams[0])
-        .is_ok_and(|(_, _, _, precision)| precision == 12)
+/// `jpeg` with its JFIF and Adobe markers replaced by an Adobe marker that says "no colour
+/// transform", so that libjpeg hands out the three components as they were stored.
+fn without_colour_transform(jpeg: &[u8]) -> Vec<u8> {
+    const ADOBE_RAW: [u8; 16] = [
+        0xFF, 0xEE, 0x00, 0x0E, b'A', b'd', b'o', b'b', b'e', 0x00, 0x64, 0x00, 0x00, 0x00, 0x00,
+        0x00,
+    ];
+    if !jpeg.starts_with(&[0xFF, 0xD8]) {
+        return jpeg.to_vec();
+    }
+    let mut out = Vec::with_capacity(jpeg.len() + ADOBE_RAW.len());
+    out.extend_from_slice(&jpeg[..2]);
+    out.extend_from_slice(&ADOBE_RAW);
+    let mut i = 2;
+    while i + 4 <= jpeg.len() && jpeg[i] == 0xFF {
+        let marker = jpeg[i + 1];
+        if marker == 0xFF {
+            out.push(0xFF); // fill byte
+            i += 1;
+            continue;
+        }
+        if marker == 0xDA || (0xD0..=0xD9).contains(&marker) {
+            break; // the scan: copied whole below
+        }
+        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+        let end = (i + 2 + len).min(jpeg.len());
+        if marker != 0xE0 && marker != 0xEE {
+            out.extend_from_slice(&jpeg[i..end]);
+        }
+        i = end;
+    }
+    out.extend_from_slice(&jpeg[i.min(jpeg.len())..]);
+    out
 }
 
 /// A copy of `obj` whose pixel data is the `selected` frames, decoded and stored natively
-/// (explicit VR little endian, 16 bits allocated), in that order.
+/// (explicit VR little endian; 8 bits allocated for 8-bit JPEG, 16 for 12-bit), in that order.
 pub(crate) fn to_native(
-    obj: DefaultDicomObject,
+    obj: &DefaultDicomObject,
     frames: u32,
     selected: &[u32],
     rows: usize,
     cols: usize,
 ) -> Result<DefaultDicomObject, DecodeError> {
-    let streams = frame_streams(&obj, frames)?;
+    let streams = frame_streams(obj, frames)?;
     let d = Decompressor::new()?;
-    let mut pixels: Vec<u16> = Vec::new();
+    let pi = crate::dicom::text(obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
+    // DICOM, not the JPEG's markers, says what three components are (PS3.5 8.2.1), as pydicom
+    // reads it: RGB stays RGB, YBR_FULL(_422) is converted after upsampling.
+    let raw = matches!(pi.as_str(), "RGB" | "YBR_FULL" | "YBR_FULL_422");
+    let mut samples = None;
     let mut comps = 0;
     for &f in selected {
         let jpeg = streams
             .get(f as usize)
             .ok_or_else(|| DecodeError::Dicom(format!("no JPEG stream for frame {f}")))?;
-        let (w, h, c, precision) = d.header(jpeg)?;
-        if precision != 12 {
-            return Err(DecodeError::Dicom(format!(
-                "frame {f}: {precision}-bit JPEG in a 12-bit series"
-            )));
-        }
+        let header = d.header(jpeg)?;
+        let (w, h, c, precision) = header;
         if (w, h) != (cols, rows) {
             return Err(DecodeError::Dicom(format!(
                 "frame {f}: JPEG is {w}x{h}, the header says {cols}x{rows}"
@@ -178,20 +236,33 @@ pub(crate) fn to_native(
         }
         if comps != 0 && c != comps {
             return Err(DecodeError::Dicom(format!(
-                "frame {f}: {c} colour components, frame 0 had {comps}"
+                "frame {f}: {c} colour components, the first frame had {comps}"
             )));
         }
         comps = c;
-        pixels.extend(d.decode12(jpeg, w, h, c)?);
+        let out = samples.get_or_insert_with(|| match precision {
+            12 => Samples::Twelve(Vec::new()),
+            _ => Samples::Eight(Vec::new()),
+        });
+        if c == 3 && raw {
+            d.decode(&without_colour_transform(jpeg), header, out)?;
+        } else {
+            d.decode(jpeg, header, out)?;
+        }
     }
-    let mut native = obj;
-    native.put(DataElement::new(
-        tags::PIXEL_DATA,
-        VR::OW,
-        PrimitiveValue::U16(pixels.into()),
-    ));
+    let mut native = obj.clone();
     let us = |v: u16| PrimitiveValue::from(v);
-    native.put(DataElement::new(tags::BITS_ALLOCATED, VR::US, us(16)));
+    let (value, vr, bits) = match samples {
+        Some(Samples::Eight(v)) => (PrimitiveValue::U8(v.into()), VR::OB, 8),
+        Some(Samples::Twelve(v)) => (PrimitiveValue::U16(v.into()), VR::OW, 16),
+        None => return Err(DecodeError::Dicom("no frame chosen".into())),
+    };
+    native.put(DataElement::new(tags::PIXEL_DATA, vr, value));
+    native.put(DataElement::new(tags::BITS_ALLOCATED, VR::US, us(bits)));
+    if bits == 8 {
+        native.put(DataElement::new(tags::BITS_STORED, VR::US, us(8)));
+        native.put(DataElement::new(tags::HIGH_BIT, VR::US, us(7)));
+    }
     native.put(DataElement::new(
         tags::SAMPLES_PER_PIXEL,
         VR::US,
@@ -202,13 +273,21 @@ pub(crate) fn to_native(
         VR::IS,
         PrimitiveValue::from(selected.len().to_string()),
     ));
-    if comps == 3 {
-        // TurboJPEG already converted YCbCr to RGB, interleaved.
+    let pi = match comps {
+        // Raw components, upsampled: the caller converts YBR_FULL.
+        3 if raw && pi.starts_with("YBR") => Some("YBR_FULL"),
+        3 => Some("RGB"),
+        _ if !pi.starts_with("MONOCHROME") => Some("MONOCHROME2"),
+        _ => None,
+    };
+    if let Some(pi) = pi {
         native.put(DataElement::new(
             tags::PHOTOMETRIC_INTERPRETATION,
             VR::CS,
-            PrimitiveValue::from("RGB"),
+            PrimitiveValue::from(pi),
         ));
+    }
+    if comps == 3 {
         native.put(DataElement::new(tags::PLANAR_CONFIGURATION, VR::US, us(0)));
     }
     native.update_meta(|m| {
@@ -378,7 +457,7 @@ mod tests {
         let err = decode_items(&object(1, vec![j]), &DecodeOptions::default())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("12-bit JPEG"), "{err}");
+        assert!(err.contains("JPEG: "), "{err}");
         assert!(!err.contains('\n'), "{err}");
     }
 }
