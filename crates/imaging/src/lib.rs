@@ -191,10 +191,20 @@ pub fn decode_path(path: &Path, opts: &DecodeOptions) -> Result<Decoded, DecodeE
 /// Every image of an in-memory file: one for PNG/JPEG, the selected frames of a DICOM
 /// object, the slices of a volume.
 pub fn decode_items(bytes: &[u8], opts: &DecodeOptions) -> Result<Vec<Decoded>, DecodeError> {
+    decode_guarded(bytes, opts, false)
+}
+
+/// [`decode_items`]; with `middle`, a volume yields only its middle slice along `opts.axis`.
+fn decode_guarded(
+    bytes: &[u8],
+    opts: &DecodeOptions,
+    middle: bool,
+) -> Result<Vec<Decoded>, DecodeError> {
     // Codecs in dependencies can panic on malformed data (fuzzing found dicom-rs's RLE decoder
     // indexing past a short segment); that is one bad file, never a crashed run or server.
-    let decoded =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_any(bytes, opts)));
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_any(bytes, opts, middle)
+    }));
     let mut items = decoded.map_err(|p| {
         let why = p
             .downcast_ref::<String>()
@@ -221,7 +231,11 @@ pub fn decode_items(bytes: &[u8], opts: &DecodeOptions) -> Result<Vec<Decoded>, 
     Ok(items)
 }
 
-fn decode_any(bytes: &[u8], opts: &DecodeOptions) -> Result<Vec<Decoded>, DecodeError> {
+fn decode_any(
+    bytes: &[u8],
+    opts: &DecodeOptions,
+    middle: bool,
+) -> Result<Vec<Decoded>, DecodeError> {
     let one = |image, format, dicom| Decoded {
         image,
         format,
@@ -257,6 +271,17 @@ fn decode_any(bytes: &[u8], opts: &DecodeOptions) -> Result<Vec<Decoded>, Decode
             } else {
                 volume::read_nrrd(bytes, opts.pixel_limit())?
             };
+            let mid;
+            let opts = match opts.part {
+                None if middle => {
+                    mid = DecodeOptions {
+                        part: Some((volume::slice_count(&vol, opts.axis) / 2) as u32),
+                        ..opts.clone()
+                    };
+                    &mid
+                }
+                _ => opts,
+            };
             Ok(volume::slices(&vol, opts.axis, opts.slice_stride, opts)
                 .into_iter()
                 .map(|(index, count, image)| Decoded {
@@ -277,7 +302,7 @@ fn decode_any(bytes: &[u8], opts: &DecodeOptions) -> Result<Vec<Decoded>, Decode
             if sniff(&inner) == Some(Format::Gzip) {
                 return Err(DecodeError::Unsupported);
             }
-            decode_any(&inner, opts)
+            decode_any(&inner, opts, middle)
         }
         None => Err(DecodeError::Unsupported),
     }
@@ -298,10 +323,11 @@ pub fn decode_bytes(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, Decod
             .next()
             .ok_or(DecodeError::Unsupported);
     }
-    // A volume's middle slice stands for it.
-    let items = decode_items(bytes, &first)?;
-    let mid = items.len() / 2;
-    items.into_iter().nth(mid).ok_or(DecodeError::Unsupported)
+    // A volume's middle slice stands for it (only that slice is cut out).
+    decode_guarded(bytes, &first, true)?
+        .into_iter()
+        .next()
+        .ok_or(DecodeError::Unsupported)
 }
 
 /// Width and height from a PNG's IHDR or a JPEG's SOF marker, read without decoding: the

@@ -372,6 +372,17 @@ fn square_pixels(img: Image, aspect: f64) -> Image {
     crate::resize_bilinear(&img, img.width, h)
 }
 
+/// How many slices `vol` has across `axis`.
+pub fn slice_count(vol: &Volume, axis: Axis) -> usize {
+    let [r, a, s] = aligned(&vol.dirs);
+    let k = match axis {
+        Axis::Axial => s.0,
+        Axis::Coronal => a.0,
+        Axis::Sagittal => r.0,
+    };
+    vol.dims[k]
+}
+
 /// Slices across `axis`, every `stride`-th, in increasing patient coordinate:
 /// `(index, count, image)`.
 pub fn slices(
@@ -469,6 +480,31 @@ mod tests {
         assert_eq!(slices(&v, Axis::Coronal, 1, &opts)[0].2.width, 4);
         assert_eq!(slices(&v, Axis::Coronal, 1, &opts).len(), 3);
         assert_eq!(slices(&v, Axis::Sagittal, 2, &opts).len(), 2);
+    }
+
+    #[test]
+    fn a_volume_query_is_its_middle_slice_alone() {
+        // 2×2×5 shorts, slice k holding k everywhere; axial slices are k = 0..5.
+        let mut f = b"NRRD0004\ntype: short\ndimension: 3\nsizes: 2 2 5\nencoding: raw\nendian: little\nspace: left-posterior-superior\nspace directions: (1,0,0) (0,1,0) (0,0,1)\n\n".to_vec();
+        for k in 0..5i16 {
+            for _ in 0..4 {
+                f.extend_from_slice(&(k * 100).to_le_bytes());
+            }
+        }
+        let opts = DecodeOptions {
+            window: Some(WindowPreset {
+                center: 200.0,
+                width: 800.0,
+            }),
+            ..Default::default()
+        };
+        let one = crate::decode_bytes(&f, &opts).unwrap();
+        let part = one.part.unwrap();
+        assert_eq!((part.index, part.count), (2, 5));
+        let all = crate::decode_items(&f, &opts).unwrap();
+        assert_eq!(all.len(), 5);
+        assert_eq!(all[2].image.data, one.image.data);
+        assert_ne!(all[1].image.data, one.image.data);
     }
 
     #[test]
