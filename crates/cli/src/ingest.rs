@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use simcase_imaging::{content_hash, decode_items, DecodeOptions, Decoded, Part, PartKind};
-use simcase_index::{ItemMeta, Writer};
+use simcase_index::{part_keys, ItemMeta, Writer};
 use simcase_models::Encoder;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -210,16 +210,17 @@ fn item_meta(
     if let Some(p) = d.part {
         match p.kind {
             PartKind::Frame => {
-                meta.extra.insert("frame".into(), p.index.into());
-                meta.extra.insert("frames".into(), p.count.into());
+                meta.extra.insert(part_keys::FRAME.into(), p.index.into());
+                meta.extra.insert(part_keys::FRAMES.into(), p.count.into());
             }
             PartKind::Slice(axis) => {
                 // A volume id shared by its slices: what `--group-by volume` groups on.
+                let volume = &hash[..16.min(hash.len())];
+                meta.extra.insert(part_keys::VOLUME.into(), volume.into());
+                meta.extra.insert(part_keys::SLICE.into(), p.index.into());
+                meta.extra.insert(part_keys::SLICES.into(), p.count.into());
                 meta.extra
-                    .insert("volume".into(), hash[..16.min(hash.len())].into());
-                meta.extra.insert("slice".into(), p.index.into());
-                meta.extra.insert("slices".into(), p.count.into());
-                meta.extra.insert("axis".into(), axis.name().into());
+                    .insert(part_keys::AXIS.into(), axis.name().into());
             }
         }
     }

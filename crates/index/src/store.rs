@@ -40,6 +40,42 @@ pub struct ItemMeta {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Keys in [`ItemMeta::extra`] that place an item inside its file: written at ingest, read by
+/// whatever re-decodes the item (thumbnails) or groups by volume.
+pub mod part_keys {
+    /// Frame number of a multi-frame DICOM object, and how many frames it has.
+    pub const FRAME: &str = "frame";
+    pub const FRAMES: &str = "frames";
+    /// Content id shared by a volume's slices.
+    pub const VOLUME: &str = "volume";
+    /// Slice number across `AXIS`, and how many slices that axis has.
+    pub const SLICE: &str = "slice";
+    pub const SLICES: &str = "slices";
+    pub const AXIS: &str = "axis";
+}
+
+impl ItemMeta {
+    fn extra_u32(&self, key: &str) -> Option<u32> {
+        self.extra.get(key)?.as_u64()?.try_into().ok()
+    }
+
+    /// The frame or slice this item is, if it is one of several in its file.
+    pub fn part_index(&self) -> Option<u32> {
+        self.extra_u32(part_keys::FRAME)
+            .or_else(|| self.extra_u32(part_keys::SLICE))
+    }
+
+    /// The slicing axis of a volume slice (`axial`, `coronal`, `sagittal`).
+    pub fn slice_axis(&self) -> Option<&str> {
+        self.extra.get(part_keys::AXIS)?.as_str()
+    }
+
+    /// The volume a slice belongs to.
+    pub fn volume(&self) -> Option<&str> {
+        self.extra.get(part_keys::VOLUME)?.as_str()
+    }
+}
+
 /// A stored item: its row in `vectors.f32` and its metadata.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Item {

@@ -229,7 +229,7 @@ impl GroupBy {
             Self::Patient => m.patient_key.as_deref(),
             Self::Study => m.study_uid.as_deref(),
             Self::Series => m.series_uid.as_deref(),
-            Self::Volume => m.extra.get("volume").and_then(|v| v.as_str()),
+            Self::Volume => m.volume(),
         };
         match k {
             Some(k) => k.to_string(),

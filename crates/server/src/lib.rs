@@ -603,14 +603,11 @@ async fn thumbnail(
 
 /// Decode options that select a stored item's own frame or volume slice.
 fn part_options(meta: &simcase_index::ItemMeta, window: Option<WindowPreset>) -> DecodeOptions {
-    let num = |k: &str| meta.extra.get(k).and_then(|v| v.as_u64()).map(|v| v as u32);
     DecodeOptions {
         window,
-        part: num("frame").or_else(|| num("slice")),
+        part: meta.part_index(),
         axis: meta
-            .extra
-            .get("axis")
-            .and_then(|v| v.as_str())
+            .slice_axis()
             .and_then(|a| a.parse().ok())
             .unwrap_or_default(),
         ..Default::default()
