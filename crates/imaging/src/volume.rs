@@ -93,41 +93,125 @@ fn check_size(dims: [usize; 3], limit: u64) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// A single-file NIfTI-1 volume (`.nii`; gzip already undone). 4-D data: the first volume.
+/// What a NIfTI-1 or NIfTI-2 header says about the first 3-D volume, at NIfTI-2's precision.
+struct NiftiInfo {
+    dim: [i64; 8],
+    datatype: i16,
+    vox_offset: f64,
+    scl: (f64, f64),
+    pixdim: [f64; 8],
+    qform_code: i32,
+    sform_code: i32,
+    quatern: [f64; 3],
+    srow: [[f64; 4]; 3],
+    big: bool,
+    header_len: usize,
+}
+
+/// A single-file NIfTI-1 (`n+1`, header through the `nifti` crate) or NIfTI-2 (`n+2`, header
+/// read here) volume: the first 3-D volume of 4-D data, scaled by `scl_slope`/`scl_inter`,
+/// oriented by sform, else qform, else pixdim.
 pub fn read_nifti(bytes: &[u8], limit: u64) -> Result<Volume, DecodeError> {
-    if bytes.get(4..8) == Some(b"n+2\0") {
-        return Err(corrupt(
-            "NIfTI",
-            "NIfTI-2 volumes are not read (NIfTI-1 only)",
-        ));
-    }
+    let info = if bytes.get(4..8) == Some(b"n+2\0") {
+        nifti2_info(bytes)?
+    } else {
+        nifti1_info(bytes)?
+    };
+    nifti_volume(bytes, &info, limit)
+}
+
+fn nifti1_info(bytes: &[u8]) -> Result<NiftiInfo, DecodeError> {
     let bad = |e: nifti::NiftiError| corrupt("NIfTI", e.to_string());
     let h = nifti::NiftiHeader::from_reader(std::io::Cursor::new(bytes)).map_err(bad)?;
     if &h.magic != b"n+1\0" {
         return Err(corrupt("NIfTI", "not a single-file NIfTI-1 (n+1) volume"));
     }
-    let nd = usize::from(h.dim[0]).clamp(1, 7);
-    let d = |i: usize| {
-        if i <= nd {
-            usize::from(h.dim[i]).max(1)
+    let srow = [h.srow_x, h.srow_y, h.srow_z].map(|r| r.map(f64::from));
+    Ok(NiftiInfo {
+        dim: h.dim.map(i64::from),
+        datatype: h.datatype,
+        vox_offset: f64::from(h.vox_offset),
+        scl: (f64::from(h.scl_slope), f64::from(h.scl_inter)),
+        pixdim: h.pixdim.map(f64::from),
+        qform_code: i32::from(h.qform_code),
+        sform_code: i32::from(h.sform_code),
+        quatern: [h.quatern_b, h.quatern_c, h.quatern_d].map(f64::from),
+        srow,
+        big: h.endianness == nifti::Endianness::Big,
+        header_len: 352,
+    })
+}
+
+/// The NIfTI-2 header (540 bytes, either byte order), field by field.
+fn nifti2_info(b: &[u8]) -> Result<NiftiInfo, DecodeError> {
+    if b.len() < 540 {
+        return Err(corrupt("NIfTI", "NIfTI-2 header shorter than 540 bytes"));
+    }
+    let big = match &b[0..4] {
+        [0x1C, 0x02, 0, 0] => false,
+        [0, 0, 0x02, 0x1C] => true,
+        _ => return Err(corrupt("NIfTI", "NIfTI-2 header size is not 540")),
+    };
+    let arr = |k: usize| -> [u8; 8] { b[k..k + 8].try_into().expect("8 bytes") };
+    let i64_at = |k: usize| {
+        if big {
+            i64::from_be_bytes(arr(k))
         } else {
-            1
+            i64::from_le_bytes(arr(k))
         }
     };
-    let dims = [d(1), d(2), d(3)];
+    let f64_at = |k: usize| {
+        if big {
+            f64::from_be_bytes(arr(k))
+        } else {
+            f64::from_le_bytes(arr(k))
+        }
+    };
+    let i32_at = |k: usize| {
+        let v: [u8; 4] = b[k..k + 4].try_into().expect("4 bytes");
+        if big {
+            i32::from_be_bytes(v)
+        } else {
+            i32::from_le_bytes(v)
+        }
+    };
+    let i16_at = |k: usize| {
+        let v = [b[k], b[k + 1]];
+        if big {
+            i16::from_be_bytes(v)
+        } else {
+            i16::from_le_bytes(v)
+        }
+    };
+    let row = |k: usize| [0, 1, 2, 3].map(|j| f64_at(k + 8 * j));
+    Ok(NiftiInfo {
+        dim: std::array::from_fn(|i| i64_at(16 + 8 * i)),
+        datatype: i16_at(12),
+        vox_offset: i64_at(168) as f64,
+        scl: (f64_at(176), f64_at(184)),
+        pixdim: std::array::from_fn(|i| f64_at(104 + 8 * i)),
+        qform_code: i32_at(344),
+        sform_code: i32_at(348),
+        quatern: [f64_at(352), f64_at(360), f64_at(368)],
+        srow: [row(400), row(432), row(464)],
+        big,
+        header_len: 544,
+    })
+}
+
+fn nifti_volume(bytes: &[u8], h: &NiftiInfo, limit: u64) -> Result<Volume, DecodeError> {
+    let nd = h.dim[0].clamp(1, 7) as usize;
+    let mut dims = [1usize; 3];
+    for (i, d) in dims.iter_mut().enumerate() {
+        if i < nd {
+            let n = h.dim[i + 1];
+            if n < 0 || n > i64::from(u32::MAX) {
+                return Err(corrupt("NIfTI", format!("dimension {} is {n}", i + 1)));
+            }
+            *d = (n as usize).max(1);
+        }
+    }
     check_size(dims, limit)?;
-    let mut first = h.clone();
-    first.dim = [
-        3,
-        dims[0] as u16,
-        dims[1] as u16,
-        dims[2] as u16,
-        1,
-        1,
-        1,
-        1,
-    ];
-    let offset = (h.vox_offset.max(352.0) as usize).min(bytes.len());
     let (width, kind) = match h.datatype {
         2 => (1, 'u'),
         256 => (1, 'i'),
@@ -146,23 +230,36 @@ pub fn read_nifti(bytes: &[u8], limit: u64) -> Result<Volume, DecodeError> {
             ))
         }
     };
-    let vol = nifti::InMemNiftiVolume::from_reader(&bytes[offset..], &first).map_err(bad)?;
-    let big = h.endianness == nifti::Endianness::Big;
-    let mut data = to_f32(vol.raw_data(), width, kind, big);
-    let (slope, inter) = (h.scl_slope, h.scl_inter);
+    let offset = if h.vox_offset.is_finite() && h.vox_offset >= h.header_len as f64 {
+        h.vox_offset as usize
+    } else {
+        h.header_len
+    };
+    let n = dims[0] * dims[1] * dims[2];
+    let raw = offset
+        .checked_add(n * width)
+        .and_then(|end| bytes.get(offset..end))
+        .ok_or_else(|| {
+            corrupt(
+                "NIfTI",
+                format!(
+                    "{} voxel bytes from offset {offset}, {} in the file",
+                    n * width,
+                    bytes.len().saturating_sub(offset)
+                ),
+            )
+        })?;
+    let mut data = to_f32(raw, width, kind, h.big);
+    let (slope, inter) = h.scl;
     if slope.is_finite() && slope != 0.0 && inter.is_finite() && (slope, inter) != (1.0, 0.0) {
-        data.iter_mut().for_each(|v| *v = *v * slope + inter);
+        data.iter_mut()
+            .for_each(|v| *v = (f64::from(*v) * slope + inter) as f32);
     }
-    let px = |i: usize| f64::from(h.pixdim[i]).abs().max(1e-6);
+    let px = |i: usize| h.pixdim[i].abs().max(1e-6);
     let dirs = if h.sform_code > 0 {
-        let r = [h.srow_x, h.srow_y, h.srow_z];
-        [0, 1, 2].map(|i| [0, 1, 2].map(|w| f64::from(r[w][i])))
+        [0, 1, 2].map(|i| [0, 1, 2].map(|w| h.srow[w][i]))
     } else if h.qform_code > 0 {
-        let (b, c, dq) = (
-            f64::from(h.quatern_b),
-            f64::from(h.quatern_c),
-            f64::from(h.quatern_d),
-        );
+        let [b, c, dq] = h.quatern;
         let a = (1.0 - b * b - c * c - dq * dq).max(0.0).sqrt();
         let r = [
             [
@@ -505,6 +602,63 @@ mod tests {
         assert_eq!(all.len(), 5);
         assert_eq!(all[2].image.data, one.image.data);
         assert_ne!(all[1].image.data, one.image.data);
+    }
+
+    /// A 2×2×1 int16 NIfTI-2 in either byte order, with sform diag(-1, 2, 3) and slope 2.
+    #[allow(clippy::type_complexity)]
+    fn nifti2(big: bool, voxels: &[i16]) -> Vec<u8> {
+        let mut h = vec![0u8; 544];
+        let mut put = |k: usize, b: &[u8]| h[k..k + b.len()].copy_from_slice(b);
+        let (i16b, i32b, i64b, f64b): (
+            fn(i16) -> [u8; 2],
+            fn(i32) -> [u8; 4],
+            fn(i64) -> [u8; 8],
+            fn(f64) -> [u8; 8],
+        ) = if big {
+            (
+                i16::to_be_bytes,
+                i32::to_be_bytes,
+                i64::to_be_bytes,
+                f64::to_be_bytes,
+            )
+        } else {
+            (
+                i16::to_le_bytes,
+                i32::to_le_bytes,
+                i64::to_le_bytes,
+                f64::to_le_bytes,
+            )
+        };
+        put(0, &i32b(540));
+        put(4, b"n+2\0\r\n\x1a\n");
+        put(12, &i16b(4));
+        put(14, &i16b(16));
+        for (i, d) in [3i64, 2, 2, 1, 1, 1, 1, 1].iter().enumerate() {
+            put(16 + 8 * i, &i64b(*d));
+        }
+        put(168, &i64b(544));
+        put(176, &f64b(2.0));
+        put(348, &i32b(1));
+        put(400, &f64b(-1.0));
+        put(432 + 8, &f64b(2.0));
+        put(464 + 16, &f64b(3.0));
+        for v in voxels {
+            h.extend_from_slice(&i16b(*v));
+        }
+        h
+    }
+
+    #[test]
+    fn nifti2_in_both_byte_orders() {
+        for big in [false, true] {
+            let v = read_nifti(&nifti2(big, &[1, 2, 3, -4]), 1 << 20).unwrap();
+            assert_eq!(v.dims, [2, 2, 1]);
+            assert_eq!(v.data, [2.0, 4.0, 6.0, -8.0], "big endian: {big}");
+            assert_eq!(v.dirs, [[-1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0]]);
+            // Fewer voxel bytes than the header promises: an error, not a short volume.
+            let e = read_nifti(&nifti2(big, &[1, 2, 3]), 1 << 20).unwrap_err();
+            assert!(e.to_string().contains("8 voxel bytes"), "{e}");
+        }
     }
 
     #[test]
