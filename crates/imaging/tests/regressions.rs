@@ -42,16 +42,22 @@ fn recorded_fuzz_inputs_fail_cleanly() {
     assert!(n >= 1);
 }
 
-/// Declared lengths beyond the file are refused before dicom-rs reserves them.
-#[test]
-fn dicom_lengths_beyond_the_file_are_refused() {
+/// Preamble, "DICM" and a meta group of one element: (0002,0010) UI "1.2.840.10008.1.2.1"
+/// (explicit VR little endian).
+fn explicit_le_preamble() -> Vec<u8> {
     let mut f = vec![0u8; 128];
     f.extend_from_slice(b"DICM");
-    // (0002,0010) UI "1.2.840.10008.1.2.1" (explicit VR little endian)
     let ts = b"1.2.840.10008.1.2.1\0";
     f.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
     f.extend_from_slice(&(ts.len() as u16).to_le_bytes());
     f.extend_from_slice(ts);
+    f
+}
+
+/// Declared lengths beyond the file are refused before dicom-rs reserves them.
+#[test]
+fn dicom_lengths_beyond_the_file_are_refused() {
+    let mut f = explicit_le_preamble();
     // (0010,0010) OB claiming 3 GB, followed by 4 bytes.
     f.extend_from_slice(&[0x10, 0x00, 0x10, 0x00, b'O', b'B', 0, 0]);
     f.extend_from_slice(&3_000_000_000u32.to_le_bytes());
@@ -77,12 +83,7 @@ fn dicom_lengths_beyond_the_file_are_refused() {
 /// be an unknown VR with a 3.9 GB length, which dicom-rs would reserve.
 #[test]
 fn implicit_data_set_under_an_explicit_meta_group_is_read_as_implicit() {
-    let mut f = vec![0u8; 128];
-    f.extend_from_slice(b"DICM");
-    let ts = b"1.2.840.10008.1.2.1\0";
-    f.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
-    f.extend_from_slice(&(ts.len() as u16).to_le_bytes());
-    f.extend_from_slice(ts);
+    let mut f = explicit_le_preamble();
     // Implicit: (0008,8B1F), 4 bytes, value 00 00 00 EC. Explicit: VR "\x04\0", then a
     // reserved field and the length 0xEC000000.
     f.extend_from_slice(&[0x08, 0x00, 0x1F, 0x8B, 4, 0, 0, 0, 0, 0, 0, 0xEC]);
