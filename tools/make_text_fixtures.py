@@ -52,6 +52,14 @@ PHRASES = [
     "",
     # Longer than CLIP's 77 tokens: exercises truncation (and the EOT kept at the end).
     " ".join(["no acute cardiopulmonary abnormality; stable postoperative changes"] * 12),
+    # open_clip's basic_clean: HTML references (once and twice escaped), ftfy's quote,
+    # ligature, width and control-character fixes.
+    "pleural effusion &amp; atelectasis, nodule &lt;5 mm, mass &gt;2 cm",
+    "&quot;ground-glass&quot; opacity, 10&deg; tilt, &plusmn;2 mm, 3&times;4 cm",
+    "&#177;3 mm &#x2192; follow-up in 6&ndash;8 weeks; &amp;lt;1 cm",
+    "\u201cconsolidation\u201d in the \u2018right\u2019 lower lobe",
+    "\ufb01brosis and \ufb02uid, \uff23\uff34\u3000\uff43\uff48\uff45\uff53\uff54",
+    "control\x07character\ufeff and trailing space   ",
 ]
 TOWER_PHRASES = PHRASES[:4] + [PHRASES[8]]
 
@@ -93,8 +101,11 @@ def wordpiece_ids():
     fast = BertTokenizerFast(str(VOCAB), do_lower_case=True)
     out = []
     for p in PHRASES:
-        # As open_clip's HFTokenizer: whitespace-cleaned, truncated to 256 (specials included).
-        text = " ".join(p.split())
+        # As open_clip's HFTokenizer: basic_clean (ftfy, html.unescape) and whitespace clean,
+        # then truncated to 256 (specials included).
+        from open_clip.tokenizer import _clean_whitespace
+
+        text = _clean_whitespace(p)
         ids = slow(text, max_length=256, truncation=True)["input_ids"]
         assert ids == fast(text, max_length=256, truncation=True)["input_ids"], p
         out.append({"text": p, "ids": ids})

@@ -5,8 +5,10 @@
 //!   context length as transformers does, from `vocab.txt` or `tokenizer.json`.
 //! - **CLIP BPE** (OpenAI CLIP): byte-level BPE with `</w>` word ends, `<start_of_text> …
 //!   <end_of_text>`, truncated with the end token kept last as open_clip does, from open_clip's
-//!   `bpe_simple_vocab_16e6.txt.gz`. open_clip also runs `ftfy.fix_text` and HTML unescaping,
-//!   which only change mojibake and `&amp;`-style entities; those are not reproduced.
+//!   `bpe_simple_vocab_16e6.txt.gz`.
+//!
+//! Both run after open_clip's `basic_clean` (ftfy, then HTML unescaping), as open_clip's
+//! `SimpleTokenizer` and `HFTokenizer` do: see [`clip_clean`] for how much of ftfy is kept.
 
 use anyhow::{anyhow, Context, Result};
 use std::io::Read;
@@ -135,7 +137,8 @@ impl TextTokenizer {
     /// Token ids of `text`, framed by the start and end tokens and truncated to the context
     /// length with the end token kept last.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = tk(self.inner.encode(text, false))?;
+        // Both towers come through open_clip, whose tokenizers all run `basic_clean` first.
+        let enc = tk(self.inner.encode(clip_clean(text), false))?;
         let body = enc.get_ids();
         let keep = body.len().min(self.context.saturating_sub(2));
         let mut ids = Vec::with_capacity(keep + 2);
@@ -155,6 +158,187 @@ impl TextTokenizer {
     }
 }
 
+/// open_clip's `basic_clean` (`ftfy.fix_text`, then `html.unescape` twice) for the text a
+/// radiologist types or pastes: HTML character references (numeric, and the named ones such
+/// text uses), curly quotes made straight, Latin ligatures split, full-width ASCII made
+/// half-width, control characters dropped. ftfy's mojibake repair (`cafÃ©` → `café`) is not
+/// reproduced. NFC and whitespace are the normalizer's.
+pub fn clip_clean(text: &str) -> String {
+    // ftfy unescapes once, then open_clip twice; a fixed point after at most three rounds.
+    let mut t = text.to_string();
+    for _ in 0..3 {
+        let u = html_unescape(&t);
+        if u == t {
+            break;
+        }
+        t = u;
+    }
+    let mut out = String::with_capacity(t.len());
+    for c in t.chars() {
+        match c {
+            '\u{2018}'..='\u{201B}' | '\u{02BC}' => out.push('\''),
+            '\u{201C}'..='\u{201F}' => out.push('"'),
+            '\u{FB00}' => out.push_str("ff"),
+            '\u{FB01}' => out.push_str("fi"),
+            '\u{FB02}' => out.push_str("fl"),
+            '\u{FB03}' => out.push_str("ffi"),
+            '\u{FB04}' => out.push_str("ffl"),
+            '\u{FB05}' => out.push_str("\u{17F}t"),
+            '\u{FB06}' => out.push_str("st"),
+            '\u{0132}' => out.push_str("IJ"),
+            '\u{0133}' => out.push_str("ij"),
+            '\u{FF01}'..='\u{FF5E}' => {
+                out.push(char::from_u32(c as u32 - 0xFF01 + 0x21).unwrap_or(c));
+            }
+            '\u{3000}' => out.push(' '),
+            '\u{0}'..='\u{8}'
+            | '\u{B}'
+            | '\u{E}'..='\u{1F}'
+            | '\u{7F}'
+            | '\u{206A}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFC}' => {}
+            c => out.push(c),
+        }
+    }
+    out.trim().to_string()
+}
+
+/// Python's `html.unescape` for numeric references and the named entities clinical text
+/// uses; an unknown name is left as it is.
+fn html_unescape(s: &str) -> String {
+    if !s.contains('&') {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + 1..];
+        match char_ref(tail) {
+            Some((rep, used)) => {
+                out.push_str(&rep);
+                rest = &tail[used..];
+            }
+            None => {
+                out.push('&');
+                rest = tail;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The replacement for the reference at the start of `t` (after `&`) and the bytes it used.
+fn char_ref(t: &str) -> Option<(String, usize)> {
+    if let Some(num) = t.strip_prefix('#') {
+        let (hex, digits) = match num.strip_prefix(['x', 'X']) {
+            Some(h) => (true, h),
+            None => (false, num),
+        };
+        let n = digits
+            .find(|c: char| {
+                !if hex {
+                    c.is_ascii_hexdigit()
+                } else {
+                    c.is_ascii_digit()
+                }
+            })
+            .unwrap_or(digits.len());
+        if n == 0 {
+            return None;
+        }
+        let v = u32::from_str_radix(&digits[..n], if hex { 16 } else { 10 }).unwrap_or(u32::MAX);
+        let used = 1 + usize::from(hex) + n + usize::from(digits[n..].starts_with(';'));
+        // As Python: NUL, surrogates and beyond Unicode become U+FFFD; 0x80-0x9F are cp1252.
+        let c = match v {
+            0 | 0xD800..=0xDFFF | 0x110000.. => '\u{FFFD}',
+            0x80..=0x9F => cp1252(v),
+            v => char::from_u32(v)?,
+        };
+        return Some((c.to_string(), used));
+    }
+    let name_len = t
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(t.len());
+    let name = &t[..name_len];
+    let semi = t[name_len..].starts_with(';');
+    let (rep, legacy) = named_entity(name)?;
+    if semi {
+        Some((rep.to_string(), name_len + 1))
+    } else if legacy {
+        Some((rep.to_string(), name_len))
+    } else {
+        None
+    }
+}
+
+/// (text, valid without `;` in HTML5) for the named references kept.
+fn named_entity(name: &str) -> Option<(&'static str, bool)> {
+    Some(match name {
+        "amp" | "AMP" => ("&", true),
+        "lt" | "LT" => ("<", true),
+        "gt" | "GT" => (">", true),
+        "quot" | "QUOT" => ("\"", true),
+        "apos" => ("'", false),
+        "nbsp" => ("\u{A0}", true),
+        "deg" => ("°", true),
+        "plusmn" => ("±", true),
+        "micro" => ("µ", true),
+        "times" => ("×", true),
+        "divide" => ("÷", true),
+        "middot" => ("·", true),
+        "sup2" => ("²", true),
+        "sup3" => ("³", true),
+        "frac12" => ("½", true),
+        "frac14" => ("¼", true),
+        "frac34" => ("¾", true),
+        "copy" | "COPY" => ("©", true),
+        "reg" | "REG" => ("®", true),
+        "eacute" => ("é", true),
+        "egrave" => ("è", true),
+        "uuml" => ("ü", true),
+        "ouml" => ("ö", true),
+        "auml" => ("ä", true),
+        "szlig" => ("ß", true),
+        "le" => ("≤", false),
+        "ge" => ("≥", false),
+        "ne" => ("≠", false),
+        "asymp" => ("≈", false),
+        "rarr" => ("→", false),
+        "larr" => ("←", false),
+        "uarr" => ("↑", false),
+        "darr" => ("↓", false),
+        "ndash" => ("–", false),
+        "mdash" => ("—", false),
+        "hellip" => ("…", false),
+        "lsquo" => ("‘", false),
+        "rsquo" => ("’", false),
+        "ldquo" => ("“", false),
+        "rdquo" => ("”", false),
+        "bull" => ("•", false),
+        "alpha" => ("α", false),
+        "beta" => ("β", false),
+        "gamma" => ("γ", false),
+        "delta" => ("δ", false),
+        "kappa" => ("κ", false),
+        "lambda" => ("λ", false),
+        "mu" => ("μ", false),
+        _ => return None,
+    })
+}
+
+/// Windows-1252 for the C1 range, as Python's `html.unescape` maps it.
+fn cp1252(v: u32) -> char {
+    const HIGH: [char; 32] = [
+        '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8D}', 'Ž',
+        '\u{8F}', '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9D}',
+        'ž', 'Ÿ',
+    ];
+    HIGH[(v - 0x80) as usize]
+}
+
 /// GPT-2 / CLIP `bytes_to_unicode`, in its order (which is open_clip's vocabulary order):
 /// printable bytes as themselves, then every other byte as U+0100, U+0101, ….
 fn byte_symbols() -> Vec<char> {
@@ -162,4 +346,27 @@ fn byte_symbols() -> Vec<char> {
     let shown = (0u32..256).filter(printable).filter_map(char::from_u32);
     let hidden = (256u32..).take(256 - (0u32..256).filter(printable).count());
     shown.chain(hidden.filter_map(char::from_u32)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::html_unescape;
+
+    /// Python's `html.unescape` on these inputs (CPython 3.11), edge cases the fixture's
+    /// phrases do not reach.
+    #[test]
+    fn html_references_unescape_as_python_does() {
+        for (input, python) in [
+            ("&#150;", "\u{2013}"),
+            ("a &amp b", "a & b"),
+            ("&le 5", "&le 5"),
+            ("&le; 5", "\u{2264} 5"),
+            ("&#0;", "\u{FFFD}"),
+            ("&#x110000;", "\u{FFFD}"),
+            ("&unknown; x", "&unknown; x"),
+            ("AT&T", "AT&T"),
+        ] {
+            assert_eq!(html_unescape(input), python, "{input:?}");
+        }
+    }
 }
