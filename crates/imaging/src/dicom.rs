@@ -7,6 +7,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder, VoiLutOption};
+use std::borrow::Cow;
 
 /// The DICOM attributes simcase keeps. `patient_id` is the raw value: callers hash it
 /// before storing and never print it.
@@ -313,13 +314,21 @@ fn check_lengths(
 /// [`check_lengths`] for a whole file: the meta group (explicit LE), then the data set in the
 /// syntax the meta group names; a deflated data set is inflated (up to `cap` bytes) and
 /// checked as explicit VR little endian.
-fn check_file_lengths(bytes: &[u8], ts: Option<&str>, cap: u64) -> Result<(), DecodeError> {
+fn check_file_lengths(bytes: &[u8], ts: Option<&str>, cap: u64) -> Result<Checked, DecodeError> {
     let part10 = bytes.get(128..132) == Some(b"DICM");
     let (start, ts) = if part10 {
         let (ts, end) = walk_meta(bytes);
         (end?, ts)
     } else {
         (0, ts.map(String::from))
+    };
+    // Only a meta group can be contradicted; a bare data set's syntax is our guess, which
+    // dicom-rs will follow.
+    let implicit = part10 && implicit_despite_meta(bytes, start, ts.as_deref().unwrap_or(""));
+    let checked = Checked {
+        ts: ts.clone(),
+        start,
+        implicit_despite_meta: implicit,
     };
     // A second Pixel Data header past a malformed fragment sequence escapes the walk below
     // but not dicom-rs (fuzzing found one); any explicit-VR Pixel Data header must fit too.
@@ -357,21 +366,28 @@ fn check_file_lengths(bytes: &[u8], ts: Option<&str>, cap: u64) -> Result<(), De
                     "deflated data set expands beyond {cap} bytes"
                 )));
             }
-            check_lengths(&inflated, 0, inflated.len(), true, false, 0, true).map(drop)
+            check_lengths(&inflated, 0, inflated.len(), true, false, 0, true)?;
         }
         "1.2.840.10008.1.2" => {
-            check_lengths(bytes, start, bytes.len(), false, false, 0, true).map(drop)
+            check_lengths(bytes, start, bytes.len(), false, false, 0, true)?;
         }
         "1.2.840.10008.1.2.2" => {
-            check_lengths(bytes, start, bytes.len(), true, true, 0, true).map(drop)
+            check_lengths(bytes, start, bytes.len(), true, true, 0, true)?;
         }
-        ts => {
-            // Only a meta group can be contradicted; a bare data set's syntax is our guess,
-            // which dicom-rs will follow.
-            let explicit = !(part10 && implicit_despite_meta(bytes, start, ts));
-            check_lengths(bytes, start, bytes.len(), explicit, false, 0, true).map(drop)
+        _ => {
+            check_lengths(bytes, start, bytes.len(), !implicit, false, 0, true)?;
         }
     }
+    Ok(checked)
+}
+
+/// How a file's data set was length-checked, and so how it must be read: the syntax its meta
+/// group names, where the data set starts, and whether it is implicit VR despite the meta
+/// group (read so, or dicom-rs would read lengths the check never saw).
+struct Checked {
+    ts: Option<String>,
+    start: usize,
+    implicit_despite_meta: bool,
 }
 
 /// A data set written in implicit VR under a meta group that names an explicit little-endian
@@ -393,7 +409,7 @@ fn open(bytes: &[u8], limit: u64) -> Result<DefaultDicomObject, DecodeError> {
     // Pixels at up to 8 bytes each, plus room for the rest of the data set.
     let cap = limit.saturating_mul(8).saturating_add(64 << 20);
     if bytes.get(128..132) == Some(b"DICM") {
-        check_file_lengths(bytes, None, cap)?;
+        let checked = check_file_lengths(bytes, None, cap)?;
         let read = |ts: &str, read_as: &str, start: usize| {
             use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
             let syntax = dicom_transfer_syntax_registry::TransferSyntaxRegistry
@@ -403,14 +419,11 @@ fn open(bytes: &[u8], limit: u64) -> Result<DefaultDicomObject, DecodeError> {
                 .map_err(dicom_err)?;
             with_meta(ds, ts)
         };
-        let meta = walk_meta(bytes);
         // An implicit-VR data set under an explicit syntax's meta group is read as implicit
         // (which is how its lengths were checked) and keeps the meta group's syntax for its
         // pixel data; dicom-rs alone would read it as explicit.
-        if let (Some(ts), Ok(start)) = &meta {
-            if implicit_despite_meta(bytes, *start, ts) {
-                return read(ts, "1.2.840.10008.1.2", *start);
-            }
+        if let (Some(ts), true) = (&checked.ts, checked.implicit_despite_meta) {
+            return read(ts, "1.2.840.10008.1.2", checked.start);
         }
         let opened = OpenFileOptions::new()
             .read_preamble(ReadPreamble::Never)
@@ -419,9 +432,9 @@ fn open(bytes: &[u8], limit: u64) -> Result<DefaultDicomObject, DecodeError> {
         // A meta group dicom-rs will not parse (writers that omit its group length, as
         // pydicom's no_meta_group_length.dcm does): read the data set after it with the
         // syntax it names, and rebuild the meta group.
-        return opened.or_else(|e| match &meta {
-            (Some(ts), Ok(start)) => read(ts, ts, *start).map_err(|_| e),
-            _ => Err(e),
+        return opened.or_else(|e| match &checked.ts {
+            Some(ts) => read(ts, ts, checked.start).map_err(|_| e),
+            None => Err(e),
         });
     }
     use dicom_dictionary_std::uids;
@@ -813,33 +826,20 @@ fn palette(
         (
             tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
             tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            tags::SEGMENTED_RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
         ),
         (
             tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
             tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            tags::SEGMENTED_GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
         ),
         (
             tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
             tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            tags::SEGMENTED_BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
         ),
     ]
-    .map(|(d, v)| palette_lut(obj, d, v));
-    let segmented = [
-        tags::SEGMENTED_RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
-        tags::SEGMENTED_GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
-        tags::SEGMENTED_BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
-    ];
-    let luts: Vec<_> = luts
-        .into_iter()
-        .zip(segmented)
-        .map(|(lut, seg)| match lut {
-            Some(Ok(l)) => Some(l),
-            Some(Err((n, first, top))) => {
-                segmented_lut(obj, seg, n).map(|table| (table, first, top))
-            }
-            None => None,
-        })
-        .collect();
+    .map(|(d, v, seg)| palette_lut(obj, d, v, seg));
     let mut out = vec![0f32; 3 * w * h];
     for (c, lut) in luts.iter().enumerate() {
         let (table, first, top) = lut.as_ref().ok_or_else(|| {
@@ -854,28 +854,28 @@ fn palette(
     Ok(Image::new(w, h, out))
 }
 
-/// One palette table: entries, first mapped value, full-scale value; or, when the object has
-/// no plain table data, the descriptor's (entries, first, full scale) for a segmented table.
-#[allow(clippy::type_complexity)]
+/// One palette table, from its plain `data` or else its `segmented` data: entries, first
+/// mapped value, full-scale value.
 fn palette_lut(
     obj: &DefaultDicomObject,
     desc: dicom_object::Tag,
     data: dicom_object::Tag,
-) -> Option<Result<(Vec<u16>, i64, f32), (usize, i64, f32)>> {
+    segmented: dicom_object::Tag,
+) -> Option<(Vec<u16>, i64, f32)> {
     let d = obj.element_opt(desc).ok()??.to_multi_int::<i64>().ok()?;
     let (n, first, bits) = (*d.first()?, *d.get(1)?, *d.get(2)?);
     let n = if n <= 0 { 65536 } else { n as usize };
     let bits = bits.clamp(1, 16) as u32;
     let top = ((1u32 << bits) - 1) as f32;
     let Some(el) = obj.element_opt(data).ok()? else {
-        return Some(Err((n, first, top)));
+        return segmented_lut(obj, segmented, n).map(|table| (table, first, top));
     };
     let table: Vec<u16> = match el.value().primitive()? {
         dicom_core::PrimitiveValue::U16(v) if v.len() >= n => v[..n].to_vec(),
         // 8-bit entries packed two to a word.
         p => p.to_bytes().iter().take(n).map(|&b| u16::from(b)).collect(),
     };
-    (table.len() == n).then_some(Ok((table, first, top)))
+    (table.len() == n).then_some((table, first, top))
 }
 
 /// A segmented palette table (PS3.3 C.7.9.2) of 16-bit words expanded to its `n` entries.
@@ -975,7 +975,8 @@ fn direct(
     let per = rows * cols * spp;
     let frames = meta.frames.max(1);
     let (words, planar) = if meta.transfer_syntax == RLE {
-        (rle32(obj, frames, per, spp)?, false)
+        let wanted = select_frames(opts, frames)?;
+        (rle32(obj, frames, &wanted, per, spp)?, false)
     } else {
         let el = obj.element(tags::PIXEL_DATA).map_err(dicom_err)?;
         let big = meta.transfer_syntax == "1.2.840.10008.1.2.2";
@@ -1088,31 +1089,22 @@ fn native1(
 
 /// 32-bit RLE Lossless frames as interleaved words: per frame one fragment holding 4 byte
 /// segments per sample, most significant first (DICOM PS3.5 annex G).
+/// Only the `wanted` frames are decoded; the others stay zero.
 fn rle32(
     obj: &DefaultDicomObject,
     frames: u32,
+    wanted: &[u32],
     per: usize,
     spp: usize,
 ) -> Result<Vec<u32>, DecodeError> {
-    let el = obj.element(tags::PIXEL_DATA).map_err(dicom_err)?;
-    let fragments = el
-        .value()
-        .fragments()
-        .ok_or_else(|| DecodeError::Dicom("RLE pixel data is not encapsulated".into()))?;
-    let frames = frames as usize;
-    let streams: Vec<Vec<u8>> = if frames == 1 {
-        vec![fragments.concat()]
-    } else if fragments.len() == frames {
-        fragments.to_vec()
-    } else {
-        return Err(DecodeError::Dicom(format!(
-            "RLE: {} fragments for {frames} frames",
-            fragments.len()
-        )));
-    };
+    // PS3.5 annex G: one fragment per frame, so no frame boundary to look for.
+    let streams = encapsulated_frames(obj, frames, "RLE", None)?;
     let pixels = per / spp;
-    let mut words = vec![0u32; per * frames];
+    let mut words = vec![0u32; per * frames as usize];
     for (f, stream) in streams.iter().enumerate() {
+        if !wanted.contains(&(f as u32)) {
+            continue;
+        }
         let head = |i: usize| -> Option<usize> {
             let b = stream.get(4 * i..4 * i + 4)?;
             Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
@@ -1149,6 +1141,46 @@ fn rle32(
         }
     }
     Ok(words)
+}
+
+/// The encapsulated stream of each of `frames` frames: all fragments for a single frame, one
+/// fragment per frame, else, where `starts_frame` can tell, a new frame at each fragment that
+/// opens one. `codec` names the syntax in errors.
+pub(crate) fn encapsulated_frames<'a>(
+    obj: &'a DefaultDicomObject,
+    frames: u32,
+    codec: &str,
+    starts_frame: Option<fn(&[u8]) -> bool>,
+) -> Result<Vec<Cow<'a, [u8]>>, DecodeError> {
+    let el = obj.element(tags::PIXEL_DATA).map_err(dicom_err)?;
+    let fragments = el
+        .value()
+        .fragments()
+        .ok_or_else(|| DecodeError::Dicom(format!("{codec} pixel data is not encapsulated")))?;
+    let frames = frames.max(1) as usize;
+    let streams: Vec<Cow<'a, [u8]>> = if frames == 1 {
+        vec![Cow::Owned(fragments.concat())]
+    } else if fragments.len() == frames {
+        fragments.iter().map(|f| Cow::Borrowed(&f[..])).collect()
+    } else if let Some(starts_frame) = starts_frame {
+        let mut v: Vec<Cow<'a, [u8]>> = Vec::new();
+        for f in fragments {
+            match v.last_mut() {
+                Some(last) if !starts_frame(f) => last.to_mut().extend_from_slice(f),
+                _ => v.push(Cow::Borrowed(&f[..])),
+            }
+        }
+        v
+    } else {
+        return Err(DecodeError::Dicom(format!(
+            "{codec}: {} fragments for {frames} frames",
+            fragments.len()
+        )));
+    };
+    if streams.is_empty() {
+        return Err(DecodeError::Dicom(format!("no {codec} fragments")));
+    }
+    Ok(streams)
 }
 
 /// PackBits, stopping at `want` bytes.

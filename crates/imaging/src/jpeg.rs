@@ -140,37 +140,6 @@ enum Samples {
     Twelve(Vec<u16>),
 }
 
-/// The encapsulated JPEG stream of each frame: one fragment per frame, all fragments for a
-/// single frame, else split where a fragment starts a new JPEG (SOI marker).
-fn frame_streams(obj: &DefaultDicomObject, frames: u32) -> Result<Vec<Vec<u8>>, DecodeError> {
-    let el = obj
-        .element(tags::PIXEL_DATA)
-        .map_err(|e| DecodeError::Dicom(e.to_string()))?;
-    let fragments = el
-        .value()
-        .fragments()
-        .ok_or_else(|| DecodeError::Dicom("JPEG pixel data is not encapsulated".into()))?;
-    let frames = frames.max(1) as usize;
-    let streams: Vec<Vec<u8>> = if frames == 1 {
-        vec![fragments.concat()]
-    } else if fragments.len() == frames {
-        fragments.to_vec()
-    } else {
-        let mut v: Vec<Vec<u8>> = Vec::new();
-        for f in fragments {
-            match v.last_mut() {
-                Some(last) if !f.starts_with(&[0xFF, 0xD8]) => last.extend_from_slice(f),
-                _ => v.push(f.clone()),
-            }
-        }
-        v
-    };
-    if streams.is_empty() {
-        return Err(DecodeError::Dicom("no JPEG fragments".into()));
-    }
-    Ok(streams)
-}
-
 /// `jpeg` with its JFIF and Adobe markers replaced by an Adobe marker that says "no colour
 /// transform", so that libjpeg hands out the three components as they were stored.
 fn without_colour_transform(jpeg: &[u8]) -> Vec<u8> {
@@ -215,7 +184,13 @@ pub(crate) fn to_native(
     rows: usize,
     cols: usize,
 ) -> Result<DefaultDicomObject, DecodeError> {
-    let streams = frame_streams(obj, frames)?;
+    // Encoders may split a frame over fragments; each frame's JPEG opens with SOI.
+    let streams = crate::dicom::encapsulated_frames(
+        obj,
+        frames,
+        "JPEG",
+        Some(|f| f.starts_with(&[0xFF, 0xD8])),
+    )?;
     let d = Decompressor::new()?;
     let pi = crate::dicom::text(obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
     // DICOM, not the JPEG's markers, says what three components are (PS3.5 8.2.1), as pydicom
