@@ -152,37 +152,18 @@ fn nifti2_info(b: &[u8]) -> Result<NiftiInfo, DecodeError> {
         [0, 0, 0x02, 0x1C] => true,
         _ => return Err(corrupt("NIfTI", "NIfTI-2 header size is not 540")),
     };
-    let arr = |k: usize| -> [u8; 8] { b[k..k + 8].try_into().expect("8 bytes") };
-    let i64_at = |k: usize| {
+    // The `N` bytes at `k` in little-endian order, whatever the file's (all inside 540).
+    fn le<const N: usize>(b: &[u8], k: usize, big: bool) -> [u8; N] {
+        let mut v: [u8; N] = b[k..k + N].try_into().expect("inside the header");
         if big {
-            i64::from_be_bytes(arr(k))
-        } else {
-            i64::from_le_bytes(arr(k))
+            v.reverse();
         }
-    };
-    let f64_at = |k: usize| {
-        if big {
-            f64::from_be_bytes(arr(k))
-        } else {
-            f64::from_le_bytes(arr(k))
-        }
-    };
-    let i32_at = |k: usize| {
-        let v: [u8; 4] = b[k..k + 4].try_into().expect("4 bytes");
-        if big {
-            i32::from_be_bytes(v)
-        } else {
-            i32::from_le_bytes(v)
-        }
-    };
-    let i16_at = |k: usize| {
-        let v = [b[k], b[k + 1]];
-        if big {
-            i16::from_be_bytes(v)
-        } else {
-            i16::from_le_bytes(v)
-        }
-    };
+        v
+    }
+    let i64_at = |k| i64::from_le_bytes(le(b, k, big));
+    let f64_at = |k| f64::from_le_bytes(le(b, k, big));
+    let i32_at = |k| i32::from_le_bytes(le(b, k, big));
+    let i16_at = |k| i16::from_le_bytes(le(b, k, big));
     let row = |k: usize| [0, 1, 2, 3].map(|j| f64_at(k + 8 * j));
     Ok(NiftiInfo {
         dim: std::array::from_fn(|i| i64_at(16 + 8 * i)),
