@@ -4,11 +4,10 @@
 //! per-transfer-syntax table that the README carries.
 
 mod common;
-use common::fetched_once;
+use common::{bin, fetched_once};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// (package, version, wheel SHA-256, member prefix)
 const WHEELS: [(&str, &str, &str, &str); 2] = [
@@ -128,7 +127,7 @@ fn ingest_of_the_pydicom_test_sets_completes() {
     let index = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("dicom-corpus-index-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&index);
-    let out = Command::new(env!("CARGO_BIN_EXE_simcase"))
+    let out = bin()
         .args(["index", "--quiet", "--index"])
         .arg(&index)
         .arg(root.join("pydicom"))
@@ -182,7 +181,7 @@ fn frames_become_items_and_phi_needs_keep_phi() {
         std::fs::copy(root.join("pydicom").join(f), src.join(f)).unwrap();
     }
     let run = |index: &Path, extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_simcase"))
+        let out = bin()
             .args(["index", "--quiet", "--index"])
             .arg(index)
             .args(extra)
