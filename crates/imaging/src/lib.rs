@@ -314,16 +314,7 @@ pub fn decode_bytes(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, Decod
         frames: FrameSelect::First,
         ..opts.clone()
     };
-    if matches!(
-        sniff(bytes),
-        Some(Format::Dicom | Format::Png | Format::Jpeg)
-    ) {
-        return decode_items(bytes, &first)?
-            .into_iter()
-            .next()
-            .ok_or(DecodeError::Unsupported);
-    }
-    // A volume's middle slice stands for it (only that slice is cut out).
+    // The first frame of a DICOM object; a volume's middle slice (only that one is cut out).
     decode_guarded(bytes, &first, true)?
         .into_iter()
         .next()
