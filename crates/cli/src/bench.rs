@@ -152,7 +152,7 @@ fn peers(args: &[String]) -> Result<serde_json::Value> {
 }
 
 fn sample_images(data: &std::path::Path, n: usize) -> Result<Vec<simcase_imaging::Image>> {
-    let sources = crate::ingest::read_manifest(&data.join("dev.csv"))?;
+    let sources = simcase_ingest::read_manifest(&data.join("dev.csv"))?;
     let mut imgs = Vec::new();
     for s in sources.iter().take(n.max(1)) {
         imgs.push(decode_path(&s.path, &Default::default())?.image);
@@ -308,7 +308,7 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
         } => {
             crate::ensure_model(model)?;
             let enc = simcase_models::load(model, &default_device())?;
-            let mut sources = crate::ingest::read_manifest(manifest)?;
+            let mut sources = simcase_ingest::read_manifest(manifest)?;
             sources.truncate(*images);
             let decoded: Vec<_> = sources
                 .iter()
@@ -323,13 +323,13 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
                 std::env::temp_dir().join(format!("simcase-bench-ingest-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             let mut w = simcase_index::Writer::open(&dir, model, enc.dim())?;
-            let opts = crate::ingest::Options {
+            let opts = simcase_ingest::Options {
                 batch: 16,
                 decode: Default::default(),
                 progress: false,
             };
             let t = Instant::now();
-            let s = crate::ingest::run(&mut w, enc.as_ref(), sources, &opts)?;
+            let s = simcase_ingest::run(&mut w, enc.as_ref(), sources, &opts)?;
             let rate = s.added as f64 / t.elapsed().as_secs_f64();
             drop(w);
             let _ = std::fs::remove_dir_all(&dir);

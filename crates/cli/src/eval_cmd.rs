@@ -2,12 +2,12 @@
 //! P@1/3/5/10 (micro and macro), the kNN vote with k tuned on val, and a per-modality view.
 //! Embeddings are kept in a per-model index folder, so a second run only scores.
 
-use crate::ingest;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use simcase_eval::{at_level, knn_classification, precision_report, LEVELS, NS};
 use simcase_imaging::content_hash;
 use simcase_index::{FlatIndex, Reader, VectorIndex};
+use simcase_ingest as ingest;
 use simcase_models::default_device;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;

@@ -3,12 +3,12 @@
 mod bench;
 mod demo;
 mod eval_cmd;
-mod ingest;
 mod query;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use simcase_imaging::{DecodeOptions, WindowPreset};
+use simcase_ingest as ingest;
 use simcase_models::{catalogue, default_device, install, installed, InstallOutcome};
 use std::path::PathBuf;
 

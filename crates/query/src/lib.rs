@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use serde::Serialize;
 use simcase_imaging::{decode_path, DecodeOptions, Image, WindowPreset};
-use simcase_index::{search_rows, Item, Snapshot};
+use simcase_index::{search_rows, Column, Item, Snapshot};
 use simcase_models::{Encoder, TextEncoder};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -104,55 +104,47 @@ impl Query {
     }
 }
 
-/// A metadata field results can be filtered on: the label columns, provenance, or any other
-/// manifest column (`meta.NAME`).
+/// A metadata field results can be filtered on: one of the index's filter columns
+/// ([`Column::FILTERS`]: labels and provenance), the file format, or any other manifest column
+/// (`meta.NAME`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Field {
-    Modality,
-    Anatomy,
-    Pathology,
-    Label,
-    Source,
-    Split,
-    BodyPart,
+    /// A stored column.
+    Column(Column),
+    /// The container format (`png`, `dicom`, …).
     Format,
+    /// A manifest column kept in the item's extra metadata.
     Extra(String),
 }
 
 impl std::str::FromStr for Field {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
+        if let Some(c) = Column::from_name(s).filter(|c| Column::FILTERS.contains(c)) {
+            return Ok(Self::Column(c));
+        }
         Ok(match s {
-            "modality" => Self::Modality,
-            "anatomy" => Self::Anatomy,
-            "pathology" => Self::Pathology,
-            "label" => Self::Label,
-            "source" => Self::Source,
-            "split" => Self::Split,
-            "body_part" => Self::BodyPart,
             "format" => Self::Format,
             other => match other.strip_prefix("meta.") {
                 Some(k) if !k.is_empty() => Self::Extra(k.to_string()),
-                _ => anyhow::bail!(
-                    "unknown filter field {other:?} (modality, anatomy, pathology, label, \
-                     source, split, body_part, format, or meta.COLUMN)"
-                ),
+                _ => {
+                    let names: Vec<&str> = Column::FILTERS.iter().map(|c| c.name()).collect();
+                    anyhow::bail!(
+                        "unknown filter field {other:?} ({}, format, or meta.COLUMN)",
+                        names.join(", ")
+                    )
+                }
             },
         })
     }
 }
 
 impl Field {
+    /// This field's value for `it`, if it has one.
     pub fn value<'a>(&self, it: &'a Item) -> Option<&'a str> {
         let m = &it.meta;
         match self {
-            Self::Modality => m.modality.as_deref(),
-            Self::Anatomy => m.anatomy.as_deref(),
-            Self::Pathology => m.pathology.as_deref(),
-            Self::Label => m.label.as_deref(),
-            Self::Source => m.source.as_deref(),
-            Self::Split => m.split.as_deref(),
-            Self::BodyPart => m.body_part.as_deref(),
+            Self::Column(c) => c.get(m),
             Self::Format => Some(m.format.as_str()),
             Self::Extra(k) => m.extra.get(k).and_then(|v| v.as_str()),
         }

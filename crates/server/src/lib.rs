@@ -19,7 +19,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use simcase_imaging::{decode_bytes, DecodeOptions, WindowPreset};
-use simcase_index::Snapshot;
+use simcase_index::{Column, Snapshot};
 use simcase_models::TextEncoder;
 use simcase_query::{Field, Filters, GroupBy, Query};
 use std::collections::{BTreeMap, HashMap};
@@ -267,14 +267,10 @@ async fn openapi() -> Response {
 async fn stats(State(state): State<Shared>) -> Json<Value> {
     let snap = snapshot(&state);
     let mut counts: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
-    let fields = [
-        ("modality", Field::Modality),
-        ("anatomy", Field::Anatomy),
-        ("pathology", Field::Pathology),
-        ("label", Field::Label),
-        ("source", Field::Source),
-        ("split", Field::Split),
-    ];
+    let fields: Vec<(&str, Field)> = Column::FILTERS
+        .iter()
+        .map(|&c| (c.name(), Field::Column(c)))
+        .collect();
     let mut extra_cols: std::collections::BTreeSet<String> = Default::default();
     for it in snap.items() {
         for (name, f) in &fields {

@@ -1,0 +1,299 @@
+//! What the index stores about each item, declared once: [`ItemMeta`] and [`Column`], the list
+//! of optional text columns that the SQLite schema, the row reader and writer, search filters,
+//! the API's counts and the CLI all go through. Adding a column means adding one variant here.
+
+use serde::{Deserialize, Serialize};
+
+/// Labels and provenance of one indexed image.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ItemMeta {
+    /// The file the item was read from (the server leaves it out unless asked).
+    pub path: String,
+    /// Content id (SHA-256 of the file, with the frame or slice appended for parts of a file).
+    pub hash: String,
+    /// The container format (`png`, `jpeg`, `dicom`, `nifti`, `nrrd`).
+    pub format: String,
+    /// Imaging modality (`CT`, `MR`, `US`, `XR`, …).
+    pub modality: Option<String>,
+    /// Anatomy, the second part of a `modality/anatomy/pathology` label.
+    pub anatomy: Option<String>,
+    /// Pathology, the third part of a label.
+    pub pathology: Option<String>,
+    /// The full label, usually `modality/anatomy/pathology`.
+    pub label: Option<String>,
+    /// `train`, `val` or `test`, from a manifest.
+    pub split: Option<String>,
+    /// The data set or archive the item came from.
+    pub source: Option<String>,
+    /// Salted hash of the patient id; never the raw value.
+    pub patient_key: Option<String>,
+    /// DICOM StudyInstanceUID.
+    pub study_uid: Option<String>,
+    /// DICOM SeriesInstanceUID.
+    pub series_uid: Option<String>,
+    /// DICOM SOPInstanceUID.
+    pub sop_uid: Option<String>,
+    /// DICOM BodyPartExamined.
+    pub body_part: Option<String>,
+    /// Other manifest columns, as a JSON object.
+    #[serde(default)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The optional text columns of an item, in schema order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Column {
+    /// [`ItemMeta::modality`]
+    Modality,
+    /// [`ItemMeta::anatomy`]
+    Anatomy,
+    /// [`ItemMeta::pathology`]
+    Pathology,
+    /// [`ItemMeta::label`]
+    Label,
+    /// [`ItemMeta::split`]
+    Split,
+    /// [`ItemMeta::source`]
+    Source,
+    /// [`ItemMeta::patient_key`]
+    PatientKey,
+    /// [`ItemMeta::study_uid`]
+    StudyUid,
+    /// [`ItemMeta::series_uid`]
+    SeriesUid,
+    /// [`ItemMeta::sop_uid`]
+    SopUid,
+    /// [`ItemMeta::body_part`]
+    BodyPart,
+}
+
+impl Column {
+    /// Every column, in the order of the `items` table.
+    pub const ALL: [Column; 11] = [
+        Self::Modality,
+        Self::Anatomy,
+        Self::Pathology,
+        Self::Label,
+        Self::Split,
+        Self::Source,
+        Self::PatientKey,
+        Self::StudyUid,
+        Self::SeriesUid,
+        Self::SopUid,
+        Self::BodyPart,
+    ];
+
+    /// The columns a search may filter on and the API counts: labels and provenance, not
+    /// identifiers (patient keys and UIDs are grouped by, not listed).
+    pub const FILTERS: [Column; 7] = [
+        Self::Modality,
+        Self::Anatomy,
+        Self::Pathology,
+        Self::Label,
+        Self::Source,
+        Self::Split,
+        Self::BodyPart,
+    ];
+
+    /// The column's name in SQLite, in filters and in JSON.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Modality => "modality",
+            Self::Anatomy => "anatomy",
+            Self::Pathology => "pathology",
+            Self::Label => "label",
+            Self::Split => "split",
+            Self::Source => "source",
+            Self::PatientKey => "patient_key",
+            Self::StudyUid => "study_uid",
+            Self::SeriesUid => "series_uid",
+            Self::SopUid => "sop_uid",
+            Self::BodyPart => "body_part",
+        }
+    }
+
+    /// The column called `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The column's value in `m`.
+    pub fn get(self, m: &ItemMeta) -> Option<&str> {
+        self.field(m).as_deref()
+    }
+
+    fn field(self, m: &ItemMeta) -> &Option<String> {
+        match self {
+            Self::Modality => &m.modality,
+            Self::Anatomy => &m.anatomy,
+            Self::Pathology => &m.pathology,
+            Self::Label => &m.label,
+            Self::Split => &m.split,
+            Self::Source => &m.source,
+            Self::PatientKey => &m.patient_key,
+            Self::StudyUid => &m.study_uid,
+            Self::SeriesUid => &m.series_uid,
+            Self::SopUid => &m.sop_uid,
+            Self::BodyPart => &m.body_part,
+        }
+    }
+
+    /// The column's slot in `m`, to set it.
+    pub fn slot(self, m: &mut ItemMeta) -> &mut Option<String> {
+        match self {
+            Self::Modality => &mut m.modality,
+            Self::Anatomy => &mut m.anatomy,
+            Self::Pathology => &mut m.pathology,
+            Self::Label => &mut m.label,
+            Self::Split => &mut m.split,
+            Self::Source => &mut m.source,
+            Self::PatientKey => &mut m.patient_key,
+            Self::StudyUid => &mut m.study_uid,
+            Self::SeriesUid => &mut m.series_uid,
+            Self::SopUid => &mut m.sop_uid,
+            Self::BodyPart => &mut m.body_part,
+        }
+    }
+}
+
+/// Keys in [`ItemMeta::extra`] that place an item inside its file: written at ingest, read by
+/// whatever re-decodes the item (thumbnails) or groups by volume.
+pub mod part_keys {
+    /// Frame number of a multi-frame DICOM object.
+    pub const FRAME: &str = "frame";
+    /// How many frames the object has.
+    pub const FRAMES: &str = "frames";
+    /// Content id shared by a volume's slices.
+    pub const VOLUME: &str = "volume";
+    /// Slice number across `AXIS`.
+    pub const SLICE: &str = "slice";
+    /// How many slices that axis has.
+    pub const SLICES: &str = "slices";
+    /// The slicing axis (`axial`, `coronal`, `sagittal`).
+    pub const AXIS: &str = "axis";
+}
+
+impl ItemMeta {
+    fn extra_u32(&self, key: &str) -> Option<u32> {
+        self.extra.get(key)?.as_u64()?.try_into().ok()
+    }
+
+    /// The frame or slice this item is, if it is one of several in its file.
+    pub fn part_index(&self) -> Option<u32> {
+        self.extra_u32(part_keys::FRAME)
+            .or_else(|| self.extra_u32(part_keys::SLICE))
+    }
+
+    /// The slicing axis of a volume slice (`axial`, `coronal`, `sagittal`).
+    pub fn slice_axis(&self) -> Option<&str> {
+        self.extra.get(part_keys::AXIS)?.as_str()
+    }
+
+    /// The volume a slice belongs to.
+    pub fn volume(&self) -> Option<&str> {
+        self.extra.get(part_keys::VOLUME)?.as_str()
+    }
+}
+
+/// A stored item: its row in `vectors.f32` and its metadata.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Item {
+    /// The item's row, which is also its id in searches and the API.
+    pub id: u64,
+    /// What is known about it.
+    #[serde(flatten)]
+    pub meta: ItemMeta,
+}
+
+/// The `items` table, from [`Column::ALL`].
+pub(super) fn create_items_sql() -> String {
+    let cols: String = Column::ALL
+        .iter()
+        .map(|c| format!(", {} TEXT", c.name()))
+        .collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS items(
+            row INTEGER PRIMARY KEY, path TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,
+            format TEXT NOT NULL{cols}, extra TEXT,
+            added_at TEXT NOT NULL DEFAULT (datetime('now')));"
+    )
+}
+
+/// `row, path, hash, format, <columns>, extra`: the select list [`row_to_item`] reads and the
+/// insert list [`insert_sql`] writes.
+pub(super) fn select_list() -> String {
+    let cols: Vec<&str> = Column::ALL.iter().map(|c| c.name()).collect();
+    format!("row, path, hash, format, {}, extra", cols.join(", "))
+}
+
+/// `INSERT INTO items(<select list>) VALUES (?1, …)`.
+pub(super) fn insert_sql() -> String {
+    let n = 5 + Column::ALL.len();
+    let params: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO items({}) VALUES ({})",
+        select_list(),
+        params.join(", ")
+    )
+}
+
+/// The values [`insert_sql`] binds for one item at `row`.
+pub(super) fn insert_values(row: i64, m: &ItemMeta) -> Vec<rusqlite::types::Value> {
+    use rusqlite::types::Value;
+    let text = |s: Option<&str>| s.map_or(Value::Null, |s| Value::Text(s.to_string()));
+    let mut v = vec![
+        Value::Integer(row),
+        Value::Text(m.path.clone()),
+        Value::Text(m.hash.clone()),
+        Value::Text(m.format.clone()),
+    ];
+    v.extend(Column::ALL.iter().map(|c| text(c.get(m))));
+    let extra = (!m.extra.is_empty())
+        .then(|| serde_json::to_string(&m.extra).ok())
+        .flatten();
+    v.push(text(extra.as_deref()));
+    v
+}
+
+/// One row of [`select_list`] back into an [`Item`].
+pub(super) fn row_to_item(r: &rusqlite::Row) -> rusqlite::Result<Item> {
+    let mut meta = ItemMeta {
+        path: r.get(1)?,
+        hash: r.get(2)?,
+        format: r.get(3)?,
+        ..Default::default()
+    };
+    for (i, c) in Column::ALL.iter().enumerate() {
+        *c.slot(&mut meta) = r.get(4 + i)?;
+    }
+    let extra: Option<String> = r.get(4 + Column::ALL.len())?;
+    meta.extra = extra
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    Ok(Item {
+        id: r.get::<_, i64>(0)? as u64,
+        meta,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_column_round_trips_through_its_name_and_slot() {
+        let mut m = ItemMeta::default();
+        for (i, c) in Column::ALL.into_iter().enumerate() {
+            assert_eq!(Column::from_name(c.name()), Some(c));
+            *c.slot(&mut m) = Some(format!("v{i}"));
+        }
+        for (i, c) in Column::ALL.into_iter().enumerate() {
+            assert_eq!(c.get(&m), Some(format!("v{i}").as_str()), "{}", c.name());
+        }
+        assert_eq!(Column::from_name("path"), None);
+        assert_eq!(
+            insert_values(0, &m).len(),
+            insert_sql().matches('?').count()
+        );
+    }
+}

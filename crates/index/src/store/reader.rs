@@ -1,0 +1,203 @@
+//! Reading an index: [`Reader`] (the committed rows, memory-mapped, plus SQLite lookups) and
+//! [`Snapshot`] (the same rows with all metadata in memory, immutable and shared by a server's
+//! requests). Both only ever see committed rows: SQLite's row count bounds the mapped vectors.
+
+use super::columns::{row_to_item, select_list, Item};
+use super::settings::Settings;
+use super::{connect, item_count, DB, VECTORS};
+use anyhow::{ensure, Context, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// A read-only view: the committed rows, memory-mapped, plus metadata lookups.
+pub struct Reader {
+    dir: PathBuf,
+    conn: Connection,
+    view: Rows,
+}
+
+/// The committed vectors of an index, memory-mapped: what [`Reader`] and [`Snapshot`] share
+/// (both dereference to it).
+pub struct Rows {
+    settings: Settings,
+    map: Option<memmap2::Mmap>,
+    rows: usize,
+}
+
+impl Rows {
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// All committed vectors, row-major.
+    pub fn vectors(&self) -> &[f32] {
+        match &self.map {
+            Some(m) => {
+                // SAFETY: any bit pattern is a valid f32; alignment is checked.
+                let (pre, v, _) = unsafe { m.align_to::<f32>() };
+                assert!(pre.is_empty(), "mmap is page-aligned");
+                &v[..self.rows * self.settings.dim]
+            }
+            None => &[],
+        }
+    }
+
+    pub fn vector(&self, id: u64) -> Option<&[f32]> {
+        let (d, i) = (self.settings.dim, usize::try_from(id).ok()?);
+        self.vectors()
+            .get(i.checked_mul(d)?..(i + 1).checked_mul(d)?)
+    }
+}
+
+impl std::ops::Deref for Reader {
+    type Target = Rows;
+    fn deref(&self) -> &Rows {
+        &self.view
+    }
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = Rows;
+    fn deref(&self) -> &Rows {
+        &self.view
+    }
+}
+
+impl Reader {
+    pub fn open(dir: &Path) -> Result<Self> {
+        ensure!(
+            dir.join(DB).is_file(),
+            "{} is not a simcase index (no {DB}); build one with `simcase index`",
+            dir.display()
+        );
+        let conn = connect(dir)?;
+        let settings = Settings::read(&conn)?
+            .with_context(|| format!("{} has no index settings", dir.display()))?;
+        let rows = item_count(&conn)?;
+        let file = File::open(dir.join(VECTORS))?;
+        let need = rows * settings.dim * 4;
+        ensure!(
+            file.metadata()?.len() as usize >= need,
+            "{}: vectors file shorter than its {rows} committed items",
+            dir.display()
+        );
+        // SAFETY: the file is only ever appended to (or truncated past the committed rows,
+        // which this view never reads).
+        let map = if need > 0 {
+            Some(unsafe { memmap2::MmapOptions::new().len(need).map(&file)? })
+        } else {
+            None
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            conn,
+            view: Rows {
+                settings,
+                map,
+                rows,
+            },
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn item(&self, id: u64) -> Result<Option<Item>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {} FROM items WHERE row = ?1", select_list()),
+                [id as i64],
+                row_to_item,
+            )
+            .optional()?)
+    }
+
+    pub fn items(&self) -> Result<Vec<Item>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {} FROM items WHERE row < ?1 ORDER BY row",
+            select_list()
+        ))?;
+        let v = st
+            .query_map([self.view.rows as i64], row_to_item)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(v)
+    }
+
+    pub fn errors(&self) -> Result<Vec<(String, String)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT path, reason FROM errors ORDER BY path")?;
+        let v = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(v)
+    }
+
+    pub fn id_by_hash(&self, hash: &str) -> Result<Option<u64>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT row FROM items WHERE hash = ?1 AND row < ?2",
+                params![hash, self.view.rows as i64],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|r| r as u64))
+    }
+}
+
+/// An immutable, thread-safe view of an index at one committed row count: the vectors stay
+/// memory-mapped (shared by every request, never copied) and the metadata is held in memory
+/// for filtering. A server swaps in a fresh snapshot when a writer has committed more rows.
+pub struct Snapshot {
+    view: Rows,
+    items: Vec<Item>,
+}
+
+impl Reader {
+    /// Freeze this reader's committed rows into a [`Snapshot`].
+    pub fn snapshot(self) -> Result<Snapshot> {
+        let items = self.items()?;
+        ensure!(
+            items.len() == self.view.rows
+                && items.iter().enumerate().all(|(i, it)| it.id == i as u64),
+            "{}: item rows are not contiguous",
+            self.dir.display()
+        );
+        Ok(Snapshot {
+            view: self.view,
+            items,
+        })
+    }
+}
+
+impl Snapshot {
+    /// Open `dir` and snapshot it.
+    pub fn open(dir: &Path) -> Result<Self> {
+        Reader::open(dir)?.snapshot()
+    }
+
+    /// Committed rows in `dir` right now (cheap: one SQLite count), to decide on a refresh.
+    pub fn committed_rows(dir: &Path) -> Result<usize> {
+        item_count(&connect(dir)?)
+    }
+
+    pub fn item(&self, id: u64) -> Option<&Item> {
+        self.items.get(usize::try_from(id).ok()?)
+    }
+
+    pub fn items(&self) -> &[Item] {
+        &self.items
+    }
+}
