@@ -76,7 +76,7 @@ enum ModelsCmd {
 }
 
 #[derive(clap::Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     #[arg(long)]
     index: PathBuf,
     /// Address to listen on; anything but loopback needs a token.
@@ -112,7 +112,7 @@ fn serve_cmd(a: &ServeArgs) -> Result<()> {
 }
 
 #[derive(clap::Args)]
-pub struct IndexArgs {
+pub(crate) struct IndexArgs {
     /// Image files or folders (walked recursively).
     paths: Vec<PathBuf>,
     /// Index folder (created if missing; re-running adds only new content).
@@ -148,7 +148,7 @@ pub struct IndexArgs {
     quiet: bool,
 }
 
-pub fn ensure_model(name: &str) -> Result<()> {
+pub(crate) fn ensure_model(name: &str) -> Result<()> {
     if !installed(name)? {
         let spec = simcase_models::spec(name)?;
         eprintln!("installing model {name} ({})...", spec.source.describe());
@@ -157,7 +157,7 @@ pub fn ensure_model(name: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
+pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
     let mut sources = ingest::walk(&a.paths)?;
     if let Some(m) = &a.manifest {
         sources.extend(ingest::read_manifest(m)?);

@@ -22,14 +22,18 @@ pub fn at_level(label: &str, level: usize) -> String {
         .join("/")
 }
 
+/// A metric averaged two ways: over queries (micro) and over classes of per-class means (macro).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct MicroMacro {
+    /// Mean over queries.
     pub micro: f64,
+    /// Mean over classes of each class's mean.
     pub macro_: f64,
 }
 
 // JSON wants the key "macro", a Rust keyword.
 impl MicroMacro {
+    /// `{"micro": …, "macro": …}`.
     pub fn to_json(self) -> serde_json::Value {
         serde_json::json!({ "micro": self.micro, "macro": self.macro_ })
     }
@@ -40,11 +44,14 @@ impl MicroMacro {
 pub struct LevelReport {
     /// Keyed by N.
     pub p: BTreeMap<usize, MicroMacro>,
+    /// Queries scored.
     pub queries: usize,
+    /// Queries skipped because their class has no item in the index.
     pub skipped: usize,
 }
 
 impl LevelReport {
+    /// `{"P@N": {"micro", "macro"}, …, "queries", "skipped"}`.
     pub fn to_json(&self) -> serde_json::Value {
         let mut o = serde_json::Map::new();
         for (n, mm) in &self.p {
@@ -137,11 +144,16 @@ pub fn knn_vote(neighbours: &[(String, f32)], k: usize) -> Option<String> {
         .map(|(l, _)| l.to_string())
 }
 
+/// The kNN label vote as a classifier: `k` tuned on `val`, then scored on `test`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Classification {
+    /// The number of neighbours that vote, tuned on `val`.
     pub k: usize,
+    /// Accuracy on `val` at that `k`.
     pub val_accuracy: f64,
+    /// Accuracy on `test`.
     pub accuracy: f64,
+    /// Macro-averaged F1 on `test`.
     pub macro_f1: f64,
 }
 

@@ -263,6 +263,7 @@ pub struct FlatIndex<D: AsRef<[f32]> + Send + Sync> {
 }
 
 impl<D: AsRef<[f32]> + Send + Sync> FlatIndex<D> {
+    /// Rows of `dim` values, row-major (the length must be a whole number of rows).
     pub fn new(data: D, dim: usize) -> Self {
         assert!(
             dim > 0 && data.as_ref().len() % dim == 0,
@@ -271,6 +272,7 @@ impl<D: AsRef<[f32]> + Send + Sync> FlatIndex<D> {
         Self { data, dim }
     }
 
+    /// Row `r`.
     pub fn row(&self, r: usize) -> &[f32] {
         &self.data.as_ref()[r * self.dim..(r + 1) * self.dim]
     }

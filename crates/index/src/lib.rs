@@ -10,14 +10,19 @@ pub use store::{part_keys, Column, Item, ItemMeta, Reader, Rows, Settings, Snaps
 /// One search result: a row of the index and its inner product with the query.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct Hit {
+    /// The row (item id).
     pub row: u64,
+    /// Inner product with the query (cosine, for normalised vectors).
     pub score: f32,
 }
 
 /// A searchable set of L2-normalised vectors.
 pub trait VectorIndex: Send + Sync {
+    /// Values per vector.
     fn dim(&self) -> usize;
+    /// Vectors held.
     fn len(&self) -> usize;
+    /// Whether it holds none.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -15,15 +15,22 @@ use std::collections::HashSet;
 
 /// How [`run`] works: batch size, decoding options, and whether to draw a progress bar.
 pub struct Options {
+    /// Images embedded (and committed) together.
     pub batch: usize,
+    /// How files are decoded (window, frames, slices, pixel limits).
     pub decode: DecodeOptions,
+    /// Draw a progress bar on stderr.
     pub progress: bool,
 }
 
+/// What a run did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Summary {
+    /// Items committed.
     pub added: usize,
+    /// Files or items already in the index (or seen twice in this run).
     pub skipped: usize,
+    /// Files that could not be indexed (each logged and kept in the `errors` table).
     pub failed: usize,
 }
 

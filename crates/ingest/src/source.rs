@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 /// One file to index, with whatever labels its manifest row gives.
 #[derive(Clone, Debug, Default)]
 pub struct Source {
+    /// The file.
     pub path: PathBuf,
+    /// Labels and columns from the manifest row (empty for walked files).
     pub meta: ItemMeta,
     /// Raw patient id from the manifest; hashed before storage.
     pub patient_id: Option<String>,

@@ -13,20 +13,32 @@ use std::path::Path;
 /// One ranked neighbour, as printed and served. No raw patient identifiers: only the salted key.
 #[derive(Clone, Debug, Serialize)]
 pub struct Hit {
+    /// 1-based position in the full ranking (offset included).
     pub rank: usize,
+    /// Cosine similarity with the query.
     pub score: f32,
+    /// The item's id.
     pub id: u64,
     /// The file's path on the indexing machine (the server leaves it out unless asked).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The item's label.
     pub label: Option<String>,
+    /// Modality.
     pub modality: Option<String>,
+    /// Anatomy.
     pub anatomy: Option<String>,
+    /// Pathology.
     pub pathology: Option<String>,
+    /// Source data set or archive.
     pub source: Option<String>,
+    /// Manifest split.
     pub split: Option<String>,
+    /// Salted patient key (never the raw id).
     pub patient_key: Option<String>,
+    /// DICOM StudyInstanceUID.
     pub study_uid: Option<String>,
+    /// DICOM SeriesInstanceUID.
     pub series_uid: Option<String>,
     /// The key this hit was grouped by, when the search was grouped.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -57,7 +69,9 @@ impl Hit {
 
 /// A query resolved to a vector, and the item it came from when it was one.
 pub struct Query {
+    /// The query vector, L2-normalised, in the index's space.
     pub vector: Vec<f32>,
+    /// An indexed item to leave out of the results (the query itself, for "more like this").
     pub exclude: Option<u64>,
 }
 
@@ -155,16 +169,21 @@ impl Field {
 /// and the study date (`meta.study_date`, `YYYYMMDD`) must fall in the range when one is given.
 #[derive(Clone, Debug, Default)]
 pub struct Filters {
+    /// Allowed values per field (OR within a field, AND across fields).
     pub fields: BTreeMap<Field, Vec<String>>,
+    /// Earliest study date kept, `YYYYMMDD` (dashes ignored).
     pub date_from: Option<String>,
+    /// Latest study date kept.
     pub date_to: Option<String>,
 }
 
 impl Filters {
+    /// Whether nothing is filtered.
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty() && self.date_from.is_none() && self.date_to.is_none()
     }
 
+    /// Whether `it` passes every filter.
     pub fn keeps(&self, it: &Item) -> bool {
         let fields_ok = self.fields.iter().all(|(f, allowed)| {
             f.value(it)
@@ -194,9 +213,13 @@ impl Filters {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GroupBy {
+    /// By salted patient key.
     Patient,
+    /// By StudyInstanceUID.
     Study,
+    /// By SeriesInstanceUID.
     Series,
+    /// By the volume a slice was cut from.
     Volume,
 }
 
@@ -233,9 +256,13 @@ impl GroupBy {
 /// One search: how many results, which page, which items, and whether to group.
 #[derive(Clone, Debug)]
 pub struct Request {
+    /// Results per page.
     pub k: usize,
+    /// Results (or groups) skipped before this page.
     pub offset: usize,
+    /// Which items may be returned.
     pub filters: Filters,
+    /// Return distinct groups instead of items.
     pub group_by: Option<GroupBy>,
 }
 
@@ -253,10 +280,13 @@ impl Default for Request {
 /// A group of results, scored by its best item.
 #[derive(Clone, Debug, Serialize)]
 pub struct Group {
+    /// The group's key (patient key, UID or volume id).
     pub key: String,
+    /// The best item's score.
     pub score: f32,
     /// How many of the group's items were among the ranked candidates.
     pub matched: usize,
+    /// The group's best item.
     pub best: Hit,
 }
 
@@ -264,21 +294,29 @@ pub struct Group {
 /// of the top results that carries each value, largest first.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Vote {
+    /// Modalities.
     pub modality: Vec<(String, f32)>,
+    /// `modality/anatomy`.
     pub anatomy: Vec<(String, f32)>,
+    /// Full labels.
     pub label: Vec<(String, f32)>,
 }
 
+/// The answer to a [`Request`].
 #[derive(Clone, Debug, Serialize)]
 pub struct Response {
     /// This page of results (of groups' best items when grouped).
     pub hits: Vec<Hit>,
+    /// The groups of this page, when grouped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<Group>>,
+    /// The label vote of this page.
     pub vote: Vote,
     /// Items that passed the filters.
     pub candidates: usize,
+    /// The request's offset.
     pub offset: usize,
+    /// The request's page size.
     pub k: usize,
 }
 

@@ -6,20 +6,26 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+/// One keep-alive connection to a simcase server, with an optional bearer token.
 pub struct Client {
     addr: String,
     token: Option<String>,
     conn: Option<BufReader<TcpStream>>,
 }
 
+/// A response: status, content type and the whole body.
 #[derive(Debug)]
 pub struct Reply {
+    /// HTTP status code.
     pub status: u16,
+    /// The `Content-Type` header.
     pub content_type: String,
+    /// The body, de-chunked.
     pub body: Vec<u8>,
 }
 
 impl Reply {
+    /// The body parsed as JSON (an error quotes the body).
     pub fn json(&self) -> Result<serde_json::Value> {
         serde_json::from_slice(&self.body).with_context(|| {
             format!(
@@ -30,6 +36,7 @@ impl Reply {
         })
     }
 
+    /// The body as text (invalid UTF-8 replaced).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -61,15 +68,18 @@ impl Client {
         }
     }
 
+    /// Send `Authorization: Bearer TOKEN` with every request.
     pub fn with_token(mut self, token: &str) -> Self {
         self.token = Some(token.to_string());
         self
     }
 
+    /// `GET path`.
     pub fn get(&mut self, path: &str) -> Result<Reply> {
         self.send("GET", path, None)
     }
 
+    /// `POST path` with a body.
     pub fn post(&mut self, path: &str, content_type: &str, body: &[u8]) -> Result<Reply> {
         self.send("POST", path, Some((content_type, body)))
     }

@@ -17,14 +17,19 @@ struct Job {
 /// Counters for `/api/stats`: how well requests were batched.
 #[derive(Default)]
 pub struct BatchStats {
+    /// Batches run.
     pub batches: AtomicUsize,
+    /// Images embedded.
     pub images: AtomicUsize,
+    /// The largest batch so far.
     pub largest: AtomicUsize,
 }
 
+/// The server's one model, behind a queue that batches concurrent requests.
 pub struct Embedder {
     tx: Sender<Job>,
     pre: simcase_models::Preprocess,
+    /// Batching counters.
     pub stats: Arc<BatchStats>,
 }
 

@@ -36,20 +36,26 @@ const OPENAPI: &str = include_str!("../assets/openapi.json");
 /// How the server runs.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The index folder to serve.
     pub index: PathBuf,
+    /// Address to listen on.
     pub bind: SocketAddr,
     /// Required on every API call when set; required to bind off loopback.
     pub token: Option<String>,
+    /// Largest upload accepted (413 above).
     pub max_upload_bytes: usize,
     /// Pixel limit for uploads, checked from the header before decoding.
     pub max_pixels: u64,
     /// Include file paths in responses (they can carry names from the archive's layout).
     pub show_paths: bool,
+    /// Most uploads embedded in one batch.
     pub max_batch: usize,
+    /// Largest `k` a search may ask for.
     pub max_k: usize,
 }
 
 impl Config {
+    /// Defaults for serving `index`: loopback:8080, no token, 32 MB uploads, 64 M pixels.
     pub fn new(index: PathBuf) -> Self {
         Self {
             index,

@@ -10,17 +10,25 @@ pub type Request = (&'static str, String, Option<(String, Vec<u8>)>);
 /// Builds client `conn`'s `i`-th request.
 pub type MakeRequest<'a> = &'a (dyn Fn(usize, usize) -> Request + Sync);
 
+/// What a load run measured.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// Requests completed (errors included).
     pub requests: usize,
+    /// Non-2xx replies and I/O failures.
     pub errors: usize,
+    /// Wall time of the run.
     pub seconds: f64,
+    /// Median latency.
     pub p50_ms: f64,
+    /// 99th-percentile latency.
     pub p99_ms: f64,
+    /// Slowest request.
     pub max_ms: f64,
 }
 
 impl Report {
+    /// Requests per second.
     pub fn per_second(&self) -> f64 {
         self.requests as f64 / self.seconds.max(1e-9)
     }

@@ -26,14 +26,17 @@ pub struct Rows {
 }
 
 impl Rows {
+    /// The index's model, dimension and salt.
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
 
+    /// Committed rows.
     pub fn len(&self) -> usize {
         self.rows
     }
 
+    /// Whether nothing is committed.
     pub fn is_empty(&self) -> bool {
         self.rows == 0
     }
@@ -51,6 +54,7 @@ impl Rows {
         }
     }
 
+    /// The vector of item `id`, if committed.
     pub fn vector(&self, id: u64) -> Option<&[f32]> {
         let (d, i) = (self.settings.dim, usize::try_from(id).ok()?);
         self.vectors()
@@ -73,6 +77,7 @@ impl std::ops::Deref for Snapshot {
 }
 
 impl Reader {
+    /// Open the index folder `dir` read-only (any number of readers, alongside a writer).
     pub fn open(dir: &Path) -> Result<Self> {
         ensure!(
             dir.join(DB).is_file(),
@@ -90,9 +95,9 @@ impl Reader {
             "{}: vectors file shorter than its {rows} committed items",
             dir.display()
         );
-        // SAFETY: the file is only ever appended to (or truncated past the committed rows,
-        // which this view never reads).
         let map = if need > 0 {
+            // SAFETY: the file is only ever appended to (or truncated past the committed rows,
+            // which this view never reads), so the mapped bytes never change under us.
             Some(unsafe { memmap2::MmapOptions::new().len(need).map(&file)? })
         } else {
             None
@@ -108,10 +113,12 @@ impl Reader {
         })
     }
 
+    /// The index folder.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// Item `id`'s metadata, if it exists.
     pub fn item(&self, id: u64) -> Result<Option<Item>> {
         Ok(self
             .conn
@@ -123,6 +130,7 @@ impl Reader {
             .optional()?)
     }
 
+    /// Every committed item, by id.
     pub fn items(&self) -> Result<Vec<Item>> {
         let mut st = self.conn.prepare(&format!(
             "SELECT {} FROM items WHERE row < ?1 ORDER BY row",
@@ -134,6 +142,7 @@ impl Reader {
         Ok(v)
     }
 
+    /// Files that could not be indexed, with their reasons, by path.
     pub fn errors(&self) -> Result<Vec<(String, String)>> {
         let mut st = self
             .conn
@@ -144,6 +153,7 @@ impl Reader {
         Ok(v)
     }
 
+    /// The committed item with this content hash.
     pub fn id_by_hash(&self, hash: &str) -> Result<Option<u64>> {
         Ok(self
             .conn
@@ -193,10 +203,12 @@ impl Snapshot {
         item_count(&connect(dir)?)
     }
 
+    /// Item `id`, if it is in the snapshot.
     pub fn item(&self, id: u64) -> Option<&Item> {
         self.items.get(usize::try_from(id).ok()?)
     }
 
+    /// Every item, by id.
     pub fn items(&self) -> &[Item] {
         &self.items
     }
