@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// One ranked neighbour, as printed and served. No raw patient identifiers: only the salted key.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Hit {
     /// 1-based position in the full ranking (offset included).
     pub rank: usize,
@@ -210,7 +210,7 @@ impl Filters {
 }
 
 /// What distinct results mean when one patient (or study, series, volume) has many images.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum GroupBy {
     /// By salted patient key.
@@ -278,7 +278,7 @@ impl Default for Request {
 }
 
 /// A group of results, scored by its best item.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Group {
     /// The group's key (patient key, UID or volume id).
     pub key: String,
@@ -292,18 +292,21 @@ pub struct Group {
 
 /// What the similar cases say: per label level, the share of the summed (non-negative) score
 /// of the top results that carries each value, largest first.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Vote {
-    /// Modalities.
+    /// Modalities, as `[value, share]` pairs.
+    #[schema(value_type = Vec<Vec<Object>>)]
     pub modality: Vec<(String, f32)>,
-    /// `modality/anatomy`.
+    /// `modality/anatomy`, as `[value, share]` pairs.
+    #[schema(value_type = Vec<Vec<Object>>)]
     pub anatomy: Vec<(String, f32)>,
-    /// Full labels.
+    /// Full labels, as `[value, share]` pairs.
+    #[schema(value_type = Vec<Vec<Object>>)]
     pub label: Vec<(String, f32)>,
 }
 
 /// The answer to a [`Request`].
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Response {
     /// This page of results (of groups' best items when grouped).
     pub hits: Vec<Hit>,

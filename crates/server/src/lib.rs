@@ -6,6 +6,7 @@
 //! index` commits more rows, so the server keeps answering during ingest and never sees a
 //! half-written item. Off loopback every API call needs the token.
 
+pub mod api;
 pub mod client;
 pub mod embed;
 pub mod load;
@@ -17,7 +18,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
 use simcase_imaging::{decode_bytes, DecodeOptions, WindowPreset};
 use simcase_index::{Column, Snapshot};
 use simcase_models::TextEncoder;
@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 const PAGE: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
 const STYLE: &str = include_str!("../assets/style.css");
-const OPENAPI: &str = include_str!("../assets/openapi.json");
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -123,7 +122,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        (self.0, Json(api::ErrorBody { error: self.1 })).into_response()
     }
 }
 
@@ -267,10 +266,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn openapi() -> Response {
-    page(OPENAPI, "application/json")
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(api::openapi_json_text);
+    ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
 }
 
-async fn stats(State(state): State<Shared>) -> Json<Value> {
+async fn stats(State(state): State<Shared>) -> Json<api::StatsResponse> {
     let snap = snapshot(&state);
     let mut counts: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
     let fields: Vec<(&str, Field)> = Column::FILTERS
@@ -292,19 +293,22 @@ async fn stats(State(state): State<Shared>) -> Json<Value> {
     }
     let b = &state.embedder.stats;
     use std::sync::atomic::Ordering::Relaxed;
-    Json(json!({
-        "items": snap.len(),
-        "model": snap.settings().model,
-        "dim": snap.settings().dim,
-        "text_search": state.has_text,
-        "counts": counts,
-        "extra_fields": extra_cols,
-        "embedding": {
-            "batches": b.batches.load(Relaxed),
-            "images": b.images.load(Relaxed),
-            "largest_batch": b.largest.load(Relaxed),
+    Json(api::StatsResponse {
+        items: snap.len(),
+        model: snap.settings().model.clone(),
+        dim: snap.settings().dim,
+        text_search: state.has_text,
+        counts: counts
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        extra_fields: extra_cols,
+        embedding: api::BatchCounts {
+            batches: b.batches.load(Relaxed),
+            images: b.images.load(Relaxed),
+            largest_batch: b.largest.load(Relaxed),
         },
-    }))
+    })
 }
 
 /// Search parameters shared by every kind of query.
@@ -377,13 +381,13 @@ fn params(pairs: &[(String, String)], max_k: usize) -> ApiResult<Params> {
 async fn search_get(
     State(state): State<Shared>,
     UrlQuery(pairs): UrlQuery<Vec<(String, String)>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<api::SearchResponse>> {
     let p = params(&pairs, state.cfg.max_k)?;
     let snap = snapshot(&state);
     let (q, about) = match (&p.id, &p.text) {
         (Some(id), None) => {
             let q = Query::item(&snap, *id).map_err(|e| ApiError::not_found(format!("{e:#}")))?;
-            (q, json!({ "kind": "item", "id": id }))
+            (q, api::QueryInfo::Item { id: *id })
         }
         (None, Some(text)) => {
             let enc = text_encoder(&state).await?;
@@ -392,7 +396,7 @@ async fn search_get(
                 .await
                 .map_err(|e| ApiError::internal(e.into()))?
                 .map_err(|e| ApiError::bad(format!("{e:#}")))?;
-            (q, json!({ "kind": "text", "text": text }))
+            (q, api::QueryInfo::Text { text: text.clone() })
         }
         _ => {
             return Err(ApiError::bad(
@@ -437,7 +441,7 @@ async fn search_upload(
     State(state): State<Shared>,
     UrlQuery(pairs): UrlQuery<Vec<(String, String)>>,
     multipart: std::result::Result<Multipart, axum::extract::multipart::MultipartRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<api::SearchResponse>> {
     let p = params(&pairs, state.cfg.max_k)?;
     let mut mp =
         multipart.map_err(|e| ApiError(e.status(), format!("upload: {}", e.body_text())))?;
@@ -481,14 +485,7 @@ async fn search_upload(
         vector,
         exclude: None,
     };
-    respond(
-        &state,
-        &snap,
-        q,
-        &p,
-        json!({ "kind": "upload", "name": name }),
-    )
-    .await
+    respond(&state, &snap, q, &p, api::QueryInfo::Upload { name }).await
 }
 
 async fn respond(
@@ -496,8 +493,8 @@ async fn respond(
     snap: &Arc<Snapshot>,
     q: Query,
     p: &Params,
-    about: Value,
-) -> ApiResult<Json<Value>> {
+    about: api::QueryInfo,
+) -> ApiResult<Json<api::SearchResponse>> {
     let t = Instant::now();
     let (s, req) = (snap.clone(), p.req.clone());
     let mut res = tokio::task::spawn_blocking(move || simcase_query::search(&s, &q, &req))
@@ -510,12 +507,13 @@ async fn respond(
             g.best.path = None;
         }
     }
-    let mut v = serde_json::to_value(&res).map_err(|e| ApiError::internal(e.into()))?;
-    v["query"] = about;
-    v["model"] = json!(snap.settings().model);
-    v["items"] = json!(snap.len());
-    v["took_ms"] = json!(t.elapsed().as_secs_f64() * 1e3);
-    Ok(Json(v))
+    Ok(Json(api::SearchResponse {
+        result: res,
+        query: about,
+        model: snap.settings().model.clone(),
+        items: snap.len(),
+        took_ms: t.elapsed().as_secs_f64() * 1e3,
+    }))
 }
 
 fn parse_id(raw: &str, snap: &Snapshot) -> ApiResult<u64> {
@@ -529,19 +527,20 @@ fn parse_id(raw: &str, snap: &Snapshot) -> ApiResult<u64> {
 }
 
 /// `GET /api/items/{id}`: metadata (never raw patient identifiers; paths only if enabled).
-async fn item(State(state): State<Shared>, Path(raw): Path<String>) -> ApiResult<Json<Value>> {
+async fn item(
+    State(state): State<Shared>,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<simcase_index::Item>> {
     let snap = snapshot(&state);
     let id = parse_id(&raw, &snap)?;
     let it = snap
         .item(id)
         .ok_or_else(|| ApiError::not_found("no such item"))?;
-    let mut v = serde_json::to_value(it).map_err(|e| ApiError::internal(e.into()))?;
+    let mut it = it.clone();
     if !state.cfg.show_paths {
-        if let Some(o) = v.as_object_mut() {
-            o.remove("path");
-        }
+        it.meta.path.clear(); // an empty path is not serialised
     }
-    Ok(Json(v))
+    Ok(Json(it))
 }
 
 /// `GET /api/items/{id}/thumbnail?size=256&window=lung`: a PNG rendered from the indexed file.

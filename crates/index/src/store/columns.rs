@@ -5,9 +5,11 @@
 use serde::{Deserialize, Serialize};
 
 /// Labels and provenance of one indexed image.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ItemMeta {
-    /// The file the item was read from (the server leaves it out unless asked).
+    /// The file the item was read from (the server leaves it out unless asked, by clearing it:
+    /// an empty path is not serialised).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
     /// Content id (SHA-256 of the file, with the frame or slice appended for parts of a file).
     pub hash: String,
@@ -35,8 +37,9 @@ pub struct ItemMeta {
     pub sop_uid: Option<String>,
     /// DICOM BodyPartExamined.
     pub body_part: Option<String>,
-    /// Other manifest columns, as a JSON object.
+    /// Other manifest columns (and DICOM extras such as `study_date`), as a JSON object.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -196,7 +199,7 @@ impl ItemMeta {
 }
 
 /// A stored item: its row in `vectors.f32` and its metadata.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Item {
     /// The item's row, which is also its id in searches and the API.
     pub id: u64,

@@ -1,0 +1,334 @@
+//! The API's bodies as types, and the OpenAPI document generated from them (utoipa) instead of
+//! kept by hand: a field added to a response appears in `/api/openapi.json` by construction.
+//! The handlers in `lib.rs` return these types; the `#[utoipa::path]` stubs below describe the
+//! routes (their parameters and status codes) next to the types they answer with.
+
+#![allow(dead_code)] // the path stubs exist for the OpenAPI derive only
+
+use serde::Serialize;
+use simcase_index::{Item, ItemMeta};
+use simcase_query::{Group, GroupBy, Hit, Response, Vote};
+use std::collections::{BTreeMap, BTreeSet};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+/// Every error: a one-line reason (naming the file or parameter at fault).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+}
+
+/// What was searched for.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum QueryInfo {
+    /// More like an indexed item.
+    Item {
+        /// The item's id.
+        id: u64,
+    },
+    /// Free text through the model's text tower.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// An uploaded image.
+    Upload {
+        /// The upload's file name.
+        name: String,
+    },
+}
+
+/// `GET|POST /api/search`: a page of ranked results.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResponse {
+    /// Hits, groups, the vote and the paging.
+    #[serde(flatten)]
+    pub result: Response,
+    /// What was searched for.
+    pub query: QueryInfo,
+    /// The index's model.
+    pub model: String,
+    /// Items in the index.
+    pub items: usize,
+    /// Time spent ranking, in milliseconds.
+    pub took_ms: f64,
+}
+
+/// How well concurrent uploads were batched.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchCounts {
+    /// Batches run.
+    pub batches: usize,
+    /// Images embedded.
+    pub images: usize,
+    /// The largest batch.
+    pub largest_batch: usize,
+}
+
+/// `GET /api/stats`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsResponse {
+    /// Items in the index.
+    pub items: usize,
+    /// The index's model.
+    pub model: String,
+    /// Embedding dimension.
+    pub dim: usize,
+    /// Whether `text=` search works (CLIP-family models).
+    pub text_search: bool,
+    /// Per filter column, how many items carry each value.
+    pub counts: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Other metadata keys found on items (filterable as `meta.KEY`).
+    pub extra_fields: BTreeSet<String>,
+    /// Upload batching counters.
+    pub embedding: BatchCounts,
+}
+
+/// Query parameters of every search.
+#[derive(Debug, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SearchParams {
+    /// Results per page (1..=max_k, default 20).
+    pub k: Option<usize>,
+    /// Pagination: results to skip.
+    pub offset: Option<usize>,
+    /// Top-k distinct groups, each scored by its best item, with how many of its items matched.
+    pub group_by: Option<GroupBy>,
+    /// Filter (repeatable; OR within a field, AND across fields, case-insensitive).
+    pub modality: Option<Vec<String>>,
+    /// Filter.
+    pub anatomy: Option<Vec<String>>,
+    /// Filter.
+    pub pathology: Option<Vec<String>>,
+    /// Filter on the full `modality/anatomy/pathology` label.
+    pub label: Option<Vec<String>>,
+    /// Filter.
+    pub source: Option<Vec<String>>,
+    /// Filter.
+    pub split: Option<Vec<String>>,
+    /// Filter (DICOM BodyPartExamined).
+    pub body_part: Option<Vec<String>>,
+    /// Filter on any other manifest column, e.g. `meta.view=PA`.
+    #[serde(rename = "meta.COLUMN")]
+    pub meta: Option<Vec<String>>,
+    /// Study date range start (YYYYMMDD), on `meta.study_date`.
+    pub date_from: Option<String>,
+    /// Study date range end.
+    pub date_to: Option<String>,
+}
+
+/// The query of `GET /api/search`: exactly one of the two.
+#[derive(Debug, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GetQuery {
+    /// More like this indexed item (the item itself is left out).
+    pub id: Option<u64>,
+    /// Text search (CLIP-family models).
+    pub text: Option<String>,
+}
+
+/// The upload of `POST /api/search`.
+#[derive(Debug, ToSchema)]
+pub struct Upload {
+    /// A PNG, JPEG or DICOM file.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}
+
+/// Thumbnail options.
+#[derive(Debug, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ThumbParams {
+    /// Longest side in pixels, 16..=1024 (default 256).
+    pub size: Option<usize>,
+    /// DICOM window: lung, mediastinum, abdomen, bone, brain, or C,W.
+    pub window: Option<String>,
+}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "ok", body = String)))]
+fn healthz() {}
+
+#[utoipa::path(get, path = "/api/openapi.json",
+    responses((status = 200, description = "this document (OpenAPI 3.1)")))]
+fn openapi_json() {}
+
+#[utoipa::path(get, path = "/api/stats",
+    responses((status = 200, description = "index size, model, label counts, batching counters", body = StatsResponse),
+              (status = 401, description = "missing or wrong token", body = ErrorBody)))]
+fn stats() {}
+
+#[utoipa::path(get, path = "/api/search", params(GetQuery, SearchParams),
+    responses((status = 200, description = "ranked results", body = SearchResponse),
+              (status = 400, description = "a bad parameter, named", body = ErrorBody),
+              (status = 401, description = "missing or wrong token", body = ErrorBody),
+              (status = 404, description = "no such item", body = ErrorBody)))]
+fn search_get() {}
+
+#[utoipa::path(post, path = "/api/search", params(SearchParams,
+        ("window" = Option<String>, Query, description = "DICOM window for the upload: lung, mediastinum, abdomen, bone, brain, or C,W")),
+    request_body(content = Upload, content_type = "multipart/form-data"),
+    responses((status = 200, description = "ranked results", body = SearchResponse),
+              (status = 400, description = "a bad parameter or an undecodable upload, named", body = ErrorBody),
+              (status = 401, description = "missing or wrong token", body = ErrorBody),
+              (status = 413, description = "upload too large", body = ErrorBody)))]
+fn search_upload() {}
+
+#[utoipa::path(get, path = "/api/items/{id}", params(("id" = u64, Path, description = "item id")),
+    responses((status = 200, description = "the item's metadata (no raw patient identifiers; no path unless --show-paths)", body = Item),
+              (status = 400, description = "not an id", body = ErrorBody),
+              (status = 404, description = "no such item", body = ErrorBody)))]
+fn item() {}
+
+#[utoipa::path(get, path = "/api/items/{id}/thumbnail",
+    params(("id" = u64, Path, description = "item id"), ThumbParams),
+    responses((status = 200, description = "a PNG rendered on the server (DICOM windowed)", content_type = "image/png"),
+              (status = 400, description = "a bad parameter, named", body = ErrorBody),
+              (status = 404, description = "no such item, or its file is gone", body = ErrorBody)))]
+fn thumbnail() {}
+
+/// The OpenAPI document of the routes above.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "simcase",
+        description = "Similar-case search for radiology. Off loopback every /api call needs \
+                       `Authorization: Bearer TOKEN`. Responses never carry PatientName, PatientID \
+                       or birth date; patients appear only as a salted key."
+    ),
+    paths(
+        healthz,
+        openapi_json,
+        stats,
+        search_get,
+        search_upload,
+        item,
+        thumbnail
+    ),
+    components(schemas(
+        ErrorBody,
+        QueryInfo,
+        SearchResponse,
+        StatsResponse,
+        BatchCounts,
+        Hit,
+        Group,
+        Vote,
+        Response,
+        Item,
+        ItemMeta,
+        GroupBy,
+        Upload
+    ))
+)]
+pub struct ApiDoc;
+
+/// `/api/openapi.json`, serialised once.
+pub fn openapi_json_text() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"openapi: {e}\"}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// Property names a schema declares, following `$ref` and `allOf`.
+    fn declared(doc: &Value, schema: &Value, out: &mut BTreeSet<String>) {
+        if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+            let name = r.rsplit('/').next().unwrap();
+            declared(doc, &doc["components"]["schemas"][name], out);
+        }
+        for part in schema["allOf"].as_array().into_iter().flatten() {
+            declared(doc, part, out);
+        }
+        if let Some(props) = schema["properties"].as_object() {
+            out.extend(props.keys().cloned());
+        }
+    }
+
+    fn keys_declared_for(
+        schema: &str,
+        body: &impl Serialize,
+    ) -> (BTreeSet<String>, BTreeSet<String>) {
+        let doc: Value = serde_json::from_str(&openapi_json_text()).unwrap();
+        let mut names = BTreeSet::new();
+        declared(&doc, &doc["components"]["schemas"][schema], &mut names);
+        let sent: BTreeSet<String> = serde_json::to_value(body)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        (sent, names)
+    }
+
+    #[test]
+    fn the_document_describes_what_the_handlers_send() {
+        let doc: Value = serde_json::from_str(&openapi_json_text()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        for p in [
+            "/api/search",
+            "/api/stats",
+            "/api/items/{id}",
+            "/api/items/{id}/thumbnail",
+            "/healthz",
+        ] {
+            assert!(doc["paths"].get(p).is_some(), "{p} missing");
+        }
+        let search = SearchResponse {
+            result: Response {
+                hits: vec![],
+                groups: Some(vec![]),
+                vote: Vote::default(),
+                candidates: 0,
+                offset: 0,
+                k: 1,
+            },
+            query: QueryInfo::Item { id: 3 },
+            model: "m".into(),
+            items: 0,
+            took_ms: 0.0,
+        };
+        let (sent, names) = keys_declared_for("SearchResponse", &search);
+        assert!(sent.is_subset(&names), "sent {sent:?}, declared {names:?}");
+        assert!(names.contains("hits") && names.contains("took_ms"));
+        let stats = StatsResponse {
+            items: 0,
+            model: "m".into(),
+            dim: 1,
+            text_search: false,
+            counts: Default::default(),
+            extra_fields: Default::default(),
+            embedding: BatchCounts {
+                batches: 0,
+                images: 0,
+                largest_batch: 0,
+            },
+        };
+        let (sent, names) = keys_declared_for("StatsResponse", &stats);
+        assert_eq!(sent, names);
+        // The search parameters a client can send are all documented.
+        let params: BTreeSet<&str> = doc["paths"]["/api/search"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        for p in [
+            "id",
+            "text",
+            "k",
+            "offset",
+            "group_by",
+            "modality",
+            "meta.COLUMN",
+            "date_to",
+        ] {
+            assert!(params.contains(p), "{p} not documented: {params:?}");
+        }
+    }
+}
