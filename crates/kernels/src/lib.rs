@@ -5,10 +5,11 @@
 //! - `portable.rs`, `avx2.rs`, `avx512.rs`: one file per instruction set, each a table of
 //!   the same row kernels (plus hand-written intrinsics where the compiler's loops are not
 //!   enough: the dot product).
-//! - By concern: [`reduce`](crate::dot) (dot), [`norm`] (layer norm), [`activation`] (GELU,
-//!   QuickGELU, ReLU6, `erf`, `exp`), `softmax`, [`depthwise`] (depthwise convolution),
-//!   [`attention`] (fused multi-head attention), [`linear`] (fused linear layer), [`gemm`] (the
-//!   checked sgemm every matrix product goes through), [`resize`] (bicubic resize).
+//! - By concern: `reduce.rs` (sum, max, dot in eight lanes), [`norm`] (layer norm),
+//!   [`activation`] (GELU, QuickGELU, ReLU, ReLU6, `erf`, `exp`), `softmax.rs`, [`depthwise`]
+//!   (depthwise convolution), [`attention`] (fused multi-head attention), [`linear`] (fused
+//!   linear layer), [`gemm`] (the checked sgemm every matrix product goes through), [`resize`]
+//!   (bicubic resize).
 //!
 //! The parallel entry points (`layer_norm`, `gelu_add`, `attention`, …) split work with rayon
 //! and run the selected path's row kernels; [`kernels`] gives the row kernels themselves.
