@@ -1,9 +1,12 @@
-//! Exact inner-product search over contiguous rows: AVX2/FMA dot products, rows split across
-//! threads, a bounded min-heap per thread, merged at the end. Vectors are L2-normalised at
+//! Exact inner-product search over contiguous rows: SIMD dot products (from
+//! `simcase-kernels`, AVX-512, AVX2+FMA or portable by CPU), or one GEMM per block when many
+//! queries share a scan; rows split across threads, a bounded min-heap per thread, merged at
+//! the end. Vectors are L2-normalised at
 //! ingest, so the inner product is the cosine.
 
 use crate::{Hit, VectorIndex};
 use rayon::prelude::*;
+use simcase_kernels::{kernels, sgemm, MatMut, MatRef, Threads};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
@@ -72,69 +75,11 @@ impl TopK {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    use std::arch::x86_64::*;
-    let n = a.len().min(b.len());
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 32 <= n {
-        for (j, acc) in acc.iter_mut().enumerate() {
-            let x = _mm256_loadu_ps(pa.add(i + 8 * j));
-            let y = _mm256_loadu_ps(pb.add(i + 8 * j));
-            *acc = _mm256_fmadd_ps(x, y, *acc);
-        }
-        i += 32;
-    }
-    while i + 8 <= n {
-        acc[0] = _mm256_fmadd_ps(
-            _mm256_loadu_ps(pa.add(i)),
-            _mm256_loadu_ps(pb.add(i)),
-            acc[0],
-        );
-        i += 8;
-    }
-    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut lanes = [0f32; 8];
-    _mm256_storeu_ps(lanes.as_mut_ptr(), s);
-    let mut total: f32 = lanes.iter().sum();
-    while i < n {
-        total += a[i] * b[i];
-        i += 1;
-    }
-    total
-}
-
-fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// Inner product, using AVX2+FMA when the CPU has them.
+/// Inner product on the kernel path this CPU runs (AVX-512, AVX2+FMA or portable; see
+/// `simcase_kernels::dispatch`).
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the features were just detected.
-            return unsafe { dot_avx2(a, b) };
-        }
-    }
-    dot_portable(a, b)
+    simcase_kernels::dot(a, b)
 }
 
 /// From this many queries on, a chunk's scores come from one GEMM (queries × rowsᵀ), which
@@ -152,6 +97,7 @@ fn scan_dots(
     keep: Keep,
     tops: &mut [TopK],
 ) {
+    let kern = kernels();
     // Blocked so that a block of rows stays in cache while every query visits it.
     for b in (start..end).step_by(BLOCK_ROWS) {
         let be = (b + BLOCK_ROWS).min(end);
@@ -160,7 +106,7 @@ fn scan_dots(
                 if keep.is_some_and(|f| !f(r as u64)) {
                     continue;
                 }
-                top.push(r as u64, dot(q, &data[r * dim..(r + 1) * dim]));
+                top.push(r as u64, kern.dot(q, &data[r * dim..(r + 1) * dim]));
             }
         }
     }
@@ -182,29 +128,15 @@ fn scan_gemm(
         q.extend_from_slice(&x[..dim]);
     }
     let mut scores = vec![0f32; nq * rows];
-    // SAFETY: q is nq×dim, the row block is rows×dim (read transposed), scores is nq×rows.
-    unsafe {
-        gemm::gemm(
-            nq,
-            rows,
-            dim,
-            scores.as_mut_ptr(),
-            1,
-            rows as isize,
-            false,
-            q.as_ptr(),
-            1,
-            dim as isize,
-            data.as_ptr().add(start * dim),
-            dim as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+    let block = &data[start * dim..end * dim];
+    // scores (nq×rows) = q (nq×dim) · blockᵀ (dim×rows); the shapes fit by construction.
+    let shapes = MatMut::row_major(&mut scores, nq, rows).and_then(|s| {
+        let q = MatRef::row_major(&q, nq, dim)?;
+        let rows_t = MatRef::row_major(block, rows, dim)?.t();
+        sgemm(s, false, q, rows_t, Threads::One)
+    });
+    if let Err(e) = shapes {
+        unreachable!("flat search: {e}");
     }
     let kept: Vec<bool> = (start..end)
         .map(|r| keep.is_none_or(|f| f(r as u64)))
@@ -330,7 +262,6 @@ mod tests {
             let b = pseudo(n, 2);
             let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
             assert!((dot(&a, &b) - naive).abs() < 1e-4, "n={n}");
-            assert!((dot_portable(&a, &b) - naive).abs() < 1e-4, "n={n}");
         }
     }
 

@@ -1,0 +1,128 @@
+//! Times each row kernel on every path this CPU has, at the sizes the encoders and the search
+//! use, and prints the speed-up over the portable path. Single-threaded, best of several runs.
+//!
+//! `cargo run --release -p simcase-kernels --example kernel_bench`
+
+use simcase_kernels::{Act, DwGeometry, Isa, Kernels};
+use std::hint::black_box;
+use std::time::Instant;
+
+fn data(n: usize, seed: u32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(2654435761).max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+        })
+        .collect()
+}
+
+/// Best time of `reps` runs of `f`, in microseconds.
+fn best(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn main() {
+    let paths: Vec<&Kernels> = Isa::ALL
+        .iter()
+        .filter_map(|&i| Kernels::for_isa(i))
+        .collect();
+    for isa in Isa::ALL {
+        if let Some(f) = isa.missing_feature() {
+            println!("skipped: CPU lacks {f} ({isa} path)");
+        }
+    }
+    // dinov2-s: 257 tokens × 384, MLP 1536, 6 heads; search rows of 512.
+    let (tokens, dim, hidden, heads) = (257, 384, 1536, 6);
+    let x = data(tokens * dim, 1);
+    let (w, b) = (data(dim, 2), data(dim, 3));
+    let h = data(tokens * hidden, 4);
+    let hb = data(hidden, 5);
+    let scores = data(heads * tokens * tokens, 6);
+    let rows = data(2048 * 512, 7);
+    let q = data(512, 8);
+    let g = DwGeometry {
+        h: 56,
+        w: 56,
+        c: 128,
+        ho: 56,
+        wo: 56,
+        k: 3,
+        stride: 1,
+        pad: (1, 1),
+        act: Act::Gelu,
+    };
+    let img = data(56 * 56 * 128, 9);
+    let (dk, db) = (data(9 * 128, 10), data(128, 11));
+
+    println!("| kernel | size | path | µs | vs portable |");
+    println!("|---|---|---|---:|---:|");
+    let mut base = std::collections::HashMap::new();
+    let mut row = |name: &str, size: &str, k: &Kernels, us: f64| {
+        let p = *base.entry(name.to_string()).or_insert(us);
+        println!(
+            "| {name} | {size} | {} | {us:.1} | {:.2}x |",
+            k.isa(),
+            p / us
+        );
+    };
+    for k in &paths {
+        let mut out = vec![0f32; x.len()];
+        let us = best(50, || {
+            k.layer_norm_rows(&mut out, black_box(&x), &w, &b, 1e-6)
+        });
+        row("layer_norm_rows", "257×384", k, us);
+    }
+    for k in &paths {
+        let mut y = h.clone();
+        let us = best(20, || {
+            y.copy_from_slice(&h);
+            k.gelu_rows(black_box(&mut y), Some(&hb))
+        });
+        row("gelu_rows (bias)", "257×1536", k, us);
+    }
+    for k in &paths {
+        let mut s = scores.clone();
+        let us = best(20, || {
+            s.copy_from_slice(&scores);
+            k.softmax_rows(black_box(&mut s), tokens, None)
+        });
+        row("softmax_rows", "6×257×257", k, us);
+    }
+    for k in &paths {
+        let mut y = h.clone();
+        let us = best(20, || {
+            y.copy_from_slice(&h);
+            k.act_rows(black_box(&mut y), Act::QuickGelu)
+        });
+        row("act_rows (QuickGELU)", "257×1536", k, us);
+    }
+    for k in &paths {
+        let mut out = vec![0f32; 56 * 128];
+        let us = best(5, || {
+            for r in 0..56 {
+                k.depthwise_row(&g, &img, &dk, &db, r, black_box(&mut out));
+            }
+        });
+        row("depthwise_row (3×3, GELU)", "56×56×128", k, us);
+    }
+    for k in &paths {
+        let us = best(20, || {
+            let mut s = 0f32;
+            for r in rows.chunks_exact(512) {
+                s += k.dot(black_box(&q), r);
+            }
+            black_box(s);
+        });
+        row("dot", "2048 rows × 512", k, us);
+    }
+}

@@ -1,0 +1,125 @@
+//! Activations: exact (erf) GELU, QuickGELU, ReLU, ReLU6, and the branch-free `erf` and `exp`
+//! approximations behind them (and behind the softmax), written so that they vectorise.
+
+use crate::error::{check, KernelError};
+use rayon::prelude::*;
+
+/// Elements per parallel task: large enough to amortise scheduling, small enough to balance.
+const TASK: usize = 16384;
+
+/// The activation fused after a convolution or linear layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    /// Identity.
+    None,
+    /// Exact (erf) GELU.
+    Gelu,
+    /// `min(max(x, 0), 6)`, as EfficientNet-Lite.
+    Relu6,
+    /// `x·σ(1.702x)`, as OpenAI CLIP.
+    QuickGelu,
+    /// `max(x, 0)`.
+    Relu,
+}
+
+/// Eigen's `generic_fast_erf_float` rational approximation: a few ulp from libm's erf, and
+/// branch-free, so the loop vectorises.
+#[inline(always)]
+pub fn erf_fast(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
+    p = x2 * p + -2.101_024e-6;
+    p = x2 * p + -5.692_506_4e-5;
+    p = x2 * p + -7.349_906e-4;
+    p = x2 * p + -2.954_6e-3;
+    p = x2 * p + -1.609_603_3e-2;
+    p *= x;
+    let mut q = x2 * -1.456_607_2e-5 + -2.133_740_6e-4;
+    q = x2 * q + -1.682_827e-3;
+    q = x2 * q + -7.373_329e-3;
+    q = x2 * q + -1.426_474e-2;
+    p / q
+}
+
+/// Cephes-style `exp`: 2^n · poly(r), branch-free so it vectorises.
+#[inline(always)]
+pub fn exp_fast(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5e-1;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// The row kernel: `x += bias` per row of `bias.len()` (the whole slice is one row without a
+/// bias), then exact GELU.
+#[inline(always)]
+pub(crate) fn gelu_rows(x: &mut [f32], bias: Option<&[f32]>) {
+    let n = bias.map_or(x.len(), |b| b.len());
+    for row in x.chunks_exact_mut(n) {
+        if let Some(b) = bias {
+            for (v, b) in row.iter_mut().zip(b) {
+                *v += b;
+            }
+        }
+        for v in row.iter_mut() {
+            *v = 0.5 * *v * (1.0 + erf_fast(*v * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+/// The row kernel for every activation.
+#[inline(always)]
+pub(crate) fn act_rows(x: &mut [f32], act: Act) {
+    match act {
+        Act::None => {}
+        Act::Gelu => {
+            if !x.is_empty() {
+                gelu_rows(x, None)
+            }
+        }
+        Act::Relu6 => x.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        Act::QuickGelu => x.iter_mut().for_each(|v| *v /= 1.0 + exp_fast(-1.702 * *v)),
+        Act::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+    }
+}
+
+/// `act` in place, split across threads.
+pub fn activate(x: &mut [f32], act: Act) {
+    if act == Act::None {
+        return;
+    }
+    let k = crate::kernels();
+    x.par_chunks_mut(TASK).for_each(|c| k.act_rows(c, act));
+}
+
+/// `x = gelu(x + y)` in place, exact GELU; `y` is a bias (as long as the last dimension,
+/// which must divide `x`) or a tensor as long as `x` (a residual).
+pub fn gelu_add(x: &mut [f32], y: &[f32]) -> Result<(), KernelError> {
+    let n = y.len();
+    let k = crate::kernels();
+    if n == x.len() {
+        // A same-shape addend (residual): split both alike.
+        x.par_chunks_mut(TASK)
+            .zip(y.par_chunks(TASK))
+            .for_each(|(c, y)| k.gelu_rows(c, Some(y)));
+        return Ok(());
+    }
+    check(n > 0 && x.len().is_multiple_of(n), || {
+        format!(
+            "gelu: bias length {n} does not divide the input's {}",
+            x.len()
+        )
+    })?;
+    let rows_per_task = (TASK / n).max(1);
+    x.par_chunks_mut(n * rows_per_task)
+        .for_each(|c| k.gelu_rows(c, Some(y)));
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! Numeric CPU kernels shared by `simcase-models` and `simcase-index`, behind one runtime
+//! dispatch over AVX-512, AVX2+FMA and portable code (`SIMCASE_KERNELS` forces a path).
+//!
+//! - [`dispatch`]: the instruction sets, the CPU probe, the environment variable, the table.
+//! - `portable.rs`, `avx2.rs`, `avx512.rs`: one file per instruction set, each a table of
+//!   the same row kernels (plus hand-written intrinsics where the compiler's loops are not
+//!   enough: the dot product).
+//! - By concern: `reduce.rs` (sum, max, dot in eight lanes), [`norm`] (layer norm),
+//!   [`activation`] (GELU, QuickGELU, ReLU, ReLU6, `erf`, `exp`), `softmax.rs`, [`depthwise`]
+//!   (depthwise convolution), [`attention`] (fused multi-head attention), [`linear`] (fused
+//!   linear layer), [`gemm`] (the checked sgemm every matrix product goes through), [`resize`]
+//!   (bicubic resize).
+//!
+//! The parallel entry points (`layer_norm`, `gelu_add`, `attention`, …) split work with rayon
+//! and run the selected path's row kernels; [`kernels`] gives the row kernels themselves.
+
+/// Instantiates the row kernels for one instruction set: each generic `#[inline(always)]`
+/// kernel is wrapped in a `#[target_feature]` function, so the compiler vectorises it for
+/// those features, and the wrappers go in a [`Kernels`] table named `TABLE`.
+macro_rules! isa_table {
+    ($isa:expr, $features:literal, $dot:ident) => {
+        #[target_feature(enable = $features)]
+        fn layer_norm_rows(o: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+            crate::norm::layer_norm_rows(o, x, w, b, eps)
+        }
+        #[target_feature(enable = $features)]
+        fn gelu_rows(x: &mut [f32], bias: Option<&[f32]>) {
+            crate::activation::gelu_rows(x, bias)
+        }
+        #[target_feature(enable = $features)]
+        fn act_rows(x: &mut [f32], act: crate::activation::Act) {
+            crate::activation::act_rows(x, act)
+        }
+        #[target_feature(enable = $features)]
+        fn softmax_rows(s: &mut [f32], n: usize, bias: Option<&[f32]>) {
+            crate::softmax::softmax_rows(s, n, bias)
+        }
+        #[target_feature(enable = $features)]
+        fn depthwise_row(
+            g: &crate::depthwise::DwGeometry,
+            x: &[f32],
+            k: &[f32],
+            bias: &[f32],
+            row: usize,
+            out: &mut [f32],
+        ) {
+            crate::depthwise::depthwise_row(g, x, k, bias, row, out)
+        }
+
+        /// This instruction set's table. Only [`crate::Kernels::for_isa`] hands it out, after
+        /// finding every feature it is compiled for on the CPU.
+        pub(crate) static TABLE: crate::dispatch::Kernels = crate::dispatch::Kernels {
+            isa: $isa,
+            // SAFETY (each entry): the table is reached only through `Kernels::for_isa`, which
+            // checks the CPU for this table's features first.
+            dot: |a, b| unsafe { $dot(a, b) },
+            // SAFETY: as above.
+            layer_norm_rows: |o, x, w, b, eps| unsafe { layer_norm_rows(o, x, w, b, eps) },
+            // SAFETY: as above.
+            gelu_rows: |x, bias| unsafe { gelu_rows(x, bias) },
+            // SAFETY: as above.
+            act_rows: |x, act| unsafe { act_rows(x, act) },
+            // SAFETY: as above.
+            softmax_rows: |s, n, bias| unsafe { softmax_rows(s, n, bias) },
+            // SAFETY: as above.
+            depthwise_row: |g, x, k, bias, row, out| unsafe {
+                depthwise_row(g, x, k, bias, row, out)
+            },
+        };
+    };
+}
+pub(crate) use isa_table;
+
+pub mod activation;
+pub mod attention;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+pub mod depthwise;
+pub mod dispatch;
+mod error;
+pub mod gemm;
+pub mod linear;
+pub mod norm;
+mod portable;
+mod reduce;
+pub mod resize;
+mod softmax;
+
+pub use activation::{activate, gelu_add, Act};
+pub use attention::{attention, QkvLayout};
+pub use depthwise::{depthwise, DwGeometry};
+pub use dispatch::{dot, kernels, selection, Isa, Kernels, Selection, ENV};
+pub use error::KernelError;
+pub use gemm::{sgemm, MatMut, MatRef, Threads};
+pub use linear::linear;
+pub use norm::layer_norm;

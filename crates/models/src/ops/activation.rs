@@ -1,0 +1,91 @@
+//! Activations as candle ops: `gelu(x + y)` fused in one pass on CPU (by
+//! `simcase_kernels::gelu_add`), and the plain-tensor form of each [`Act`] for other devices.
+
+use super::{contiguous, cpu_f32, kernel_err};
+use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
+use simcase_kernels::Act;
+
+/// `act(y)` with candle tensor ops (the non-CPU fallback of the fused layers).
+pub(super) fn act_tensor(y: Tensor, act: Act) -> Result<Tensor> {
+    match act {
+        Act::None => Ok(y),
+        Act::Gelu => y.gelu_erf(),
+        Act::Relu6 => y.clamp(0f32, 6f32),
+        Act::QuickGelu => y.clone() * candle_nn::ops::sigmoid(&(y * 1.702)?)?,
+        Act::Relu => y.relu(),
+    }
+}
+
+/// Exact (erf) GELU of `x + bias`, in one pass.
+struct BiasGelu;
+
+impl candle_core::CustomOp2 for BiasGelu {
+    fn name(&self) -> &'static str {
+        "simcase-bias-gelu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(s1, l1, "gelu input")?;
+        let b = contiguous(s2, l2, "gelu bias")?;
+        let mut out = x.to_vec();
+        simcase_kernels::gelu_add(&mut out, b).map_err(kernel_err)?;
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// `gelu(x + y)` with exact GELU; `y` is a bias (the size of the last dimension) or a
+/// tensor of `x`'s shape (a residual).
+pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    if cpu_f32(x) {
+        x.contiguous()?.apply_op2_no_bwd(bias, &BiasGelu)
+    } else {
+        x.broadcast_add(bias)?.gelu_erf()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn bias_gelu_matches_candle() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 3.0, (3000, 24), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 24, &dev).unwrap();
+        let want = x.broadcast_add(&b).unwrap().gelu_erf().unwrap();
+        assert!(max_diff(&bias_gelu(&x, &b).unwrap(), &want) < 1e-5);
+        let r = Tensor::randn(0f32, 1.0, (3000, 24), &dev).unwrap();
+        let want = (&x + &r).unwrap().gelu_erf().unwrap();
+        assert!(
+            max_diff(&bias_gelu(&x, &r).unwrap(), &want) < 1e-5,
+            "residual form"
+        );
+    }
+
+    #[test]
+    fn a_bias_that_does_not_divide_the_input_is_an_error() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((3, 4), candle_core::DType::F32, &dev).unwrap();
+        let b = Tensor::zeros(5, candle_core::DType::F32, &dev).unwrap();
+        let e = bias_gelu(&x, &b).unwrap_err().to_string();
+        assert!(e.contains("bias length 5 does not divide"), "{e}");
+    }
+}

@@ -1,0 +1,226 @@
+//! Convolution helpers: the depthwise convolution as a candle op (channels-last, one pass
+//! vectorised over channels, by `simcase_kernels::depthwise`), BatchNorm folded into a
+//! convolution at load, and TensorFlow's "SAME" padding geometry.
+
+use super::activation::act_tensor;
+use super::{contiguous, cpu_f32, kernel_err};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_nn::VarBuilder;
+use simcase_kernels::{Act, DwGeometry};
+
+/// A convolution's weight (`{conv}.weight`) and bias with the following BatchNorm (`{bn}.*`)
+/// folded in, so inference runs one convolution.
+pub(crate) fn conv_bn(
+    vb: &VarBuilder,
+    conv: &str,
+    bn: &str,
+    shape: (usize, usize, usize, usize),
+    eps: f64,
+) -> Result<(Tensor, Tensor)> {
+    let w = vb.get(shape, &format!("{conv}.weight"))?;
+    let c = shape.0;
+    let g = vb.get(c, &format!("{bn}.weight"))?;
+    let b = vb.get(c, &format!("{bn}.bias"))?;
+    let m = vb.get(c, &format!("{bn}.running_mean"))?;
+    let v = vb.get(c, &format!("{bn}.running_var"))?;
+    let s = (g / (v + eps)?.sqrt()?)?;
+    Ok((
+        w.broadcast_mul(&s.reshape((c, 1, 1, 1))?)?,
+        (b - m.mul(&s)?)?,
+    ))
+}
+
+/// Depthwise `k×k` convolution with bias on channels-last `(b, h, w, c)` data.
+struct DepthwiseConv {
+    k: usize,
+    stride: usize,
+    /// Zeros before the first row / column; the far side is implied by the output size.
+    pad: (usize, usize),
+    out: (usize, usize),
+    act: Act,
+}
+
+impl CustomOp3 for DepthwiseConv {
+    fn name(&self) -> &'static str {
+        "simcase-depthwise-conv3"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(s1, l1, "depthwise input")?;
+        let k = contiguous(s2, l2, "depthwise kernel")?; // (k·k, c)
+        let bias = contiguous(s3, l3, "depthwise bias")?;
+        let (b, h, w, c) = l1.shape().dims4()?;
+        let (ho, wo) = self.out;
+        let geo = DwGeometry {
+            h,
+            w,
+            c,
+            ho,
+            wo,
+            k: self.k,
+            stride: self.stride,
+            pad: self.pad,
+            act: self.act,
+        };
+        let out = simcase_kernels::depthwise(&geo, x, k, bias).map_err(kernel_err)?;
+        Ok((CpuStorage::F32(out), Shape::from((b, ho, wo, c))))
+    }
+}
+
+/// `x`: `(b, h, w, c)`; `kernel`: PyTorch `(c, 1, 3, 3)`; padding 1; returns `(b, h', w', c)`,
+/// optionally through an exact GELU.
+pub fn depthwise_conv3(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: &Tensor,
+    stride: usize,
+    gelu: bool,
+) -> Result<Tensor> {
+    let (_, h, w, _) = x.dims4()?;
+    let out = ((h + 2 - 3) / stride + 1, (w + 2 - 3) / stride + 1);
+    let act = if gelu { Act::Gelu } else { Act::None };
+    depthwise_conv(x, kernel, bias, stride, (1, 1), out, act)
+}
+
+/// TensorFlow "SAME" geometry for one axis: output `ceil(n / s)`, padding before the data.
+pub fn same_padding(n: usize, k: usize, s: usize) -> (usize, usize) {
+    let out = n.div_ceil(s);
+    let total = ((out - 1) * s + k).saturating_sub(n);
+    (out, total / 2)
+}
+
+/// Depthwise `k×k` convolution on channels-last `(b, h, w, c)` with bias and activation;
+/// `pad` zeros come before the first row/column, `out` is the output size.
+pub fn depthwise_conv(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: &Tensor,
+    stride: usize,
+    pad: (usize, usize),
+    out: (usize, usize),
+    act: Act,
+) -> Result<Tensor> {
+    let (c, _, k, _) = kernel.dims4()?;
+    if cpu_f32(x) {
+        let kk = kernel.reshape((c, k * k))?.t()?.contiguous()?;
+        let op = DepthwiseConv {
+            k,
+            stride,
+            pad,
+            out,
+            act,
+        };
+        x.contiguous()?.apply_op3_no_bwd(&kk, bias, &op)
+    } else {
+        let (_, h, w, _) = x.dims4()?;
+        // Pad explicitly (possibly asymmetrically), then a valid convolution.
+        let after_h = ((out.0 - 1) * stride + k).saturating_sub(h + pad.0);
+        let after_w = ((out.1 - 1) * stride + k).saturating_sub(w + pad.1);
+        let xp = x
+            .pad_with_zeros(1, pad.0, after_h)?
+            .pad_with_zeros(2, pad.1, after_w)?;
+        let y = xp
+            .permute((0, 3, 1, 2))?
+            .conv2d(kernel, 0, stride, 1, c)?
+            .broadcast_add(&bias.reshape((1, c, 1, 1))?)?
+            .permute((0, 2, 3, 1))?
+            .contiguous()?;
+        act_tensor(y, act)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn depthwise_matches_candle_grouped_conv() {
+        let dev = Device::Cpu;
+        let (b, h, w, c) = (2, 5, 6, 3);
+        let x = Tensor::arange(0f32, (b * h * w * c) as f32, &dev)
+            .unwrap()
+            .affine(0.01, -0.5)
+            .unwrap()
+            .reshape((b, h, w, c))
+            .unwrap();
+        let k = Tensor::arange(0f32, 27.0, &dev)
+            .unwrap()
+            .affine(0.1, -1.0)
+            .unwrap()
+            .reshape((c, 1, 3, 3))
+            .unwrap();
+        let bias = Tensor::new(&[0.5f32, -0.25, 1.0], &dev).unwrap();
+        for stride in [1, 2] {
+            let got = depthwise_conv3(&x, &k, &bias, stride, false).unwrap();
+            let got_gelu = depthwise_conv3(&x, &k, &bias, stride, true).unwrap();
+            let d = (got_gelu - got.gelu_erf().unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            assert!(d.to_scalar::<f32>().unwrap() < 1e-5);
+            let want = x
+                .permute((0, 3, 1, 2))
+                .unwrap()
+                .conv2d(&k, 1, stride, 1, c)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, c, 1, 1)).unwrap())
+                .unwrap()
+                .permute((0, 2, 3, 1))
+                .unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn same_padding_matches_tensorflow() {
+        assert_eq!(same_padding(224, 3, 2), (112, 0)); // total 1: all of it after
+        assert_eq!(same_padding(28, 5, 2), (14, 1)); // total 3: 1 before, 2 after
+        assert_eq!(same_padding(14, 5, 1), (14, 2));
+        assert_eq!(same_padding(7, 3, 1), (7, 1));
+    }
+
+    #[test]
+    fn k5_stride2_same_matches_padded_candle_conv_with_relu6() {
+        let dev = Device::Cpu;
+        let (b, h, w, c) = (2, 9, 8, 4);
+        let x = Tensor::randn(0f32, 2.0, (b, h, w, c), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (c, 1, 5, 5), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, c, &dev).unwrap();
+        let (oh, ph) = same_padding(h, 5, 2);
+        let (ow, pw) = same_padding(w, 5, 2);
+        let got = depthwise_conv(&x, &k, &bias, 2, (ph, pw), (oh, ow), Act::Relu6).unwrap();
+        let after_h = (oh - 1) * 2 + 5 - h - ph;
+        let after_w = (ow - 1) * 2 + 5 - w - pw;
+        let want = x
+            .pad_with_zeros(1, ph, after_h)
+            .unwrap()
+            .pad_with_zeros(2, pw, after_w)
+            .unwrap()
+            .permute((0, 3, 1, 2))
+            .unwrap()
+            .conv2d(&k, 0, 2, 1, c)
+            .unwrap()
+            .broadcast_add(&bias.reshape((1, c, 1, 1)).unwrap())
+            .unwrap()
+            .clamp(0f32, 6f32)
+            .unwrap()
+            .permute((0, 2, 3, 1))
+            .unwrap();
+        assert_eq!(got.dims(), want.dims());
+        let d = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-4);
+    }
+}

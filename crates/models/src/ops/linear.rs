@@ -1,0 +1,189 @@
+//! [`Linear`]: a linear layer in PyTorch's `(out, in)` weight layout that runs on CPU as one
+//! GEMM with the bias, the residual and the activation fused (`simcase_kernels::linear`), and
+//! as plain candle elsewhere.
+
+use super::activation::act_tensor;
+use super::{contiguous, kernel_err};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use simcase_kernels::Act;
+
+/// `act(x·wᵀ + b (+ residual))` as one candle op.
+struct LinearOp {
+    bias: std::sync::Arc<Vec<f32>>,
+    act: Act,
+}
+
+impl LinearOp {
+    fn run(
+        &self,
+        x: &[f32],
+        xl: &Layout,
+        w: &[f32],
+        wl: &Layout,
+        residual: Option<&[f32]>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (m, k) = xl.shape().dims2()?;
+        let (n, k2) = wl.shape().dims2()?;
+        if k != k2 || self.bias.len() != n {
+            candle_core::bail!("linear: x {m}x{k}, w {n}x{k2}, bias {}", self.bias.len());
+        }
+        let dst = simcase_kernels::linear(x, (m, k), w, &self.bias, residual, self.act)
+            .map_err(kernel_err)?;
+        Ok((CpuStorage::F32(dst), Shape::from((m, n))))
+    }
+}
+
+impl candle_core::CustomOp2 for LinearOp {
+    fn name(&self) -> &'static str {
+        "simcase-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(s1, l1, "linear input")?;
+        let w = contiguous(s2, l2, "linear weight")?;
+        self.run(x, l1, w, l2, None)
+    }
+}
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "simcase-linear-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(s1, l1, "linear input")?;
+        let w = contiguous(s2, l2, "linear weight")?;
+        let r = contiguous(s3, l3, "linear residual")?;
+        self.run(x, l1, w, l2, Some(r))
+    }
+}
+
+/// A linear layer in PyTorch's `(out, in)` weight layout, run through [`LinearOp`] on CPU.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    w: Tensor,
+    b: Tensor,
+    b_host: Option<std::sync::Arc<Vec<f32>>>,
+}
+
+impl Linear {
+    pub fn new(w: Tensor, b: Tensor) -> candle_core::Result<Self> {
+        let w = w.contiguous()?;
+        let b_host = if w.device().is_cpu() && w.dtype() == candle_core::DType::F32 {
+            Some(std::sync::Arc::new(b.to_vec1::<f32>()?))
+        } else {
+            None
+        };
+        Ok(Self { w, b, b_host })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.w
+    }
+
+    pub fn bias(&self) -> &Tensor {
+        &self.b
+    }
+
+    /// Scale each output channel: `diag(s)·(x·wᵀ + b)` stays one GEMM.
+    pub fn scale_outputs(&self, s: &Tensor) -> candle_core::Result<Self> {
+        Self::new(self.w.broadcast_mul(&s.unsqueeze(1)?)?, self.b.mul(s)?)
+    }
+
+    /// `act(x·wᵀ + b (+ residual))`, fused into one pass on CPU.
+    pub fn apply(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        act: Act,
+    ) -> candle_core::Result<Tensor> {
+        let x = x.contiguous()?;
+        if let (Some(bias), true) = (&self.b_host, x.device().is_cpu()) {
+            let op = LinearOp {
+                bias: bias.clone(),
+                act,
+            };
+            return match residual {
+                Some(r) => x.apply_op3_no_bwd(&self.w, &r.contiguous()?, &op),
+                None => x.apply_op2_no_bwd(&self.w, &op),
+            };
+        }
+        let mut y = x.matmul(&self.w.t()?)?.broadcast_add(&self.b)?;
+        if let Some(r) = residual {
+            y = (y + r)?;
+        }
+        act_tensor(y, act)
+    }
+
+    /// `x·wᵀ + b` for 2-D `x`.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.apply(x, None, Act::None)
+    }
+
+    /// `gelu(x·wᵀ + b)`.
+    pub fn forward_gelu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.apply(x, None, Act::Gelu)
+    }
+
+    /// `gelu(residual + x·wᵀ + b)`.
+    pub fn forward_residual_gelu(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        self.apply(x, Some(residual), Act::Gelu)
+    }
+
+    /// `residual + x·wᵀ + b`.
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        self.apply(x, Some(residual), Act::None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn fused_linear_matches_matmul_bias_residual_gelu() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (70, 33), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (19, 33), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 19, &dev).unwrap();
+        let r = Tensor::randn(0f32, 1.0, (70, 19), &dev).unwrap();
+        let lin = Linear::new(w.clone(), b.clone()).unwrap();
+        let base = x
+            .matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap();
+        let diff = |a: Tensor, b: Tensor| {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert!(diff(lin.forward(&x).unwrap(), base.clone()) < 1e-4);
+        assert!(diff(lin.forward_gelu(&x).unwrap(), base.gelu_erf().unwrap()) < 1e-4);
+        assert!(diff(lin.forward_residual(&x, &r).unwrap(), (&base + &r).unwrap()) < 1e-4);
+    }
+}
