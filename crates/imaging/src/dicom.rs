@@ -2,8 +2,8 @@
 //! inverted, first frame. Identifying attributes are read but only a salted hash of PatientID
 //! ever leaves this module's callers.
 
-use crate::{jpeg, min_max, DecodeError, DecodeOptions, Image};
-use dicom_dictionary_std::tags;
+use crate::{jpeg, jpegls, min_max, DecodeError, DecodeOptions, Image};
+use dicom_dictionary_std::{tags, uids};
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder, VoiLutOption};
@@ -437,7 +437,6 @@ fn open(bytes: &[u8], limit: u64) -> Result<DefaultDicomObject, DecodeError> {
             None => Err(e),
         });
     }
-    use dicom_dictionary_std::uids;
     let mut last = None;
     for ts in [
         uids::EXPLICIT_VR_LITTLE_ENDIAN,
@@ -554,25 +553,31 @@ pub(crate) fn decode(
         let frames = ybr_422_native(&obj, &meta, rows as usize, cols as usize, opts)?;
         return Ok((frames, meta));
     }
-    // JPEG Baseline / Extended: the chosen frames decoded by libjpeg-turbo, then read as
-    // native pixels. Should it fail, dicom-rs's decoder gets its turn, and its error is
-    // reported only if it fails too.
+    // JPEG Baseline / Extended (libjpeg-turbo) and JPEG-LS (CharLS): the chosen frames
+    // decoded by simcase, then read as native pixels. Should that fail, dicom-rs's decoder
+    // gets its turn, and simcase's error is reported only if dicom-rs fails too.
     let ts = meta.transfer_syntax.as_str();
-    let mut jpeg_error = None;
-    let (obj, frame_numbers) = if ts == jpeg::JPEG_BASELINE || ts == jpeg::JPEG_EXTENDED {
-        let selected = select_frames(opts, meta.frames.max(1))?;
-        match jpeg::to_native(&obj, meta.frames, &selected, rows as usize, cols as usize) {
-            Ok(native) => (native, Some(selected)),
-            Err(e) => {
-                jpeg_error = Some(e);
-                (obj, None)
+    let to_native = match ts {
+        jpeg::JPEG_BASELINE | jpeg::JPEG_EXTENDED => Some(jpeg::to_native as ToNative),
+        uids::JPEGLS_LOSSLESS | uids::JPEGLS_NEAR_LOSSLESS => Some(jpegls::to_native as ToNative),
+        _ => None,
+    };
+    let mut codec_error = None;
+    let (obj, frame_numbers) = match to_native {
+        Some(to_native) => {
+            let selected = select_frames(opts, meta.frames.max(1))?;
+            match to_native(&obj, meta.frames, &selected, rows as usize, cols as usize) {
+                Ok(native) => (native, Some(selected)),
+                Err(e) => {
+                    codec_error = Some(e);
+                    (obj, None)
+                }
             }
         }
-    } else {
-        (obj, None)
+        None => (obj, None),
     };
     let pixels = obj.decode_pixel_data().map_err(|e| {
-        jpeg_error.unwrap_or_else(|| {
+        codec_error.unwrap_or_else(|| {
             DecodeError::Dicom(format!(
                 "transfer syntax {}: {}",
                 meta.transfer_syntax,
@@ -601,6 +606,11 @@ pub(crate) fn decode(
         .collect::<Result<Vec<_>, DecodeError>>()?;
     Ok((frames, meta))
 }
+
+/// A codec decoding the chosen frames of an object (all `frames` of it, `rows` x `cols`)
+/// into a native copy.
+type ToNative =
+    fn(&DefaultDicomObject, u32, &[u32], usize, usize) -> Result<DefaultDicomObject, DecodeError>;
 
 /// The frames of `n` to decode: a stored item's own (`part`), else the `--frames` choice.
 fn select_frames(opts: &DecodeOptions, n: u32) -> Result<Vec<u32>, DecodeError> {

@@ -7,6 +7,7 @@
 
 mod dicom;
 mod jpeg;
+mod jpegls;
 mod resize;
 pub mod volume;
 
