@@ -22,9 +22,6 @@ use dicom_object::DefaultDicomObject;
 use std::ffi::{c_int, CStr};
 use turbojpeg_sys as tj;
 
-pub(crate) const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
-pub(crate) const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
-
 /// A TurboJPEG decompressor, destroyed on drop.
 struct Decompressor(tj::tjhandle);
 
@@ -263,14 +260,14 @@ pub(crate) fn to_native(
     cols: usize,
 ) -> Result<DefaultDicomObject, DecodeError> {
     // Encoders may split a frame over fragments; each frame's JPEG opens with SOI.
-    let streams = crate::dicom::encapsulated_frames(
+    let streams = super::encapsulated::encapsulated_frames(
         obj,
         frames,
         "JPEG",
         Some(|f| f.starts_with(&[0xFF, 0xD8])),
     )?;
     let d = Decompressor::new()?;
-    let pi = crate::dicom::text(obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
+    let pi = super::attrs::text(obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
     // DICOM, not the JPEG's markers, says what three components are (PS3.5 8.2.1), as pydicom
     // reads it: RGB stays RGB, YBR_FULL(_422) is converted after upsampling.
     let raw = matches!(pi.as_str(), "RGB" | "YBR_FULL" | "YBR_FULL_422");
@@ -462,7 +459,7 @@ mod tests {
         let file = o
             .with_meta(
                 FileMetaTableBuilder::new()
-                    .transfer_syntax(JPEG_EXTENDED)
+                    .transfer_syntax(uids::JPEG_EXTENDED12_BIT)
                     .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE),
             )
             .unwrap();

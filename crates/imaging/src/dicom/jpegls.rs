@@ -77,13 +77,13 @@ pub(crate) fn to_native(
     rows: usize,
     cols: usize,
 ) -> Result<DefaultDicomObject, DecodeError> {
-    let streams = crate::dicom::encapsulated_frames(
+    let streams = super::encapsulated::encapsulated_frames(
         obj,
         frames,
         "JPEG-LS",
         Some(|f| f.starts_with(&[0xFF, 0xD8])),
     )?;
-    let attr = |tag| crate::dicom::text(obj, tag).and_then(|s| s.parse::<u16>().ok());
+    let attr = |tag| super::attrs::text(obj, tag).and_then(|s| s.parse::<u16>().ok());
     let bits = attr(tags::BITS_ALLOCATED).unwrap_or(0);
     let spp = attr(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
     if bits != 8 && bits != 16 {
@@ -267,7 +267,7 @@ mod tests {
     /// What simcase makes of `px` with a window that maps -32768..32767 linearly onto 0..1.
     fn expected(px: &[i16]) -> Vec<f32> {
         px.iter()
-            .map(|&v| crate::dicom::window_linear(f32::from(v), 0.0, 65536.0))
+            .map(|&v| crate::window::window_linear(f32::from(v), 0.0, 65536.0))
             .collect()
     }
 
