@@ -6,15 +6,16 @@
 //! because their raw range carries no display meaning.
 
 mod dicom;
-mod jpeg;
 mod resize;
 pub mod volume;
+mod window;
 
 use std::path::Path;
 
-pub use dicom::{transfer_syntax, DicomMeta, FrameSelect, Phi, WindowPreset};
+pub use dicom::{transfer_syntax, DicomMeta, FrameSelect, Phi};
 pub use resize::resize_bilinear;
 pub use volume::Axis;
+pub use window::WindowPreset;
 
 /// Refuse images whose header claims more pixels than this, before allocating (decompression bombs).
 pub const MAX_PIXELS: u64 = 20_000 * 20_000;

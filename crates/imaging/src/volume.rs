@@ -415,8 +415,8 @@ fn display(vol: &Volume, window: Option<WindowPreset>) -> Box<dyn Fn(f32) -> f32
     // Hounsfield units: air sits near -1000.
     let ct = lo <= -900.0 && hi > -200.0;
     match (window, ct) {
-        (Some(w), _) => Box::new(move |x| crate::dicom::window_linear(x, w.center, w.width)),
-        (None, true) => Box::new(|x| crate::dicom::window_linear(x, 40.0, 400.0)),
+        (Some(w), _) => Box::new(move |x| crate::window::window_linear(x, w.center, w.width)),
+        (None, true) => Box::new(|x| crate::window::window_linear(x, 40.0, 400.0)),
         (None, false) => {
             let span = (p99 - p1).max(f32::EPSILON);
             Box::new(move |x| ((x - p1) / span).clamp(0.0, 1.0))
@@ -546,13 +546,13 @@ mod tests {
         assert_eq!((*i, *n, img.width, img.height), (0, 2, 4, 3));
         // Top-left pixel: most anterior (y = 2) and patient's right (x = 3), inferior slice.
         let tl = img.data[0];
-        let want = crate::dicom::window_linear((3 + 4 * 2) as f32, 11.5, 24.0);
+        let want = crate::window::window_linear((3 + 4 * 2) as f32, 11.5, 24.0);
         assert!((tl - want).abs() < 1e-6, "{tl} vs {want}");
         // An LPS-flipped volume (x → L, y → P) gives the same picture.
         let w = vol([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]]);
         let t = slices(&w, Axis::Axial, 1, &opts);
         let tl2 = t[0].2.data[0];
-        let want2 = crate::dicom::window_linear(0.0, 11.5, 24.0);
+        let want2 = crate::window::window_linear(0.0, 11.5, 24.0);
         assert!((tl2 - want2).abs() < 1e-6);
         // Coronal and sagittal cut the other axes; stride skips slices.
         assert_eq!(slices(&v, Axis::Coronal, 1, &opts)[0].2.width, 4);

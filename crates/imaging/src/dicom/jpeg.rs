@@ -7,6 +7,13 @@
 //! Pillow) and most viewers use, with the same colour handling and IDCT. The chosen frames
 //! are decoded and re-stored as native pixels; everything after that (modality LUT, VOI,
 //! MONOCHROME1) is the code path of uncompressed data.
+//!
+//! Scan headers: some encoders (NEMA WG04's `*_JPLY` set, pydicom's NM1_JPLY copy) write
+//! sequential scans with Se = 0 instead of 63. IJG libjpeg and DCMTK warn and decode them as
+//! sequential, as the standard's sequential process ignores those fields; libjpeg-turbo's
+//! TurboJPEG reports the same warning as a failure. simcase writes the standard values into a
+//! copy of such a scan header first (logged once per file), so every other libjpeg warning
+//! (premature end of data, corrupt entropy data) still fails the frame.
 
 use crate::DecodeError;
 use dicom_core::{DataElement, PrimitiveValue, VR};
@@ -14,9 +21,6 @@ use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use std::ffi::{c_int, CStr};
 use turbojpeg_sys as tj;
-
-pub(crate) const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
-pub(crate) const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
 
 /// A TurboJPEG decompressor, destroyed on drop.
 struct Decompressor(tj::tjhandle);
@@ -134,6 +138,77 @@ impl Drop for Decompressor {
     }
 }
 
+/// Start-of-scan fields that a sequential scan ignores (Ss, Se, Ah/Al), as found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ScanFields {
+    ss: u8,
+    se: u8,
+    ah_al: u8,
+}
+
+/// A copy of `jpeg` whose sequential scans carry Ss = 0, Se = 63, Ah = Al = 0, with the first
+/// differing fields found; `None` when every scan already does (or the frame is not a
+/// sequential DCT one: progressive and lossless scans use those fields).
+fn with_sequential_scan_fields(jpeg: &[u8]) -> Option<(Vec<u8>, ScanFields)> {
+    let mut sequential = false;
+    let mut patched: Option<(Vec<u8>, ScanFields)> = None;
+    let mut i = 2;
+    while i + 4 <= jpeg.len() {
+        if jpeg[i] != 0xFF {
+            return patched; // not a marker where one must be: leave it to libjpeg
+        }
+        let marker = jpeg[i + 1];
+        match marker {
+            0xFF => {
+                i += 1; // fill byte
+                continue;
+            }
+            0xD9 => break,
+            0x01 | 0xD0..=0xD7 => {
+                i += 2;
+                continue;
+            }
+            _ => {}
+        }
+        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+        let end = i + 2 + len;
+        if len < 2 || end > jpeg.len() {
+            return patched;
+        }
+        match marker {
+            // Baseline, extended (Huffman) and extended arithmetic sequential DCT.
+            0xC0 | 0xC1 | 0xC9 => sequential = true,
+            0xC2 | 0xC3 | 0xC5..=0xC7 | 0xCA | 0xCB | 0xCD..=0xCF => sequential = false,
+            0xDA if sequential && len >= 6 => {
+                let ns = usize::from(jpeg[i + 4]);
+                let at = i + 5 + 2 * ns; // Ss, Se, Ah/Al
+                if at + 3 <= end {
+                    let found = ScanFields {
+                        ss: jpeg[at],
+                        se: jpeg[at + 1],
+                        ah_al: jpeg[at + 2],
+                    };
+                    if (found.ss, found.se, found.ah_al) != (0, 63, 0) {
+                        let (copy, _) = patched.get_or_insert_with(|| (jpeg.to_vec(), found));
+                        copy[at..at + 3].copy_from_slice(&[0, 63, 0]);
+                    }
+                }
+            }
+            _ => {}
+        }
+        i = end;
+        if marker == 0xDA {
+            // Entropy-coded data up to the next marker that is neither stuffing nor RSTn.
+            while i + 1 < jpeg.len()
+                && (jpeg[i] != 0xFF || matches!(jpeg[i + 1], 0x00 | 0xFF | 0xD0..=0xD7))
+            {
+                i += 1;
+            }
+        }
+    }
+    patched
+}
+
 /// Decoded samples of all chosen frames, at the precision of the first.
 enum Samples {
     Eight(Vec<u8>),
@@ -185,23 +260,34 @@ pub(crate) fn to_native(
     cols: usize,
 ) -> Result<DefaultDicomObject, DecodeError> {
     // Encoders may split a frame over fragments; each frame's JPEG opens with SOI.
-    let streams = crate::dicom::encapsulated_frames(
+    let streams = super::encapsulated::encapsulated_frames(
         obj,
         frames,
         "JPEG",
         Some(|f| f.starts_with(&[0xFF, 0xD8])),
     )?;
     let d = Decompressor::new()?;
-    let pi = crate::dicom::text(obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
+    let pi = super::attrs::text(obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
     // DICOM, not the JPEG's markers, says what three components are (PS3.5 8.2.1), as pydicom
     // reads it: RGB stays RGB, YBR_FULL(_422) is converted after upsampling.
     let raw = matches!(pi.as_str(), "RGB" | "YBR_FULL" | "YBR_FULL_422");
     let mut samples = None;
     let mut comps = 0;
+    // Frames whose scan headers were fixed, and the first fields found, for one log line.
+    let mut fixed_scans = (0usize, None);
     for &f in selected {
-        let jpeg = streams
+        let stream = streams
             .get(f as usize)
             .ok_or_else(|| DecodeError::Dicom(format!("no JPEG stream for frame {f}")))?;
+        let fixed = with_sequential_scan_fields(stream);
+        let jpeg: &[u8] = match &fixed {
+            Some((copy, found)) => {
+                fixed_scans.0 += 1;
+                fixed_scans.1.get_or_insert(*found);
+                &copy[..]
+            }
+            None => &stream[..],
+        };
         let header = d.header(jpeg)?;
         let (w, h, c, precision) = header;
         if (w, h) != (cols, rows) {
@@ -224,6 +310,17 @@ pub(crate) fn to_native(
         } else {
             d.decode(jpeg, header, out)?;
         }
+    }
+    if let (n, Some(found)) = fixed_scans {
+        // No file name or attribute values here: the caller's log line names the file.
+        tracing::debug!(
+            "JPEG: Invalid SOS parameters for sequential JPEG (Ss {}, Se {}, Ah/Al {:#04x}) in \
+             {n} of {} frames; decoded as sequential (Ss 0, Se 63), as libjpeg and DCMTK do",
+            found.ss,
+            found.se,
+            found.ah_al,
+            selected.len()
+        );
     }
     let mut native = obj.clone();
     let us = |v: u16| PrimitiveValue::from(v);
@@ -362,7 +459,7 @@ mod tests {
         let file = o
             .with_meta(
                 FileMetaTableBuilder::new()
-                    .transfer_syntax(JPEG_EXTENDED)
+                    .transfer_syntax(uids::JPEG_EXTENDED12_BIT)
                     .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE),
             )
             .unwrap();
@@ -408,7 +505,8 @@ mod tests {
             // Quality-100 DCT on 12 bits: a few levels of 4095, far below one 8-bit grey level.
             assert!(worst < 2.0 / 255.0, "frame {f}: worst error {worst}");
         }
-        // Only the chosen frame is decoded, and it keeps its number.
+        // Only the chosen frame is decoded, and it keeps its number: the middle of two is
+        // frame 1, the vertical ramp, which is far from frame 0 (the horizontal one).
         let middle = DecodeOptions {
             frames: FrameSelect::Middle,
             ..opts
@@ -416,11 +514,59 @@ mod tests {
         let items = decode_items(&bytes, &middle).unwrap();
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].part.unwrap().index, 1);
-        let row: Vec<f32> = (0..H).map(|y| items[0].image.data[y * W]).collect();
+        let got = &items[0].image.data[..W * H];
+        let err = |want: &[f32]| {
+            got.iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max)
+        };
         assert!(
-            row.windows(2).all(|p| p[1] >= p[0]),
-            "frame 1 is the vertical ramp"
+            err(&expect[1]) < 2.0 / 255.0,
+            "frame 1: {}",
+            err(&expect[1])
         );
+        assert!(err(&expect[0]) > 0.5, "the middle item is frame 0's pixels");
+    }
+
+    /// Frame 0 of `two_frames` with its scan header's Se set to 0, as in NEMA's NM1_JPLY.
+    fn with_se_zero(jpeg: &[u8]) -> Vec<u8> {
+        let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        let ns = usize::from(jpeg[sos + 4]);
+        let mut bad = jpeg.to_vec();
+        assert_eq!(bad[sos + 5 + 2 * ns + 1], 63);
+        bad[sos + 5 + 2 * ns + 1] = 0;
+        bad
+    }
+
+    #[test]
+    fn sequential_scans_with_a_zero_se_decode_like_the_standard_header() {
+        let good = encode12(&ramp(0));
+        let bad = with_se_zero(&good);
+        // libjpeg-turbo alone refuses it (its warning), which is the case being fixed.
+        let d = Decompressor::new().unwrap();
+        let header = d.header(&bad).unwrap();
+        let mut out = Samples::Twelve(Vec::new());
+        let err = d.decode(&bad, header, &mut out).unwrap_err().to_string();
+        assert!(err.contains("Invalid SOS parameters"), "{err}");
+        let (fixed, found) = with_sequential_scan_fields(&bad).unwrap();
+        assert_eq!((found.ss, found.se, found.ah_al), (0, 0, 0));
+        assert_eq!(fixed, good);
+        assert!(with_sequential_scan_fields(&good).is_none());
+        let decode = |j: Vec<u8>| {
+            decode_items(&object(1, vec![j]), &DecodeOptions::default())
+                .unwrap()
+                .remove(0)
+                .image
+                .data
+        };
+        assert_eq!(decode(bad.clone()), decode(good));
+        // Still strict about everything else: the same header on a truncated scan fails.
+        let mut cut = bad;
+        cut.truncate((cut.len() * 2 / 3) & !1);
+        cut.extend_from_slice(&[0xFF, 0xD9]);
+        let err = decode_items(&object(1, vec![cut]), &DecodeOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("JPEG: "), "{err}");
     }
 
     #[test]

@@ -1,0 +1,115 @@
+//! The attributes simcase reads from a DICOM object: what it keeps (`DicomMeta`, and `Phi`
+//! only on request), which frames become items, and the one-line reading of text values and
+//! dicom-rs errors, and the transfer syntaxes that decide the path, that every other file
+//! of this module uses.
+
+use crate::{DecodeError, DecodeOptions};
+use dicom_dictionary_std::uids;
+
+/// The DICOM attributes simcase keeps. `patient_id` is the raw value: callers hash it
+/// before storing and never print it.
+#[derive(Clone, Debug, Default)]
+pub struct DicomMeta {
+    pub modality: Option<String>,
+    pub body_part: Option<String>,
+    pub study_uid: Option<String>,
+    pub series_uid: Option<String>,
+    pub sop_uid: Option<String>,
+    pub instance_number: Option<String>,
+    pub slice_location: Option<String>,
+    pub study_date: Option<String>,
+    pub transfer_syntax: String,
+    pub patient_id: Option<String>,
+    /// PatientName and PatientBirthDate, read only with [`DecodeOptions::keep_phi`].
+    pub phi: Option<Phi>,
+    pub frames: u32,
+}
+
+/// Identifying attributes beyond PatientID, kept only when the operator asks (`--keep-phi`).
+#[derive(Clone, Debug, Default)]
+pub struct Phi {
+    pub patient_name: Option<String>,
+    pub birth_date: Option<String>,
+}
+
+/// Which frames of a multi-frame object become items.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FrameSelect {
+    /// The first frame only.
+    #[default]
+    First,
+    /// The middle frame (`frames / 2`).
+    Middle,
+    All,
+    /// Every n-th frame from the first.
+    Stride(u32),
+}
+
+impl FrameSelect {
+    pub fn indices(self, frames: u32) -> Vec<u32> {
+        let n = frames.max(1);
+        match self {
+            Self::First => vec![0],
+            Self::Middle => vec![n / 2],
+            Self::All => (0..n).collect(),
+            Self::Stride(k) => (0..n).step_by(k.max(1) as usize).collect(),
+        }
+    }
+}
+
+impl std::str::FromStr for FrameSelect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "first" => Self::First,
+            "middle" => Self::Middle,
+            "all" => Self::All,
+            other => match other.strip_prefix("stride:").map(str::parse::<u32>) {
+                Some(Ok(k)) if k > 0 => Self::Stride(k),
+                _ => {
+                    return Err(format!(
+                        "unknown frame choice {s:?}: first, middle, all or stride:N"
+                    ))
+                }
+            },
+        })
+    }
+}
+
+/// A trimmed, non-empty string value (a file object reads through to its data set).
+pub(crate) fn text(obj: &dicom_object::InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
+    let v = obj.element_opt(tag).ok()??.to_str().ok()?;
+    let v = v.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+pub(super) fn dicom_err(e: impl std::fmt::Display) -> DecodeError {
+    // dicom-rs errors can span lines (snafu backtraces); keep the first.
+    let s = e.to_string();
+    DecodeError::Dicom(s.lines().next().unwrap_or("unknown error").to_string())
+}
+
+/// The frames of `n` to decode: a stored item's own (`part`), else the `--frames` choice.
+pub(super) fn select_frames(opts: &DecodeOptions, n: u32) -> Result<Vec<u32>, DecodeError> {
+    match opts.part {
+        Some(p) if p < n => Ok(vec![p]),
+        Some(p) => Err(DecodeError::Dicom(format!("no frame {p} (of {n})"))),
+        None => Ok(opts.frames.indices(n)),
+    }
+}
+
+/// Explicit VR Big Endian: retired from the standard (hence deprecated in dicom-rs), still
+/// found in archives.
+#[allow(deprecated)]
+pub(super) const EXPLICIT_VR_BIG_ENDIAN: &str = uids::EXPLICIT_VR_BIG_ENDIAN;
+
+/// Uncompressed transfer syntaxes (read here directly when dicom-rs cannot, e.g. 32-bit).
+pub(super) const NATIVE: [&str; 4] = [
+    uids::IMPLICIT_VR_LITTLE_ENDIAN,
+    uids::EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
+    uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+];
+
+/// RLE Lossless.
+pub(super) const RLE: &str = uids::RLE_LOSSLESS;

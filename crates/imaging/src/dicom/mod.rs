@@ -1,0 +1,232 @@
+//! DICOM through dicom-rs, in the order a file goes: `open` (lengths checked before dicom-rs
+//! reads them), `attrs` (what is kept; only a salted hash of PatientID ever leaves this
+//! module's callers), then the pixels: simcase's own codecs for encapsulated data (`jpeg`:
+//! libjpeg-turbo, `jpegls`: CharLS, `encapsulated`: fragments and 32-bit RLE) and readers for
+//! what dicom-pixeldata refuses (`native`, `colour`), else dicom-pixeldata; then per frame the
+//! modality LUT, the VOI LUT table or window (or min-max), MONOCHROME1 inverted.
+
+mod attrs;
+mod colour;
+mod encapsulated;
+mod jpeg;
+mod jpegls;
+mod native;
+mod open;
+#[cfg(test)]
+mod tests;
+
+pub use attrs::{DicomMeta, FrameSelect, Phi};
+pub(crate) use open::looks_like_bare_dataset;
+pub use open::transfer_syntax;
+
+use crate::window::{window_linear, WindowPreset};
+use crate::{min_max, DecodeError, DecodeOptions, Image};
+use attrs::{dicom_err, select_frames, text, NATIVE};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::DefaultDicomObject;
+use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
+use native::samples;
+
+/// Decode the selected frames of a DICOM object: `(frame index, image)` and the attributes.
+pub(crate) fn decode(
+    bytes: &[u8],
+    opts: &DecodeOptions,
+) -> Result<(Vec<(u32, Image)>, DicomMeta), DecodeError> {
+    let obj = open::open(bytes, opts.pixel_limit())?;
+    let meta = DicomMeta {
+        modality: text(&obj, tags::MODALITY),
+        body_part: text(&obj, tags::BODY_PART_EXAMINED),
+        study_uid: text(&obj, tags::STUDY_INSTANCE_UID),
+        series_uid: text(&obj, tags::SERIES_INSTANCE_UID),
+        sop_uid: text(&obj, tags::SOP_INSTANCE_UID),
+        instance_number: text(&obj, tags::INSTANCE_NUMBER),
+        slice_location: text(&obj, tags::SLICE_LOCATION),
+        study_date: text(&obj, tags::STUDY_DATE),
+        transfer_syntax: obj
+            .meta()
+            .transfer_syntax()
+            .trim_end_matches('\0')
+            .to_string(),
+        patient_id: text(&obj, tags::PATIENT_ID),
+        phi: opts.keep_phi.then(|| Phi {
+            patient_name: text(&obj, tags::PATIENT_NAME),
+            birth_date: text(&obj, tags::PATIENT_BIRTH_DATE),
+        }),
+        frames: text(&obj, tags::NUMBER_OF_FRAMES)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1),
+    };
+    let rows: u64 = text(&obj, tags::ROWS)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let cols: u64 = text(&obj, tags::COLUMNS)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+        return Err(DecodeError::Dicom(
+            "no pixel data (not an image object)".into(),
+        ));
+    }
+    let limit = opts.pixel_limit();
+    if rows * cols * u64::from(meta.frames.max(1)) > limit {
+        return Err(DecodeError::TooLarge {
+            width: cols,
+            height: rows,
+            limit,
+        });
+    }
+    let bits: u16 = text(&obj, tags::BITS_ALLOCATED)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if native::is_direct(bits, &meta.transfer_syntax) {
+        let frames = native::direct(&obj, &meta, bits, rows as usize, cols as usize, opts)?;
+        return Ok((frames, meta));
+    }
+    let photometric = text(&obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
+    if photometric == "YBR_FULL_422" && bits == 8 && NATIVE.contains(&meta.transfer_syntax.as_str())
+    {
+        let frames = colour::ybr_422_native(&obj, &meta, rows as usize, cols as usize, opts)?;
+        return Ok((frames, meta));
+    }
+    // JPEG Baseline / Extended (libjpeg-turbo) and JPEG-LS (CharLS): the chosen frames
+    // decoded by simcase, then read as native pixels. Should that fail, dicom-rs's decoder
+    // gets its turn, and simcase's error is reported only if dicom-rs fails too.
+    let ts = meta.transfer_syntax.as_str();
+    let to_native = match ts {
+        uids::JPEG_BASELINE8_BIT | uids::JPEG_EXTENDED12_BIT => Some(jpeg::to_native as ToNative),
+        uids::JPEGLS_LOSSLESS | uids::JPEGLS_NEAR_LOSSLESS => Some(jpegls::to_native as ToNative),
+        _ => None,
+    };
+    let mut codec_error = None;
+    let (obj, frame_numbers) = match to_native {
+        Some(to_native) => {
+            let selected = select_frames(opts, meta.frames.max(1))?;
+            match to_native(&obj, meta.frames, &selected, rows as usize, cols as usize) {
+                Ok(native) => (native, Some(selected)),
+                Err(e) => {
+                    codec_error = Some(e);
+                    (obj, None)
+                }
+            }
+        }
+        None => (obj, None),
+    };
+    let pixels = obj.decode_pixel_data().map_err(|e| {
+        codec_error.unwrap_or_else(|| {
+            DecodeError::Dicom(format!(
+                "transfer syntax {}: {}",
+                meta.transfer_syntax,
+                e.to_string().lines().next().unwrap_or("")
+            ))
+        })
+    })?;
+    let (w, h) = (pixels.columns() as usize, pixels.rows() as usize);
+    if w == 0 || h == 0 {
+        return Err(DecodeError::Dicom("zero rows or columns".into()));
+    }
+    let n = pixels.number_of_frames().max(1);
+    // Frames decoded by simcase (JPEG) are native pixels now.
+    let native = frame_numbers.is_some() || NATIVE.contains(&meta.transfer_syntax.as_str());
+    // (frame number in the file, frame index in `pixels`)
+    let selected: Vec<(u32, u32)> = match frame_numbers {
+        Some(numbers) => numbers.into_iter().zip(0..).collect(),
+        None => select_frames(opts, n)?
+            .into_iter()
+            .map(|f| (f, f))
+            .collect(),
+    };
+    let frames = selected
+        .into_iter()
+        .map(|(f, i)| Ok((f, frame_image(&obj, &pixels, i, w, h, native, opts)?)))
+        .collect::<Result<Vec<_>, DecodeError>>()?;
+    Ok((frames, meta))
+}
+
+/// A codec decoding the chosen frames of an object (all `frames` of it, `rows` x `cols`)
+/// into a native copy.
+pub(super) type ToNative =
+    fn(&DefaultDicomObject, u32, &[u32], usize, usize) -> Result<DefaultDicomObject, DecodeError>;
+
+/// Monochrome (modality LUT, then window / VOI LUT / min-max, MONOCHROME1 inverted) or colour
+/// (dicom-rs converts RGB, YBR_* and PALETTE COLOR to RGB) for one frame.
+pub(super) fn frame_image(
+    obj: &DefaultDicomObject,
+    pixels: &dicom_pixeldata::DecodedPixelData,
+    frame: u32,
+    w: usize,
+    h: usize,
+    native: bool,
+    opts: &DecodeOptions,
+) -> Result<Image, DecodeError> {
+    let pi = pixels.photometric_interpretation().clone();
+    if pi.as_str() == "PALETTE COLOR" {
+        return colour::palette(obj, pixels, frame, w, h);
+    }
+    if native && pi.as_str() == "YBR_FULL" && pixels.bits_allocated() == 8 {
+        return colour::ybr_full(pixels, frame, w, h);
+    }
+    Ok(if pi.is_monochrome() {
+        // Modality LUT only; the window is applied here so an override can replace it.
+        let raw = samples(pixels, frame, ModalityLutOption::Default, w * h)?;
+        let raw = &raw[..];
+        let window = opts.window.or_else(|| {
+            pixels
+                .window()
+                .ok()
+                .flatten()
+                .and_then(|ws| ws.first().copied())
+                .filter(|wl| wl.width >= 1.0)
+                .map(|wl| WindowPreset {
+                    center: wl.center,
+                    width: wl.width,
+                })
+        });
+        // A VOI LUT table, when present, takes precedence over the window (as in dicom-rs),
+        // unless the caller chose a window.
+        let voi_lut = match opts.window {
+            Some(_) => None,
+            None => pixels
+                .voi_lut_sequence()
+                .ok()
+                .flatten()
+                .and_then(|l| l.first())
+                .filter(|l| !l.data.is_empty()),
+        };
+        let mut v: Vec<f32> = match (voi_lut, window) {
+            (Some(l), _) => {
+                let top = ((1u32 << l.bits_stored.clamp(1, 16)) - 1) as f32;
+                let last = l.data.len() as i64 - 1;
+                raw.iter()
+                    .map(|&x| {
+                        let i = (x.round() as i64 - i64::from(l.min_pixel_value)).clamp(0, last);
+                        (f32::from(l.data[i as usize]) / top).clamp(0.0, 1.0)
+                    })
+                    .collect()
+            }
+            (None, Some(wp)) => raw
+                .iter()
+                .map(|&x| window_linear(x, wp.center, wp.width))
+                .collect(),
+            (None, None) => min_max(raw.to_vec()),
+        };
+        if pi.as_str() == "MONOCHROME1" {
+            v.iter_mut().for_each(|x| *x = 1.0 - *x);
+        }
+        Image::from_gray(w, h, &v)
+    } else {
+        let img = pixels
+            .to_dynamic_image_with_options(frame, &ConvertOptions::new())
+            .map_err(dicom_err)?;
+        match img {
+            image::DynamicImage::ImageRgb16(_) | image::DynamicImage::ImageLuma16(_) => {
+                let rgb = img.to_rgb16();
+                let v: Vec<f32> = rgb.as_raw().iter().map(|&p| p as f32).collect();
+                Image::from_interleaved_rgb(w, h, &min_max(v), 1.0)
+            }
+            other => {
+                let rgb = other.to_rgb8();
+                Image::from_interleaved_rgb(w, h, rgb.as_raw(), 255.0)
+            }
+        }
+    })
+}

@@ -1,0 +1,129 @@
+//! Whole DICOM objects built in memory through `decode_bytes`: rescale and windows,
+//! presets, MONOCHROME1, the attributes kept, and truncation as a clean error.
+
+use crate::{decode_bytes, DecodeOptions, Format};
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+
+/// A 2×2 16-bit signed CT slice: stored [-1000, 0, 1000, 2000] with slope 1, intercept
+/// -1024 (so HU -2024..976) and the given photometric interpretation and window.
+fn ct(photometric: &str, window: Option<(&str, &str)>) -> Vec<u8> {
+    let mut o = InMemDicomObject::new_empty();
+    let mut text = |tag, vr, v: &str| o.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
+    text(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE);
+    text(tags::SOP_INSTANCE_UID, VR::UI, "1.2.3.4.5");
+    text(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3");
+    text(tags::MODALITY, VR::CS, "CT");
+    text(tags::PATIENT_ID, VR::LO, "PAT-0042");
+    text(tags::PATIENT_NAME, VR::PN, "Doe^Jane");
+    text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, photometric);
+    text(tags::RESCALE_SLOPE, VR::DS, "1");
+    text(tags::RESCALE_INTERCEPT, VR::DS, "-1024");
+    if let Some((c, w)) = window {
+        text(tags::WINDOW_CENTER, VR::DS, c);
+        text(tags::WINDOW_WIDTH, VR::DS, w);
+    }
+    for (tag, v) in [
+        (tags::SAMPLES_PER_PIXEL, 1u16),
+        (tags::ROWS, 2),
+        (tags::COLUMNS, 2),
+        (tags::BITS_ALLOCATED, 16),
+        (tags::BITS_STORED, 16),
+        (tags::HIGH_BIT, 15),
+        (tags::PIXEL_REPRESENTATION, 1),
+    ] {
+        o.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+    }
+    let px: Vec<u8> = [-1000i16, 0, 1000, 2000]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    o.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::from(px),
+    ));
+    let file = o
+        .with_meta(
+            FileMetaTableBuilder::new()
+                .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+                .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE),
+        )
+        .unwrap();
+    let mut out = Vec::new();
+    file.write_all(&mut out).unwrap();
+    out
+}
+
+fn gray(bytes: &[u8], opts: &DecodeOptions) -> Vec<f32> {
+    let d = decode_bytes(bytes, opts).unwrap();
+    assert_eq!(d.format, Format::Dicom);
+    assert_eq!(d.image.data[..4], d.image.data[4..8], "gray replicated");
+    d.image.data[..4].to_vec()
+}
+
+fn close(a: &[f32], b: &[f32]) -> bool {
+    a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4)
+}
+
+#[test]
+fn no_window_means_min_max_after_rescale() {
+    let v = gray(&ct("MONOCHROME2", None), &DecodeOptions::default());
+    assert!(close(&v, &[0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0]), "{v:?}");
+}
+
+#[test]
+fn the_objects_window_applies_to_rescaled_values() {
+    // C=0, W=2001 spans HU (-1000.5, 999.5]: -2024 and -1024 fall below it.
+    let v = gray(
+        &ct("MONOCHROME2", Some(("0", "2001"))),
+        &DecodeOptions::default(),
+    );
+    let f = |x: f32| (x + 0.5) / 2000.0 + 0.5;
+    assert!(close(&v, &[0.0, 0.0, f(-24.0), f(976.0)]), "{v:?}");
+}
+
+#[test]
+fn multiple_window_values_use_the_first_and_presets_override() {
+    let bytes = ct("MONOCHROME2", Some(("0\\40", "2001\\400")));
+    let v = gray(&bytes, &DecodeOptions::default());
+    let f = |x: f32| (x + 0.5) / 2000.0 + 0.5;
+    assert!(close(&v, &[0.0, 0.0, f(-24.0), f(976.0)]), "{v:?}");
+    let lung = DecodeOptions {
+        window: Some("lung".parse().unwrap()),
+        ..Default::default()
+    };
+    let v = gray(&bytes, &lung);
+    // lung: C=-600, W=1500 -> (x + 600.5) / 1499 + 0.5, clamped.
+    let f = |x: f32| ((x + 600.5) / 1499.0 + 0.5).clamp(0.0, 1.0);
+    assert!(
+        close(&v, &[f(-2024.0), f(-1024.0), f(-24.0), f(976.0)]),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn monochrome1_is_inverted() {
+    let v = gray(&ct("MONOCHROME1", None), &DecodeOptions::default());
+    assert!(close(&v, &[1.0, 2.0 / 3.0, 1.0 / 3.0, 0.0]), "{v:?}");
+}
+
+#[test]
+fn attributes_are_read_and_truncation_is_a_clean_error() {
+    let bytes = ct("MONOCHROME2", None);
+    let d = decode_bytes(&bytes, &DecodeOptions::default()).unwrap();
+    let m = d.dicom.unwrap();
+    assert_eq!(m.modality.as_deref(), Some("CT"));
+    assert_eq!(m.study_uid.as_deref(), Some("1.2.3"));
+    assert_eq!(m.patient_id.as_deref(), Some("PAT-0042"));
+    assert!(
+        !format!("{m:?}").contains("Doe"),
+        "PatientName is never read"
+    );
+    for cut in [140, bytes.len() / 2, bytes.len() - 3] {
+        let err = decode_bytes(&bytes[..cut], &DecodeOptions::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+}
