@@ -90,13 +90,18 @@ fn racing_installs_never_remove_a_complete_install() {
                     })
                 })
                 .collect();
-            let outcomes: Vec<(usize, InstallOutcome)> = racers
-                .into_iter()
-                .map(|h| h.join().unwrap().unwrap())
-                .collect();
+            // Joined before any check, so a failing racer cannot leave the reader spinning.
+            let results: Vec<_> = racers.into_iter().map(|h| h.join()).collect();
             done.store(true, Ordering::Release);
-            (outcomes, reader.join().unwrap())
+            (results, reader.join().unwrap())
         });
+        let outcomes: Vec<(usize, InstallOutcome)> = outcomes
+            .into_iter()
+            .map(|r| {
+                r.expect("racer panicked")
+                    .unwrap_or_else(|e| panic!("round {round}: an install failed: {e:#}"))
+            })
+            .collect();
         let winners: Vec<usize> = outcomes
             .iter()
             .filter(|(_, o)| matches!(o, InstallOutcome::Installed(_)))
