@@ -7,8 +7,7 @@
 use simcase_models::install::atomic_install;
 use simcase_models::InstallOutcome;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// A fresh folder for one test.
 fn scratch(name: &str) -> PathBuf {
@@ -41,22 +40,20 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Racers that finish staging at the same instant, over a stale incomplete folder that each of
-/// them sees and wants to clear: exactly one installs, the others report the install already
+/// Racers that finish staging at the same instant, each seeing no complete install and so
+/// wanting to clear the folder and rename theirs into place: exactly one installs, the others report the install already
 /// there, the files in place are the winner's, and once a complete install has appeared a
 /// reader never sees it vanish or change.
 #[test]
 fn racing_installs_never_remove_a_complete_install() {
-    const RACERS: usize = 4;
-    const ROUNDS: usize = 300;
+    const RACERS: usize = 2;
+    const ROUNDS: usize = 2000;
     let root = scratch("race");
     for round in 0..ROUNDS {
         let models = root.join(format!("{round}"));
         let dir = models.join("m");
-        // An interrupted install from before: weights but no install.json.
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("model.safetensors"), "stale").unwrap();
-        let staged = Barrier::new(RACERS);
+        std::fs::create_dir_all(&models).unwrap();
+        let staged = AtomicUsize::new(0);
         let done = AtomicBool::new(false);
         let (outcomes, seen) = std::thread::scope(|s| {
             // The reader: from the first complete install on, the record must stay put.
@@ -74,7 +71,7 @@ fn racing_installs_never_remove_a_complete_install() {
                     if finished {
                         return (first, changes);
                     }
-                    std::hint::spin_loop();
+                    std::thread::yield_now();
                 }
             });
             let racers: Vec<_> = (0..RACERS)
@@ -83,7 +80,11 @@ fn racing_installs_never_remove_a_complete_install() {
                     s.spawn(move || {
                         atomic_install(dir, |tmp| {
                             fill_as(i, tmp)?;
-                            staged.wait();
+                            // Spin, not sleep: the racers leave together.
+                            staged.fetch_add(1, Ordering::AcqRel);
+                            while staged.load(Ordering::Acquire) < RACERS {
+                                std::hint::spin_loop();
+                            }
                             Ok(())
                         })
                         .map(|o| (i, o))
