@@ -15,8 +15,8 @@ use std::time::Instant;
 pub enum BenchCmd {
     /// Embedding throughput (img/s) at the given batch sizes, against PyTorch / onnxruntime.
     Embed {
-        #[arg(long, default_value = simcase_models::DEFAULT_MODEL)]
-        model: String,
+        #[arg(long, default_value_t = simcase_models::DEFAULT_MODEL)]
+        model: simcase_models::ModelId,
         #[arg(long, value_delimiter = ',', default_value = "1,16")]
         batch: Vec<usize>,
         /// Images timed per batch size (real images from --data, cycled).
@@ -45,8 +45,8 @@ pub enum BenchCmd {
     Ingest {
         #[arg(long, default_value = "../shared/data/dev.csv")]
         manifest: PathBuf,
-        #[arg(long, default_value = simcase_models::DEFAULT_MODEL)]
-        model: String,
+        #[arg(long, default_value_t = simcase_models::DEFAULT_MODEL)]
+        model: simcase_models::ModelId,
         /// Images ingested (the first N rows of the manifest).
         #[arg(long, default_value_t = 200)]
         images: usize,
@@ -211,8 +211,8 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             data,
             no_peer,
         } => {
-            crate::ensure_model(model)?;
-            let enc = simcase_models::load(model, &default_device())?;
+            crate::ensure_model(*model)?;
+            let enc = simcase_models::load(*model, &default_device())?;
             let imgs = sample_images(data, *images)?;
             let inputs: Vec<Vec<f32>> = (0..*images)
                 .map(|i| enc.preprocess().apply(&imgs[i % imgs.len()]))
@@ -224,7 +224,7 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
                 peers(&[
                     "embed".into(),
                     "--model".into(),
-                    model.clone(),
+                    model.to_string(),
                     "--images".into(),
                     images.to_string(),
                     "--batch".into(),
@@ -306,8 +306,8 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             model,
             images,
         } => {
-            crate::ensure_model(model)?;
-            let enc = simcase_models::load(model, &default_device())?;
+            crate::ensure_model(*model)?;
+            let enc = simcase_models::load(*model, &default_device())?;
             let mut sources = simcase_ingest::read_manifest(manifest)?;
             sources.truncate(*images);
             let decoded: Vec<_> = sources
@@ -322,7 +322,7 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             let dir =
                 std::env::temp_dir().join(format!("simcase-bench-ingest-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
-            let mut w = simcase_index::Writer::open(&dir, model, enc.dim())?;
+            let mut w = simcase_index::Writer::open(&dir, model.name(), enc.dim())?;
             let opts = simcase_ingest::Options {
                 batch: 16,
                 decode: Default::default(),

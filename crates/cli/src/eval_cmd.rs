@@ -19,8 +19,8 @@ pub struct EvalArgs {
     #[arg(long)]
     pub manifest: PathBuf,
     /// Model(s) to score; repeat for a side-by-side table.
-    #[arg(long = "model", default_values_t = [simcase_models::DEFAULT_MODEL.to_string()])]
-    pub models: Vec<String>,
+    #[arg(long = "model", default_values_t = [simcase_models::DEFAULT_MODEL])]
+    pub models: Vec<simcase_models::ModelId>,
     /// Write the report as JSON (one model: the report; several: {"models": {name: report}}).
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -62,7 +62,7 @@ fn manifest_key(p: &Path) -> String {
 /// Embed the manifest (resuming) and return its rows joined to index ids.
 fn embed_manifest(
     a: &EvalArgs,
-    model: &str,
+    model: simcase_models::ModelId,
     group_by: Option<simcase_query::GroupBy>,
 ) -> Result<(Reader, Vec<Row>, usize)> {
     let work = match &a.work {
@@ -74,7 +74,7 @@ fn embed_manifest(
     crate::ensure_model(model)?;
     let enc = simcase_models::load(model, &default_device())?;
     {
-        let mut w = simcase_index::Writer::open(&dir, model, enc.dim())?;
+        let mut w = simcase_index::Writer::open(&dir, model.name(), enc.dim())?;
         let opts = ingest::Options {
             batch: a.batch.max(1),
             decode: Default::default(),
@@ -353,7 +353,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     };
     let mut reports = Vec::new();
     for m in &a.models {
-        let (reader, rows, missing) = embed_manifest(a, m, group_by)?;
+        let (reader, rows, missing) = embed_manifest(a, *m, group_by)?;
         reports.push(evaluate(&reader, &rows, missing, a.max_k, group_by)?);
     }
     let md = markdown(&reports);

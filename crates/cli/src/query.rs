@@ -46,7 +46,7 @@ pub fn resolve(reader: &Snapshot, query: &str, window: Option<WindowPreset>) -> 
         let id: u64 = id.parse().with_context(|| format!("bad item id {id:?}"))?;
         return Query::item(reader, id);
     }
-    let model = &reader.settings().model;
+    let model: simcase_models::ModelId = reader.settings().model.parse()?;
     crate::ensure_model(model)?;
     let enc = simcase_models::load(model, &default_device())?;
     Query::file(enc.as_ref(), Path::new(query), window)
@@ -80,7 +80,7 @@ pub fn search_cmd(a: &SearchArgs) -> Result<()> {
     }
     let q = match (&a.text, &a.query) {
         (Some(text), _) => {
-            let model = &reader.settings().model;
+            let model: simcase_models::ModelId = reader.settings().model.parse()?;
             let enc = simcase_models::load_text(model, &default_device())
                 .with_context(|| format!("text search on an index built with {model}"))?;
             Query::text(enc.as_ref(), text)?

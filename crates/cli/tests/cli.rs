@@ -614,7 +614,7 @@ fn hub_install_and_text_search() {
 
     // The same ranking from the library: text embedding · stored vectors.
     let text = simcase_models::load_text_from(
-        "clip-vit-b16",
+        simcase_models::ModelId::ClipVitB16,
         &model_dir.join("model.safetensors"),
         &model_dir,
         &candle_core::Device::Cpu,

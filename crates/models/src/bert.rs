@@ -6,8 +6,8 @@
 //! Padding is never materialised: open_clip pads to 256 and masks the padded keys, which leaves
 //! every real token's output exactly as if the sequence stopped at `[SEP]`.
 
-use crate::dinov2::{load_linear, norm};
 use crate::ops::{attention, layer_norm, Act, Linear, QkvLayout};
+use crate::transformer::{load_linear, norm, scale_q_rows};
 use anyhow::{ensure, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -59,7 +59,7 @@ impl Layer {
             Tensor::cat(&[q.bias(), k.bias(), v.bias()], 0)?,
         )?;
         Ok(Self {
-            qkv: crate::dinov2::scale_q_rows(&qkv, d, cfg.num_heads)?,
+            qkv: scale_q_rows(&qkv, d, cfg.num_heads)?,
             out: load_linear(att.pp("output.dense"), d, d)?,
             norm1: norm(&att, "output.LayerNorm", d)?,
             up: load_linear(vb.pp("intermediate.dense"), d, i)?,
@@ -165,5 +165,11 @@ impl BiomedClipText {
 
     pub fn device(&self) -> &Device {
         self.bert.word.device()
+    }
+}
+
+impl crate::TextModel for BiomedClipText {
+    fn forward(&self, ids: &[u32]) -> Result<Tensor> {
+        BiomedClipText::forward(self, ids)
     }
 }

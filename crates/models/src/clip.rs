@@ -3,8 +3,8 @@
 //! `visual.transformer.resblocks.N.*`, `visual.ln_post`, `visual.proj`): pre-norm ViT with an
 //! extra `ln_pre`, QuickGELU, CLS pooling after `ln_post`, then `x @ proj`.
 
-use crate::dinov2::{cls_after_blocks, embed_patches, norm, Block};
 use crate::ops::{layer_norm, Linear};
+use crate::transformer::{cls_after_blocks, embed_patches, norm, Block};
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
@@ -189,5 +189,17 @@ impl ClipText {
         let last = x.narrow(0, n - 1, 1)?;
         let y = layer_norm(&last, &self.ln_final.0, &self.ln_final.1, 1e-5)?;
         Ok(y.matmul(&self.proj)?)
+    }
+}
+
+impl crate::ImageModel for ClipVision {
+    fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        ClipVision::forward(self, pixels)
+    }
+}
+
+impl crate::TextModel for ClipText {
+    fn forward(&self, ids: &[u32]) -> Result<Tensor> {
+        ClipText::forward(self, ids)
     }
 }

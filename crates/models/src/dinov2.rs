@@ -5,7 +5,8 @@
 //! q/k/v are fused into one GEMM with the attention scale folded into q, and LayerScale is folded
 //! into the projection weights at load, which removes three elementwise passes per block.
 
-use crate::ops::{attention, bicubic_resize_planes, layer_norm, Act, QkvLayout};
+use crate::ops::{bicubic_resize_planes, layer_norm, Linear};
+use crate::transformer::{cls_after_blocks, embed_patches, norm, Block};
 use anyhow::{ensure, Result};
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
@@ -54,139 +55,6 @@ impl Config {
 
     pub fn grid(&self) -> usize {
         self.image_size / self.patch_size
-    }
-}
-
-pub use crate::ops::Linear;
-
-pub(crate) fn load_linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
-    Ok(Linear::new(
-        vb.get((out_dim, in_dim), "weight")?,
-        vb.get(out_dim, "bias")?,
-    )?)
-}
-
-/// A pre-norm transformer block (timm / HF ViT layout) with q/k/v fused and the attention
-/// scale and any LayerScale folded into the weights.
-pub(crate) struct Block {
-    norm1: (Tensor, Tensor),
-    qkv: Linear,
-    proj: Linear,
-    norm2: (Tensor, Tensor),
-    fc1: Linear,
-    fc2: Linear,
-    heads: usize,
-    eps: f64,
-    act: Act,
-}
-
-/// Fold the attention scale `head_dim^-1/2` into the q rows of a `[q | k | v]` projection.
-pub(crate) fn scale_q_rows(qkv: &Linear, d: usize, heads: usize) -> Result<Linear> {
-    let scale = 1.0 / ((d / heads) as f32).sqrt();
-    let s: Vec<f32> = (0..3 * d)
-        .map(|i| if i < d { scale } else { 1.0 })
-        .collect();
-    Ok(qkv.scale_outputs(&Tensor::from_vec(s, 3 * d, qkv.weight().device())?)?)
-}
-
-pub(crate) fn norm(vb: &VarBuilder, name: &str, dim: usize) -> Result<(Tensor, Tensor)> {
-    let vb = vb.pp(name);
-    Ok((vb.get(dim, "weight")?, vb.get(dim, "bias")?))
-}
-
-impl Block {
-    fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
-        let d = cfg.hidden_size;
-        let att = vb.pp("attention.attention");
-        let q = load_linear(att.pp("query"), d, d)?;
-        let k = load_linear(att.pp("key"), d, d)?;
-        let v = load_linear(att.pp("value"), d, d)?;
-        let qkv = Linear::new(
-            Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?,
-            Tensor::cat(&[q.bias(), k.bias(), v.bias()], 0)?,
-        )?;
-        let qkv = scale_q_rows(&qkv, d, cfg.num_heads)?;
-        let ls1 = vb.get(d, "layer_scale1.lambda1")?;
-        let ls2 = vb.get(d, "layer_scale2.lambda1")?;
-        let hidden = d * cfg.mlp_ratio;
-        Ok(Self {
-            norm1: norm(&vb, "norm1", d)?,
-            qkv,
-            proj: load_linear(vb.pp("attention.output.dense"), d, d)?.scale_outputs(&ls1)?,
-            norm2: norm(&vb, "norm2", d)?,
-            fc1: load_linear(vb.pp("mlp.fc1"), d, hidden)?,
-            fc2: load_linear(vb.pp("mlp.fc2"), hidden, d)?.scale_outputs(&ls2)?,
-            heads: cfg.num_heads,
-            eps: cfg.layer_norm_eps,
-            act: Act::Gelu,
-        })
-    }
-
-    /// timm naming (`norm1`, `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1`, `mlp.fc2`), no
-    /// LayerScale: the layout of `vit_base_patch16_224` and BiomedCLIP's image tower.
-    pub(crate) fn load_timm(
-        vb: VarBuilder,
-        d: usize,
-        heads: usize,
-        mlp: usize,
-        eps: f64,
-    ) -> Result<Self> {
-        let qkv = scale_q_rows(&load_linear(vb.pp("attn.qkv"), d, 3 * d)?, d, heads)?;
-        Ok(Self {
-            norm1: norm(&vb, "norm1", d)?,
-            qkv,
-            proj: load_linear(vb.pp("attn.proj"), d, d)?,
-            norm2: norm(&vb, "norm2", d)?,
-            fc1: load_linear(vb.pp("mlp.fc1"), d, d * mlp)?,
-            fc2: load_linear(vb.pp("mlp.fc2"), d * mlp, d)?,
-            heads,
-            eps,
-            act: Act::Gelu,
-        })
-    }
-
-    /// OpenAI CLIP / open_clip naming (`ln_1`, `attn.in_proj_*`, `attn.out_proj`, `ln_2`,
-    /// `mlp.c_fc`, `mlp.c_proj`), QuickGELU, LayerNorm eps 1e-5.
-    pub(crate) fn load_clip(vb: VarBuilder, d: usize, heads: usize, mlp: usize) -> Result<Self> {
-        let attn = vb.pp("attn");
-        let qkv = Linear::new(
-            attn.get((3 * d, d), "in_proj_weight")?,
-            attn.get(3 * d, "in_proj_bias")?,
-        )?;
-        let qkv = scale_q_rows(&qkv, d, heads)?;
-        Ok(Self {
-            norm1: norm(&vb, "ln_1", d)?,
-            qkv,
-            proj: load_linear(attn.pp("out_proj"), d, d)?,
-            norm2: norm(&vb, "ln_2", d)?,
-            fc1: load_linear(vb.pp("mlp.c_fc"), d, d * mlp)?,
-            fc2: load_linear(vb.pp("mlp.c_proj"), d * mlp, d)?,
-            heads,
-            eps: 1e-5,
-            act: Act::QuickGelu,
-        })
-    }
-
-    /// `x`: `(b·n, d)`.
-    pub(crate) fn forward(&self, x: &Tensor, b: usize, n: usize) -> Result<Tensor> {
-        self.forward_biased(x, b, n, None)
-    }
-
-    /// As `forward`, with `bias` `(heads, n, n)` added to the attention logits (a causal mask).
-    pub(crate) fn forward_biased(
-        &self,
-        x: &Tensor,
-        b: usize,
-        n: usize,
-        bias: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let h = layer_norm(x, &self.norm1.0, &self.norm1.1, self.eps)?;
-        let qkv = self.qkv.forward(&h)?;
-        let o = attention(&qkv, b, n, self.heads, QkvLayout::Blocks, bias)?;
-        let x = self.proj.forward_residual(&o, x)?;
-        let h = layer_norm(&x, &self.norm2.0, &self.norm2.1, self.eps)?;
-        let h = self.fc1.apply(&h, None, self.act)?;
-        Ok(self.fc2.forward_residual(&h, &x)?)
     }
 }
 
@@ -239,7 +107,15 @@ impl Dinov2 {
                 .contiguous()?
         };
         let blocks = (0..cfg.num_layers)
-            .map(|i| Block::load(vb.pp(format!("encoder.layer.{i}")), cfg))
+            .map(|i| {
+                Block::load_dinov2(
+                    vb.pp(format!("encoder.layer.{i}")),
+                    d,
+                    cfg.num_heads,
+                    cfg.mlp_ratio,
+                    cfg.layer_norm_eps,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             cfg: cfg.clone(),
@@ -265,56 +141,8 @@ impl Dinov2 {
     }
 }
 
-/// Tokens of a ViT input: `(b, 3, g·p, g·p)` patchified with one GEMM (im2col of the stride-p
-/// convolution), position embeddings added, the CLS row (`cls`, position included) prepended.
-/// Returns `(b·n, d)` rows with `n = g² + 1`.
-pub(crate) fn embed_patches(
-    pixels: &Tensor,
-    patch: &Linear,
-    cls: &Tensor,
-    pos: &Tensor,
-    p: usize,
-    g: usize,
-) -> Result<(Tensor, usize, usize)> {
-    let (b, c, h, w) = pixels.dims4()?;
-    ensure!(
-        c == 3 && h == g * p && w == g * p,
-        "expected (b, 3, {s}, {s}) input, got {:?}",
-        pixels.dims(),
-        s = g * p
-    );
-    let d = cls.dim(1)?;
-    let cols = pixels
-        .reshape((b, 3, g, p, g, p))?
-        .permute((0, 2, 4, 1, 3, 5))?
-        .contiguous()?
-        .reshape((b * g * g, 3 * p * p))?;
-    let patches = patch
-        .forward(&cols)?
-        .reshape((b, g * g, d))?
-        .broadcast_add(pos)?;
-    let cls = cls.unsqueeze(0)?.broadcast_as((b, 1, d))?;
-    let n = g * g + 1;
-    Ok((
-        Tensor::cat(&[&cls, &patches], 1)?.reshape((b * n, d))?,
-        b,
-        n,
-    ))
-}
-
-/// Run `blocks` over `(b·n, d)` tokens and return each sequence's CLS row, `(b, d)`.
-pub(crate) fn cls_after_blocks(
-    mut x: Tensor,
-    blocks: &[Block],
-    b: usize,
-    n: usize,
-) -> Result<Tensor> {
-    let d = x.dim(1)?;
-    for blk in blocks {
-        x = blk.forward(&x, b, n)?;
+impl crate::ImageModel for Dinov2 {
+    fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        Dinov2::forward(self, pixels)
     }
-    Ok(x.reshape((b, n, d))?
-        .narrow(1, 0, 1)?
-        .squeeze(1)?
-        .contiguous()?)
 }

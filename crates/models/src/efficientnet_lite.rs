@@ -187,3 +187,9 @@ impl EfficientNetLite {
         Ok(fc.forward(&self.forward(pixels)?)?)
     }
 }
+
+impl crate::ImageModel for EfficientNetLite {
+    fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        EfficientNetLite::forward(self, pixels)
+    }
+}

@@ -17,6 +17,7 @@ pub enum Output {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
+    pub image_size: usize,
     pub layers: [usize; 4],
     pub output: Output,
 }
@@ -24,6 +25,7 @@ pub struct Config {
 impl Config {
     pub fn resnet50(output: Output) -> Self {
         Self {
+            image_size: 224,
             layers: [3, 4, 6, 3],
             output,
         }
@@ -175,5 +177,11 @@ impl ResNet {
             Output::Pooled => pooled,
             Output::Logits => self.fc.forward(&pooled)?,
         })
+    }
+}
+
+impl crate::ImageModel for ResNet {
+    fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        ResNet::forward(self, pixels)
     }
 }

@@ -393,3 +393,9 @@ impl TinyVit {
         Ok(self.forward_features(pixels)?.mean(1)?)
     }
 }
+
+impl crate::ImageModel for TinyVit {
+    fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        TinyVit::forward(self, pixels)
+    }
+}

@@ -2,8 +2,8 @@
 //! pooling, with an optional bias-free projection: `vit_base_patch16_224` (ImageNet-21k ViT-B/16)
 //! and BiomedCLIP's image tower (open_clip `visual.trunk` + `visual.head.proj`, 768→512).
 
-use crate::dinov2::{cls_after_blocks, embed_patches, norm, Block};
 use crate::ops::{layer_norm, Linear};
+use crate::transformer::{cls_after_blocks, embed_patches, norm, Block};
 use anyhow::Result;
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
@@ -128,5 +128,11 @@ impl Vit {
             Some(w) => y.matmul(&w.t()?)?,
             None => y,
         })
+    }
+}
+
+impl crate::ImageModel for Vit {
+    fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        Vit::forward(self, pixels)
     }
 }

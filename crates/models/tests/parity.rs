@@ -19,7 +19,7 @@ fn fixture() -> serde_json::Value {
 fn check(name: &str) {
     let spec = catalogue().into_iter().find(|m| m.name == name).unwrap();
     install(&spec, None).unwrap_or_else(|e| panic!("installing {name}: {e:#}"));
-    let enc: Box<dyn Encoder> = load(name, &candle_core::Device::Cpu).unwrap();
+    let enc: Box<dyn Encoder> = load(spec.id, &candle_core::Device::Cpu).unwrap();
     let fx = fixture();
     let refs = fx["models"][name]["images"].as_array().unwrap();
     assert!(refs.len() >= 4, "need at least 4 images");

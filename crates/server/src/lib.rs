@@ -74,6 +74,8 @@ struct AppState {
     snap: RwLock<Arc<Snapshot>>,
     embedder: embed::Embedder,
     text: Mutex<Option<Arc<dyn TextEncoder>>>,
+    /// The index's model, parsed once at start-up.
+    model: simcase_models::ModelId,
     has_text: bool,
     thumbs: Mutex<ThumbCache>,
 }
@@ -131,14 +133,15 @@ type ApiResult<T> = std::result::Result<T, ApiError>;
 /// Load the model and the index, and build the router.
 pub fn app(cfg: Config) -> Result<Router> {
     let snap = Snapshot::open(&cfg.index)?;
-    let model = snap.settings().model.clone();
-    let enc = simcase_models::load(&model, &simcase_models::default_device())
+    let model: simcase_models::ModelId = snap.settings().model.parse()?;
+    let enc = simcase_models::load(model, &simcase_models::default_device())
         .with_context(|| format!("loading {model}, the index's model"))?;
-    let has_text = simcase_models::spec(&model).is_ok_and(|s| s.text);
+    let has_text = model.spec().text.is_some();
     let state = Arc::new(AppState {
         embedder: embed::Embedder::start(enc, cfg.max_batch),
         snap: RwLock::new(Arc::new(snap)),
         text: Mutex::new(None),
+        model,
         has_text,
         thumbs: Mutex::new(ThumbCache::default()),
         cfg,
@@ -409,7 +412,7 @@ async fn search_get(
 
 async fn text_encoder(state: &Shared) -> ApiResult<Arc<dyn TextEncoder>> {
     if !state.has_text {
-        let model = snapshot(state).settings().model.clone();
+        let model = state.model;
         return Err(ApiError::bad(format!(
             "{model} has no text tower; text search needs a CLIP-family model"
         )));
@@ -422,9 +425,9 @@ async fn text_encoder(state: &Shared) -> ApiResult<Arc<dyn TextEncoder>> {
     {
         return Ok(t);
     }
-    let model = snapshot(state).settings().model.clone();
+    let model = state.model;
     let enc = tokio::task::spawn_blocking(move || {
-        simcase_models::load_text(&model, &simcase_models::default_device())
+        simcase_models::load_text(model, &simcase_models::default_device())
     })
     .await
     .map_err(|e| ApiError::internal(e.into()))?

@@ -1,0 +1,216 @@
+//! What a loaded model is to the rest of simcase: an [`Encoder`] (pixels in, L2-normalised
+//! embeddings out) or a [`TextEncoder`], around any architecture that implements
+//! [`ImageModel`] / [`TextModel`]. Batches are split across cores here, once for every model.
+
+use crate::catalogue::ModelSpec;
+use crate::tokenizer::TextTokenizer;
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use simcase_imaging::{resize_bilinear, Image};
+
+/// An image architecture's forward pass: `(b, 3, s, s)` normalised pixels → raw
+/// (unnormalised) `(b, dim)` features.
+pub trait ImageModel: Send + Sync {
+    fn forward(&self, pixels: &Tensor) -> Result<Tensor>;
+}
+
+/// A text tower's forward pass: one tokenised text → raw `(1, dim)` features.
+pub trait TextModel: Send + Sync {
+    fn forward(&self, ids: &[u32]) -> Result<Tensor>;
+}
+
+/// How an [`Image`] becomes a model input: bilinear resize (PyTorch semantics), then optional
+/// per-channel normalisation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preprocess {
+    pub size: usize,
+    pub mean_std: Option<([f32; 3], [f32; 3])>,
+}
+
+impl Preprocess {
+    /// `3 × size × size` planar values.
+    pub fn apply(&self, img: &Image) -> Vec<f32> {
+        let mut r = resize_bilinear(img, self.size, self.size).data;
+        if let Some((mean, std)) = self.mean_std {
+            let n = self.size * self.size;
+            for c in 0..3 {
+                for v in &mut r[c * n..(c + 1) * n] {
+                    *v = (*v - mean[c]) / std[c];
+                }
+            }
+        }
+        r
+    }
+}
+
+/// An image encoder: preprocessed pixels in, L2-normalised embeddings out.
+pub trait Encoder: Send + Sync {
+    fn name(&self) -> &str;
+    fn dim(&self) -> usize;
+    fn preprocess(&self) -> &Preprocess;
+    /// Raw (unnormalised) features for a `(b, 3, s, s)` batch.
+    fn features(&self, pixels: &Tensor) -> Result<Tensor>;
+    fn device(&self) -> &Device;
+
+    /// Embed already-preprocessed inputs; rows come back L2-normalised.
+    fn embed(&self, inputs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let s = self.preprocess().size;
+        let mut flat = Vec::with_capacity(inputs.len() * 3 * s * s);
+        for x in inputs {
+            anyhow::ensure!(x.len() == 3 * s * s, "input is not 3x{s}x{s}");
+            flat.extend_from_slice(x);
+        }
+        let t = Tensor::from_vec(flat, (inputs.len(), 3, s, s), self.device())?;
+        let f = self.features(&t)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        Ok(f.into_iter().map(l2_normalize).collect())
+    }
+
+    /// Preprocess and embed decoded images.
+    fn embed_images(&self, imgs: &[&Image]) -> Result<Vec<Vec<f32>>> {
+        let inputs: Vec<Vec<f32>> = imgs.iter().map(|i| self.preprocess().apply(i)).collect();
+        self.embed(&inputs)
+    }
+}
+
+pub fn l2_normalize(mut v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+    v
+}
+
+/// A catalogue model with its weights loaded: the [`Encoder`] every image model is served as.
+pub(crate) struct Loaded {
+    spec: ModelSpec,
+    pre: Preprocess,
+    device: Device,
+    model: Box<dyn ImageModel>,
+    /// One single-thread pool per core, for batch-parallel CPU inference (see `features`).
+    lanes: Vec<rayon::ThreadPool>,
+}
+
+impl Loaded {
+    pub(crate) fn new(spec: ModelSpec, model: Box<dyn ImageModel>, device: &Device) -> Self {
+        Self {
+            pre: spec.preprocess(),
+            spec,
+            device: device.clone(),
+            model,
+            lanes: cpu_lanes(device),
+        }
+    }
+}
+
+/// Single-thread pools, one per core. Splitting a batch across cores (each core runs whole
+/// images) beats splitting every GEMM across cores: no barrier per layer, and each core keeps
+/// its own activations in cache. Measured on the 2-core target: +20% for DINOv2-S at batch 16.
+fn cpu_lanes(device: &Device) -> Vec<rayon::ThreadPool> {
+    if !device.is_cpu() {
+        return Vec::new();
+    }
+    let n = rayon::current_num_threads();
+    if n < 2 {
+        return Vec::new();
+    }
+    (0..n)
+        .filter_map(|i| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .thread_name(move |_| format!("simcase-lane-{i}"))
+                .build()
+                .ok()
+        })
+        .collect()
+}
+
+impl Encoder for Loaded {
+    fn name(&self) -> &str {
+        self.spec.name
+    }
+    fn dim(&self) -> usize {
+        self.spec.dim
+    }
+    fn preprocess(&self) -> &Preprocess {
+        &self.pre
+    }
+    fn features(&self, pixels: &Tensor) -> Result<Tensor> {
+        let b = pixels.dim(0)?;
+        if self.lanes.len() < 2 || b < 2 {
+            return self.model.forward(pixels);
+        }
+        let per = b.div_ceil(self.lanes.len());
+        let model = self.model.as_ref();
+        let parts: Vec<Result<Tensor>> = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .lanes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i * per < b)
+                .map(|(i, pool)| {
+                    let part = pixels.narrow(0, i * per, per.min(b - i * per));
+                    s.spawn(move || pool.install(|| model.forward(&part?)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("encoder lane panicked")))
+                })
+                .collect()
+        });
+        let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+/// A text tower that embeds into its image encoder's space (CLIP family), for text-to-image
+/// search.
+pub trait TextEncoder: Send + Sync {
+    fn name(&self) -> &str;
+    fn dim(&self) -> usize;
+    /// Token ids as the tower sees them (start and end tokens included, truncated).
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>>;
+    /// Raw (unnormalised) `(1, dim)` features of one tokenised text.
+    fn features(&self, ids: &[u32]) -> Result<Tensor>;
+
+    /// L2-normalised embeddings, comparable by cosine with the image embeddings.
+    fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        texts
+            .iter()
+            .map(|t| {
+                let f = self.features(&self.tokenize(t)?)?;
+                Ok(l2_normalize(f.flatten_all()?.to_vec1::<f32>()?))
+            })
+            .collect()
+    }
+}
+
+/// A catalogue model's text tower with its weights and tokenizer loaded.
+pub(crate) struct LoadedText {
+    pub(crate) spec: ModelSpec,
+    pub(crate) tokenizer: TextTokenizer,
+    pub(crate) model: Box<dyn TextModel>,
+}
+
+impl TextEncoder for LoadedText {
+    fn name(&self) -> &str {
+        self.spec.name
+    }
+    fn dim(&self) -> usize {
+        self.spec.dim
+    }
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text)
+    }
+    fn features(&self, ids: &[u32]) -> Result<Tensor> {
+        self.model.forward(ids)
+    }
+}
