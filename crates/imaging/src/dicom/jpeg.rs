@@ -1,5 +1,5 @@
 //! DICOM JPEG Baseline and Extended (1.2.840.10008.1.2.4.50 / .51) through libjpeg-turbo 3
-//! (vendored by `turbojpeg-sys`, built by cmake, linked statically).
+//! (`vendor/turbojpeg-sys`, its portable C paths built by the `cc` crate, linked statically).
 //!
 //! Why not dicom-rs's decoder (jpeg-decoder): it has no 12-bit path, the syntax of many older
 //! CT exports, and it ignores the Adobe marker that says a 3-component JPEG is stored as RGB
