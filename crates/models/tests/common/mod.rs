@@ -122,7 +122,8 @@ pub fn distinct(embeddings: &[Vec<f64>], max_abs: f64) -> Result<f64, String> {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f64::max);
             // NaN distances count as no distance at all.
-            if !(d >= closest.0) {
+            let d = if d.is_nan() { 0.0 } else { d };
+            if d < closest.0 {
                 closest = (d, i, j);
             }
         }
