@@ -163,43 +163,50 @@ fn volumes_index_as_slices_and_group_by_volume() {
 }
 
 /// nibabel's NIfTI-2 example, read by simcase's own NIfTI-2 header reader: the shape, voxel
-/// values and affine columns nibabel 5.4.2 reports for it (`nib.load(...).dataobj`, `.affine`).
+/// values and affine columns nibabel 5.4.2 reports for it, as `tools/make_nifti2_fixture.py`
+/// wrote them to `tests/fixtures/nifti2.json` (from the same file, checked by SHA-256).
 #[test]
 fn nifti2_reads_as_nibabel_reads_it() {
     use std::io::Read;
+    let fx_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nifti2.json");
+    let fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx_path).unwrap()).unwrap();
     let gz = std::fs::read(volumes().join("nifti/example_nifti2.nii.gz")).unwrap();
+    assert_eq!(
+        simcase_models::install::sha256_hex(&gz),
+        fx["sha256"].as_str().unwrap(),
+        "not the file the fixture was made from"
+    );
     let mut bytes = Vec::new();
     flate2::read::GzDecoder::new(&gz[..])
         .read_to_end(&mut bytes)
         .unwrap();
     assert_eq!(&bytes[4..8], b"n+2\0");
     let v = simcase_imaging::volume::read_nifti(&bytes, 1 << 30).unwrap();
-    assert_eq!(v.dims, [32, 20, 12]);
-    let at = |x: usize, y: usize, z: usize| v.data[x + 32 * (y + 20 * z)];
-    for ((x, y, z), want) in [
-        ((0, 0, 0), 424.0),
-        ((5, 7, 3), 433.0),
-        ((31, 19, 11), 484.0),
-        ((10, 10, 6), 432.0),
-    ] {
-        assert_eq!(at(x, y, z), want, "voxel ({x},{y},{z})");
+    let shape: [usize; 3] = serde_json::from_value(fx["shape"].clone()).unwrap();
+    assert_eq!(v.dims, shape);
+    let [nx, ny, _] = shape;
+    let voxels: Vec<[f64; 4]> = serde_json::from_value(fx["voxels"].clone()).unwrap();
+    assert!(
+        voxels.len() >= 8 + 64,
+        "{} voxels in the fixture",
+        voxels.len()
+    );
+    for [x, y, z, want] in voxels {
+        let (x, y, z) = (x as usize, y as usize, z as usize);
+        let got = v.data[x + nx * (y + ny * z)];
+        assert_eq!(f64::from(got), want, "voxel ({x},{y},{z})");
     }
-    let want = [
-        [-2.0, -6.714715653593746e-19, 8.25548088896093e-18],
-        [
-            6.714715653593746e-19,
-            1.9737114906311035,
-            0.3232076168060303,
-        ],
-        [
-            9.081024511081715e-18,
-            -0.35552823543548584,
-            2.171081781387329,
-        ],
-    ];
-    for (got, want) in v.dirs.iter().zip(want) {
+    let sum: f64 = v.data.iter().map(|&x| f64::from(x)).sum();
+    let want_sum = fx["sum"].as_f64().unwrap();
+    assert!(
+        (sum - want_sum).abs() <= 1e-9 * want_sum.abs(),
+        "sum {sum} vs nibabel's {want_sum}"
+    );
+    let dirs: [[f64; 3]; 3] = serde_json::from_value(fx["dirs"].clone()).unwrap();
+    for (got, want) in v.dirs.iter().zip(dirs) {
         for (g, w) in got.iter().zip(want) {
-            assert!((g - w).abs() < 1e-6, "{:?} vs {want:?}", v.dirs);
+            assert!((g - w).abs() < 1e-12, "{:?} vs {dirs:?}", v.dirs);
         }
     }
 }

@@ -65,3 +65,30 @@ pub fn fetched_once(root: &std::path::Path, fill: impl FnOnce(&std::path::Path))
     }
     root.to_path_buf()
 }
+
+/// Under CI (`CI` set to anything but `false`/`0`), a missing prerequisite fails a test
+/// instead of skipping it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Which of `needles` occur in the bytes of any file in `dir` (the index's `index.sqlite`,
+/// its `-wal` and `-shm` while they exist, `vectors.f32`, the lock): `(needle, file)` pairs.
+pub fn find_in_files(dir: &std::path::Path, needles: &[&str]) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut files = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if !e.file_type().unwrap().is_file() {
+            continue;
+        }
+        files += 1;
+        let bytes = std::fs::read(e.path()).unwrap();
+        for n in needles {
+            if bytes.windows(n.len()).any(|w| w == n.as_bytes()) {
+                found.push((n.to_string(), e.file_name().to_string_lossy().into_owned()));
+            }
+        }
+    }
+    assert!(files >= 2, "{}: {files} files", dir.display());
+    found
+}
