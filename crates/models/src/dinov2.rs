@@ -12,13 +12,21 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
 #[derive(Clone, Debug, PartialEq)]
+/// Shape of a DINOv2 ViT.
 pub struct Config {
+    /// Square input side the model runs at.
     pub image_size: usize,
+    /// Patch side in pixels.
     pub patch_size: usize,
+    /// Width of every token's hidden state.
     pub hidden_size: usize,
+    /// Number of transformer layers (`encoder.layer.N`).
     pub num_layers: usize,
+    /// Attention heads per layer.
     pub num_heads: usize,
+    /// MLP hidden width as a multiple of `hidden_size`.
     pub mlp_ratio: usize,
+    /// Epsilon of every layer norm.
     pub layer_norm_eps: f64,
 }
 
@@ -53,11 +61,13 @@ impl Config {
         }
     }
 
+    /// Patches per side of the input.
     pub fn grid(&self) -> usize {
         self.image_size / self.patch_size
     }
 }
 
+/// A DINOv2 ViT with weights loaded.
 pub struct Dinov2 {
     cfg: Config,
     /// Patch projection as a GEMM: `(dim, 3·p·p)`.
@@ -71,6 +81,7 @@ pub struct Dinov2 {
 }
 
 impl Dinov2 {
+    /// Loads the weights from `vb` at the `Dinov2Model` root, interpolating positions to this config's grid.
     pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
         let d = cfg.hidden_size;
         let p = cfg.patch_size;

@@ -13,11 +13,17 @@ use candle_nn::VarBuilder;
 type Stage = (usize, usize, usize, usize, usize, usize);
 
 #[derive(Clone, Debug, PartialEq)]
+/// Shape of an EfficientNet-Lite.
 pub struct Config {
+    /// Square input side the model runs at.
     pub image_size: usize,
+    /// The MBConv stages, in order.
     pub stages: Vec<Stage>,
+    /// Output channels of the stem convolution (`_conv_stem`).
     pub stem: usize,
+    /// Output channels of the 1×1 head convolution (`_conv_head`): the embedding size.
     pub head: usize,
+    /// Epsilon of every BatchNorm.
     pub bn_eps: f64,
 }
 
@@ -99,6 +105,7 @@ impl Block {
     }
 }
 
+/// An EfficientNet-Lite with weights loaded.
 pub struct EfficientNetLite {
     cfg: Config,
     stem: (Tensor, Tensor),
@@ -108,6 +115,7 @@ pub struct EfficientNetLite {
 }
 
 impl EfficientNetLite {
+    /// Loads the weights from `vb` at the checkpoint's root, folding each BatchNorm into its convolution.
     pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
         let eps = cfg.bn_eps;
         let stem = conv_bn(&vb, "_conv_stem", "_bn0", (cfg.stem, 3, 3, 3), eps)?;

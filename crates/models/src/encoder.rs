@@ -11,11 +11,13 @@ use simcase_imaging::{resize_bilinear, Image};
 /// An image architecture's forward pass: `(b, 3, s, s)` normalised pixels → raw
 /// (unnormalised) `(b, dim)` features.
 pub trait ImageModel: Send + Sync {
+    /// Raw `(b, dim)` features of a `(b, 3, s, s)` batch of normalised pixels.
     fn forward(&self, pixels: &Tensor) -> Result<Tensor>;
 }
 
 /// A text tower's forward pass: one tokenised text → raw `(1, dim)` features.
 pub trait TextModel: Send + Sync {
+    /// Raw `(1, dim)` features of one tokenised text.
     fn forward(&self, ids: &[u32]) -> Result<Tensor>;
 }
 
@@ -23,7 +25,9 @@ pub trait TextModel: Send + Sync {
 /// per-channel normalisation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Preprocess {
+    /// Square side the image is resized to.
     pub size: usize,
+    /// Per-channel `(mean, std)` applied after the resize, if any.
     pub mean_std: Option<([f32; 3], [f32; 3])>,
 }
 
@@ -45,11 +49,15 @@ impl Preprocess {
 
 /// An image encoder: preprocessed pixels in, L2-normalised embeddings out.
 pub trait Encoder: Send + Sync {
+    /// The catalogue name of the model.
     fn name(&self) -> &str;
+    /// Length of the embeddings.
     fn dim(&self) -> usize;
+    /// How images become this encoder's input.
     fn preprocess(&self) -> &Preprocess;
     /// Raw (unnormalised) features for a `(b, 3, s, s)` batch.
     fn features(&self, pixels: &Tensor) -> Result<Tensor>;
+    /// The device the model runs on.
     fn device(&self) -> &Device;
 
     /// Embed already-preprocessed inputs; rows come back L2-normalised.
@@ -75,6 +83,7 @@ pub trait Encoder: Send + Sync {
     }
 }
 
+/// Scales `v` to unit L2 norm (an all-zero vector is returned unchanged).
 pub fn l2_normalize(mut v: Vec<f32>) -> Vec<f32> {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if n > 0.0 {
@@ -174,7 +183,9 @@ impl Encoder for Loaded {
 /// A text tower that embeds into its image encoder's space (CLIP family), for text-to-image
 /// search.
 pub trait TextEncoder: Send + Sync {
+    /// The catalogue name of the model.
     fn name(&self) -> &str;
+    /// Length of the embeddings (the image encoder's, as they share a space).
     fn dim(&self) -> usize;
     /// Token ids as the tower sees them (start and end tokens included, truncated).
     fn tokenize(&self, text: &str) -> Result<Vec<u32>>;

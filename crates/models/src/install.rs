@@ -46,11 +46,15 @@ fn is_complete(dir: &Path) -> bool {
 }
 
 #[derive(Debug, PartialEq)]
+/// What [`install`] did.
 pub enum InstallOutcome {
+    /// The model was already installed in this folder; nothing was done.
     AlreadyInstalled(PathBuf),
+    /// The model is now installed in this folder.
     Installed(PathBuf),
 }
 
+/// SHA-256 of `bytes` as lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()

@@ -6,19 +6,29 @@ use anyhow::{bail, Context, Result};
 
 /// A float tensor stored in the graph.
 pub struct Initializer {
+    /// The initializer's name, as node inputs refer to it.
     pub name: String,
+    /// The tensor's shape.
     pub dims: Vec<usize>,
+    /// The values, row-major.
     pub data: Vec<f32>,
 }
 
+/// A graph node: an operator and the values it consumes.
 pub struct Node {
+    /// The operator (`MatMul`, `Add`, …).
     pub op_type: String,
+    /// The node's name.
     pub name: String,
+    /// Names of its inputs (initializers or other nodes' outputs).
     pub inputs: Vec<String>,
 }
 
+/// The parts of an ONNX model's graph this reader keeps.
 pub struct Graph {
+    /// The graph's float initializers (weights).
     pub initializers: Vec<Initializer>,
+    /// The graph's nodes, in file order.
     pub nodes: Vec<Node>,
 }
 

