@@ -23,13 +23,16 @@ pub const MAX_PIXELS: u64 = 20_000 * 20_000;
 /// A decoded image: `3 × height × width` planes, values in `[0, 1]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Image {
+    /// Width in pixels.
     pub width: usize,
+    /// Height in pixels.
     pub height: usize,
     /// Planar RGB, `data[c * h * w + y * w + x]`.
     pub data: Vec<f32>,
 }
 
 impl Image {
+    /// An image from planar RGB `data`; panics unless it holds `3 × width × height` values.
     pub fn new(width: usize, height: usize, data: Vec<f32>) -> Self {
         assert_eq!(data.len(), 3 * width * height, "image buffer size");
         Self {
@@ -70,16 +73,22 @@ impl Image {
 /// What a file turned out to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// A PNG image.
     Png,
+    /// A JPEG image.
     Jpeg,
+    /// A DICOM Part 10 file or a bare DICOM data set.
     Dicom,
+    /// A NIfTI volume.
     Nifti,
+    /// An NRRD volume.
     Nrrd,
     /// A gzip wrapper (e.g. `.nii.gz`); the content decides.
     Gzip,
 }
 
 impl Format {
+    /// The lowercase name used in logs and error messages (`"png"`, `"dicom"`, …).
     pub fn name(self) -> &'static str {
         match self {
             Format::Png => "png",
@@ -96,20 +105,28 @@ impl Format {
 /// file it is when the file holds several (a frame, a volume slice).
 #[derive(Clone, Debug)]
 pub struct Decoded {
+    /// The pixels, 3 planes in `[0, 1]`.
     pub image: Image,
+    /// What the file turned out to be.
     pub format: Format,
+    /// The DICOM attributes, when the file was DICOM.
     pub dicom: Option<DicomMeta>,
+    /// Which frame or slice this is; `None` for PNG, JPEG and single-frame DICOM.
     pub part: Option<Part>,
 }
 
 /// One image of a multi-image file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Part {
+    /// 0-based index of this frame or slice in the file.
     pub index: u32,
+    /// How many frames or slices the file holds (along the slicing axis, for a volume).
     pub count: u32,
+    /// Whether this is a DICOM frame or a volume slice.
     pub kind: PartKind,
 }
 
+/// What kind of part of a multi-image file a [`Part`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PartKind {
     /// A frame of a multi-frame DICOM object.
@@ -121,17 +138,31 @@ pub enum PartKind {
 /// Why a file could not be decoded. The message is one line, fit for a log or an errors table.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// The file could not be read.
     #[error("cannot read file: {0}")]
     Io(#[from] std::io::Error),
+    /// The leading bytes match no supported format.
     #[error("unsupported format (not PNG, JPEG, DICOM, NIfTI or NRRD)")]
     Unsupported,
+    /// The header's dimensions exceed the pixel limit in force.
     #[error("image too large: {width}x{height} exceeds the {limit}-pixel limit")]
-    TooLarge { width: u64, height: u64, limit: u64 },
+    TooLarge {
+        /// Width claimed by the header.
+        width: u64,
+        /// Height claimed by the header.
+        height: u64,
+        /// The pixel limit exceeded.
+        limit: u64,
+    },
+    /// The data is malformed for its format.
     #[error("corrupt {format} data: {reason}")]
     Corrupt {
+        /// The format whose data is corrupt (`"png"`, `"gzip"`, `"volume"`, …).
         format: &'static str,
+        /// What was wrong, in one line.
         reason: String,
     },
+    /// A DICOM object could not be parsed or decoded (dicom-rs, JPEG, JPEG-LS, RLE).
     #[error("DICOM: {0}")]
     Dicom(String),
 }
@@ -150,12 +181,14 @@ pub struct DecodeOptions {
     pub keep_phi: bool,
     /// Volumes (NIfTI, NRRD): the slicing axis and every n-th slice (0 or 1: all).
     pub axis: Axis,
+    /// Keep every n-th slice of a volume (0 or 1: all).
     pub slice_stride: usize,
     /// Only this frame or slice (a stored item's part, e.g. for its thumbnail).
     pub part: Option<u32>,
 }
 
 impl DecodeOptions {
+    /// The pixel limit in force: `max_pixels` if set, never above [`MAX_PIXELS`].
     pub fn pixel_limit(&self) -> u64 {
         self.max_pixels.unwrap_or(MAX_PIXELS).min(MAX_PIXELS)
     }

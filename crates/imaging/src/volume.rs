@@ -13,12 +13,16 @@ use std::io::Read;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Axis {
     #[default]
+    /// Across the superior–inferior axis (transverse slices).
     Axial,
+    /// Across the anterior–posterior axis (front-to-back slices).
     Coronal,
+    /// Across the left–right axis (side slices).
     Sagittal,
 }
 
 impl Axis {
+    /// The lowercase name (`"axial"`, `"coronal"`, `"sagittal"`), as parsed by `FromStr`.
     pub fn name(self) -> &'static str {
         match self {
             Axis::Axial => "axial",
@@ -44,8 +48,11 @@ impl std::str::FromStr for Axis {
 /// voxel axis.
 #[derive(Clone, Debug)]
 pub struct Volume {
+    /// Voxel counts along x, y, z.
     pub dims: [usize; 3],
+    /// Voxel values, x fastest.
     pub data: Vec<f32>,
+    /// For each voxel axis, its RAS direction scaled by the voxel spacing (mm).
     pub dirs: [[f64; 3]; 3],
 }
 

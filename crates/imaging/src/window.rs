@@ -4,7 +4,9 @@
 /// A CT window: named presets or explicit centre/width in HU.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct WindowPreset {
+    /// Window centre (HU).
     pub center: f64,
+    /// Window width (HU), at least 1.
     pub width: f64,
 }
 

@@ -51,8 +51,9 @@ macro_rules! isa_table {
         /// finding every feature it is compiled for on the CPU.
         pub(crate) static TABLE: crate::dispatch::Kernels = crate::dispatch::Kernels {
             isa: $isa,
-            // SAFETY (each entry): the table is reached only through `Kernels::for_isa`, which
-            // checks the CPU for this table's features first.
+            // SAFETY: (this and each entry below) the table is reached only through
+            // `Kernels::for_isa`, which checks `Isa::is_available` (the CPU has every feature in
+            // `$features`) before handing it out, so the `#[target_feature]` calls are sound.
             dot: |a, b| unsafe { $dot(a, b) },
             // SAFETY: as above.
             layer_norm_rows: |o, x, w, b, eps| unsafe { layer_norm_rows(o, x, w, b, eps) },

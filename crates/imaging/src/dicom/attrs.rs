@@ -10,25 +10,38 @@ use dicom_dictionary_std::uids;
 /// before storing and never print it.
 #[derive(Clone, Debug, Default)]
 pub struct DicomMeta {
+    /// Modality (0008,0060), e.g. `CT`, `MR`, `CR`.
     pub modality: Option<String>,
+    /// Body Part Examined (0018,0015).
     pub body_part: Option<String>,
+    /// Study Instance UID (0020,000D).
     pub study_uid: Option<String>,
+    /// Series Instance UID (0020,000E).
     pub series_uid: Option<String>,
+    /// SOP Instance UID (0008,0018).
     pub sop_uid: Option<String>,
+    /// Instance Number (0020,0013), as written.
     pub instance_number: Option<String>,
+    /// Slice Location (0020,1041), as written.
     pub slice_location: Option<String>,
+    /// Study Date (0008,0020), as written (`YYYYMMDD`).
     pub study_date: Option<String>,
+    /// The transfer syntax UID of the file.
     pub transfer_syntax: String,
+    /// Patient ID (0010,0020), raw; hash before storing.
     pub patient_id: Option<String>,
     /// PatientName and PatientBirthDate, read only with [`DecodeOptions::keep_phi`].
     pub phi: Option<Phi>,
+    /// Number of Frames (0028,0008); 1 when absent or not a number.
     pub frames: u32,
 }
 
 /// Identifying attributes beyond PatientID, kept only when the operator asks (`--keep-phi`).
 #[derive(Clone, Debug, Default)]
 pub struct Phi {
+    /// Patient's Name (0010,0010).
     pub patient_name: Option<String>,
+    /// Patient's Birth Date (0010,0030).
     pub birth_date: Option<String>,
 }
 
@@ -40,12 +53,14 @@ pub enum FrameSelect {
     First,
     /// The middle frame (`frames / 2`).
     Middle,
+    /// Every frame.
     All,
     /// Every n-th frame from the first.
     Stride(u32),
 }
 
 impl FrameSelect {
+    /// The 0-based frame indices chosen out of `frames` (at least one frame is assumed).
     pub fn indices(self, frames: u32) -> Vec<u32> {
         let n = frames.max(1);
         match self {

@@ -92,6 +92,10 @@ impl Decompressor {
             (8, Samples::Eight(v)) => {
                 let at = v.len();
                 v.resize(at + n, 0);
+                // SAFETY: `v[at..]` was just resized to n = w × h × comps bytes, exactly what
+                // TurboJPEG writes for `format` at pitch 0 (gray for 1 component, RGB for 3) as
+                // the header parse said; the source pointer and length describe `jpeg`, which
+                // outlives the call, and the handle is live.
                 unsafe {
                     tj::tj3Decompress8(
                         self.0,
@@ -105,6 +109,9 @@ impl Decompressor {
             }
             (12, Samples::Twelve(v)) => {
                 let mut buf = vec![0i16; n];
+                // SAFETY: `buf` holds n = w × h × comps 12-bit samples, exactly what TurboJPEG
+                // writes for `format` at pitch 0 as the header parse said; the source pointer
+                // and length describe `jpeg`, which outlives the call, and the handle is live.
                 let rc = unsafe {
                     tj::tj3Decompress12(
                         self.0,
