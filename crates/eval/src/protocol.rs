@@ -1,0 +1,334 @@
+//! The paper's protocol end to end, shared by `simcase eval` (and the report to come): embed a
+//! labelled manifest into a per-model index folder (resuming, so a second run only scores),
+//! index = train split, queries = test split, three label levels, modified P@1/3/5/10 (micro and
+//! macro), the kNN vote with k tuned on val, optionally over distinct groups, and a per-modality
+//! view, as JSON and Markdown.
+
+use crate::{at_level, knn_classification, precision_report, LEVELS, NS};
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use simcase_imaging::content_hash;
+use simcase_index::{FlatIndex, Reader, VectorIndex};
+use simcase_models::{default_device, ModelId};
+use simcase_query::GroupBy;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Where and how a manifest is embedded.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Labelled manifest with a `split` column.
+    pub manifest: PathBuf,
+    /// Folder for the per-model embedding indexes (default `$SIMCASE_HOME/eval`).
+    pub work: Option<PathBuf>,
+    /// Images embedded together.
+    pub batch: usize,
+    /// No progress bar or summary lines.
+    pub quiet: bool,
+}
+
+/// Neighbours retrieved per query, as in the paper's code (FAISS search with k = 100).
+const RETRIEVE: usize = 100;
+
+/// One usable manifest row: its label, split, index id and group key.
+pub struct Row {
+    label: String,
+    split: String,
+    id: u64,
+    /// Patient / study / series / volume key for grouped scoring.
+    group: String,
+}
+
+fn manifest_key(p: &Path) -> String {
+    let canon = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    content_hash(canon.display().to_string().as_bytes())[..12].to_string()
+}
+
+/// Embed the manifest (resuming) and return its rows joined to index ids, and how many rows
+/// could not be used (no label or split, or no embedding). The model must be installed.
+pub fn embed_manifest(
+    a: &Options,
+    model: ModelId,
+    group_by: Option<GroupBy>,
+) -> Result<(Reader, Vec<Row>, usize)> {
+    let work = match &a.work {
+        Some(w) => w.clone(),
+        None => simcase_models::simcase_home()?.join("eval"),
+    };
+    let dir = work.join(format!("{model}-{}", manifest_key(&a.manifest)));
+    let sources = simcase_ingest::read_manifest(&a.manifest)?;
+    let enc = simcase_models::load(model, &default_device())?;
+    {
+        let mut w = simcase_index::Writer::open(&dir, model.name(), enc.dim())?;
+        let opts = simcase_ingest::Options {
+            batch: a.batch.max(1),
+            decode: Default::default(),
+            progress: !a.quiet,
+        };
+        let s = simcase_ingest::run(&mut w, enc.as_ref(), sources.clone(), &opts)?;
+        if !a.quiet {
+            eprintln!(
+                "{model}: {} embedded, {} cached, {} failed ({})",
+                s.added,
+                s.skipped,
+                s.failed,
+                dir.display()
+            );
+        }
+    }
+    let reader = Reader::open(&dir)?;
+    let mut rows = Vec::new();
+    let mut missing = 0;
+    for s in &sources {
+        let (Some(label), Some(split)) = (&s.meta.label, &s.meta.split) else {
+            missing += 1;
+            continue;
+        };
+        let bytes = std::fs::read(&s.path).ok();
+        match bytes.and_then(|b| reader.id_by_hash(&content_hash(&b)).ok().flatten()) {
+            Some(id) => {
+                let group = match (group_by, reader.item(id)?) {
+                    (Some(g), Some(it)) => g.key(&it),
+                    _ => format!("item:{id}"),
+                };
+                rows.push(Row {
+                    label: label.clone(),
+                    split: split.clone(),
+                    id,
+                    group,
+                })
+            }
+            None => missing += 1,
+        }
+    }
+    Ok((reader, rows, missing))
+}
+
+type Ranked = Vec<(String, f32)>;
+
+/// Score one model; returns the JSON report.
+pub fn evaluate(
+    reader: &Reader,
+    rows: &[Row],
+    missing: usize,
+    max_k: usize,
+    group_by: Option<GroupBy>,
+) -> Result<Value> {
+    let dim = reader.settings().dim;
+    let train: Vec<&Row> = rows.iter().filter(|r| r.split == "train").collect();
+    anyhow::ensure!(!train.is_empty(), "the manifest has no train rows to index");
+    let mut flat = Vec::with_capacity(train.len() * dim);
+    for r in &train {
+        flat.extend_from_slice(reader.vector(r.id).context("vector missing")?);
+    }
+    let index = FlatIndex::new(flat, dim);
+    // Grouped scoring needs the whole ranking to find RETRIEVE distinct groups.
+    let depth = if group_by.is_some() {
+        train.len()
+    } else {
+        RETRIEVE
+    };
+    let search = |split: &str, grouped: bool| -> Vec<(String, Ranked)> {
+        let qs: Vec<&Row> = rows.iter().filter(|r| r.split == split).collect();
+        let vecs: Vec<&[f32]> = qs.iter().map(|r| reader.vector(r.id).unwrap()).collect();
+        let hits = index.search(&vecs, depth, None);
+        qs.iter()
+            .zip(hits)
+            .map(|(q, hs)| {
+                let mut seen = std::collections::HashSet::new();
+                let ranked = hs
+                    .iter()
+                    .map(|h| &train[h.row as usize])
+                    .zip(hs.iter().map(|h| h.score))
+                    .filter(|(t, _)| !grouped || seen.insert(t.group.as_str()))
+                    .take(RETRIEVE)
+                    .map(|(t, score)| (t.label.clone(), score))
+                    .collect();
+                (q.label.clone(), ranked)
+            })
+            .collect()
+    };
+    let (test, val) = (search("test", false), search("val", false));
+    let cut = |qs: &[(String, Ranked)], lvl: usize| -> Vec<(String, Ranked)> {
+        qs.iter()
+            .map(|(l, r)| {
+                let r = r.iter().map(|(c, s)| (at_level(c, lvl), *s)).collect();
+                (at_level(l, lvl), r)
+            })
+            .collect()
+    };
+    let counts = |lvl: usize| -> HashMap<String, usize> {
+        let mut m = HashMap::new();
+        for r in &train {
+            *m.entry(at_level(&r.label, lvl)).or_insert(0) += 1;
+        }
+        m
+    };
+    let level_report = |qs: &[(String, Ranked)], lvl: usize| {
+        let q: Vec<(String, Vec<String>)> = cut(qs, lvl)
+            .into_iter()
+            .map(|(l, r)| (l, r.into_iter().map(|x| x.0).collect()))
+            .collect();
+        precision_report(&q, &counts(lvl)).to_json()
+    };
+    let mut levels = serde_json::Map::new();
+    let mut knn = serde_json::Map::new();
+    for (lvl, name) in LEVELS.iter().enumerate() {
+        levels.insert(name.to_string(), level_report(&test, lvl));
+        let c = knn_classification(&cut(&val, lvl), &cut(&test, lvl), max_k);
+        knn.insert(name.to_string(), serde_json::to_value(c)?);
+    }
+    // The same P@N over distinct groups: a class's size is how many groups hold it.
+    let grouped = match group_by {
+        None => Value::Null,
+        Some(g) => {
+            let gtest = search("test", true);
+            let mut lv = serde_json::Map::new();
+            for (lvl, name) in LEVELS.iter().enumerate() {
+                let mut holders: HashMap<String, std::collections::HashSet<&str>> = HashMap::new();
+                for r in &train {
+                    holders
+                        .entry(at_level(&r.label, lvl))
+                        .or_default()
+                        .insert(r.group.as_str());
+                }
+                let sizes: HashMap<String, usize> =
+                    holders.into_iter().map(|(c, g)| (c, g.len())).collect();
+                let q: Vec<(String, Vec<String>)> = cut(&gtest, lvl)
+                    .into_iter()
+                    .map(|(l, r)| (l, r.into_iter().map(|x| x.0).collect()))
+                    .collect();
+                lv.insert(name.to_string(), precision_report(&q, &sizes).to_json());
+            }
+            let groups: std::collections::HashSet<&str> =
+                train.iter().map(|r| r.group.as_str()).collect();
+            json!({ "by": g, "index_groups": groups.len(), "levels": lv })
+        }
+    };
+    let mut per_modality = serde_json::Map::new();
+    let modalities: BTreeMap<String, ()> = test.iter().map(|(l, _)| (at_level(l, 0), ())).collect();
+    for m in modalities.keys() {
+        let sub: Vec<(String, Ranked)> = test
+            .iter()
+            .filter(|(l, _)| &at_level(l, 0) == m)
+            .cloned()
+            .collect();
+        let mut lv = serde_json::Map::new();
+        for (lvl, name) in LEVELS.iter().enumerate() {
+            lv.insert(name.to_string(), level_report(&sub, lvl));
+        }
+        per_modality.insert(m.clone(), Value::Object(lv));
+    }
+    Ok(json!({
+        "model": reader.settings().model,
+        "dim": dim,
+        "protocol": "index=train, queries=test; modified P@N with N'=min(N, class size in index); kNN k tuned on val",
+        "counts": {
+            "index": train.len(),
+            "val": val.len(),
+            "test": test.len(),
+            "unusable_rows": missing,
+        },
+        "levels": levels,
+        "grouped": grouped,
+        "knn": knn,
+        "per_modality": per_modality,
+    }))
+}
+
+/// ` micro / macro |` for P@1..P@10 of one level report, and the end of the row.
+fn pn_cells(s: &mut String, level: &Value) {
+    for n in NS {
+        let p = &level[format!("P@{n}")];
+        let _ = write!(
+            s,
+            " {:.3} / {:.3} |",
+            p["micro"].as_f64().unwrap_or(0.0),
+            p["macro"].as_f64().unwrap_or(0.0)
+        );
+    }
+    let _ = writeln!(s);
+}
+
+/// The side-by-side Markdown tables of one or more reports.
+pub fn markdown(reports: &[Value]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| model | level | P@1 micro | P@1 macro | P@3 micro | P@3 macro | P@5 micro | P@5 macro | P@10 micro | P@10 macro | kNN k | kNN acc | kNN macro-F1 |"
+    );
+    let _ = writeln!(s, "|---|---|{}", "---:|".repeat(11));
+    for r in reports {
+        for lvl in LEVELS {
+            let l = &r["levels"][lvl];
+            let k = &r["knn"][lvl];
+            let _ = write!(s, "| {} | {lvl} |", r["model"].as_str().unwrap_or("?"));
+            for n in NS {
+                let p = &l[format!("P@{n}")];
+                let _ = write!(
+                    s,
+                    " {:.3} | {:.3} |",
+                    p["micro"].as_f64().unwrap_or(0.0),
+                    p["macro"].as_f64().unwrap_or(0.0)
+                );
+            }
+            let _ = writeln!(
+                s,
+                " {} | {:.3} | {:.3} |",
+                k["k"],
+                k["accuracy"].as_f64().unwrap_or(0.0),
+                k["macro_f1"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    if reports.iter().any(|r| r["grouped"].is_object()) {
+        let _ = writeln!(
+            s,
+            "\nDistinct groups (each scored by its best image), micro / macro:\n"
+        );
+        let _ = writeln!(
+            s,
+            "| model | by | index groups | level | P@1 | P@3 | P@5 | P@10 |"
+        );
+        let _ = writeln!(s, "|---|---|---:|---|---:|---:|---:|---:|");
+        for r in reports {
+            let g = &r["grouped"];
+            if !g.is_object() {
+                continue;
+            }
+            for lvl in LEVELS {
+                let l = &g["levels"][lvl];
+                let _ = write!(
+                    s,
+                    "| {} | {} | {} | {lvl} |",
+                    r["model"].as_str().unwrap_or("?"),
+                    g["by"].as_str().unwrap_or("?"),
+                    g["index_groups"]
+                );
+                pn_cells(&mut s, l);
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nPer modality, full label (`modality/anatomy/pathology`), micro / macro:\n"
+    );
+    let _ = writeln!(s, "| model | modality | queries | P@1 | P@3 | P@5 | P@10 |");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
+    for r in reports {
+        if let Some(pm) = r["per_modality"].as_object() {
+            for (m, v) in pm {
+                let l = &v[LEVELS[2]];
+                let _ = write!(
+                    s,
+                    "| {} | {m} | {} |",
+                    r["model"].as_str().unwrap_or("?"),
+                    l["queries"]
+                );
+                pn_cells(&mut s, l);
+            }
+        }
+    }
+    s
+}
