@@ -379,9 +379,7 @@ pub(crate) fn to_native(
 mod tests {
     use super::*;
     use crate::{decode_items, DecodeOptions, FrameSelect, WindowPreset};
-    use dicom_core::value::{PixelFragmentSequence, Value};
     use dicom_dictionary_std::uids;
-    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
     const W: usize = 48;
     const H: usize = 32;
@@ -436,43 +434,14 @@ mod tests {
 
     /// A JPEG Extended CT object of W×H 12-bit frames stored as these fragments.
     fn object(frames: usize, fragments: Vec<Vec<u8>>) -> Vec<u8> {
-        let mut o = InMemDicomObject::new_empty();
-        let mut put = |tag, vr, v: PrimitiveValue| o.put(DataElement::new(tag, vr, v));
-        put(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE.into());
-        put(tags::SOP_INSTANCE_UID, VR::UI, "1.2.3.4.5.12".into());
-        put(tags::MODALITY, VR::CS, "CT".into());
-        put(
-            tags::PHOTOMETRIC_INTERPRETATION,
-            VR::CS,
-            "MONOCHROME2".into(),
-        );
-        put(tags::NUMBER_OF_FRAMES, VR::IS, frames.to_string().into());
-        for (tag, v) in [
-            (tags::SAMPLES_PER_PIXEL, 1u16),
-            (tags::ROWS, H as u16),
-            (tags::COLUMNS, W as u16),
-            (tags::BITS_ALLOCATED, 16),
-            (tags::BITS_STORED, 12),
-            (tags::HIGH_BIT, 11),
-            (tags::PIXEL_REPRESENTATION, 0),
-        ] {
-            put(tag, VR::US, v.into());
-        }
-        o.put(DataElement::new(
-            tags::PIXEL_DATA,
-            VR::OB,
-            Value::PixelSequence(PixelFragmentSequence::new(Vec::<u32>::new(), fragments)),
-        ));
-        let file = o
-            .with_meta(
-                FileMetaTableBuilder::new()
-                    .transfer_syntax(uids::JPEG_EXTENDED12_BIT)
-                    .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE),
-            )
-            .unwrap();
-        let mut bytes = Vec::new();
-        file.write_all(&mut bytes).unwrap();
-        bytes
+        let stored = crate::dicom::tests::Stored {
+            syntax: uids::JPEG_EXTENDED12_BIT,
+            size: (H, W),
+            frames,
+            bits_stored: 12,
+            signed: false,
+        };
+        crate::dicom::tests::encapsulated_ct(&stored, fragments)
     }
 
     /// Two frames, the second split over two fragments (as some encoders do), and what each

@@ -180,9 +180,7 @@ pub(crate) fn to_native(
 mod tests {
     use super::*;
     use crate::{decode_items, DecodeOptions, FrameSelect};
-    use dicom_core::value::{PixelFragmentSequence, Value};
     use dicom_dictionary_std::uids;
-    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
     const W: usize = 40;
     const H: usize = 24;
@@ -222,46 +220,14 @@ mod tests {
 
     /// A signed 16-bit JPEG-LS lossless CT object with one fragment per frame.
     fn object(fragments: Vec<Vec<u8>>) -> Vec<u8> {
-        let mut o = InMemDicomObject::new_empty();
-        let mut put = |tag, vr, v: PrimitiveValue| o.put(DataElement::new(tag, vr, v));
-        put(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE.into());
-        put(tags::SOP_INSTANCE_UID, VR::UI, "1.2.3.4.5.80".into());
-        put(
-            tags::PHOTOMETRIC_INTERPRETATION,
-            VR::CS,
-            "MONOCHROME2".into(),
-        );
-        put(
-            tags::NUMBER_OF_FRAMES,
-            VR::IS,
-            fragments.len().to_string().into(),
-        );
-        for (tag, v) in [
-            (tags::SAMPLES_PER_PIXEL, 1u16),
-            (tags::ROWS, H as u16),
-            (tags::COLUMNS, W as u16),
-            (tags::BITS_ALLOCATED, 16),
-            (tags::BITS_STORED, 16),
-            (tags::HIGH_BIT, 15),
-            (tags::PIXEL_REPRESENTATION, 1),
-        ] {
-            put(tag, VR::US, v.into());
-        }
-        o.put(DataElement::new(
-            tags::PIXEL_DATA,
-            VR::OB,
-            Value::PixelSequence(PixelFragmentSequence::new(Vec::<u32>::new(), fragments)),
-        ));
-        let file = o
-            .with_meta(
-                FileMetaTableBuilder::new()
-                    .transfer_syntax(uids::JPEGLS_LOSSLESS)
-                    .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE),
-            )
-            .unwrap();
-        let mut bytes = Vec::new();
-        file.write_all(&mut bytes).unwrap();
-        bytes
+        let stored = crate::dicom::tests::Stored {
+            syntax: uids::JPEGLS_LOSSLESS,
+            size: (H, W),
+            frames: fragments.len(),
+            bits_stored: 16,
+            signed: true,
+        };
+        crate::dicom::tests::encapsulated_ct(&stored, fragments)
     }
 
     /// What simcase makes of `px` with a window that maps -32768..32767 linearly onto 0..1.

@@ -6,6 +6,63 @@ use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
+/// How an encapsulated test object stores its single-channel CT frames.
+pub(super) struct Stored {
+    /// Transfer syntax UID.
+    pub syntax: &'static str,
+    /// Rows and columns of every frame.
+    pub size: (usize, usize),
+    /// NumberOfFrames (fragments may split a frame).
+    pub frames: usize,
+    /// BitsStored (BitsAllocated is 16, HighBit one less).
+    pub bits_stored: u16,
+    /// PixelRepresentation 1.
+    pub signed: bool,
+}
+
+/// A MONOCHROME2 CT object whose Pixel Data is these fragments, stored as `s` says: the
+/// codec tests' one builder of encapsulated files.
+pub(super) fn encapsulated_ct(s: &Stored, fragments: Vec<Vec<u8>>) -> Vec<u8> {
+    use dicom_core::value::{PixelFragmentSequence, Value};
+    let mut o = InMemDicomObject::new_empty();
+    let mut put = |tag, vr, v: PrimitiveValue| o.put(DataElement::new(tag, vr, v));
+    put(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE.into());
+    put(tags::SOP_INSTANCE_UID, VR::UI, "1.2.3.4.5.6".into());
+    put(tags::MODALITY, VR::CS, "CT".into());
+    put(
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        "MONOCHROME2".into(),
+    );
+    put(tags::NUMBER_OF_FRAMES, VR::IS, s.frames.to_string().into());
+    for (tag, v) in [
+        (tags::SAMPLES_PER_PIXEL, 1u16),
+        (tags::ROWS, s.size.0 as u16),
+        (tags::COLUMNS, s.size.1 as u16),
+        (tags::BITS_ALLOCATED, 16),
+        (tags::BITS_STORED, s.bits_stored),
+        (tags::HIGH_BIT, s.bits_stored - 1),
+        (tags::PIXEL_REPRESENTATION, u16::from(s.signed)),
+    ] {
+        put(tag, VR::US, v.into());
+    }
+    o.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        Value::PixelSequence(PixelFragmentSequence::new(Vec::<u32>::new(), fragments)),
+    ));
+    let file = o
+        .with_meta(
+            FileMetaTableBuilder::new()
+                .transfer_syntax(s.syntax)
+                .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE),
+        )
+        .unwrap();
+    let mut bytes = Vec::new();
+    file.write_all(&mut bytes).unwrap();
+    bytes
+}
+
 /// A 2×2 16-bit signed CT slice: stored [-1000, 0, 1000, 2000] with slope 1, intercept
 /// -1024 (so HU -2024..976) and the given photometric interpretation and window.
 fn ct(photometric: &str, window: Option<(&str, &str)>) -> Vec<u8> {
