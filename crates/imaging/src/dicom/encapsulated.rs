@@ -3,6 +3,7 @@
 
 use super::attrs::dicom_err;
 use crate::DecodeError;
+use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use std::borrow::Cow;
@@ -122,6 +123,29 @@ pub(super) fn packbits(data: &[u8], want: usize) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A copy of `obj` holding `pixels` (the decoded frames, in order) as native Pixel Data of
+/// `vr`, `frames` frames long, in explicit VR little endian: what every codec here hands back
+/// so that LUTs, windows and colour take the usual path. Codec-specific attributes (bits,
+/// components, photometric interpretation) are the caller's to set.
+pub(crate) fn native_copy(
+    obj: &DefaultDicomObject,
+    pixels: PrimitiveValue,
+    vr: VR,
+    frames: usize,
+) -> DefaultDicomObject {
+    let mut native = obj.clone();
+    native.put(DataElement::new(tags::PIXEL_DATA, vr, pixels));
+    native.put(DataElement::new(
+        tags::NUMBER_OF_FRAMES,
+        VR::IS,
+        PrimitiveValue::from(frames.to_string()),
+    ));
+    native.update_meta(|m| {
+        m.set_transfer_syntax(&dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN)
+    });
+    native
 }
 
 #[cfg(test)]

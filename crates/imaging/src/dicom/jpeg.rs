@@ -329,14 +329,13 @@ pub(crate) fn to_native(
             selected.len()
         );
     }
-    let mut native = obj.clone();
     let us = |v: u16| PrimitiveValue::from(v);
     let (value, vr, bits) = match samples {
         Some(Samples::Eight(v)) => (PrimitiveValue::U8(v.into()), VR::OB, 8),
         Some(Samples::Twelve(v)) => (PrimitiveValue::U16(v.into()), VR::OW, 16),
         None => return Err(DecodeError::Dicom("no frame chosen".into())),
     };
-    native.put(DataElement::new(tags::PIXEL_DATA, vr, value));
+    let mut native = super::encapsulated::native_copy(obj, value, vr, selected.len());
     native.put(DataElement::new(tags::BITS_ALLOCATED, VR::US, us(bits)));
     if bits == 8 {
         native.put(DataElement::new(tags::BITS_STORED, VR::US, us(8)));
@@ -346,11 +345,6 @@ pub(crate) fn to_native(
         tags::SAMPLES_PER_PIXEL,
         VR::US,
         us(comps as u16),
-    ));
-    native.put(DataElement::new(
-        tags::NUMBER_OF_FRAMES,
-        VR::IS,
-        PrimitiveValue::from(selected.len().to_string()),
     ));
     let pi = match comps {
         // Raw components, upsampled: the caller converts YBR_FULL.
@@ -369,9 +363,6 @@ pub(crate) fn to_native(
     if comps == 3 {
         native.put(DataElement::new(tags::PLANAR_CONFIGURATION, VR::US, us(0)));
     }
-    native.update_meta(|m| {
-        m.set_transfer_syntax(&dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN)
-    });
     Ok(native)
 }
 

@@ -151,18 +151,12 @@ pub(crate) fn to_native(
             selected.len()
         );
     }
-    let mut native = obj.clone();
     let (value, vr) = if bits == 8 {
         (PrimitiveValue::U8(bytes8.into()), VR::OB)
     } else {
         (PrimitiveValue::U16(words.into()), VR::OW)
     };
-    native.put(DataElement::new(tags::PIXEL_DATA, vr, value));
-    native.put(DataElement::new(
-        tags::NUMBER_OF_FRAMES,
-        VR::IS,
-        PrimitiveValue::from(selected.len().to_string()),
-    ));
+    let mut native = super::encapsulated::native_copy(obj, value, vr, selected.len());
     if spp > 1 {
         native.put(DataElement::new(
             tags::PLANAR_CONFIGURATION,
@@ -170,9 +164,6 @@ pub(crate) fn to_native(
             PrimitiveValue::from(planar.unwrap_or(0)),
         ));
     }
-    native.update_meta(|m| {
-        m.set_transfer_syntax(&dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN)
-    });
     Ok(native)
 }
 
