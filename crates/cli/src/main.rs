@@ -82,9 +82,31 @@ pub(crate) struct ServeArgs {
     /// Address to listen on; anything but loopback needs a token.
     #[arg(long, default_value = "127.0.0.1:8080")]
     bind: std::net::SocketAddr,
-    /// Bearer token required on every API call.
+    /// Bearer token required on every API call. Without it one is generated and the page
+    /// URL carrying it (http://ADDR/#token=...) is printed.
     #[arg(long, env = "SIMCASE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Serve without a token (overrides --token and SIMCASE_TOKEN): loopback only, and then
+    /// any local process or user can query.
+    #[arg(long)]
+    no_token: bool,
+    /// Also accept this name in the Host header (repeatable; `name` for any port, or
+    /// `name:port`), e.g. the name a reverse proxy or the hospital's DNS gives the server.
+    /// Other names are refused (DNS-rebinding defence).
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
+    /// Most connections served at once; more wait until one closes.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+    /// Seconds a client has to send a request head (slow clients, idle keep-alive).
+    #[arg(long, default_value_t = 15)]
+    header_timeout: u64,
+    /// Seconds a client has to send a request body (408 after).
+    #[arg(long, default_value_t = 60)]
+    body_timeout: u64,
+    /// Seconds a request may take once its body is read (503 after).
+    #[arg(long, default_value_t = 60)]
+    request_timeout: u64,
     /// Largest upload accepted, in MiB.
     #[arg(long, default_value_t = 32)]
     max_upload_mb: usize,
@@ -99,7 +121,21 @@ pub(crate) struct ServeArgs {
 fn serve_cmd(a: &ServeArgs) -> Result<()> {
     let mut cfg = simcase_server::Config::new(a.index.clone());
     cfg.bind = a.bind;
-    cfg.token = a.token.clone().filter(|t| !t.is_empty());
+    if a.no_token {
+        cfg.token = None;
+    } else if let Some(t) = a.token.clone().filter(|t| !t.is_empty()) {
+        cfg.token = Some(t);
+        cfg.show_token = false;
+    }
+    cfg.allow_hosts = a.allow_hosts.clone();
+    cfg.max_connections = a.max_connections;
+    let secs = |what: &str, s: u64| {
+        anyhow::ensure!(s > 0, "--{what} must be at least 1 second");
+        Ok(std::time::Duration::from_secs(s))
+    };
+    cfg.header_timeout = secs("header-timeout", a.header_timeout)?;
+    cfg.body_timeout = secs("body-timeout", a.body_timeout)?;
+    cfg.request_timeout = secs("request-timeout", a.request_timeout)?;
     cfg.max_upload_bytes = a.max_upload_mb << 20;
     cfg.max_pixels = a.max_pixels;
     cfg.show_paths = a.show_paths;

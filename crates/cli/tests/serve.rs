@@ -94,6 +94,10 @@ struct Server {
     child: Child,
     addr: String,
     log: PathBuf,
+    /// The token the server printed (generated) or was given; `None` with `--no-token`.
+    token: Option<String>,
+    /// The second line the server printed: the page's URL.
+    page: String,
 }
 
 impl Server {
@@ -108,10 +112,9 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (mut line, mut page) = (String::new(), String::new());
+        out.read_line(&mut line).unwrap();
         let addr = line
             .trim()
             .strip_prefix("listening on http://")
@@ -122,11 +125,41 @@ impl Server {
                 )
             })
             .to_string();
-        Self { child, addr, log }
+        out.read_line(&mut page).unwrap();
+        let page = page.trim().to_string();
+        let given = extra
+            .iter()
+            .position(|a| *a == "--token")
+            .map(|i| extra[i + 1].to_string());
+        let printed = page
+            .split_once("#token=")
+            .map(|(_, t)| t.to_string())
+            .filter(|t| t.len() == 64 && t.bytes().all(|c| c.is_ascii_hexdigit()));
+        let token = if extra.contains(&"--no-token") {
+            None
+        } else {
+            Some(
+                given
+                    .or(printed)
+                    .unwrap_or_else(|| panic!("no token in the server's page line {page:?}")),
+            )
+        };
+        Self {
+            child,
+            addr,
+            log,
+            token,
+            page,
+        }
     }
 
+    /// A client that sends the server's token (if any).
     fn client(&self) -> Client {
-        Client::new(&self.addr)
+        let c = Client::new(&self.addr);
+        match &self.token {
+            Some(t) => c.with_token(t),
+            None => c,
+        }
     }
 
     fn log(&self) -> String {
@@ -424,17 +457,27 @@ fn oversized_uploads_are_refused_with_json() {
 #[test]
 fn off_loopback_needs_a_token_and_the_token_is_checked() {
     let index = shared_index();
+    // --no-token is for loopback only.
     let out = bin()
-        .args(["serve", "--bind", "0.0.0.0:0", "--index"])
+        .args(["serve", "--no-token", "--bind", "0.0.0.0:0", "--index"])
         .arg(&index)
         .env_remove("SIMCASE_TOKEN")
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a token"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs a token") && err.contains("--no-token"),
+        "{err}"
+    );
 
     let srv = Server::start(&index, &["--token", "s3cret-token"]);
-    let mut anon = srv.client();
+    assert!(
+        !srv.page.contains("s3cret"),
+        "a given token is not printed: {}",
+        srv.page
+    );
+    let mut anon = Client::new(&srv.addr);
     assert_eq!(anon.get("/healthz").unwrap().status, 200);
     assert_eq!(
         anon.get("/").unwrap().status,
@@ -524,8 +567,12 @@ fn serves_during_ingest_and_batches_concurrent_uploads() {
     std::thread::scope(|s| {
         for _ in 0..8 {
             let (ty, body, addr) = (&ty, &body, &srv.addr);
+            let token = srv.token.as_deref().unwrap();
             s.spawn(move || {
-                let r = Client::new(addr).post("/api/search?k=5", ty, body).unwrap();
+                let r = Client::new(addr)
+                    .with_token(token)
+                    .post("/api/search?k=5", ty, body)
+                    .unwrap();
                 assert_eq!(r.status, 200, "{}", r.text());
             });
         }
@@ -598,7 +645,7 @@ fn page_works_in_headless_chromium() {
     let out = Command::new("node")
         .arg("browser.test.mjs")
         .current_dir(&browser_dir)
-        .env("SIMCASE_URL", format!("http://{}/", srv.addr))
+        .env("SIMCASE_URL", &srv.page["open ".len()..])
         .env("SIMCASE_IMAGE", data().join("images/busi/benign_136.png"))
         .env("SIMCASE_SCREENSHOT", &shot)
         .env("CHROMIUM", &chromium)
@@ -636,7 +683,9 @@ fn load_smoke_run_has_no_errors() {
             ])
             .arg(&srv.addr)
             .arg("--upload")
-            .arg(&upload),
+            .arg(&upload)
+            .arg("--token")
+            .arg(srv.token.as_deref().unwrap()),
     );
     let rows: Vec<&str> = out
         .lines()

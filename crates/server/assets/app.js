@@ -8,23 +8,30 @@ const state = {
   image: null, imageUrl: null, crop: null, queryFile: null,
 };
 
-// A token given as #token=... (kept out of server logs) is remembered for this tab.
+// The token comes as #token=... in the URL `simcase serve` prints (a fragment never reaches
+// the server or its logs). It is kept in this tab's sessionStorage and removed from the
+// address bar and history; every API call sends it as a bearer header. No cookies: nothing
+// ambient that another site's request could carry.
 (function readToken() {
   const m = location.hash.match(/token=([^&]+)/);
-  if (m) { sessionStorage.setItem("simcase-token", decodeURIComponent(m[1])); history.replaceState(null, "", location.pathname); }
+  if (m) {
+    sessionStorage.setItem("simcase-token", decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
   state.token = sessionStorage.getItem("simcase-token");
 })();
 
 function api(path, opts = {}) {
   const headers = Object.assign({}, opts.headers || {});
   if (state.token) headers["Authorization"] = "Bearer " + state.token;
-  return fetch(path, Object.assign({}, opts, { headers }));
+  return fetch(path, Object.assign({}, opts, { headers, credentials: "omit" }));
 }
 
 async function apiJson(path, opts) {
   const r = await api(path, opts);
   let body = null;
   try { body = await r.json(); } catch (_) { /* not JSON */ }
+  if (r.status === 401) throw new Error("this page needs the server's token: open the URL `simcase serve` printed (…/#token=…)");
   if (!r.ok) throw new Error((body && body.error) || `HTTP ${r.status}`);
   return body;
 }
@@ -121,15 +128,23 @@ async function run(q) {
   }
 }
 
+// Thumbnails are fetched with the token and shown as blob: URLs (an <img src> could carry no
+// header, and a token in a URL would leak into history); a new result page frees the last.
+const thumbUrls = new Set();
 async function thumbUrl(id, size) {
   const r = await api(`/api/items/${id}/thumbnail?size=${size}`);
   if (!r.ok) throw new Error(`thumbnail ${id}: HTTP ${r.status}`);
-  return URL.createObjectURL(await r.blob());
+  const u = URL.createObjectURL(await r.blob());
+  thumbUrls.add(u);
+  return u;
 }
 
 function render(res) {
   const box = $("results");
   box.replaceChildren();
+  if (!$("compare").hidden) closeCompare();
+  for (const u of thumbUrls) URL.revokeObjectURL(u);
+  thumbUrls.clear();
   const what = res.query.kind === "item" ? `more like item ${res.query.id}`
     : res.query.kind === "text" ? `text “${res.query.text}”` : `upload ${res.query.name}`;
   if (!res.hits.length) {

@@ -1,7 +1,7 @@
 // Browser test of the page `simcase serve` embeds: headless Debian Chromium driven by
-// playwright-core. Run by crates/cli/tests/browser.rs, which starts the server and passes:
-//   SIMCASE_URL (server), SIMCASE_IMAGE (a PNG query), SIMCASE_SCREENSHOT (output path),
-//   CHROMIUM (default /usr/bin/chromium).
+// playwright-core. Run by crates/cli/tests/serve.rs, which starts the server and passes:
+//   SIMCASE_URL (the page URL the server printed, http://ADDR/#token=...), SIMCASE_IMAGE (a
+//   PNG query), SIMCASE_SCREENSHOT (output path), CHROMIUM (default /usr/bin/chromium).
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -32,9 +32,18 @@ try {
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
   page.setDefaultTimeout(60000);
 
+  // The token flow: the page takes #token=... from its URL, keeps it in this tab's
+  // sessionStorage, removes it from the address bar, and sends it on every API call.
+  check(/#token=[0-9a-f]{64}$/.test(url), "the server printed a page URL with a token");
+  const apiCalls = [];
+  page.on("request", (r) => { if (new URL(r.url()).pathname.startsWith("/api/")) apiCalls.push(r); });
   await page.goto(url);
   await page.waitForFunction(() => /items · model/.test(document.getElementById("stats").textContent));
   check(/Give a query/.test(await page.textContent("#status")), "empty state shown before a query");
+  check(!page.url().includes("token"), `token removed from the address bar (${page.url()})`);
+  const token = url.split("#token=")[1];
+  check(await page.evaluate(() => sessionStorage.getItem("simcase-token")) === token, "token kept in sessionStorage");
+  check((await ctx.cookies()).length === 0, "no cookies");
 
   // Upload an image through the file picker: results with thumbnails, scores and a vote.
   await page.setInputFiles("#file", image);
@@ -44,6 +53,11 @@ try {
   check(n === 20, `20 results for the upload (got ${n})`);
   await page.waitForFunction(() => [...document.querySelectorAll("#results .thumb")].every((i) => i.complete && i.naturalWidth > 0));
   check((await page.locator("#vote .bar").count()) > 0, "label vote drawn as bars");
+  const srcs = await page.locator("#results .thumb").evaluateAll((imgs) => imgs.map((i) => i.src));
+  check(srcs.every((s) => s.startsWith("blob:")), "thumbnails are blob URLs (no token in any URL)");
+  const auths = await Promise.all(apiCalls.map(async (r) => (await r.allHeaders())["authorization"]));
+  check(apiCalls.length > 20 && auths.every((a) => a === `Bearer ${token}`)
+    && apiCalls.every((r) => !r.url().includes(token)), `all ${apiCalls.length} API calls carry the bearer token, none in the URL`);
   const firstScore = await page.textContent("#results .card .score");
   check(/^#1 · 0\.\d{3}$/.test(firstScore.trim()), `first card shows rank and score (${firstScore})`);
 
@@ -99,7 +113,14 @@ try {
   await page.screenshot({ path: shot });
   console.log("screenshot:", shot);
   const unexpected = errors.filter((e) => !/Failed to load resource.*400/.test(e));
-  check(unexpected.length === 0, "no page errors: " + JSON.stringify(unexpected));
+  check(unexpected.length === 0, "no page errors (CSP violations included): " + JSON.stringify(unexpected));
+
+  // A new tab without the token (sessionStorage is per tab) gets no data, and says why.
+  const bare = await ctx.newPage();
+  await bare.goto(url.split("#")[0]);
+  await bare.waitForFunction(() => /index unavailable/.test(document.getElementById("stats").textContent));
+  check(/token/.test(await bare.textContent("#stats")), "without the token the page shows no data and asks for it");
+  await bare.close();
 } finally {
   await ctx.close();
   rmSync(profile, { recursive: true, force: true });

@@ -4,17 +4,19 @@
 //! The model is loaded once and concurrent queries are batched ([`embed`]). The index is
 //! read through a shared memory-mapped [`Snapshot`], swapped for a fresh one when `simcase
 //! index` commits more rows, so the server keeps answering during ingest and never sees a
-//! half-written item. Off loopback every API call needs the token.
+//! half-written item. Every API call needs the token (generated at start-up unless given;
+//! `--no-token` opts out on loopback only); the Host, Origin, header, timeout and panic
+//! defences are in [`harden`].
 
 pub mod api;
 pub mod client;
 pub mod embed;
+pub mod harden;
 pub mod load;
 
 use anyhow::{Context, Result};
-use axum::extract::{DefaultBodyLimit, Multipart, Path, Query as UrlQuery, Request, State};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query as UrlQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -39,8 +41,24 @@ pub struct Config {
     pub index: PathBuf,
     /// Address to listen on.
     pub bind: SocketAddr,
-    /// Required on every API call when set; required to bind off loopback.
+    /// Required on every API call (`Authorization: Bearer`). `None` serves without one,
+    /// which only loopback allows. [`Config::new`] generates one.
     pub token: Option<String>,
+    /// Print (stdout) and log the page URL with the token: right for a generated token, not
+    /// for one the operator supplied.
+    pub show_token: bool,
+    /// Host names (`name` for any port, or `name:port`) accepted in the `Host` header
+    /// besides the bound address (and `localhost` on loopback).
+    pub allow_hosts: Vec<String>,
+    /// Most connections served at once; more wait until one closes.
+    pub max_connections: usize,
+    /// Time a client has to send a request head; an idle keep-alive connection is closed
+    /// after it too.
+    pub header_timeout: Duration,
+    /// Time a client has to send a request body (408 after).
+    pub body_timeout: Duration,
+    /// Time a request may take once its body is read (503 after).
+    pub request_timeout: Duration,
     /// Largest upload accepted (413 above).
     pub max_upload_bytes: usize,
     /// Pixel limit for uploads, checked from the header before decoding.
@@ -54,12 +72,21 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for serving `index`: loopback:8080, no token, 32 MB uploads, 64 M pixels.
+    /// Defaults for serving `index`: loopback:8080, a freshly generated token, 32 MB uploads,
+    /// 64 M pixels, 256 connections, 15 s to send a request head, 60 s for a body, 60 s per
+    /// request. Should the OS random source fail, the token is left empty and [`serve`]
+    /// refuses to start (it never falls back to a guessable token).
     pub fn new(index: PathBuf) -> Self {
         Self {
             index,
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            token: None,
+            token: Some(harden::generate_token().unwrap_or_default()),
+            show_token: true,
+            allow_hosts: Vec::new(),
+            max_connections: 256,
+            header_timeout: Duration::from_secs(15),
+            body_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(60),
             max_upload_bytes: 32 << 20,
             max_pixels: 64_000_000,
             show_paths: false,
@@ -130,7 +157,8 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = std::result::Result<T, ApiError>;
 
-/// Load the model and the index, and build the router.
+/// Load the model and the index, and build the router. `cfg.bind` is the address clients
+/// reach (the Host check accepts it), so with port 0 pass the port actually bound.
 pub fn app(cfg: Config) -> Result<Router> {
     let snap = Snapshot::open(&cfg.index)?;
     let model: simcase_models::ModelId = snap.settings().model.parse()?;
@@ -151,6 +179,7 @@ pub fn app(cfg: Config) -> Result<Router> {
 }
 
 fn router(state: Shared) -> Router {
+    let guard = Arc::new(harden::Guard::new(&state.cfg, state.cfg.bind));
     let api = Router::new()
         .route("/api/openapi.json", get(openapi))
         .route("/api/stats", get(stats))
@@ -158,9 +187,9 @@ fn router(state: Shared) -> Router {
         .route("/api/items/{id}", get(item))
         .route("/api/items/{id}/thumbnail", get(thumbnail))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
         .layer(DefaultBodyLimit::max(state.cfg.max_upload_bytes));
-    Router::new()
+    let api = harden::api_layers(api, &guard);
+    let app = Router::new()
         .route(
             "/",
             get(|| async { page(PAGE, "text/html; charset=utf-8") }),
@@ -170,34 +199,59 @@ fn router(state: Shared) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .merge(api)
         .fallback(|| async { ApiError::not_found("not found") })
-        .layer(axum::middleware::from_fn(log_requests))
-        .with_state(state)
+        .with_state(state);
+    harden::outer_layers(app, &guard)
 }
 
 fn page(body: &'static str, ty: &'static str) -> Response {
     ([(header::CONTENT_TYPE, ty)], body).into_response()
 }
 
-/// Bind and serve until Ctrl-C. Off loopback, a token is required.
-pub async fn serve(cfg: Config) -> Result<()> {
+/// Bind and serve until Ctrl-C. Without a token (`--no-token`), only on loopback.
+pub async fn serve(mut cfg: Config) -> Result<()> {
     anyhow::ensure!(
-        cfg.bind.ip().is_loopback() || cfg.token.as_deref().is_some_and(|t| !t.is_empty()),
-        "binding {} (not loopback) needs a token: pass --token or set SIMCASE_TOKEN",
+        cfg.token.as_deref() != Some(""),
+        "the token is empty (none given, and none could be generated from the OS random source)"
+    );
+    anyhow::ensure!(
+        cfg.bind.ip().is_loopback() || cfg.token.is_some(),
+        "binding {} (not loopback) needs a token: --no-token is for loopback only",
         cfg.bind
+    );
+    anyhow::ensure!(
+        cfg.max_connections > 0,
+        "--max-connections must be at least 1"
     );
     let listener = tokio::net::TcpListener::bind(cfg.bind)
         .await
         .with_context(|| format!("binding {}", cfg.bind))?;
     let addr = listener.local_addr()?;
+    cfg.bind = addr;
+    let limits = harden::Limits {
+        max_connections: cfg.max_connections,
+        header_timeout: cfg.header_timeout,
+    };
+    let (token, show) = (cfg.token.clone(), cfg.show_token);
     let app = app(cfg)?;
-    // The first line on stdout, for scripts and tests that bind port 0.
+    // The first line on stdout, for scripts and tests that bind port 0; the second, the page.
     println!("listening on http://{addr}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    Ok(())
+    let page = if addr.ip().is_unspecified() {
+        format!("http://localhost:{}/", addr.port())
+    } else {
+        format!("http://{addr}/")
+    };
+    match token {
+        Some(t) if show => {
+            tracing::info!("the page, with its token: {page}#token={t}");
+            println!("open {page}#token={t}");
+        }
+        Some(_) => println!("open {page}#token=TOKEN (the token you gave)"),
+        None => println!("open {page} (no token: --no-token)"),
+    }
+    harden::serve_on(listener, app, limits, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
 }
 
 /// Swap in a fresh snapshot whenever a writer has committed more rows.
@@ -231,41 +285,6 @@ fn snapshot(state: &AppState) -> Arc<Snapshot> {
         .read()
         .map(|g| g.clone())
         .unwrap_or_else(|p| p.into_inner().clone())
-}
-
-/// Method, path (never the query string, which may hold a search text) and status.
-async fn log_requests(req: Request, next: Next) -> Response {
-    let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let t = Instant::now();
-    let res = next.run(req).await;
-    tracing::info!(
-        "{method} {path} -> {} in {:.1} ms",
-        res.status().as_u16(),
-        t.elapsed().as_secs_f64() * 1e3
-    );
-    res
-}
-
-async fn auth(State(state): State<Shared>, req: Request, next: Next) -> Response {
-    if let Some(token) = &state.cfg.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            return ApiError(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong token (send Authorization: Bearer TOKEN)".into(),
-            )
-            .into_response();
-        }
-    }
-    next.run(req).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn openapi() -> Response {
