@@ -221,10 +221,12 @@ fn filters_and_offsets_page_through_exactly_the_filtered_items() {
     let ids: Vec<u64> = last.hits.iter().map(|h| h.id).collect();
     let tail: Vec<u64> = all.hits[ROWS / 2 - 3..].iter().map(|h| h.id).collect();
     assert_eq!(ids, tail);
-    for offset in [ROWS / 2, ROWS / 2 + 1, ROWS, usize::MAX] {
-        let r = search(snap, &q, &req(10, offset, None)).unwrap();
+    for offset in [ROWS / 2, ROWS / 2 + 1, ROWS, 1_000_000_000_000, usize::MAX] {
+        let r = req(10, offset, None);
+        let (r, peak) = peak_of(|| search(snap, &q, &r).unwrap());
         assert!(r.hits.is_empty(), "offset {offset}");
         assert_eq!(r.candidates, ROWS / 2);
+        assert!(peak < 4096, "offset {offset}: {peak} bytes allocated");
     }
     // Grouped by patient: CT rows of 1000 patients (rows 3p..3p+2), so 1000 groups.
     let groups = search(snap, &q, &req(usize::MAX, 0, Some(GroupBy::Patient))).unwrap();
@@ -233,9 +235,16 @@ fn filters_and_offsets_page_through_exactly_the_filtered_items() {
     let last = search(snap, &q, &req(5, n - 2, Some(GroupBy::Patient))).unwrap();
     assert_eq!(last.groups.as_ref().unwrap().len(), 2);
     assert_eq!(last.hits[0].rank, n - 1);
-    for offset in [n, ROWS, usize::MAX] {
-        let r = search(snap, &q, &req(5, offset, Some(GroupBy::Patient))).unwrap();
+    // Past the groups but not the candidates, finding that out takes a (bounded) ranking; at
+    // or past the candidates, nothing is ranked.
+    for (offset, limit) in [(n, ROWS * 1024), (ROWS / 2, 4096), (usize::MAX, 4096)] {
+        let r = req(5, offset, Some(GroupBy::Patient));
+        let (r, peak) = peak_of(|| search(snap, &q, &r).unwrap());
         assert_eq!(r.groups.map(|g| g.len()), Some(0), "offset {offset}");
+        assert!(
+            peak < limit,
+            "grouped, offset {offset}: {peak} bytes allocated"
+        );
     }
 }
 
