@@ -47,7 +47,8 @@ pub struct StudyDate {
 impl StudyDate {
     /// The date `year`-`month`-`day`, if it is one (leap years included; years 0..=9999).
     pub fn from_ymd(year: u32, month: u32, day: u32) -> Option<Self> {
-        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+        let leap =
+            year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
         let days = match month {
             1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
             4 | 6 | 9 | 11 => 30,
