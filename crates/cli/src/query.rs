@@ -44,12 +44,12 @@ fn parse_filter(s: &str) -> Result<(Field, String)> {
 pub fn resolve(reader: &Snapshot, query: &str, window: Option<WindowPreset>) -> Result<Query> {
     if let Some(id) = query.strip_prefix("id:") {
         let id: u64 = id.parse().with_context(|| format!("bad item id {id:?}"))?;
-        return Query::item(reader, id);
+        return Ok(Query::item(reader, id)?);
     }
     let model: simcase_models::ModelId = reader.settings().model.parse()?;
     crate::ensure_model(model)?;
     let enc = simcase_models::load(model, &default_device())?;
-    Query::file(enc.as_ref(), Path::new(query), window)
+    Ok(Query::file(enc.as_ref(), Path::new(query), window)?)
 }
 
 pub fn print_table(results: &[Hit]) {

@@ -699,3 +699,234 @@ fn load_smoke_run_has_no_errors() {
         assert_eq!(cells[7], "0", "errors under load: {r}");
     }
 }
+
+/// Issue 10: `GET /api/search?id=3&offset=1000000000000` aborted the whole server (a ranking
+/// heap sized `offset + k`, 16 TB). Every offset now answers a page, empty at or past the
+/// candidates, without allocating by the offset, and the server goes on answering.
+#[test]
+fn huge_offsets_answer_empty_pages_and_the_server_goes_on() {
+    let srv = Server::start(&shared_index(), &[]);
+    let mut c = srv.client();
+    let stats = c.get("/api/stats").unwrap().json().unwrap();
+    let n = stats["items"].as_u64().unwrap();
+    let ct = stats["counts"]["modality"]["CT"].as_u64().unwrap();
+    let item3 = c.get("/api/items/3").unwrap().json().unwrap();
+    // Candidates for "more like item 3": every other item (those of item 3's modality, less
+    // item 3 itself, when filtered to CT).
+    let ct_candidates = ct - u64::from(item3["modality"] == "CT");
+    for (q, candidates, grouped) in [
+        ("offset=1000000000000".to_string(), n - 1, false),
+        (format!("offset={}&k=500", usize::MAX), n - 1, false),
+        (format!("offset={}", n - 1), n - 1, false),
+        ("offset=1000000000000&group_by=patient".into(), n - 1, true),
+        (format!("offset={}&group_by=study", usize::MAX), n - 1, true),
+        (
+            "offset=1000000000000&modality=CT".into(),
+            ct_candidates,
+            false,
+        ),
+        (
+            format!("offset={ct_candidates}&modality=CT"),
+            ct_candidates,
+            false,
+        ),
+    ] {
+        let r = c.get(&format!("/api/search?id=3&{q}")).unwrap();
+        assert_eq!(r.status, 200, "{q}: {}", r.text());
+        let j = r.json().unwrap();
+        assert_eq!(j["hits"].as_array().map(Vec::len), Some(0), "{q}: {j}");
+        assert_eq!(j["candidates"], candidates, "{q}");
+        if grouped {
+            assert_eq!(j["groups"].as_array().map(Vec::len), Some(0), "{q}");
+        }
+        assert_eq!(c.get("/healthz").unwrap().status, 200, "after {q}");
+    }
+    // The page just before the end holds what is left.
+    let last = c
+        .get(&format!("/api/search?id=3&k=10&offset={}", n - 3))
+        .unwrap()
+        .json()
+        .unwrap();
+    let ranks: Vec<u64> = last["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["rank"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ranks, vec![n - 2, n - 1]);
+    // Several at once, as a crowd of clients would send them.
+    let addr = srv.addr.clone();
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::new(&addr);
+                let q = format!(
+                    "/api/search?id={i}&k=500&offset={}",
+                    1_000_000_000_000u64 + i
+                );
+                c.get(&q).unwrap().status
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    let r = c.get("/api/search?id=3&k=5").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json().unwrap()["hits"].as_array().unwrap().len(), 5);
+}
+
+/// Study dates: a value that is not a date is a 400 naming its parameter (it answered 200 with
+/// no hits), and a valid range keeps exactly the items whose stored study date is in it.
+#[test]
+fn study_dates_are_validated_and_filter() {
+    let srv = Server::start(&shared_index(), &[]);
+    let mut c = srv.client();
+    for (q, name) in [
+        ("date_from=notadate", "date_from"),
+        ("date_to=notadate", "date_to"),
+        ("date_from=2019-13-01", "date_from"),
+        ("date_from=2020-01-01&date_to=2019-12-31", "date_from"),
+    ] {
+        let r = c.get(&format!("/api/search?id=0&{q}")).unwrap();
+        assert_eq!(r.status, 400, "{q}: {}", r.text());
+        let e = r.json().unwrap()["error"].as_str().unwrap().to_string();
+        assert!(e.starts_with(&format!("{name}: ")), "{q}: {e}");
+    }
+    // The stored dates (DICOM StudyDate, YYYYMMDD), read through the API.
+    let n = c.get("/api/stats").unwrap().json().unwrap()["items"]
+        .as_u64()
+        .unwrap();
+    let dates: Vec<(u64, String)> = (0..n)
+        .filter_map(|i| {
+            let it = c.get(&format!("/api/items/{i}")).unwrap().json().unwrap();
+            let d = it["extra"]["study_date"].as_str()?.trim().to_string();
+            Some((i, d))
+        })
+        .collect();
+    assert!(!dates.is_empty(), "the DICOMs carry study dates");
+    let query = (0..n)
+        .find(|i| dates.iter().all(|(id, _)| id != i))
+        .unwrap();
+    for (from, to) in [
+        ("1900-01-01", "21001231"),
+        ("19000101", "1999-12-31"),
+        ("2000-01-01", "2100-01-01"),
+    ] {
+        let key = |d: &str| d.replace(['-', '.'], "");
+        let want = dates
+            .iter()
+            .filter(|(_, d)| key(d) >= key(from) && key(d) <= key(to))
+            .count();
+        let r = c
+            .get(&format!(
+                "/api/search?id={query}&k=100&date_from={from}&date_to={to}"
+            ))
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json().unwrap();
+        assert_eq!(j["candidates"], want as u64, "{from}..{to}: {j}");
+        assert_eq!(j["hits"].as_array().unwrap().len(), want);
+    }
+}
+
+/// Every parameter of every route: a bad value is a 400 whose one-line JSON error starts with
+/// the parameter's name; nothing is a 500 or a crash, and the server goes on.
+#[test]
+fn every_bad_parameter_is_a_400_naming_it() {
+    let srv = Server::start(&shared_index(), &[]);
+    let mut c = srv.client();
+    let long_text = "x".repeat(2000);
+    let long_value = "y".repeat(300);
+    let many_values: String = (0..40).map(|i| format!("&label=L{i}")).collect();
+    let many_params: String = (0..70).map(|i| format!("&source=S{i}")).collect();
+    let table: Vec<(String, &str)> = vec![
+        ("/api/search?id=3&k=abc".into(), "k"),
+        ("/api/search?id=3&k=0".into(), "k"),
+        ("/api/search?id=3&k=-5".into(), "k"),
+        ("/api/search?id=3&k=100000".into(), "k"),
+        ("/api/search?id=3&k=1&k=2".into(), "k"),
+        ("/api/search?id=3&offset=-1".into(), "offset"),
+        ("/api/search?id=3&offset=1e3".into(), "offset"),
+        (
+            "/api/search?id=3&offset=99999999999999999999999".into(),
+            "offset",
+        ),
+        ("/api/search?id=abc".into(), "id"),
+        ("/api/search?id=-1".into(), "id"),
+        ("/api/search?id=1&id=2".into(), "id"),
+        ("/api/search?k=5".into(), "id"),
+        ("/api/search?id=3&text=lung".into(), "text"),
+        ("/api/search?text=%20%20".into(), "text"),
+        (format!("/api/search?text={long_text}"), "text"),
+        ("/api/search?id=3&group_by=doctor".into(), "group_by"),
+        ("/api/search?id=3&window=nope".into(), "window"),
+        ("/api/search?id=3&window=nan,400".into(), "window"),
+        ("/api/search?id=3&date_from=notadate".into(), "date_from"),
+        ("/api/search?id=3&date_to=2019-02-30".into(), "date_to"),
+        ("/api/search?id=3&modality=".into(), "modality"),
+        (
+            format!("/api/search?id=3&modality={long_value}"),
+            "modality",
+        ),
+        ("/api/search?id=3&nosuchfield=1".into(), "nosuchfield"),
+        ("/api/search?id=3&meta.=1".into(), "meta."),
+        (format!("/api/search?id=3{many_values}"), "label"),
+        (format!("/api/search?id=3{many_params}"), "query"),
+        ("/api/items/abc".into(), "id"),
+        ("/api/items/-1".into(), "id"),
+        ("/api/items/%FF".into(), "id"),
+        ("/api/items/99999999999999999999".into(), "id"),
+        ("/api/items/abc/thumbnail".into(), "id"),
+        ("/api/items/0/thumbnail?size=abc".into(), "size"),
+        ("/api/items/0/thumbnail?size=8".into(), "size"),
+        ("/api/items/0/thumbnail?size=100000".into(), "size"),
+        ("/api/items/0/thumbnail?size=64&size=65".into(), "size"),
+        ("/api/items/0/thumbnail?window=nope".into(), "window"),
+        ("/api/items/0/thumbnail?window=40,inf".into(), "window"),
+        ("/api/items/0/thumbnail?sise=64".into(), "sise"),
+    ];
+    for (path, name) in &table {
+        let r = c.get(path).unwrap();
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        let e = r.json().unwrap()["error"].as_str().unwrap().to_string();
+        assert!(e.starts_with(&format!("{name}: ")), "{path}: {e}");
+        assert!(!e.contains('\n') && e.len() < 400, "{path}: {e}");
+    }
+    // Uploads take the same parameters; the upload is the query, so id= and text= are refused.
+    let (ty, body) = multipart_file("q.png", &png_of("images/busi/benign_136.png"));
+    for (q, name) in [
+        ("date_from=notadate", "date_from"),
+        ("k=0", "k"),
+        ("id=3", "id"),
+        ("text=lung", "text"),
+    ] {
+        let r = c.post(&format!("/api/search?{q}"), &ty, &body).unwrap();
+        assert_eq!(r.status, 400, "POST {q}: {}", r.text());
+        let e = r.json().unwrap()["error"].as_str().unwrap().to_string();
+        assert!(e.starts_with(&format!("{name}: ")), "POST {q}: {e}");
+    }
+    // Well-formed ids of items the index lacks are 404, by type.
+    for path in [
+        "/api/search?id=99999",
+        "/api/items/99999",
+        "/api/items/99999/thumbnail",
+    ] {
+        let r = c.get(path).unwrap();
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+        assert!(r.json().unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("no item 99999"));
+    }
+    // Good values of the same parameters still work.
+    for path in [
+        "/api/search?id=3&k=3&offset=2&group_by=&window=&modality=CT&modality=MR",
+        "/api/search?id=3&k=3&date_from=1900-01-01&date_to=21001231",
+        "/api/items/0/thumbnail?size=16&window=40,400",
+    ] {
+        assert_eq!(c.get(path).unwrap().status, 200, "{path}");
+    }
+    assert_eq!(c.get("/healthz").unwrap().status, 200);
+}

@@ -40,10 +40,12 @@ pub(crate) struct TopK {
 }
 
 impl TopK {
-    pub(crate) fn new(k: usize) -> Self {
+    /// Room for the `k` best of at most `rows` pushes: the heap never holds more than
+    /// `min(k, rows)`, so that is all it reserves, whatever `k` a caller asks for.
+    pub(crate) fn new(k: usize, rows: usize) -> Self {
         Self {
             k,
-            heap: BinaryHeap::with_capacity(k + 1),
+            heap: BinaryHeap::with_capacity(k.min(rows)),
         }
     }
 
@@ -151,6 +153,14 @@ fn scan_gemm(
 }
 
 /// Scan `data` (rows of `dim`) for each query; `keep` filters rows (e.g. a split or a label).
+/// Each query must have `dim` values.
+///
+/// Memory, for `q` queries over `n` rows, is bounded by the rows, not by `k`: every heap
+/// reserves only what it can fill, so the per-chunk heaps hold at most `n` hits per query in
+/// all and the merged ones `min(k, n)`, at 16 B a hit: at most 16 B × q × (n + min(k, n)),
+/// plus the result (the same `min(k, n)` hits). Queries of 8 or more also take
+/// 4 B × q × (dim + 2048) of scratch per running thread for the GEMM. Any `k`, even
+/// `usize::MAX`, is safe.
 pub fn search_rows(
     data: &[f32],
     dim: usize,
@@ -168,7 +178,7 @@ pub fn search_rows(
         .map(|c| {
             let start = c * CHUNK_ROWS;
             let end = (start + CHUNK_ROWS).min(rows);
-            let mut tops: Vec<TopK> = queries.iter().map(|_| TopK::new(k)).collect();
+            let mut tops: Vec<TopK> = queries.iter().map(|_| TopK::new(k, end - start)).collect();
             if queries.len() >= GEMM_MIN_QUERIES {
                 scan_gemm(data, dim, queries, start, end, keep, &mut tops);
             } else {
@@ -177,7 +187,7 @@ pub fn search_rows(
             tops
         })
         .collect();
-    let mut merged: Vec<TopK> = queries.iter().map(|_| TopK::new(k)).collect();
+    let mut merged: Vec<TopK> = queries.iter().map(|_| TopK::new(k, rows)).collect();
     for tops in partial {
         merged = merged
             .into_iter()
@@ -317,5 +327,21 @@ mod tests {
             vec![1, 3]
         );
         assert!(idx.search(&[&q], 0, None)[0].is_empty());
+    }
+
+    #[test]
+    fn any_k_is_bounded_by_the_rows() {
+        // A heap sized by `k` would ask for 16 × usize::MAX bytes here and abort.
+        let data = pseudo(5 * 3000, 3);
+        let idx = FlatIndex::new(data.clone(), 5);
+        let q = pseudo(5, 4);
+        for k in [usize::MAX, usize::MAX / 16, 1 << 40, 3001] {
+            let hits = idx.search(&[&q], k, None).remove(0);
+            assert_eq!(hits.len(), 3000, "k={k}");
+            let rows: Vec<u64> = hits.iter().map(|h| h.row).collect();
+            assert_eq!(rows, brute(&data, 5, &q, 3000));
+        }
+        let top = TopK::new(usize::MAX, 10);
+        assert!(top.heap.capacity() < 100, "{}", top.heap.capacity());
     }
 }

@@ -1,14 +1,25 @@
 //! Similar-case queries, shared by the CLI and the HTTP server: resolve a query (an image, an
 //! indexed item, or text for CLIP-family models) to a vector in the index's space, then rank
-//! the index by exact cosine and attach each hit's metadata.
+//! the index by exact cosine and attach each hit's metadata. Parameters are parsed and bounded
+//! here ([`params`]), errors are typed ([`QueryError`]), and a search's memory is bounded by
+//! the index, whatever its parameters ([`search`]).
 
-use anyhow::{Context, Result};
+mod error;
+pub mod params;
+
+pub use error::QueryError;
+pub use params::{Params, StudyDate};
+
 use serde::Serialize;
 use simcase_imaging::{decode_path, DecodeOptions, Image, WindowPreset};
 use simcase_index::{search_rows, Column, Item, Snapshot};
 use simcase_models::{Encoder, TextEncoder};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+
+/// What this crate's fallible calls return.
+pub type Result<T, E = QueryError> = std::result::Result<T, E>;
 
 /// One ranked neighbour, as printed and served. No raw patient identifiers: only the salted key.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -78,9 +89,10 @@ pub struct Query {
 impl Query {
     /// "More like this": item `id`'s stored vector; the item itself is left out of the results.
     pub fn item(reader: &Snapshot, id: u64) -> Result<Self> {
-        let v = reader
-            .vector(id)
-            .with_context(|| format!("no item {id} in the index ({} items)", reader.len()))?;
+        let v = reader.vector(id).ok_or(QueryError::NotFound {
+            id,
+            items: reader.len(),
+        })?;
         Ok(Self {
             vector: v.to_vec(),
             exclude: Some(id),
@@ -90,7 +102,7 @@ impl Query {
     /// A decoded image, embedded with the index's model.
     pub fn image(enc: &dyn Encoder, img: &Image) -> Result<Self> {
         Ok(Self {
-            vector: enc.embed_images(&[img])?.remove(0),
+            vector: first(enc.embed_images(&[img]))?,
             exclude: None,
         })
     }
@@ -104,18 +116,31 @@ impl Query {
                 ..Default::default()
             },
         )
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        .map_err(|source| QueryError::Decode {
+            name: path.display().to_string(),
+            source,
+        })?;
         Self::image(enc, &img.image)
     }
 
-    /// Free text, through the text tower that shares the index model's space.
+    /// Free text (not blank, at most [`params::MAX_TEXT_BYTES`]), through the text tower
+    /// that shares the index model's space.
     pub fn text(enc: &dyn TextEncoder, text: &str) -> Result<Self> {
-        anyhow::ensure!(!text.trim().is_empty(), "the text query is empty");
+        params::check_text(text)?;
         Ok(Self {
-            vector: enc.embed_texts(&[text])?.remove(0),
+            vector: first(enc.embed_texts(&[text]))?,
             exclude: None,
         })
     }
+}
+
+/// The one embedding of a one-input batch; a model that returns none has failed.
+fn first(batch: anyhow::Result<Vec<Vec<f32>>>) -> Result<Vec<f32>> {
+    batch
+        .map_err(QueryError::Model)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| QueryError::Model(anyhow::anyhow!("no embedding for the query")))
 }
 
 /// A metadata field results can be filtered on: one of the index's filter columns
@@ -132,7 +157,7 @@ pub enum Field {
 }
 
 impl std::str::FromStr for Field {
-    type Err = anyhow::Error;
+    type Err = QueryError;
     fn from_str(s: &str) -> Result<Self> {
         if let Some(c) = Column::from_name(s).filter(|c| Column::FILTERS.contains(c)) {
             return Ok(Self::Column(c));
@@ -140,13 +165,18 @@ impl std::str::FromStr for Field {
         Ok(match s {
             "format" => Self::Format,
             other => match other.strip_prefix("meta.") {
-                Some(k) if !k.is_empty() => Self::Extra(k.to_string()),
+                Some(k) if !k.is_empty() && k.len() <= params::MAX_VALUE_BYTES => {
+                    Self::Extra(k.to_string())
+                }
                 _ => {
                     let names: Vec<&str> = Column::FILTERS.iter().map(|c| c.name()).collect();
-                    anyhow::bail!(
-                        "unknown filter field {other:?} ({}, format, or meta.COLUMN)",
-                        names.join(", ")
-                    )
+                    return Err(QueryError::bad(
+                        other,
+                        format!(
+                            "unknown filter field ({}, format, or meta.COLUMN)",
+                            names.join(", ")
+                        ),
+                    ));
                 }
             },
         })
@@ -166,15 +196,17 @@ impl Field {
 }
 
 /// Which items may be returned: every field must match one of its values (case-insensitive),
-/// and the study date (`meta.study_date`, `YYYYMMDD`) must fall in the range when one is given.
+/// and the study date (`meta.study_date`, read by [`StudyDate::parse_stored`]) must fall in the
+/// range when one is given; an item without a readable study date is then left out.
+/// [`Filters::add`] builds one from request parameters, within bounds.
 #[derive(Clone, Debug, Default)]
 pub struct Filters {
     /// Allowed values per field (OR within a field, AND across fields).
     pub fields: BTreeMap<Field, Vec<String>>,
-    /// Earliest study date kept, `YYYYMMDD` (dashes ignored).
-    pub date_from: Option<String>,
+    /// Earliest study date kept.
+    pub date_from: Option<StudyDate>,
     /// Latest study date kept.
-    pub date_to: Option<String>,
+    pub date_to: Option<StudyDate>,
 }
 
 impl Filters {
@@ -195,17 +227,16 @@ impl Filters {
         if self.date_from.is_none() && self.date_to.is_none() {
             return true;
         }
-        let Some(date) = it.meta.extra.get("study_date").and_then(|v| v.as_str()) else {
+        let Some(date) = it
+            .meta
+            .extra
+            .get("study_date")
+            .and_then(|v| v.as_str())
+            .and_then(StudyDate::parse_stored)
+        else {
             return false;
         };
-        let date = date.replace('-', "");
-        self.date_from
-            .as_deref()
-            .is_none_or(|f| date.as_str() >= f.replace('-', "").as_str())
-            && self
-                .date_to
-                .as_deref()
-                .is_none_or(|t| date.as_str() <= t.replace('-', "").as_str())
+        self.date_from.is_none_or(|f| date >= f) && self.date_to.is_none_or(|t| date <= t)
     }
 }
 
@@ -224,14 +255,22 @@ pub enum GroupBy {
 }
 
 impl std::str::FromStr for GroupBy {
-    type Err = anyhow::Error;
+    type Err = QueryError;
     fn from_str(s: &str) -> Result<Self> {
         Ok(match s {
             "patient" => Self::Patient,
             "study" => Self::Study,
             "series" => Self::Series,
             "volume" => Self::Volume,
-            other => anyhow::bail!("unknown group {other:?} (patient, study, series, volume)"),
+            other => {
+                return Err(QueryError::bad(
+                    "group_by",
+                    format!(
+                        "unknown group {} (patient, study, series, volume)",
+                        params::quote(other)
+                    ),
+                ))
+            }
         })
     }
 }
@@ -239,6 +278,11 @@ impl std::str::FromStr for GroupBy {
 impl GroupBy {
     /// The group of `it`; an item without the key is a group of its own.
     pub fn key(self, it: &Item) -> String {
+        self.key_of(it).to_string()
+    }
+
+    /// The group of `it`, borrowed from its metadata.
+    fn key_of(self, it: &Item) -> GroupKey<'_> {
         let m = &it.meta;
         let k = match self {
             Self::Patient => m.patient_key.as_deref(),
@@ -247,8 +291,24 @@ impl GroupBy {
             Self::Volume => m.volume(),
         };
         match k {
-            Some(k) => k.to_string(),
-            None => format!("item:{}", it.id),
+            Some(k) => GroupKey::Named(k),
+            None => GroupKey::Item(it.id),
+        }
+    }
+}
+
+/// A group key without a copy: the item's own key, or the item alone (`item:ID`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum GroupKey<'a> {
+    Named(&'a str),
+    Item(u64),
+}
+
+impl std::fmt::Display for GroupKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Named(k) => f.write_str(k),
+            Self::Item(id) => write!(f, "item:{id}"),
         }
     }
 }
@@ -324,14 +384,30 @@ pub struct Response {
 }
 
 /// Rank `snap` for `q`: exact cosine over the items that pass the filters, then optional
-/// grouping, pagination and the label vote of the first page.
+/// grouping, pagination and the label vote of the page.
+///
+/// Bounded by the index, whatever `req` says. Let `n` be the rows in the index and `c ≤ n` the
+/// candidates (rows that pass the filters, the query's own item left out). A page that starts
+/// at or past the end (`offset ≥ c`, or `k = 0`) is answered empty before anything is ranked
+/// or allocated. Otherwise ranking keeps `w = min(offset + k, c) ≤ n` hits (`offset + k`
+/// saturating), so the memory of one search, beyond the memory-mapped index, is at most
+/// about:
+///
+/// - ranking ([`search_rows`]): 16 B × (`n` + `w`) for the heaps and the sorted hits;
+/// - grouping: the same ranking over at most `c` rows, plus about 100 B per distinct group
+///   (≤ `c`: its place in first-seen order and in a hash table);
+///   group keys are borrowed from the index's metadata, not copied;
+/// - the page: `min(k, c − offset)` hits with a copy of their metadata.
+///
+/// So it is O(n) in all: `offset` never sizes anything, and `k` only as `min(k, n)`.
 pub fn search(snap: &Snapshot, q: &Query, req: &Request) -> Result<Response> {
     let dim = snap.settings().dim;
-    anyhow::ensure!(
-        q.vector.len() == dim,
-        "the query has {} dimensions, the index {dim}",
-        q.vector.len()
-    );
+    if q.vector.len() != dim {
+        return Err(QueryError::Dimension {
+            got: q.vector.len(),
+            want: dim,
+        });
+    }
     let skip = q.exclude;
     let items = snap.items();
     let keep = |r: u64| {
@@ -340,79 +416,86 @@ pub fn search(snap: &Snapshot, q: &Query, req: &Request) -> Result<Response> {
                 .get(r as usize)
                 .is_some_and(|it| req.filters.keeps(it))
     };
+    let rows = snap.len().min(items.len());
     let candidates = if req.filters.is_empty() {
-        snap.len() - usize::from(skip.is_some_and(|s| (s as usize) < snap.len()))
+        rows - usize::from(skip.is_some_and(|s| s < rows as u64))
     } else {
         items.iter().filter(|it| keep(it.id)).count()
     };
-    let want = req.offset + req.k;
-    let rank = |k: usize| search_rows(snap.vectors(), dim, &[&q.vector], k, Some(&keep)).remove(0);
-    let (hits, groups) = match req.group_by {
-        None => {
-            let ranked = rank(want);
-            let hits: Vec<Hit> = ranked
-                .iter()
-                .enumerate()
-                .skip(req.offset)
-                .map(|(i, h)| Hit::new(i + 1, h.score, &items[h.row as usize]))
-                .collect();
-            (hits, None)
-        }
-        Some(g) => {
-            // Enough candidates for `want` distinct groups in practice; all of them otherwise.
-            let mut pool = (want * 20 + 100).min(candidates);
-            loop {
-                let ranked = rank(pool);
-                let mut order: Vec<String> = Vec::new();
-                let mut found: HashMap<String, Group> = HashMap::new();
-                for h in &ranked {
-                    let it = &items[h.row as usize];
-                    let key = g.key(it);
-                    match found.get_mut(&key) {
-                        Some(gr) => gr.matched += 1,
-                        None => {
-                            let mut best = Hit::new(0, h.score, it);
-                            best.group = Some(key.clone());
-                            order.push(key.clone());
-                            found.insert(
-                                key.clone(),
-                                Group {
-                                    key,
-                                    score: h.score,
-                                    matched: 1,
-                                    best,
-                                },
-                            );
-                        }
-                    }
-                }
-                if order.len() >= want || pool >= candidates {
-                    let groups: Vec<Group> = order
-                        .into_iter()
-                        .enumerate()
-                        .skip(req.offset)
-                        .take(req.k)
-                        .filter_map(|(i, k)| {
-                            let mut gr = found.remove(&k)?;
-                            gr.best.rank = i + 1;
-                            Some(gr)
-                        })
-                        .collect();
-                    let hits = groups.iter().map(|g| g.best.clone()).collect();
-                    break (hits, Some(groups));
-                }
-                pool = candidates;
-            }
-        }
-    };
-    Ok(Response {
+    let page = |hits: Vec<Hit>, groups: Option<Vec<Group>>| Response {
         vote: vote(&hits),
         hits,
         groups,
         candidates,
         offset: req.offset,
         k: req.k,
-    })
+    };
+    if req.k == 0 || req.offset >= candidates {
+        return Ok(page(Vec::new(), req.group_by.map(|_| Vec::new())));
+    }
+    // offset < candidates ≤ rows here, so every size below is at most `rows`.
+    let want = req.offset.saturating_add(req.k).min(candidates);
+    let rank = |k: usize| {
+        search_rows(snap.vectors(), dim, &[&q.vector], k, Some(&keep))
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    };
+    let hit = |rank: usize, h: &simcase_index::Hit| {
+        items
+            .get(h.row as usize)
+            .map(|it| Hit::new(rank, h.score, it))
+    };
+    let Some(g) = req.group_by else {
+        let hits = rank(want)
+            .iter()
+            .enumerate()
+            .skip(req.offset)
+            .filter_map(|(i, h)| hit(i + 1, h))
+            .collect();
+        return Ok(page(hits, None));
+    };
+    // Enough candidates for `want` distinct groups in practice; all of them otherwise.
+    let mut pool = want.saturating_mul(20).saturating_add(100).min(candidates);
+    loop {
+        let ranked = rank(pool);
+        // Groups in order of first appearance: (key, its best hit in `ranked`, items matched).
+        let mut order: Vec<(GroupKey, usize, usize)> = Vec::new();
+        let mut at: HashMap<GroupKey, usize> = HashMap::new();
+        for (i, h) in ranked.iter().enumerate() {
+            let Some(it) = items.get(h.row as usize) else {
+                continue;
+            };
+            match at.entry(g.key_of(it)) {
+                Entry::Occupied(e) => order[*e.get()].2 += 1,
+                Entry::Vacant(e) => {
+                    order.push((*e.key(), i, 1));
+                    e.insert(order.len() - 1);
+                }
+            }
+        }
+        if order.len() >= want || pool >= candidates {
+            let groups: Vec<Group> = order
+                .iter()
+                .enumerate()
+                .skip(req.offset)
+                .take(req.k)
+                .filter_map(|(i, &(key, best, matched))| {
+                    let mut best = hit(i + 1, &ranked[best])?;
+                    best.group = Some(key.to_string());
+                    Some(Group {
+                        key: key.to_string(),
+                        score: best.score,
+                        matched,
+                        best,
+                    })
+                })
+                .collect();
+            let hits = groups.iter().map(|g| g.best.clone()).collect();
+            return Ok(page(hits, Some(groups)));
+        }
+        pool = candidates;
+    }
 }
 
 /// The score-weighted label distribution of `hits` at each level.

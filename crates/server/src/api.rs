@@ -85,17 +85,20 @@ pub struct StatsResponse {
     pub embedding: BatchCounts,
 }
 
-/// Query parameters of every search.
+/// Query parameters of every search (at most 64 in all; each single-valued one at most once).
+/// Every bad value is a 400 whose message names the parameter.
 #[derive(Debug, Serialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SearchParams {
     /// Results per page (1..=max_k, default 20).
     pub k: Option<usize>,
-    /// Pagination: results to skip.
+    /// Pagination: results (or groups) to skip. Any whole number; at or past the candidates,
+    /// the page is empty.
     pub offset: Option<usize>,
     /// Top-k distinct groups, each scored by its best item, with how many of its items matched.
     pub group_by: Option<GroupBy>,
-    /// Filter (repeatable; OR within a field, AND across fields, case-insensitive).
+    /// Filter (repeatable; OR within a field, AND across fields, case-insensitive). Filter
+    /// values are non-empty, at most 256 bytes, at most 32 in one search.
     pub modality: Option<Vec<String>>,
     /// Filter.
     pub anatomy: Option<Vec<String>>,
@@ -112,9 +115,10 @@ pub struct SearchParams {
     /// Filter on any other manifest column, e.g. `meta.view=PA`.
     #[serde(rename = "meta.COLUMN")]
     pub meta: Option<Vec<String>>,
-    /// Study date range start (YYYYMMDD), on `meta.study_date`.
+    /// Study date range start, `YYYY-MM-DD` or `YYYYMMDD` (a real date), on `meta.study_date`;
+    /// items without a study date are left out.
     pub date_from: Option<String>,
-    /// Study date range end.
+    /// Study date range end, inclusive, in the same forms; not before `date_from`.
     pub date_to: Option<String>,
 }
 
@@ -124,7 +128,7 @@ pub struct SearchParams {
 pub struct GetQuery {
     /// More like this indexed item (the item itself is left out).
     pub id: Option<u64>,
-    /// Text search (CLIP-family models).
+    /// Text search (CLIP-family models); not blank, at most 1024 bytes.
     pub text: Option<String>,
 }
 
@@ -142,7 +146,7 @@ pub struct Upload {
 pub struct ThumbParams {
     /// Longest side in pixels, 16..=1024 (default 256).
     pub size: Option<usize>,
-    /// DICOM window: lung, mediastinum, abdomen, bone, brain, or C,W.
+    /// DICOM window: lung, mediastinum, abdomen, bone, brain, or C,W (finite numbers).
     pub window: Option<String>,
 }
 
@@ -169,7 +173,7 @@ fn search_get() {}
         ("window" = Option<String>, Query, description = "DICOM window for the upload: lung, mediastinum, abdomen, bone, brain, or C,W")),
     request_body(content = Upload, content_type = "multipart/form-data"),
     responses((status = 200, description = "ranked results", body = SearchResponse),
-              (status = 400, description = "a bad parameter or an undecodable upload, named", body = ErrorBody),
+              (status = 400, description = "a bad parameter (id= and text= included: the upload is the query) or an undecodable upload, named", body = ErrorBody),
               (status = 401, description = "missing or wrong token", body = ErrorBody),
               (status = 413, description = "upload too large", body = ErrorBody)))]
 fn search_upload() {}
@@ -183,7 +187,7 @@ fn item() {}
 #[utoipa::path(get, path = "/api/items/{id}/thumbnail",
     params(("id" = u64, Path, description = "item id"), ThumbParams),
     responses((status = 200, description = "a PNG rendered on the server (DICOM windowed)", content_type = "image/png"),
-              (status = 400, description = "a bad parameter, named", body = ErrorBody),
+              (status = 400, description = "a bad id, size or window, or an unknown parameter, named", body = ErrorBody),
               (status = 404, description = "no such item, or its file is gone", body = ErrorBody)))]
 fn thumbnail() {}
 

@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use simcase_imaging::{decode_bytes, DecodeOptions, WindowPreset};
 use simcase_index::{Column, Snapshot};
 use simcase_models::TextEncoder;
-use simcase_query::{Field, Filters, GroupBy, Query};
+use simcase_query::{Field, Params, Query, QueryError};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -109,25 +109,35 @@ struct AppState {
 
 type Shared = Arc<AppState>;
 
-/// A small bounded cache of rendered thumbnails (PNG bytes), oldest dropped first.
+/// A small bounded cache of rendered thumbnails (PNG bytes), oldest dropped first: at most
+/// [`ThumbCache::CAP`] entries and [`ThumbCache::MAX_BYTES`] of PNG, whatever sizes and
+/// windows clients ask for.
 #[derive(Default)]
 struct ThumbCache {
     map: HashMap<String, Arc<Vec<u8>>>,
     order: std::collections::VecDeque<String>,
+    bytes: usize,
 }
 
 impl ThumbCache {
     const CAP: usize = 1024;
+    const MAX_BYTES: usize = 64 << 20;
     fn get(&self, k: &str) -> Option<Arc<Vec<u8>>> {
         self.map.get(k).cloned()
     }
     fn put(&mut self, k: String, v: Arc<Vec<u8>>) {
-        if self.map.insert(k.clone(), v).is_none() {
-            self.order.push_back(k);
-            if self.order.len() > Self::CAP {
-                if let Some(old) = self.order.pop_front() {
-                    self.map.remove(&old);
-                }
+        if v.len() > Self::MAX_BYTES || self.map.contains_key(&k) {
+            return;
+        }
+        self.bytes += v.len();
+        self.map.insert(k.clone(), v);
+        self.order.push_back(k);
+        while self.order.len() > Self::CAP || self.bytes > Self::MAX_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = self.map.remove(&old) {
+                self.bytes -= gone.len();
             }
         }
     }
@@ -146,6 +156,25 @@ impl ApiError {
     }
     fn internal(e: anyhow::Error) -> Self {
         Self(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+    }
+}
+
+/// The one place where a query's failure becomes a status: by its kind, never its message.
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        let status = match &e {
+            // The caller's fault: a bad parameter, an item the index lacks, an image that
+            // does not decode, text search on an image-only model.
+            QueryError::BadParameter { .. }
+            | QueryError::Decode { .. }
+            | QueryError::NoTextTower { .. } => StatusCode::BAD_REQUEST,
+            QueryError::NotFound { .. } => StatusCode::NOT_FOUND,
+            // The server's: its model failed, or gave vectors of another space.
+            QueryError::Dimension { .. } | QueryError::Model(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        Self(status, e.to_string())
     }
 }
 
@@ -333,70 +362,10 @@ async fn stats(State(state): State<Shared>) -> Json<api::StatsResponse> {
     })
 }
 
-/// Search parameters shared by every kind of query.
-struct Params {
-    req: simcase_query::Request,
-    window: Option<WindowPreset>,
-    id: Option<u64>,
-    text: Option<String>,
-}
-
+/// Search parameters shared by every kind of query, parsed and bounded by
+/// [`Params::parse`]: each bad value is a 400 naming its parameter.
 fn params(pairs: &[(String, String)], max_k: usize) -> ApiResult<Params> {
-    let mut p = Params {
-        req: simcase_query::Request {
-            k: 20,
-            ..Default::default()
-        },
-        window: None,
-        id: None,
-        text: None,
-    };
-    let mut filters = Filters::default();
-    for (k, v) in pairs {
-        let num = |what: &str| {
-            v.parse::<usize>()
-                .map_err(|_| ApiError::bad(format!("{what} must be a whole number, got {v:?}")))
-        };
-        match k.as_str() {
-            "k" => p.req.k = num("k")?,
-            "offset" => p.req.offset = num("offset")?,
-            "id" => {
-                p.id = Some(
-                    v.parse()
-                        .map_err(|_| ApiError::bad(format!("bad item id {v:?}")))?,
-                )
-            }
-            "text" => p.text = Some(v.clone()),
-            "group_by" if v.is_empty() => {}
-            "group_by" => {
-                p.req.group_by = Some(
-                    v.parse::<GroupBy>()
-                        .map_err(|e| ApiError::bad(e.to_string()))?,
-                )
-            }
-            "window" if v.is_empty() => {}
-            "window" => {
-                p.window = Some(
-                    v.parse()
-                        .map_err(|e| ApiError::bad(format!("window: {e}")))?,
-                )
-            }
-            "date_from" => filters.date_from = Some(v.clone()),
-            "date_to" => filters.date_to = Some(v.clone()),
-            "token" => {}
-            other => {
-                let f: Field = other
-                    .parse()
-                    .map_err(|e: anyhow::Error| ApiError::bad(e.to_string()))?;
-                filters.fields.entry(f).or_default().push(v.clone());
-            }
-        }
-    }
-    if p.req.k == 0 || p.req.k > max_k {
-        return Err(ApiError::bad(format!("k must be 1..={max_k}")));
-    }
-    p.req.filters = filters;
-    Ok(p)
+    Ok(Params::parse(pairs, max_k)?)
 }
 
 /// `GET /api/search?id=N` ("more like this") or `?text=...` (CLIP-family models).
@@ -408,7 +377,7 @@ async fn search_get(
     let snap = snapshot(&state);
     let (q, about) = match (&p.id, &p.text) {
         (Some(id), None) => {
-            let q = Query::item(&snap, *id).map_err(|e| ApiError::not_found(format!("{e:#}")))?;
+            let q = Query::item(&snap, *id)?;
             (q, api::QueryInfo::Item { id: *id })
         }
         (None, Some(text)) => {
@@ -416,14 +385,18 @@ async fn search_get(
             let t = text.clone();
             let q = tokio::task::spawn_blocking(move || Query::text(enc.as_ref(), &t))
                 .await
-                .map_err(|e| ApiError::internal(e.into()))?
-                .map_err(|e| ApiError::bad(format!("{e:#}")))?;
+                .map_err(|e| ApiError::internal(e.into()))??;
             (q, api::QueryInfo::Text { text: text.clone() })
         }
-        _ => {
-            return Err(ApiError::bad(
+        (Some(_), Some(_)) => {
+            return Err(QueryError::bad("text", "give one of id= or text=, not both").into())
+        }
+        (None, None) => {
+            return Err(QueryError::bad(
+                "id",
                 "give exactly one of id= or text= (or POST an image)",
-            ))
+            )
+            .into())
         }
     };
     respond(&state, &snap, q, &p, about).await
@@ -431,10 +404,10 @@ async fn search_get(
 
 async fn text_encoder(state: &Shared) -> ApiResult<Arc<dyn TextEncoder>> {
     if !state.has_text {
-        let model = state.model;
-        return Err(ApiError::bad(format!(
-            "{model} has no text tower; text search needs a CLIP-family model"
-        )));
+        return Err(QueryError::NoTextTower {
+            model: state.model.to_string(),
+        }
+        .into());
     }
     if let Some(t) = state
         .text
@@ -450,7 +423,7 @@ async fn text_encoder(state: &Shared) -> ApiResult<Arc<dyn TextEncoder>> {
     })
     .await
     .map_err(|e| ApiError::internal(e.into()))?
-    .map_err(|e| ApiError::bad(format!("{e:#}")))?;
+    .map_err(QueryError::Model)?;
     let enc: Arc<dyn TextEncoder> = Arc::from(enc);
     if let Ok(mut g) = state.text.lock() {
         *g = Some(enc.clone());
@@ -465,6 +438,10 @@ async fn search_upload(
     multipart: std::result::Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> ApiResult<Json<api::SearchResponse>> {
     let p = params(&pairs, state.cfg.max_k)?;
+    if p.id.is_some() || p.text.is_some() {
+        let name = if p.id.is_some() { "id" } else { "text" };
+        return Err(QueryError::bad(name, "not with an upload: the upload is the query").into());
+    }
     let mut mp =
         multipart.map_err(|e| ApiError(e.status(), format!("upload: {}", e.body_text())))?;
     let mut file: Option<(String, Vec<u8>)> = None;
@@ -521,8 +498,7 @@ async fn respond(
     let (s, req) = (snap.clone(), p.req.clone());
     let mut res = tokio::task::spawn_blocking(move || simcase_query::search(&s, &q, &req))
         .await
-        .map_err(|e| ApiError::internal(e.into()))?
-        .map_err(ApiError::internal)?;
+        .map_err(|e| ApiError::internal(e.into()))??;
     if !state.cfg.show_paths {
         res.hits.iter_mut().for_each(|h| h.path = None);
         for g in res.groups.iter_mut().flatten() {
@@ -538,12 +514,19 @@ async fn respond(
     }))
 }
 
-fn parse_id(raw: &str, snap: &Snapshot) -> ApiResult<u64> {
-    let id: u64 = raw
-        .parse()
-        .map_err(|_| ApiError::bad(format!("item ids are whole numbers, got {raw:?}")))?;
+/// The `{id}` of an item route: a whole number (400 naming `id`) of an item the snapshot holds
+/// (404).
+fn parse_id(
+    raw: std::result::Result<Path<String>, axum::extract::rejection::PathRejection>,
+    snap: &Snapshot,
+) -> std::result::Result<u64, QueryError> {
+    let Path(raw) = raw.map_err(|e| QueryError::bad("id", e.body_text()))?;
+    let id = simcase_query::params::parse_id("id", &raw)?;
     if snap.item(id).is_none() {
-        return Err(ApiError::not_found(format!("no item {id}")));
+        return Err(QueryError::NotFound {
+            id,
+            items: snap.len(),
+        });
     }
     Ok(id)
 }
@@ -551,13 +534,14 @@ fn parse_id(raw: &str, snap: &Snapshot) -> ApiResult<u64> {
 /// `GET /api/items/{id}`: metadata (never raw patient identifiers; paths only if enabled).
 async fn item(
     State(state): State<Shared>,
-    Path(raw): Path<String>,
+    raw: std::result::Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> ApiResult<Json<simcase_index::Item>> {
     let snap = snapshot(&state);
-    let id = parse_id(&raw, &snap)?;
-    let it = snap
-        .item(id)
-        .ok_or_else(|| ApiError::not_found("no such item"))?;
+    let id = parse_id(raw, &snap)?;
+    let it = snap.item(id).ok_or(QueryError::NotFound {
+        id,
+        items: snap.len(),
+    })?;
     let mut it = it.clone();
     if !state.cfg.show_paths {
         it.meta.path.clear(); // an empty path is not serialised
@@ -568,29 +552,17 @@ async fn item(
 /// `GET /api/items/{id}/thumbnail?size=256&window=lung`: a PNG rendered from the indexed file.
 async fn thumbnail(
     State(state): State<Shared>,
-    Path(raw): Path<String>,
-    UrlQuery(q): UrlQuery<HashMap<String, String>>,
+    raw: std::result::Result<Path<String>, axum::extract::rejection::PathRejection>,
+    UrlQuery(q): UrlQuery<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
     let snap = snapshot(&state);
-    let id = parse_id(&raw, &snap)?;
-    let size: usize = match q.get("size") {
-        Some(s) => s
-            .parse()
-            .ok()
-            .filter(|s| (16..=1024).contains(s))
-            .ok_or_else(|| ApiError::bad("size must be 16..=1024"))?,
-        None => 256,
-    };
-    let window: Option<WindowPreset> = match q.get("window").filter(|w| !w.is_empty()) {
-        Some(w) => Some(
-            w.parse()
-                .map_err(|e| ApiError::bad(format!("window: {e}")))?,
-        ),
-        None => None,
-    };
+    let id = parse_id(raw, &snap)?;
+    let (size, window) = thumb_params(&q)?;
     let key = format!(
         "{id}/{size}/{}",
-        q.get("window").map(String::as_str).unwrap_or("")
+        window
+            .map(|w| format!("{},{}", w.center, w.width))
+            .unwrap_or_default()
     );
     let cached = state.thumbs.lock().ok().and_then(|c| c.get(&key));
     let png = match cached {
@@ -622,6 +594,42 @@ async fn thumbnail(
         "private, max-age=3600".parse().expect("static header"),
     );
     Ok((headers, png.as_ref().clone()).into_response())
+}
+
+/// A thumbnail's `size` (16..=1024, default 256) and `window`, each at most once; any other
+/// parameter is refused. Each bad value is a 400 naming its parameter.
+fn thumb_params(
+    pairs: &[(String, String)],
+) -> std::result::Result<(usize, Option<WindowPreset>), QueryError> {
+    let (mut size, mut window, mut seen) = (None, None, Vec::new());
+    for (name, v) in pairs {
+        if seen.contains(&name.as_str()) {
+            return Err(QueryError::bad(name, "given more than once"));
+        }
+        seen.push(name.as_str());
+        match name.as_str() {
+            "size" => {
+                let s = simcase_query::params::parse_count("size", v)?;
+                if !(16..=1024).contains(&s) {
+                    return Err(QueryError::bad(
+                        "size",
+                        format!("must be 16..=1024, got {s}"),
+                    ));
+                }
+                size = Some(s);
+            }
+            "window" if v.is_empty() => {}
+            "window" => window = Some(simcase_query::params::parse_window("window", v)?),
+            "token" => {}
+            other => {
+                return Err(QueryError::bad(
+                    other,
+                    "unknown thumbnail parameter (size, window)",
+                ))
+            }
+        }
+    }
+    Ok((size.unwrap_or(256), window))
 }
 
 /// Decode options that select a stored item's own frame or volume slice.
