@@ -265,7 +265,9 @@ fn soak(
 ) -> Result<Report> {
     let mut c = Client::new(addr).with_token(&opts.token);
     let stats = c.get("/api/stats")?.json()?;
-    let items = stats["items"].as_u64().context("no item count in /api/stats")?;
+    let items = stats["items"]
+        .as_u64()
+        .context("no item count in /api/stats")?;
     anyhow::ensure!(items > 0, "the served index is empty");
     let target = Target {
         items,
@@ -374,7 +376,8 @@ fn soak(
                                 ..Case::get("/api/search?k=5")
                             }
                         } else {
-                            let hold = Instant::now() + Duration::from_millis(500 + rng.below(2500));
+                            let hold =
+                                Instant::now() + Duration::from_millis(500 + rng.below(2500));
                             slow_opened.fetch_add(1, SeqCst);
                             if let Ok(true) = wire::slow_client(addr, addr, hold.min(deadline)) {
                                 slow_closed.fetch_add(1, SeqCst);

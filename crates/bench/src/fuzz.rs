@@ -40,6 +40,9 @@ pub struct Options {
     pub rss_growth_mb: u64,
     /// Stop generating after this many findings.
     pub max_findings: usize,
+    /// Generated cases whose target contains one of these are not sent (to explore past a
+    /// known finding that kills the process).
+    pub exclude: Vec<String>,
 }
 
 /// What a fuzz run did.
@@ -230,7 +233,10 @@ impl Harness {
                     break 'outer;
                 }
                 let (out, growth, _) = self.send(&v).await;
-                if self.judge(&v, &out, growth).is_some_and(|(c, _)| c == class) {
+                if self
+                    .judge(&v, &out, growth)
+                    .is_some_and(|(c, _)| c == class)
+                {
                     case = v;
                     continue 'outer;
                 }
@@ -267,7 +273,11 @@ pub fn run(opts: &Options) -> Result<Report> {
                 max_k: cfg.max_k as u64,
             }
         };
-        anyhow::ensure!(target.items > 0, "{}: the index is empty", opts.index.display());
+        anyhow::ensure!(
+            target.items > 0,
+            "{}: the index is empty",
+            opts.index.display()
+        );
         let h = Harness {
             host: cfg.bind.to_string(),
             token: cfg.token.clone().unwrap_or_default(),
@@ -304,9 +314,19 @@ pub fn run(opts: &Options) -> Result<Report> {
             }
         }
         let mut rng = Rng::new(opts.seed);
+        // Bodies that already cost a memory or time finding take seconds each: not again.
+        let mut costly = std::collections::HashSet::new();
         let start = Instant::now();
         while start.elapsed().as_secs_f64() < opts.secs && new.len() < opts.max_findings {
             let case = generate(&mut rng, &target);
+            if costly.contains(&std::mem::discriminant(&case.body))
+                || opts
+                    .exclude
+                    .iter()
+                    .any(|x| case.target.contains(x.as_str()))
+            {
+                continue;
+            }
             let (out, growth, secs) = h.send(&case).await;
             rep.generated += 1;
             let Some((class, _)) = one(&mut rep, &case, &out, growth, secs) else {
@@ -326,6 +346,9 @@ pub fn run(opts: &Options) -> Result<Report> {
                 case.method,
                 std::mem::discriminant(&case.body)
             );
+            if matches!(class, Class::Memory | Class::Slow) {
+                costly.insert(std::mem::discriminant(&case.body));
+            }
             if !seen.insert(sig) {
                 continue;
             }

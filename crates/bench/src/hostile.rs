@@ -151,7 +151,12 @@ impl Case {
 
     /// The headers to send: the case's own, then `Host` and `Authorization` unless it sets
     /// them, then the body's content type unless it sets one; empty values dropped.
-    pub fn all_headers(&self, host: &str, token: Option<&str>, ty: Option<&str>) -> Vec<(String, String)> {
+    pub fn all_headers(
+        &self,
+        host: &str,
+        token: Option<&str>,
+        ty: Option<&str>,
+    ) -> Vec<(String, String)> {
         let mut h: Vec<(String, String)> = self.headers.clone();
         if self.header("host").is_none() {
             h.push(("Host".into(), host.into()));
@@ -197,8 +202,7 @@ pub fn read_cases(path: &std::path::Path) -> anyhow::Result<Vec<Case>> {
 /// Append `cases` not already in the file at `path` (compared without their notes); returns
 /// how many were added.
 pub fn keep_cases(path: &std::path::Path, cases: &[Case]) -> anyhow::Result<usize> {
-    let have: std::collections::HashSet<Case> =
-        read_cases(path)?.iter().map(Case::key).collect();
+    let have: std::collections::HashSet<Case> = read_cases(path)?.iter().map(Case::key).collect();
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -260,7 +264,10 @@ fn number(rng: &mut Rng, lo: u64, hi: u64, huge_ok: bool) -> (String, V) {
         6 => ("NaN".into(), V::Bad),
         7 => ("1000000000000".into(), huge),
         8 => (u64::MAX.to_string(), huge),
-        9 => ("18446744073709551616".into(), if huge_ok { V::Either } else { V::Bad }),
+        9 => (
+            "18446744073709551616".into(),
+            if huge_ok { V::Either } else { V::Bad },
+        ),
         10 => ("1.5".into(), V::Bad),
         11 => ("abc".into(), V::Bad),
         12 => ("-9223372036854775808".into(), V::Bad),
@@ -271,7 +278,12 @@ fn number(rng: &mut Rng, lo: u64, hi: u64, huge_ok: bool) -> (String, V) {
 fn date(rng: &mut Rng) -> (String, V) {
     match rng.below(8) {
         0..=2 => (
-            format!("{}{:02}{:02}", 1990 + rng.below(40), 1 + rng.below(12), 1 + rng.below(28)),
+            format!(
+                "{}{:02}{:02}",
+                1990 + rng.below(40),
+                1 + rng.below(12),
+                1 + rng.below(28)
+            ),
             V::Ok,
         ),
         3 => ("notadate".into(), V::Bad),
@@ -332,7 +344,18 @@ fn search_params(rng: &mut Rng, t: &Target, id_text: bool) -> (Vec<String>, bool
                 }
             }
             4 => {
-                let f = ["modality", "anatomy", "pathology", "label", "source", "split", "body_part", "format", "meta.view", "meta.study_date"];
+                let f = [
+                    "modality",
+                    "anatomy",
+                    "pathology",
+                    "label",
+                    "source",
+                    "split",
+                    "body_part",
+                    "format",
+                    "meta.view",
+                    "meta.study_date",
+                ];
                 let vals = ["CT", "XR", "MR/brain/glioma", "test", "chest"];
                 let v = if rng.chance(50) {
                     rng.pick(&vals).to_string()
@@ -343,7 +366,11 @@ fn search_params(rng: &mut Rng, t: &Target, id_text: bool) -> (Vec<String>, bool
             }
             5 | 6 => {
                 let (v, ok) = date(rng);
-                let name = if rng.chance(50) { "date_from" } else { "date_to" };
+                let name = if rng.chance(50) {
+                    "date_from"
+                } else {
+                    "date_to"
+                };
                 (name.into(), v, ok)
             }
             7 => match rng.below(4) {
@@ -352,7 +379,11 @@ fn search_params(rng: &mut Rng, t: &Target, id_text: bool) -> (Vec<String>, bool
                 2 => ("window".into(), "nonsense".into(), V::Bad),
                 _ => ("window".into(), "1e309,NaN".into(), V::Either),
             },
-            8 => (hostile_string(rng).chars().take(64).collect(), "1".into(), V::Either),
+            8 => (
+                hostile_string(rng).chars().take(64).collect(),
+                "1".into(),
+                V::Either,
+            ),
             9 => ("token".into(), hostile_string(rng), V::Ok),
             10 => {
                 // Repeat one already chosen, with another value.
@@ -372,8 +403,9 @@ fn search_params(rng: &mut Rng, t: &Target, id_text: bool) -> (Vec<String>, bool
     }
     let mut invalid = pairs.iter().any(|p| p.2 == V::Bad);
     if id_text {
-        let n = pairs.iter().filter(|p| p.0 == "id" || p.0 == "text").count();
-        invalid |= n != 1;
+        // Exactly one of id= and text= (a repeated id= is still one).
+        let has = |name: &str| pairs.iter().any(|p| p.0 == name);
+        invalid |= has("id") == has("text");
     }
     let mut enc: Vec<String> = pairs
         .iter()
@@ -382,7 +414,10 @@ fn search_params(rng: &mut Rng, t: &Target, id_text: bool) -> (Vec<String>, bool
     if rng.chance(5) {
         // Raw, undecodable bits of a query string.
         // What the server makes of these is its choice: validity unchanged.
-        enc.push(rng.pick(&["%ZZ", "%", "&&", "==", "k", "=5", "%FF%FE=%C0%AF"]).to_string());
+        enc.push(
+            rng.pick(&["%ZZ", "%", "&&", "==", "k", "=5", "%FF%FE=%C0%AF"])
+                .to_string(),
+        );
     }
     (enc, invalid)
 }
@@ -463,8 +498,8 @@ pub fn generate(rng: &mut Rng, t: &Target) -> Case {
             c.target = format!("/api/search{}", query(&enc));
             c.body = body(rng);
             // An upload that is not one decodable image cannot be searched.
-            c.invalid = invalid
-                || !matches!(c.body, Body::Png | Body::TwoFiles | Body::BombPng { .. });
+            c.invalid =
+                invalid || !matches!(c.body, Body::Png | Body::TwoFiles | Body::BombPng { .. });
         }
         65..=74 => {
             let (id, ok) = item_id(rng, t);
@@ -494,11 +529,20 @@ pub fn generate(rng: &mut Rng, t: &Target) -> Case {
         }
         85..=91 => {
             c.target = rng
-                .pick(&["/api/stats", "/api/openapi.json", "/healthz", "/", "/app.js", "/style.css"])
+                .pick(&[
+                    "/api/stats",
+                    "/api/openapi.json",
+                    "/healthz",
+                    "/",
+                    "/app.js",
+                    "/style.css",
+                ])
                 .to_string();
         }
         _ => {
-            c.method = rng.pick(&["GET", "PUT", "DELETE", "OPTIONS", "PATCH", "HEAD"]).to_string();
+            c.method = rng
+                .pick(&["GET", "PUT", "DELETE", "OPTIONS", "PATCH", "HEAD"])
+                .to_string();
             c.target = rng
                 .pick(&[
                     "/api/search",
@@ -517,6 +561,18 @@ pub fn generate(rng: &mut Rng, t: &Target) -> Case {
     }
     if rng.chance(20) {
         c.headers = hostile_headers(rng);
+        // The API answers only its own host (no DNS rebinding), the right token, and no
+        // cross-site POST; the page and /healthz may answer anyone.
+        let forged = |name: &str, bad: &dyn Fn(&str) -> bool| c.header(name).is_some_and(bad);
+        let refused = forged("host", &|v| v.starts_with("attacker"))
+            || forged("authorization", &|v| v != "Bearer " && !v.is_empty())
+            || forged("authorization", &|v| v.is_empty())
+            || (c.method == "POST"
+                && (forged("origin", &|v| v.starts_with("http://attacker"))
+                    || forged("sec-fetch-site", &|v| v == "cross-site")));
+        if c.target.starts_with("/api/") && c.target != "/api/openapi.json" && refused {
+            c.invalid = true;
+        }
     }
     c
 }
@@ -537,7 +593,10 @@ fn item_id(rng: &mut Rng, t: &Target) -> (String, V) {
         6 => (t.items.to_string(), V::Bad),
         7 => ("-1".into(), V::Bad),
         8 => ("99999999999999999999999".into(), V::Bad),
-        _ => (pct_encode(&hostile_string(rng).chars().take(200).collect::<String>()), V::Either),
+        _ => (
+            pct_encode(&hostile_string(rng).chars().take(200).collect::<String>()),
+            V::Either,
+        ),
     }
 }
 
@@ -609,7 +668,9 @@ impl Bodies {
 
     fn bomb(&self, w: u32, h: u32) -> Arc<Vec<u8>> {
         let mut g = self.bombs.lock().unwrap_or_else(|p| p.into_inner());
-        g.entry((w, h)).or_insert_with(|| Arc::new(grey_png(w, h))).clone()
+        g.entry((w, h))
+            .or_insert_with(|| Arc::new(grey_png(w, h)))
+            .clone()
     }
 }
 
@@ -618,7 +679,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         c ^= b as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -678,7 +743,11 @@ mod tests {
             assert_eq!(x, y);
             let back: Case = serde_json::from_str(&x.to_line()).unwrap();
             assert_eq!(back, x);
-            kinds.insert(format!("{} {:?}", x.method, std::mem::discriminant(&x.body)));
+            kinds.insert(format!(
+                "{} {:?}",
+                x.method,
+                std::mem::discriminant(&x.body)
+            ));
             invalid += x.invalid as usize;
         }
         assert!(kinds.len() >= 10, "{kinds:?}");
@@ -694,7 +763,9 @@ mod tests {
         };
         let mut r = Rng::new(1);
         let cases: Vec<Case> = (0..20_000).map(|_| generate(&mut r, &t)).collect();
-        assert!(cases.iter().any(|c| c.target.contains("offset=1000000000000")));
+        assert!(cases
+            .iter()
+            .any(|c| c.target.contains("offset=1000000000000")));
         assert!(cases
             .iter()
             .any(|c| c.target.contains("date_from=notadate") && c.invalid));
@@ -702,9 +773,10 @@ mod tests {
             .iter()
             .any(|c| matches!(c.body, Body::BombPng { w: 8000, h: 8000 })));
         // A lone valid search is not marked invalid.
-        assert!(cases
-            .iter()
-            .any(|c| c.method == "GET" && c.target.starts_with("/api/search?id=") && !c.target.contains('&') && !c.invalid));
+        assert!(cases.iter().any(|c| c.method == "GET"
+            && c.target.starts_with("/api/search?id=")
+            && !c.target.contains('&')
+            && !c.invalid));
     }
 
     #[test]

@@ -52,6 +52,9 @@ mod tests {
         assert!(hwm2 >= rss2 + (32 << 20), "rss {rss2} hwm {hwm2}");
         assert!(super::reset_peak(None));
         let (rss3, hwm3) = super::of(None).unwrap();
-        assert!(hwm3 < hwm2 && hwm3 <= rss3 + (8 << 20), "after reset rss {rss3} hwm {hwm3}");
+        assert!(
+            hwm3 < hwm2 && hwm3 <= rss3 + (8 << 20),
+            "after reset rss {rss3} hwm {hwm3}"
+        );
     }
 }

@@ -114,7 +114,10 @@ pub fn embed(
 /// `simcase bench search`: exact top-`k` latency over `rows` random unit vectors of `dim`, one
 /// query and a batch of `batch`, against FAISS unless `no_peer`.
 pub fn search(rows: &[usize], dim: usize, batch: usize, k: usize, no_peer: bool) -> Result<()> {
-    anyhow::ensure!(dim > 0 && batch > 0 && k > 0, "dim, batch and k must be > 0");
+    anyhow::ensure!(
+        dim > 0 && batch > 0 && k > 0,
+        "dim, batch and k must be > 0"
+    );
     let peer = if no_peer {
         serde_json::Value::Null
     } else {

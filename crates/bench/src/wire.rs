@@ -55,7 +55,10 @@ pub(crate) fn exchange(
         .ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!("no status line in {:?}", line.chars().take(80).collect::<String>()),
+                format!(
+                    "no status line in {:?}",
+                    line.chars().take(80).collect::<String>()
+                ),
             )
         })
 }

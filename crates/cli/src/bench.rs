@@ -114,6 +114,10 @@ pub enum BenchCmd {
         /// Stop after this many new findings.
         #[arg(long, default_value_t = 20)]
         max_findings: usize,
+        /// Skip generated cases whose path and query contain this (repeatable): explore past
+        /// a known finding that kills the process.
+        #[arg(long)]
+        exclude: Vec<String>,
     },
 }
 
@@ -127,7 +131,10 @@ fn seed_or_clock(seed: Option<u64>) -> u64 {
 }
 
 fn index_model(index: &std::path::Path) -> Result<simcase_models::ModelId> {
-    Ok(simcase_index::Reader::open(index)?.settings().model.parse()?)
+    Ok(simcase_index::Reader::open(index)?
+        .settings()
+        .model
+        .parse()?)
 }
 
 pub fn run(cmd: &BenchCmd) -> Result<()> {
@@ -166,14 +173,7 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             k,
             token,
             ..
-        } => simcase_bench::load::serve(
-            addr,
-            *seconds,
-            *connections,
-            upload,
-            *k,
-            token.as_deref(),
-        ),
+        } => simcase_bench::load::serve(addr, *seconds, *connections, upload, *k, token.as_deref()),
         BenchCmd::Serve {
             chaos: true,
             seconds,
@@ -190,7 +190,8 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             crate::ensure_model(index_model(index)?)?;
             let token = simcase_bench::chaos::random_token()?;
             let seed = seed_or_clock(*seed);
-            let log = std::env::temp_dir().join(format!("simcase-chaos-{}.log", std::process::id()));
+            let log =
+                std::env::temp_dir().join(format!("simcase-chaos-{}.log", std::process::id()));
             let mut server = std::process::Command::new(std::env::current_exe()?);
             server
                 .args(["--log", "warn", "serve", "--bind", "127.0.0.1:0", "--token"])
@@ -230,6 +231,7 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             max_secs,
             rss_growth_mb,
             max_findings,
+            exclude,
         } => {
             crate::ensure_model(index_model(index)?)?;
             let seed = seed_or_clock(*seed);
@@ -244,6 +246,7 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
                 max_secs: *max_secs,
                 rss_growth_mb: *rss_growth_mb,
                 max_findings: *max_findings,
+                exclude: exclude.clone(),
             })?;
             print!("{}", rep.render());
             anyhow::ensure!(

@@ -68,7 +68,7 @@ fn fuzzed_api_never_panics_5xx_stalls_or_balloons() {
     let pending = index.with_file_name("fuzz-pending.json");
     let _ = std::fs::remove_file(&pending);
     let out = bin()
-        .args(["bench", "fuzz", "--index"])
+        .args(["--log", "warn", "bench", "fuzz", "--index"])
         .arg(&index)
         .arg("--keep")
         .arg(&keep)
@@ -129,7 +129,10 @@ fn fuzzed_api_never_panics_5xx_stalls_or_balloons() {
     );
     // It did fuzz: cases were generated and answered.
     let generated = number_before(&stdout, " generated").unwrap_or(0);
-    assert!(generated >= 20, "only {generated} cases generated:\n{stdout}");
+    assert!(
+        generated >= 20,
+        "only {generated} cases generated:\n{stdout}"
+    );
     assert!(stdout.contains("findings: 0"), "{stdout}");
     println!("{stdout}");
 }
@@ -142,7 +145,14 @@ fn chaos_soak_keeps_the_server_alive_and_bounded() {
         .args(["bench", "serve", "--chaos", "--index"])
         .arg(&index)
         .args(["--secs", &secs("SIMCASE_CHAOS_SECS")])
-        .args(["--connections", "8", "--slow-clients", "4", "--max-bombs", "2"])
+        .args([
+            "--connections",
+            "8",
+            "--slow-clients",
+            "4",
+            "--max-bombs",
+            "2",
+        ])
         .args(["--rss-bound-mb", "2048"])
         .arg("--upload")
         .arg(upload())
@@ -151,7 +161,10 @@ fn chaos_soak_keeps_the_server_alive_and_bounded() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "chaos soak failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "chaos soak failed:\n{stdout}\n{stderr}"
+    );
     // The table's row: requests, valid 2xx/sent, ..., crashes, peak RSS.
     let row = stdout
         .lines()
