@@ -600,11 +600,14 @@ fn item_id(rng: &mut Rng, t: &Target) -> (String, V) {
     }
 }
 
+/// Large PNGs already built, by size.
+type BombCache = HashMap<(u32, u32), Arc<Vec<u8>>>;
+
 /// Bodies as bytes: the sample PNG, and the large PNGs, built once each.
 #[derive(Clone)]
 pub struct Bodies {
     png: Arc<Vec<u8>>,
-    bombs: Arc<Mutex<HashMap<(u32, u32), Arc<Vec<u8>>>>>,
+    bombs: Arc<Mutex<BombCache>>,
 }
 
 const BOUNDARY: &str = "simcase-fuzz-8f41c2";
