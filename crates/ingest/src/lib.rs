@@ -2,6 +2,7 @@
 //! whatever else indexes: a server, a DICOM listener): files or a manifest → decoded in parallel
 //! → embedded in batches → committed batch by batch, so a kill loses at most the batch in flight.
 
+pub mod demo;
 mod source;
 
 pub use source::{read_manifest, walk, Source};
