@@ -756,11 +756,12 @@ fn huge_offsets_answer_empty_pages_and_the_server_goes_on() {
     assert_eq!(ranks, vec![n - 2, n - 1]);
     // Several at once, as a crowd of clients would send them.
     let addr = srv.addr.clone();
+    let token = srv.token.clone().unwrap();
     let threads: Vec<_> = (0..4)
         .map(|i| {
-            let addr = addr.clone();
+            let (addr, token) = (addr.clone(), token.clone());
             std::thread::spawn(move || {
-                let mut c = Client::new(&addr);
+                let mut c = Client::new(&addr).with_token(&token);
                 let q = format!(
                     "/api/search?id={i}&k=500&offset={}",
                     1_000_000_000_000u64 + i
