@@ -326,6 +326,7 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             let opts = simcase_ingest::Options {
                 batch: 16,
                 decode: Default::default(),
+                decode_threads: 0,
                 progress: false,
             };
             let t = Instant::now();

@@ -343,11 +343,9 @@ fn decode_any(
         part: None,
     };
     match sniff(bytes) {
-        Some(f @ (Format::Png | Format::Jpeg)) => Ok(vec![one(
-            decode_raster(bytes, f, opts)?,
-            f,
-            None,
-        )]),
+        Some(f @ (Format::Png | Format::Jpeg)) => {
+            Ok(vec![one(decode_raster(bytes, f, opts)?, f, None)])
+        }
         Some(Format::Dicom) => {
             let (frames, meta) = dicom::decode(bytes, opts)?;
             let count = meta.frames.max(1);

@@ -206,9 +206,7 @@ pub(crate) fn jpeg_scaled(bytes: &[u8], denom: u32) -> Result<Option<Image>, Dec
     let rc = unsafe { tj::tj3DecompressHeader(t.0, bytes.as_ptr(), bytes.len() as _) };
     // SAFETY (the four `tj3Get`s): the handle is live; unknown parameters return -1.
     let get = |p: tj::TJPARAM| unsafe { tj::tj3Get(t.0, p as c_int) };
-    if rc != 0
-        || get(tj::TJPARAM_TJPARAM_PRECISION) != 8
-        || get(tj::TJPARAM_TJPARAM_LOSSLESS) == 1
+    if rc != 0 || get(tj::TJPARAM_TJPARAM_PRECISION) != 8 || get(tj::TJPARAM_TJPARAM_LOSSLESS) == 1
     {
         return Ok(None);
     }
@@ -333,7 +331,11 @@ mod tests {
         let (w, h) = (2100u32, 10u32);
         let img = image::ImageBuffer::<image::Rgb<u16>, _>::from_fn(w, h, |x, y| {
             let v = 1000 + (x % 2) as u16 * 2000; // block mean 2000 on every channel
-            image::Rgb([v, if y == 0 && x == 0 { 1000 } else { 2000 }, 3000 - (x % 2) as u16 * 2000])
+            image::Rgb([
+                v,
+                if y == 0 && x == 0 { 1000 } else { 2000 },
+                3000 - (x % 2) as u16 * 2000,
+            ])
         });
         let d = decode_bytes(
             &png(image::DynamicImage::ImageRgb16(img)),
@@ -354,7 +356,8 @@ mod tests {
     fn ordinary_sizes_decode_as_before_at_full_resolution() {
         // 2048 is the largest side decoded whole: every value is its own pixel / 255.
         let (w, h) = (2048u32, 3u32);
-        let g = image::GrayImage::from_fn(w, h, |x, y| image::Luma([((x * 7 + y * 13) % 256) as u8]));
+        let g =
+            image::GrayImage::from_fn(w, h, |x, y| image::Luma([((x * 7 + y * 13) % 256) as u8]));
         let d = decode_bytes(&png(g.clone().into()), &DecodeOptions::default()).unwrap();
         assert_eq!((d.image.width, d.image.height), (2048, 3));
         let want: Vec<f32> = g.as_raw().iter().map(|&p| p as f32 / 255.0).collect();
@@ -375,7 +378,9 @@ mod tests {
         // 4096 × 64 grey JPEG with 64-pixel blocks: scaled 1/2 to 2048 × 32.
         let (w, h) = (4096u32, 64u32);
         assert_eq!(jpeg_denominator(w, h), 2);
-        let g = image::GrayImage::from_fn(w, h, |x, _| image::Luma([if (x / 64) % 2 == 0 { 40 } else { 200 }]));
+        let g = image::GrayImage::from_fn(w, h, |x, _| {
+            image::Luma([if (x / 64) % 2 == 0 { 40 } else { 200 }])
+        });
         let mut j = std::io::Cursor::new(Vec::new());
         image::DynamicImage::ImageLuma8(g)
             .write_to(&mut j, image::ImageFormat::Jpeg)
