@@ -76,6 +76,7 @@ fn nifti_gz_bomb(dims: [u16; 3]) -> Vec<u8> {
 
 /// Run `cmd` to completion; its exit status and peak RSS in MiB (the kernel's own count of
 /// this child, from `wait4`).
+#[allow(clippy::zombie_processes)] // reaped by `wait4` below, which also gives its peak RSS
 fn run_measured(cmd: &mut std::process::Command) -> (bool, f64, String) {
     let child = cmd
         .stdout(std::process::Stdio::null())
@@ -128,7 +129,7 @@ fn a_folder_of_bombs_indexes_within_the_decode_budget() {
     }
     let jpeg = {
         let img = image::GrayImage::from_fn(7000, 7000, |x, y| {
-            image::Luma([if (x / 500 + y / 500) % 2 == 0 {
+            image::Luma([if (x / 500 + y / 500).is_multiple_of(2) {
                 30
             } else {
                 220

@@ -96,7 +96,7 @@ pub(crate) fn png_box(bytes: &[u8], f: u32, limit: u64) -> Result<Option<Image>,
             }
         }
         y += 1;
-        if y % f == 0 || y == h {
+        if y.is_multiple_of(f) || y == h {
             let rows = (y - 1) % f + 1;
             let oy = (y - 1) / f;
             for ox in 0..ow {
@@ -204,8 +204,10 @@ pub(crate) fn jpeg_scaled(bytes: &[u8], denom: u32) -> Result<Option<Image>, Dec
     // SAFETY: the pointer and length describe `bytes`, which outlives the call; the handle
     // is live.
     let rc = unsafe { tj::tj3DecompressHeader(t.0, bytes.as_ptr(), bytes.len() as _) };
-    // SAFETY (the four `tj3Get`s): the handle is live; unknown parameters return -1.
-    let get = |p: tj::TJPARAM| unsafe { tj::tj3Get(t.0, p as c_int) };
+    let get = |p: tj::TJPARAM| {
+        // SAFETY: the handle is live; unknown parameters return -1.
+        unsafe { tj::tj3Get(t.0, p as c_int) }
+    };
     if rc != 0 || get(tj::TJPARAM_TJPARAM_PRECISION) != 8 || get(tj::TJPARAM_TJPARAM_LOSSLESS) == 1
     {
         return Ok(None);
@@ -293,7 +295,7 @@ mod tests {
     fn pattern(x: u32, y: u32, f: u32) -> u8 {
         let block = ((x / f + 3 * (y / f)) % 7) as u8 * 30;
         // Within each block, alternate +10 / -10 on a checkerboard: mean 0 for even f.
-        let jitter = if (x + y) % 2 == 0 { 10 } else { 0 };
+        let jitter = if (x + y).is_multiple_of(2) { 10 } else { 0 };
         block + jitter
     }
 
@@ -379,7 +381,7 @@ mod tests {
         let (w, h) = (4096u32, 64u32);
         assert_eq!(jpeg_denominator(w, h), 2);
         let g = image::GrayImage::from_fn(w, h, |x, _| {
-            image::Luma([if (x / 64) % 2 == 0 { 40 } else { 200 }])
+            image::Luma([if (x / 64).is_multiple_of(2) { 40 } else { 200 }])
         });
         let mut j = std::io::Cursor::new(Vec::new());
         image::DynamicImage::ImageLuma8(g)

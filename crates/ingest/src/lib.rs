@@ -192,21 +192,30 @@ pub fn run(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(2)),
         n => n,
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(decoders)
-        .thread_name(|i| format!("simcase-decode-{i}"))
-        .build()?;
     let mut summary = Summary::default();
+    let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| -> Result<()> {
-        let (known, settings, decode) = (&known, &settings, &opts.decode);
-        scope.spawn(move || {
-            use rayon::prelude::*;
-            pool.install(|| {
-                sources.par_iter().for_each_with(tx, |tx, s| {
-                    let _ = tx.send(prepare(s, enc, known, settings, decode));
-                })
-            });
-        });
+        // Owned here, so that an early return stops the decoders (their sends fail).
+        let rx = rx;
+        let (known, settings, decode, sources) = (&known, &settings, &opts.decode, &sources);
+        // Plain threads, not a rayon pool: a rayon worker waiting inside a codec's parallel
+        // loop can steal another file's decode, which would then wait for decode budget
+        // while this thread holds some.
+        for i in 0..decoders {
+            let (tx, next) = (tx.clone(), &next);
+            std::thread::Builder::new()
+                .name(format!("simcase-decode-{i}"))
+                .spawn_scoped(scope, move || {
+                    while let Some(s) =
+                        sources.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        if tx.send(prepare(s, enc, known, settings, decode)).is_err() {
+                            break;
+                        }
+                    }
+                })?;
+        }
+        drop(tx);
         let mut batch: Vec<(ItemMeta, Vec<f32>)> = Vec::with_capacity(opts.batch);
         let mut seen: HashSet<String> = HashSet::new();
         let flush = |batch: &mut Vec<(ItemMeta, Vec<f32>)>, writer: &mut Writer| -> Result<usize> {
