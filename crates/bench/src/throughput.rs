@@ -187,6 +187,7 @@ pub fn ingest(manifest: &Path, model: ModelId, images: usize) -> Result<()> {
     let opts = simcase_ingest::Options {
         batch: 16,
         decode: Default::default(),
+        decode_threads: 0,
         progress: false,
     };
     let t = Instant::now();

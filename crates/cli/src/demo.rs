@@ -35,6 +35,8 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         slice_stride: 1,
         keep_phi: false,
         quiet: false,
+        decode_budget_mb: 4096,
+        decode_threads: 0,
     };
     index_cmd(&args)?;
     let errors = Reader::open(&index)?.errors()?;

@@ -116,6 +116,10 @@ pub(crate) struct ServeArgs {
     /// Include file paths in responses (off: paths can carry names from the archive layout).
     #[arg(long)]
     show_paths: bool,
+    /// Memory that uploads and thumbnails share for decoding, in MiB; a request that finds
+    /// no room within a few seconds gets 503 with Retry-After.
+    #[arg(long, default_value_t = 1024)]
+    decode_budget_mb: u64,
 }
 
 fn serve_cmd(a: &ServeArgs) -> Result<()> {
@@ -139,6 +143,8 @@ fn serve_cmd(a: &ServeArgs) -> Result<()> {
     cfg.max_upload_bytes = a.max_upload_mb << 20;
     cfg.max_pixels = a.max_pixels;
     cfg.show_paths = a.show_paths;
+    cfg.decode_budget =
+        simcase_imaging::DecodeBudget::from_mb(a.decode_budget_mb, simcase_server::DECODE_WAIT);
     let model: ModelId = simcase_index::Reader::open(&a.index)?
         .settings()
         .model
@@ -182,6 +188,14 @@ pub(crate) struct IndexArgs {
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Memory the decode threads share, in MiB: each file's decode takes its estimated peak
+    /// from this budget first (waiting for room); a file that needs more than all of it fails
+    /// with a message naming the bytes.
+    #[arg(long, default_value_t = 4096)]
+    decode_budget_mb: u64,
+    /// Decode threads (0: half the cores).
+    #[arg(long, default_value_t = 0)]
+    decode_threads: usize,
 }
 
 pub(crate) fn ensure_model(model: ModelId) -> Result<()> {
@@ -214,8 +228,14 @@ pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
             keep_phi: a.keep_phi,
             axis: a.axis,
             slice_stride: a.slice_stride,
+            // Ingest waits for room rather than failing a file: decodes always finish.
+            budget: Some(simcase_imaging::DecodeBudget::from_mb(
+                a.decode_budget_mb,
+                std::time::Duration::from_secs(3600),
+            )),
             ..Default::default()
         },
+        decode_threads: a.decode_threads,
         progress: !a.quiet,
     };
     let t = std::time::Instant::now();

@@ -930,4 +930,107 @@ fn every_bad_parameter_is_a_400_naming_it() {
         assert_eq!(c.get(path).unwrap().status, 200, "{path}");
     }
     assert_eq!(c.get("/healthz").unwrap().status, 200);
+
+/// A valid `w`×`h` 8-bit grey PNG of one level: ~60 KB for 64 M pixels (1.1 GB as float RGB).
+fn bomb_png(w: u32, h: u32) -> Vec<u8> {
+    use std::io::Write;
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    let row = vec![0u8; w as usize + 1];
+    for _ in 0..h {
+        z.write_all(&row).unwrap();
+    }
+    let mut idat = b"IDAT".to_vec();
+    idat.extend_from_slice(&z.finish().unwrap());
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    for c in [&ihdr[..], &idat[..], b"IEND"] {
+        out.extend_from_slice(&(c.len() as u32 - 4).to_be_bytes());
+        out.extend_from_slice(c);
+        out.extend_from_slice(&crc32(c).to_be_bytes());
+    }
+    out
+}
+
+/// The kernel's peak resident set of a live process, in MiB.
+fn vm_hwm_mb(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+/// Concurrent uploads of an 8000×8000 bomb PNG under a small `--decode-budget-mb`: each
+/// answer is a search (200) or 503 with Retry-After, the server keeps serving, and its peak
+/// RSS stays under the budget plus fixed overheads (before the budget and the reduced PNG
+/// decoding, four such uploads took it from 120 MB to 4 GB).
+#[test]
+fn bomb_uploads_share_the_decode_budget_and_never_crash_the_server() {
+    const BUDGET_MB: f64 = 100.0;
+    // The model and a batch's activations, the runtime, the uploads' bodies in flight.
+    const OVERHEAD_MB: f64 = 700.0;
+    let dir = tmp("serve-bombs");
+    let m = manifest(&dir, 3, 101, 5);
+    let index = dir.join("index");
+    run_ok(
+        bin()
+            .args(["index", "--quiet", "--index"])
+            .arg(&index)
+            .arg("--manifest")
+            .arg(&m),
+    );
+    let srv = Server::start(&index, &["--decode-budget-mb", &format!("{BUDGET_MB}")]);
+    let pid = srv.child.id();
+    let idle = vm_hwm_mb(pid);
+    let (ty, body) = multipart_file("bomb.png", &bomb_png(8000, 8000));
+    assert!(body.len() < 1 << 20, "{} bytes", body.len());
+    let statuses: Vec<(u16, Option<String>, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let (ty, body, srv) = (&ty, &body, &srv);
+                s.spawn(move || {
+                    let r = srv.client().post("/api/search?k=3", ty, body).unwrap();
+                    (r.status, r.retry_after.clone(), r.text())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let peak = vm_hwm_mb(pid);
+    println!("6 concurrent 8000x8000 uploads: peak RSS {peak:.0} MiB (idle {idle:.0} MiB), statuses {:?}",
+        statuses.iter().map(|s| s.0).collect::<Vec<_>>());
+    for (status, retry, text) in &statuses {
+        match status {
+            200 => {
+                let j: serde_json::Value = serde_json::from_str(text).unwrap();
+                assert_eq!(j["hits"].as_array().unwrap().len(), 3, "{text}");
+            }
+            503 => {
+                assert!(retry.is_some(), "503 without Retry-After: {text}");
+                assert!(text.contains("error"), "{text}");
+            }
+            other => panic!("status {other}: {text}"),
+        }
+    }
+    assert!(
+        statuses.iter().any(|s| s.0 == 200),
+        "at least one upload gets its turn: {statuses:?}"
+    );
+    // Still serving.
+    assert_eq!(srv.client().get("/healthz").unwrap().status, 200);
+    assert!(
+        peak < BUDGET_MB + OVERHEAD_MB,
+        "peak RSS {peak:.0} MiB over the bound {} MiB",
+        BUDGET_MB + OVERHEAD_MB
+    );
+    // An image that needs more than the whole budget is refused at once, naming the bytes.
+    let tiny = Server::start(&index, &["--decode-budget-mb", "16"]);
+    let r = tiny.client().post("/api/search?k=3", &ty, &body).unwrap();
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.text().contains("decode budget"), "{}", r.text());
 }

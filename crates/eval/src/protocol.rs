@@ -64,6 +64,7 @@ pub fn embed_manifest(
         let opts = simcase_ingest::Options {
             batch: a.batch.max(1),
             decode: Default::default(),
+            decode_threads: 0,
             progress: !a.quiet,
         };
         let s = simcase_ingest::run(&mut w, enc.as_ref(), sources.clone(), &opts)?;

@@ -5,14 +5,19 @@
 //! DICOM data are min-max scaled after the DICOM transforms (modality LUT, then VOI window),
 //! because their raw range carries no display meaning.
 
+pub mod budget;
 mod dicom;
+mod reduce;
 mod resize;
 pub mod volume;
 mod window;
 
 use std::path::Path;
+use std::sync::Arc;
 
+pub use budget::{DecodeBudget, Permit};
 pub use dicom::{transfer_syntax, DicomMeta, FrameSelect, Phi};
+pub use reduce::{box_reduce, REDUCE_ABOVE};
 pub use resize::resize_bilinear;
 pub use volume::Axis;
 pub use window::WindowPreset;
@@ -165,6 +170,22 @@ pub enum DecodeError {
     /// A DICOM object could not be parsed or decoded (dicom-rs, JPEG, JPEG-LS, RLE).
     #[error("DICOM: {0}")]
     Dicom(String),
+    /// Decoding would need more memory than the whole decode budget.
+    #[error("image too large: decoding needs about {needed} bytes, more than the whole {budget}-byte decode budget")]
+    OverBudget {
+        /// Estimated bytes.
+        needed: u64,
+        /// The budget's total.
+        budget: u64,
+    },
+    /// The decode budget had no room for this image before the deadline (try again later).
+    #[error("busy: {needed} bytes of decode budget not free within {waited_ms} ms")]
+    Busy {
+        /// Estimated bytes.
+        needed: u64,
+        /// How long it waited.
+        waited_ms: u64,
+    },
 }
 
 /// Options for decoding; the default is the DICOM object's own first window.
@@ -185,6 +206,12 @@ pub struct DecodeOptions {
     pub slice_stride: usize,
     /// Only this frame or slice (a stored item's part, e.g. for its thumbnail).
     pub part: Option<u32>,
+    /// Decode under this shared byte budget (see [`budget`]): the estimate is taken before
+    /// any pixel buffer exists and held until the caller of [`decode_items_with`] is done.
+    pub budget: Option<Arc<DecodeBudget>>,
+    /// Decode PNG and JPEG larger than [`REDUCE_ABOVE`] at full resolution (default: reduced
+    /// while decoding; see [`REDUCE_ABOVE`]).
+    pub full_resolution: bool,
 }
 
 impl DecodeOptions {
@@ -225,7 +252,46 @@ pub fn decode_path(path: &Path, opts: &DecodeOptions) -> Result<Decoded, DecodeE
 /// Every image of an in-memory file: one for PNG/JPEG, the selected frames of a DICOM
 /// object, the slices of a volume.
 pub fn decode_items(bytes: &[u8], opts: &DecodeOptions) -> Result<Vec<Decoded>, DecodeError> {
-    decode_guarded(bytes, opts, false)
+    decode_items_with(bytes, opts, |items| items)
+}
+
+/// [`decode_items`], then `then` on the images while the decode budget's bytes are still
+/// held (preprocess or render there, so that full-size pixels never outlive their bytes).
+pub fn decode_items_with<T>(
+    bytes: &[u8],
+    opts: &DecodeOptions,
+    then: impl FnOnce(Vec<Decoded>) -> T,
+) -> Result<T, DecodeError> {
+    budgeted(opts, || decode_guarded(bytes, opts, false)).map(|(items, permit)| {
+        let out = then(items);
+        drop(permit);
+        out
+    })
+}
+
+/// Run a decode under `opts.budget` (if any): its readers reserve their estimates as they
+/// learn them; a decode that needs to grow while holding bytes starts again holding the total.
+fn budgeted<T>(
+    opts: &DecodeOptions,
+    decode: impl Fn() -> Result<T, DecodeError>,
+) -> Result<(T, Option<Permit>), DecodeError> {
+    let Some(budget) = &opts.budget else {
+        return decode().map(|t| (t, None));
+    };
+    let mut pre = None;
+    for _ in 0..3 {
+        let (r, held) = budget::gated(budget, pre.take(), &decode);
+        match (r, held.retry) {
+            (Err(_), Some(total)) => {
+                // Everything given back first: never wait while holding.
+                drop(held);
+                pre = Some(budget.acquire(total)?);
+            }
+            (r, _) => return r.map(|t| (t, held.permit)),
+        }
+    }
+    let (r, held) = budget::gated(budget, pre.take(), &decode);
+    r.map(|t| (t, held.permit))
 }
 
 /// [`decode_items`]; with `middle`, a volume yields only its middle slice along `opts.axis`.
@@ -277,11 +343,9 @@ fn decode_any(
         part: None,
     };
     match sniff(bytes) {
-        Some(f @ (Format::Png | Format::Jpeg)) => Ok(vec![one(
-            decode_raster(bytes, f, opts.pixel_limit())?,
-            f,
-            None,
-        )]),
+        Some(f @ (Format::Png | Format::Jpeg)) => {
+            Ok(vec![one(decode_raster(bytes, f, opts)?, f, None)])
+        }
         Some(Format::Dicom) => {
             let (frames, meta) = dicom::decode(bytes, opts)?;
             let count = meta.frames.max(1);
@@ -316,6 +380,12 @@ fn decode_any(
                 }
                 _ => opts,
             };
+            budget::reserve(volume::slices_bytes(
+                &vol,
+                opts.axis,
+                opts.slice_stride,
+                opts,
+            ))?;
             Ok(volume::slices(&vol, opts.axis, opts.slice_stride, opts)
                 .into_iter()
                 .map(|(index, count, image)| Decoded {
@@ -331,8 +401,21 @@ fn decode_any(
                 .collect())
         }
         Some(Format::Gzip) => {
-            // `.nii.gz` and friends: inflate (bounded), then decode what is inside.
-            let inner = volume::gunzip(bytes, opts.pixel_limit().saturating_mul(8) + (1 << 20))?;
+            // `.nii.gz` and friends: inflate (bounded), then decode what is inside. The
+            // inflated size is what the trailer states (single-member gzip, < 4 GiB: every
+            // file within the pixel limits), reserved before inflating.
+            let mut cap = opts.pixel_limit().saturating_mul(8) + (1 << 20);
+            if opts.budget.is_some() {
+                let stated = bytes
+                    .len()
+                    .checked_sub(4)
+                    .and_then(|i| bytes.get(i..))
+                    .and_then(|t| t.try_into().ok())
+                    .map_or(0, |t: [u8; 4]| u64::from(u32::from_le_bytes(t)));
+                cap = cap.min(stated);
+                budget::reserve(cap)?;
+            }
+            let inner = volume::gunzip(bytes, cap)?;
             if sniff(&inner) == Some(Format::Gzip) {
                 return Err(DecodeError::Unsupported);
             }
@@ -344,15 +427,25 @@ fn decode_any(
 
 /// Decode an in-memory file (uploads, tests, fuzzing): its first image.
 pub fn decode_bytes(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
+    decode_bytes_with(bytes, opts, |d| d)
+}
+
+/// [`decode_bytes`], then `then` on the image while the decode budget's bytes are held.
+pub fn decode_bytes_with<T>(
+    bytes: &[u8],
+    opts: &DecodeOptions,
+    then: impl FnOnce(Decoded) -> T,
+) -> Result<T, DecodeError> {
     let first = DecodeOptions {
         frames: FrameSelect::First,
         ..opts.clone()
     };
     // The first frame of a DICOM object; a volume's middle slice (only that one is cut out).
-    decode_guarded(bytes, &first, true)?
-        .into_iter()
-        .next()
-        .ok_or(DecodeError::Unsupported)
+    let (items, permit) = budgeted(&first, || decode_guarded(bytes, &first, true))?;
+    let d = items.into_iter().next().ok_or(DecodeError::Unsupported)?;
+    let out = then(d);
+    drop(permit);
+    Ok(out)
 }
 
 /// Width and height from a PNG's IHDR or a JPEG's SOF marker, read without decoding: the
@@ -387,8 +480,10 @@ pub fn header_dimensions(bytes: &[u8], format: Format) -> Option<(u32, u32)> {
     }
 }
 
-fn decode_raster(bytes: &[u8], format: Format, limit: u64) -> Result<Image, DecodeError> {
-    if let Some((w, h)) = header_dimensions(bytes, format) {
+fn decode_raster(bytes: &[u8], format: Format, opts: &DecodeOptions) -> Result<Image, DecodeError> {
+    let limit = opts.pixel_limit();
+    let dims = header_dimensions(bytes, format);
+    if let Some((w, h)) = dims {
         if u64::from(w) * u64::from(h) > limit {
             return Err(DecodeError::TooLarge {
                 width: w.into(),
@@ -397,6 +492,40 @@ fn decode_raster(bytes: &[u8], format: Format, limit: u64) -> Result<Image, Deco
             });
         }
     }
+    // Peak bytes (see the budget module's memory model): samples per pixel and bytes per
+    // sample from the PNG header (JPEG: up to 3 components of 8 bits).
+    let (samples, depth, interlaced) = match format {
+        Format::Png => reduce::png_layout(bytes).unwrap_or((4, 2, true)),
+        _ => (3, 1, false),
+    };
+    let full = |w: u64, h: u64| w * h * (2 * samples * depth + 4 * samples + 12);
+    // No dimensions in the header: the decoder refuses the file before allocating, or the
+    // pixel limit's worst case.
+    let (w, h) = dims.map_or((limit, 1), |(w, h)| (u64::from(w), u64::from(h)));
+    let reduce = !opts.full_resolution && w.max(h) > u64::from(REDUCE_ABOVE) && dims.is_some();
+    if reduce && format == Format::Png && !interlaced {
+        let f = u64::from(reduce::box_factor(w as u32, h as u32));
+        let (ow, oh) = (w.div_ceil(f), h.div_ceil(f));
+        // The reduced planes (1 or 3), the grey plane replicated, the 16-bit means, one
+        // accumulator row and the decoder's row buffers.
+        let c = if samples >= 3 { 3 } else { 1 };
+        let means = if depth == 2 { 8 * c } else { 0 };
+        budget::reserve(ow * oh * (4 * c + 12 + means) + 4 * w * samples * depth + (1 << 20))?;
+        if let Some(img) = reduce::png_box(bytes, f as u32, limit)? {
+            return Ok(img);
+        }
+    }
+    if reduce && format == Format::Jpeg {
+        let d = u64::from(reduce::jpeg_denominator(w as u32, h as u32));
+        let (sw, sh) = (w.div_ceil(d), h.div_ceil(d));
+        // The scaled samples and their planes (twice, when box-averaged further), plus
+        // libjpeg-turbo's row buffers.
+        budget::reserve(sw * sh * (3 + 12 + 12) + 64 * w + (1 << 20))?;
+        if let Some(img) = reduce::jpeg_scaled(bytes, d as u32)? {
+            return Ok(img);
+        }
+    }
+    budget::reserve(full(w, h))?;
     use image::{DynamicImage, ImageReader};
     let corrupt = |e: image::ImageError| DecodeError::Corrupt {
         format: format.name(),

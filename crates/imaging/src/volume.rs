@@ -200,6 +200,8 @@ fn nifti_volume(bytes: &[u8], h: &NiftiInfo, limit: u64) -> Result<Volume, Decod
         }
     }
     check_size(dims, limit)?;
+    // The f32 volume (the voxel bytes are the file's own).
+    crate::budget::reserve(4 * (dims[0] * dims[1] * dims[2]) as u64)?;
     let (width, kind) = match h.datatype {
         2 => (1, 'u'),
         256 => (1, 'i'),
@@ -317,6 +319,8 @@ pub fn read_nrrd(bytes: &[u8], limit: u64) -> Result<Volume, DecodeError> {
         .try_into()
         .map_err(|_| bad("sizes does not have 3 values"))?;
     check_size(dims, limit)?;
+    // The f32 volume, and the raw voxels when inflated from a gzip body (8 bytes at most).
+    crate::budget::reserve(12 * (dims[0] * dims[1] * dims[2]) as u64)?;
     let ty = get("type").unwrap_or("").to_ascii_lowercase();
     let (width, kind) = match ty.as_str() {
         "signed char" | "int8" | "int8_t" => (1, 'i'),
@@ -466,6 +470,30 @@ pub fn slice_count(vol: &Volume, axis: Axis) -> usize {
         Axis::Sagittal => r.0,
     };
     vol.dims[k]
+}
+
+/// Peak bytes of [`slices`] with these arguments: every picked slice as f32 RGB after square
+/// pixels, plus one slice's grey plane and unstretched planes, plus the quantile sample.
+pub(crate) fn slices_bytes(vol: &Volume, axis: Axis, stride: usize, opts: &DecodeOptions) -> u64 {
+    let [r, a, s] = aligned(&vol.dirs);
+    let (slice, col, row) = match axis {
+        Axis::Axial => (s.0, r.0, a.0),
+        Axis::Coronal => (a.0, r.0, s.0),
+        Axis::Sagittal => (r.0, a.0, s.0),
+    };
+    let (nc, nr, ns) = (vol.dims[col] as u64, vol.dims[row] as u64, vol.dims[slice]);
+    let picked = match opts.part {
+        Some(_) => 1,
+        None => ns.div_ceil(stride.max(1)) as u64,
+    };
+    let len = |v: [f64; 3]| (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt().max(1e-9);
+    let aspect = len(vol.dirs[row]) / len(vol.dirs[col]);
+    let rows = if (0.0..=64.0).contains(&aspect) {
+        ((nr as f64 * aspect).round() as u64).min(4096).max(nr)
+    } else {
+        nr
+    };
+    picked * nc * rows * 12 + nc * nr * 16 + 8_000_000
 }
 
 /// Slices across `axis`, every `stride`-th, in increasing patient coordinate:

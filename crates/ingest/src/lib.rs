@@ -9,7 +9,7 @@ pub use source::{read_manifest, walk, Source};
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
-use simcase_imaging::{content_hash, decode_items, DecodeOptions, Decoded, Part, PartKind};
+use simcase_imaging::{content_hash, decode_items_with, DecodeOptions, Decoded, Part, PartKind};
 use simcase_index::{part_keys, ItemMeta, Writer};
 use simcase_models::Encoder;
 use std::collections::HashSet;
@@ -18,8 +18,11 @@ use std::collections::HashSet;
 pub struct Options {
     /// Images embedded (and committed) together.
     pub batch: usize,
-    /// How files are decoded (window, frames, slices, pixel limits).
+    /// How files are decoded (window, frames, slices, pixel limits, and the decode byte
+    /// budget the decode threads share: `decode.budget`).
     pub decode: DecodeOptions,
+    /// Decode threads; 0: half the cores (at least one).
+    pub decode_threads: usize,
     /// Draw a progress bar on stderr.
     pub progress: bool,
 }
@@ -60,22 +63,26 @@ fn prepare(
     if known.contains(&hash) || known.contains(&axis_key) {
         return Prepared::Known;
     }
-    let decoded = match decode_items(&bytes, opts) {
-        Ok(d) if !d.is_empty() => d,
-        Ok(_) => return Prepared::Failed(shown, "no images selected".into()),
-        Err(e) => return Prepared::Failed(shown, e.to_string()),
-    };
     let path = std::fs::canonicalize(&src.path)
         .unwrap_or_else(|_| src.path.clone())
         .display()
         .to_string();
-    let items = decoded
-        .iter()
-        .map(|d| {
-            let meta = item_meta(src, d, &path, &hash, writer_settings, opts.keep_phi);
-            (meta, enc.preprocess().apply(&d.image))
-        })
-        .collect();
+    // Preprocessed while the decode budget's bytes are held: full-size pixels never outlive
+    // them (the model inputs are small).
+    let items = decode_items_with(&bytes, opts, |decoded| {
+        decoded
+            .iter()
+            .map(|d| {
+                let meta = item_meta(src, d, &path, &hash, writer_settings, opts.keep_phi);
+                (meta, enc.preprocess().apply(&d.image))
+            })
+            .collect::<Vec<_>>()
+    });
+    let items = match items {
+        Ok(items) if !items.is_empty() => items,
+        Ok(_) => return Prepared::Failed(shown, "no images selected".into()),
+        Err(e) => return Prepared::Failed(shown, e.to_string()),
+    };
     Prepared::Ready(items)
 }
 
@@ -182,22 +189,34 @@ pub fn run(
     );
     // Few files in flight: one volume can hold hundreds of preprocessed slices.
     let (tx, rx) = crossbeam_channel::bounded::<Prepared>(4);
-    let decoders = std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(2));
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(decoders)
-        .thread_name(|i| format!("simcase-decode-{i}"))
-        .build()?;
+    let decoders = match opts.decode_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(2)),
+        n => n,
+    };
     let mut summary = Summary::default();
+    let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| -> Result<()> {
-        let (known, settings, decode) = (&known, &settings, &opts.decode);
-        scope.spawn(move || {
-            use rayon::prelude::*;
-            pool.install(|| {
-                sources.par_iter().for_each_with(tx, |tx, s| {
-                    let _ = tx.send(prepare(s, enc, known, settings, decode));
-                })
-            });
-        });
+        // Owned here, so that an early return stops the decoders (their sends fail).
+        let rx = rx;
+        let (known, settings, decode, sources) = (&known, &settings, &opts.decode, &sources);
+        // Plain threads, not a rayon pool: a rayon worker waiting inside a codec's parallel
+        // loop can steal another file's decode, which would then wait for decode budget
+        // while this thread holds some.
+        for i in 0..decoders {
+            let (tx, next) = (tx.clone(), &next);
+            std::thread::Builder::new()
+                .name(format!("simcase-decode-{i}"))
+                .spawn_scoped(scope, move || {
+                    while let Some(s) =
+                        sources.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        if tx.send(prepare(s, enc, known, settings, decode)).is_err() {
+                            break;
+                        }
+                    }
+                })?;
+        }
+        drop(tx);
         let mut batch: Vec<(ItemMeta, Vec<f32>)> = Vec::with_capacity(opts.batch);
         let mut seen: HashSet<String> = HashSet::new();
         let flush = |batch: &mut Vec<(ItemMeta, Vec<f32>)>, writer: &mut Writer| -> Result<usize> {

@@ -22,6 +22,8 @@ pub struct Reply {
     pub content_type: String,
     /// The body, de-chunked.
     pub body: Vec<u8>,
+    /// The `Retry-After` header (sent with 503 when the decode budget is full).
+    pub retry_after: Option<String>,
 }
 
 impl Reply {
@@ -138,6 +140,7 @@ impl Client {
             .and_then(|s| s.parse().ok())
             .with_context(|| format!("bad status line {line:?}"))?;
         let (mut len, mut chunked, mut close, mut ty) = (None, false, false, String::new());
+        let mut retry_after = None;
         loop {
             line.clear();
             conn.read_line(&mut line)?;
@@ -152,6 +155,7 @@ impl Client {
                     "transfer-encoding" => chunked = v.eq_ignore_ascii_case("chunked"),
                     "connection" => close = v.eq_ignore_ascii_case("close"),
                     "content-type" => ty = v.to_string(),
+                    "retry-after" => retry_after = Some(v.to_string()),
                     _ => {}
                 }
             }
@@ -183,6 +187,7 @@ impl Client {
             status,
             content_type: ty,
             body,
+            retry_after,
         })
     }
 }

@@ -20,7 +20,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use simcase_imaging::{decode_bytes, DecodeOptions, WindowPreset};
+use simcase_imaging::{decode_bytes_with, DecodeBudget, DecodeError, DecodeOptions, WindowPreset};
 use simcase_index::{Column, Snapshot};
 use simcase_models::TextEncoder;
 use simcase_query::{Field, Params, Query, QueryError};
@@ -33,6 +33,9 @@ use std::time::{Duration, Instant};
 const PAGE: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
 const STYLE: &str = include_str!("../assets/style.css");
+
+/// How long an upload or thumbnail waits for decode memory before its 503.
+pub const DECODE_WAIT: Duration = Duration::from_secs(5);
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -69,6 +72,10 @@ pub struct Config {
     pub max_batch: usize,
     /// Largest `k` a search may ask for.
     pub max_k: usize,
+    /// Memory shared by every upload and thumbnail decode (`--decode-budget-mb`; see
+    /// `simcase_imaging::budget`): a request that finds no room before its deadline is a 503
+    /// with Retry-After, one that can never fit a 413.
+    pub decode_budget: Arc<DecodeBudget>,
 }
 
 impl Config {
@@ -92,6 +99,7 @@ impl Config {
             show_paths: false,
             max_batch: 16,
             max_k: 500,
+            decode_budget: DecodeBudget::from_mb(1024, DECODE_WAIT),
         }
     }
 }
@@ -165,9 +173,10 @@ impl From<QueryError> for ApiError {
         let status = match &e {
             // The caller's fault: a bad parameter, an item the index lacks, an image that
             // does not decode, text search on an image-only model.
-            QueryError::BadParameter { .. }
-            | QueryError::Decode { .. }
-            | QueryError::NoTextTower { .. } => StatusCode::BAD_REQUEST,
+            QueryError::Decode { source, .. } => decode_status(source),
+            QueryError::BadParameter { .. } | QueryError::NoTextTower { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             QueryError::NotFound { .. } => StatusCode::NOT_FOUND,
             // The server's: its model failed, or gave vectors of another space.
             QueryError::Dimension { .. } | QueryError::Model(_) => {
@@ -180,7 +189,13 @@ impl From<QueryError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(api::ErrorBody { error: self.1 })).into_response()
+        let mut r = (self.0, Json(api::ErrorBody { error: self.1 })).into_response();
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            // The decode budget was full: room comes back as decodes finish.
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+        }
+        r
     }
 }
 
@@ -464,16 +479,21 @@ async fn search_upload(
     let opts = DecodeOptions {
         window: p.window,
         max_pixels: Some(state.cfg.max_pixels),
+        budget: Some(state.cfg.decode_budget.clone()),
         ..Default::default()
     };
     let pre = state.embedder.preprocess().clone();
     let shown = name.clone();
+    // Preprocessed while the decode budget's bytes are held.
     let input = tokio::task::spawn_blocking(move || {
-        decode_bytes(&bytes, &opts).map(|d| pre.apply(&d.image))
+        decode_bytes_with(&bytes, &opts, |d| pre.apply(&d.image))
     })
     .await
     .map_err(|e| ApiError::internal(e.into()))?
-    .map_err(|e| ApiError::bad(format!("{shown}: {e}")))?;
+    .map_err(|source| QueryError::Decode {
+        name: shown,
+        source,
+    })?;
     let vector = state
         .embedder
         .embed(input)
@@ -572,11 +592,19 @@ async fn thumbnail(
                 .item(id)
                 .ok_or_else(|| ApiError::not_found("no such item"))?;
             let path = PathBuf::from(&it.meta.path);
-            let opts = part_options(&it.meta, window);
+            let opts = part_options(&it.meta, window, &state.cfg.decode_budget);
             let png = tokio::task::spawn_blocking(move || render_thumbnail(&path, size, opts))
                 .await
                 .map_err(|e| ApiError::internal(e.into()))?
-                .map_err(|e| ApiError::not_found(format!("item {id}: {e:#}")))?;
+                .map_err(|e| {
+                    // The stored file is gone or no longer decodes: 404, unless the decode
+                    // budget refused it (503 or 413, as for uploads).
+                    let status = match e.downcast_ref::<DecodeError>().map(decode_status) {
+                        Some(s) if s != StatusCode::BAD_REQUEST => s,
+                        _ => StatusCode::NOT_FOUND,
+                    };
+                    ApiError(status, format!("item {id}: {e:#}"))
+                })?;
             let png = Arc::new(png);
             if let Ok(mut c) = state.thumbs.lock() {
                 c.put(key, png.clone());
@@ -632,9 +660,28 @@ fn thumb_params(
     Ok((size.unwrap_or(256), window))
 }
 
-/// Decode options that select a stored item's own frame or volume slice.
-fn part_options(meta: &simcase_index::ItemMeta, window: Option<WindowPreset>) -> DecodeOptions {
+/// The status of a failed decode of the caller's image: 503 (with Retry-After) when the
+/// decode budget had no room in time, 413 when the image needs more than the whole budget or
+/// the pixel limit, else 400.
+fn decode_status(e: &DecodeError) -> StatusCode {
+    match e {
+        DecodeError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        DecodeError::OverBudget { .. } | DecodeError::TooLarge { .. } => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// Decode options that select a stored item's own frame or volume slice, under the server's
+/// decode budget.
+fn part_options(
+    meta: &simcase_index::ItemMeta,
+    window: Option<WindowPreset>,
+    budget: &Arc<DecodeBudget>,
+) -> DecodeOptions {
     DecodeOptions {
+        budget: Some(budget.clone()),
         window,
         part: meta.part_index(),
         axis: meta
@@ -648,25 +695,26 @@ fn part_options(meta: &simcase_index::ItemMeta, window: Option<WindowPreset>) ->
 /// Decode (DICOM windowed), fit into `size`×`size` keeping the aspect ratio, encode PNG.
 fn render_thumbnail(path: &std::path::Path, size: usize, opts: DecodeOptions) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).context("reading the indexed file")?;
-    let d = simcase_imaging::decode_items(&bytes, &opts)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .into_iter()
-        .next()
-        .context("the file no longer holds this image")?;
-    let (w, h) = (d.image.width, d.image.height);
-    let scale = (size as f64 / w.max(h) as f64).min(1.0);
-    let (tw, th) = (
-        ((w as f64 * scale).round() as usize).max(1),
-        ((h as f64 * scale).round() as usize).max(1),
-    );
-    let small = simcase_imaging::resize_bilinear(&d.image, tw, th);
-    let n = tw * th;
-    let mut rgb = vec![0u8; n * 3];
-    for c in 0..3 {
-        for i in 0..n {
-            rgb[i * 3 + c] = (small.data[c * n + i].clamp(0.0, 1.0) * 255.0).round() as u8;
+    // Resized to the thumbnail while the decode budget's bytes are held.
+    let (rgb, tw, th) = simcase_imaging::decode_items_with(&bytes, &opts, |items| {
+        let d = items.into_iter().next()?;
+        let (w, h) = (d.image.width, d.image.height);
+        let scale = (size as f64 / w.max(h) as f64).min(1.0);
+        let (tw, th) = (
+            ((w as f64 * scale).round() as usize).max(1),
+            ((h as f64 * scale).round() as usize).max(1),
+        );
+        let small = simcase_imaging::resize_bilinear(&d.image, tw, th);
+        let n = tw * th;
+        let mut rgb = vec![0u8; n * 3];
+        for c in 0..3 {
+            for i in 0..n {
+                rgb[i * 3 + c] = (small.data[c * n + i].clamp(0.0, 1.0) * 255.0).round() as u8;
+            }
         }
-    }
+        Some((rgb, tw, th))
+    })?
+    .context("the file no longer holds this image")?;
     let mut out = Vec::new();
     image::codecs::png::PngEncoder::new(&mut out)
         .write_image(&rgb, tw as u32, th as u32, image::ExtendedColorType::Rgb8)

@@ -78,6 +78,7 @@ pub(crate) fn decode(
     let bits: u16 = text(&obj, tags::BITS_ALLOCATED)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    crate::budget::reserve(peak_bytes(&obj, bytes.len(), rows, cols, &meta, bits, opts))?;
     if native::is_direct(bits, &meta.transfer_syntax) {
         let frames = native::direct(&obj, &meta, bits, rows as usize, cols as usize, opts)?;
         return Ok((frames, meta));
@@ -140,6 +141,29 @@ pub(crate) fn decode(
         .map(|(f, i)| Ok((f, frame_image(&obj, &pixels, i, w, h, native, opts)?)))
         .collect::<Result<Vec<_>, DecodeError>>()?;
     Ok((frames, meta))
+}
+
+/// Peak bytes of decoding the selected frames (see the budget module's memory model): the
+/// parsed object, every frame's decoded samples (twice: a codec's native copy, then
+/// dicom-rs's), and per selected frame its `f32` planes plus one frame's intermediates.
+fn peak_bytes(
+    obj: &DefaultDicomObject,
+    file: usize,
+    rows: u64,
+    cols: u64,
+    meta: &DicomMeta,
+    bits: u16,
+    opts: &DecodeOptions,
+) -> u64 {
+    let spp: u64 = text(obj, tags::SAMPLES_PER_PIXEL)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+        .clamp(1, 4);
+    let frames = u64::from(meta.frames.max(1));
+    let sample = u64::from(bits.clamp(8, 64)).div_ceil(8);
+    let selected = select_frames(opts, meta.frames.max(1)).map_or(frames, |f| f.len() as u64);
+    let px = rows * cols;
+    file as u64 + 2 * px * frames * spp * sample + selected * px * 12 + px * (24 + 12 * spp)
 }
 
 /// A codec decoding the chosen frames of an object (all `frames` of it, `rows` x `cols`)
