@@ -661,14 +661,12 @@ fn thumb_params(
 }
 
 /// The status of a failed decode of the caller's image: 503 (with Retry-After) when the
-/// decode budget had no room in time, 413 when the image needs more than the whole budget or
-/// the pixel limit, else 400.
+/// decode budget had no room in time, 413 when the image needs more than the whole budget,
+/// else 400 (the pixel limit included: the header says what the image is).
 fn decode_status(e: &DecodeError) -> StatusCode {
     match e {
         DecodeError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        DecodeError::OverBudget { .. } | DecodeError::TooLarge { .. } => {
-            StatusCode::PAYLOAD_TOO_LARGE
-        }
+        DecodeError::OverBudget { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
     }
 }
