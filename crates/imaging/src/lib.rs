@@ -12,7 +12,7 @@ mod window;
 
 use std::path::Path;
 
-pub use dicom::{transfer_syntax, DicomMeta, FrameSelect, Phi};
+pub use dicom::{transfer_syntax, Declared, DicomCodec, DicomError, DicomMeta, FrameSelect, Phi};
 pub use resize::resize_bilinear;
 pub use volume::Axis;
 pub use window::WindowPreset;
@@ -164,7 +164,7 @@ pub enum DecodeError {
     },
     /// A DICOM object could not be parsed or decoded (dicom-rs, JPEG, JPEG-LS, RLE).
     #[error("DICOM: {0}")]
-    Dicom(String),
+    Dicom(#[from] DicomError),
 }
 
 /// Options for decoding; the default is the DICOM object's own first window.
