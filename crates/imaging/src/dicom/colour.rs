@@ -139,9 +139,7 @@ pub(super) fn palette(
     .map(|(channel, d, v, seg)| (channel, palette_lut(obj, d, v, seg)));
     let mut out = vec![0f32; 3 * w * h];
     for (c, (channel, lut)) in luts.iter().enumerate() {
-        let (table, first, top) = lut
-            .as_ref()
-            .ok_or(DicomError::PaletteTable { channel: *channel })?;
+        let (table, first, top) = lut.as_ref().ok_or(DicomError::PaletteTable { channel })?;
         let last = table.len() as i64 - 1;
         for (o, &i) in out[c * w * h..(c + 1) * w * h].iter_mut().zip(&idx) {
             let k = (i as i64 - first).clamp(0, last) as usize;
