@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use budget::{DecodeBudget, Permit};
-pub use dicom::{transfer_syntax, DicomMeta, FrameSelect, Phi};
+pub use dicom::{transfer_syntax, Declared, DicomCodec, DicomError, DicomMeta, FrameSelect, Phi};
 pub use reduce::{box_reduce, REDUCE_ABOVE};
 pub use resize::resize_bilinear;
 pub use volume::Axis;
@@ -169,7 +169,7 @@ pub enum DecodeError {
     },
     /// A DICOM object could not be parsed or decoded (dicom-rs, JPEG, JPEG-LS, RLE).
     #[error("DICOM: {0}")]
-    Dicom(String),
+    Dicom(#[from] DicomError),
     /// Decoding would need more memory than the whole decode budget.
     #[error("image too large: decoding needs about {needed} bytes, more than the whole {budget}-byte decode budget")]
     OverBudget {

@@ -185,28 +185,35 @@ impl<'a> MatMut<'a> {
 
     /// Splits into blocks of `height` rows (the last may be shorter), top to bottom.
     pub fn split_rows(self, height: usize) -> Vec<MatMut<'a>> {
-        let height = height.max(1);
-        (0..self.rows)
-            .step_by(height)
-            .map(|i| MatMut {
-                // Within the view: i < rows, and the offset of row i is at most the last
-                // element's offset, which was checked against the slice.
-                ptr: self.ptr.wrapping_add(i * self.rs),
-                rows: height.min(self.rows - i),
-                ..self
-            })
-            .collect()
+        self.split(height, true)
     }
 
     /// Splits into blocks of `width` columns (the last may be narrower), left to right.
     pub fn split_cols(self, width: usize) -> Vec<MatMut<'a>> {
-        let width = width.max(1);
-        (0..self.cols)
-            .step_by(width)
-            .map(|j| MatMut {
-                ptr: self.ptr.wrapping_add(j * self.cs),
-                cols: width.min(self.cols - j),
-                ..self
+        self.split(width, false)
+    }
+
+    /// Splits into blocks of `size` rows (`by_rows`) or columns, the last possibly smaller,
+    /// in order.
+    fn split(self, size: usize, by_rows: bool) -> Vec<MatMut<'a>> {
+        let size = size.max(1);
+        let (len, stride) = if by_rows {
+            (self.rows, self.rs)
+        } else {
+            (self.cols, self.cs)
+        };
+        (0..len)
+            .step_by(size)
+            .map(|i| {
+                let n = size.min(len - i);
+                MatMut {
+                    // Within the view: i < len, and the offset of row or column i is at most
+                    // the last element's offset, which was checked against the slice.
+                    ptr: self.ptr.wrapping_add(i * stride),
+                    rows: if by_rows { n } else { self.rows },
+                    cols: if by_rows { self.cols } else { n },
+                    ..self
+                }
             })
             .collect()
     }

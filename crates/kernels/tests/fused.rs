@@ -2,30 +2,12 @@
 //! naive f64 loops, over random shapes and strides, and their refusals of shapes that do not
 //! fit.
 
+mod common;
+use common::Rng;
 use simcase_kernels::{
     attention, depthwise, gelu_add, layer_norm, linear, sgemm, Act, DwGeometry, MatMut, MatRef,
     QkvLayout, Threads,
 };
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn size(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next() % (hi - lo + 1) as u64) as usize
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|_| (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
-            .collect()
-    }
-}
 
 fn close(got: &[f32], want: &[f64], tol: f64, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}");
@@ -46,11 +28,11 @@ fn sgemm_matches_naive_for_random_shapes_strides_and_transposes() {
         let (pad_a, pad_b, pad_d) = (r.size(0, 3), r.size(0, 3), r.size(0, 3));
         // a stored (m×k) or (k×m) with padded rows; likewise b.
         let (ar, ac) = if ta { (k, m) } else { (m, k) };
-        let a_store = r.vec(ar * (ac + pad_a) + 1);
+        let a_store = r.vec(ar * (ac + pad_a) + 1, 1.0);
         let a = MatRef::new(&a_store, ar, ac, ac + pad_a, 1).unwrap();
         let a = if ta { a.t() } else { a };
         let (br, bc) = if tb { (n, k) } else { (k, n) };
-        let b_store = r.vec(br * (bc + pad_b) + 1);
+        let b_store = r.vec(br * (bc + pad_b) + 1, 1.0);
         let b = MatRef::new(&b_store, br, bc, bc + pad_b, 1).unwrap();
         let b = if tb { b.t() } else { b };
         let at = |i: usize, p: usize| {
@@ -69,7 +51,7 @@ fn sgemm_matches_naive_for_random_shapes_strides_and_transposes() {
         };
         let accumulate = r.next().is_multiple_of(2);
         let ld = n + pad_d;
-        let mut d = r.vec(m * ld);
+        let mut d = r.vec(m * ld, 1.0);
         let before = d.clone();
         let threads = if r.next().is_multiple_of(2) {
             Threads::One
@@ -113,7 +95,12 @@ fn linear_matches_naive_with_bias_residual_and_activation() {
     let mut r = Rng(11);
     for case in 0..40 {
         let (m, k, n) = (r.size(1, 50), r.size(1, 40), r.size(1, 30));
-        let (x, w, b, res) = (r.vec(m * k), r.vec(n * k), r.vec(n), r.vec(m * n));
+        let (x, w, b, res) = (
+            r.vec(m * k, 1.0),
+            r.vec(n * k, 1.0),
+            r.vec(n, 1.0),
+            r.vec(m * n, 1.0),
+        );
         for (residual, act) in [(None, Act::None), (Some(res.as_slice()), Act::Relu)] {
             let got = linear(&x, (m, k), &w, &b, residual, act).unwrap();
             let mut want = vec![0f64; m * n];
@@ -187,8 +174,8 @@ fn attention_matches_naive_for_both_layouts() {
     let mut r = Rng(12);
     for case in 0..30 {
         let (seqs, n, heads, hd) = (r.size(1, 3), r.size(1, 20), r.size(1, 4), r.size(1, 9));
-        let qkv = r.vec(seqs * n * 3 * heads * hd);
-        let bias = r.vec(heads * n * n);
+        let qkv = r.vec(seqs * n * 3 * heads * hd, 1.0);
+        let bias = r.vec(heads * n * n, 1.0);
         for layout in [QkvLayout::Blocks, QkvLayout::Interleaved] {
             for b in [None, Some(bias.as_slice())] {
                 let got = attention(&qkv, seqs, n, heads, layout, b).unwrap();

@@ -1,10 +1,13 @@
 //! The attributes simcase reads from a DICOM object: what it keeps (`DicomMeta`, and `Phi`
-//! only on request), which frames become items, and the one-line reading of text values and
-//! dicom-rs errors, and the transfer syntaxes that decide the path, that every other file
-//! of this module uses.
+//! only on request), the image attributes that choose a decoding path (read once, the
+//! photometric interpretation as dicom-rs's enum), which frames become items, the one-line
+//! reading of text values, and the transfer syntaxes that decide the path, that every other
+//! file of this module uses.
 
-use crate::{DecodeError, DecodeOptions};
-use dicom_dictionary_std::uids;
+use super::error::DicomError;
+use crate::DecodeOptions;
+use dicom_dictionary_std::{tags, uids};
+use dicom_pixeldata::PhotometricInterpretation;
 
 /// The DICOM attributes simcase keeps. `patient_id` is the raw value: callers hash it
 /// before storing and never print it.
@@ -98,17 +101,57 @@ pub(crate) fn text(obj: &dicom_object::InMemDicomObject, tag: dicom_object::Tag)
     (!v.is_empty()).then(|| v.to_string())
 }
 
-pub(super) fn dicom_err(e: impl std::fmt::Display) -> DecodeError {
-    // dicom-rs errors can span lines (snafu backtraces); keep the first.
-    let s = e.to_string();
-    DecodeError::Dicom(s.lines().next().unwrap_or("unknown error").to_string())
+/// The image attributes that choose how the pixels are decoded, read once per object.
+#[derive(Clone, Debug)]
+pub(super) struct PixelAttrs {
+    /// Rows (0028,0010); 0 when absent or not a number.
+    pub rows: usize,
+    /// Columns (0028,0011); 0 when absent or not a number.
+    pub cols: usize,
+    /// Number of Frames, as in [`DicomMeta::frames`].
+    pub frames: u32,
+    /// Bits Allocated (0028,0100); 0 when absent or not a number.
+    pub bits: u16,
+    /// Samples per Pixel (0028,0002); 1 when absent or not a number.
+    pub samples_per_pixel: u16,
+    /// Photometric Interpretation (0028,0004); `None` when absent. Values outside the
+    /// standard's list are `Other`, refused where a path needs to know the colour model.
+    pub photometric: Option<PhotometricInterpretation>,
+}
+
+impl PixelAttrs {
+    /// Read from `obj`, whose Number of Frames is `frames`.
+    pub fn read(obj: &dicom_object::InMemDicomObject, frames: u32) -> Self {
+        Self {
+            rows: number(obj, tags::ROWS).unwrap_or(0),
+            cols: number(obj, tags::COLUMNS).unwrap_or(0),
+            frames,
+            bits: number(obj, tags::BITS_ALLOCATED).unwrap_or(0),
+            samples_per_pixel: number(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1),
+            photometric: text(obj, tags::PHOTOMETRIC_INTERPRETATION)
+                .map(PhotometricInterpretation::from),
+        }
+    }
+
+    /// Whether the photometric interpretation is `pi`.
+    pub fn is(&self, pi: &PhotometricInterpretation) -> bool {
+        self.photometric.as_ref() == Some(pi)
+    }
+}
+
+/// A value parsed from its trimmed text; `None` when absent or not a number.
+fn number<T: std::str::FromStr>(
+    obj: &dicom_object::InMemDicomObject,
+    tag: dicom_object::Tag,
+) -> Option<T> {
+    text(obj, tag)?.parse().ok()
 }
 
 /// The frames of `n` to decode: a stored item's own (`part`), else the `--frames` choice.
-pub(super) fn select_frames(opts: &DecodeOptions, n: u32) -> Result<Vec<u32>, DecodeError> {
+pub(super) fn select_frames(opts: &DecodeOptions, n: u32) -> Result<Vec<u32>, DicomError> {
     match opts.part {
         Some(p) if p < n => Ok(vec![p]),
-        Some(p) => Err(DecodeError::Dicom(format!("no frame {p} (of {n})"))),
+        Some(p) => Err(DicomError::FrameOutOfRange { frame: p, count: n }),
         None => Ok(opts.frames.indices(n)),
     }
 }

@@ -2,9 +2,10 @@
 //! 0.10 gets saturated colours wrong and mis-sizes 4:2:2 frames) and PALETTE COLOR through
 //! plain or segmented tables, with the rounding pydicom uses.
 
-use super::attrs::{dicom_err, select_frames, DicomMeta};
+use super::attrs::{select_frames, DicomMeta, PixelAttrs};
+use super::error::{samples_err, DicomError};
 use super::native::samples;
-use crate::{DecodeError, DecodeOptions, Image};
+use crate::{DecodeOptions, Image};
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::ModalityLutOption;
@@ -14,23 +15,31 @@ use dicom_pixeldata::ModalityLutOption;
 pub(super) fn ybr_422_native(
     obj: &DefaultDicomObject,
     meta: &DicomMeta,
-    rows: usize,
-    cols: usize,
+    px: &PixelAttrs,
     opts: &DecodeOptions,
-) -> Result<Vec<(u32, Image)>, DecodeError> {
-    let el = obj.element(tags::PIXEL_DATA).map_err(dicom_err)?;
-    let bytes = el.value().to_bytes().map_err(dicom_err)?;
+) -> Result<Vec<(u32, Image)>, DicomError> {
+    let (rows, cols) = (px.rows, px.cols);
+    let el = obj
+        .element(tags::PIXEL_DATA)
+        .map_err(|_| DicomError::NoPixelData)?;
+    let bytes = el.value().to_bytes().map_err(samples_err)?;
     let per = rows * cols * 2;
-    if rows == 0 || cols == 0 || cols % 2 == 1 {
-        return Err(DecodeError::Dicom(format!(
-            "YBR_FULL_422 with {cols} columns"
-        )));
+    if rows == 0 || cols == 0 {
+        return Err(DicomError::ZeroSize);
+    }
+    if cols % 2 == 1 {
+        return Err(DicomError::BadAttribute {
+            name: "Columns",
+            value: cols.to_string(),
+            expected: "an even number for YBR_FULL_422",
+        });
     }
     let n = ((bytes.len() / per) as u32).min(meta.frames.max(1));
     if n == 0 {
-        return Err(DecodeError::Dicom(
-            "pixel data shorter than rows x columns".into(),
-        ));
+        return Err(DicomError::TruncatedPixelData {
+            expected: per,
+            found: bytes.len(),
+        });
     }
     let selected = select_frames(opts, n)?;
     Ok(selected
@@ -70,12 +79,15 @@ pub(super) fn ybr_full(
     frame: u32,
     w: usize,
     h: usize,
-) -> Result<Image, DecodeError> {
+) -> Result<Image, DicomError> {
     let n = w * h;
     let data = pixels.data();
     let part = data
         .get(frame as usize * 3 * n..(frame as usize + 1) * 3 * n)
-        .ok_or_else(|| DecodeError::Dicom("pixel data shorter than rows x columns".into()))?;
+        .ok_or(DicomError::TruncatedPixelData {
+            expected: 3 * n,
+            found: data.len().saturating_sub(frame as usize * 3 * n),
+        })?;
     let planar = matches!(
         pixels.planar_configuration(),
         dicom_pixeldata::PlanarConfiguration::PixelFirst
@@ -102,31 +114,32 @@ pub(super) fn palette(
     frame: u32,
     w: usize,
     h: usize,
-) -> Result<Image, DecodeError> {
+) -> Result<Image, DicomError> {
     let idx = samples(pixels, frame, ModalityLutOption::None, w * h)?;
     let luts = [
         (
+            "red",
             tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
             tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
             tags::SEGMENTED_RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
         ),
         (
+            "green",
             tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
             tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
             tags::SEGMENTED_GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
         ),
         (
+            "blue",
             tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
             tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
             tags::SEGMENTED_BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
         ),
     ]
-    .map(|(d, v, seg)| palette_lut(obj, d, v, seg));
+    .map(|(channel, d, v, seg)| (channel, palette_lut(obj, d, v, seg)));
     let mut out = vec![0f32; 3 * w * h];
-    for (c, lut) in luts.iter().enumerate() {
-        let (table, first, top) = lut.as_ref().ok_or_else(|| {
-            DecodeError::Dicom("PALETTE COLOR without a usable lookup table".into())
-        })?;
+    for (c, (channel, lut)) in luts.iter().enumerate() {
+        let (table, first, top) = lut.as_ref().ok_or(DicomError::PaletteTable { channel })?;
         let last = table.len() as i64 - 1;
         for (o, &i) in out[c * w * h..(c + 1) * w * h].iter_mut().zip(&idx) {
             let k = (i as i64 - first).clamp(0, last) as usize;

@@ -1,8 +1,7 @@
 //! Encapsulated pixel data: fragments mapped to frames (shared by the JPEG, JPEG-LS and RLE
 //! readers) and the 32-bit RLE Lossless frames dicom-rs refuses, with PackBits.
 
-use super::attrs::dicom_err;
-use crate::DecodeError;
+use super::error::{DicomCodec, DicomError};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
@@ -17,9 +16,9 @@ pub(super) fn rle32(
     wanted: &[u32],
     per: usize,
     spp: usize,
-) -> Result<Vec<u32>, DecodeError> {
+) -> Result<Vec<u32>, DicomError> {
     // PS3.5 annex G: one fragment per frame, so no frame boundary to look for.
-    let streams = encapsulated_frames(obj, frames, "RLE", None)?;
+    let streams = encapsulated_frames(obj, frames, DicomCodec::Rle, None)?;
     let pixels = per / spp;
     let mut words = vec![0u32; per * frames as usize];
     for (f, stream) in streams.iter().enumerate() {
@@ -31,9 +30,14 @@ pub(super) fn rle32(
             Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
         };
         let nseg = head(0).unwrap_or(0);
+        let frame_err = |reason: String| DicomError::Frame {
+            codec: DicomCodec::Rle,
+            frame: f as u32,
+            reason,
+        };
         if nseg != 4 * spp {
-            return Err(DecodeError::Dicom(format!(
-                "RLE frame {f}: {nseg} segments, expected {} for 32-bit",
+            return Err(frame_err(format!(
+                "{nseg} segments, expected {} for 32-bit",
                 4 * spp
             )));
         }
@@ -47,11 +51,11 @@ pub(super) fn rle32(
             };
             let data = stream
                 .get(start..end.min(stream.len()))
-                .ok_or_else(|| DecodeError::Dicom(format!("RLE frame {f}: bad segment offset")))?;
+                .ok_or_else(|| frame_err(format!("bad offset of segment {seg}")))?;
             let bytes = packbits(data, pixels);
             if bytes.len() < pixels {
-                return Err(DecodeError::Dicom(format!(
-                    "RLE frame {f}: segment {seg} holds {} of {pixels} bytes",
+                return Err(frame_err(format!(
+                    "segment {seg} holds {} of {pixels} bytes",
                     bytes.len()
                 )));
             }
@@ -70,14 +74,16 @@ pub(super) fn rle32(
 pub(crate) fn encapsulated_frames<'a>(
     obj: &'a DefaultDicomObject,
     frames: u32,
-    codec: &str,
+    codec: DicomCodec,
     starts_frame: Option<fn(&[u8]) -> bool>,
-) -> Result<Vec<Cow<'a, [u8]>>, DecodeError> {
-    let el = obj.element(tags::PIXEL_DATA).map_err(dicom_err)?;
+) -> Result<Vec<Cow<'a, [u8]>>, DicomError> {
+    let el = obj
+        .element(tags::PIXEL_DATA)
+        .map_err(|_| DicomError::NoPixelData)?;
     let fragments = el
         .value()
         .fragments()
-        .ok_or_else(|| DecodeError::Dicom(format!("{codec} pixel data is not encapsulated")))?;
+        .ok_or(DicomError::NotEncapsulated { codec })?;
     let frames = frames.max(1) as usize;
     let streams: Vec<Cow<'a, [u8]>> = if frames == 1 {
         vec![Cow::Owned(fragments.concat())]
@@ -93,13 +99,18 @@ pub(crate) fn encapsulated_frames<'a>(
         }
         v
     } else {
-        return Err(DecodeError::Dicom(format!(
-            "{codec}: {} fragments for {frames} frames",
-            fragments.len()
-        )));
+        return Err(DicomError::Fragments {
+            codec,
+            fragments: fragments.len(),
+            frames,
+        });
     };
     if streams.is_empty() {
-        return Err(DecodeError::Dicom(format!("no {codec} fragments")));
+        return Err(DicomError::Fragments {
+            codec,
+            fragments: 0,
+            frames,
+        });
     }
     Ok(streams)
 }

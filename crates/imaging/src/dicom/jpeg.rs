@@ -15,31 +15,41 @@
 //! copy of such a scan header first (logged once per file), so every other libjpeg warning
 //! (premature end of data, corrupt entropy data) still fails the frame.
 
-use crate::DecodeError;
+use super::attrs::PixelAttrs;
+use super::error::{DicomCodec, DicomError};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
+use dicom_pixeldata::PhotometricInterpretation as Pi;
 use std::ffi::{c_int, CStr};
 use turbojpeg_sys as tj;
+
+/// libjpeg-turbo's refusal, or another failure of the JPEG codec, as `JPEG: {reason}`.
+fn codec_err(reason: String) -> DicomError {
+    DicomError::Codec {
+        codec: DicomCodec::Jpeg,
+        reason,
+    }
+}
 
 /// A TurboJPEG decompressor, destroyed on drop.
 struct Decompressor(tj::tjhandle);
 
 impl Decompressor {
-    fn new() -> Result<Self, DecodeError> {
+    fn new() -> Result<Self, DicomError> {
         // SAFETY: tj3Init has no preconditions; a null handle is checked.
         let h = unsafe { tj::tj3Init(tj::TJINIT_TJINIT_DECOMPRESS as c_int) };
         if h.is_null() {
-            return Err(DecodeError::Dicom("libjpeg-turbo failed to start".into()));
+            return Err(codec_err("libjpeg-turbo failed to start".into()));
         }
         Ok(Self(h))
     }
 
-    fn error(&self) -> DecodeError {
+    fn error(&self) -> DicomError {
         // SAFETY: the handle is live; TurboJPEG returns a NUL-terminated static or per-handle
         // string, copied here before the handle can change it.
         let msg = unsafe { CStr::from_ptr(tj::tj3GetErrorStr(self.0)) };
-        DecodeError::Dicom(format!("JPEG: {}", msg.to_string_lossy()))
+        codec_err(msg.to_string_lossy().into_owned())
     }
 
     fn get(&self, param: tj::TJPARAM) -> c_int {
@@ -48,7 +58,7 @@ impl Decompressor {
     }
 
     /// Parse the headers of `jpeg`: (width, height, components, precision).
-    fn header(&self, jpeg: &[u8]) -> Result<(usize, usize, usize, i32), DecodeError> {
+    fn header(&self, jpeg: &[u8]) -> Result<(usize, usize, usize, i32), DicomError> {
         // SAFETY: the pointer and length describe `jpeg`, which outlives the call.
         let rc = unsafe { tj::tj3DecompressHeader(self.0, jpeg.as_ptr(), jpeg.len() as _) };
         if rc != 0 {
@@ -61,7 +71,7 @@ impl Decompressor {
             _ => 3,
         };
         if w <= 0 || h <= 0 {
-            return Err(DecodeError::Dicom("JPEG: zero width or height".into()));
+            return Err(codec_err("zero width or height".into()));
         }
         Ok((
             w as usize,
@@ -78,7 +88,7 @@ impl Decompressor {
         jpeg: &[u8],
         (w, h, comps, precision): (usize, usize, usize, i32),
         out: &mut Samples,
-    ) -> Result<(), DecodeError> {
+    ) -> Result<(), DicomError> {
         let format = if comps == 1 {
             tj::TJPF_TJPF_GRAY
         } else {
@@ -126,8 +136,8 @@ impl Decompressor {
                 rc
             }
             (p, _) => {
-                return Err(DecodeError::Dicom(format!(
-                    "JPEG: {p}-bit precision (8 or 12 expected, and one for all frames)"
+                return Err(codec_err(format!(
+                    "{p}-bit precision (8 or 12 expected, and one for all frames)"
                 )))
             }
         };
@@ -259,33 +269,33 @@ fn without_colour_transform(jpeg: &[u8]) -> Vec<u8> {
 
 /// A copy of `obj` whose pixel data is the `selected` frames, decoded and stored natively
 /// (explicit VR little endian; 8 bits allocated for 8-bit JPEG, 16 for 12-bit), in that order.
-pub(crate) fn to_native(
+pub(super) fn to_native(
     obj: &DefaultDicomObject,
-    frames: u32,
+    px: &PixelAttrs,
     selected: &[u32],
-    rows: usize,
-    cols: usize,
-) -> Result<DefaultDicomObject, DecodeError> {
+) -> Result<DefaultDicomObject, DicomError> {
+    let (rows, cols) = (px.rows, px.cols);
     // Encoders may split a frame over fragments; each frame's JPEG opens with SOI.
     let streams = super::encapsulated::encapsulated_frames(
         obj,
-        frames,
-        "JPEG",
+        px.frames,
+        DicomCodec::Jpeg,
         Some(|f| f.starts_with(&[0xFF, 0xD8])),
     )?;
     let d = Decompressor::new()?;
-    let pi = super::attrs::text(obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
     // DICOM, not the JPEG's markers, says what three components are (PS3.5 8.2.1), as pydicom
     // reads it: RGB stays RGB, YBR_FULL(_422) is converted after upsampling.
-    let raw = matches!(pi.as_str(), "RGB" | "YBR_FULL" | "YBR_FULL_422");
+    let ybr = matches!(px.photometric, Some(Pi::YbrFull | Pi::YbrFull422));
+    let raw = ybr || px.is(&Pi::Rgb);
     let mut samples = None;
     let mut comps = 0;
     // Frames whose scan headers were fixed, and the first fields found, for one log line.
     let mut fixed_scans = (0usize, None);
     for &f in selected {
-        let stream = streams
-            .get(f as usize)
-            .ok_or_else(|| DecodeError::Dicom(format!("no JPEG stream for frame {f}")))?;
+        let stream = streams.get(f as usize).ok_or(DicomError::FrameOutOfRange {
+            frame: f,
+            count: streams.len() as u32,
+        })?;
         let fixed = with_sequential_scan_fields(stream);
         let jpeg: &[u8] = match &fixed {
             Some((copy, found)) => {
@@ -298,14 +308,22 @@ pub(crate) fn to_native(
         let header = d.header(jpeg)?;
         let (w, h, c, precision) = header;
         if (w, h) != (cols, rows) {
-            return Err(DecodeError::Dicom(format!(
-                "frame {f}: JPEG is {w}x{h}, the header says {cols}x{rows}"
-            )));
+            return Err(DicomError::FrameSize {
+                codec: DicomCodec::Jpeg,
+                frame: f,
+                width: w,
+                height: h,
+                columns: cols,
+                rows,
+            });
         }
         if comps != 0 && c != comps {
-            return Err(DecodeError::Dicom(format!(
-                "frame {f}: {c} colour components, the first frame had {comps}"
-            )));
+            return Err(DicomError::FrameComponents {
+                codec: DicomCodec::Jpeg,
+                frame: f,
+                found: c,
+                expected: comps,
+            });
         }
         comps = c;
         let out = samples.get_or_insert_with(|| match precision {
@@ -333,7 +351,7 @@ pub(crate) fn to_native(
     let (value, vr, bits) = match samples {
         Some(Samples::Eight(v)) => (PrimitiveValue::U8(v.into()), VR::OB, 8),
         Some(Samples::Twelve(v)) => (PrimitiveValue::U16(v.into()), VR::OW, 16),
-        None => return Err(DecodeError::Dicom("no frame chosen".into())),
+        None => return Err(codec_err("no frame chosen".into())),
     };
     let mut native = super::encapsulated::native_copy(obj, value, vr, selected.len());
     native.put(DataElement::new(tags::BITS_ALLOCATED, VR::US, us(bits)));
@@ -346,18 +364,19 @@ pub(crate) fn to_native(
         VR::US,
         us(comps as u16),
     ));
+    let mono = px.photometric.as_ref().is_some_and(Pi::is_monochrome);
     let pi = match comps {
         // Raw components, upsampled: the caller converts YBR_FULL.
-        3 if raw && pi.starts_with("YBR") => Some("YBR_FULL"),
-        3 => Some("RGB"),
-        _ if !pi.starts_with("MONOCHROME") => Some("MONOCHROME2"),
+        3 if ybr => Some(Pi::YbrFull),
+        3 => Some(Pi::Rgb),
+        _ if !mono => Some(Pi::Monochrome2),
         _ => None,
     };
     if let Some(pi) = pi {
         native.put(DataElement::new(
             tags::PHOTOMETRIC_INTERPRETATION,
             VR::CS,
-            PrimitiveValue::from(pi),
+            PrimitiveValue::from(pi.as_str()),
         ));
     }
     if comps == 3 {

@@ -12,7 +12,8 @@
 //! native pixels, which the uncompressed code path then reads (modality LUT, VOI, signed
 //! samples, MONOCHROME1, colour).
 
-use crate::DecodeError;
+use super::attrs::PixelAttrs;
+use super::error::{DicomCodec, DicomError};
 use charls::CharLS;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
@@ -47,7 +48,7 @@ fn interleave_mode(jpeg: &[u8]) -> Option<u8> {
 
 /// One frame: its samples (one byte each for up to 8 bits, else two, native endian), the
 /// frame header and whether the padding retry was needed.
-fn decode_frame(jpeg: &[u8]) -> Result<(Vec<u8>, charls::FrameInfo, bool), DecodeError> {
+fn decode_frame(jpeg: &[u8]) -> Result<(Vec<u8>, charls::FrameInfo, bool), DicomError> {
     let once = |j: &[u8]| -> Result<(Vec<u8>, charls::FrameInfo), charls::Error> {
         // A fresh decoder per stream: CharLS's decoder is a one-shot state machine.
         let info = CharLS::default().get_frame_info(j)?;
@@ -65,39 +66,46 @@ fn decode_frame(jpeg: &[u8]) -> Result<(Vec<u8>, charls::FrameInfo, bool), Decod
             }
         }
     }
-    Err(DecodeError::Dicom(format!("JPEG-LS: {first}")))
+    Err(DicomError::Codec {
+        codec: DicomCodec::JpegLs,
+        reason: first.to_string(),
+    })
 }
 
 /// A copy of `obj` whose pixel data is the `selected` frames, decoded and stored natively
 /// (explicit VR little endian, at the object's BitsAllocated), in that order.
-pub(crate) fn to_native(
+pub(super) fn to_native(
     obj: &DefaultDicomObject,
-    frames: u32,
+    px: &PixelAttrs,
     selected: &[u32],
-    rows: usize,
-    cols: usize,
-) -> Result<DefaultDicomObject, DecodeError> {
+) -> Result<DefaultDicomObject, DicomError> {
     let streams = super::encapsulated::encapsulated_frames(
         obj,
-        frames,
-        "JPEG-LS",
+        px.frames,
+        DicomCodec::JpegLs,
         Some(|f| f.starts_with(&[0xFF, 0xD8])),
     )?;
-    let attr = |tag| super::attrs::text(obj, tag).and_then(|s| s.parse::<u16>().ok());
-    let bits = attr(tags::BITS_ALLOCATED).unwrap_or(0);
-    let spp = attr(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    let (rows, cols, bits, spp) = (px.rows, px.cols, px.bits, px.samples_per_pixel);
     if bits != 8 && bits != 16 {
-        return Err(DecodeError::Dicom(format!(
-            "JPEG-LS with {bits} bits allocated (8 or 16 expected)"
-        )));
+        return Err(DicomError::BadAttribute {
+            name: "BitsAllocated",
+            value: bits.to_string(),
+            expected: "8 or 16 for JPEG-LS",
+        });
     }
+    let frame_err = |frame: u32, reason: String| DicomError::Frame {
+        codec: DicomCodec::JpegLs,
+        frame,
+        reason,
+    };
     let mut bytes8: Vec<u8> = Vec::new();
     let mut words: Vec<u16> = Vec::new();
     let (mut retried, mut planar) = (0usize, None);
     for &f in selected {
-        let jpeg = streams
-            .get(f as usize)
-            .ok_or_else(|| DecodeError::Dicom(format!("no JPEG-LS stream for frame {f}")))?;
+        let jpeg = streams.get(f as usize).ok_or(DicomError::FrameOutOfRange {
+            frame: f,
+            count: streams.len() as u32,
+        })?;
         let (samples, info, retry) = decode_frame(jpeg)?;
         retried += usize::from(retry);
         let (w, h, c) = (
@@ -105,32 +113,45 @@ pub(crate) fn to_native(
             info.height as usize,
             info.component_count,
         );
-        if (w, h) != (cols, rows) || c != i32::from(spp) {
-            return Err(DecodeError::Dicom(format!(
-                "frame {f}: JPEG-LS is {w}x{h} with {c} components, the header says \
-                 {cols}x{rows} with {spp}"
-            )));
+        if (w, h) != (cols, rows) {
+            return Err(DicomError::FrameSize {
+                codec: DicomCodec::JpegLs,
+                frame: f,
+                width: w,
+                height: h,
+                columns: cols,
+                rows,
+            });
+        }
+        if c != i32::from(spp) {
+            return Err(DicomError::FrameComponents {
+                codec: DicomCodec::JpegLs,
+                frame: f,
+                found: usize::try_from(c).unwrap_or(0),
+                expected: usize::from(spp),
+            });
         }
         let wide = info.bits_per_sample > 8;
         if wide && bits == 8 {
-            return Err(DecodeError::Dicom(format!(
-                "frame {f}: {}-bit JPEG-LS samples, 8 bits allocated",
-                info.bits_per_sample
-            )));
+            return Err(frame_err(
+                f,
+                format!("{}-bit samples, 8 bits allocated", info.bits_per_sample),
+            ));
         }
         let n = w * h * spp as usize;
         if samples.len() != n * if wide { 2 } else { 1 } {
-            return Err(DecodeError::Dicom(format!(
-                "frame {f}: JPEG-LS gave {} bytes for {n} samples",
-                samples.len()
-            )));
+            return Err(frame_err(
+                f,
+                format!("gave {} bytes for {n} samples", samples.len()),
+            ));
         }
         // Interleave mode none is stored plane by plane (PS3.5 8.2.3): planar configuration 1.
         let p = u16::from(spp > 1 && interleave_mode(jpeg) == Some(0));
         if *planar.get_or_insert(p) != p {
-            return Err(DecodeError::Dicom(format!(
-                "frame {f}: JPEG-LS interleave differs from the first frame's"
-            )));
+            return Err(frame_err(
+                f,
+                "interleave differs from the first frame's".into(),
+            ));
         }
         match (bits, wide) {
             (8, _) => bytes8.extend_from_slice(&samples),

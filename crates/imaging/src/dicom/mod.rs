@@ -8,6 +8,7 @@
 mod attrs;
 mod colour;
 mod encapsulated;
+mod error;
 mod jpeg;
 mod jpegls;
 mod native;
@@ -16,15 +17,19 @@ mod open;
 mod tests;
 
 pub use attrs::{DicomMeta, FrameSelect, Phi};
+pub use error::{Declared, DicomCodec, DicomError};
 pub(crate) use open::looks_like_bare_dataset;
 pub use open::transfer_syntax;
 
 use crate::window::{window_linear, WindowPreset};
 use crate::{min_max, DecodeError, DecodeOptions, Image};
-use attrs::{dicom_err, select_frames, text, NATIVE};
+use attrs::{select_frames, text, PixelAttrs, NATIVE};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::DefaultDicomObject;
-use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
+use dicom_pixeldata::{
+    ConvertOptions, ModalityLutOption, PhotometricInterpretation as Pi, PixelDecoder,
+};
+use error::{first_line, samples_err};
 use native::samples;
 
 /// Decode the selected frames of a DICOM object: `(frame index, image)` and the attributes.
@@ -56,18 +61,12 @@ pub(crate) fn decode(
             .and_then(|s| s.parse().ok())
             .unwrap_or(1),
     };
-    let rows: u64 = text(&obj, tags::ROWS)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let cols: u64 = text(&obj, tags::COLUMNS)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let px = PixelAttrs::read(&obj, meta.frames);
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
-        return Err(DecodeError::Dicom(
-            "no pixel data (not an image object)".into(),
-        ));
+        return Err(DicomError::NoPixelData.into());
     }
     let limit = opts.pixel_limit();
+    let (rows, cols) = (px.rows as u64, px.cols as u64);
     if rows * cols * u64::from(meta.frames.max(1)) > limit {
         return Err(DecodeError::TooLarge {
             width: cols,
@@ -75,18 +74,13 @@ pub(crate) fn decode(
             limit,
         });
     }
-    let bits: u16 = text(&obj, tags::BITS_ALLOCATED)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    crate::budget::reserve(peak_bytes(&obj, bytes.len(), rows, cols, &meta, bits, opts))?;
-    if native::is_direct(bits, &meta.transfer_syntax) {
-        let frames = native::direct(&obj, &meta, bits, rows as usize, cols as usize, opts)?;
+    crate::budget::reserve(peak_bytes(bytes.len(), &px, &meta, opts))?;
+    if native::is_direct(px.bits, &meta.transfer_syntax) {
+        let frames = native::direct(&obj, &meta, &px, opts)?;
         return Ok((frames, meta));
     }
-    let photometric = text(&obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
-    if photometric == "YBR_FULL_422" && bits == 8 && NATIVE.contains(&meta.transfer_syntax.as_str())
-    {
-        let frames = colour::ybr_422_native(&obj, &meta, rows as usize, cols as usize, opts)?;
+    if px.is(&Pi::YbrFull422) && px.bits == 8 && NATIVE.contains(&meta.transfer_syntax.as_str()) {
+        let frames = colour::ybr_422_native(&obj, &meta, &px, opts)?;
         return Ok((frames, meta));
     }
     // JPEG Baseline / Extended (libjpeg-turbo) and JPEG-LS (CharLS): the chosen frames
@@ -102,7 +96,7 @@ pub(crate) fn decode(
     let (obj, frame_numbers) = match to_native {
         Some(to_native) => {
             let selected = select_frames(opts, meta.frames.max(1))?;
-            match to_native(&obj, meta.frames, &selected, rows as usize, cols as usize) {
+            match to_native(&obj, &px, &selected) {
                 Ok(native) => (native, Some(selected)),
                 Err(e) => {
                     codec_error = Some(e);
@@ -112,18 +106,12 @@ pub(crate) fn decode(
         }
         None => (obj, None),
     };
-    let pixels = obj.decode_pixel_data().map_err(|e| {
-        codec_error.unwrap_or_else(|| {
-            DecodeError::Dicom(format!(
-                "transfer syntax {}: {}",
-                meta.transfer_syntax,
-                e.to_string().lines().next().unwrap_or("")
-            ))
-        })
-    })?;
+    let pixels = obj
+        .decode_pixel_data()
+        .map_err(|e| codec_error.unwrap_or_else(|| pixel_decode_err(&meta.transfer_syntax, e)))?;
     let (w, h) = (pixels.columns() as usize, pixels.rows() as usize);
     if w == 0 || h == 0 {
-        return Err(DecodeError::Dicom("zero rows or columns".into()));
+        return Err(DicomError::ZeroSize.into());
     }
     let n = pixels.number_of_frames().max(1);
     // Frames decoded by simcase (JPEG) are native pixels now.
@@ -139,40 +127,45 @@ pub(crate) fn decode(
     let frames = selected
         .into_iter()
         .map(|(f, i)| Ok((f, frame_image(&obj, &pixels, i, w, h, native, opts)?)))
-        .collect::<Result<Vec<_>, DecodeError>>()?;
+        .collect::<Result<Vec<_>, DicomError>>()?;
     Ok((frames, meta))
 }
 
 /// Peak bytes of decoding the selected frames (see the budget module's memory model): the
 /// parsed object, every frame's decoded samples (twice: a codec's native copy, then
 /// dicom-rs's), and per selected frame its `f32` planes plus one frame's intermediates.
-fn peak_bytes(
-    obj: &DefaultDicomObject,
-    file: usize,
-    rows: u64,
-    cols: u64,
-    meta: &DicomMeta,
-    bits: u16,
-    opts: &DecodeOptions,
-) -> u64 {
-    let spp: u64 = text(obj, tags::SAMPLES_PER_PIXEL)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
-        .clamp(1, 4);
+fn peak_bytes(file: usize, attrs: &PixelAttrs, meta: &DicomMeta, opts: &DecodeOptions) -> u64 {
+    let spp = u64::from(attrs.samples_per_pixel.clamp(1, 4));
     let frames = u64::from(meta.frames.max(1));
-    let sample = u64::from(bits.clamp(8, 64)).div_ceil(8);
+    let sample = u64::from(attrs.bits.clamp(8, 64)).div_ceil(8);
     let selected = select_frames(opts, meta.frames.max(1)).map_or(frames, |f| f.len() as u64);
-    let px = rows * cols;
+    let px = attrs.rows as u64 * attrs.cols as u64;
     file as u64 + 2 * px * frames * spp * sample + selected * px * 12 + px * (24 + 12 * spp)
 }
 
-/// A codec decoding the chosen frames of an object (all `frames` of it, `rows` x `cols`)
-/// into a native copy.
-pub(super) type ToNative =
-    fn(&DefaultDicomObject, u32, &[u32], usize, usize) -> Result<DefaultDicomObject, DecodeError>;
+/// Why dicom-pixeldata could not decode the pixel data of transfer syntax `uid`: a syntax it
+/// does not know or has no decoder for, else its own message.
+fn pixel_decode_err(uid: &str, e: dicom_pixeldata::Error) -> DicomError {
+    use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+    let uid = uid.to_string();
+    match dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(&uid) {
+        None => DicomError::UnknownTransferSyntax { uid },
+        Some(ts) if !ts.can_decode_all() => DicomError::UnsupportedTransferSyntax { uid },
+        Some(_) => DicomError::PixelDecode {
+            uid,
+            reason: first_line(e),
+        },
+    }
+}
+
+/// A codec decoding the chosen frames of an object (its image attributes `px`) into a
+/// native copy.
+type ToNative =
+    fn(&DefaultDicomObject, &PixelAttrs, &[u32]) -> Result<DefaultDicomObject, DicomError>;
 
 /// Monochrome (modality LUT, then window / VOI LUT / min-max, MONOCHROME1 inverted) or colour
-/// (dicom-rs converts RGB, YBR_* and PALETTE COLOR to RGB) for one frame.
+/// (dicom-rs converts RGB, YBR_FULL and YBR_FULL_422 to RGB; PALETTE COLOR and native 8-bit
+/// YBR_FULL are converted here) for one frame.
 pub(super) fn frame_image(
     obj: &DefaultDicomObject,
     pixels: &dicom_pixeldata::DecodedPixelData,
@@ -181,13 +174,20 @@ pub(super) fn frame_image(
     h: usize,
     native: bool,
     opts: &DecodeOptions,
-) -> Result<Image, DecodeError> {
-    let pi = pixels.photometric_interpretation().clone();
-    if pi.as_str() == "PALETTE COLOR" {
-        return colour::palette(obj, pixels, frame, w, h);
-    }
-    if native && pi.as_str() == "YBR_FULL" && pixels.bits_allocated() == 8 {
-        return colour::ybr_full(pixels, frame, w, h);
+) -> Result<Image, DicomError> {
+    let pi = pixels.photometric_interpretation();
+    match pi {
+        Pi::PaletteColor => return colour::palette(obj, pixels, frame, w, h),
+        Pi::YbrFull if native && pixels.bits_allocated() == 8 => {
+            return colour::ybr_full(pixels, frame, w, h)
+        }
+        Pi::Monochrome1 | Pi::Monochrome2 | Pi::Rgb | Pi::YbrFull | Pi::YbrFull422 => {}
+        // Three samples in a colour model dicom-rs does not convert to RGB (it refuses them).
+        _ if pixels.samples_per_pixel() == 3 => {
+            return Err(DicomError::UnsupportedPhotometric(pi.clone()))
+        }
+        // A single sample under a name outside the standard's list: dicom-rs reads it as grey.
+        _ => {}
     }
     Ok(if pi.is_monochrome() {
         // Modality LUT only; the window is applied here so an override can replace it.
@@ -233,14 +233,14 @@ pub(super) fn frame_image(
                 .collect(),
             (None, None) => min_max(raw.to_vec()),
         };
-        if pi.as_str() == "MONOCHROME1" {
+        if *pi == Pi::Monochrome1 {
             v.iter_mut().for_each(|x| *x = 1.0 - *x);
         }
         Image::from_gray(w, h, &v)
     } else {
         let img = pixels
             .to_dynamic_image_with_options(frame, &ConvertOptions::new())
-            .map_err(dicom_err)?;
+            .map_err(samples_err)?;
         match img {
             image::DynamicImage::ImageRgb16(_) | image::DynamicImage::ImageLuma16(_) => {
                 let rgb = img.to_rgb16();

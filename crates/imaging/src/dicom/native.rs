@@ -3,10 +3,11 @@
 //! the window or min-max like every other monochrome frame; and the samples of any frame
 //! dicom-pixeldata decoded, through the modality LUT.
 
-use super::attrs::{dicom_err, select_frames, text, DicomMeta, NATIVE, RLE};
+use super::attrs::{select_frames, text, DicomMeta, PixelAttrs, NATIVE, RLE};
 use super::encapsulated::rle32;
+use super::error::{samples_err, DicomError};
 use crate::window::window_linear;
-use crate::{min_max, DecodeError, DecodeOptions, Image};
+use crate::{min_max, DecodeOptions, Image};
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, VoiLutOption};
@@ -22,17 +23,25 @@ pub(super) fn is_direct(bits: u16, ts: &str) -> bool {
 pub(super) fn direct(
     obj: &DefaultDicomObject,
     meta: &DicomMeta,
-    bits: u16,
-    rows: usize,
-    cols: usize,
+    px: &PixelAttrs,
     opts: &DecodeOptions,
-) -> Result<Vec<(u32, Image)>, DecodeError> {
+) -> Result<Vec<(u32, Image)>, DicomError> {
+    let (bits, rows, cols) = (px.bits, px.rows, px.cols);
     let num = |tag| text(obj, tag).and_then(|s| s.parse::<f64>().ok());
-    let spp = num(tags::SAMPLES_PER_PIXEL).unwrap_or(1.0) as usize;
-    if !(spp == 1 || (spp == 3 && bits == 32)) || rows == 0 || cols == 0 {
-        return Err(DecodeError::Dicom(format!(
-            "{spp} samples per pixel at {bits} bits"
-        )));
+    let spp = usize::from(px.samples_per_pixel);
+    if !(spp == 1 || (spp == 3 && bits == 32)) {
+        return Err(DicomError::BadAttribute {
+            name: "SamplesPerPixel",
+            value: spp.to_string(),
+            expected: if bits == 32 {
+                "1 or 3 at 32 bits"
+            } else {
+                "1 at 1 bit"
+            },
+        });
+    }
+    if rows == 0 || cols == 0 {
+        return Err(DicomError::ZeroSize);
     }
     let signed = num(tags::PIXEL_REPRESENTATION) == Some(1.0) && bits == 32;
     let (slope, intercept) = (
@@ -45,7 +54,9 @@ pub(super) fn direct(
         let wanted = select_frames(opts, frames)?;
         (rle32(obj, frames, &wanted, per, spp)?, false)
     } else {
-        let el = obj.element(tags::PIXEL_DATA).map_err(dicom_err)?;
+        let el = obj
+            .element(tags::PIXEL_DATA)
+            .map_err(|_| DicomError::NoPixelData)?;
         let big = meta.transfer_syntax == super::attrs::EXPLICIT_VR_BIG_ENDIAN;
         let words = match bits {
             1 => native1(el.value().primitive(), big, per * frames as usize)?,
@@ -55,9 +66,10 @@ pub(super) fn direct(
     };
     let n = (words.len() / per) as u32;
     if n == 0 {
-        return Err(DecodeError::Dicom(
-            "pixel data shorter than rows x columns".into(),
-        ));
+        return Err(DicomError::TruncatedPixelData {
+            expected: per,
+            found: words.len(),
+        });
     }
     let selected = select_frames(opts, n.min(frames))?;
     selected
@@ -99,7 +111,7 @@ pub(super) fn direct(
 pub(super) fn native32(
     value: Option<&dicom_core::PrimitiveValue>,
     big: bool,
-) -> Result<Vec<u32>, DecodeError> {
+) -> Result<Vec<u32>, DicomError> {
     Ok(match value {
         Some(dicom_core::PrimitiveValue::U16(v)) => v
             .chunks_exact(2)
@@ -123,7 +135,7 @@ pub(super) fn native32(
                 }
             })
             .collect(),
-        None => return Err(DecodeError::Dicom("encapsulated 32-bit pixel data".into())),
+        None => return Err(DicomError::Encapsulated { bits: 32 }),
     })
 }
 
@@ -132,7 +144,7 @@ pub(super) fn native1(
     value: Option<&dicom_core::PrimitiveValue>,
     big: bool,
     count: usize,
-) -> Result<Vec<u32>, DecodeError> {
+) -> Result<Vec<u32>, DicomError> {
     let bytes: Vec<u8> = match value {
         // OW words back to the file's byte order; the bit order inside each byte is fixed.
         Some(dicom_core::PrimitiveValue::U16(v)) => v
@@ -146,7 +158,7 @@ pub(super) fn native1(
             })
             .collect(),
         Some(p) => p.to_bytes().into_owned(),
-        None => return Err(DecodeError::Dicom("encapsulated 1-bit pixel data".into())),
+        None => return Err(DicomError::Encapsulated { bits: 1 }),
     };
     let count = count.min(bytes.len() * 8);
     Ok((0..count)
@@ -160,7 +172,7 @@ pub(super) fn samples(
     frame: u32,
     modality: ModalityLutOption,
     n: usize,
-) -> Result<Vec<f32>, DecodeError> {
+) -> Result<Vec<f32>, DicomError> {
     let mut v: Vec<f32> = pixels
         .to_vec_frame_with_options(
             frame,
@@ -168,11 +180,12 @@ pub(super) fn samples(
                 .with_modality_lut(modality)
                 .with_voi_lut(VoiLutOption::Identity),
         )
-        .map_err(dicom_err)?;
+        .map_err(samples_err)?;
     if v.len() < n {
-        return Err(DecodeError::Dicom(
-            "pixel data shorter than rows x columns".into(),
-        ));
+        return Err(DicomError::TruncatedPixelData {
+            expected: n,
+            found: v.len(),
+        });
     }
     v.truncate(n);
     Ok(v)

@@ -4,7 +4,8 @@
 //! the irregular files archives hold (no meta group, no group length, implicit VR under an
 //! explicit meta group) read as pydicom reads them.
 
-use super::attrs::{dicom_err, text};
+use super::attrs::text;
+use super::error::{parse_err, Declared, DicomError};
 use crate::DecodeError;
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::file::ReadPreamble;
@@ -22,7 +23,7 @@ pub fn transfer_syntax(bytes: &[u8]) -> Option<String> {
 /// The meta group of a Part 10 file (explicit VR little endian, group 0002), walked by hand:
 /// the Transfer Syntax UID if one was read, and where the data set starts, or the element
 /// whose declared length runs past the file.
-pub(super) fn walk_meta(bytes: &[u8]) -> (Option<String>, Result<usize, DecodeError>) {
+pub(super) fn walk_meta(bytes: &[u8]) -> (Option<String>, Result<usize, DicomError>) {
     let mut ts = None;
     let mut i = 132;
     while bytes.get(i..i + 2) == Some(&[0x02, 0x00]) {
@@ -42,7 +43,11 @@ pub(super) fn walk_meta(bytes: &[u8]) -> (Option<String>, Result<usize, DecodeEr
         };
         let Some(end) = (i + head).checked_add(len).filter(|&e| e <= bytes.len()) else {
             let left = bytes.len().saturating_sub(i + head);
-            let e = DecodeError::Dicom(format!("meta element claims {len} bytes, {left} left"));
+            let e = DicomError::LengthBeyondData {
+                of: Declared::MetaElement,
+                claimed: len as u64,
+                left: left as u64,
+            };
             return (ts, Err(e));
         };
         if bytes.get(i + 2..i + 4) == Some(&[0x10, 0x00]) {
@@ -67,7 +72,7 @@ pub(super) fn check_lengths(
     big: bool,
     depth: usize,
     datasets: bool,
-) -> Result<usize, DecodeError> {
+) -> Result<usize, DicomError> {
     let u16_at = |k: usize| -> Option<u16> {
         let v: [u8; 2] = b.get(k..k + 2)?.try_into().ok()?;
         Some(if big {
@@ -84,9 +89,16 @@ pub(super) fn check_lengths(
             u32::from_le_bytes(v)
         })
     };
-    let bad = |what: String| Err(DecodeError::Dicom(what));
-    if depth > 64 {
-        return bad("sequences nested deeper than 64".into());
+    let beyond = |of, claimed: u32, left: usize| {
+        Err(DicomError::LengthBeyondData {
+            of,
+            claimed: u64::from(claimed),
+            left: left as u64,
+        })
+    };
+    const MAX_DEPTH: usize = 64;
+    if depth > MAX_DEPTH {
+        return Err(DicomError::NestedTooDeep { limit: MAX_DEPTH });
     }
     while i + 8 <= end {
         let (Some(group), Some(elem)) = (u16_at(i), u16_at(i + 2)) else {
@@ -102,7 +114,7 @@ pub(super) fn check_lengths(
                 _ => {
                     let stop = (i + 8).checked_add(len as usize).filter(|&e| e <= end);
                     let Some(stop) = stop else {
-                        return bad(format!("item claims {len} bytes, {} left", end - i - 8));
+                        return beyond(Declared::Item, len, end - i - 8);
                     };
                     // A sequence item holds a data set; a pixel data fragment holds codec bytes.
                     if datasets {
@@ -161,10 +173,8 @@ pub(super) fn check_lengths(
         }
         let stop = body.checked_add(len as usize).filter(|&e| e <= end);
         let Some(stop) = stop else {
-            return bad(format!(
-                "element ({group:04X},{elem:04X}) claims {len} bytes, {} left",
-                end.saturating_sub(body)
-            ));
+            let tag = dicom_core::Tag(group, elem);
+            return beyond(Declared::Element(tag), len, end.saturating_sub(body));
         };
         // Implicit VR does not name sequences; a value that opens with an item tag is one.
         let opens_item = b.get(body..body + 4) == Some(&[0xFE, 0xFF, 0x00, 0xE0][..]) && !big
@@ -184,7 +194,7 @@ pub(super) fn check_file_lengths(
     bytes: &[u8],
     ts: Option<&str>,
     cap: u64,
-) -> Result<Checked, DecodeError> {
+) -> Result<Checked, DicomError> {
     let part10 = bytes.get(128..132) == Some(b"DICM");
     let (start, ts) = if part10 {
         let (ts, end) = walk_meta(bytes);
@@ -215,10 +225,11 @@ pub(super) fn check_file_lengths(
                 .and_then(|v| v.try_into().ok())
                 .map_or(0, u32::from_le_bytes);
             if len != u32::MAX && (at + 12).saturating_add(len as usize) > bytes.len() {
-                return Err(DecodeError::Dicom(format!(
-                    "pixel data claims {len} bytes, {} left",
-                    bytes.len().saturating_sub(at + 12)
-                )));
+                return Err(DicomError::LengthBeyondData {
+                    of: Declared::PixelData,
+                    claimed: u64::from(len),
+                    left: bytes.len().saturating_sub(at + 12) as u64,
+                });
             }
         }
     }
@@ -230,11 +241,9 @@ pub(super) fn check_file_lengths(
             flate2::read::DeflateDecoder::new(bytes.get(start..).unwrap_or_default())
                 .take(cap + 1)
                 .read_to_end(&mut inflated)
-                .map_err(|e| DecodeError::Dicom(format!("deflated data set: {e}")))?;
+                .map_err(DicomError::Inflate)?;
             if inflated.len() as u64 > cap {
-                return Err(DecodeError::Dicom(format!(
-                    "deflated data set expands beyond {cap} bytes"
-                )));
+                return Err(DicomError::InflatedTooLarge { cap });
             }
             check_lengths(&inflated, 0, inflated.len(), true, false, 0, true)?;
         }
@@ -286,28 +295,28 @@ pub(super) fn open(bytes: &[u8], limit: u64) -> Result<DefaultDicomObject, Decod
             use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
             let syntax = dicom_transfer_syntax_registry::TransferSyntaxRegistry
                 .get(read_as)
-                .ok_or_else(|| DecodeError::Dicom(format!("unknown transfer syntax {ts}")))?;
+                .ok_or_else(|| DicomError::UnknownTransferSyntax { uid: ts.into() })?;
             let ds = dicom_object::InMemDicomObject::read_dataset_with_ts(&bytes[start..], syntax)
-                .map_err(dicom_err)?;
+                .map_err(parse_err)?;
             with_meta(ds, ts)
         };
         // An implicit-VR data set under an explicit syntax's meta group is read as implicit
         // (which is how its lengths were checked) and keeps the meta group's syntax for its
         // pixel data; dicom-rs alone would read it as explicit.
         if let (Some(ts), true) = (&checked.ts, checked.implicit_despite_meta) {
-            return read(ts, uids::IMPLICIT_VR_LITTLE_ENDIAN, checked.start);
+            return Ok(read(ts, uids::IMPLICIT_VR_LITTLE_ENDIAN, checked.start)?);
         }
         let opened = OpenFileOptions::new()
             .read_preamble(ReadPreamble::Never)
             .from_reader(&bytes[128..])
-            .map_err(dicom_err);
+            .map_err(parse_err);
         // A meta group dicom-rs will not parse (writers that omit its group length, as
         // pydicom's no_meta_group_length.dcm does): read the data set after it with the
         // syntax it names, and rebuild the meta group.
-        return opened.or_else(|e| match &checked.ts {
+        return Ok(opened.or_else(|e| match &checked.ts {
             Some(ts) => read(ts, ts, checked.start).map_err(|_| e),
             None => Err(e),
-        });
+        })?);
     }
     let mut last = None;
     for ts in [
@@ -326,26 +335,24 @@ pub(super) fn open(bytes: &[u8], limit: u64) -> Result<DefaultDicomObject, Decod
         let parsed = dicom_object::InMemDicomObject::read_dataset_with_ts(bytes, syntax);
         match parsed {
             Ok(ds) if ds.element_opt(tags::PIXEL_DATA).ok().flatten().is_some() => {
-                return with_meta(ds, ts);
+                return Ok(with_meta(ds, ts)?);
             }
             Ok(_) => {
-                last.get_or_insert(DecodeError::Dicom(
-                    "no pixel data (not an image object)".into(),
-                ));
+                last.get_or_insert(DicomError::NoPixelData);
             }
             Err(e) => {
-                last.get_or_insert(dicom_err(e));
+                last.get_or_insert(parse_err(e));
             }
         }
     }
-    Err(last.unwrap_or(DecodeError::Unsupported))
+    Err(last.map_or(DecodeError::Unsupported, DecodeError::from))
 }
 
 /// A data set read without its meta group, given one that names `ts`.
 pub(super) fn with_meta(
     ds: dicom_object::InMemDicomObject,
     ts: &str,
-) -> Result<DefaultDicomObject, DecodeError> {
+) -> Result<DefaultDicomObject, DicomError> {
     let sop_class = text(&ds, tags::SOP_CLASS_UID)
         .unwrap_or_else(|| uids::SECONDARY_CAPTURE_IMAGE_STORAGE.into());
     let sop = text(&ds, tags::SOP_INSTANCE_UID).unwrap_or_else(|| "2.25.1".into());
@@ -353,7 +360,7 @@ pub(super) fn with_meta(
         .transfer_syntax(ts)
         .media_storage_sop_class_uid(sop_class)
         .media_storage_sop_instance_uid(sop);
-    ds.with_meta(meta).map_err(dicom_err)
+    ds.with_meta(meta).map_err(parse_err)
 }
 
 /// Does `bytes` look like a bare DICOM data set (no preamble): group 0x0008 first, in either

@@ -184,3 +184,95 @@ fn attributes_are_read_and_truncation_is_a_clean_error() {
         assert!(!msg.contains('\n'), "{msg}");
     }
 }
+
+/// A 2×2 8-bit three-sample object (explicit VR little endian) under `photometric`.
+fn colour(photometric: &str) -> Vec<u8> {
+    let mut o = InMemDicomObject::new_empty();
+    o.put(DataElement::new(
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        PrimitiveValue::from(uids::SECONDARY_CAPTURE_IMAGE_STORAGE),
+    ));
+    o.put(DataElement::new(
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        PrimitiveValue::from(photometric),
+    ));
+    for (tag, v) in [
+        (tags::SAMPLES_PER_PIXEL, 3u16),
+        (tags::ROWS, 2),
+        (tags::COLUMNS, 2),
+        (tags::BITS_ALLOCATED, 8),
+        (tags::BITS_STORED, 8),
+        (tags::HIGH_BIT, 7),
+        (tags::PIXEL_REPRESENTATION, 0),
+        (tags::PLANAR_CONFIGURATION, 0),
+    ] {
+        o.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+    }
+    let px: Vec<u8> = (0..12).map(|i| i * 20).collect();
+    o.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(px),
+    ));
+    let file = o
+        .with_meta(
+            FileMetaTableBuilder::new()
+                .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+                .media_storage_sop_class_uid(uids::SECONDARY_CAPTURE_IMAGE_STORAGE),
+        )
+        .unwrap();
+    let mut out = Vec::new();
+    file.write_all(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn failures_are_typed_with_their_values() {
+    use crate::{Declared, DecodeError, DicomError};
+    use dicom_pixeldata::PhotometricInterpretation as Pi;
+    let dicom = |bytes: &[u8], opts: &DecodeOptions| match decode_bytes(bytes, opts) {
+        Err(DecodeError::Dicom(e)) => e,
+        other => panic!("expected a DICOM error, got {other:?}"),
+    };
+    let bytes = ct("MONOCHROME2", None);
+    // The last 3 of the 8 pixel data bytes cut off: refused from the header's length.
+    let e = dicom(&bytes[..bytes.len() - 3], &DecodeOptions::default());
+    assert!(
+        matches!(
+            e,
+            DicomError::LengthBeyondData {
+                of: Declared::PixelData,
+                claimed: 8,
+                left: 5
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.to_string(), "pixel data claims 8 bytes, 5 left");
+    let third = DecodeOptions {
+        part: Some(3),
+        ..Default::default()
+    };
+    let e = dicom(&bytes, &third);
+    assert!(
+        matches!(e, DicomError::FrameOutOfRange { frame: 3, count: 1 }),
+        "{e:?}"
+    );
+    // Colour: RGB decodes, a colour model outside the standard's list is named.
+    let rgb = decode_bytes(&colour("RGB"), &DecodeOptions::default()).unwrap();
+    assert_eq!(
+        rgb.image.data[..4],
+        [0.0, 60.0 / 255.0, 120.0 / 255.0, 180.0 / 255.0]
+    );
+    let e = dicom(&colour("HSV"), &DecodeOptions::default());
+    assert!(
+        matches!(&e, DicomError::UnsupportedPhotometric(Pi::Other(s)) if s == "HSV"),
+        "{e:?}"
+    );
+    assert_eq!(
+        DecodeError::from(e).to_string(),
+        "DICOM: unsupported photometric interpretation HSV"
+    );
+}

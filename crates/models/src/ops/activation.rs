@@ -1,8 +1,8 @@
 //! Activations as candle ops: `gelu(x + y)` fused in one pass on CPU (by
 //! `simcase_kernels::gelu_add`), and the plain-tensor form of each [`Act`] for other devices.
 
-use super::{contiguous, cpu_f32, kernel_err};
-use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
+use super::{cpu_f32, kernel_err, F32Kernel, Fused};
+use candle_core::{Layout, Result, Shape, Tensor};
 use simcase_kernels::Act;
 
 /// `act(y)` with candle tensor ops (the non-CPU fallback of the fused layers).
@@ -19,23 +19,14 @@ pub(super) fn act_tensor(y: Tensor, act: Act) -> Result<Tensor> {
 /// Exact (erf) GELU of `x + bias`, in one pass.
 struct BiasGelu;
 
-impl candle_core::CustomOp2 for BiasGelu {
-    fn name(&self) -> &'static str {
-        "simcase-bias-gelu"
-    }
+impl F32Kernel<2> for BiasGelu {
+    const NAME: &'static str = "simcase-bias-gelu";
+    const INPUTS: [&'static str; 2] = ["gelu input", "gelu bias"];
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(s1, l1, "gelu input")?;
-        let b = contiguous(s2, l2, "gelu bias")?;
+    fn run(&self, [(x, l), (b, _)]: [(&[f32], &Layout); 2]) -> Result<(Vec<f32>, Shape)> {
         let mut out = x.to_vec();
         simcase_kernels::gelu_add(&mut out, b).map_err(kernel_err)?;
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        Ok((out, l.shape().clone()))
     }
 }
 
@@ -43,7 +34,7 @@ impl candle_core::CustomOp2 for BiasGelu {
 /// tensor of `x`'s shape (a residual).
 pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     if cpu_f32(x) {
-        x.contiguous()?.apply_op2_no_bwd(bias, &BiasGelu)
+        x.contiguous()?.apply_op2_no_bwd(bias, &Fused(&BiasGelu))
     } else {
         x.broadcast_add(bias)?.gelu_erf()
     }
@@ -51,19 +42,9 @@ pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::max_diff;
     use super::*;
     use candle_core::Device;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     #[test]
     fn bias_gelu_matches_candle() {

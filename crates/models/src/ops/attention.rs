@@ -2,8 +2,8 @@
 //! `simcase_kernels::attention`: one (sequence, head) per task, written straight into token
 //! order), with the plain-tensor version for other devices.
 
-use super::{contiguous, cpu_f32, kernel_err};
-use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
+use super::{cpu_f32, kernel_err, F32Kernel, Fused};
+use candle_core::{Layout, Result, Shape, Tensor};
 use simcase_kernels::QkvLayout;
 use std::sync::Arc;
 
@@ -15,13 +15,11 @@ struct Attention {
     bias: Option<Arc<Vec<f32>>>,
 }
 
-impl candle_core::CustomOp1 for Attention {
-    fn name(&self) -> &'static str {
-        "simcase-attention"
-    }
+impl F32Kernel<1> for Attention {
+    const NAME: &'static str = "simcase-attention";
+    const INPUTS: [&'static str; 1] = ["qkv"];
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let qkv = contiguous(s, l, "qkv")?;
+    fn run(&self, [(qkv, _)]: [(&[f32], &Layout); 1]) -> Result<(Vec<f32>, Shape)> {
         let out = simcase_kernels::attention(
             qkv,
             self.seqs,
@@ -32,10 +30,7 @@ impl candle_core::CustomOp1 for Attention {
         )
         .map_err(kernel_err)?;
         let d = qkv.len() / (self.seqs * self.tokens) / 3;
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((self.seqs * self.tokens, d)),
-        ))
+        Ok((out, Shape::from((self.seqs * self.tokens, d))))
     }
 }
 
@@ -63,7 +58,7 @@ pub fn attention(
             layout,
             bias,
         };
-        return qkv.contiguous()?.apply_op1_no_bwd(&op);
+        return qkv.contiguous()?.apply_op1_no_bwd(&Fused(&op));
     }
     let hd = d / heads;
     let qkv = match layout {
@@ -92,19 +87,9 @@ pub fn attention(
 
 #[cfg(test)]
 mod tests {
+    use super::super::max_diff;
     use super::*;
     use candle_core::Device;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     #[test]
     fn fused_attention_matches_tensor_version_for_both_layouts() {

@@ -3,8 +3,8 @@
 //! convolution at load, and TensorFlow's "SAME" padding geometry.
 
 use super::activation::act_tensor;
-use super::{contiguous, cpu_f32, kernel_err};
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use super::{cpu_f32, kernel_err, F32Kernel, Fused};
+use candle_core::{Layout, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use simcase_kernels::{Act, DwGeometry};
 
@@ -40,24 +40,16 @@ struct DepthwiseConv {
     act: Act,
 }
 
-impl CustomOp3 for DepthwiseConv {
-    fn name(&self) -> &'static str {
-        "simcase-depthwise-conv3"
-    }
+impl F32Kernel<3> for DepthwiseConv {
+    const NAME: &'static str = "simcase-depthwise-conv3";
+    const INPUTS: [&'static str; 3] = ["depthwise input", "depthwise kernel", "depthwise bias"];
 
-    fn cpu_fwd(
+    /// `x`: `(b, h, w, c)`; `k`: `(k·k, c)`; `bias`: `(c,)`.
+    fn run(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(s1, l1, "depthwise input")?;
-        let k = contiguous(s2, l2, "depthwise kernel")?; // (k·k, c)
-        let bias = contiguous(s3, l3, "depthwise bias")?;
-        let (b, h, w, c) = l1.shape().dims4()?;
+        [(x, l), (k, _), (bias, _)]: [(&[f32], &Layout); 3],
+    ) -> Result<(Vec<f32>, Shape)> {
+        let (b, h, w, c) = l.shape().dims4()?;
         let (ho, wo) = self.out;
         let geo = DwGeometry {
             h,
@@ -71,7 +63,7 @@ impl CustomOp3 for DepthwiseConv {
             act: self.act,
         };
         let out = simcase_kernels::depthwise(&geo, x, k, bias).map_err(kernel_err)?;
-        Ok((CpuStorage::F32(out), Shape::from((b, ho, wo, c))))
+        Ok((out, Shape::from((b, ho, wo, c))))
     }
 }
 
@@ -118,7 +110,7 @@ pub fn depthwise_conv(
             out,
             act,
         };
-        x.contiguous()?.apply_op3_no_bwd(&kk, bias, &op)
+        x.contiguous()?.apply_op3_no_bwd(&kk, bias, &Fused(&op))
     } else {
         let (_, h, w, _) = x.dims4()?;
         // Pad explicitly (possibly asymmetrically), then a valid convolution.

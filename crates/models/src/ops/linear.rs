@@ -3,8 +3,8 @@
 //! as plain candle elsewhere.
 
 use super::activation::act_tensor;
-use super::{contiguous, kernel_err};
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use super::{kernel_err, F32Kernel, Fused};
+use candle_core::{Layout, Result, Shape, Tensor};
 use simcase_kernels::Act;
 
 /// `act(x·wᵀ + b (+ residual))` as one candle op.
@@ -14,14 +14,13 @@ struct LinearOp {
 }
 
 impl LinearOp {
-    fn run(
+    /// `act(x·wᵀ + b (+ residual))` after checking that the shapes chain.
+    fn fused(
         &self,
-        x: &[f32],
-        xl: &Layout,
-        w: &[f32],
-        wl: &Layout,
+        (x, xl): (&[f32], &Layout),
+        (w, wl): (&[f32], &Layout),
         residual: Option<&[f32]>,
-    ) -> Result<(CpuStorage, Shape)> {
+    ) -> Result<(Vec<f32>, Shape)> {
         let (m, k) = xl.shape().dims2()?;
         let (n, k2) = wl.shape().dims2()?;
         if k != k2 || self.bias.len() != n {
@@ -29,46 +28,25 @@ impl LinearOp {
         }
         let dst = simcase_kernels::linear(x, (m, k), w, &self.bias, residual, self.act)
             .map_err(kernel_err)?;
-        Ok((CpuStorage::F32(dst), Shape::from((m, n))))
+        Ok((dst, Shape::from((m, n))))
     }
 }
 
-impl candle_core::CustomOp2 for LinearOp {
-    fn name(&self) -> &'static str {
-        "simcase-linear"
-    }
+impl F32Kernel<2> for LinearOp {
+    const NAME: &'static str = "simcase-linear";
+    const INPUTS: [&'static str; 2] = ["linear input", "linear weight"];
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(s1, l1, "linear input")?;
-        let w = contiguous(s2, l2, "linear weight")?;
-        self.run(x, l1, w, l2, None)
+    fn run(&self, [x, w]: [(&[f32], &Layout); 2]) -> Result<(Vec<f32>, Shape)> {
+        self.fused(x, w, None)
     }
 }
 
-impl CustomOp3 for LinearOp {
-    fn name(&self) -> &'static str {
-        "simcase-linear-residual"
-    }
+impl F32Kernel<3> for LinearOp {
+    const NAME: &'static str = "simcase-linear-residual";
+    const INPUTS: [&'static str; 3] = ["linear input", "linear weight", "linear residual"];
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(s1, l1, "linear input")?;
-        let w = contiguous(s2, l2, "linear weight")?;
-        let r = contiguous(s3, l3, "linear residual")?;
-        self.run(x, l1, w, l2, Some(r))
+    fn run(&self, [x, w, (r, _)]: [(&[f32], &Layout); 3]) -> Result<(Vec<f32>, Shape)> {
+        self.fused(x, w, Some(r))
     }
 }
 
@@ -121,8 +99,8 @@ impl Linear {
                 act,
             };
             return match residual {
-                Some(r) => x.apply_op3_no_bwd(&self.w, &r.contiguous()?, &op),
-                None => x.apply_op2_no_bwd(&self.w, &op),
+                Some(r) => x.apply_op3_no_bwd(&self.w, &r.contiguous()?, &Fused(&op)),
+                None => x.apply_op2_no_bwd(&self.w, &Fused(&op)),
             };
         }
         let mut y = x.matmul(&self.w.t()?)?.broadcast_add(&self.b)?;
@@ -159,6 +137,7 @@ impl Linear {
 
 #[cfg(test)]
 mod tests {
+    use super::super::max_diff;
     use super::*;
     use candle_core::Device;
 
@@ -175,16 +154,7 @@ mod tests {
             .unwrap()
             .broadcast_add(&b)
             .unwrap();
-        let diff = |a: Tensor, b: Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
+        let diff = |a: Tensor, b: Tensor| max_diff(&a, &b);
         assert!(diff(lin.forward(&x).unwrap(), base.clone()) < 1e-4);
         assert!(diff(lin.forward_gelu(&x).unwrap(), base.gelu_erf().unwrap()) < 1e-4);
         assert!(diff(lin.forward_residual(&x, &r).unwrap(), (&base + &r).unwrap()) < 1e-4);

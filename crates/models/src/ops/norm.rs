@@ -2,33 +2,21 @@
 //! `simcase_kernels::layer_norm` (candle's fused kernel uses `E[x²] − E[x]²` in f32, which
 //! loses digits on ViT residual streams whose outlier channels reach the hundreds).
 
-use super::{contiguous, cpu_f32, kernel_err};
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
+use super::{cpu_f32, kernel_err, F32Kernel, Fused};
+use candle_core::{Layout, Result, Shape, Tensor, D};
 
 struct LayerNorm {
     eps: f32,
 }
 
-impl CustomOp3 for LayerNorm {
-    fn name(&self) -> &'static str {
-        "simcase-layer-norm"
-    }
+impl F32Kernel<3> for LayerNorm {
+    const NAME: &'static str = "simcase-layer-norm";
+    const INPUTS: [&'static str; 3] = ["layer-norm input", "layer-norm weight", "layer-norm bias"];
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(s1, l1, "layer-norm input")?;
-        let w = contiguous(s2, l2, "layer-norm weight")?;
-        let b = contiguous(s3, l3, "layer-norm bias")?;
+    fn run(&self, [(x, l), (w, _), (b, _)]: [(&[f32], &Layout); 3]) -> Result<(Vec<f32>, Shape)> {
         let mut out = vec![0f32; x.len()];
         simcase_kernels::layer_norm(&mut out, x, w, b, self.eps).map_err(kernel_err)?;
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        Ok((out, l.shape().clone()))
     }
 }
 
@@ -36,7 +24,7 @@ impl CustomOp3 for LayerNorm {
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
     if cpu_f32(x) {
         x.contiguous()?
-            .apply_op3_no_bwd(w, b, &LayerNorm { eps: eps as f32 })
+            .apply_op3_no_bwd(w, b, &Fused(&LayerNorm { eps: eps as f32 }))
     } else {
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
