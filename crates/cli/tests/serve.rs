@@ -930,6 +930,7 @@ fn every_bad_parameter_is_a_400_naming_it() {
         assert_eq!(c.get(path).unwrap().status, 200, "{path}");
     }
     assert_eq!(c.get("/healthz").unwrap().status, 200);
+}
 
 /// A valid `w`×`h` 8-bit grey PNG of one level: ~60 KB for 64 M pixels (1.1 GB as float RGB).
 fn bomb_png(w: u32, h: u32) -> Vec<u8> {
