@@ -120,6 +120,10 @@ pub(crate) struct ServeArgs {
     /// no room within a few seconds gets 503 with Retry-After.
     #[arg(long, default_value_t = 1024)]
     decode_budget_mb: u64,
+    /// Uploads read and decoded at once (their bodies held in memory); more wait a few
+    /// seconds, then get 503 with Retry-After.
+    #[arg(long, default_value_t = 8)]
+    max_uploads: usize,
 }
 
 fn serve_cmd(a: &ServeArgs) -> Result<()> {
@@ -145,6 +149,8 @@ fn serve_cmd(a: &ServeArgs) -> Result<()> {
     cfg.show_paths = a.show_paths;
     cfg.decode_budget =
         simcase_imaging::DecodeBudget::from_mb(a.decode_budget_mb, simcase_server::DECODE_WAIT);
+    anyhow::ensure!(a.max_uploads > 0, "--max-uploads must be at least 1");
+    cfg.max_uploads = a.max_uploads;
     let model: ModelId = simcase_index::Reader::open(&a.index)?
         .settings()
         .model

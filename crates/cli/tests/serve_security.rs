@@ -568,3 +568,39 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !c
 }
+
+/// `--max-uploads N`: N uploads whose bodies stall hold every permit, so the next upload waits
+/// a few seconds and gets 503 with Retry-After (its body never held in memory); searches by id
+/// are served meanwhile, and uploads are served again once the stalled ones end.
+#[test]
+fn uploads_beyond_the_cap_get_503_and_searches_go_on() {
+    let srv = Server::start(&["--max-uploads", "1", "--body-timeout", "30"]);
+    let (addr, token) = (srv.addr.clone(), srv.token());
+    let mut stalled = TcpStream::connect(&addr).unwrap();
+    stalled
+        .write_all(
+            format!(
+                "POST /api/search HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+                 Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 100000\r\n\r\n--x\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = Client::new(&addr).with_token(&token);
+    let (ty, body) = multipart_file("q.png", &tiny_png());
+    let t = Instant::now();
+    let r = c.post("/api/search?k=2", &ty, &body).unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.retry_after.is_some(), "no Retry-After");
+    assert!(r.json().unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("uploads in flight"));
+    assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
+    assert_eq!(c.get("/api/search?id=0&k=2").unwrap().status, 200);
+    drop(stalled);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = c.post("/api/search?k=2", &ty, &body).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+}
