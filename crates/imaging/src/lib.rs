@@ -480,17 +480,47 @@ pub fn header_dimensions(bytes: &[u8], format: Format) -> Option<(u32, u32)> {
     }
 }
 
+/// The `image` crate's error as a one-line [`DecodeError::Corrupt`] for `format`.
+fn raster_corrupt(format: Format) -> impl Fn(image::ImageError) -> DecodeError {
+    move |e| DecodeError::Corrupt {
+        format: format.name(),
+        reason: e.to_string(),
+    }
+}
+
+/// The `image` crate's PNG or JPEG decoder over `bytes`, its header read (no pixels yet),
+/// with allocations capped by the pixel limit.
+fn raster_decoder(
+    bytes: &[u8],
+    format: Format,
+    limit: u64,
+) -> Result<impl image::ImageDecoder + '_, DecodeError> {
+    let fmt = match format {
+        Format::Png => image::ImageFormat::Png,
+        _ => image::ImageFormat::Jpeg,
+    };
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), fmt);
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(limit * 8);
+    reader.limits(limits);
+    reader.into_decoder().map_err(raster_corrupt(format))
+}
+
 fn decode_raster(bytes: &[u8], format: Format, opts: &DecodeOptions) -> Result<Image, DecodeError> {
+    use image::ImageDecoder;
     let limit = opts.pixel_limit();
-    let dims = header_dimensions(bytes, format);
-    if let Some((w, h)) = dims {
-        if u64::from(w) * u64::from(h) > limit {
-            return Err(DecodeError::TooLarge {
-                width: w.into(),
-                height: h.into(),
-                limit,
-            });
-        }
+    // Dimensions from the header bytes, else from the decoder's own header parse (which
+    // allocates no pixels, and refuses a malformed file with its reason).
+    let (w, h) = match header_dimensions(bytes, format) {
+        Some(d) => d,
+        None => raster_decoder(bytes, format, limit)?.dimensions(),
+    };
+    if u64::from(w) * u64::from(h) > limit {
+        return Err(DecodeError::TooLarge {
+            width: w.into(),
+            height: h.into(),
+            limit,
+        });
     }
     // Peak bytes (see the budget module's memory model): samples per pixel and bytes per
     // sample from the PNG header (JPEG: up to 3 components of 8 bits).
@@ -499,10 +529,8 @@ fn decode_raster(bytes: &[u8], format: Format, opts: &DecodeOptions) -> Result<I
         _ => (3, 1, false),
     };
     let full = |w: u64, h: u64| w * h * (2 * samples * depth + 4 * samples + 12);
-    // No dimensions in the header: the decoder refuses the file before allocating, or the
-    // pixel limit's worst case.
-    let (w, h) = dims.map_or((limit, 1), |(w, h)| (u64::from(w), u64::from(h)));
-    let reduce = !opts.full_resolution && w.max(h) > u64::from(REDUCE_ABOVE) && dims.is_some();
+    let (w, h) = (u64::from(w), u64::from(h));
+    let reduce = !opts.full_resolution && w.max(h) > u64::from(REDUCE_ABOVE);
     if reduce && format == Format::Png && !interlaced {
         let f = u64::from(reduce::box_factor(w as u32, h as u32));
         let (ow, oh) = (w.div_ceil(f), h.div_ceil(f));
@@ -526,21 +554,8 @@ fn decode_raster(bytes: &[u8], format: Format, opts: &DecodeOptions) -> Result<I
         }
     }
     budget::reserve(full(w, h))?;
-    use image::{DynamicImage, ImageReader};
-    let corrupt = |e: image::ImageError| DecodeError::Corrupt {
-        format: format.name(),
-        reason: e.to_string(),
-    };
-    let fmt = match format {
-        Format::Png => image::ImageFormat::Png,
-        _ => image::ImageFormat::Jpeg,
-    };
-    let mut reader = ImageReader::with_format(std::io::Cursor::new(bytes), fmt);
-    let mut limits = image::Limits::default();
-    limits.max_alloc = Some(limit * 8);
-    reader.limits(limits);
-    let dec = reader.into_decoder().map_err(corrupt)?;
-    use image::ImageDecoder;
+    use image::DynamicImage;
+    let dec = raster_decoder(bytes, format, limit)?;
     let (w, h) = dec.dimensions();
     if u64::from(w) * u64::from(h) > limit {
         return Err(DecodeError::TooLarge {
@@ -549,7 +564,7 @@ fn decode_raster(bytes: &[u8], format: Format, opts: &DecodeOptions) -> Result<I
             limit,
         });
     }
-    let img = DynamicImage::from_decoder(dec).map_err(corrupt)?;
+    let img = DynamicImage::from_decoder(dec).map_err(raster_corrupt(format))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     if w == 0 || h == 0 {
         return Err(DecodeError::Corrupt {

@@ -66,6 +66,9 @@ pub struct Guard {
     max_body: usize,
     body_timeout: Duration,
     request_timeout: Duration,
+    /// Permits for request bodies being read or handled ([`crate::Config::max_uploads`]).
+    uploads: tokio::sync::Semaphore,
+    max_uploads: usize,
 }
 
 impl Guard {
@@ -83,6 +86,8 @@ impl Guard {
             max_body: cfg.max_upload_bytes,
             body_timeout: cfg.body_timeout,
             request_timeout: cfg.request_timeout,
+            uploads: tokio::sync::Semaphore::new(cfg.max_uploads.max(1)),
+            max_uploads: cfg.max_uploads.max(1),
         }
     }
 
@@ -314,10 +319,30 @@ async fn auth(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response
     next.run(req).await
 }
 
-/// A request with a body has it read whole within the body timeout (408 after, 413 above
-/// the upload limit); then the handler runs within the request timeout (503 after).
+/// A request with a body waits for one of the `max_uploads` permits (503 with Retry-After
+/// after [`crate::DECODE_WAIT`]), so that bodies held at once are at most `max_uploads ×
+/// max_body` bytes whatever the number of connections; it has its body read whole within the
+/// body timeout (408 after, 413 above the upload limit); then the handler runs, permit held,
+/// within the request timeout (503 after).
 async fn bounded(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    let mut _permit = None;
     let req = if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
+        match tokio::time::timeout(crate::DECODE_WAIT, g.uploads.acquire()).await {
+            Ok(Ok(p)) => _permit = Some(p),
+            _ => {
+                let mut res = refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "busy: {} uploads in flight, none finished within {} s",
+                        g.max_uploads,
+                        crate::DECODE_WAIT.as_secs()
+                    ),
+                );
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+                return res;
+            }
+        }
         match read_body(&g, req).await {
             Ok(r) => r,
             Err(res) => return res,
@@ -363,7 +388,8 @@ async fn read_body(g: &Guard, req: Request) -> std::result::Result<Request, Resp
     }
     let (parts, mut body) = req.into_parts();
     let deadline = tokio::time::Instant::now() + g.body_timeout;
-    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    // Grown as data arrives: a declared length alone reserves at most 1 MiB.
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(1 << 20) as usize);
     loop {
         let next = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
         match tokio::time::timeout_at(deadline, next).await {

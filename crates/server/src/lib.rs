@@ -118,8 +118,6 @@ struct AppState {
     model: simcase_models::ModelId,
     has_text: bool,
     thumbs: Mutex<ThumbCache>,
-    /// Permits for uploads in flight ([`Config::max_uploads`]).
-    uploads: tokio::sync::Semaphore,
 }
 
 type Shared = Arc<AppState>;
@@ -223,7 +221,6 @@ pub fn app(cfg: Config) -> Result<Router> {
         model,
         has_text,
         thumbs: Mutex::new(ThumbCache::default()),
-        uploads: tokio::sync::Semaphore::new(cfg.max_uploads.max(1)),
         cfg,
     });
     tokio::spawn(refresh(state.clone()));
@@ -465,22 +462,6 @@ async fn search_upload(
         let name = if p.id.is_some() { "id" } else { "text" };
         return Err(QueryError::bad(name, "not with an upload: the upload is the query").into());
     }
-    // The body is read only once a permit is held: with many connections, upload bodies could
-    // otherwise hold up to connections × max_upload_bytes before any decode starts.
-    let _permit = tokio::time::timeout(DECODE_WAIT, state.uploads.acquire())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "busy: {} uploads in flight, none finished within {} s",
-                    state.cfg.max_uploads,
-                    DECODE_WAIT.as_secs()
-                ),
-            )
-        })?;
     let mut mp =
         multipart.map_err(|e| ApiError(e.status(), format!("upload: {}", e.body_text())))?;
     let mut file: Option<(String, Vec<u8>)> = None;
