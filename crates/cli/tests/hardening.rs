@@ -21,26 +21,9 @@ fn small_index() -> PathBuf {
     INDEX
         .get_or_init(|| {
             let dir = tmp("hardening");
-            let text = std::fs::read_to_string(data().join("dev.csv")).unwrap();
-            let root = std::fs::canonicalize(data()).unwrap();
-            let mut lines = text.lines();
-            let mut out = vec![lines.next().unwrap().to_string()];
-            out.extend(
-                lines
-                    .step_by(13)
-                    .take(24)
-                    .map(|l| format!("{}/{l}", root.display())),
-            );
-            let m = dir.join("manifest.csv");
-            std::fs::write(&m, out.join("\n") + "\n").unwrap();
+            let m = manifest(&dir, 24, 13, 0);
             let index = dir.join("index");
-            run_ok(
-                bin()
-                    .args(["index", "--quiet", "--index"])
-                    .arg(&index)
-                    .arg("--manifest")
-                    .arg(&m),
-            );
+            index_manifest(&index, &m);
             index
         })
         .clone()

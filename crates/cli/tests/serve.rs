@@ -23,24 +23,6 @@ const PHI: [&str; 7] = [
 ];
 const DICOMS: [&str; 4] = ["MR2_UNCR.dcm", "693_UNCR.dcm", "RG1_UNCR.dcm", "SC_rgb.dcm"];
 
-/// A manifest of `n` rows of dev.csv (every `step`-th), with absolute paths.
-fn manifest(to: &Path, n: usize, step: usize, skip: usize) -> PathBuf {
-    let text = std::fs::read_to_string(data().join("dev.csv")).unwrap();
-    let mut lines = text.lines();
-    let mut out = vec![lines.next().unwrap().to_string()];
-    let root = std::fs::canonicalize(data()).unwrap();
-    out.extend(
-        lines
-            .skip(skip)
-            .step_by(step)
-            .take(n)
-            .map(|l| format!("{}/{l}", root.display())),
-    );
-    let p = to.join("manifest.csv");
-    std::fs::write(&p, out.join("\n") + "\n").unwrap();
-    p
-}
-
 /// The real pydicom-data DICOMs of the demo corpus (installed by `simcase demo`).
 fn corpus_dicoms() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -67,13 +49,7 @@ fn shared_index() -> PathBuf {
             let dir = tmp("index");
             let m = manifest(&dir, 48, 17, 0);
             let index = dir.join("index");
-            run_ok(
-                bin()
-                    .args(["index", "--quiet", "--index"])
-                    .arg(&index)
-                    .arg("--manifest")
-                    .arg(&m),
-            );
+            index_manifest(&index, &m);
             let dcm = dir.join("dicom");
             std::fs::create_dir_all(&dcm).unwrap();
             for f in DICOMS {
@@ -503,13 +479,7 @@ fn serves_during_ingest_and_batches_concurrent_uploads() {
     let dir = tmp("live");
     let index = dir.join("index");
     let m1 = manifest(&dir, 10, 23, 1);
-    run_ok(
-        bin()
-            .args(["index", "--quiet", "--index"])
-            .arg(&index)
-            .arg("--manifest")
-            .arg(&m1),
-    );
+    index_manifest(&index, &m1);
     let srv = Server::start(&index, &[]);
     let more = dir.join("more");
     std::fs::create_dir_all(&more).unwrap();
@@ -602,21 +572,6 @@ fn serves_during_ingest_and_batches_concurrent_uploads() {
 }
 
 /// CRC-32 (IEEE), as PNG chunks carry it.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in bytes {
-        c ^= u32::from(b);
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
-}
-
 /// The page in headless Debian Chromium, driven by playwright-core
 /// (`crates/server/browser/browser.test.mjs`): upload, wait for results, crop and search the
 /// region, filter by a chip, compare side by side, keyboard "more like this", error state.
@@ -978,13 +933,7 @@ fn bomb_uploads_share_the_decode_budget_and_never_crash_the_server() {
     let dir = tmp("serve-bombs");
     let m = manifest(&dir, 3, 101, 5);
     let index = dir.join("index");
-    run_ok(
-        bin()
-            .args(["index", "--quiet", "--index"])
-            .arg(&index)
-            .arg("--manifest")
-            .arg(&m),
-    );
+    index_manifest(&index, &m);
     let srv = Server::start(&index, &["--decode-budget-mb", &format!("{BUDGET_MB}")]);
     let pid = srv.child.id();
     let idle = vm_hwm_mb(pid);

@@ -19,26 +19,9 @@ fn index() -> PathBuf {
     INDEX
         .get_or_init(|| {
             let dir = tmp("serve-security");
-            let text = std::fs::read_to_string(data().join("dev.csv")).unwrap();
-            let root = std::fs::canonicalize(data()).unwrap();
-            let mut lines = text.lines();
-            let mut out = vec![lines.next().unwrap().to_string()];
-            out.extend(
-                lines
-                    .step_by(97)
-                    .take(8)
-                    .map(|l| format!("{}/{l}", root.display())),
-            );
-            let m = dir.join("manifest.csv");
-            std::fs::write(&m, out.join("\n") + "\n").unwrap();
+            let m = manifest(&dir, 8, 97, 0);
             let index = dir.join("index");
-            run_ok(
-                bin()
-                    .args(["index", "--quiet", "--index"])
-                    .arg(&index)
-                    .arg("--manifest")
-                    .arg(&m),
-            );
+            index_manifest(&index, &m);
             index
         })
         .clone()
@@ -554,21 +537,6 @@ fn tiny_png() -> Vec<u8> {
 }
 
 /// CRC-32 (IEEE), as PNG chunks carry it.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in bytes {
-        c ^= u32::from(b);
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
-}
-
 /// `--max-uploads N`: N uploads whose bodies stall hold every permit, so the next upload waits
 /// a few seconds and gets 503 with Retry-After (its body never held in memory); searches by id
 /// are served meanwhile, and uploads are served again once the stalled ones end.

@@ -1,7 +1,7 @@
 //! Helpers shared by the end-to-end tests of the `simcase` binary.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub fn bin() -> Command {
@@ -91,4 +91,49 @@ pub fn find_in_files(dir: &std::path::Path, needles: &[&str]) -> Vec<(String, St
     }
     assert!(files >= 2, "{}: {files} files", dir.display());
     found
+}
+
+/// A manifest of `n` rows of dev.csv (every `step`-th), with absolute paths.
+pub fn manifest(to: &Path, n: usize, step: usize, skip: usize) -> PathBuf {
+    let text = std::fs::read_to_string(data().join("dev.csv")).unwrap();
+    let mut lines = text.lines();
+    let mut out = vec![lines.next().unwrap().to_string()];
+    let root = std::fs::canonicalize(data()).unwrap();
+    out.extend(
+        lines
+            .skip(skip)
+            .step_by(step)
+            .take(n)
+            .map(|l| format!("{}/{l}", root.display())),
+    );
+    let p = to.join("manifest.csv");
+    std::fs::write(&p, out.join("\n") + "\n").unwrap();
+    p
+}
+
+/// `simcase index --quiet --index INDEX --manifest MANIFEST`, which must succeed.
+pub fn index_manifest(index: &Path, manifest: &Path) {
+    run_ok(
+        bin()
+            .args(["index", "--quiet", "--index"])
+            .arg(index)
+            .arg("--manifest")
+            .arg(manifest),
+    );
+}
+
+/// CRC-32 (IEEE), for the PNG chunks the tests build by hand.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
 }
