@@ -1,9 +1,10 @@
 //! DICOM through dicom-rs, in the order a file goes: `open` (lengths checked before dicom-rs
-//! reads them), `attrs` (what is kept; only a salted hash of PatientID ever leaves this
-//! module's callers), then the pixels: simcase's own codecs for encapsulated data (`jpeg`:
-//! libjpeg-turbo, `jpegls`: CharLS, `encapsulated`: fragments and 32-bit RLE) and readers for
-//! what dicom-pixeldata refuses (`native`, `colour`), else dicom-pixeldata; then per frame the
-//! modality LUT, the VOI LUT table or window (or min-max), MONOCHROME1 inverted.
+//! reads them, then `un`: values stored as UN read by their dictionary VR), `attrs` (what is
+//! kept; only a salted hash of PatientID ever leaves this module's callers), then the pixels:
+//! simcase's own codecs for encapsulated data (`jpeg`: libjpeg-turbo, `jpegls`: CharLS,
+//! `encapsulated`: fragments and 32-bit RLE) and readers for what dicom-pixeldata refuses
+//! (`native`, `colour`), else dicom-pixeldata; then per frame the modality LUT, the VOI LUT
+//! table or window (or min-max), MONOCHROME1 inverted.
 
 mod attrs;
 mod colour;
@@ -15,6 +16,7 @@ mod native;
 mod open;
 #[cfg(test)]
 mod tests;
+mod un;
 
 pub use attrs::{DicomMeta, FrameSelect, Phi};
 pub use error::{Declared, DicomCodec, DicomError};

@@ -285,8 +285,18 @@ pub(super) fn implicit_despite_meta(bytes: &[u8], start: usize, ts: &str) -> boo
 }
 
 /// Parse a Part 10 file, or a bare data set without preamble and meta group (as some
-/// archives and old exports write them), trying the three uncompressed syntaxes.
+/// archives and old exports write them), trying the three uncompressed syntaxes; then its
+/// UN values are read by their dictionary VR ([`super::un`]), once, for every reader.
 pub(super) fn open(bytes: &[u8], limit: u64) -> Result<DefaultDicomObject, DecodeError> {
+    let mut obj = parse(bytes, limit)?;
+    let big =
+        obj.meta().transfer_syntax().trim_end_matches('\0') == super::attrs::EXPLICIT_VR_BIG_ENDIAN;
+    super::un::reinterpret(&mut obj, big);
+    Ok(obj)
+}
+
+/// [`open`] without the UN rewrite.
+fn parse(bytes: &[u8], limit: u64) -> Result<DefaultDicomObject, DecodeError> {
     // Pixels at up to 8 bytes each, plus room for the rest of the data set.
     let cap = limit.saturating_mul(8).saturating_add(64 << 20);
     if bytes.get(128..132) == Some(b"DICM") {

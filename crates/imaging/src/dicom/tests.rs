@@ -2,6 +2,7 @@
 //! presets, MONOCHROME1, the attributes kept, and truncation as a clean error.
 
 use crate::{decode_bytes, DecodeOptions, Format};
+use dicom_core::header::Header;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
@@ -275,4 +276,144 @@ fn failures_are_typed_with_their_values() {
         DecodeError::from(e).to_string(),
         "DICOM: unsupported photometric interpretation HSV"
     );
+}
+
+/// The 2×2 CT slice of [`ct`] with a window, in either byte order; with `un`, every attribute
+/// simcase or dicom-pixeldata reads is stored as UN (its bytes as the syntax encodes them),
+/// as anonymisers write tags their dictionary lacks (pydicom's `explicit_VR-UN.dcm`).
+fn ct_un(big: bool, un: bool) -> Vec<u8> {
+    let mut o = InMemDicomObject::new_empty();
+    let mut text = |tag, vr, v: &str| o.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
+    text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100");
+    text(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE);
+    text(tags::SOP_INSTANCE_UID, VR::UI, "1.2.3.4.5");
+    text(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3");
+    text(tags::SERIES_INSTANCE_UID, VR::UI, "1.2.3.4");
+    text(tags::STUDY_DATE, VR::DA, "20151124");
+    text(tags::MODALITY, VR::CS, "CT");
+    text(tags::BODY_PART_EXAMINED, VR::CS, "PANCREAS");
+    text(tags::INSTANCE_NUMBER, VR::IS, "122");
+    text(tags::SLICE_LOCATION, VR::DS, "-121.5");
+    text(tags::PATIENT_ID, VR::LO, "PAT-0042");
+    text(tags::PATIENT_NAME, VR::PN, "Müller^Jane");
+    text(tags::PATIENT_BIRTH_DATE, VR::DA, "19700101");
+    text(tags::NUMBER_OF_FRAMES, VR::IS, "1");
+    text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
+    text(tags::PIXEL_SPACING, VR::DS, "0.859375\\0.859375");
+    text(tags::RESCALE_SLOPE, VR::DS, "2");
+    text(tags::RESCALE_INTERCEPT, VR::DS, "-1024");
+    text(tags::WINDOW_CENTER, VR::DS, "0\\40");
+    text(tags::WINDOW_WIDTH, VR::DS, "2001\\400");
+    for (tag, v) in [
+        (tags::SAMPLES_PER_PIXEL, 1u16),
+        (tags::ROWS, 2),
+        (tags::COLUMNS, 2),
+        (tags::BITS_ALLOCATED, 16),
+        (tags::BITS_STORED, 16),
+        (tags::HIGH_BIT, 15),
+        (tags::PIXEL_REPRESENTATION, 1),
+    ] {
+        o.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+    }
+    let px: Vec<u16> = [-500i16, 0, 500, 1000].iter().map(|&v| v as u16).collect();
+    o.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(px.into()),
+    ));
+    if un {
+        let tags: Vec<_> = o
+            .iter()
+            .map(|e| e.tag())
+            .filter(|t| *t != tags::PIXEL_DATA)
+            .collect();
+        for tag in tags {
+            let el = o.take(tag).unwrap();
+            let vr = el.vr();
+            let bytes: Vec<u8> = match el.value().primitive().unwrap() {
+                PrimitiveValue::U16(v) => v
+                    .iter()
+                    .flat_map(|w| {
+                        if big {
+                            w.to_be_bytes()
+                        } else {
+                            w.to_le_bytes()
+                        }
+                    })
+                    .collect(),
+                p => {
+                    let s = p.to_str();
+                    // The writer's encoding: ISO 8859-1 text, padded to even length.
+                    let mut b: Vec<u8> = s.chars().map(|c| c as u32 as u8).collect();
+                    if b.len() % 2 == 1 {
+                        b.push(if vr == VR::UI { 0 } else { b' ' });
+                    }
+                    b
+                }
+            };
+            o.put(DataElement::new(tag, VR::UN, PrimitiveValue::from(bytes)));
+        }
+    }
+    let ts = if big {
+        super::attrs::EXPLICIT_VR_BIG_ENDIAN
+    } else {
+        uids::EXPLICIT_VR_LITTLE_ENDIAN
+    };
+    let file = o
+        .with_meta(
+            FileMetaTableBuilder::new()
+                .transfer_syntax(ts)
+                .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE),
+        )
+        .unwrap();
+    let mut out = Vec::new();
+    file.write_all(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn un_values_read_as_their_dictionary_vr_in_either_byte_order() {
+    let phi = DecodeOptions {
+        keep_phi: true,
+        ..Default::default()
+    };
+    let lung = DecodeOptions {
+        window: Some("lung".parse().unwrap()),
+        ..Default::default()
+    };
+    for big in [false, true] {
+        let (plain, un) = (ct_un(big, false), ct_un(big, true));
+        assert!(
+            un.windows(2).any(|w| w == b"UN"),
+            "the test object stores UN"
+        );
+        let d = decode_bytes(&un, &phi).unwrap();
+        let m = d.dicom.unwrap();
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        assert_eq!(text(&m.modality), "CT", "big={big}");
+        assert_eq!(text(&m.body_part), "PANCREAS");
+        assert_eq!(text(&m.study_uid), "1.2.3");
+        assert_eq!(text(&m.series_uid), "1.2.3.4");
+        assert_eq!(text(&m.sop_uid), "1.2.3.4.5");
+        assert_eq!(text(&m.instance_number), "122");
+        assert_eq!(text(&m.slice_location), "-121.5");
+        assert_eq!(text(&m.study_date), "20151124");
+        assert_eq!(text(&m.patient_id), "PAT-0042");
+        let phi_read = m.phi.unwrap();
+        assert_eq!(text(&phi_read.patient_name), "Müller^Jane");
+        assert_eq!(text(&phi_read.birth_date), "19700101");
+        assert_eq!(m.frames, 1);
+        // Rescale (slope 2, intercept -1024: HU -2024, -1024, -24, 976) and the object's
+        // first window (C=0, W=2001), or a preset over the rescaled values: the same pixels
+        // as the object stored with its real VRs.
+        let f = |x: f32| (x + 0.5) / 2000.0 + 0.5;
+        let want = [0.0, 0.0, f(-24.0), f(976.0)];
+        for (opts, want) in [(&DecodeOptions::default(), Some(want)), (&lung, None)] {
+            let v = gray(&un, opts);
+            assert_eq!(v, gray(&plain, opts), "big={big}");
+            if let Some(want) = want {
+                assert!(close(&v, &want), "big={big}: {v:?}");
+            }
+        }
+    }
 }
