@@ -223,6 +223,121 @@ fn ingest_of_the_pydicom_test_sets_completes() {
     std::fs::remove_dir_all(&index).unwrap();
 }
 
+/// pydicom-data's `explicit_VR-UN.dcm` stores Modality, the UIDs, the PHI, Pixel Spacing and
+/// the rescale as UN. Indexed, it showed modality `67\84` and UIDs `49\46\50…` (the bytes
+/// as numbers); its values now read as pydicom reads them (the expected values below are
+/// pydicom 3.0.1's), through `index`, `search --json` and `--filter modality=CT`, and its
+/// pixels, windowed over the UN rescale, are pydicom's.
+#[test]
+fn un_values_read_as_pydicom_reads_them() {
+    const STUDY: &str = "1.2.826.0.1.3680043.2.1125.1.38381854871216336385978062044218957";
+    const SERIES: &str = "1.2.826.0.1.3680043.2.1125.1.68878959984837726447916707551399667";
+    const SOP: &str = "1.2.826.0.1.3680043.2.1125.1.8828356712501776637392831168989589";
+    let root = corpus();
+    let file = root.join("pydicom-data").join("explicit_VR-UN.dcm");
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("un-vr-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::copy(&file, src.join("explicit_VR-UN.dcm")).unwrap();
+    // Another CT (real VRs) beside it, so the filter and the neighbours have a choice.
+    std::fs::copy(
+        root.join("pydicom").join("CT_small.dcm"),
+        src.join("CT_small.dcm"),
+    )
+    .unwrap();
+    let index = dir.join("idx");
+    let out = bin()
+        .args(["index", "--quiet", "--keep-phi", "--index"])
+        .arg(&index)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let items = simcase_index::Reader::open(&index)
+        .unwrap()
+        .items()
+        .unwrap();
+    let un = items
+        .iter()
+        .find(|i| i.meta.path.ends_with("explicit_VR-UN.dcm"))
+        .expect("explicit_VR-UN.dcm indexed");
+    let m = &un.meta;
+    assert_eq!(m.modality.as_deref(), Some("CT"));
+    assert_eq!(m.body_part.as_deref(), Some("PANCREAS"));
+    assert_eq!(m.study_uid.as_deref(), Some(STUDY));
+    assert_eq!(m.series_uid.as_deref(), Some(SERIES));
+    assert_eq!(m.sop_uid.as_deref(), Some(SOP));
+    for (k, v) in [
+        ("instance_number", "122"),
+        ("study_date", "20151124"),
+        ("patient_id", "PANCREAS_0001"),
+        ("patient_name", "PANCREAS_0001"),
+    ] {
+        assert_eq!(m.extra.get(k).and_then(|v| v.as_str()), Some(v), "{k}");
+    }
+    // What a user sees: the other CT's neighbours (`search id:N --json`, the query itself
+    // left out), filtered on the modality.
+    let other = items.iter().find(|i| i.id != un.id).unwrap();
+    let out = common::run_ok(
+        bin()
+            .args(["search", &format!("id:{}", other.id), "--json", "-k", "5"])
+            .args(["--filter", "modality=CT", "--index"])
+            .arg(&index),
+    );
+    let hits: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits.len(), 1, "the UN file passes the filter: {out}");
+    assert_eq!(hits[0]["id"], un.id);
+    assert_eq!(hits[0]["modality"], "CT");
+    assert_eq!(hits[0]["study_uid"], STUDY);
+    assert_eq!(hits[0]["series_uid"], SERIES);
+    assert!(!out.contains("\\\\"), "byte numbers in the output: {out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // Pixels: the rescale (slope "1 ", intercept "0 ") is UN too; read as the bytes' numbers
+    // (49 and 48) it moves every windowed value. Abdomen window (C=40, W=400) and min-max,
+    // 8-bit grey levels from pydicom (apply_modality_lut, apply_voi_lut, as
+    // tools/make_dicom_fixtures.py does) at these (row, column) positions.
+    let bytes = std::fs::read(&file).unwrap();
+    let expect: [((usize, usize), u8, u8); 9] = [
+        ((256, 250), 82, 115),
+        ((256, 253), 76, 113),
+        ((300, 200), 124, 122),
+        ((200, 300), 224, 140),
+        ((100, 256), 0, 10),
+        ((256, 100), 24, 104),
+        ((256, 400), 36, 106),
+        ((350, 320), 42, 107),
+        ((0, 0), 0, 0),
+    ];
+    let abdomen = simcase_imaging::DecodeOptions {
+        window: Some("abdomen".parse().unwrap()),
+        ..Default::default()
+    };
+    let windowed = simcase_imaging::decode_bytes(&bytes, &abdomen).unwrap();
+    let plain = simcase_imaging::decode_bytes(&bytes, &Default::default()).unwrap();
+    assert_eq!((plain.image.width, plain.image.height), (512, 512));
+    for ((r, c), win, mm) in expect {
+        let grey = |d: &simcase_imaging::Decoded| (d.image.data[r * 512 + c] * 255.0).round();
+        assert!(
+            (grey(&windowed) - f32::from(win)).abs() <= 1.0,
+            "({r}, {c}) windowed: {} vs pydicom {win}",
+            grey(&windowed)
+        );
+        assert!(
+            (grey(&plain) - f32::from(mm)).abs() <= 1.0,
+            "({r}, {c}) min-max: {} vs pydicom {mm}",
+            grey(&plain)
+        );
+    }
+}
+
 /// Multi-frame objects: every frame an item with its frame number (or one with `middle`),
 /// and `--keep-phi` as the only way patient names reach the index.
 #[test]
