@@ -114,10 +114,19 @@ fn reparse(el: &InMemElement, vr: VR, big: bool, cs: SpecificCharacterSet) -> Op
         check_lengths(&buf, 0, buf.len(), false, false, 1, true).ok()?;
         uids::IMPLICIT_VR_LITTLE_ENDIAN
     } else {
-        let (u16b, u32b): (fn(u16) -> [u8; 2], fn(u32) -> [u8; 4]) = if big {
-            (u16::to_be_bytes, u32::to_be_bytes)
-        } else {
-            (u16::to_le_bytes, u32::to_le_bytes)
+        let u16b = |v: u16| {
+            if big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let u32b = |v: u32| {
+            if big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
         };
         buf.extend(u16b(tag.group()));
         buf.extend(u16b(tag.element()));
