@@ -706,10 +706,7 @@ fn attach_copies<'h>(
 ) {
     let mut by_hash: HashMap<&str, Vec<&mut Hit>> = HashMap::new();
     for h in hits {
-        if let Some(p) = items
-            .get(h.id as usize)
-            .and_then(|it| it.meta.pixel_hash())
-        {
+        if let Some(p) = items.get(h.id as usize).and_then(|it| it.meta.pixel_hash()) {
             by_hash.entry(p).or_default().push(h);
         }
     }

@@ -224,7 +224,17 @@ impl Params {
         let mut seen: Vec<&str> = Vec::new();
         for (name, v) in pairs {
             let name = name.as_str();
-            if ["k", "offset", "id", "text", "group_by", "window", "duplicates"].contains(&name) {
+            if [
+                "k",
+                "offset",
+                "id",
+                "text",
+                "group_by",
+                "window",
+                "duplicates",
+            ]
+            .contains(&name)
+            {
                 if seen.contains(&name) {
                     return Err(QueryError::bad(name, "given more than once"));
                 }
@@ -382,7 +392,10 @@ mod tests {
             (&[("text", &text)], "text"),
             (&[("group_by", "doctor")], "group_by"),
             (&[("duplicates", "some")], "duplicates"),
-            (&[("duplicates", "all"), ("duplicates", "all")], "duplicates"),
+            (
+                &[("duplicates", "all"), ("duplicates", "all")],
+                "duplicates",
+            ),
             (&[("window", "nope")], "window"),
             (&[("window", "nan,400")], "window"),
             (&[("window", "40,inf")], "window"),

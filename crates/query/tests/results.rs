@@ -57,7 +57,10 @@ fn index() -> &'static Snapshot {
         for s in 0..3u32 {
             let mut m = item(7 + s as usize, "CT", Some(&format!("S{s}")));
             m.format = "nifti".into();
-            for (k, v) in [("volume", "0123456789abcdef".into()), ("axis", "axial".into())] {
+            for (k, v) in [
+                ("volume", "0123456789abcdef".into()),
+                ("axis", "axial".into()),
+            ] {
                 m.extra.insert(k.into(), v);
             }
             m.extra.insert("slice".into(), (s * 10).into());
@@ -93,10 +96,7 @@ fn copies_collapse_into_the_best_ranked_one_and_k_counts_images() {
     // 5 is the query's own copy: left out, and named.
     assert_eq!(ids(&r), [1, 4, 6]);
     assert_eq!(r.query_duplicates, 1);
-    assert_eq!(
-        r.query_also.iter().map(|a| a.id).collect::<Vec<_>>(),
-        [5]
-    );
+    assert_eq!(r.query_also.iter().map(|a| a.id).collect::<Vec<_>>(), [5]);
     assert_eq!(r.query_also[0].path.as_deref(), Some("/data/5.dcm"));
     let best = &r.hits[0];
     assert_eq!(best.rank, 1);
@@ -145,7 +145,10 @@ fn copies_collapse_into_the_best_ranked_one_and_k_counts_images() {
     )
     .unwrap();
     assert_eq!(ids(&all), [1, 2, 3, 4, 6, 7, 8, 9, 10, 5]);
-    assert!(all.hits.iter().all(|h| h.also.is_empty() && h.duplicates == 0));
+    assert!(all
+        .hits
+        .iter()
+        .all(|h| h.also.is_empty() && h.duplicates == 0));
     assert_eq!(all.query_duplicates, 0);
 }
 
@@ -192,7 +195,10 @@ fn hits_carry_their_slice_frame_and_volume() {
     assert_eq!(f.place().as_deref(), Some("frame 2/5"));
     assert_eq!(hit(4).place(), None);
     let j = serde_json::to_value(s).unwrap();
-    assert_eq!((j["slice"].clone(), j["axis"].clone()), (10.into(), "axial".into()));
+    assert_eq!(
+        (j["slice"].clone(), j["axis"].clone()),
+        (10.into(), "axial".into())
+    );
     let j = serde_json::to_value(hit(4)).unwrap();
     for key in ["slice", "frame", "volume", "also", "duplicates"] {
         assert!(j.get(key).is_none(), "{key} in {j}");

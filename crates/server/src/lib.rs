@@ -530,7 +530,10 @@ async fn respond(
             h.also.iter_mut().for_each(|a| a.path = None);
         };
         res.hits.iter_mut().for_each(hide);
-        res.groups.iter_mut().flatten().for_each(|g| hide(&mut g.best));
+        res.groups
+            .iter_mut()
+            .flatten()
+            .for_each(|g| hide(&mut g.best));
         res.query_also.iter_mut().for_each(|a| a.path = None);
     }
     Ok(Json(api::SearchResponse {
