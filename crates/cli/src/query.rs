@@ -86,14 +86,22 @@ fn file_name(path: &str) -> &str {
     path.rsplit(['/', '\\']).next().unwrap_or(path)
 }
 
-/// "4 more: id:12 a.dcm, id:13 b.dcm, …": a count, and the first few copies by id and name.
+/// "4 more: id:12 a.dcm, id:13 b.dcm [frame 3], …": a count, and the first few copies by id,
+/// file name and part.
 fn copies(total: usize, also: &[Also]) -> String {
     let mut named: Vec<String> = also
         .iter()
         .take(ALSO_NAMED)
-        .map(|a| match &a.path {
-            Some(p) => format!("id:{} {}", a.id, file_name(p)),
-            None => format!("id:{}", a.id),
+        .map(|a| {
+            let part = match (a.frame, a.slice) {
+                (Some(f), _) => format!(" [frame {f}]"),
+                (None, Some(s)) => format!(" [slice {s}]"),
+                (None, None) => String::new(),
+            };
+            match &a.path {
+                Some(p) => format!("id:{} {}{part}", a.id, file_name(p)),
+                None => format!("id:{}{part}", a.id),
+            }
         })
         .collect();
     if total > named.len() {

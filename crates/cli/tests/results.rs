@@ -145,7 +145,7 @@ fn json(args: &[&str]) -> Vec<Value> {
 }
 
 /// The table's row of item `id` (its ID column).
-fn row<'a>(table: &'a str, id: u64) -> &'a str {
+fn row(table: &str, id: u64) -> &str {
     table
         .lines()
         .find(|l| l.split_whitespace().nth(2) == Some(&id.to_string()))

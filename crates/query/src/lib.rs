@@ -99,6 +99,12 @@ pub struct Also {
     /// Its file (the server leaves it out unless asked).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Its frame, when it is a frame of a multi-frame object (as [`Hit::frame`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame: Option<u32>,
+    /// Its slice, when it is a volume's (as [`Hit::slice`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slice: Option<u32>,
 }
 
 impl Also {
@@ -106,6 +112,8 @@ impl Also {
         Self {
             id: it.id,
             path: Some(it.meta.path.clone()),
+            frame: extra_u32(it, part_keys::FRAME),
+            slice: extra_u32(it, part_keys::SLICE),
         }
     }
 }

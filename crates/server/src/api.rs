@@ -299,7 +299,12 @@ mod tests {
                 k: 1,
                 empty_reason: Some("no item has modality=US".into()),
                 query_duplicates: 1,
-                query_also: vec![Also { id: 2, path: None }],
+                query_also: vec![Also {
+                    id: 2,
+                    path: None,
+                    frame: Some(1),
+                    slice: None,
+                }],
             },
             query: QueryInfo::Item { id: 3 },
             model: "m".into(),
