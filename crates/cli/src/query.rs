@@ -4,7 +4,9 @@ use anyhow::{bail, Context, Result};
 use simcase_imaging::WindowPreset;
 use simcase_index::Snapshot;
 use simcase_models::default_device;
-use simcase_query::{search, Field, Filters, GroupBy, Hit, Query, Request};
+use simcase_query::{
+    params, search, Also, Duplicates, Field, Filters, GroupBy, Hit, Query, Request, Response,
+};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -17,6 +19,7 @@ pub struct SearchArgs {
     text: Option<String>,
     #[arg(long)]
     index: PathBuf,
+    /// Results (1..=500): distinct images, or groups with --group-by.
     #[arg(short, long, default_value_t = 10)]
     k: usize,
     /// Print JSON instead of a table.
@@ -33,6 +36,10 @@ pub struct SearchArgs {
     /// label, source, split, body_part, format, meta.COLUMN).
     #[arg(long = "filter", value_name = "FIELD=VALUE", value_parser = parse_filter)]
     filters: Vec<(Field, String)>,
+    /// List every stored copy of an image (the same decoded pixels in other files or
+    /// transfer syntaxes) as a hit of its own, instead of one hit that names the others.
+    #[arg(long)]
+    all_duplicates: bool,
 }
 
 fn parse_filter(s: &str) -> Result<(Field, String)> {
@@ -52,28 +59,112 @@ pub fn resolve(reader: &Snapshot, query: &str, window: Option<WindowPreset>) -> 
     Ok(Query::file(enc.as_ref(), Path::new(query), window)?)
 }
 
+/// Width of the LABEL column: longer labels are cut in the middle ([`shorten`]).
+const LABEL_WIDTH: usize = 34;
+/// Width of the PATIENT/GROUP column: long UIDs are cut in the middle ([`shorten`]).
+const GROUP_WIDTH: usize = 20;
+/// Copies named on a hit's "also stored as" line (all are counted).
+const ALSO_NAMED: usize = 4;
+
+/// `s` in at most `width` characters: as it is when it fits, else its head and tail around
+/// `…` (`1.2.840.113619…4821`), so that a table keeps its columns and the ends of a UID (the
+/// root and the instance digits) stay readable. `--json` keeps full values.
+pub fn shorten(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    if n <= width || width < 3 {
+        return s.to_string();
+    }
+    let tail = (width - 1) / 3;
+    let head = width - 1 - tail;
+    let h: String = s.chars().take(head).collect();
+    let t: String = s.chars().skip(n - tail).collect();
+    format!("{h}…{t}")
+}
+
+/// A file's name, for lines that list several files.
+fn file_name(path: &str) -> &str {
+    path.rsplit(['/', '\\']).next().unwrap_or(path)
+}
+
+/// "4 more: id:12 a.dcm, id:13 b.dcm [frame 3], …": a count, and the first few copies by id,
+/// file name and part.
+fn copies(total: usize, also: &[Also]) -> String {
+    let mut named: Vec<String> = also
+        .iter()
+        .take(ALSO_NAMED)
+        .map(|a| {
+            let part = match (a.frame, a.slice) {
+                (Some(f), _) => format!(" [frame {f}]"),
+                (None, Some(s)) => format!(" [slice {s}]"),
+                (None, None) => String::new(),
+            };
+            match &a.path {
+                Some(p) => format!("id:{} {}{part}", a.id, file_name(p)),
+                None => format!("id:{}{part}", a.id),
+            }
+        })
+        .collect();
+    if total > named.len() {
+        named.push("…".into());
+    }
+    format!("{total} more: {}", named.join(", "))
+}
+
+/// The results as a table: rank, score, id, label, patient or group (shortened to fixed
+/// widths), and the path with the slice or frame that matched; copies of an image collapsed
+/// into a hit on a line of their own.
 pub fn print_table(results: &[Hit]) {
     println!(
-        "{:>4}  {:>6}  {:>6}  {:<34} {:<16} PATH",
+        "{:>4}  {:>6}  {:>6}  {:<LABEL_WIDTH$} {:<GROUP_WIDTH$} PATH",
         "RANK", "SCORE", "ID", "LABEL", "PATIENT/GROUP"
     );
     for r in results {
+        let label = r.label.as_deref().or(r.modality.as_deref()).unwrap_or("-");
+        let group = r
+            .group
+            .as_deref()
+            .or(r.patient_key.as_deref())
+            .unwrap_or("-");
+        let mut path = r.path.as_deref().unwrap_or("-").to_string();
+        if let Some(place) = r.place() {
+            path = format!("{path} [{place}]");
+        }
         println!(
-            "{:>4}  {:>6.4}  {:>6}  {:<34} {:<16} {}",
+            "{:>4}  {:>6.4}  {:>6}  {:<LABEL_WIDTH$} {:<GROUP_WIDTH$} {path}",
             r.rank,
             r.score,
             r.id,
-            r.label.as_deref().or(r.modality.as_deref()).unwrap_or("-"),
-            r.group
-                .as_deref()
-                .or(r.patient_key.as_deref())
-                .unwrap_or("-"),
-            r.path.as_deref().unwrap_or("-")
+            shorten(label, LABEL_WIDTH),
+            shorten(group, GROUP_WIDTH),
         );
+        if r.duplicates > 0 {
+            println!(
+                "{:>22}(also stored as {})",
+                "",
+                copies(r.duplicates, &r.also)
+            );
+        }
     }
 }
 
+/// What a search's page leaves unsaid in a table: the query's own copies (left out), and why
+/// the page is empty. Returned as lines; the caller picks the stream.
+pub fn notes(res: &Response) -> Vec<String> {
+    let mut out = Vec::new();
+    if res.query_duplicates > 0 {
+        out.push(format!(
+            "(the query is also stored as {}; left out of the results)",
+            copies(res.query_duplicates, &res.query_also)
+        ));
+    }
+    if let Some(why) = &res.empty_reason {
+        out.push(format!("no results: {why}"));
+    }
+    out
+}
+
 pub fn search_cmd(a: &SearchArgs) -> Result<()> {
+    let k = params::check_k(a.k, params::MAX_K)?;
     let reader = Snapshot::open(&a.index)?;
     if reader.is_empty() {
         bail!("{} is empty", a.index.display());
@@ -93,24 +184,43 @@ pub fn search_cmd(a: &SearchArgs) -> Result<()> {
         filters.fields.entry(f.clone()).or_default().push(v.clone());
     }
     let req = Request {
-        k: a.k,
+        k,
         offset: 0,
         filters,
         group_by: a.group_by,
+        duplicates: if a.all_duplicates {
+            Duplicates::All
+        } else {
+            Duplicates::Collapse
+        },
     };
     let res = search(&reader, &q, &req)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&res.hits)?);
-    } else {
-        print_table(&res.hits);
-        if let Some(groups) = &res.groups {
-            let counts: Vec<String> = groups.iter().map(|g| g.matched.to_string()).collect();
-            println!(
-                "(grouped by {:?}; matched items per group: {})",
-                req.group_by.unwrap(),
-                counts.join(", ")
-            );
+        // stdout stays a JSON array; the explanation of an empty page goes to stderr.
+        if let Some(why) = &res.empty_reason {
+            eprintln!("no results: {why}");
         }
+        return Ok(());
+    }
+    let notes = notes(&res);
+    if res.hits.is_empty() {
+        for n in &notes {
+            eprintln!("{n}");
+        }
+        return Ok(());
+    }
+    for n in &notes {
+        println!("{n}");
+    }
+    print_table(&res.hits);
+    if let Some(groups) = &res.groups {
+        let counts: Vec<String> = groups.iter().map(|g| g.matched.to_string()).collect();
+        println!(
+            "(grouped by {:?}; matched items per group: {})",
+            req.group_by.unwrap(),
+            counts.join(", ")
+        );
     }
     Ok(())
 }

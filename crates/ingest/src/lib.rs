@@ -99,6 +99,8 @@ fn item_meta(
     let mut meta = src.meta.clone();
     meta.path = path.to_string();
     meta.format = d.format.name().to_string();
+    // Copies of one image in other encodings (transfer syntaxes) share it: search shows one.
+    meta.set_pixel_hash(d.image.width, d.image.height, &d.image.data);
     meta.hash = match d.part {
         Some(Part {
             index,

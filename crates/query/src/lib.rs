@@ -1,8 +1,10 @@
 //! Similar-case queries, shared by the CLI and the HTTP server: resolve a query (an image, an
 //! indexed item, or text for CLIP-family models) to a vector in the index's space, then rank
-//! the index by exact cosine and attach each hit's metadata. Parameters are parsed and bounded
-//! here ([`params`]), errors are typed ([`QueryError`]), and a search's memory is bounded by
-//! the index, whatever its parameters ([`search`]).
+//! the index by exact cosine and attach each hit's metadata (where in its file it is, and the
+//! other stored copies of its pixels, collapsed into it: [`Duplicates`]); an empty filtered
+//! result says why. Parameters are parsed and bounded here ([`params`]), errors are typed
+//! ([`QueryError`]), and a search's memory is bounded by the index, whatever its parameters
+//! ([`search`]).
 
 mod error;
 pub mod params;
@@ -12,10 +14,10 @@ pub use params::{Params, StudyDate};
 
 use serde::Serialize;
 use simcase_imaging::{decode_path, DecodeOptions, Image, WindowPreset};
-use simcase_index::{search_rows, Column, Item, Snapshot};
+use simcase_index::{part_keys, search_rows, Column, Item, Snapshot};
 use simcase_models::{Encoder, TextEncoder};
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 /// What this crate's fallible calls return.
@@ -54,6 +56,71 @@ pub struct Hit {
     /// The key this hit was grouped by, when the search was grouped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// For a volume slice: its 0-based index across `axis` (of `slices`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slice: Option<u32>,
+    /// For a volume slice: how many slices its volume has across `axis`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slices: Option<u32>,
+    /// For a volume slice: the slicing axis (`axial`, `coronal`, `sagittal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub axis: Option<String>,
+    /// For a volume slice: the id its volume's slices share (what `group_by=volume` uses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+    /// For a frame of a multi-frame DICOM object: its 0-based index (of `frames`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame: Option<u32>,
+    /// For a frame: how many frames its object has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames: Option<u32>,
+    /// How many other stored items (that pass the filters) hold the same decoded pixels: the
+    /// same image in other files or encodings, collapsed into this hit (see
+    /// [`Duplicates`]).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub duplicates: usize,
+    /// The first [`MAX_ALSO`] of those items, by id.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<Also>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Most duplicates listed in a hit's [`Hit::also`] (all are counted in [`Hit::duplicates`]).
+pub const MAX_ALSO: usize = 16;
+
+/// Another stored copy of an image: the same decoded pixels, another item.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Also {
+    /// The copy's item id.
+    pub id: u64,
+    /// Its file (the server leaves it out unless asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Its frame, when it is a frame of a multi-frame object (as [`Hit::frame`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame: Option<u32>,
+    /// Its slice, when it is a volume's (as [`Hit::slice`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slice: Option<u32>,
+}
+
+impl Also {
+    fn of(it: &Item) -> Self {
+        Self {
+            id: it.id,
+            path: Some(it.meta.path.clone()),
+            frame: extra_u32(it, part_keys::FRAME),
+            slice: extra_u32(it, part_keys::SLICE),
+        }
+    }
+}
+
+/// A whole number from an item's extra metadata.
+fn extra_u32(it: &Item, key: &str) -> Option<u32> {
+    it.meta.extra.get(key)?.as_u64()?.try_into().ok()
 }
 
 impl Hit {
@@ -74,7 +141,30 @@ impl Hit {
             study_uid: m.study_uid.clone(),
             series_uid: m.series_uid.clone(),
             group: None,
+            slice: extra_u32(it, part_keys::SLICE),
+            slices: extra_u32(it, part_keys::SLICES),
+            axis: m.slice_axis().map(str::to_string),
+            volume: m.volume().map(str::to_string),
+            frame: extra_u32(it, part_keys::FRAME),
+            frames: extra_u32(it, part_keys::FRAMES),
+            duplicates: 0,
+            also: Vec::new(),
         }
+    }
+
+    /// Where in its file this hit is, for a table: `slice 12/40 axial` or `frame 3/10`
+    /// (0-based index / count, as in the JSON), or nothing for a single image.
+    pub fn place(&self) -> Option<String> {
+        let of = |n: Option<u32>| n.map(|n| format!("/{n}")).unwrap_or_default();
+        if let Some(s) = self.slice {
+            let axis = self.axis.as_deref().map(|a| format!(" {a}"));
+            return Some(format!(
+                "slice {s}{}{}",
+                of(self.slices),
+                axis.unwrap_or_default()
+            ));
+        }
+        self.frame.map(|f| format!("frame {f}{}", of(self.frames)))
     }
 }
 
@@ -184,6 +274,15 @@ impl std::str::FromStr for Field {
 }
 
 impl Field {
+    /// The field's name as a filter spells it: `modality`, `format`, `meta.view`.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Column(c) => c.name().to_string(),
+            Self::Format => "format".to_string(),
+            Self::Extra(k) => format!("meta.{k}"),
+        }
+    }
+
     /// This field's value for `it`, if it has one.
     pub fn value<'a>(&self, it: &'a Item) -> Option<&'a str> {
         let m = &it.meta;
@@ -313,6 +412,34 @@ impl std::fmt::Display for GroupKey<'_> {
     }
 }
 
+/// Whether stored copies of one image (the same decoded pixels,
+/// [`simcase_index::ItemMeta::pixel_hash`], e.g. one DICOM object in several transfer
+/// syntaxes) are shown once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Duplicates {
+    /// One hit per image, the best-ranked copy, listing the others (`also`); `k` counts
+    /// distinct images. The default.
+    #[default]
+    Collapse,
+    /// Every stored item, copies included.
+    All,
+}
+
+impl std::str::FromStr for Duplicates {
+    type Err = QueryError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "collapse" => Ok(Self::Collapse),
+            "all" => Ok(Self::All),
+            other => Err(QueryError::bad(
+                "duplicates",
+                format!("{} is not collapse or all", params::quote(other)),
+            )),
+        }
+    }
+}
+
 /// One search: how many results, which page, which items, and whether to group.
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -324,6 +451,8 @@ pub struct Request {
     pub filters: Filters,
     /// Return distinct groups instead of items.
     pub group_by: Option<GroupBy>,
+    /// Whether copies of one image are collapsed into one hit.
+    pub duplicates: Duplicates,
 }
 
 impl Default for Request {
@@ -333,6 +462,7 @@ impl Default for Request {
             offset: 0,
             filters: Filters::default(),
             group_by: None,
+            duplicates: Duplicates::Collapse,
         }
     }
 }
@@ -375,28 +505,44 @@ pub struct Response {
     pub groups: Option<Vec<Group>>,
     /// The label vote of this page.
     pub vote: Vote,
-    /// Items that passed the filters.
+    /// Items that passed the filters (the query item and its copies left out).
     pub candidates: usize,
     /// The request's offset.
     pub offset: usize,
     /// The request's page size.
     pub k: usize,
+    /// When no item passed the filters: why, e.g. `no item has modality=US; modality values
+    /// in this index: CR (120), MR (40)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub empty_reason: Option<String>,
+    /// For "more like this" with duplicates collapsed: how many other items hold the query
+    /// item's pixels (left out of the results: they are the query).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub query_duplicates: usize,
+    /// The first [`MAX_ALSO`] of them, by id.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub query_also: Vec<Also>,
 }
 
-/// Rank `snap` for `q`: exact cosine over the items that pass the filters, then optional
-/// grouping, pagination and the label vote of the page.
+/// Rank `snap` for `q`: exact cosine over the items that pass the filters, then the collapse
+/// of pixel-identical copies ([`Duplicates`]), optional grouping, pagination and the label
+/// vote of the page.
 ///
 /// Bounded by the index, whatever `req` says. Let `n` be the rows in the index and `c ≤ n` the
-/// candidates (rows that pass the filters, the query's own item left out). A page that starts
-/// at or past the end (`offset ≥ c`, or `k = 0`) is answered empty before anything is ranked
-/// or allocated. Otherwise ranking keeps `w = min(offset + k, c) ≤ n` hits (`offset + k`
-/// saturating), so the memory of one search, beyond the memory-mapped index, is at most
-/// about:
+/// candidates (rows that pass the filters, the query's own item and its copies left out). A
+/// page that starts at or past the end (`offset ≥ c`, or `k = 0`) is answered empty before
+/// anything is ranked or allocated (when `c = 0` because of a filter, the one allocation is
+/// the explanation: a scan of the items and a count per value of one field, ≤ `n`). Otherwise
+/// ranking keeps `w = min(offset + k, c) ≤ n` hits (`offset + k` saturating), so the memory of
+/// one search, beyond the memory-mapped index, is at most about:
 ///
-/// - ranking ([`search_rows`]): 16 B × (`n` + `w`) for the heaps and the sorted hits;
-/// - grouping: the same ranking over at most `c` rows, plus about 100 B per distinct group
-///   (≤ `c`: its place in first-seen order and in a hash table);
-///   group keys are borrowed from the index's metadata, not copied;
+/// - ranking ([`search_rows`]): 16 B × (`n` + `p`) for the heaps and the sorted hits, where
+///   the pool `p ≤ c` is `w` plus a margin when copies are collapsed or groups formed, grown
+///   (to `c` at most) until it holds `w` distinct images or groups;
+/// - collapsing: a set of the pool's pixel hashes (borrowed, ≤ `p`), and for the page's hits
+///   one scan of the items collecting at most [`MAX_ALSO`] copies each;
+/// - grouping: about 100 B per distinct group (≤ `c`: its place in first-seen order and in a
+///   hash table); group keys are borrowed from the index's metadata, not copied;
 /// - the page: `min(k, c − offset)` hits with a copy of their metadata.
 ///
 /// So it is O(n) in all: `offset` never sizes anything, and `k` only as `min(k, n)`.
@@ -410,15 +556,31 @@ pub fn search(snap: &Snapshot, q: &Query, req: &Request) -> Result<Response> {
     }
     let skip = q.exclude;
     let items = snap.items();
+    let rows = snap.len().min(items.len());
+    let collapse = req.duplicates == Duplicates::Collapse;
+    // "More like this": the query item's other copies are the query too.
+    let query_hash = skip
+        .filter(|_| collapse)
+        .and_then(|s| items.get(s as usize))
+        .and_then(|it| it.meta.pixel_hash());
+    let twins: Vec<u64> = match query_hash {
+        Some(h) => items
+            .iter()
+            .filter(|it| Some(it.id) != skip && it.meta.pixel_hash() == Some(h))
+            .map(|it| it.id)
+            .collect(),
+        None => Vec::new(),
+    };
     let keep = |r: u64| {
         Some(r) != skip
+            && (twins.is_empty() || twins.binary_search(&r).is_err())
             && items
                 .get(r as usize)
                 .is_some_and(|it| req.filters.keeps(it))
     };
-    let rows = snap.len().min(items.len());
     let candidates = if req.filters.is_empty() {
-        rows - usize::from(skip.is_some_and(|s| s < rows as u64))
+        let left_out = usize::from(skip.is_some_and(|s| s < rows as u64)) + twins.len();
+        rows.saturating_sub(left_out)
     } else {
         items.iter().filter(|it| keep(it.id)).count()
     };
@@ -429,7 +591,19 @@ pub fn search(snap: &Snapshot, q: &Query, req: &Request) -> Result<Response> {
         candidates,
         offset: req.offset,
         k: req.k,
+        empty_reason: None,
+        query_duplicates: twins.len(),
+        query_also: twins
+            .iter()
+            .take(MAX_ALSO)
+            .filter_map(|&id| items.get(id as usize).map(Also::of))
+            .collect(),
     };
+    if candidates == 0 {
+        let mut res = page(Vec::new(), req.group_by.map(|_| Vec::new()));
+        res.empty_reason = Some(explain_empty(items, &req.filters, skip, &twins));
+        return Ok(res);
+    }
     if req.k == 0 || req.offset >= candidates {
         return Ok(page(Vec::new(), req.group_by.map(|_| Vec::new())));
     }
@@ -446,23 +620,52 @@ pub fn search(snap: &Snapshot, q: &Query, req: &Request) -> Result<Response> {
             .get(h.row as usize)
             .map(|it| Hit::new(rank, h.score, it))
     };
-    let Some(g) = req.group_by else {
-        let hits = rank(want)
-            .iter()
-            .enumerate()
-            .skip(req.offset)
-            .filter_map(|(i, h)| hit(i + 1, h))
-            .collect();
-        return Ok(page(hits, None));
-    };
-    // Enough candidates for `want` distinct groups in practice; all of them otherwise.
-    let mut pool = want.saturating_mul(20).saturating_add(100).min(candidates);
+    // Enough candidates for `want` distinct images (groups) in practice; more if not.
+    let mut pool = match (req.group_by, collapse) {
+        (Some(_), _) => want.saturating_mul(20).saturating_add(100),
+        (None, true) => want.saturating_add(want / 2).saturating_add(16),
+        (None, false) => want,
+    }
+    .min(candidates);
     loop {
         let ranked = rank(pool);
-        // Groups in order of first appearance: (key, its best hit in `ranked`, items matched).
+        // The pool's distinct images: the first (best-ranked) copy of each pixel hash.
+        let distinct: Vec<&simcase_index::Hit> = if collapse {
+            let mut seen: HashSet<&str> = HashSet::new();
+            ranked
+                .iter()
+                .filter(|h| {
+                    items
+                        .get(h.row as usize)
+                        .and_then(|it| it.meta.pixel_hash())
+                        .is_none_or(|p| seen.insert(p))
+                })
+                .collect()
+        } else {
+            ranked.iter().collect()
+        };
+        let last_try = pool >= candidates;
+        let Some(g) = req.group_by else {
+            if distinct.len() < want && !last_try {
+                pool = pool.saturating_mul(4).min(candidates);
+                continue;
+            }
+            let mut hits: Vec<Hit> = distinct
+                .iter()
+                .enumerate()
+                .skip(req.offset)
+                .take(req.k)
+                .filter_map(|(i, h)| hit(i + 1, h))
+                .collect();
+            if collapse {
+                attach_copies(items, &keep, hits.iter_mut());
+            }
+            return Ok(page(hits, None));
+        };
+        // Groups in order of first appearance: (key, its best hit in `distinct`, items matched).
         let mut order: Vec<(GroupKey, usize, usize)> = Vec::new();
         let mut at: HashMap<GroupKey, usize> = HashMap::new();
-        for (i, h) in ranked.iter().enumerate() {
+        for (i, h) in distinct.iter().enumerate() {
             let Some(it) = items.get(h.row as usize) else {
                 continue;
             };
@@ -474,28 +677,153 @@ pub fn search(snap: &Snapshot, q: &Query, req: &Request) -> Result<Response> {
                 }
             }
         }
-        if order.len() >= want || pool >= candidates {
-            let groups: Vec<Group> = order
-                .iter()
-                .enumerate()
-                .skip(req.offset)
-                .take(req.k)
-                .filter_map(|(i, &(key, best, matched))| {
-                    let mut best = hit(i + 1, &ranked[best])?;
-                    best.group = Some(key.to_string());
-                    Some(Group {
-                        key: key.to_string(),
-                        score: best.score,
-                        matched,
-                        best,
-                    })
-                })
-                .collect();
-            let hits = groups.iter().map(|g| g.best.clone()).collect();
-            return Ok(page(hits, Some(groups)));
+        if order.len() < want && !last_try {
+            pool = candidates;
+            continue;
         }
-        pool = candidates;
+        let mut groups: Vec<Group> = order
+            .iter()
+            .enumerate()
+            .skip(req.offset)
+            .take(req.k)
+            .filter_map(|(i, &(key, best, matched))| {
+                let mut best = hit(i + 1, distinct[best])?;
+                best.group = Some(key.to_string());
+                Some(Group {
+                    key: key.to_string(),
+                    score: best.score,
+                    matched,
+                    best,
+                })
+            })
+            .collect();
+        if collapse {
+            attach_copies(items, &keep, groups.iter_mut().map(|g| &mut g.best));
+        }
+        let hits = groups.iter().map(|g| g.best.clone()).collect();
+        return Ok(page(hits, Some(groups)));
     }
+}
+
+/// Fill each hit's [`Hit::duplicates`] and [`Hit::also`]: the other items that `keep` lets
+/// through with the same pixel hash. One scan of the items for the whole page.
+fn attach_copies<'h>(
+    items: &[Item],
+    keep: &dyn Fn(u64) -> bool,
+    hits: impl Iterator<Item = &'h mut Hit>,
+) {
+    let mut by_hash: HashMap<&str, Vec<&mut Hit>> = HashMap::new();
+    for h in hits {
+        if let Some(p) = items.get(h.id as usize).and_then(|it| it.meta.pixel_hash()) {
+            by_hash.entry(p).or_default().push(h);
+        }
+    }
+    if by_hash.is_empty() {
+        return;
+    }
+    for it in items {
+        let Some(same) = it.meta.pixel_hash().and_then(|p| by_hash.get_mut(p)) else {
+            continue;
+        };
+        if !keep(it.id) {
+            continue;
+        }
+        for h in same.iter_mut().filter(|h| h.id != it.id) {
+            h.duplicates += 1;
+            if h.also.len() < MAX_ALSO {
+                h.also.push(Also::of(it));
+            }
+        }
+    }
+}
+
+/// Values listed when a filter matches nothing.
+const MAX_VALUES_LISTED: usize = 12;
+
+/// Why no item passed `filters`: the first filter that matches no item of the index, with the
+/// values its field does have (most frequent first), or the date range, or the combination.
+fn explain_empty(items: &[Item], filters: &Filters, skip: Option<u64>, twins: &[u64]) -> String {
+    let is_query = |it: &Item| Some(it.id) == skip || twins.binary_search(&it.id).is_ok();
+    if items.iter().all(is_query) {
+        return match (items.len(), skip) {
+            (0, _) => "the index holds no items".to_string(),
+            (_, Some(_)) if !twins.is_empty() => {
+                "the index holds no other image than the query (and its copies)".to_string()
+            }
+            (_, Some(_)) => "the index holds no other item than the query".to_string(),
+            _ => "no item passed the filters".to_string(),
+        };
+    }
+    for (field, allowed) in &filters.fields {
+        let name = field.name();
+        let matches = |v: &str| allowed.iter().any(|a| a.eq_ignore_ascii_case(v));
+        if items.iter().any(|it| field.value(it).is_some_and(matches)) {
+            continue;
+        }
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for it in items {
+            if let Some(v) = field.value(it) {
+                *counts.entry(v).or_default() += 1;
+            }
+        }
+        let wanted: Vec<String> = allowed.iter().map(|a| short(a)).collect();
+        let wanted = format!("{name}={}", wanted.join("|"));
+        if counts.is_empty() {
+            return format!("no item has a {name} value (filter {wanted})");
+        }
+        let mut counts: Vec<(&str, usize)> = counts.into_iter().collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        let mut listed: Vec<String> = counts
+            .iter()
+            .take(MAX_VALUES_LISTED)
+            .map(|(v, n)| format!("{} ({n})", short(v)))
+            .collect();
+        if counts.len() > MAX_VALUES_LISTED {
+            listed.push(format!("… {} more", counts.len() - MAX_VALUES_LISTED));
+        }
+        return format!(
+            "no item has {wanted}; {name} values in this index: {}",
+            listed.join(", ")
+        );
+    }
+    if filters.date_from.is_some() || filters.date_to.is_some() {
+        let dates: Vec<StudyDate> = items
+            .iter()
+            .filter_map(|it| it.meta.extra.get("study_date")?.as_str())
+            .filter_map(StudyDate::parse_stored)
+            .collect();
+        let range = |f: Option<StudyDate>, t: Option<StudyDate>| {
+            let end = |d: Option<StudyDate>| d.map(|d| d.to_string()).unwrap_or_default();
+            format!("{}..{}", end(f), end(t))
+        };
+        let asked = range(filters.date_from, filters.date_to);
+        let (Some(&lo), Some(&hi)) = (dates.iter().min(), dates.iter().max()) else {
+            return format!("no item has a study date (filter {asked})");
+        };
+        let in_range = |d: &StudyDate| {
+            filters.date_from.is_none_or(|f| *d >= f) && filters.date_to.is_none_or(|t| *d <= t)
+        };
+        if !dates.iter().any(in_range) {
+            return format!(
+                "no item's study date is in {asked}; study dates in this index: {}",
+                range(Some(lo), Some(hi))
+            );
+        }
+    }
+    if items.iter().any(|it| filters.keeps(it)) {
+        return "only the query itself (or its copies) passes the filters".to_string();
+    }
+    "no item passes all the filters together (each one alone matches some items)".to_string()
+}
+
+/// `v` as it is when short, else cut with an ellipsis: a message echoes index values boundedly.
+fn short(v: &str) -> String {
+    const MAX: usize = 48;
+    if v.chars().count() <= MAX {
+        return v.to_string();
+    }
+    let head: String = v.chars().take(MAX - 1).collect();
+    format!("{head}…")
 }
 
 /// The score-weighted label distribution of `hits` at each level.

@@ -22,6 +22,8 @@ pub const MAX_VALUE_BYTES: usize = 256;
 pub const MAX_FILTER_VALUES: usize = 32;
 /// Longest text query, in bytes (the text towers read at most 256 tokens).
 pub const MAX_TEXT_BYTES: usize = 1024;
+/// Largest `k` (results per page): the server's default `max_k` and the CLI's bound.
+pub const MAX_K: usize = 500;
 /// Longest value quoted back in an error message.
 const MAX_QUOTED: usize = 64;
 
@@ -129,6 +131,18 @@ pub fn parse_id(name: &str, value: &str) -> Result<u64, QueryError> {
     })
 }
 
+/// `k` results per page, refused unless it is 1..=`max_k` (the same message for the API and
+/// the CLI).
+pub fn check_k(k: usize, max_k: usize) -> Result<usize, QueryError> {
+    if k == 0 || k > max_k {
+        return Err(QueryError::bad(
+            "k",
+            format!("must be 1..={max_k}, got {k}"),
+        ));
+    }
+    Ok(k)
+}
+
 /// A text query: not blank, at most [`MAX_TEXT_BYTES`].
 pub fn check_text(text: &str) -> Result<(), QueryError> {
     if text.trim().is_empty() {
@@ -183,7 +197,8 @@ impl Params {
     pub const DEFAULT_K: usize = 20;
 
     /// Parse a query string's `name=value` pairs: `k` (1..=`max_k`), `offset`, `id`, `text`,
-    /// `group_by`, `window` (each at most once; an empty `group_by` or `window` means none),
+    /// `group_by`, `window`, `duplicates` (`collapse`, the default, or `all`) (each at most
+    /// once; an empty `group_by`, `window` or `duplicates` means the default),
     /// `date_from`/`date_to`, and every other name as a filter field (repeatable). `token` is
     /// skipped (it authenticates, it does not search). Any bad value is a
     /// [`QueryError::BadParameter`] naming its parameter.
@@ -209,7 +224,17 @@ impl Params {
         let mut seen: Vec<&str> = Vec::new();
         for (name, v) in pairs {
             let name = name.as_str();
-            if ["k", "offset", "id", "text", "group_by", "window"].contains(&name) {
+            if [
+                "k",
+                "offset",
+                "id",
+                "text",
+                "group_by",
+                "window",
+                "duplicates",
+            ]
+            .contains(&name)
+            {
                 if seen.contains(&name) {
                     return Err(QueryError::bad(name, "given more than once"));
                 }
@@ -225,18 +250,15 @@ impl Params {
                 }
                 "group_by" if v.is_empty() => {}
                 "group_by" => p.req.group_by = Some(v.parse()?),
+                "duplicates" if v.is_empty() => {}
+                "duplicates" => p.req.duplicates = v.parse()?,
                 "window" if v.is_empty() => {}
                 "window" => p.window = Some(parse_window("window", v)?),
                 "token" => {}
                 other => p.req.filters.add(other, v)?,
             }
         }
-        if p.req.k == 0 || p.req.k > max_k {
-            return Err(QueryError::bad(
-                "k",
-                format!("must be 1..={max_k}, got {}", p.req.k),
-            ));
-        }
+        check_k(p.req.k, max_k)?;
         Ok(p)
     }
 }
@@ -369,6 +391,11 @@ mod tests {
             (&[("text", "  ")], "text"),
             (&[("text", &text)], "text"),
             (&[("group_by", "doctor")], "group_by"),
+            (&[("duplicates", "some")], "duplicates"),
+            (
+                &[("duplicates", "all"), ("duplicates", "all")],
+                "duplicates",
+            ),
             (&[("window", "nope")], "window"),
             (&[("window", "nan,400")], "window"),
             (&[("window", "40,inf")], "window"),
@@ -422,6 +449,7 @@ mod tests {
                 ("id", "3"),
                 ("group_by", "patient"),
                 ("window", ""),
+                ("duplicates", "all"),
                 ("modality", "CT"),
                 ("modality", "ct"),
                 ("modality", "MR"),
@@ -435,6 +463,7 @@ mod tests {
         .unwrap();
         assert_eq!((p.req.k, p.req.offset, p.id), (7, usize::MAX, Some(3)));
         assert_eq!(p.req.group_by, Some(GroupBy::Patient));
+        assert_eq!(p.req.duplicates, crate::Duplicates::All);
         assert_eq!(p.window, None);
         let modality: Field = "modality".parse().unwrap();
         assert_eq!(p.req.filters.fields[&modality], vec!["CT", "MR"]);
@@ -442,6 +471,7 @@ mod tests {
         assert_eq!(p.req.filters.date_to, StudyDate::from_ymd(2019, 12, 31));
         let d = Params::parse(&[], 500).unwrap();
         assert_eq!((d.req.k, d.req.offset), (Params::DEFAULT_K, 0));
+        assert_eq!(d.req.duplicates, crate::Duplicates::Collapse);
         assert!(d.req.filters.is_empty());
     }
 

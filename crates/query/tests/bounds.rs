@@ -137,6 +137,7 @@ fn offsets_at_or_past_the_candidates_answer_empty_pages_without_allocating() {
                         offset,
                         filters: filters.clone(),
                         group_by,
+                        ..Request::default()
                     };
                     let (res, peak) = peak_of(|| search(snap, &q, &req).unwrap());
                     let what = format!("offset {offset}, k {k}, {group_by:?}, {filters:?}");
@@ -209,6 +210,7 @@ fn filters_and_offsets_page_through_exactly_the_filtered_items() {
         offset,
         filters: ct.clone(),
         group_by,
+        ..Request::default()
     };
     let all = search(snap, &q, &req(ROWS, 0, None)).unwrap();
     assert_eq!(all.candidates, ROWS / 2);

@@ -148,7 +148,8 @@ function render(res) {
   const what = res.query.kind === "item" ? `more like item ${res.query.id}`
     : res.query.kind === "text" ? `text “${res.query.text}”` : `upload ${res.query.name}`;
   if (!res.hits.length) {
-    setStatus("empty", `No results for ${what} (${res.candidates} items pass the filters).`);
+    setStatus("empty", res.empty_reason ? `No results for ${what}: ${res.empty_reason}.`
+      : `No results for ${what} (${res.candidates} items pass the filters).`);
   } else {
     const unit = res.groups ? `${$("group-by").value} groups` : "images";
     setStatus("done", `${res.hits.length} ${unit} for ${what} · ${res.candidates} candidates · ${res.took_ms.toFixed(1)} ms`);
@@ -172,7 +173,9 @@ function render(res) {
     meta.className = "meta";
     const g = groups[i];
     meta.textContent = [h.label || h.modality || "unlabelled",
-      g ? `group ${g.key.slice(0, 10)} · ${g.matched} matched` : (h.patient_key ? `patient ${h.patient_key.slice(0, 8)}` : null)]
+      g ? `group ${g.key.slice(0, 10)} · ${g.matched} matched` : (h.patient_key ? `patient ${h.patient_key.slice(0, 8)}` : null),
+      h.slice != null ? `slice ${h.slice}/${h.slices}` : (h.frame != null ? `frame ${h.frame}/${h.frames}` : null),
+      h.duplicates ? `also stored ${h.duplicates}×` : null]
       .filter(Boolean).join(" · ");
     const actions = document.createElement("div");
     actions.className = "actions";

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 use simcase_index::{Item, ItemMeta};
-use simcase_query::{Group, GroupBy, Hit, Response, Vote};
+use simcase_query::{Also, Duplicates, Group, GroupBy, Hit, Response, Vote};
 use std::collections::{BTreeMap, BTreeSet};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
@@ -97,6 +97,10 @@ pub struct SearchParams {
     pub offset: Option<usize>,
     /// Top-k distinct groups, each scored by its best item, with how many of its items matched.
     pub group_by: Option<GroupBy>,
+    /// `collapse` (default): copies of one image (the same decoded pixels in other files or
+    /// transfer syntaxes) are one hit, listing the others in `also`, and `k` counts distinct
+    /// images; `all`: every stored item.
+    pub duplicates: Option<Duplicates>,
     /// Filter (repeatable; OR within a field, AND across fields, case-insensitive). Filter
     /// values are non-empty, at most 256 bytes, at most 32 in one search.
     pub modality: Option<Vec<String>>,
@@ -216,6 +220,8 @@ fn thumbnail() {}
         StatsResponse,
         BatchCounts,
         Hit,
+        Also,
+        Duplicates,
         Group,
         Vote,
         Response,
@@ -291,6 +297,14 @@ mod tests {
                 candidates: 0,
                 offset: 0,
                 k: 1,
+                empty_reason: Some("no item has modality=US".into()),
+                query_duplicates: 1,
+                query_also: vec![Also {
+                    id: 2,
+                    path: None,
+                    frame: Some(1),
+                    slice: None,
+                }],
             },
             query: QueryInfo::Item { id: 3 },
             model: "m".into(),
@@ -300,6 +314,12 @@ mod tests {
         let (sent, names) = keys_declared_for("SearchResponse", &search);
         assert!(sent.is_subset(&names), "sent {sent:?}, declared {names:?}");
         assert!(names.contains("hits") && names.contains("took_ms"));
+        assert!(names.contains("empty_reason") && names.contains("query_also"));
+        let mut hit_names = BTreeSet::new();
+        declared(&doc, &doc["components"]["schemas"]["Hit"], &mut hit_names);
+        for f in ["slice", "frame", "volume", "duplicates", "also"] {
+            assert!(hit_names.contains(f), "Hit lacks {f}: {hit_names:?}");
+        }
         let stats = StatsResponse {
             items: 0,
             model: "m".into(),
@@ -328,6 +348,7 @@ mod tests {
             "k",
             "offset",
             "group_by",
+            "duplicates",
             "modality",
             "meta.COLUMN",
             "date_to",

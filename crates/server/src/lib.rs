@@ -102,7 +102,7 @@ impl Config {
             max_pixels: 64_000_000,
             show_paths: false,
             max_batch: 16,
-            max_k: 500,
+            max_k: simcase_query::params::MAX_K,
             decode_budget: DecodeBudget::from_mb(1024, DECODE_WAIT),
             max_uploads: 8,
         }
@@ -525,10 +525,16 @@ async fn respond(
         .await
         .map_err(|e| ApiError::internal(e.into()))??;
     if !state.cfg.show_paths {
-        res.hits.iter_mut().for_each(|h| h.path = None);
-        for g in res.groups.iter_mut().flatten() {
-            g.best.path = None;
-        }
+        let hide = |h: &mut simcase_query::Hit| {
+            h.path = None;
+            h.also.iter_mut().for_each(|a| a.path = None);
+        };
+        res.hits.iter_mut().for_each(hide);
+        res.groups
+            .iter_mut()
+            .flatten()
+            .for_each(|g| hide(&mut g.best));
+        res.query_also.iter_mut().for_each(|a| a.path = None);
     }
     Ok(Json(api::SearchResponse {
         result: res,

@@ -196,6 +196,37 @@ impl ItemMeta {
     pub fn volume(&self) -> Option<&str> {
         self.extra.get(part_keys::VOLUME)?.as_str()
     }
+
+    /// The key in [`ItemMeta::extra`] of the decoded pixels' hash ([`ItemMeta::set_pixel_hash`]).
+    pub const PIXEL_HASH: &'static str = "pixel_hash";
+
+    /// The hash of the item's decoded pixels, if it was stored (indexes before it have none).
+    pub fn pixel_hash(&self) -> Option<&str> {
+        self.extra.get(Self::PIXEL_HASH)?.as_str()
+    }
+
+    /// Store the hash of the decoded image (`width` × `height`, samples `data`): equal for the
+    /// same pixels whatever the file's encoding (transfer syntax, container), so that search
+    /// can show stored copies of one image once. SHA-256 of the size and the samples' bits,
+    /// streamed (no copy of the image), cut to 128 bits (32 hex digits).
+    pub fn set_pixel_hash(&mut self, width: usize, height: usize, data: &[f32]) {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update((width as u64).to_le_bytes());
+        h.update((height as u64).to_le_bytes());
+        let mut buf = [0u8; 4096];
+        for chunk in data.chunks(buf.len() / 4) {
+            for (b, v) in buf.chunks_exact_mut(4).zip(chunk) {
+                b.copy_from_slice(&v.to_bits().to_le_bytes());
+            }
+            h.update(&buf[..4 * chunk.len()]);
+        }
+        let hex: String = h.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.extra.insert(Self::PIXEL_HASH.into(), hex.into());
+    }
 }
 
 /// A stored item: its row in `vectors.f32` and its metadata.
@@ -298,5 +329,23 @@ mod tests {
             insert_values(0, &m).len(),
             insert_sql().matches('?').count()
         );
+    }
+
+    #[test]
+    fn pixel_hashes_depend_on_the_samples_and_the_shape_only() {
+        let data: Vec<f32> = (0..3 * 40 * 30).map(|i| (i % 97) as f32 / 97.0).collect();
+        let hash = |w, h, d: &[f32]| {
+            let mut m = ItemMeta::default();
+            m.set_pixel_hash(w, h, d);
+            m.pixel_hash().unwrap().to_string()
+        };
+        let a = hash(40, 30, &data);
+        assert_eq!(a.len(), 32);
+        assert_eq!(a, hash(40, 30, &data.clone()));
+        assert_ne!(a, hash(30, 40, &data), "same samples, other shape");
+        let mut one_off = data.clone();
+        one_off[2000] += 1e-6;
+        assert_ne!(a, hash(40, 30, &one_off));
+        assert_eq!(ItemMeta::default().pixel_hash(), None);
     }
 }
