@@ -39,7 +39,8 @@ enum Cmd {
     /// Decode and embed images (folders, files or a manifest) into an index folder.
     #[command(after_help = INDEX_EXIT)]
     Index(IndexArgs),
-    /// List the files an index could not take, with their reasons and a count by kind.
+    /// List the files an index could not take, with their reasons and a count by kind. A file
+    /// leaves the list once it indexes, or its content is found already indexed.
     Errors(errors_cmd::ErrorsArgs),
     /// Find the most similar indexed cases to an image, a DICOM file or an indexed item.
     Search(query::SearchArgs),
