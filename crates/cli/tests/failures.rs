@@ -277,10 +277,11 @@ fn api_stats(index: &Path) -> serde_json::Value {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    // The pipe stays open until the server is gone: its next line (the page) must not meet
+    // a closed pipe (SIGPIPE).
+    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    out.read_line(&mut line).unwrap();
     let addr = line
         .trim()
         .strip_prefix("listening on http://")
@@ -288,9 +289,10 @@ fn api_stats(index: &Path) -> serde_json::Value {
     let stats = addr.map(|a| Client::new(&a).get("/api/stats"));
     let _ = child.kill();
     let _ = child.wait();
-    let addr_log = std::fs::read_to_string(&log).unwrap_or_default();
+    drop(out);
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     let r = stats
-        .unwrap_or_else(|| panic!("server did not start: {line:?}\n{addr_log}"))
+        .unwrap_or_else(|| panic!("server did not start: {line:?}\n{log_text}"))
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     r.json().unwrap()
