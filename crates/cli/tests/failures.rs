@@ -429,6 +429,31 @@ fn a_csv_given_as_a_path_gets_the_manifest_hint() {
 }
 
 #[test]
+fn an_index_folder_given_as_the_images_is_refused() {
+    let dir = tmp("fail-root-index");
+    let imgs = dir.join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    std::fs::write(imgs.join("a.png"), b"not read").unwrap();
+    let run = |args: &[&str]| {
+        let out = bin().current_dir(&dir).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        stderr(&out).trim().to_string()
+    };
+    assert_eq!(
+        run(&["index", "imgs", "--index", "imgs"]),
+        "error: imgs is also the --index folder: give the index a folder of its own"
+    );
+    let old = dir.join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("index.sqlite"), b"SQLite format 3\0").unwrap();
+    std::fs::write(old.join("vectors.f32"), [0u8; 8]).unwrap();
+    assert_eq!(
+        run(&["index", "old", "--index", "new"]),
+        "error: old holds a simcase index (index.sqlite, vectors.f32), not images"
+    );
+}
+
+#[test]
 fn index_help_documents_the_exit_statuses() {
     let help = stdout(&bin().args(["index", "--help"]).output().unwrap());
     assert!(help.contains("--strict"), "{help}");

@@ -32,7 +32,7 @@ pub struct Walk {
 }
 
 /// Whether `dir` holds a simcase index (its `index.sqlite` beside its `vectors.f32`).
-pub fn is_index_dir(dir: &Path) -> bool {
+fn is_index_dir(dir: &Path) -> bool {
     dir.join(simcase_index::store::DB).is_file()
         && dir.join(simcase_index::store::VECTORS).is_file()
 }
@@ -41,7 +41,8 @@ pub fn is_index_dir(dir: &Path) -> bool {
 /// (by extension) and the folders of indexes: any folder holding an index, and `skip` (the
 /// index being written), so that an index kept inside the image folder is not read as
 /// images. A file named directly is always taken, except a CSV: that is a manifest, and
-/// the error says to use `--manifest`.
+/// the error says to use `--manifest`. A folder given that is an index (or `skip`) is an
+/// error.
 pub fn walk(paths: &[PathBuf], skip: &[PathBuf]) -> Result<Walk> {
     let skip: Vec<PathBuf> = skip
         .iter()
@@ -65,6 +66,19 @@ pub fn walk(paths: &[PathBuf], skip: &[PathBuf]) -> Result<Walk> {
             });
             continue;
         }
+        let canonical = std::fs::canonicalize(p).ok();
+        anyhow::ensure!(
+            !canonical.as_ref().is_some_and(|c| skip.contains(c)),
+            "{} is also the --index folder: give the index a folder of its own",
+            p.display()
+        );
+        anyhow::ensure!(
+            !is_index_dir(p),
+            "{} holds a simcase index ({}, {}), not images",
+            p.display(),
+            simcase_index::store::DB,
+            simcase_index::store::VECTORS
+        );
         let before = out.sources.len();
         // Extensions of the files skipped as never images, with their counts.
         let mut skipped: std::collections::BTreeMap<String, usize> = Default::default();
