@@ -36,6 +36,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         slice_stride: 1,
         keep_phi: false,
         quiet: false,
+        strict: false,
         decode_budget_mb: 4096,
         decode_threads: 0,
     };
@@ -76,9 +77,10 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         query::print_table(&res.hits);
     }
     println!(
-        "\n{} items ({} files could not be decoded; see `errors` in the index) in {}",
+        "\n{} items ({} files could not be decoded; `simcase errors --index {}` lists them) in {}",
         items.len(),
         errors.len(),
+        index.display(),
         index.display()
     );
     println!(

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod errors_cmd;
 mod eval_cmd;
 mod query;
 
@@ -36,7 +37,11 @@ enum Cmd {
     #[command(subcommand)]
     Models(ModelsCmd),
     /// Decode and embed images (folders, files or a manifest) into an index folder.
+    #[command(after_help = INDEX_EXIT)]
     Index(IndexArgs),
+    /// List the files an index could not take, with their reasons and a count by kind. A file
+    /// leaves the list once it indexes, or its content is found already indexed.
+    Errors(errors_cmd::ErrorsArgs),
     /// Find the most similar indexed cases to an image, a DICOM file or an indexed item.
     Search(query::SearchArgs),
     /// Serve an index: HTTP API and web page (loopback by default).
@@ -49,6 +54,15 @@ enum Cmd {
     #[command(subcommand)]
     Bench(bench::BenchCmd),
 }
+
+/// `simcase index`'s exit statuses.
+const INDEX_EXIT: &str = "Exit status: 0 when the run indexed (or found already indexed) at least \
+one file, even if others failed; 2 when every file failed (or, with --strict, when any failed), \
+after a summary of the failures by kind (`simcase errors --index DIR` lists them all); 1 when \
+the run itself could not go on (bad arguments, manifest, model or index).";
+
+/// The exit status of a run where files failed (see [`INDEX_EXIT`]).
+const EXIT_FAILED_FILES: i32 = 2;
 
 #[derive(Subcommand)]
 enum ModelsCmd {
@@ -194,6 +208,9 @@ pub(crate) struct IndexArgs {
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Exit with status 2 when any file fails (without it: only when every file fails).
+    #[arg(long)]
+    strict: bool,
     /// Memory the decode threads share, in MiB: each file's decode takes its estimated peak
     /// from this budget first (waiting for room); a file that needs more than all of it fails
     /// with a message naming the bytes.
@@ -214,9 +231,16 @@ pub(crate) fn ensure_model(model: ModelId) -> Result<()> {
 }
 
 pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
-    let mut sources = ingest::walk(&a.paths)?;
+    let walked = ingest::walk(&a.paths, std::slice::from_ref(&a.index))?;
+    let mut sources = walked.sources;
     if let Some(m) = &a.manifest {
         sources.extend(ingest::read_manifest(m)?);
+    }
+    if sources.is_empty() && !walked.empty.is_empty() {
+        anyhow::bail!("{}", walked.empty.join("; "));
+    }
+    for e in &walked.empty {
+        tracing::warn!("{e}");
     }
     anyhow::ensure!(
         !sources.is_empty(),
@@ -256,6 +280,7 @@ pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
         before + s.added,
         a.index.display()
     );
+    errors_cmd::print_summary(&s.failures, &a.index);
     Ok(s)
 }
 
@@ -352,7 +377,13 @@ fn main() {
         .init();
     let r = match &cli.cmd {
         Cmd::Models(m) => models_cmd(m),
-        Cmd::Index(a) => index_cmd(a).map(|_| ()),
+        Cmd::Index(a) => index_cmd(a).map(|s| {
+            let all_failed = s.failed > 0 && s.added == 0 && s.skipped == 0;
+            if all_failed || (a.strict && s.failed > 0) {
+                std::process::exit(EXIT_FAILED_FILES);
+            }
+        }),
+        Cmd::Errors(a) => errors_cmd::run(a),
         Cmd::Search(a) => query::search_cmd(a),
         Cmd::Serve(a) => serve_cmd(a),
         Cmd::Eval(a) => eval_cmd::run(a),

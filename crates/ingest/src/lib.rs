@@ -3,9 +3,11 @@
 //! → embedded in batches → committed batch by batch, so a kill loses at most the batch in flight.
 
 pub mod demo;
+pub mod failure;
 mod source;
 
-pub use source::{read_manifest, walk, Source};
+pub use failure::Failure;
+pub use source::{read_manifest, walk, Source, Walk};
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -28,21 +30,26 @@ pub struct Options {
 }
 
 /// What a run did.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Summary {
     /// Items committed.
     pub added: usize,
     /// Files or items already in the index (or seen twice in this run).
     pub skipped: usize,
-    /// Files that could not be indexed (each logged and kept in the `errors` table).
+    /// Files (or items, for a non-finite embedding) that could not be indexed: each logged
+    /// and kept in the `errors` table.
     pub failed: usize,
+    /// What failed and why, in the order met (`failed` of them).
+    pub failures: Vec<Failure>,
 }
 
 enum Prepared {
     /// One file's items: a single image, DICOM frames, or volume slices.
     Ready(Vec<(ItemMeta, Vec<f32>)>),
-    Known,
-    Failed(String, String),
+    /// Content already indexed, read from this (canonical) path.
+    Known(String),
+    /// Shown path, stored (canonical) path, and the failure.
+    Failed(String, String, Failure),
 }
 
 fn prepare(
@@ -53,20 +60,30 @@ fn prepare(
     opts: &DecodeOptions,
 ) -> Prepared {
     let shown = src.path.display().to_string();
+    // The errors table is keyed by the stored (canonical) path, as items are, so that a file
+    // that indexes later clears its failure.
+    let path = std::fs::canonicalize(&src.path)
+        .unwrap_or_else(|_| src.path.clone())
+        .display()
+        .to_string();
+    let failed = |kind: &str, reason: String| {
+        let f = Failure {
+            path: shown.clone(),
+            kind: kind.into(),
+            reason,
+        };
+        Prepared::Failed(shown.clone(), path.clone(), f)
+    };
     let bytes = match std::fs::read(&src.path) {
         Ok(b) => b,
-        Err(e) => return Prepared::Failed(shown, format!("cannot read file: {e}")),
+        Err(e) => return failed(failure::UNREADABLE, format!("cannot read file: {e}")),
     };
     let hash = content_hash(&bytes);
     // Volumes are keyed per slicing axis, so another `--axis` adds that view.
     let axis_key = format!("{hash}@{}", opts.axis.name());
     if known.contains(&hash) || known.contains(&axis_key) {
-        return Prepared::Known;
+        return Prepared::Known(path);
     }
-    let path = std::fs::canonicalize(&src.path)
-        .unwrap_or_else(|_| src.path.clone())
-        .display()
-        .to_string();
     // Preprocessed while the decode budget's bytes are held: full-size pixels never outlive
     // them (the model inputs are small).
     let items = decode_items_with(&bytes, opts, |decoded| {
@@ -80,8 +97,8 @@ fn prepare(
     });
     let items = match items {
         Ok(items) if !items.is_empty() => items,
-        Ok(_) => return Prepared::Failed(shown, "no images selected".into()),
-        Err(e) => return Prepared::Failed(shown, e.to_string()),
+        Ok(_) => return failed(failure::NO_IMAGES, "no images selected".into()),
+        Err(e) => return failed(&failure::kind_of(&e), e.to_string()),
     };
     Prepared::Ready(items)
 }
@@ -221,7 +238,10 @@ pub fn run(
         drop(tx);
         let mut batch: Vec<(ItemMeta, Vec<f32>)> = Vec::with_capacity(opts.batch);
         let mut seen: HashSet<String> = HashSet::new();
-        let flush = |batch: &mut Vec<(ItemMeta, Vec<f32>)>, writer: &mut Writer| -> Result<usize> {
+        let flush = |batch: &mut Vec<(ItemMeta, Vec<f32>)>,
+                     writer: &mut Writer,
+                     summary: &mut Summary|
+         -> Result<usize> {
             if batch.is_empty() {
                 return Ok(0);
             }
@@ -235,19 +255,31 @@ pub fn run(
                 .into_iter()
                 .partition(|(_, e)| e.iter().all(|x| x.is_finite()));
             for (m, _) in &bad {
-                tracing::warn!("{}: embedding is not finite; not indexed", m.path);
-                writer.record_error(&m.path, "embedding is not finite (NaN/inf)")?;
+                let reason = "embedding is not finite (NaN/inf)";
+                tracing::warn!("{}: {reason}; not indexed", m.path);
+                writer.record_error(&m.path, failure::NOT_FINITE, reason)?;
+                summary.failed += 1;
+                summary.failures.push(Failure {
+                    path: m.path.clone(),
+                    kind: failure::NOT_FINITE.into(),
+                    reason: reason.into(),
+                });
             }
             writer.add(&good)?;
             Ok(good.len())
         };
         for item in rx.iter() {
             match item {
-                Prepared::Known => summary.skipped += 1,
-                Prepared::Failed(path, reason) => {
-                    tracing::warn!("{path}: {reason}");
-                    writer.record_error(&path, &reason)?;
+                Prepared::Known(path) => {
+                    // Whatever failed at this path before is indexed now.
+                    writer.clear_error(&path)?;
+                    summary.skipped += 1;
+                }
+                Prepared::Failed(shown, path, f) => {
+                    tracing::warn!("{shown}: {}", f.reason);
+                    writer.record_error(&path, &f.kind, &f.reason)?;
                     summary.failed += 1;
+                    summary.failures.push(f);
                 }
                 Prepared::Ready(items) => {
                     for (meta, x) in items {
@@ -257,14 +289,16 @@ pub fn run(
                         }
                         batch.push((meta, x));
                         if batch.len() >= opts.batch {
-                            summary.added += flush(&mut batch, writer)?;
+                            let n = flush(&mut batch, writer, &mut summary)?;
+                            summary.added += n;
                         }
                     }
                 }
             }
             pb.inc(1);
         }
-        summary.added += flush(&mut batch, writer)?;
+        let n = flush(&mut batch, writer, &mut summary)?;
+        summary.added += n;
         Ok(())
     })?;
     pb.finish_and_clear();

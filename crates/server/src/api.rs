@@ -83,6 +83,12 @@ pub struct StatsResponse {
     pub extra_fields: BTreeSet<String>,
     /// Upload batching counters.
     pub embedding: BatchCounts,
+    /// Files that could not be indexed (`simcase errors --index DIR` lists them with their
+    /// paths; the API never does).
+    pub errors: usize,
+    /// The same files counted by kind of failure (`not an image`, `unsupported transfer
+    /// syntax UID`, …).
+    pub errors_by_kind: BTreeMap<String, usize>,
 }
 
 /// Query parameters of every search (at most 64 in all; each single-valued one at most once).
@@ -162,7 +168,7 @@ fn healthz() {}
 fn openapi_json() {}
 
 #[utoipa::path(get, path = "/api/stats",
-    responses((status = 200, description = "index size, model, label counts, batching counters", body = StatsResponse),
+    responses((status = 200, description = "index size, model, label counts, batching counters, failed files by kind", body = StatsResponse),
               (status = 401, description = "missing or wrong token", body = ErrorBody)))]
 fn stats() {}
 
@@ -332,6 +338,8 @@ mod tests {
                 images: 0,
                 largest_batch: 0,
             },
+            errors: 1,
+            errors_by_kind: [("not an image".to_string(), 1)].into(),
         };
         let (sent, names) = keys_declared_for("StatsResponse", &stats);
         assert_eq!(sent, names);

@@ -342,7 +342,14 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
 }
 
-async fn stats(State(state): State<Shared>) -> Json<api::StatsResponse> {
+async fn stats(State(state): State<Shared>) -> ApiResult<Json<api::StatsResponse>> {
+    // Counts only: the errors table's paths stay out of the API (`simcase errors` has them).
+    let dir = state.cfg.index.clone();
+    let errors_by_kind =
+        tokio::task::spawn_blocking(move || simcase_index::store::failure_counts(&dir))
+            .await
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("counting failed files: {e}")))?
+            .map_err(ApiError::internal)?;
     let snap = snapshot(&state);
     let mut counts: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
     let fields: Vec<(&str, Field)> = Column::FILTERS
@@ -364,7 +371,7 @@ async fn stats(State(state): State<Shared>) -> Json<api::StatsResponse> {
     }
     let b = &state.embedder.stats;
     use std::sync::atomic::Ordering::Relaxed;
-    Json(api::StatsResponse {
+    Ok(Json(api::StatsResponse {
         items: snap.len(),
         model: snap.settings().model.clone(),
         dim: snap.settings().dim,
@@ -379,7 +386,9 @@ async fn stats(State(state): State<Shared>) -> Json<api::StatsResponse> {
             images: b.images.load(Relaxed),
             largest_batch: b.largest.load(Relaxed),
         },
-    })
+        errors: errors_by_kind.values().sum(),
+        errors_by_kind,
+    }))
 }
 
 /// Search parameters shared by every kind of query, parsed and bounded by

@@ -7,11 +7,13 @@
 
 mod columns;
 pub mod durable;
+mod errors;
 mod reader;
 mod settings;
 mod writer;
 
 pub use columns::{part_keys, Column, Item, ItemMeta};
+pub use errors::{failure_counts, failures, Failure};
 pub use reader::{Reader, Rows, Snapshot};
 pub use settings::Settings;
 pub use writer::Writer;
@@ -73,7 +75,8 @@ mod tests {
             ])
             .unwrap();
             assert!(w.contains_hash("h1").unwrap());
-            w.record_error("bad.png", "corrupt png data").unwrap();
+            w.record_error("bad.png", "corrupt png", "corrupt png data")
+                .unwrap();
         }
         let r = Reader::open(&d).unwrap();
         assert_eq!(r.len(), 2);

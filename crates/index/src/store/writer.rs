@@ -6,7 +6,7 @@ use super::columns::{create_items_sql, insert_sql, insert_values, ItemMeta};
 use super::settings::Settings;
 use super::{connect, durable, item_count, VECTORS};
 use anyhow::{bail, ensure, Result};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -39,13 +39,10 @@ fn create_schema(conn: &Connection) -> Result<()> {
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
          {}
-         CREATE INDEX IF NOT EXISTS items_path ON items(path);
-         CREATE TABLE IF NOT EXISTS errors(
-            path TEXT PRIMARY KEY, reason TEXT NOT NULL,
-            at TEXT NOT NULL DEFAULT (datetime('now')));",
+         CREATE INDEX IF NOT EXISTS items_path ON items(path);",
         create_items_sql()
     ))?;
-    Ok(())
+    super::errors::create(conn)
 }
 
 /// The stored settings, checked against `model`/`dim`, or new ones for a new index.
@@ -188,13 +185,14 @@ impl Writer {
         Ok(ids)
     }
 
-    /// Remember a file that could not be indexed (replacing an older reason for it).
-    pub fn record_error(&self, path: &str, reason: &str) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO errors(path, reason) VALUES (?1, ?2)
-             ON CONFLICT(path) DO UPDATE SET reason = excluded.reason, at = datetime('now')",
-            params![path, reason],
-        )?;
-        Ok(())
+    /// Remember a file that could not be indexed (replacing an older failure of it): `kind`
+    /// is a short class of the reason, for grouping failures (no path in it).
+    pub fn record_error(&self, path: &str, kind: &str, reason: &str) -> Result<()> {
+        super::errors::record(&self.conn, path, kind, reason)
+    }
+
+    /// Forget a file's failure: its content turned out to be indexed already.
+    pub fn clear_error(&self, path: &str) -> Result<()> {
+        super::errors::clear(&self.conn, path)
     }
 }
