@@ -39,7 +39,7 @@ pub fn kind_of(e: &DecodeError) -> String {
 fn dicom_kind(e: &DicomError) -> String {
     use DicomError as D;
     match e {
-        D::NoPixelData => "DICOM without pixel data (not an image object)".into(),
+        D::NoPixelData => "DICOM without pixel data".into(),
         D::UnknownTransferSyntax { uid } | D::UnsupportedTransferSyntax { uid } => {
             format!("unsupported transfer syntax {uid}")
         }
