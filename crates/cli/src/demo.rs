@@ -24,6 +24,15 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let corpus = home.join("corpus");
     let manifest = simcase_ingest::demo::install_corpus(&corpus)?;
     let index = home.join(format!("demo-index-{}", a.model));
+    // A demo index from before pixel hashes would show every copy of an image: rebuild it.
+    if index.exists() {
+        let snap = simcase_index::Snapshot::open(&index)?;
+        if !snap.is_empty() && snap.items().iter().all(|i| i.meta.pixel_hash().is_none()) {
+            eprintln!("rebuilding {} (made before pixel hashes)", index.display());
+            drop(snap);
+            std::fs::remove_dir_all(&index)?;
+        }
+    }
     let args = IndexArgs {
         paths: vec![],
         index: index.clone(),

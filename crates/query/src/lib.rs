@@ -539,8 +539,9 @@ pub struct Response {
 /// - ranking ([`search_rows`]): 16 B × (`n` + `p`) for the heaps and the sorted hits, where
 ///   the pool `p ≤ c` is `w` plus a margin when copies are collapsed or groups formed, grown
 ///   (to `c` at most) until it holds `w` distinct images or groups;
-/// - collapsing: a set of the pool's pixel hashes (borrowed, ≤ `p`), and for the page's hits
-///   one scan of the items collecting at most [`MAX_ALSO`] copies each;
+/// - collapsing: a set of the pool's copy groups (≤ `p` ids), the query item's copies (≤ `n`
+///   ids), and for each of the page's hits at most [`MAX_ALSO`] copies listed
+///   ([`Snapshot::copies_of`] looks them up: no scan of the items);
 /// - grouping: about 100 B per distinct group (≤ `c`: its place in first-seen order and in a
 ///   hash table); group keys are borrowed from the index's metadata, not copied;
 /// - the page: `min(k, c − offset)` hits with a copy of their metadata.
@@ -559,15 +560,12 @@ pub fn search(snap: &Snapshot, q: &Query, req: &Request) -> Result<Response> {
     let rows = snap.len().min(items.len());
     let collapse = req.duplicates == Duplicates::Collapse;
     // "More like this": the query item's other copies are the query too.
-    let query_hash = skip
-        .filter(|_| collapse)
-        .and_then(|s| items.get(s as usize))
-        .and_then(|it| it.meta.pixel_hash());
-    let twins: Vec<u64> = match query_hash {
-        Some(h) => items
+    let twins: Vec<u64> = match skip.filter(|_| collapse) {
+        Some(s) => snap
+            .copies_of(s)
             .iter()
-            .filter(|it| Some(it.id) != skip && it.meta.pixel_hash() == Some(h))
-            .map(|it| it.id)
+            .copied()
+            .filter(|&id| id != s)
             .collect(),
         None => Vec::new(),
     };
@@ -629,16 +627,16 @@ pub fn search(snap: &Snapshot, q: &Query, req: &Request) -> Result<Response> {
     .min(candidates);
     loop {
         let ranked = rank(pool);
-        // The pool's distinct images: the first (best-ranked) copy of each pixel hash.
+        // The pool's distinct images: the first (best-ranked) copy of each pixel hash, its
+        // copies known by their group's first id.
         let distinct: Vec<&simcase_index::Hit> = if collapse {
-            let mut seen: HashSet<&str> = HashSet::new();
+            let mut seen: HashSet<u64> = HashSet::new();
             ranked
                 .iter()
                 .filter(|h| {
-                    items
-                        .get(h.row as usize)
-                        .and_then(|it| it.meta.pixel_hash())
-                        .is_none_or(|p| seen.insert(p))
+                    snap.copies_of(h.row)
+                        .first()
+                        .is_none_or(|&g| seen.insert(g))
                 })
                 .collect()
         } else {
@@ -658,7 +656,7 @@ pub fn search(snap: &Snapshot, q: &Query, req: &Request) -> Result<Response> {
                 .filter_map(|(i, h)| hit(i + 1, h))
                 .collect();
             if collapse {
-                attach_copies(items, &keep, hits.iter_mut());
+                attach_copies(snap, &keep, hits.iter_mut());
             }
             return Ok(page(hits, None));
         };
@@ -698,7 +696,7 @@ pub fn search(snap: &Snapshot, q: &Query, req: &Request) -> Result<Response> {
             })
             .collect();
         if collapse {
-            attach_copies(items, &keep, groups.iter_mut().map(|g| &mut g.best));
+            attach_copies(snap, &keep, groups.iter_mut().map(|g| &mut g.best));
         }
         let hits = groups.iter().map(|g| g.best.clone()).collect();
         return Ok(page(hits, Some(groups)));
@@ -706,32 +704,22 @@ pub fn search(snap: &Snapshot, q: &Query, req: &Request) -> Result<Response> {
 }
 
 /// Fill each hit's [`Hit::duplicates`] and [`Hit::also`]: the other items that `keep` lets
-/// through with the same pixel hash. One scan of the items for the whole page.
+/// through with the same pixel hash ([`Snapshot::copies_of`], no scan of the items).
 fn attach_copies<'h>(
-    items: &[Item],
+    snap: &Snapshot,
     keep: &dyn Fn(u64) -> bool,
     hits: impl Iterator<Item = &'h mut Hit>,
 ) {
-    let mut by_hash: HashMap<&str, Vec<&mut Hit>> = HashMap::new();
     for h in hits {
-        if let Some(p) = items.get(h.id as usize).and_then(|it| it.meta.pixel_hash()) {
-            by_hash.entry(p).or_default().push(h);
-        }
-    }
-    if by_hash.is_empty() {
-        return;
-    }
-    for it in items {
-        let Some(same) = it.meta.pixel_hash().and_then(|p| by_hash.get_mut(p)) else {
-            continue;
-        };
-        if !keep(it.id) {
-            continue;
-        }
-        for h in same.iter_mut().filter(|h| h.id != it.id) {
+        for &id in snap.copies_of(h.id) {
+            if id == h.id || !keep(id) {
+                continue;
+            }
             h.duplicates += 1;
             if h.also.len() < MAX_ALSO {
-                h.also.push(Also::of(it));
+                if let Some(it) = snap.item(id) {
+                    h.also.push(Also::of(it));
+                }
             }
         }
     }

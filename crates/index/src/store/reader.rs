@@ -173,6 +173,9 @@ impl Reader {
 pub struct Snapshot {
     view: Rows,
     items: Vec<Item>,
+    /// Items that share their pixel hash with others: each id's group, ids ascending
+    /// (unique images and items without a hash are not kept).
+    copies: std::collections::HashMap<u64, std::sync::Arc<[u64]>>,
 }
 
 impl Reader {
@@ -185,9 +188,21 @@ impl Reader {
             "{}: item rows are not contiguous",
             self.dir.display()
         );
+        let mut by_hash: std::collections::HashMap<&str, Vec<u64>> = Default::default();
+        for it in &items {
+            if let Some(h) = it.meta.pixel_hash() {
+                by_hash.entry(h).or_default().push(it.id);
+            }
+        }
+        let mut copies = std::collections::HashMap::new();
+        for ids in by_hash.into_values().filter(|ids| ids.len() > 1) {
+            let ids: std::sync::Arc<[u64]> = ids.into();
+            copies.extend(ids.iter().map(|&id| (id, ids.clone())));
+        }
         Ok(Snapshot {
             view: self.view,
             items,
+            copies,
         })
     }
 }
@@ -211,5 +226,12 @@ impl Snapshot {
     /// Every item, by id.
     pub fn items(&self) -> &[Item] {
         &self.items
+    }
+
+    /// The items holding the same decoded pixels as item `id` (its pixel hash), `id`
+    /// included, ids ascending; empty when it has no copy (or no pixel hash). Built once per
+    /// snapshot, so that a search looks copies up instead of scanning every item.
+    pub fn copies_of(&self, id: u64) -> &[u64] {
+        self.copies.get(&id).map_or(&[], |ids| ids)
     }
 }
