@@ -246,3 +246,132 @@ pub fn read_manifest_full(csv_path: &Path) -> Result<Manifest> {
         delimiter,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("simcase-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_delimiter_is_sniffed_from_the_header_line() {
+        assert_eq!(sniff_delimiter(b"path,label,split\n"), b',');
+        assert_eq!(sniff_delimiter(b"path;label;split\r\na,b;c\n"), b';');
+        assert_eq!(sniff_delimiter(b"path\tlabel\n"), b'\t');
+        assert_eq!(sniff_delimiter(b"path|label|split"), b'|');
+        // Quoted delimiters do not count; a single column is read as CSV.
+        assert_eq!(sniff_delimiter(b"\"a,b,c\";path\n"), b';');
+        assert_eq!(sniff_delimiter(b"path\n"), b',');
+        // A tie goes to the comma.
+        assert_eq!(sniff_delimiter(b"a;b,c\n"), b',');
+    }
+
+    #[test]
+    fn columns_match_whatever_their_case_and_spacing_and_paths_are_relative_to_the_csv() {
+        let p = write(
+            "semi.csv",
+            "\u{feff}Path ; Modality ;ANATOMY; pathology ;Split;Patient_ID; View \n\
+             img/a.png; US ;breast;benign;train;P1; CC \n",
+        );
+        let m = read_manifest_full(&p).unwrap();
+        assert_eq!(m.delimiter, b';');
+        assert_eq!(
+            m.columns,
+            [
+                "path",
+                "modality",
+                "anatomy",
+                "pathology",
+                "split",
+                "patient_id",
+                "view"
+            ]
+        );
+        let s = &m.rows[0];
+        assert_eq!(s.path, p.parent().unwrap().join("img/a.png"));
+        assert_eq!(s.meta.modality.as_deref(), Some("US"));
+        assert_eq!(s.meta.anatomy.as_deref(), Some("breast"));
+        assert_eq!(s.meta.label.as_deref(), Some("US/breast/benign"));
+        assert_eq!(s.meta.split.as_deref(), Some("train"));
+        assert_eq!(s.patient_id.as_deref(), Some("P1"));
+        assert_eq!(s.meta.extra["View"], "CC");
+        let t = write("tab.tsv", "PATH\tlabel\nb.png\tCT/chest/normal\n");
+        let m = read_manifest_full(&t).unwrap();
+        assert_eq!((m.delimiter, m.rows.len()), (b'\t', 1));
+        assert_eq!(m.rows[0].meta.modality.as_deref(), Some("CT"));
+    }
+
+    #[test]
+    fn a_missing_path_column_names_the_file_the_columns_and_the_delimiter() {
+        let p = write("nopath.csv", "file;label\na.png;x\n");
+        let e = format!("{:#}", read_manifest(&p).unwrap_err());
+        assert!(
+            e.contains("nopath.csv: manifest has no `path` column"),
+            "{e}"
+        );
+        assert!(
+            e.contains("columns found: file, label; delimiter ';'"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+        let p = write("twice.csv", "path,Label,label\na.png,x,y\n");
+        let e = format!("{:#}", read_manifest(&p).unwrap_err());
+        assert!(
+            e.contains("twice.csv: manifest has the column `label` twice"),
+            "{e}"
+        );
+        let p = write("empty.csv", "");
+        let e = format!("{:#}", read_manifest(&p).unwrap_err());
+        assert!(
+            e.contains("empty.csv: manifest has no `path` column"),
+            "{e}"
+        );
+        assert!(e.contains("columns found: (none)"), "{e}");
+        let e = format!(
+            "{:#}",
+            read_manifest(Path::new("/nonexistent/m.csv")).unwrap_err()
+        );
+        assert!(
+            e.starts_with("/nonexistent/m.csv: cannot read manifest"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_label_of_three_parts_fills_modality_anatomy_and_pathology() {
+        let p = write(
+            "labels.csv",
+            "path,label,modality\n\
+             a.png,US/breast/benign,\n\
+             b.png,CT/chest/normal,MR\n\
+             c.png,US/breast,\n\
+             d.png,US//benign,\n\
+             e.png,benign,\n",
+        );
+        let rows = read_manifest(&p).unwrap();
+        let mp = |i: usize| {
+            let m = &rows[i].meta;
+            (
+                m.modality.as_deref(),
+                m.anatomy.as_deref(),
+                m.pathology.as_deref(),
+            )
+        };
+        assert_eq!(mp(0), (Some("US"), Some("breast"), Some("benign")));
+        // A given column is kept; only the empty ones are filled.
+        assert_eq!(mp(1), (Some("MR"), Some("chest"), Some("normal")));
+        // Labels of another shape fill nothing, and stay as they are.
+        for i in 2..5 {
+            assert_eq!(mp(i), (None, None, None), "row {i}");
+        }
+        assert_eq!(rows[3].meta.label.as_deref(), Some("US//benign"));
+        assert_eq!(split_label("a/b/c"), Some(["a", "b", "c"]));
+        assert_eq!(split_label("a/b/c/d"), None);
+    }
+}
