@@ -211,7 +211,8 @@ impl Snapshot {
         Reader::open(dir)?.snapshot()
     }
 
-    /// Committed rows in `dir` right now (cheap: one SQLite count), to decide on a refresh.
+    /// Committed rows in `dir` right now (cheap: one SQLite count). A refresh should compare
+    /// [`Snapshot::committed_version`], which also sees rewritten labels.
     pub fn committed_rows(dir: &Path) -> Result<usize> {
         item_count(&connect(dir)?)
     }
