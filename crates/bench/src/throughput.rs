@@ -189,6 +189,7 @@ pub fn ingest(manifest: &Path, model: ModelId, images: usize) -> Result<()> {
         decode: Default::default(),
         decode_threads: 0,
         progress: false,
+        relabel: false,
     };
     let t = Instant::now();
     let s = simcase_ingest::run(&mut w, enc.as_ref(), sources, &opts)?;

@@ -38,6 +38,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         index: index.clone(),
         model: a.model,
         manifest: Some(manifest),
+        relabel: false,
         batch: 16,
         window: None,
         frames: simcase_imaging::FrameSelect::All,

@@ -47,6 +47,8 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         batch: a.batch,
         quiet: a.quiet,
     };
+    // Before any model is installed or loaded: a manifest eval cannot score fails now.
+    protocol::check_manifest(&a.manifest)?;
     let mut reports = Vec::new();
     for m in &a.models {
         crate::ensure_model(*m)?;

@@ -182,9 +182,14 @@ pub(crate) struct IndexArgs {
     index: PathBuf,
     #[arg(long, default_value_t = simcase_models::DEFAULT_MODEL)]
     model: ModelId,
-    /// CSV manifest (path relative to the CSV, modality, anatomy, pathology, label, patient_id, split).
+    /// CSV manifest (path relative to the CSV, modality, anatomy, pathology, label, patient_id,
+    /// split). Re-running it updates the labels of files already indexed.
     #[arg(long)]
     manifest: Option<PathBuf>,
+    /// Where the manifest's labels differ from those stored for a file, replace them (off:
+    /// keep the stored ones and report the difference).
+    #[arg(long)]
+    relabel: bool,
     /// Images per embedding batch (and per commit).
     #[arg(long, default_value_t = 16)]
     batch: usize,
@@ -267,12 +272,18 @@ pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
         },
         decode_threads: a.decode_threads,
         progress: !a.quiet,
+        relabel: a.relabel,
     };
     let t = std::time::Instant::now();
     let s = ingest::run(&mut writer, enc.as_ref(), sources, &opts)?;
     let secs = t.elapsed().as_secs_f64();
+    // With a manifest, what its rows changed in items already indexed.
+    let updated = match a.manifest {
+        Some(_) => format!("{} labels updated, ", s.updated),
+        None => String::new(),
+    };
     eprintln!(
-        "indexed {} new, {} already present, {} failed in {secs:.1}s ({:.1} img/s); {} items in {}",
+        "indexed {} new, {updated}{} already present, {} failed in {secs:.1}s ({:.1} img/s); {} items in {}",
         s.added,
         s.skipped,
         s.failed,

@@ -2,7 +2,8 @@
 //! labelled manifest into a per-model index folder (resuming, so a second run only scores),
 //! index = train split, queries = test split, three label levels, modified P@1/3/5/10 (micro and
 //! macro), the kNN vote with k tuned on val, optionally over distinct groups, and a per-modality
-//! view, as JSON and Markdown.
+//! view, as JSON and Markdown. A manifest that cannot be scored (no `split` column, no train
+//! or no test rows, no labels) is refused by [`check_manifest`] before any model is loaded.
 
 use crate::{at_level, knn_classification, precision_report, LEVELS, NS};
 use anyhow::{Context, Result};
@@ -45,6 +46,50 @@ fn manifest_key(p: &Path) -> String {
     content_hash(canon.display().to_string().as_bytes())[..12].to_string()
 }
 
+/// Refuse, before any model is installed, loaded or run, a manifest the protocol cannot score:
+/// it needs labels, and a `split` column with `train` rows (the index) and `test` rows (the
+/// queries). The error is one line naming the file and what is missing.
+pub fn check_manifest(manifest: &Path) -> Result<()> {
+    let m = simcase_ingest::read_manifest_full(manifest)?;
+    let shown = manifest.display();
+    let need = "eval needs a `split` column with `train` rows (the index) and `test` rows \
+                (the queries)";
+    anyhow::ensure!(
+        m.has_column("split"),
+        "{shown}: no `split` column ({}); {need}",
+        m.describe_header()
+    );
+    anyhow::ensure!(
+        m.rows.iter().any(|s| s.meta.label.is_some()),
+        "{shown}: no row has a label (a `label` column, or `modality`, `anatomy` and \
+         `pathology`) ({}); eval scores retrieval against labels",
+        m.describe_header()
+    );
+    let mut splits: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in &m.rows {
+        if let (Some(_), Some(split)) = (&s.meta.label, &s.meta.split) {
+            *splits.entry(split.as_str()).or_default() += 1;
+        }
+    }
+    let missing: Vec<&str> = ["train", "test"]
+        .into_iter()
+        .filter(|s| !splits.contains_key(s))
+        .collect();
+    if !missing.is_empty() {
+        let found: Vec<String> = splits.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let found = if found.is_empty() {
+            "none".to_string()
+        } else {
+            found.join(", ")
+        };
+        anyhow::bail!(
+            "{shown}: no labelled rows with split `{}` (labelled rows by split: {found}); {need}",
+            missing.join("` or `")
+        );
+    }
+    Ok(())
+}
+
 /// Embed the manifest (resuming) and return its rows joined to index ids, and how many rows
 /// could not be used (no label or split, or no embedding). The model must be installed.
 pub fn embed_manifest(
@@ -56,6 +101,7 @@ pub fn embed_manifest(
         Some(w) => w.clone(),
         None => simcase_models::simcase_home()?.join("eval"),
     };
+    check_manifest(&a.manifest)?;
     let dir = work.join(format!("{model}-{}", manifest_key(&a.manifest)));
     let sources = simcase_ingest::read_manifest(&a.manifest)?;
     let enc = simcase_models::load(model, &default_device())?;
@@ -66,6 +112,8 @@ pub fn embed_manifest(
             decode: Default::default(),
             decode_threads: 0,
             progress: !a.quiet,
+            // The manifest is the truth for eval: an edited label replaces the cached one.
+            relabel: true,
         };
         let s = simcase_ingest::run(&mut w, enc.as_ref(), sources.clone(), &opts)?;
         if !a.quiet {
@@ -332,4 +380,55 @@ pub fn markdown(reports: &[Value]) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &str, csv: &str) -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("simcase-eval-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, csv).unwrap();
+        check_manifest(&p)
+    }
+
+    #[test]
+    fn a_manifest_without_train_or_test_rows_is_refused_with_what_is_missing() {
+        let e = check("nosplit.csv", "path,label\na.png,US/breast/benign\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nosplit.csv: no `split` column"), "{e}");
+        assert!(e.contains("columns found: path, label"), "{e}");
+        let e = check(
+            "notest.csv",
+            "path,label,split\na.png,US/b/c,train\nb.png,US/b/c,val\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("notest.csv: no labelled rows with split `test`"),
+            "{e}"
+        );
+        assert!(e.contains("train 1, val 1"), "{e}");
+        let e = check("empty.csv", "path;Split\n").unwrap_err().to_string();
+        assert!(e.contains("empty.csv: no row has a label"), "{e}");
+        let e = check(
+            "unlabelled.csv",
+            "path,label,split\na.png,,train\nb.png,x,\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("split `train` or `test` (labelled rows by split: none)"),
+            "{e}"
+        );
+        // Case and spacing of the header do not matter; a label-only manifest is enough.
+        check(
+            "ok.csv",
+            "Path ; Label ; SPLIT\na.png;US/breast/benign;train\nb.png;US/breast/normal;test\n",
+        )
+        .unwrap();
+    }
 }

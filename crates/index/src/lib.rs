@@ -5,7 +5,10 @@ mod flat;
 pub mod store;
 
 pub use flat::{dot, search_rows, FlatIndex};
-pub use store::{part_keys, Column, Item, ItemMeta, Reader, Rows, Settings, Snapshot, Writer};
+pub use store::{
+    part_keys, Column, Disagreement, Item, ItemMeta, LabelOutcome, LabelUpdate, Reader, Rows,
+    Settings, Snapshot, Version, Writer,
+};
 
 /// One search result: a row of the index and its inner product with the query.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]

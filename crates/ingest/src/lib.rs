@@ -1,20 +1,25 @@
 //! Ingest, the pipeline's writing half, shared by `simcase index`, `eval` and `bench` (and
 //! whatever else indexes: a server, a DICOM listener): files or a manifest → decoded in parallel
 //! → embedded in batches → committed batch by batch, so a kill loses at most the batch in flight.
+//! A manifest row whose file is already indexed is not decoded again: its labels are merged
+//! into the stored items ([`simcase_index::Writer::update_labels`]).
 
 pub mod demo;
 pub mod failure;
 mod source;
 
 pub use failure::Failure;
-pub use source::{read_manifest, walk, Source, Walk};
+pub use source::{read_manifest, read_manifest_full, split_label, walk, Manifest, Source, Walk};
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use simcase_imaging::{content_hash, decode_items_with, DecodeOptions, Decoded, Part, PartKind};
-use simcase_index::{part_keys, ItemMeta, Writer};
+use simcase_index::{part_keys, ItemMeta, LabelOutcome, LabelUpdate, Writer};
 use simcase_models::Encoder;
 use std::collections::HashSet;
+
+/// Label updates merged per transaction.
+const LABEL_BATCH: usize = 256;
 
 /// How [`run`] works: batch size, decoding options, and whether to draw a progress bar.
 pub struct Options {
@@ -27,6 +32,9 @@ pub struct Options {
     pub decode_threads: usize,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Where a manifest row's labels differ from those stored for its file, the manifest's
+    /// replace them (off: the stored ones are kept and the difference is reported).
+    pub relabel: bool,
 }
 
 /// What a run did.
@@ -34,8 +42,14 @@ pub struct Options {
 pub struct Summary {
     /// Items committed.
     pub added: usize,
-    /// Files or items already in the index (or seen twice in this run).
+    /// Files or items already in the index (or seen twice in this run) whose labels did not
+    /// change.
     pub skipped: usize,
+    /// Stored items whose labels or manifest columns a manifest row updated.
+    pub updated: usize,
+    /// Manifest rows whose values differ from those stored for their file (kept unless
+    /// [`Options::relabel`]; a warning gives examples).
+    pub disagreed: usize,
     /// Files (or items, for a non-finite embedding) that could not be indexed: each logged
     /// and kept in the `errors` table.
     pub failed: usize,
@@ -44,12 +58,73 @@ pub struct Summary {
 }
 
 enum Prepared {
-    /// One file's items: a single image, DICOM frames, or volume slices.
-    Ready(Vec<(ItemMeta, Vec<f32>)>),
-    /// Content already indexed, read from this (canonical) path.
-    Known(String),
+    /// One file's items: a single image, DICOM frames, or volume slices; and its manifest
+    /// labels, for items of the file already stored (another axis, or the same content seen
+    /// earlier in this run).
+    Ready(Vec<(ItemMeta, Vec<f32>)>, Option<LabelUpdate>),
+    /// Content already indexed, read from this (canonical) path: not decoded; its manifest
+    /// labels, if the row has any.
+    Known(String, Option<LabelUpdate>),
     /// Shown path, stored (canonical) path, and the failure.
     Failed(String, String, Failure),
+}
+
+/// What a manifest row says about its file, for merging into stored items; `None` for a
+/// walked file or a row with nothing but a path.
+fn label_update(
+    src: &Source,
+    hash: &str,
+    settings: &simcase_index::Settings,
+) -> Option<LabelUpdate> {
+    let mut labels = src.meta.clone();
+    labels.patient_key = src.patient_id.as_deref().map(|p| settings.patient_key(p));
+    let has_any = simcase_index::Column::MANIFEST
+        .iter()
+        .any(|c| c.get(&labels).is_some_and(|v| !v.is_empty()))
+        || !labels.extra.is_empty();
+    has_any.then(|| LabelUpdate {
+        hash: hash.to_string(),
+        labels,
+    })
+}
+
+/// The content hash of the file an item came from: its hash without `#frame` or `@axis#slice`.
+fn file_hash(item_hash: &str) -> &str {
+    item_hash.split(['#', '@']).next().unwrap_or(item_hash)
+}
+
+/// Counts the outcomes of label updates into `summary`, keeping a few disagreements as
+/// examples. `counted`: the files were already counted (as skipped items of this run).
+fn tally(
+    summary: &mut Summary,
+    examples: &mut Vec<String>,
+    outcomes: &[LabelOutcome],
+    counted: bool,
+) {
+    for o in outcomes {
+        summary.updated += o.changed;
+        if o.changed == 0 && !counted {
+            summary.skipped += 1;
+        }
+        if o.disagreements.is_empty() {
+            continue;
+        }
+        summary.disagreed += 1;
+        if examples.len() < 3 {
+            let fields: Vec<String> = o
+                .disagreements
+                .iter()
+                .take(2)
+                .map(|d| {
+                    format!(
+                        "{} stored `{}`, manifest `{}`",
+                        d.field, d.stored, d.manifest
+                    )
+                })
+                .collect();
+            examples.push(format!("{}: {}", o.path, fields.join(", ")));
+        }
+    }
 }
 
 fn prepare(
@@ -82,7 +157,7 @@ fn prepare(
     // Volumes are keyed per slicing axis, so another `--axis` adds that view.
     let axis_key = format!("{hash}@{}", opts.axis.name());
     if known.contains(&hash) || known.contains(&axis_key) {
-        return Prepared::Known(path);
+        return Prepared::Known(path, label_update(src, &hash, writer_settings));
     }
     // Preprocessed while the decode budget's bytes are held: full-size pixels never outlive
     // them (the model inputs are small).
@@ -100,7 +175,7 @@ fn prepare(
         Ok(_) => return failed(failure::NO_IMAGES, "no images selected".into()),
         Err(e) => return failed(&failure::kind_of(&e), e.to_string()),
     };
-    Prepared::Ready(items)
+    Prepared::Ready(items, label_update(src, &hash, writer_settings))
 }
 
 /// The stored metadata of one decoded image. Patient ids are salted-hashed; names and birth
@@ -116,8 +191,6 @@ fn item_meta(
     let mut meta = src.meta.clone();
     meta.path = path.to_string();
     meta.format = d.format.name().to_string();
-    // Copies of one image in other encodings (transfer syntaxes) share it: search shows one.
-    meta.set_pixel_hash(d.image.width, d.image.height, &d.image.data);
     meta.hash = match d.part {
         Some(Part {
             index,
@@ -127,6 +200,8 @@ fn item_meta(
         Some(p) => format!("{hash}#{}", p.index),
         None => hash.to_string(),
     };
+    // Copies of one image in other encodings (transfer syntaxes) share it: search shows one.
+    meta.set_pixel_hash(d.image.width, d.image.height, &d.image.data);
     let mut patient = src.patient_id.clone();
     if let Some(m) = &d.dicom {
         meta.modality = meta.modality.or_else(|| m.modality.clone());
@@ -194,6 +269,9 @@ pub fn run(
         .into_iter()
         .map(|h| h.split('#').next().unwrap_or_default().to_string())
         .collect();
+    // Files with any item indexed, by content: a new axis of a known volume also updates the
+    // labels of the slices already stored.
+    let known_files: HashSet<String> = known.iter().map(|h| file_hash(h).to_string()).collect();
     let settings = writer.settings().clone();
     let pb = if opts.progress {
         ProgressBar::new(sources.len() as u64)
@@ -213,6 +291,7 @@ pub fn run(
         n => n,
     };
     let mut summary = Summary::default();
+    let mut examples: Vec<String> = Vec::new();
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| -> Result<()> {
         // Owned here, so that an early return stops the decoders (their sends fail).
@@ -238,6 +317,10 @@ pub fn run(
         drop(tx);
         let mut batch: Vec<(ItemMeta, Vec<f32>)> = Vec::with_capacity(opts.batch);
         let mut seen: HashSet<String> = HashSet::new();
+        // Label updates of files stored before this run (applied in batches as they come), and
+        // of content first seen in this run (applied at the end, once its items are committed).
+        let mut pending: Vec<LabelUpdate> = Vec::new();
+        let mut deferred: Vec<LabelUpdate> = Vec::new();
         let flush = |batch: &mut Vec<(ItemMeta, Vec<f32>)>,
                      writer: &mut Writer,
                      summary: &mut Summary|
@@ -270,10 +353,19 @@ pub fn run(
         };
         for item in rx.iter() {
             match item {
-                Prepared::Known(path) => {
+                Prepared::Known(path, None) => {
                     // Whatever failed at this path before is indexed now.
                     writer.clear_error(&path)?;
                     summary.skipped += 1;
+                }
+                Prepared::Known(path, Some(u)) => {
+                    writer.clear_error(&path)?;
+                    pending.push(u);
+                    if pending.len() >= LABEL_BATCH {
+                        let out = writer.update_labels(&pending, opts.relabel)?;
+                        tally(&mut summary, &mut examples, &out, false);
+                        pending.clear();
+                    }
                 }
                 Prepared::Failed(shown, path, f) => {
                     tracing::warn!("{shown}: {}", f.reason);
@@ -281,10 +373,12 @@ pub fn run(
                     summary.failed += 1;
                     summary.failures.push(f);
                 }
-                Prepared::Ready(items) => {
+                Prepared::Ready(items, update) => {
+                    let mut dup = false;
                     for (meta, x) in items {
                         if !seen.insert(meta.hash.clone()) {
                             summary.skipped += 1; // same content twice in this run
+                            dup = true;
                             continue;
                         }
                         batch.push((meta, x));
@@ -293,14 +387,112 @@ pub fn run(
                             summary.added += n;
                         }
                     }
+                    match update {
+                        Some(u) if dup => deferred.push(u),
+                        Some(u) if known_files.contains(&u.hash) => pending.push(u),
+                        _ => {}
+                    }
                 }
             }
             pb.inc(1);
         }
         let n = flush(&mut batch, writer, &mut summary)?;
         summary.added += n;
+        let out = writer.update_labels(&pending, opts.relabel)?;
+        tally(&mut summary, &mut examples, &out, false);
+        for chunk in deferred.chunks(LABEL_BATCH) {
+            let out = writer.update_labels(chunk, opts.relabel)?;
+            tally(&mut summary, &mut examples, &out, true);
+        }
         Ok(())
     })?;
     pb.finish_and_clear();
+    if summary.disagreed > 0 {
+        let what = if opts.relabel {
+            "the manifest's values replaced them (--relabel)"
+        } else {
+            "kept the stored values; re-run with --relabel to let the manifest win"
+        };
+        tracing::warn!(
+            "{} manifest row(s) disagree with the labels stored for their file; {what}; e.g. {}",
+            summary.disagreed,
+            examples.join("; ")
+        );
+    }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_map_back_to_their_file() {
+        assert_eq!(file_hash("abc"), "abc");
+        assert_eq!(file_hash("abc#3"), "abc");
+        assert_eq!(file_hash("abc@axial#12"), "abc");
+    }
+
+    #[test]
+    fn only_rows_with_something_to_say_update_labels() {
+        let dir = std::env::temp_dir().join(format!("simcase-ingest-lu-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let w = Writer::open(&dir, "m", 1).unwrap();
+        let s = w.settings();
+        let walked = Source {
+            path: "a.png".into(),
+            ..Default::default()
+        };
+        assert!(label_update(&walked, "h", s).is_none());
+        let mut row = walked.clone();
+        row.meta.split = Some(String::new());
+        assert!(
+            label_update(&row, "h", s).is_none(),
+            "an empty value says nothing"
+        );
+        row.patient_id = Some("P-7".into());
+        let u = label_update(&row, "h", s).unwrap();
+        assert_eq!(u.hash, "h");
+        assert_eq!(u.labels.patient_key, Some(s.patient_key("P-7")));
+        let mut extra = walked.clone();
+        extra.meta.extra.insert("view".into(), "PA".into());
+        assert!(label_update(&extra, "h", s).is_some());
+    }
+
+    #[test]
+    fn tally_counts_updates_presence_and_disagreements() {
+        let mut s = Summary::default();
+        let mut ex = Vec::new();
+        let d = simcase_index::Disagreement {
+            field: "modality".into(),
+            stored: "MR".into(),
+            manifest: "US".into(),
+        };
+        let outs = [
+            LabelOutcome {
+                items: 3,
+                changed: 3,
+                path: "/v.nii".into(),
+                disagreements: vec![],
+            },
+            LabelOutcome {
+                items: 1,
+                changed: 0,
+                path: "/a.png".into(),
+                disagreements: vec![d],
+            },
+            LabelOutcome {
+                items: 1,
+                changed: 0,
+                path: "/b.png".into(),
+                disagreements: vec![],
+            },
+        ];
+        tally(&mut s, &mut ex, &outs, false);
+        assert_eq!((s.updated, s.skipped, s.disagreed), (3, 2, 1));
+        assert_eq!(ex, ["/a.png: modality stored `MR`, manifest `US`"]);
+        // Items of this run were counted when they were seen twice.
+        tally(&mut s, &mut ex, &outs, true);
+        assert_eq!((s.updated, s.skipped, s.disagreed), (6, 2, 2));
+    }
 }

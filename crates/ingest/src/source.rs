@@ -156,48 +156,330 @@ fn no_images(
     format!("{}: no image files found{why}", dir.display())
 }
 
+/// A manifest as read: its rows, and what the header looked like (for messages that say why
+/// a manifest cannot serve some purpose).
+#[derive(Clone, Debug, Default)]
+pub struct Manifest {
+    /// One source per row, in file order.
+    pub rows: Vec<Source>,
+    /// The header's column names, trimmed and lower-cased, in file order.
+    pub columns: Vec<String>,
+    /// The delimiter sniffed from the header line.
+    pub delimiter: u8,
+}
+
+impl Manifest {
+    /// Whether the header has this (lower-case) column.
+    pub fn has_column(&self, name: &str) -> bool {
+        self.columns.iter().any(|c| c == name)
+    }
+
+    /// `columns found: a, b, c; delimiter ';'`, for error messages.
+    pub fn describe_header(&self) -> String {
+        describe_header(&self.columns, self.delimiter)
+    }
+}
+
+fn describe_header(columns: &[String], delimiter: u8) -> String {
+    let cols = if columns.iter().all(|c| c.is_empty()) {
+        "(none)".to_string()
+    } else {
+        columns.join(", ")
+    };
+    let d = match delimiter {
+        b'\t' => "tab".to_string(),
+        d => format!("'{}'", d as char),
+    };
+    format!("columns found: {cols}; delimiter {d}")
+}
+
+/// Delimiters a manifest may use, the first winning ties.
+const DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
+
+/// The delimiter of a CSV whose header line is `line`: the candidate found most often outside
+/// quotes (`,` when none is).
+fn sniff_delimiter(line: &[u8]) -> u8 {
+    let mut counts = [0usize; DELIMITERS.len()];
+    let mut quoted = false;
+    for &b in line {
+        match b {
+            b'"' => quoted = !quoted,
+            b'\n' if !quoted => break,
+            _ if !quoted => {
+                if let Some(i) = DELIMITERS.iter().position(|&d| d == b) {
+                    counts[i] += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    let best = (0..DELIMITERS.len())
+        .rev()
+        .max_by_key(|&i| counts[i])
+        .unwrap_or(0);
+    if counts[best] == 0 {
+        b','
+    } else {
+        DELIMITERS[best]
+    }
+}
+
+/// The manifest's columns: matched case-insensitively, surrounding spaces ignored.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Col {
+    Path,
+    Modality,
+    Anatomy,
+    Pathology,
+    Label,
+    Split,
+    Source,
+    PatientId,
+    Extra,
+}
+
+impl Col {
+    fn of(name: &str) -> Self {
+        match name {
+            "path" => Self::Path,
+            "modality" => Self::Modality,
+            "anatomy" => Self::Anatomy,
+            "pathology" => Self::Pathology,
+            "label" => Self::Label,
+            "split" => Self::Split,
+            "source" => Self::Source,
+            "patient_id" => Self::PatientId,
+            _ => Self::Extra,
+        }
+    }
+}
+
+/// `modality/anatomy/pathology` when `label` has exactly that shape: three non-empty parts.
+pub fn split_label(label: &str) -> Option<[&str; 3]> {
+    let parts: Vec<&str> = label.split('/').map(str::trim).collect();
+    match parts[..] {
+        [m, a, p] if !m.is_empty() && !a.is_empty() && !p.is_empty() => Some([m, a, p]),
+        _ => None,
+    }
+}
+
 /// Rows of a manifest in the format of shared/data/dev.csv; `path` is relative to the CSV.
 pub fn read_manifest(csv_path: &Path) -> Result<Vec<Source>> {
-    let base = csv_path.parent().unwrap_or(Path::new("."));
-    let mut rdr = csv::Reader::from_path(csv_path)
-        .with_context(|| format!("reading manifest {}", csv_path.display()))?;
-    let headers = rdr.headers()?.clone();
+    Ok(read_manifest_full(csv_path)?.rows)
+}
+
+/// [`read_manifest`], keeping what the header looked like. Column names are matched
+/// case-insensitively and trimmed; the delimiter (`,` `;` tab `|`) is sniffed from the header
+/// line; values are trimmed. A `label` of the shape `modality/anatomy/pathology` fills those
+/// three when their columns are absent or empty, and the three make the label when it is.
+pub fn read_manifest_full(csv_path: &Path) -> Result<Manifest> {
+    let shown = csv_path.display();
+    let mut head = Vec::new();
+    {
+        use std::io::{BufRead, Read};
+        let f = std::fs::File::open(csv_path)
+            .with_context(|| format!("{shown}: cannot read manifest"))?;
+        std::io::BufReader::new(f)
+            .take(1 << 20)
+            .read_until(b'\n', &mut head)
+            .with_context(|| format!("{shown}: cannot read manifest"))?;
+    }
+    let delimiter = sniff_delimiter(&head);
+    let mut rdr = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .trim(csv::Trim::All)
+        .from_path(csv_path)
+        .with_context(|| format!("{shown}: cannot read manifest"))?;
+    let headers: Vec<String> = rdr
+        .headers()
+        .with_context(|| format!("{shown}: cannot read the manifest's header"))?
+        .iter()
+        .map(|h| h.trim_start_matches('\u{feff}').trim().to_string())
+        .collect();
+    let columns: Vec<String> = headers.iter().map(|h| h.to_lowercase()).collect();
+    let cols: Vec<Col> = columns.iter().map(|c| Col::of(c)).collect();
     anyhow::ensure!(
-        headers.iter().any(|h| h == "path"),
-        "{}: manifest has no `path` column",
-        csv_path.display()
+        cols.contains(&Col::Path),
+        "{shown}: manifest has no `path` column ({})",
+        describe_header(&columns, delimiter)
     );
-    let mut out = Vec::new();
+    for (i, c) in columns.iter().enumerate() {
+        anyhow::ensure!(
+            !columns[..i].contains(c),
+            "{shown}: manifest has the column `{c}` twice ({})",
+            describe_header(&columns, delimiter)
+        );
+    }
+    let base = csv_path.parent().unwrap_or(Path::new("."));
+    let mut rows = Vec::new();
     for (i, rec) in rdr.records().enumerate() {
-        let rec = rec.with_context(|| format!("{}: row {}", csv_path.display(), i + 2))?;
+        let rec = rec.with_context(|| format!("{shown}: row {}", i + 2))?;
         let mut s = Source::default();
-        let mut modality_parts = [None, None, None];
-        for (h, v) in headers.iter().zip(rec.iter()) {
+        let mut parts: [Option<String>; 3] = [None, None, None];
+        for ((col, name), v) in cols.iter().zip(&headers).zip(rec.iter()) {
             let val = (!v.is_empty()).then(|| v.to_string());
-            match h {
-                "path" => s.path = base.join(v),
-                "modality" => modality_parts[0] = val,
-                "anatomy" => modality_parts[1] = val,
-                "pathology" => modality_parts[2] = val,
-                "label" => s.meta.label = val,
-                "split" => s.meta.split = val,
-                "source" => s.meta.source = val,
-                "patient_id" => s.patient_id = val,
-                _ => {
+            match col {
+                Col::Path => s.path = base.join(v),
+                Col::Modality => parts[0] = val,
+                Col::Anatomy => parts[1] = val,
+                Col::Pathology => parts[2] = val,
+                Col::Label => s.meta.label = val,
+                Col::Split => s.meta.split = val,
+                Col::Source => s.meta.source = val,
+                Col::PatientId => s.patient_id = val,
+                Col::Extra => {
                     if let Some(v) = val {
-                        s.meta.extra.insert(h.to_string(), v.into());
+                        s.meta.extra.insert(name.clone(), v.into());
                     }
                 }
             }
         }
-        let [m, a, p] = modality_parts;
+        if let Some(from_label) = s.meta.label.as_deref().and_then(split_label) {
+            for (slot, v) in parts.iter_mut().zip(from_label) {
+                slot.get_or_insert_with(|| v.to_string());
+            }
+        }
+        let [m, a, p] = parts;
         if s.meta.label.is_none() {
             if let (Some(m), Some(a), Some(p)) = (&m, &a, &p) {
                 s.meta.label = Some(format!("{m}/{a}/{p}"));
             }
         }
         (s.meta.modality, s.meta.anatomy, s.meta.pathology) = (m, a, p);
-        out.push(s);
+        rows.push(s);
     }
-    Ok(out)
+    Ok(Manifest {
+        rows,
+        columns,
+        delimiter,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("simcase-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_delimiter_is_sniffed_from_the_header_line() {
+        assert_eq!(sniff_delimiter(b"path,label,split\n"), b',');
+        assert_eq!(sniff_delimiter(b"path;label;split\r\na,b;c\n"), b';');
+        assert_eq!(sniff_delimiter(b"path\tlabel\n"), b'\t');
+        assert_eq!(sniff_delimiter(b"path|label|split"), b'|');
+        // Quoted delimiters do not count; a single column is read as CSV.
+        assert_eq!(sniff_delimiter(b"\"a,b,c\";path\n"), b';');
+        assert_eq!(sniff_delimiter(b"path\n"), b',');
+        // A tie goes to the comma.
+        assert_eq!(sniff_delimiter(b"a;b,c\n"), b',');
+    }
+
+    #[test]
+    fn columns_match_whatever_their_case_and_spacing_and_paths_are_relative_to_the_csv() {
+        let p = write(
+            "semi.csv",
+            "\u{feff}Path ; Modality ;ANATOMY; pathology ;Split;Patient_ID; View \n\
+             img/a.png; US ;breast;benign;train;P1; CC \n",
+        );
+        let m = read_manifest_full(&p).unwrap();
+        assert_eq!(m.delimiter, b';');
+        assert_eq!(
+            m.columns,
+            [
+                "path",
+                "modality",
+                "anatomy",
+                "pathology",
+                "split",
+                "patient_id",
+                "view"
+            ]
+        );
+        let s = &m.rows[0];
+        assert_eq!(s.path, p.parent().unwrap().join("img/a.png"));
+        assert_eq!(s.meta.modality.as_deref(), Some("US"));
+        assert_eq!(s.meta.anatomy.as_deref(), Some("breast"));
+        assert_eq!(s.meta.label.as_deref(), Some("US/breast/benign"));
+        assert_eq!(s.meta.split.as_deref(), Some("train"));
+        assert_eq!(s.patient_id.as_deref(), Some("P1"));
+        assert_eq!(s.meta.extra["View"], "CC");
+        let t = write("tab.tsv", "PATH\tlabel\nb.png\tCT/chest/normal\n");
+        let m = read_manifest_full(&t).unwrap();
+        assert_eq!((m.delimiter, m.rows.len()), (b'\t', 1));
+        assert_eq!(m.rows[0].meta.modality.as_deref(), Some("CT"));
+    }
+
+    #[test]
+    fn a_missing_path_column_names_the_file_the_columns_and_the_delimiter() {
+        let p = write("nopath.csv", "file;label\na.png;x\n");
+        let e = format!("{:#}", read_manifest(&p).unwrap_err());
+        assert!(
+            e.contains("nopath.csv: manifest has no `path` column"),
+            "{e}"
+        );
+        assert!(
+            e.contains("columns found: file, label; delimiter ';'"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+        let p = write("twice.csv", "path,Label,label\na.png,x,y\n");
+        let e = format!("{:#}", read_manifest(&p).unwrap_err());
+        assert!(
+            e.contains("twice.csv: manifest has the column `label` twice"),
+            "{e}"
+        );
+        let p = write("empty.csv", "");
+        let e = format!("{:#}", read_manifest(&p).unwrap_err());
+        assert!(
+            e.contains("empty.csv: manifest has no `path` column"),
+            "{e}"
+        );
+        assert!(e.contains("columns found: (none)"), "{e}");
+        let e = format!(
+            "{:#}",
+            read_manifest(Path::new("/nonexistent/m.csv")).unwrap_err()
+        );
+        assert!(
+            e.starts_with("/nonexistent/m.csv: cannot read manifest"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_label_of_three_parts_fills_modality_anatomy_and_pathology() {
+        let p = write(
+            "labels.csv",
+            "path,label,modality\n\
+             a.png,US/breast/benign,\n\
+             b.png,CT/chest/normal,MR\n\
+             c.png,US/breast,\n\
+             d.png,US//benign,\n\
+             e.png,benign,\n",
+        );
+        let rows = read_manifest(&p).unwrap();
+        let mp = |i: usize| {
+            let m = &rows[i].meta;
+            (
+                m.modality.as_deref(),
+                m.anatomy.as_deref(),
+                m.pathology.as_deref(),
+            )
+        };
+        assert_eq!(mp(0), (Some("US"), Some("breast"), Some("benign")));
+        // A given column is kept; only the empty ones are filled.
+        assert_eq!(mp(1), (Some("MR"), Some("chest"), Some("normal")));
+        // Labels of another shape fill nothing, and stay as they are.
+        for i in 2..5 {
+            assert_eq!(mp(i), (None, None, None), "row {i}");
+        }
+        assert_eq!(rows[3].meta.label.as_deref(), Some("US//benign"));
+        assert_eq!(split_label("a/b/c"), Some(["a", "b", "c"]));
+        assert_eq!(split_label("a/b/c/d"), None);
+    }
 }

@@ -303,14 +303,14 @@ pub async fn serve(mut cfg: Config) -> Result<()> {
     .await
 }
 
-/// Swap in a fresh snapshot whenever a writer has committed more rows.
+/// Swap in a fresh snapshot whenever a writer has committed more rows or rewritten labels.
 async fn refresh(state: Shared) {
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let s = state.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            let have = s.snap.read().map(|g| g.len()).unwrap_or(0);
-            match Snapshot::committed_rows(&s.cfg.index) {
+            let have = s.snap.read().map(|g| g.version()).unwrap_or_default();
+            match Snapshot::committed_version(&s.cfg.index) {
                 Ok(n) if n != have => match Snapshot::open(&s.cfg.index) {
                     Ok(fresh) => {
                         tracing::info!("index now has {} items", fresh.len());

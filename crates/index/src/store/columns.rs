@@ -1,6 +1,8 @@
 //! What the index stores about each item, declared once: [`ItemMeta`] and [`Column`], the list
 //! of optional text columns that the SQLite schema, the row reader and writer, search filters,
 //! the API's counts and the CLI all go through. Adding a column means adding one variant here.
+//! Also how a manifest row's labels merge into a stored item ([`ItemMeta::merge_labels`]):
+//! re-running a manifest fills what is empty and reports, rather than overwrites, what differs.
 
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +100,18 @@ impl Column {
         Self::BodyPart,
     ];
 
+    /// The columns a manifest row sets: labels, split, source and patient key. Re-running a
+    /// manifest updates these (and the manifest's other columns, kept in `extra`).
+    pub const MANIFEST: [Column; 7] = [
+        Self::Modality,
+        Self::Anatomy,
+        Self::Pathology,
+        Self::Label,
+        Self::Split,
+        Self::Source,
+        Self::PatientKey,
+    ];
+
     /// The column's name in SQLite, in filters and in JSON.
     pub const fn name(self) -> &'static str {
         match self {
@@ -176,7 +190,101 @@ pub mod part_keys {
     pub const AXIS: &str = "axis";
 }
 
+/// A stored value that a manifest row would change: the field, the stored value and the
+/// manifest's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Disagreement {
+    /// The column (or `extra` key).
+    pub field: String,
+    /// What the index holds.
+    pub stored: String,
+    /// What the manifest says.
+    pub manifest: String,
+}
+
+/// Text of an `extra` value, `None` when it is null or empty.
+fn extra_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) if s.is_empty() => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        v => Some(v.to_string()),
+    }
+}
+
 impl ItemMeta {
+    /// Merge what a manifest row says (`from`'s [`Column::MANIFEST`] values and `extra`
+    /// columns) into this stored item. An empty stored value is filled; an equal one is left;
+    /// a different one is kept and reported in `disagreements`, unless `relabel`, when the
+    /// manifest wins (and it is still reported). Empty manifest values never clear anything,
+    /// and the keys that place an item in its file ([`part_keys`]) are never touched. Returns
+    /// whether anything changed.
+    pub fn merge_labels(
+        &mut self,
+        from: &ItemMeta,
+        relabel: bool,
+        disagreements: &mut Vec<Disagreement>,
+    ) -> bool {
+        let mut changed = false;
+        for c in Column::MANIFEST {
+            let Some(new) = c.get(from).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            let slot = c.slot(self);
+            match slot.as_deref() {
+                Some(old) if old == new => {}
+                Some(old) if !old.is_empty() => {
+                    disagreements.push(Disagreement {
+                        field: c.name().into(),
+                        stored: old.into(),
+                        manifest: new.into(),
+                    });
+                    if relabel {
+                        *slot = Some(new.into());
+                        changed = true;
+                    }
+                }
+                _ => {
+                    *slot = Some(new.into());
+                    changed = true;
+                }
+            }
+        }
+        const PLACING: [&str; 6] = [
+            part_keys::FRAME,
+            part_keys::FRAMES,
+            part_keys::VOLUME,
+            part_keys::SLICE,
+            part_keys::SLICES,
+            part_keys::AXIS,
+        ];
+        for (k, v) in &from.extra {
+            let Some(new) = extra_text(v) else { continue };
+            if PLACING.contains(&k.as_str()) {
+                continue;
+            }
+            match self.extra.get(k).and_then(extra_text) {
+                Some(old) if old == new => {}
+                Some(old) => {
+                    disagreements.push(Disagreement {
+                        field: k.clone(),
+                        stored: old,
+                        manifest: new,
+                    });
+                    if relabel {
+                        self.extra.insert(k.clone(), v.clone());
+                        changed = true;
+                    }
+                }
+                None => {
+                    self.extra.insert(k.clone(), v.clone());
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
     fn extra_u32(&self, key: &str) -> Option<u32> {
         self.extra.get(key)?.as_u64()?.try_into().ok()
     }
@@ -289,6 +397,30 @@ pub(super) fn insert_values(row: i64, m: &ItemMeta) -> Vec<rusqlite::types::Valu
     v
 }
 
+/// `UPDATE items SET <columns>, extra WHERE row = ?`: rewrites an item's labels (never its
+/// path, hash, format or vector).
+pub(super) fn update_sql() -> String {
+    let sets: Vec<String> = Column::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} = ?{}", c.name(), i + 1))
+        .collect();
+    let n = Column::ALL.len();
+    format!(
+        "UPDATE items SET {}, extra = ?{} WHERE row = ?{}",
+        sets.join(", "),
+        n + 1,
+        n + 2
+    )
+}
+
+/// The values [`update_sql`] binds for item `row`.
+pub(super) fn update_values(row: i64, m: &ItemMeta) -> Vec<rusqlite::types::Value> {
+    let mut v = insert_values(row, m).split_off(4);
+    v.push(rusqlite::types::Value::Integer(row));
+    v
+}
+
 /// One row of [`select_list`] back into an [`Item`].
 pub(super) fn row_to_item(r: &rusqlite::Row) -> rusqlite::Result<Item> {
     let mut meta = ItemMeta {
@@ -329,6 +461,94 @@ mod tests {
             insert_values(0, &m).len(),
             insert_sql().matches('?').count()
         );
+        assert_eq!(
+            update_values(0, &m).len(),
+            update_sql().matches('?').count()
+        );
+    }
+
+    fn manifest_row() -> ItemMeta {
+        let mut m = ItemMeta {
+            modality: Some("US".into()),
+            anatomy: Some("breast".into()),
+            pathology: Some("benign".into()),
+            label: Some("US/breast/benign".into()),
+            split: Some("train".into()),
+            patient_key: Some("k1".into()),
+            ..Default::default()
+        };
+        m.extra.insert("view".into(), "CC".into());
+        m.extra.insert(part_keys::SLICE.into(), "7".into());
+        m
+    }
+
+    #[test]
+    fn merge_fills_empty_fields_without_disagreement() {
+        let mut stored = ItemMeta {
+            path: "/a.png".into(),
+            hash: "h".into(),
+            format: "png".into(),
+            modality: Some(String::new()),
+            ..Default::default()
+        };
+        stored.extra.insert(part_keys::SLICE.into(), 3.into());
+        let mut d = Vec::new();
+        assert!(stored.merge_labels(&manifest_row(), false, &mut d));
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(stored.modality.as_deref(), Some("US"));
+        assert_eq!(stored.label.as_deref(), Some("US/breast/benign"));
+        assert_eq!(stored.split.as_deref(), Some("train"));
+        assert_eq!(stored.patient_key.as_deref(), Some("k1"));
+        assert_eq!(stored.extra["view"], "CC");
+        // The item's place in its file is not the manifest's to change.
+        assert_eq!(stored.extra[part_keys::SLICE], 3);
+        assert_eq!(
+            (stored.path.as_str(), stored.format.as_str()),
+            ("/a.png", "png")
+        );
+        // Merging the same row again changes nothing.
+        assert!(!stored.merge_labels(&manifest_row(), false, &mut d));
+        assert!(d.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn merge_reports_and_keeps_differing_values_unless_relabel() {
+        let mut stored = ItemMeta {
+            modality: Some("MR".into()),
+            label: Some("MR/brain/glioma".into()),
+            ..Default::default()
+        };
+        stored.extra.insert("view".into(), "MLO".into());
+        let mut d = Vec::new();
+        // The empty fields are still filled; the differing ones are kept.
+        assert!(stored.merge_labels(&manifest_row(), false, &mut d));
+        assert_eq!(stored.modality.as_deref(), Some("MR"));
+        assert_eq!(stored.label.as_deref(), Some("MR/brain/glioma"));
+        assert_eq!(stored.extra["view"], "MLO");
+        assert_eq!(stored.anatomy.as_deref(), Some("breast"));
+        let fields: Vec<&str> = d.iter().map(|x| x.field.as_str()).collect();
+        assert_eq!(fields, ["modality", "label", "view"]);
+        assert_eq!(
+            d[0],
+            Disagreement {
+                field: "modality".into(),
+                stored: "MR".into(),
+                manifest: "US".into()
+            }
+        );
+        d.clear();
+        assert!(stored.merge_labels(&manifest_row(), true, &mut d));
+        assert_eq!(d.len(), 3);
+        assert_eq!(stored.modality.as_deref(), Some("US"));
+        assert_eq!(stored.label.as_deref(), Some("US/breast/benign"));
+        assert_eq!(stored.extra["view"], "CC");
+        // An empty manifest value clears nothing, even with relabel.
+        let empty = ItemMeta {
+            split: Some(String::new()),
+            ..Default::default()
+        };
+        assert!(!stored.merge_labels(&empty, true, &mut d));
+        assert_eq!(stored.split.as_deref(), Some("train"));
     }
 
     #[test]

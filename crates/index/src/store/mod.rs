@@ -4,6 +4,10 @@
 //! Crash safety comes from ordering: a batch's vectors are appended and fsynced *before* its
 //! rows are committed to SQLite, and SQLite's row count is the truth. A kill between the two
 //! leaves a tail of uncommitted vectors that the next writer truncates and readers never see.
+//!
+//! Labels can change after a row is committed (re-running a manifest), so a [`Version`] is
+//! the row count *and* a metadata generation, bumped in the same transaction as each update:
+//! what a server compares to decide that its snapshot is stale.
 
 mod columns;
 pub mod durable;
@@ -12,14 +16,14 @@ mod reader;
 mod settings;
 mod writer;
 
-pub use columns::{part_keys, Column, Item, ItemMeta};
+pub use columns::{part_keys, Column, Disagreement, Item, ItemMeta};
 pub use errors::{failure_counts, failures, Failure};
 pub use reader::{Reader, Rows, Snapshot};
 pub use settings::Settings;
-pub use writer::Writer;
+pub use writer::{LabelOutcome, LabelUpdate, Writer};
 
 use anyhow::{Context, Result};
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use std::path::Path;
 
 /// The vectors file of an index folder.
@@ -39,6 +43,50 @@ fn connect(dir: &Path) -> Result<Connection> {
 fn item_count(conn: &Connection) -> Result<usize> {
     let n: i64 = conn.query_row("SELECT COUNT(*) FROM items", [], |r| r.get(0))?;
     Ok(n as usize)
+}
+
+/// What an index holds at one moment, as far as a reader's cache is concerned: committed rows,
+/// and how many times stored metadata has been rewritten since creation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Version {
+    /// Committed rows.
+    pub rows: usize,
+    /// Metadata generation: bumped by every commit that rewrites stored labels.
+    pub generation: u64,
+}
+
+/// The `meta` key of the metadata generation (absent until the first label update).
+const GENERATION: &str = "generation";
+
+fn generation(conn: &Connection) -> Result<u64> {
+    let v: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [GENERATION], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// Bump the generation inside the caller's transaction.
+fn bump_generation(conn: &Connection) -> Result<()> {
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?1, '1')
+         ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+        [GENERATION],
+    )?;
+    Ok(())
+}
+
+/// The version of the index in `conn`, read in one transaction so that rows and generation
+/// belong to the same moment.
+fn version(conn: &mut Connection) -> Result<Version> {
+    let tx = conn.transaction()?;
+    let v = Version {
+        generation: generation(&tx)?,
+        rows: item_count(&tx)?,
+    };
+    tx.finish()?;
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -135,6 +183,128 @@ mod tests {
         let w = Writer::open(&d, "m", 1).unwrap();
         assert_eq!(w.len(), 1);
         assert!(!w.contains_hash("h2").unwrap());
+    }
+
+    fn labels(modality: &str, label: &str) -> ItemMeta {
+        ItemMeta {
+            modality: Some(modality.into()),
+            label: Some(label.into()),
+            split: Some("train".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn label_updates_reach_every_part_of_a_file_and_bump_the_version() {
+        let d = tmpdir("relabel");
+        let mut w = Writer::open(&d, "m", 1).unwrap();
+        let bare = |path: &str, hash: &str| ItemMeta {
+            path: path.into(),
+            hash: hash.into(),
+            format: "dicom".into(),
+            ..Default::default()
+        };
+        w.add(&[
+            (bare("/v.nii", "aa@axial#0"), vec![1.0]),
+            (bare("/v.nii", "aa@axial#1"), vec![1.0]),
+            (bare("/f.dcm", "ab#0"), vec![1.0]),
+            (bare("/f.dcm", "ab#1"), vec![1.0]),
+            (meta("/x.png", "a"), vec![1.0]),
+            (bare("/y.png", "aab"), vec![1.0]),
+        ])
+        .unwrap();
+        let snap = Snapshot::open(&d).unwrap();
+        let v0 = snap.version();
+        assert_eq!(
+            v0,
+            Version {
+                rows: 6,
+                generation: 0
+            }
+        );
+        assert_eq!(Snapshot::committed_version(&d).unwrap(), v0);
+        let out = w
+            .update_labels(
+                &[
+                    LabelUpdate {
+                        hash: "aa".into(),
+                        labels: labels("CT", "CT/chest/normal"),
+                    },
+                    LabelUpdate {
+                        hash: "ab".into(),
+                        labels: labels("US", "US/breast/benign"),
+                    },
+                    LabelUpdate {
+                        hash: "a".into(),
+                        labels: labels("MR", "MR/brain/glioma"),
+                    },
+                    LabelUpdate {
+                        hash: "zz".into(),
+                        labels: labels("MR", "MR/brain/glioma"),
+                    },
+                ],
+                false,
+            )
+            .unwrap();
+        // Both slices of `aa`, both frames of `ab`, and neither `aab` nor `a`'s other
+        // prefixes: only the file's own items.
+        assert_eq!((out[0].items, out[0].changed), (2, 2), "{out:?}");
+        assert_eq!((out[1].items, out[1].changed), (2, 2), "{out:?}");
+        assert_eq!(out[1].path, "/f.dcm");
+        assert!(out[0].disagreements.is_empty());
+        // `a` was stored with CT/chest/normal: modality is filled, the label disagrees.
+        assert_eq!((out[2].items, out[2].changed), (1, 1), "{out:?}");
+        assert_eq!(
+            out[2].disagreements,
+            vec![Disagreement {
+                field: "label".into(),
+                stored: "CT/chest/normal".into(),
+                manifest: "MR/brain/glioma".into()
+            }]
+        );
+        assert_eq!(out[3], LabelOutcome::default(), "unknown content: nothing");
+        let v1 = Snapshot::committed_version(&d).unwrap();
+        assert_eq!(
+            v1,
+            Version {
+                rows: 6,
+                generation: 1
+            }
+        );
+        assert_ne!(v1, v0, "a snapshot must see that labels changed");
+        let snap = Snapshot::open(&d).unwrap();
+        assert_eq!(snap.version(), v1);
+        let m = |id: u64| snap.item(id).unwrap().meta.clone();
+        for id in [0, 1] {
+            assert_eq!(m(id).modality.as_deref(), Some("CT"));
+            assert_eq!(m(id).split.as_deref(), Some("train"));
+        }
+        for id in [2, 3] {
+            assert_eq!(m(id).label.as_deref(), Some("US/breast/benign"));
+        }
+        assert_eq!(m(4).label.as_deref(), Some("CT/chest/normal"), "kept");
+        assert_eq!(m(4).modality.as_deref(), Some("MR"), "filled");
+        assert_eq!(m(5).label, None);
+        assert_eq!(snap.vector(3).unwrap(), &[1.0]);
+        // Nothing new: no generation bump. Relabel: the manifest wins.
+        let same = [LabelUpdate {
+            hash: "aa".into(),
+            labels: labels("CT", "CT/chest/normal"),
+        }];
+        assert_eq!(w.update_labels(&same, false).unwrap()[0].changed, 0);
+        assert_eq!(Snapshot::committed_version(&d).unwrap(), v1);
+        let again = [LabelUpdate {
+            hash: "a".into(),
+            labels: labels("MR", "MR/brain/glioma"),
+        }];
+        let out = w.update_labels(&again, true).unwrap();
+        assert_eq!((out[0].changed, out[0].disagreements.len()), (1, 1));
+        let r = Reader::open(&d).unwrap();
+        assert_eq!(
+            r.item(4).unwrap().unwrap().meta.label.as_deref(),
+            Some("MR/brain/glioma")
+        );
+        assert_eq!(r.version().generation, 2);
     }
 
     #[test]

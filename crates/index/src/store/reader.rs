@@ -1,10 +1,12 @@
 //! Reading an index: [`Reader`] (the committed rows, memory-mapped, plus SQLite lookups) and
 //! [`Snapshot`] (the same rows with all metadata in memory, immutable and shared by a server's
 //! requests). Both only ever see committed rows: SQLite's row count bounds the mapped vectors.
+//! Each remembers the [`Version`] it was opened at (rows and metadata generation), so that a
+//! cache can tell when new rows *or* rewritten labels make it stale.
 
 use super::columns::{row_to_item, select_list, Item};
 use super::settings::Settings;
-use super::{connect, item_count, DB, VECTORS};
+use super::{connect, item_count, version, Version, DB, VECTORS};
 use anyhow::{ensure, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::fs::File;
@@ -23,6 +25,7 @@ pub struct Rows {
     settings: Settings,
     map: Option<memmap2::Mmap>,
     rows: usize,
+    generation: u64,
 }
 
 impl Rows {
@@ -39,6 +42,14 @@ impl Rows {
     /// Whether nothing is committed.
     pub fn is_empty(&self) -> bool {
         self.rows == 0
+    }
+
+    /// The rows and metadata generation this view was opened at.
+    pub fn version(&self) -> Version {
+        Version {
+            rows: self.rows,
+            generation: self.generation,
+        }
     }
 
     /// All committed vectors, row-major.
@@ -84,10 +95,11 @@ impl Reader {
             "{} is not a simcase index (no {DB}); build one with `simcase index`",
             dir.display()
         );
-        let conn = connect(dir)?;
+        let mut conn = connect(dir)?;
         let settings = Settings::read(&conn)?
             .with_context(|| format!("{} has no index settings", dir.display()))?;
-        let rows = item_count(&conn)?;
+        // Read before any metadata: labels rewritten after this make the version stale.
+        let Version { rows, generation } = version(&mut conn)?;
         let file = File::open(dir.join(VECTORS))?;
         let need = rows * settings.dim * 4;
         ensure!(
@@ -109,6 +121,7 @@ impl Reader {
                 settings,
                 map,
                 rows,
+                generation,
             },
         })
     }
@@ -213,9 +226,16 @@ impl Snapshot {
         Reader::open(dir)?.snapshot()
     }
 
-    /// Committed rows in `dir` right now (cheap: one SQLite count), to decide on a refresh.
+    /// Committed rows in `dir` right now (cheap: one SQLite count). A refresh should compare
+    /// [`Snapshot::committed_version`], which also sees rewritten labels.
     pub fn committed_rows(dir: &Path) -> Result<usize> {
         item_count(&connect(dir)?)
+    }
+
+    /// The version of `dir` right now (cheap: one count and one lookup); a snapshot whose
+    /// [`version`](Rows::version) differs is stale (new rows, or labels rewritten).
+    pub fn committed_version(dir: &Path) -> Result<Version> {
+        version(&mut connect(dir)?)
     }
 
     /// Item `id`, if it is in the snapshot.

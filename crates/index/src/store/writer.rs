@@ -1,10 +1,15 @@
 //! The single writer of an index folder. Opening it takes the folder's lock, creates the
 //! schema and settings of a new index, and truncates vectors that a killed run appended but
-//! never committed; `add` appends and fsyncs a batch's vectors *before* committing its rows.
+//! never committed; `add` appends and fsyncs a batch's vectors *before* committing its rows;
+//! `update_labels` rewrites the labels of committed rows (never their vectors), a batch per
+//! transaction that also bumps the metadata generation, so that snapshots notice.
 
-use super::columns::{create_items_sql, insert_sql, insert_values, ItemMeta};
+use super::columns::{
+    create_items_sql, insert_sql, insert_values, row_to_item, select_list, update_sql,
+    update_values, Disagreement, ItemMeta,
+};
 use super::settings::Settings;
-use super::{connect, durable, item_count, VECTORS};
+use super::{bump_generation, connect, durable, item_count, VECTORS};
 use anyhow::{bail, ensure, Result};
 use rusqlite::{Connection, OptionalExtension};
 use std::fs::File;
@@ -21,6 +26,30 @@ pub struct Writer {
     vectors: File,
     rows: usize,
     _lock: File,
+}
+
+/// What a manifest row says about a file whose content may already be indexed.
+#[derive(Clone, Debug, Default)]
+pub struct LabelUpdate {
+    /// The file's content hash, without a part suffix: every item of the file (`HASH`,
+    /// frames `HASH#i`, slices `HASH@axis#i`) gets the labels.
+    pub hash: String,
+    /// The labels: the [`Column::MANIFEST`](super::Column::MANIFEST) values and `extra`
+    /// columns; the rest is ignored.
+    pub labels: ItemMeta,
+}
+
+/// What [`Writer::update_labels`] did for one [`LabelUpdate`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LabelOutcome {
+    /// Stored items of the file.
+    pub items: usize,
+    /// Items whose labels were rewritten.
+    pub changed: usize,
+    /// The stored path of the file's first item (for messages).
+    pub path: String,
+    /// Stored values that differ from the manifest's, once per field (kept, unless relabel).
+    pub disagreements: Vec<Disagreement>,
 }
 
 /// Take the folder's writer lock, or say who holds it.
@@ -183,6 +212,71 @@ impl Writer {
         tx.commit()?;
         self.rows += batch.len();
         Ok(ids)
+    }
+
+    /// Merge each update's labels into the stored items of its file (see
+    /// [`ItemMeta::merge_labels`]; `relabel`: the manifest wins where they differ). One
+    /// transaction for the batch, which also bumps the metadata generation when anything
+    /// changed: all of it is visible after return, or none after a crash. Vectors are never
+    /// touched. Outcomes are in the order of `updates`.
+    pub fn update_labels(
+        &mut self,
+        updates: &[LabelUpdate],
+        relabel: bool,
+    ) -> Result<Vec<LabelOutcome>> {
+        let mut out = Vec::with_capacity(updates.len());
+        if updates.is_empty() {
+            return Ok(out);
+        }
+        let tx = self.conn.unchecked_transaction()?;
+        let mut any = false;
+        {
+            // A file's items are `HASH`, `HASH#…` and `HASH@…`: two range scans and a lookup
+            // on the unique hash index (`$` and `A` follow `#` and `@` in ASCII).
+            let mut sel = tx.prepare_cached(&format!(
+                "SELECT {} FROM items WHERE hash = ?1
+                   OR (hash >= ?1 || '#' AND hash < ?1 || '$')
+                   OR (hash >= ?1 || '@' AND hash < ?1 || 'A') ORDER BY row",
+                select_list()
+            ))?;
+            let mut upd = tx.prepare_cached(&update_sql())?;
+            for u in updates {
+                let mut o = LabelOutcome::default();
+                if u.hash.is_empty() {
+                    out.push(o);
+                    continue;
+                }
+                let items = sel
+                    .query_map([&u.hash], row_to_item)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                for mut it in items {
+                    o.items += 1;
+                    if o.path.is_empty() {
+                        o.path = it.meta.path.clone();
+                    }
+                    let mut d = Vec::new();
+                    if it.meta.merge_labels(&u.labels, relabel, &mut d) {
+                        upd.execute(rusqlite::params_from_iter(update_values(
+                            it.id as i64,
+                            &it.meta,
+                        )))?;
+                        o.changed += 1;
+                    }
+                    for x in d {
+                        if !o.disagreements.iter().any(|y| y.field == x.field) {
+                            o.disagreements.push(x);
+                        }
+                    }
+                }
+                any |= o.changed > 0;
+                out.push(o);
+            }
+        }
+        if any {
+            bump_generation(&tx)?;
+        }
+        tx.commit()?;
+        Ok(out)
     }
 
     /// Remember a file that could not be indexed (replacing an older failure of it): `kind`
