@@ -440,11 +440,13 @@ fn a_running_server_sees_labels_added_by_a_manifest() {
             let _ = self.0.wait();
         }
     }
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _server = Kill(child);
+    // Read both lines the server prints, and keep its stdout open while it runs: a closed
+    // pipe would end it with SIGPIPE on its next print.
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (mut line, mut page) = (String::new(), String::new());
+    out.read_line(&mut line).unwrap();
+    out.read_line(&mut page).unwrap();
+    let _server = (Kill(child), out);
     let addr = line
         .trim()
         .strip_prefix("listening on http://")
