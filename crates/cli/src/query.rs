@@ -66,20 +66,7 @@ const GROUP_WIDTH: usize = 20;
 /// Copies named on a hit's "also stored as" line (all are counted).
 const ALSO_NAMED: usize = 4;
 
-/// `s` in at most `width` characters: as it is when it fits, else its head and tail around
-/// `…` (`1.2.840.113619…4821`), so that a table keeps its columns and the ends of a UID (the
-/// root and the instance digits) stay readable. `--json` keeps full values.
-pub fn shorten(s: &str, width: usize) -> String {
-    let n = s.chars().count();
-    if n <= width || width < 3 {
-        return s.to_string();
-    }
-    let tail = (width - 1) / 3;
-    let head = width - 1 - tail;
-    let h: String = s.chars().take(head).collect();
-    let t: String = s.chars().skip(n - tail).collect();
-    format!("{h}…{t}")
-}
+use simcase_index::shorten;
 
 /// A file's name, for lines that list several files.
 fn file_name(path: &str) -> &str {

@@ -10,6 +10,22 @@ pub use store::{
     Settings, Snapshot, Version, Writer,
 };
 
+/// `s` in at most `width` characters: as it is when it fits, else its head and tail around
+/// `…` (`1.2.840.113619…4821`), so that tables keep their columns and messages that echo stored
+/// values stay bounded, while both ends (a UID's root and instance digits, a path's file name)
+/// stay readable. Machine-readable output keeps full values.
+pub fn shorten(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    if n <= width || width < 3 {
+        return s.to_string();
+    }
+    let tail = (width - 1) / 3;
+    let head = width - 1 - tail;
+    let h: String = s.chars().take(head).collect();
+    let t: String = s.chars().skip(n - tail).collect();
+    format!("{h}…{t}")
+}
+
 /// One search result: a row of the index and its inner product with the query.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct Hit {
@@ -37,4 +53,17 @@ pub trait VectorIndex: Send + Sync {
         k: usize,
         keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
     ) -> Vec<Vec<Hit>>;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shorten_keeps_both_ends() {
+        assert_eq!(super::shorten("CT", 10), "CT");
+        let uid = "1.2.840.113619.2.55.3.604688119.969.1268071029.320";
+        let s = super::shorten(uid, 20);
+        assert_eq!(s.chars().count(), 20);
+        assert_eq!(s, "1.2.840.11361…29.320");
+        assert_eq!(super::shorten("ééééé", 4), "éé…é");
+    }
 }

@@ -118,7 +118,9 @@ fn tally(
                 .map(|d| {
                     format!(
                         "{} stored `{}`, manifest `{}`",
-                        d.field, d.stored, d.manifest
+                        d.field,
+                        simcase_index::shorten(&d.stored, 48),
+                        simcase_index::shorten(&d.manifest, 48)
                     )
                 })
                 .collect();

@@ -804,14 +804,9 @@ fn explain_empty(items: &[Item], filters: &Filters, skip: Option<u64>, twins: &[
     "no item passes all the filters together (each one alone matches some items)".to_string()
 }
 
-/// `v` as it is when short, else cut with an ellipsis: a message echoes index values boundedly.
+/// `v` as it is when short, else cut in the middle: a message echoes index values boundedly.
 fn short(v: &str) -> String {
-    const MAX: usize = 48;
-    if v.chars().count() <= MAX {
-        return v.to_string();
-    }
-    let head: String = v.chars().take(MAX - 1).collect();
-    format!("{head}…")
+    simcase_index::shorten(v, 48)
 }
 
 /// The score-weighted label distribution of `hits` at each level.
