@@ -65,15 +65,16 @@ pub fn check_manifest(manifest: &Path) -> Result<()> {
          `pathology`) ({}); eval scores retrieval against labels",
         m.describe_header()
     );
-    let mut splits: BTreeMap<&str, usize> = BTreeMap::new();
+    // Split names are matched case-insensitively (`Train`, `TEST`), as eval reads them.
+    let mut splits: BTreeMap<String, usize> = BTreeMap::new();
     for s in &m.rows {
         if let (Some(_), Some(split)) = (&s.meta.label, &s.meta.split) {
-            *splits.entry(split.as_str()).or_default() += 1;
+            *splits.entry(split_name(split)).or_default() += 1;
         }
     }
     let missing: Vec<&str> = ["train", "test"]
         .into_iter()
-        .filter(|s| !splits.contains_key(s))
+        .filter(|s| !splits.contains_key(*s))
         .collect();
     if !missing.is_empty() {
         let found: Vec<String> = splits.iter().map(|(k, n)| format!("{k} {n}")).collect();
@@ -88,6 +89,11 @@ pub fn check_manifest(manifest: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A split as eval compares it: trimmed and lower-case, so `Train` and `train` are one split.
+fn split_name(split: &str) -> String {
+    split.trim().to_ascii_lowercase()
 }
 
 /// Embed the manifest (resuming) and return its rows joined to index ids, and how many rows
@@ -143,7 +149,7 @@ pub fn embed_manifest(
                 };
                 rows.push(Row {
                     label: label.clone(),
-                    split: split.clone(),
+                    split: split_name(split),
                     id,
                     group,
                 })
@@ -429,6 +435,12 @@ mod tests {
             "ok.csv",
             "Path ; Label ; SPLIT\na.png;US/breast/benign;train\nb.png;US/breast/normal;test\n",
         )
+        .unwrap(); // Split names in any case are one split, for the check and for scoring alike.
+        check(
+            "case.csv",
+            "path,label,split\na.png,US/b/c,Train\nb.png,US/b/c,TEST\n",
+        )
         .unwrap();
+        assert_eq!(split_name(" Train "), "train");
     }
 }
