@@ -21,6 +21,36 @@ pub(super) struct Stored {
     pub signed: bool,
 }
 
+/// The image pixel module of a single-channel 16-bit object: samples, size, bits allocated,
+/// stored and high bit, pixel representation (the test builders' one copy).
+fn pixel_module(o: &mut InMemDicomObject, size: (usize, usize), bits_stored: u16, signed: bool) {
+    for (tag, v) in [
+        (tags::SAMPLES_PER_PIXEL, 1u16),
+        (tags::ROWS, size.0 as u16),
+        (tags::COLUMNS, size.1 as u16),
+        (tags::BITS_ALLOCATED, 16),
+        (tags::BITS_STORED, bits_stored),
+        (tags::HIGH_BIT, bits_stored - 1),
+        (tags::PIXEL_REPRESENTATION, u16::from(signed)),
+    ] {
+        o.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+    }
+}
+
+/// `o` as a CT Part 10 file in transfer syntax `ts`.
+fn file_bytes(o: InMemDicomObject, ts: &str) -> Vec<u8> {
+    let file = o
+        .with_meta(
+            FileMetaTableBuilder::new()
+                .transfer_syntax(ts)
+                .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE),
+        )
+        .unwrap();
+    let mut out = Vec::new();
+    file.write_all(&mut out).unwrap();
+    out
+}
+
 /// A MONOCHROME2 CT object whose Pixel Data is these fragments, stored as `s` says: the
 /// codec tests' one builder of encapsulated files.
 pub(super) fn encapsulated_ct(s: &Stored, fragments: Vec<Vec<u8>>) -> Vec<u8> {
@@ -36,32 +66,13 @@ pub(super) fn encapsulated_ct(s: &Stored, fragments: Vec<Vec<u8>>) -> Vec<u8> {
         "MONOCHROME2".into(),
     );
     put(tags::NUMBER_OF_FRAMES, VR::IS, s.frames.to_string().into());
-    for (tag, v) in [
-        (tags::SAMPLES_PER_PIXEL, 1u16),
-        (tags::ROWS, s.size.0 as u16),
-        (tags::COLUMNS, s.size.1 as u16),
-        (tags::BITS_ALLOCATED, 16),
-        (tags::BITS_STORED, s.bits_stored),
-        (tags::HIGH_BIT, s.bits_stored - 1),
-        (tags::PIXEL_REPRESENTATION, u16::from(s.signed)),
-    ] {
-        put(tag, VR::US, v.into());
-    }
+    pixel_module(&mut o, s.size, s.bits_stored, s.signed);
     o.put(DataElement::new(
         tags::PIXEL_DATA,
         VR::OB,
         Value::PixelSequence(PixelFragmentSequence::new(Vec::<u32>::new(), fragments)),
     ));
-    let file = o
-        .with_meta(
-            FileMetaTableBuilder::new()
-                .transfer_syntax(s.syntax)
-                .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE),
-        )
-        .unwrap();
-    let mut bytes = Vec::new();
-    file.write_all(&mut bytes).unwrap();
-    bytes
+    file_bytes(o, s.syntax)
 }
 
 /// A 2×2 16-bit signed CT slice: stored [-1000, 0, 1000, 2000] with slope 1, intercept
@@ -82,17 +93,7 @@ fn ct(photometric: &str, window: Option<(&str, &str)>) -> Vec<u8> {
         text(tags::WINDOW_CENTER, VR::DS, c);
         text(tags::WINDOW_WIDTH, VR::DS, w);
     }
-    for (tag, v) in [
-        (tags::SAMPLES_PER_PIXEL, 1u16),
-        (tags::ROWS, 2),
-        (tags::COLUMNS, 2),
-        (tags::BITS_ALLOCATED, 16),
-        (tags::BITS_STORED, 16),
-        (tags::HIGH_BIT, 15),
-        (tags::PIXEL_REPRESENTATION, 1),
-    ] {
-        o.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
-    }
+    pixel_module(&mut o, (2, 2), 16, true);
     let px: Vec<u8> = [-1000i16, 0, 1000, 2000]
         .iter()
         .flat_map(|v| v.to_le_bytes())
@@ -102,16 +103,7 @@ fn ct(photometric: &str, window: Option<(&str, &str)>) -> Vec<u8> {
         VR::OW,
         PrimitiveValue::from(px),
     ));
-    let file = o
-        .with_meta(
-            FileMetaTableBuilder::new()
-                .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-                .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE),
-        )
-        .unwrap();
-    let mut out = Vec::new();
-    file.write_all(&mut out).unwrap();
-    out
+    file_bytes(o, uids::EXPLICIT_VR_LITTLE_ENDIAN)
 }
 
 fn gray(bytes: &[u8], opts: &DecodeOptions) -> Vec<f32> {
@@ -304,17 +296,7 @@ fn ct_un(big: bool, un: bool) -> Vec<u8> {
     text(tags::RESCALE_INTERCEPT, VR::DS, "-1024");
     text(tags::WINDOW_CENTER, VR::DS, "0\\40");
     text(tags::WINDOW_WIDTH, VR::DS, "2001\\400");
-    for (tag, v) in [
-        (tags::SAMPLES_PER_PIXEL, 1u16),
-        (tags::ROWS, 2),
-        (tags::COLUMNS, 2),
-        (tags::BITS_ALLOCATED, 16),
-        (tags::BITS_STORED, 16),
-        (tags::HIGH_BIT, 15),
-        (tags::PIXEL_REPRESENTATION, 1),
-    ] {
-        o.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
-    }
+    pixel_module(&mut o, (2, 2), 16, true);
     let px: Vec<u16> = [-500i16, 0, 500, 1000].iter().map(|&v| v as u16).collect();
     o.put(DataElement::new(
         tags::PIXEL_DATA,
@@ -359,16 +341,7 @@ fn ct_un(big: bool, un: bool) -> Vec<u8> {
     } else {
         uids::EXPLICIT_VR_LITTLE_ENDIAN
     };
-    let file = o
-        .with_meta(
-            FileMetaTableBuilder::new()
-                .transfer_syntax(ts)
-                .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE),
-        )
-        .unwrap();
-    let mut out = Vec::new();
-    file.write_all(&mut out).unwrap();
-    out
+    file_bytes(o, ts)
 }
 
 #[test]
