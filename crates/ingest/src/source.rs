@@ -2,7 +2,7 @@
 //! (paths relative to the CSV, plus labels, split and patient id).
 
 use anyhow::{Context, Result};
-use simcase_index::ItemMeta;
+use simcase_index::{Column, ItemMeta};
 use std::path::{Path, PathBuf};
 
 /// One file to index, with whatever labels its manifest row gives.
@@ -228,13 +228,11 @@ fn sniff_delimiter(line: &[u8]) -> u8 {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Col {
     Path,
-    Modality,
-    Anatomy,
-    Pathology,
-    Label,
-    Split,
-    Source,
+    /// The raw patient id, stored only as the salted key.
     PatientId,
+    /// A stored column a manifest sets ([`Column::MANIFEST`], by its name), but the patient
+    /// key, which comes from `patient_id`.
+    Meta(Column),
     Extra,
 }
 
@@ -242,14 +240,13 @@ impl Col {
     fn of(name: &str) -> Self {
         match name {
             "path" => Self::Path,
-            "modality" => Self::Modality,
-            "anatomy" => Self::Anatomy,
-            "pathology" => Self::Pathology,
-            "label" => Self::Label,
-            "split" => Self::Split,
-            "source" => Self::Source,
             "patient_id" => Self::PatientId,
-            _ => Self::Extra,
+            _ => match Column::from_name(name) {
+                Some(c) if c != Column::PatientKey && Column::MANIFEST.contains(&c) => {
+                    Self::Meta(c)
+                }
+                _ => Self::Extra,
+            },
         }
     }
 }
@@ -315,17 +312,11 @@ pub fn read_manifest_full(csv_path: &Path) -> Result<Manifest> {
     for (i, rec) in rdr.records().enumerate() {
         let rec = rec.with_context(|| format!("{shown}: row {}", i + 2))?;
         let mut s = Source::default();
-        let mut parts: [Option<String>; 3] = [None, None, None];
         for ((col, name), v) in cols.iter().zip(&headers).zip(rec.iter()) {
             let val = (!v.is_empty()).then(|| v.to_string());
             match col {
                 Col::Path => s.path = base.join(v),
-                Col::Modality => parts[0] = val,
-                Col::Anatomy => parts[1] = val,
-                Col::Pathology => parts[2] = val,
-                Col::Label => s.meta.label = val,
-                Col::Split => s.meta.split = val,
-                Col::Source => s.meta.source = val,
+                Col::Meta(c) => *c.slot(&mut s.meta) = val,
                 Col::PatientId => s.patient_id = val,
                 Col::Extra => {
                     if let Some(v) = val {
@@ -334,18 +325,19 @@ pub fn read_manifest_full(csv_path: &Path) -> Result<Manifest> {
                 }
             }
         }
-        if let Some(from_label) = s.meta.label.as_deref().and_then(split_label) {
-            for (slot, v) in parts.iter_mut().zip(from_label) {
-                slot.get_or_insert_with(|| v.to_string());
+        let levels = [Column::Modality, Column::Anatomy, Column::Pathology];
+        if let Some(label) = s.meta.label.clone() {
+            if let Some(parts) = split_label(&label) {
+                for (c, v) in levels.into_iter().zip(parts) {
+                    c.slot(&mut s.meta).get_or_insert_with(|| v.to_string());
+                }
             }
         }
-        let [m, a, p] = parts;
-        if s.meta.label.is_none() {
-            if let (Some(m), Some(a), Some(p)) = (&m, &a, &p) {
-                s.meta.label = Some(format!("{m}/{a}/{p}"));
-            }
+        let m = &s.meta;
+        if let (None, Some(x), Some(a), Some(p)) = (&m.label, &m.modality, &m.anatomy, &m.pathology)
+        {
+            s.meta.label = Some(format!("{x}/{a}/{p}"));
         }
-        (s.meta.modality, s.meta.anatomy, s.meta.pathology) = (m, a, p);
         rows.push(s);
     }
     Ok(Manifest {
