@@ -6,7 +6,7 @@
 
 use super::columns::{row_to_item, select_list, Item};
 use super::settings::Settings;
-use super::{connect, item_count, version, Version, DB, VECTORS};
+use super::{connect, version, Version, DB, VECTORS};
 use anyhow::{ensure, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::fs::File;
@@ -224,12 +224,6 @@ impl Snapshot {
     /// Open `dir` and snapshot it.
     pub fn open(dir: &Path) -> Result<Self> {
         Reader::open(dir)?.snapshot()
-    }
-
-    /// Committed rows in `dir` right now (cheap: one SQLite count). A refresh should compare
-    /// [`Snapshot::committed_version`], which also sees rewritten labels.
-    pub fn committed_rows(dir: &Path) -> Result<usize> {
-        item_count(&connect(dir)?)
     }
 
     /// The version of `dir` right now (cheap: one count and one lookup); a snapshot whose
