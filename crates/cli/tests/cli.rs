@@ -518,6 +518,8 @@ fn user_weights_install_from_a_hub_cache_folder() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("dinov2-b has no text tower"));
+    // The seeded weights are large: removed on success (kept on failure, for a look).
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Seeded full-size weights for every tensor of `name` in a models fixture file.
@@ -665,4 +667,6 @@ fn hub_install_and_text_search() {
     let out = run(&["search", "--text", "  ", "--index", index_s]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("text query is empty"));
+    // 1.7 GB of weights: removed on success (kept on failure, for a look).
+    let _ = std::fs::remove_dir_all(&dir);
 }
