@@ -372,7 +372,10 @@ impl CompactRows {
                     top.push(h.row, kern.dot(q, &exact[r * dim..(r + 1) * dim]));
                 }
                 for h in tail {
-                    top.push(h.row + covered as u64, h.score);
+                    // Re-scored with the same kernel as the candidates (a batch of queries
+                    // scans the tail by GEMM, whose last bits may differ).
+                    let r = h.row as usize + covered;
+                    top.push(r as u64, kern.dot(q, &exact[r * dim..(r + 1) * dim]));
                 }
                 top.into_sorted()
             })
