@@ -325,6 +325,10 @@ impl CompactRows {
         }
         let covered = self.rows.min(total);
         let cand = candidates(k, refine);
+        if cand >= covered {
+            // Every compact row would be a candidate: the exact scan is the same answer, cheaper.
+            return search_rows(exact, dim, queries, k, keep);
+        }
         let kern = kernels();
         // Stage 1: the compact scan. i8 queries carry their quantiser weights; the bias is the
         // same for every row of a query, so ranking ignores it.

@@ -395,3 +395,65 @@ fn an_interrupted_conversion_leaves_the_old_index_and_is_cleaned_up() {
     assert_eq!(search_all(&d, &qs), exact);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Measurement, not a check: single-query latency of the flat f32 scan and of each compact
+/// precision with re-rank over 200k × 384 clustered rows, and recall@10 by re-rank factor.
+/// `cargo test --release -p simcase-index --test compact -- --ignored --nocapture measure`
+#[test]
+#[ignore]
+fn measure_scan_speed_and_recall_by_refine() {
+    let n = 200_000;
+    let (rows, queries) = clustered(n, 200, DIM, 100, 7);
+    let qs: Vec<&[f32]> = queries.iter().map(|q| q.as_slice()).collect();
+    let time = |f: &dyn Fn(&[f32]) -> Vec<Hit>| {
+        let t = std::time::Instant::now();
+        let out: Vec<Vec<Hit>> = qs.iter().map(|q| f(q)).collect();
+        (t.elapsed().as_secs_f64() * 1e3 / qs.len() as f64, out)
+    };
+    let (ms, exact) = time(&|q| search_rows(&rows, DIM, &[q], 10, None).remove(0));
+    eprintln!(
+        "{n}×{DIM} on {} threads, kernels {}: f32 flat {ms:.2} ms/query",
+        rayon::current_num_threads(),
+        simcase_kernels::selection().isa
+    );
+    for p in [Precision::F16, Precision::I8] {
+        let t = std::time::Instant::now();
+        let c = CompactRows::from_rows(p, &rows, DIM).unwrap();
+        let build = t.elapsed().as_secs_f64();
+        for refine in [1, 2, 4, 8] {
+            let (ms, got) = time(&|q| c.search_refine(&rows, &[q], 10, None, refine).remove(0));
+            eprintln!(
+                "{p}: built in {build:.2}s, {} MB; refine {refine} ({} candidates): {ms:.2} ms/query, recall@10 {:.4}, top-10 identical {:.3}",
+                c.bytes() / 1_000_000,
+                candidates(10, refine),
+                recall(&exact, &got),
+                exact.iter().zip(&got).filter(|(a, b)| ids(a) == ids(b)).count() as f64 / qs.len() as f64
+            );
+        }
+    }
+    // Raw kernel throughput on one thread: one query against every row.
+    let f16: Vec<u16> = rows.iter().map(|&x| simcase_kernels::f16_bits(x)).collect();
+    let i8: Vec<i8> = rows
+        .iter()
+        .map(|&x| (x * 400.0).clamp(-127.0, 127.0) as i8)
+        .collect();
+    let q = qs[0];
+    let rate = |f: &dyn Fn(usize) -> f32| {
+        let t = std::time::Instant::now();
+        let mut s = 0f32;
+        for _ in 0..3 {
+            for r in 0..n {
+                s += f(r);
+            }
+        }
+        (3.0 * n as f64 / t.elapsed().as_secs_f64() / 1e6, s)
+    };
+    let k = simcase_kernels::kernels();
+    let (a, _) = rate(&|r| k.dot(q, &rows[r * DIM..(r + 1) * DIM]));
+    let (b, _) = rate(&|r| k.dot_f16(q, &f16[r * DIM..(r + 1) * DIM]));
+    let (c, _) = rate(&|r| k.dot_i8(q, &i8[r * DIM..(r + 1) * DIM]));
+    eprintln!(
+        "kernels ({}), 1 thread, {DIM}-d rows: f32 {a:.2} M rows/s, f16 {b:.2}, i8 {c:.2}",
+        k.isa()
+    );
+}
