@@ -224,6 +224,50 @@ pub(crate) struct IndexArgs {
     /// Decode threads (0: half the cores).
     #[arg(long, default_value_t = 0)]
     decode_threads: usize,
+    /// Vectors searched first: f32 (exact scan), f16 or i8 (compact copies, candidates
+    /// re-ranked exactly with the f32 rows). An existing index is converted in place before
+    /// new files are added; with no paths, only converted. Default: keep the index's.
+    #[arg(long)]
+    precision: Option<simcase_index::Precision>,
+}
+
+/// Convert `writer`'s index to `p` (nothing when it is already there), with one line saying
+/// what was converted and how long it took.
+fn convert(writer: &mut simcase_index::Writer, p: simcase_index::Precision) -> Result<bool> {
+    let from = writer.precision();
+    let t = std::time::Instant::now();
+    if !writer.set_precision(p)? {
+        return Ok(false);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let rows = writer.len();
+    if rows == 0 {
+        eprintln!("{} stores {p} vectors", writer.dir().display());
+    } else {
+        let bytes = rows * writer.settings().dim * p.bytes_per_value();
+        let size = match p {
+            simcase_index::Precision::F32 => "f32 rows only".to_string(),
+            _ => format!("{:.1} MB of {p} rows", bytes as f64 / 1e6),
+        };
+        eprintln!(
+            "converted {} from {from} to {p} ({rows} items, {size}) in {secs:.2}s",
+            writer.dir().display()
+        );
+    }
+    Ok(true)
+}
+
+/// `simcase index --index DIR --precision P` with nothing to add: only the conversion.
+fn convert_only(a: &IndexArgs, p: simcase_index::Precision) -> Result<ingest::Summary> {
+    let settings = simcase_index::Reader::open(&a.index)?.settings().clone();
+    let mut writer = simcase_index::Writer::open(&a.index, &settings.model, settings.dim)?;
+    if !convert(&mut writer, p)? {
+        anyhow::bail!(
+            "{} is already at precision {p}: nothing to do (give paths or --manifest to add files)",
+            a.index.display()
+        );
+    }
+    Ok(ingest::Summary::default())
 }
 
 pub(crate) fn ensure_model(model: ModelId) -> Result<()> {
@@ -239,6 +283,9 @@ pub(crate) fn ensure_model(model: ModelId) -> Result<()> {
 }
 
 pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
+    if let (true, None, Some(p)) = (a.paths.is_empty(), &a.manifest, a.precision) {
+        return convert_only(a, p);
+    }
     let walked = ingest::walk(&a.paths, std::slice::from_ref(&a.index))?;
     let mut sources = walked.sources;
     if let Some(m) = &a.manifest {
@@ -257,6 +304,9 @@ pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
     ensure_model(a.model)?;
     let enc = simcase_models::load(a.model, &default_device())?;
     let mut writer = simcase_index::Writer::open(&a.index, a.model.name(), enc.dim())?;
+    if let Some(p) = a.precision {
+        convert(&mut writer, p)?;
+    }
     let before = writer.len();
     let opts = ingest::Options {
         batch: a.batch.max(1),

@@ -172,22 +172,40 @@ pub fn search_rows(
     if k == 0 || rows == 0 || queries.is_empty() {
         return vec![Vec::new(); queries.len()];
     }
+    let gemm = queries.len() >= GEMM_MIN_QUERIES;
+    par_topk(rows, queries.len(), k, |start, end, tops| {
+        if gemm {
+            scan_gemm(data, dim, queries, start, end, keep, tops);
+        } else {
+            scan_dots(data, dim, queries, start, end, keep, tops);
+        }
+    })
+    .into_iter()
+    .map(TopK::into_sorted)
+    .collect()
+}
+
+/// The parallel frame of every scan: rows `0..rows` in chunks of [`CHUNK_ROWS`] across
+/// threads, `scan(start, end, tops)` pushing each chunk's hits into one [`TopK`] of `k` per
+/// query, the per-chunk heaps merged at the end (one per query, in query order).
+pub(crate) fn par_topk(
+    rows: usize,
+    nq: usize,
+    k: usize,
+    scan: impl Fn(usize, usize, &mut [TopK]) + Sync,
+) -> Vec<TopK> {
     let chunks = rows.div_ceil(CHUNK_ROWS);
     let partial: Vec<Vec<TopK>> = (0..chunks)
         .into_par_iter()
         .map(|c| {
             let start = c * CHUNK_ROWS;
             let end = (start + CHUNK_ROWS).min(rows);
-            let mut tops: Vec<TopK> = queries.iter().map(|_| TopK::new(k, end - start)).collect();
-            if queries.len() >= GEMM_MIN_QUERIES {
-                scan_gemm(data, dim, queries, start, end, keep, &mut tops);
-            } else {
-                scan_dots(data, dim, queries, start, end, keep, &mut tops);
-            }
+            let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k, end - start)).collect();
+            scan(start, end, &mut tops);
             tops
         })
         .collect();
-    let mut merged: Vec<TopK> = queries.iter().map(|_| TopK::new(k, rows)).collect();
+    let mut merged: Vec<TopK> = (0..nq).map(|_| TopK::new(k, rows)).collect();
     for tops in partial {
         merged = merged
             .into_iter()
@@ -195,7 +213,7 @@ pub fn search_rows(
             .map(|(a, b)| a.merge(b))
             .collect();
     }
-    merged.into_iter().map(TopK::into_sorted).collect()
+    merged
 }
 
 /// An in-memory or memory-mapped flat index.

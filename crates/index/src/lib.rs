@@ -1,9 +1,11 @@
 //! Storage and exact search of embeddings. Backends differ (flat scan today; HNSW and Milvus
 //! for scale later) but all answer through [`VectorIndex`].
 
+pub mod compact;
 mod flat;
 pub mod store;
 
+pub use compact::{CompactRows, Precision};
 pub use flat::{dot, search_rows, FlatIndex};
 pub use store::{
     part_keys, Column, Disagreement, Item, ItemMeta, LabelOutcome, LabelUpdate, Reader, Rows,

@@ -49,8 +49,8 @@ impl Isa {
     pub fn features(self) -> &'static [&'static str] {
         match self {
             Isa::Portable => &[],
-            Isa::Avx2 => &["avx2", "fma"],
-            Isa::Avx512 => &["avx512f", "avx2", "fma"],
+            Isa::Avx2 => &["avx2", "fma", "f16c"],
+            Isa::Avx512 => &["avx512f", "avx2", "fma", "f16c"],
         }
     }
 
@@ -76,6 +76,7 @@ fn cpu_has(feature: &str) -> bool {
     match feature {
         "avx2" => std::is_x86_feature_detected!("avx2"),
         "fma" => std::is_x86_feature_detected!("fma"),
+        "f16c" => std::is_x86_feature_detected!("f16c"),
         "avx512f" => std::is_x86_feature_detected!("avx512f"),
         _ => false,
     }
@@ -183,6 +184,8 @@ type DepthwiseRow = fn(&DwGeometry, &[f32], &[f32], &[f32], usize, &mut [f32]);
 pub struct Kernels {
     pub(crate) isa: Isa,
     pub(crate) dot: fn(&[f32], &[f32]) -> f32,
+    pub(crate) dot_f16: fn(&[f32], &[u16]) -> f32,
+    pub(crate) dot_i8: fn(&[f32], &[i8]) -> f32,
     pub(crate) layer_norm_rows: LayerNormRows,
     pub(crate) gelu_rows: fn(&mut [f32], Option<&[f32]>),
     pub(crate) act_rows: fn(&mut [f32], Act),
@@ -216,6 +219,18 @@ impl Kernels {
     #[inline]
     pub fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
         (self.dot)(a, b)
+    }
+
+    /// Inner product of f32 `q` with `x`, IEEE half-precision bits, over the common length.
+    #[inline]
+    pub fn dot_f16(&self, q: &[f32], x: &[u16]) -> f32 {
+        (self.dot_f16)(q, x)
+    }
+
+    /// Inner product of f32 `q` with the 8-bit integers `x`, over the common length.
+    #[inline]
+    pub fn dot_i8(&self, q: &[f32], x: &[i8]) -> f32 {
+        (self.dot_i8)(q, x)
     }
 
     /// Two-pass layer norm of each row of `x` (rows of `w.len()`) into `out`. `w` and `b`
@@ -274,6 +289,18 @@ impl Kernels {
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     kernels().dot(a, b)
+}
+
+/// Inner product of f32 `q` with half-precision bits `x`, on the selected path.
+#[inline]
+pub fn dot_f16(q: &[f32], x: &[u16]) -> f32 {
+    kernels().dot_f16(q, x)
+}
+
+/// Inner product of f32 `q` with 8-bit integers `x`, on the selected path.
+#[inline]
+pub fn dot_i8(q: &[f32], x: &[i8]) -> f32 {
+    kernels().dot_i8(q, x)
 }
 
 #[cfg(test)]

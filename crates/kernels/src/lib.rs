@@ -5,7 +5,8 @@
 //! - `portable.rs`, `avx2.rs`, `avx512.rs`: one file per instruction set, each a table of
 //!   the same row kernels (plus hand-written intrinsics where the compiler's loops are not
 //!   enough: the dot product).
-//! - By concern: `reduce.rs` (sum, max, dot in eight lanes), [`norm`] (layer norm),
+//! - By concern: `reduce.rs` (sum, max, dot in eight lanes), `compact.rs` (dot products
+//!   with f16 and i8 rows, for compact vector files), [`norm`] (layer norm),
 //!   [`activation`] (GELU, QuickGELU, ReLU, ReLU6, `erf`, `exp`), `softmax.rs`, [`depthwise`]
 //!   (depthwise convolution), [`attention`] (fused multi-head attention), [`linear`] (fused
 //!   linear layer), [`gemm`] (the checked sgemm every matrix product goes through), [`resize`]
@@ -18,7 +19,7 @@
 /// kernel is wrapped in a `#[target_feature]` function, so the compiler vectorises it for
 /// those features, and the wrappers go in a [`Kernels`] table named `TABLE`.
 macro_rules! isa_table {
-    ($isa:expr, $features:literal, $dot:ident) => {
+    ($isa:expr, $features:literal, $dot:ident, $dot_f16:ident, $dot_i8:ident) => {
         #[target_feature(enable = $features)]
         fn layer_norm_rows(o: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
             crate::norm::layer_norm_rows(o, x, w, b, eps)
@@ -55,6 +56,10 @@ macro_rules! isa_table {
             // `Kernels::for_isa`, which checks `Isa::is_available` (the CPU has every feature in
             // `$features`) before handing it out, so the `#[target_feature]` calls are sound.
             dot: |a, b| unsafe { $dot(a, b) },
+            // SAFETY: as above (`Isa::features` includes F16C for these paths).
+            dot_f16: |q, x| unsafe { $dot_f16(q, x) },
+            // SAFETY: as above.
+            dot_i8: |q, x| unsafe { $dot_i8(q, x) },
             // SAFETY: as above.
             layer_norm_rows: |o, x, w, b, eps| unsafe { layer_norm_rows(o, x, w, b, eps) },
             // SAFETY: as above.
@@ -78,6 +83,7 @@ pub mod attention;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod compact;
 pub mod depthwise;
 pub mod dispatch;
 mod error;
@@ -91,8 +97,9 @@ mod softmax;
 
 pub use activation::{activate, gelu_add, Act};
 pub use attention::{attention, QkvLayout};
+pub use compact::{f16_bits, f16_value};
 pub use depthwise::{depthwise, DwGeometry};
-pub use dispatch::{dot, kernels, selection, Isa, Kernels, Selection, ENV};
+pub use dispatch::{dot, dot_f16, dot_i8, kernels, selection, Isa, Kernels, Selection, ENV};
 pub use error::KernelError;
 pub use gemm::{sgemm, MatMut, MatRef, Threads};
 pub use linear::linear;

@@ -7,6 +7,8 @@ use crate::dispatch::{Isa, Kernels};
 pub(crate) static TABLE: Kernels = Kernels {
     isa: Isa::Portable,
     dot: crate::reduce::dot_lanes,
+    dot_f16: crate::compact::dot_f16_lanes,
+    dot_i8: crate::compact::dot_i8_lanes,
     layer_norm_rows: crate::norm::layer_norm_rows,
     gelu_rows: crate::activation::gelu_rows,
     act_rows: crate::activation::act_rows,

@@ -7,6 +7,8 @@
 use super::columns::{row_to_item, select_list, Item};
 use super::settings::Settings;
 use super::{connect, version, Version, DB, VECTORS};
+use crate::compact::{self, CompactRows, Precision};
+use crate::{search_rows, Hit};
 use anyhow::{ensure, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::fs::File;
@@ -26,9 +28,38 @@ pub struct Rows {
     map: Option<memmap2::Mmap>,
     rows: usize,
     generation: u64,
+    /// The compact rows searched first (None: f32, exact scan).
+    compact: Option<CompactRows>,
 }
 
 impl Rows {
+    /// Top-`k` rows by inner product for each query, best first, ties by ascending row;
+    /// `keep` restricts the candidate rows. f32 indexes scan exactly; compact ones scan their
+    /// compact rows and re-rank the candidates exactly with the f32 rows (scores are exact).
+    pub fn search(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
+    ) -> Vec<Vec<Hit>> {
+        match &self.compact {
+            Some(c) => c.search(self.vectors(), queries, k, keep),
+            None => search_rows(self.vectors(), self.settings.dim, queries, k, keep),
+        }
+    }
+
+    /// The precision searched first (f32: exact scan only).
+    pub fn precision(&self) -> Precision {
+        self.compact
+            .as_ref()
+            .map_or(Precision::F32, |c| c.precision())
+    }
+
+    /// The compact rows, for an index that has them.
+    pub fn compact(&self) -> Option<&CompactRows> {
+        self.compact.as_ref()
+    }
+
     /// The index's model, dimension and salt.
     pub fn settings(&self) -> &Settings {
         &self.settings
@@ -73,6 +104,32 @@ impl Rows {
     }
 }
 
+/// The compact rows of `dir`, mapped; a file that is missing or fails its checks is rebuilt
+/// from the f32 rows (one warning): on disk when no writer holds the folder, else in memory
+/// for this reader (the writer's next open repairs the file).
+fn open_compact(dir: &Path, view: &Rows, p: Precision) -> Result<CompactRows> {
+    let dim = view.settings.dim;
+    let why = match compact::map(dir, p, dim, view.rows) {
+        Ok(c) => return Ok(c),
+        Err(why) => why,
+    };
+    let name = p.file_name().unwrap_or_default();
+    tracing::warn!(
+        "{}: {why}; rebuilding it from {VECTORS}",
+        dir.join(name).display()
+    );
+    if let Some(_lock) = super::writer::try_lock(dir) {
+        let built = compact::CompactFile::build(dir, p, dim, view.vectors());
+        if let Ok(c) = built
+            .map_err(|e| e.to_string())
+            .and_then(|_| compact::map(dir, p, dim, view.rows))
+        {
+            return Ok(c);
+        }
+    }
+    CompactRows::from_rows(p, view.vectors(), dim)
+}
+
 impl std::ops::Deref for Reader {
     type Target = Rows;
     fn deref(&self) -> &Rows {
@@ -114,15 +171,22 @@ impl Reader {
         } else {
             None
         };
+        let mut view = Rows {
+            settings,
+            map,
+            rows,
+            generation,
+            compact: None,
+        };
+        let precision = compact::stored(&conn)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(DB).display()))?;
+        if precision != Precision::F32 {
+            view.compact = Some(open_compact(dir, &view, precision)?);
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             conn,
-            view: Rows {
-                settings,
-                map,
-                rows,
-                generation,
-            },
+            view,
         })
     }
 

@@ -10,9 +10,10 @@ use super::columns::{
 };
 use super::settings::Settings;
 use super::{bump_generation, connect, durable, item_count, VECTORS};
+use crate::compact::{self, CompactFile, Precision};
 use anyhow::{bail, ensure, Result};
 use rusqlite::{Connection, OptionalExtension};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,9 @@ pub struct Writer {
     settings: Settings,
     vectors: File,
     rows: usize,
+    /// The compact copy of the committed rows, kept in step with each batch (None for f32).
+    compact: Option<CompactFile>,
+    precision: Precision,
     _lock: File,
 }
 
@@ -50,6 +54,38 @@ pub struct LabelOutcome {
     pub path: String,
     /// Stored values that differ from the manifest's, once per field (kept, unless relabel).
     pub disagreements: Vec<Disagreement>,
+}
+
+/// The folder's writer lock if nobody holds it (for a reader that repairs a cache file).
+pub(super) fn try_lock(dir: &Path) -> Option<File> {
+    let lock = OpenOptions::new().write(true).open(dir.join(LOCK)).ok()?;
+    lock.try_lock().ok().map(|_| lock)
+}
+
+/// The first `rows` rows of `dim` of a vectors file, mapped read-only (`None` when empty).
+pub(super) fn map_rows(file: &File, rows: usize, dim: usize) -> Result<Option<memmap2::Mmap>> {
+    let need = rows * dim * 4;
+    if need == 0 {
+        return Ok(None);
+    }
+    // SAFETY: the committed rows of a vectors file are never rewritten, and nothing truncates
+    // them while the map lives (the caller holds the writer lock).
+    Ok(Some(unsafe {
+        memmap2::MmapOptions::new().len(need).map(file)?
+    }))
+}
+
+/// The f32 values of a map from [`map_rows`].
+pub(super) fn as_f32(map: &Option<memmap2::Mmap>) -> &[f32] {
+    match map {
+        Some(m) => {
+            // SAFETY: any bit pattern is a valid f32; the map is page-aligned (checked).
+            let (pre, v, _) = unsafe { m.align_to::<f32>() };
+            assert!(pre.is_empty(), "mmap is page-aligned");
+            v
+        }
+        None => &[],
+    }
 }
 
 /// Take the folder's writer lock, or say who holds it.
@@ -125,6 +161,16 @@ impl Writer {
         let rows = item_count(&conn)?;
         let vectors = durable::open_or_create(dir, VECTORS)?;
         truncate_tail(dir, &vectors, rows, dim)?;
+        let precision = compact::stored(&conn)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(super::DB).display()))?;
+        compact::clean(dir, precision)?;
+        let compact = match precision {
+            Precision::F32 => None,
+            p => {
+                let map = map_rows(&vectors, rows, dim)?;
+                Some(CompactFile::open(dir, p, dim, as_f32(&map))?)
+            }
+        };
         // index.sqlite and its WAL were created by SQLite; make their entries durable too.
         durable::sync_dir(dir)?;
         Ok(Self {
@@ -133,8 +179,39 @@ impl Writer {
             settings,
             vectors,
             rows,
+            compact,
+            precision,
             _lock: lock,
         })
+    }
+
+    /// The precision of the index's compact vectors (f32: none).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Convert the index to precision `p`, crash-safe: the new compact file is built from the
+    /// committed f32 rows under a temporary name, fsynced and renamed into place, and only
+    /// then is `p` recorded in `meta` (one transaction); the old compact file is removed
+    /// after. A kill at any point leaves the index at the old precision or at `p`; leftovers
+    /// are removed by the next [`Writer::open`]. Returns whether anything changed.
+    pub fn set_precision(&mut self, p: Precision) -> Result<bool> {
+        if p == self.precision {
+            return Ok(false);
+        }
+        let dim = self.settings.dim;
+        let built = match p {
+            Precision::F32 => None,
+            p => {
+                let map = map_rows(&self.vectors, self.rows, dim)?;
+                Some(CompactFile::build(&self.dir, p, dim, as_f32(&map))?)
+            }
+        };
+        compact::record(&self.conn, p)?;
+        self.compact = built;
+        self.precision = p;
+        compact::clean(&self.dir, p)?;
+        Ok(true)
     }
 
     /// The index's model, dimension and salt.
@@ -195,6 +272,12 @@ impl Writer {
             .seek(SeekFrom::Start((self.rows * dim * 4) as u64))?;
         self.vectors.write_all(&bytes)?;
         self.vectors.sync_data()?;
+        if let Some(c) = &mut self.compact {
+            // After the f32 rows are durable and before the commit: a kill in between leaves
+            // compact rows past the committed ones, which the next open cuts off.
+            let values: Vec<f32> = batch.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+            c.append(self.rows, &values)?;
+        }
         let tx = self.conn.unchecked_transaction()?;
         let mut ids = Vec::with_capacity(batch.len());
         {
@@ -211,6 +294,12 @@ impl Writer {
         }
         tx.commit()?;
         self.rows += batch.len();
+        if let Some(c) = &mut self.compact {
+            if c.needs_refit(self.rows) {
+                let map = map_rows(&self.vectors, self.rows, dim)?;
+                c.refit_if_grown(&self.dir, as_f32(&map))?;
+            }
+        }
         Ok(ids)
     }
 
