@@ -14,7 +14,7 @@ pub use params::{Params, StudyDate};
 
 use serde::Serialize;
 use simcase_imaging::{decode_path, DecodeOptions, Image, WindowPreset};
-use simcase_index::{part_keys, search_rows, Column, Item, Snapshot};
+use simcase_index::{part_keys, Column, Item, Snapshot};
 use simcase_models::{Encoder, TextEncoder};
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -536,7 +536,7 @@ pub struct Response {
 /// ranking keeps `w = min(offset + k, c) ≤ n` hits (`offset + k` saturating), so the memory of
 /// one search, beyond the memory-mapped index, is at most about:
 ///
-/// - ranking ([`search_rows`]): 16 B × (`n` + `p`) for the heaps and the sorted hits, where
+/// - ranking ([`Rows::search`](simcase_index::Rows::search), exact or HNSW): 16 B × (`n` + `p`) for the heaps and the sorted hits, where
 ///   the pool `p ≤ c` is `w` plus a margin when copies are collapsed or groups formed, grown
 ///   (to `c` at most) until it holds `w` distinct images or groups;
 /// - collapsing: a set of the pool's copy groups (≤ `p` ids), the query item's copies (≤ `n`
@@ -608,7 +608,7 @@ pub fn search(snap: &Snapshot, q: &Query, req: &Request) -> Result<Response> {
     // offset < candidates ≤ rows here, so every size below is at most `rows`.
     let want = req.offset.saturating_add(req.k).min(candidates);
     let rank = |k: usize| {
-        search_rows(snap.vectors(), dim, &[&q.vector], k, Some(&keep))
+        snap.search(&[&q.vector], k, Some(&keep))
             .into_iter()
             .next()
             .unwrap_or_default()

@@ -4,13 +4,18 @@
 //! Each remembers the [`Version`] it was opened at (rows and metadata generation), so that a
 //! cache can tell when new rows *or* rewritten labels make it stale.
 
+use super::ann::{self, AnnSettings};
 use super::columns::{row_to_item, select_list, Item};
 use super::settings::Settings;
 use super::{connect, version, Version, DB, VECTORS};
+use crate::hnsw::{search_graph, Hnsw};
+use crate::{search_rows, Hit};
 use anyhow::{ensure, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// A read-only view: the committed rows, memory-mapped, plus metadata lookups.
 pub struct Reader {
@@ -26,6 +31,12 @@ pub struct Rows {
     map: Option<memmap2::Mmap>,
     rows: usize,
     generation: u64,
+    dir: PathBuf,
+    ann: AnnSettings,
+    /// Candidates per graph search; 0: the index's stored `hnsw_ef_search`.
+    ef_search: AtomicUsize,
+    /// Loaded on the first search that needs it (`None`: it could not be, scan instead).
+    graph: OnceLock<Option<Arc<Hnsw>>>,
 }
 
 impl Rows {
@@ -65,6 +76,70 @@ impl Rows {
         }
     }
 
+    /// How this index searches (type, HNSW parameters), from its `meta` table.
+    pub fn ann_settings(&self) -> AnnSettings {
+        self.ann
+    }
+
+    /// Candidates fetched per graph search from now on (0: the index's stored default).
+    pub fn set_ef_search(&self, ef: usize) {
+        self.ef_search.store(ef, Ordering::Relaxed);
+    }
+
+    /// The graph searches go through, loading (or building in memory) it on first use; `None`
+    /// for a flat index, one too small for `auto`, or one whose graph could not be made (the
+    /// reason is logged once: searches scan exactly instead).
+    pub fn graph(&self) -> Option<&Arc<Hnsw>> {
+        if !self.ann.index_type.uses_graph(self.rows) {
+            return None;
+        }
+        self.graph
+            .get_or_init(|| {
+                let dim = self.settings.dim;
+                match ann::shared_graph(
+                    &self.dir,
+                    &self.settings,
+                    &self.ann,
+                    self.vectors(),
+                    self.rows,
+                ) {
+                    Ok(g) => Some(g),
+                    Err(e) => {
+                        tracing::warn!(
+                            "{}: no graph ({e:#}); searching {}-d rows exactly",
+                            self.dir.display(),
+                            dim
+                        );
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    /// Top-`k` rows by inner product for each query, best first, ties by ascending row (the
+    /// contract of [`VectorIndex::search`](crate::VectorIndex::search)): through the HNSW
+    /// graph with an exact f32 re-rank when the index type says so, else an exact scan.
+    /// `keep` restricts the rows (applied during the graph walk).
+    pub fn search(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
+    ) -> Vec<Vec<Hit>> {
+        let dim = self.settings.dim;
+        match self.graph() {
+            Some(g) => {
+                let ef = match self.ef_search.load(Ordering::Relaxed) {
+                    0 => self.ann.params.ef_search,
+                    n => n,
+                };
+                search_graph(g, self.vectors(), self.rows, queries, k, ef, keep)
+            }
+            None => search_rows(self.vectors(), dim, queries, k, keep),
+        }
+    }
+
     /// The vector of item `id`, if committed.
     pub fn vector(&self, id: u64) -> Option<&[f32]> {
         let (d, i) = (self.settings.dim, usize::try_from(id).ok()?);
@@ -98,6 +173,8 @@ impl Reader {
         let mut conn = connect(dir)?;
         let settings = Settings::read(&conn)?
             .with_context(|| format!("{} has no index settings", dir.display()))?;
+        let ann = AnnSettings::read(&conn)
+            .with_context(|| format!("{}: search settings", dir.display()))?;
         // Read before any metadata: labels rewritten after this make the version stale.
         let Version { rows, generation } = version(&mut conn)?;
         let file = File::open(dir.join(VECTORS))?;
@@ -122,6 +199,10 @@ impl Reader {
                 map,
                 rows,
                 generation,
+                dir: dir.to_path_buf(),
+                ann,
+                ef_search: AtomicUsize::new(0),
+                graph: OnceLock::new(),
             },
         })
     }
