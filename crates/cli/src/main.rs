@@ -138,6 +138,9 @@ pub(crate) struct ServeArgs {
     /// seconds, then get 503 with Retry-After.
     #[arg(long, default_value_t = 8)]
     max_uploads: usize,
+    /// HNSW candidates per search (default: the index's, set by `index --hnsw-ef-search`).
+    #[arg(long)]
+    ef_search: Option<usize>,
 }
 
 fn serve_cmd(a: &ServeArgs) -> Result<()> {
@@ -165,6 +168,10 @@ fn serve_cmd(a: &ServeArgs) -> Result<()> {
         simcase_imaging::DecodeBudget::from_mb(a.decode_budget_mb, simcase_server::DECODE_WAIT);
     anyhow::ensure!(a.max_uploads > 0, "--max-uploads must be at least 1");
     cfg.max_uploads = a.max_uploads;
+    if let Some(ef) = a.ef_search {
+        anyhow::ensure!((1..=4096).contains(&ef), "--ef-search must be 1..=4096");
+        cfg.ef_search = ef;
+    }
     let model: ModelId = simcase_index::Reader::open(&a.index)?
         .settings()
         .model
@@ -229,7 +236,22 @@ pub(crate) struct IndexArgs {
     /// new files are added; with no paths, only converted. Default: keep the index's.
     #[arg(long)]
     precision: Option<simcase_index::Precision>,
+    /// How searches run: flat (exact scan), hnsw (graph, exact re-rank) or auto (flat below
+    /// 20,000 rows). Stored in the index; without paths, converts an existing index (builds
+    /// its graph). Default: what the index has (auto for a new one).
+    #[arg(long)]
+    index_type: Option<simcase_index::IndexType>,
+    /// HNSW links per node (default 16; a change rebuilds the graph).
+    #[arg(long)]
+    hnsw_m: Option<usize>,
+    /// HNSW candidate list while building (default 128; a change rebuilds the graph).
+    #[arg(long)]
+    hnsw_ef_construction: Option<usize>,
+    /// HNSW candidate list while searching, the default of `search` and `serve` (default 64).
+    #[arg(long)]
+    hnsw_ef_search: Option<usize>,
 }
+
 
 /// Convert `writer`'s index to `p` (nothing when it is already there), with one line saying
 /// what was converted and how long it took.
@@ -257,17 +279,83 @@ fn convert(writer: &mut simcase_index::Writer, p: simcase_index::Precision) -> R
     Ok(true)
 }
 
-/// `simcase index --index DIR --precision P` with nothing to add: only the conversion.
-fn convert_only(a: &IndexArgs, p: simcase_index::Precision) -> Result<ingest::Summary> {
-    let settings = simcase_index::Reader::open(&a.index)?.settings().clone();
-    let mut writer = simcase_index::Writer::open(&a.index, &settings.model, settings.dim)?;
-    if !convert(&mut writer, p)? {
+
+impl IndexArgs {
+    /// Whether any search setting was given.
+    fn sets_ann(&self) -> bool {
+        self.index_type.is_some()
+            || self.hnsw_m.is_some()
+            || self.hnsw_ef_construction.is_some()
+            || self.hnsw_ef_search.is_some()
+    }
+
+    /// Store the given search settings over the index's own, then bring its graph up to date
+    /// (built or completed from the vectors when the index type calls for one).
+    fn apply_ann(&self, w: &mut simcase_index::Writer) -> Result<()> {
+        let old = w.ann_settings();
+        let params = simcase_index::HnswParams {
+            m: self.hnsw_m.unwrap_or(old.params.m),
+            ef_construction: self
+                .hnsw_ef_construction
+                .unwrap_or(old.params.ef_construction),
+            ef_search: self.hnsw_ef_search.unwrap_or(old.params.ef_search),
+        };
+        w.set_ann(self.index_type.unwrap_or(old.index_type), params)?;
+        let t = std::time::Instant::now();
+        let mut shown = 0;
+        w.sync_graph(|done, total| {
+            if !self.quiet && (done * 10 / total.max(1) > shown || done == total) {
+                shown = done * 10 / total.max(1);
+                eprintln!("graph: {done}/{total} rows");
+            }
+        })?;
+        if let Some(rows) = w.graph_rows() {
+            eprintln!(
+                "graph covers {rows} rows ({}, M {}, ef_construction {}) after {:.1}s",
+                w.ann_settings().index_type,
+                params.m,
+                params.ef_construction,
+                t.elapsed().as_secs_f64()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `simcase index --index DIR` with `--precision` and/or search settings and no paths: convert
+/// an existing index in place (compact vectors, graph) without adding files.
+fn convert_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
+    let (model, dim) = {
+        let r = simcase_index::Reader::open(&a.index)?;
+        (r.settings().model.clone(), r.settings().dim)
+    };
+    let mut w = simcase_index::Writer::open(&a.index, &model, dim)?;
+    let mut changed = false;
+    if let Some(p) = a.precision {
+        changed |= convert(&mut w, p)?;
+    }
+    if a.sets_ann() {
+        a.apply_ann(&mut w)?;
+        changed = true;
+    }
+    if !changed {
         anyhow::bail!(
-            "{} is already at precision {p}: nothing to do (give paths or --manifest to add files)",
-            a.index.display()
+            "{} is already at precision {}: nothing to do (give paths or --manifest to add files)",
+            a.index.display(),
+            w.precision()
         );
     }
-    Ok(ingest::Summary::default())
+    eprintln!(
+        "{}: {} items, precision {}, index type {}",
+        a.index.display(),
+        w.len(),
+        w.precision(),
+        w.ann_settings().index_type
+    );
+    Ok(ingest::Summary {
+        skipped: w.len(),
+        ..Default::default()
+    })
 }
 
 pub(crate) fn ensure_model(model: ModelId) -> Result<()> {
@@ -283,8 +371,8 @@ pub(crate) fn ensure_model(model: ModelId) -> Result<()> {
 }
 
 pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
-    if let (true, None, Some(p)) = (a.paths.is_empty(), &a.manifest, a.precision) {
-        return convert_only(a, p);
+    if a.paths.is_empty() && a.manifest.is_none() && (a.precision.is_some() || a.sets_ann()) {
+        return convert_cmd(a);
     }
     let walked = ingest::walk(&a.paths, std::slice::from_ref(&a.index))?;
     let mut sources = walked.sources;
@@ -307,6 +395,7 @@ pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
     if let Some(p) = a.precision {
         convert(&mut writer, p)?;
     }
+    a.apply_ann(&mut writer)?;
     let before = writer.len();
     let opts = ingest::Options {
         batch: a.batch.max(1),
@@ -329,6 +418,7 @@ pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
     };
     let t = std::time::Instant::now();
     let s = ingest::run(&mut writer, enc.as_ref(), sources, &opts)?;
+    writer.checkpoint_graph()?;
     let secs = t.elapsed().as_secs_f64();
     // With a manifest, what its rows changed in items already indexed.
     let updated = match a.manifest {

@@ -36,6 +36,10 @@ pub struct SearchArgs {
     /// label, source, split, body_part, format, meta.COLUMN).
     #[arg(long = "filter", value_name = "FIELD=VALUE", value_parser = parse_filter)]
     filters: Vec<(Field, String)>,
+    /// HNSW candidates per search (default: the index's, set by `index --hnsw-ef-search`);
+    /// more is slower and closer to exact.
+    #[arg(long)]
+    ef_search: Option<usize>,
     /// List every stored copy of an image (the same decoded pixels in other files or
     /// transfer syntaxes) as a hit of its own, instead of one hit that names the others.
     #[arg(long)]
@@ -153,6 +157,10 @@ pub fn notes(res: &Response) -> Vec<String> {
 pub fn search_cmd(a: &SearchArgs) -> Result<()> {
     let k = params::check_k(a.k, params::MAX_K)?;
     let reader = Snapshot::open(&a.index)?;
+    if let Some(ef) = a.ef_search {
+        anyhow::ensure!((1..=4096).contains(&ef), "--ef-search must be 1..=4096");
+        reader.set_ef_search(ef);
+    }
     if reader.is_empty() {
         bail!("{} is empty", a.index.display());
     }

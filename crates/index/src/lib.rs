@@ -3,13 +3,15 @@
 
 pub mod compact;
 mod flat;
+pub mod hnsw;
 pub mod store;
 
 pub use compact::{CompactRows, Precision};
 pub use flat::{dot, search_rows, FlatIndex};
+pub use hnsw::{HnswIndex, HnswParams, IndexType};
 pub use store::{
-    part_keys, Column, Disagreement, Item, ItemMeta, LabelOutcome, LabelUpdate, Reader, Rows,
-    Settings, Snapshot, Version, Writer,
+    part_keys, AnnSettings, Column, Disagreement, Item, ItemMeta, LabelOutcome, LabelUpdate,
+    Reader, Rows, Settings, Snapshot, Version, Writer,
 };
 
 /// `s` in at most `width` characters: as it is when it fits, else its head and tail around

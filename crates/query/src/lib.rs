@@ -536,7 +536,8 @@ pub struct Response {
 /// ranking keeps `w = min(offset + k, c) ≤ n` hits (`offset + k` saturating), so the memory of
 /// one search, beyond the memory-mapped index, is at most about:
 ///
-/// - ranking ([`Rows::search`](simcase_index::Rows::search)): 16 B × (`n` + `p`) for the heaps and the sorted hits, where
+/// - ranking ([`Rows::search`](simcase_index::Rows::search): exact, compact or HNSW): 16 B ×
+///   (`n` + `p`) for the heaps and the sorted hits, where
 ///   the pool `p ≤ c` is `w` plus a margin when copies are collapsed or groups formed, grown
 ///   (to `c` at most) until it holds `w` distinct images or groups;
 /// - collapsing: a set of the pool's copy groups (≤ `p` ids), the query item's copies (≤ `n`

@@ -80,6 +80,8 @@ pub struct Config {
     /// Retry-After. Bounds the memory held by upload bodies to `max_uploads ×
     /// max_upload_bytes`, whatever the number of connections.
     pub max_uploads: usize,
+    /// HNSW candidates per search; 0: the index's stored default.
+    pub ef_search: usize,
 }
 
 impl Config {
@@ -105,6 +107,7 @@ impl Config {
             max_k: simcase_query::params::MAX_K,
             decode_budget: DecodeBudget::from_mb(1024, DECODE_WAIT),
             max_uploads: 8,
+            ef_search: 0,
         }
     }
 }
@@ -209,7 +212,7 @@ type ApiResult<T> = std::result::Result<T, ApiError>;
 /// Load the model and the index, and build the router. `cfg.bind` is the address clients
 /// reach (the Host check accepts it), so with port 0 pass the port actually bound.
 pub fn app(cfg: Config) -> Result<Router> {
-    let snap = Snapshot::open(&cfg.index)?;
+    let snap = open_snapshot(&cfg)?;
     let model: simcase_models::ModelId = snap.settings().model.parse()?;
     let enc = simcase_models::load(model, &simcase_models::default_device())
         .with_context(|| format!("loading {model}, the index's model"))?;
@@ -311,7 +314,7 @@ async fn refresh(state: Shared) {
         let _ = tokio::task::spawn_blocking(move || {
             let have = s.snap.read().map(|g| g.version()).unwrap_or_default();
             match Snapshot::committed_version(&s.cfg.index) {
-                Ok(n) if n != have => match Snapshot::open(&s.cfg.index) {
+                Ok(n) if n != have => match open_snapshot(&s.cfg) {
                     Ok(fresh) => {
                         tracing::info!("index now has {} items", fresh.len());
                         if let Ok(mut g) = s.snap.write() {
@@ -326,6 +329,15 @@ async fn refresh(state: Shared) {
         })
         .await;
     }
+}
+
+/// A snapshot with the configured `ef_search`, its graph (for an HNSW index) loaded or grown
+/// before it serves, so that no request pays for that.
+fn open_snapshot(cfg: &Config) -> Result<Snapshot> {
+    let snap = Snapshot::open(&cfg.index)?;
+    snap.set_ef_search(cfg.ef_search);
+    snap.graph();
+    Ok(snap)
 }
 
 fn snapshot(state: &AppState) -> Arc<Snapshot> {

@@ -9,6 +9,7 @@
 //! the row count *and* a metadata generation, bumped in the same transaction as each update:
 //! what a server compares to decide that its snapshot is stale.
 
+pub mod ann;
 mod columns;
 pub mod durable;
 mod errors;
@@ -16,6 +17,7 @@ mod reader;
 mod settings;
 mod writer;
 
+pub use ann::AnnSettings;
 pub use columns::{part_keys, Column, Disagreement, Item, ItemMeta};
 pub use errors::{failure_counts, failures, Failure};
 pub use reader::{Reader, Rows, Snapshot};

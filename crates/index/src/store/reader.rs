@@ -4,15 +4,19 @@
 //! Each remembers the [`Version`] it was opened at (rows and metadata generation), so that a
 //! cache can tell when new rows *or* rewritten labels make it stale.
 
+use super::ann::{self, AnnSettings};
 use super::columns::{row_to_item, select_list, Item};
 use super::settings::Settings;
 use super::{connect, version, Version, DB, VECTORS};
 use crate::compact::{self, CompactRows, Precision};
+use crate::hnsw::{search_graph, Hnsw};
 use crate::{search_rows, Hit};
 use anyhow::{ensure, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// A read-only view: the committed rows, memory-mapped, plus metadata lookups.
 pub struct Reader {
@@ -28,26 +32,17 @@ pub struct Rows {
     map: Option<memmap2::Mmap>,
     rows: usize,
     generation: u64,
-    /// The compact rows searched first (None: f32, exact scan).
+    /// The compact rows scanned first when there is no graph (None: f32, exact scan).
     compact: Option<CompactRows>,
+    dir: PathBuf,
+    ann: AnnSettings,
+    /// Candidates per graph search; 0: the index's stored `hnsw_ef_search`.
+    ef_search: AtomicUsize,
+    /// Loaded on the first search that needs it (`None`: it could not be, scan instead).
+    graph: OnceLock<Option<Arc<Hnsw>>>,
 }
 
 impl Rows {
-    /// Top-`k` rows by inner product for each query, best first, ties by ascending row;
-    /// `keep` restricts the candidate rows. f32 indexes scan exactly; compact ones scan their
-    /// compact rows and re-rank the candidates exactly with the f32 rows (scores are exact).
-    pub fn search(
-        &self,
-        queries: &[&[f32]],
-        k: usize,
-        keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
-    ) -> Vec<Vec<Hit>> {
-        match &self.compact {
-            Some(c) => c.search(self.vectors(), queries, k, keep),
-            None => search_rows(self.vectors(), self.settings.dim, queries, k, keep),
-        }
-    }
-
     /// The precision searched first (f32: exact scan only).
     pub fn precision(&self) -> Precision {
         self.compact
@@ -93,6 +88,74 @@ impl Rows {
                 &v[..self.rows * self.settings.dim]
             }
             None => &[],
+        }
+    }
+
+    /// How this index searches (type, HNSW parameters), from its `meta` table.
+    pub fn ann_settings(&self) -> AnnSettings {
+        self.ann
+    }
+
+    /// Candidates fetched per graph search from now on (0: the index's stored default).
+    pub fn set_ef_search(&self, ef: usize) {
+        self.ef_search.store(ef, Ordering::Relaxed);
+    }
+
+    /// The graph searches go through, loading (or building in memory) it on first use; `None`
+    /// for a flat index, one too small for `auto`, or one whose graph could not be made (the
+    /// reason is logged once: searches scan exactly instead).
+    pub fn graph(&self) -> Option<&Arc<Hnsw>> {
+        if !self.ann.index_type.uses_graph(self.rows) {
+            return None;
+        }
+        self.graph
+            .get_or_init(|| {
+                let dim = self.settings.dim;
+                match ann::shared_graph(
+                    &self.dir,
+                    &self.settings,
+                    &self.ann,
+                    self.vectors(),
+                    self.rows,
+                ) {
+                    Ok(g) => Some(g),
+                    Err(e) => {
+                        tracing::warn!(
+                            "{}: no graph ({e:#}); searching {}-d rows exactly",
+                            self.dir.display(),
+                            dim
+                        );
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    /// Top-`k` rows by inner product for each query, best first, ties by ascending row (the
+    /// contract of [`VectorIndex::search`](crate::VectorIndex::search)): through the HNSW
+    /// graph with an exact f32 re-rank when the index type says so, else a scan: of the
+    /// compact rows, re-ranked exactly with the f32 rows, on a compact index, else exact.
+    /// `keep` restricts the rows (applied during the graph walk).
+    pub fn search(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
+    ) -> Vec<Vec<Hit>> {
+        let dim = self.settings.dim;
+        match self.graph() {
+            Some(g) => {
+                let ef = match self.ef_search.load(Ordering::Relaxed) {
+                    0 => self.ann.params.ef_search,
+                    n => n,
+                };
+                search_graph(g, self.vectors(), self.rows, queries, k, ef, keep)
+            }
+            None => match &self.compact {
+                Some(c) => c.search(self.vectors(), queries, k, keep),
+                None => search_rows(self.vectors(), dim, queries, k, keep),
+            },
         }
     }
 
@@ -155,6 +218,8 @@ impl Reader {
         let mut conn = connect(dir)?;
         let settings = Settings::read(&conn)?
             .with_context(|| format!("{} has no index settings", dir.display()))?;
+        let ann = AnnSettings::read(&conn)
+            .with_context(|| format!("{}: search settings", dir.display()))?;
         // Read before any metadata: labels rewritten after this make the version stale.
         let Version { rows, generation } = version(&mut conn)?;
         let file = File::open(dir.join(VECTORS))?;
@@ -177,6 +242,10 @@ impl Reader {
             rows,
             generation,
             compact: None,
+            dir: dir.to_path_buf(),
+            ann,
+            ef_search: AtomicUsize::new(0),
+            graph: OnceLock::new(),
         };
         let precision = compact::stored(&conn)
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(DB).display()))?;

@@ -4,6 +4,7 @@
 //! `update_labels` rewrites the labels of committed rows (never their vectors), a batch per
 //! transaction that also bumps the metadata generation, so that snapshots notice.
 
+use super::ann::{self, AnnSettings};
 use super::columns::{
     create_items_sql, insert_sql, insert_values, row_to_item, select_list, update_sql,
     update_values, Disagreement, ItemMeta,
@@ -11,11 +12,13 @@ use super::columns::{
 use super::settings::Settings;
 use super::{bump_generation, connect, durable, item_count, VECTORS};
 use crate::compact::{self, CompactFile, Precision};
-use anyhow::{bail, ensure, Result};
+use crate::hnsw::{Hnsw, HnswParams, IndexType};
+use anyhow::{bail, ensure, Context, Result};
 use rusqlite::{Connection, OptionalExtension};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 const LOCK: &str = "writer.lock";
 
@@ -29,8 +32,18 @@ pub struct Writer {
     /// The compact copy of the committed rows, kept in step with each batch (None for f32).
     compact: Option<CompactFile>,
     precision: Precision,
+    /// Search settings and the in-memory graph the writer keeps up to date (see [`super::ann`]).
+    ann: AnnSettings,
+    graph: Option<Hnsw>,
+    /// Rows in the graph not yet in a checkpoint on disk.
+    graph_unsaved: usize,
+    last_checkpoint: Instant,
+    checkpoint_every: Duration,
     _lock: File,
 }
+
+/// How often, at most, a writer checkpoints its graph while building or ingesting.
+pub const GRAPH_CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
 
 /// What a manifest row says about a file whose content may already be indexed.
 #[derive(Clone, Debug, Default)]
@@ -173,6 +186,8 @@ impl Writer {
         };
         // index.sqlite and its WAL were created by SQLite; make their entries durable too.
         durable::sync_dir(dir)?;
+        let ann = AnnSettings::read(&conn)
+            .with_context(|| format!("{}: search settings", dir.display()))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             conn,
@@ -181,6 +196,11 @@ impl Writer {
             rows,
             compact,
             precision,
+            ann,
+            graph: None,
+            graph_unsaved: 0,
+            last_checkpoint: Instant::now(),
+            checkpoint_every: GRAPH_CHECKPOINT_EVERY,
             _lock: lock,
         })
     }
@@ -212,6 +232,124 @@ impl Writer {
         self.precision = p;
         compact::clean(&self.dir, p)?;
         Ok(true)
+    }
+
+    /// How this index searches.
+    pub fn ann_settings(&self) -> AnnSettings {
+        self.ann
+    }
+
+    /// Store a new index type and HNSW parameters. When the graph's own parameters (M,
+    /// ef_construction) change, the saved graph is removed, to be rebuilt by
+    /// [`sync_graph`](Self::sync_graph). Returns whether anything changed.
+    pub fn set_ann(&mut self, index_type: IndexType, params: HnswParams) -> Result<bool> {
+        params.check()?;
+        let old = self.ann;
+        let new = AnnSettings {
+            index_type,
+            params,
+            quant: old.quant,
+        };
+        if new == old {
+            return Ok(false);
+        }
+        new.write(&self.conn)?;
+        self.ann = new;
+        if old.params.m != params.m || old.params.ef_construction != params.ef_construction {
+            self.graph = None;
+            self.graph_unsaved = 0;
+            ann::remove(&self.dir)?;
+        }
+        Ok(true)
+    }
+
+    /// Checkpoint the graph at most this often during builds and ingest (default
+    /// [`GRAPH_CHECKPOINT_EVERY`]); a kill loses at most the rows added since, which the next
+    /// open adds again from the vectors.
+    pub fn set_graph_checkpoint_every(&mut self, every: Duration) {
+        self.checkpoint_every = every;
+    }
+
+    /// Rows the in-memory graph covers (`None`: no graph loaded).
+    pub fn graph_rows(&self) -> Option<usize> {
+        self.graph.as_ref().map(|g| g.covered())
+    }
+
+    /// When the index type calls for a graph: load the saved one (or start a new one if it is
+    /// missing or unsound, with a `warn!`), add every committed row it lacks in parallel
+    /// steps, checkpointing at most every [`set_graph_checkpoint_every`]
+    /// (Self::set_graph_checkpoint_every) and at the end. `progress(covered, total)` runs after
+    /// each step. A no-op for a flat index (or an `auto` one below the threshold).
+    pub fn sync_graph(&mut self, mut progress: impl FnMut(usize, usize)) -> Result<()> {
+        if !self.ann.index_type.uses_graph(self.rows) {
+            return Ok(());
+        }
+        let (dir, dim, rows) = (self.dir.clone(), self.settings.dim, self.rows);
+        let map = ann::map_vectors(&dir, rows, dim)?;
+        let data = ann::as_f32(&map);
+        let graph = match self.graph.take() {
+            Some(g) => g,
+            None => ann::load_or_new(&dir, dim, &self.ann, rows, data)?,
+        };
+        let before = graph.covered();
+        let every = self.checkpoint_every;
+        let mut last = self.last_checkpoint;
+        let res = graph.extend(0, data, |covered, total| {
+            progress(covered, total);
+            if last.elapsed() >= every && covered < total {
+                ann::checkpoint(&dir, &graph)?;
+                last = Instant::now();
+            }
+            Ok(())
+        });
+        self.last_checkpoint = last;
+        // Whatever was added stays: the next checkpoint saves it.
+        self.graph_unsaved += graph.covered().saturating_sub(before);
+        self.graph = Some(graph);
+        res?;
+        if self.graph_unsaved > 0 || !dir.join(ann::GRAPH).exists() {
+            self.checkpoint_graph()?;
+        }
+        Ok(())
+    }
+
+    /// Write the in-memory graph to the folder now (atomically), if there is one.
+    pub fn checkpoint_graph(&mut self) -> Result<()> {
+        if let Some(g) = &self.graph {
+            ann::checkpoint(&self.dir, g)?;
+            self.graph_unsaved = 0;
+            self.last_checkpoint = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// After a commit: add the batch to the graph (building it first if the index has just
+    /// grown into needing one), checkpointing when one is due. A graph failure is logged and
+    /// the graph dropped (the next open rebuilds it): it never undoes a commit.
+    fn graph_after_commit(&mut self, first: usize, vectors: &[f32]) {
+        if !self.ann.index_type.uses_graph(self.rows) {
+            return;
+        }
+        let res = match &self.graph {
+            Some(g) => g.extend(first, vectors, |_, _| Ok(())).map(|()| {
+                self.graph_unsaved += vectors.len() / self.settings.dim;
+            }),
+            None => self.sync_graph(|_, _| {}),
+        }
+        .and_then(|()| {
+            if self.graph_unsaved > 0 && self.last_checkpoint.elapsed() >= self.checkpoint_every {
+                self.checkpoint_graph()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = res {
+            tracing::warn!(
+                "{}: graph not updated ({e:#}); it is rebuilt on the next open",
+                self.dir.display()
+            );
+            self.graph = None;
+        }
     }
 
     /// The index's model, dimension and salt.
@@ -293,12 +431,17 @@ impl Writer {
             }
         }
         tx.commit()?;
+        let first = self.rows;
         self.rows += batch.len();
         if let Some(c) = &mut self.compact {
             if c.needs_refit(self.rows) {
                 let map = map_rows(&self.vectors, self.rows, dim)?;
                 c.refit_if_grown(&self.dir, as_f32(&map))?;
             }
+        }
+        if self.ann.index_type.uses_graph(self.rows) {
+            let flat: Vec<f32> = batch.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+            self.graph_after_commit(first, &flat);
         }
         Ok(ids)
     }
@@ -377,5 +520,17 @@ impl Writer {
     /// Forget a file's failure: its content turned out to be indexed already.
     pub fn clear_error(&self, path: &str) -> Result<()> {
         super::errors::clear(&self.conn, path)
+    }
+}
+
+impl Drop for Writer {
+    /// Save the graph's unsaved rows (a kill skips this: the periodic checkpoints and the
+    /// next open's catch-up cover that).
+    fn drop(&mut self) {
+        if self.graph_unsaved > 0 {
+            if let Err(e) = self.checkpoint_graph() {
+                tracing::warn!("{}: graph not saved ({e:#})", self.dir.display());
+            }
+        }
     }
 }
