@@ -49,6 +49,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         strict: false,
         decode_budget_mb: 4096,
         decode_threads: 0,
+        precision: None,
     };
     index_cmd(&args)?;
     let errors = Reader::open(&index)?.errors()?;

@@ -93,7 +93,10 @@ impl FromStr for Precision {
 }
 
 /// The default re-rank factor: the compact scan keeps `max(k·REFINE, k + 32)` candidates for
-/// the exact f32 re-rank (measured: see the crate's `compact_recall` test and the report).
+/// the exact f32 re-rank. Measured on 200k × 384 clustered unit vectors (the ignored
+/// `measure_scan_speed_and_recall_by_refine` test): i8 recall@10 and recall@100 are already
+/// 1.0 at factor 1, and the re-rank of a few hundred rows costs well under the noise of the
+/// scan, so 4 is a margin for real archives with denser neighbourhoods.
 pub const REFINE: usize = 4;
 
 /// Candidates the compact scan keeps for a top-`k` with re-rank factor `refine`.
