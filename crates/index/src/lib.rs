@@ -6,8 +6,8 @@ pub mod store;
 
 pub use flat::{dot, search_rows, FlatIndex};
 pub use store::{
-    part_keys, Column, Disagreement, Item, ItemMeta, LabelOutcome, LabelUpdate, Reader, Rows,
-    Settings, Snapshot, Version, Writer,
+    part_keys, Codes, Column, Disagreement, Item, ItemMeta, LabelOutcome, LabelUpdate, Reader,
+    Rows, Settings, Snapshot, Version, Writer, MAX_EXTRA_COLUMNS, MAX_EXTRA_VALUES,
 };
 
 /// `s` in at most `width` characters: as it is when it fits, else its head and tail around
