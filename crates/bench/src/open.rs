@@ -99,7 +99,7 @@ pub fn generate(o: &Opts) -> Result<f64> {
             left -= 1;
             let (m, a, p) = class;
             let mut v: Vec<rusqlite::types::Value> = Vec::with_capacity(n);
-            use rusqlite::types::Value::{Integer, Null, Text};
+            use rusqlite::types::Value::{Integer, Text};
             v.push(Integer(row as i64));
             v.push(Text(format!(
                 "/archive/{}/{:08}/{:06}/{:08}.dcm",
@@ -141,18 +141,20 @@ pub fn generate(o: &Opts) -> Result<f64> {
             let day = 1 + (study * 7) % 28;
             let month = 1 + (study / 4) % 12;
             let year = 2005 + (study % 20);
+            let view = ["AP", "PA", "LAT", "OBL"][row % 4];
             let extra = serde_json::json!({
                 "pixel_hash": format!("{:032x}", (pixel as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)),
                 "study_date": format!("{year:04}{month:02}{day:02}"),
-                "view": ["AP", "PA", "LAT", "OBL"][row % 4],
+                "view": view,
                 "site": format!("site-{}", patient % 12),
             });
             v.push(Text(extra.to_string()));
-            let _ = Null;
             ins.execute(rusqlite::params_from_iter(v))?;
         }
     }
     tx.commit()?;
+    // As a long-lived index is: its rows in the database file, not in the write-ahead log.
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(o.dir.join(simcase_index::store::VECTORS))?;
