@@ -3,12 +3,14 @@
 //! Python peers run by [`peers`]), HTTP load on a running server ([`load`]), and the hardening
 //! harnesses: hostile requests built from the API's real parameters ([`hostile`]), sent to the
 //! router in process ([`fuzz`]) or to a real server process under a time-bounded soak
-//! ([`chaos`]). The CLI keeps only the flags.
+//! ([`chaos`]); open time and memory of an index of millions of rows ([`open`]). The CLI
+//! keeps only the flags.
 
 pub mod chaos;
 pub mod fuzz;
 pub mod hostile;
 pub mod load;
+pub mod open;
 pub mod peers;
 pub mod rss;
 pub mod throughput;

@@ -119,6 +119,23 @@ pub enum BenchCmd {
         #[arg(long)]
         exclude: Vec<String>,
     },
+    /// Open time and resident memory of an index of N rows (synthetic metadata, sparse 384-d
+    /// vectors, made in --dir when missing), and the metadata side of a filtered and a grouped
+    /// search, of `/api/stats`' counts and of the writer's known-hash set at that size.
+    Open {
+        #[arg(long, default_value_t = 1_600_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 384)]
+        dim: usize,
+        /// Where the synthetic index is kept (default: a folder in the temp dir, per size).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 12)]
+        seed: u64,
+        /// Delete the index afterwards.
+        #[arg(long)]
+        clean: bool,
+    },
 }
 
 fn seed_or_clock(seed: Option<u64>) -> u64 {
@@ -254,6 +271,30 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
                 "fuzz: {} findings (seed {seed})",
                 rep.findings.len()
             );
+            Ok(())
+        }
+        BenchCmd::Open {
+            rows,
+            dim,
+            dir,
+            seed,
+            clean,
+        } => {
+            let dir = dir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join(format!("simcase-bench-open-{rows}")));
+            let o = simcase_bench::open::Opts {
+                rows: *rows,
+                dim: *dim,
+                dir: dir.clone(),
+                seed: *seed,
+            };
+            let rep = simcase_bench::open::run(&o);
+            if *clean {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
+            simcase_bench::open::print(&rep?);
             Ok(())
         }
     }

@@ -26,10 +26,9 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let index = home.join(format!("demo-index-{}", a.model));
     // A demo index from before pixel hashes would show every copy of an image: rebuild it.
     if index.exists() {
-        let snap = simcase_index::Snapshot::open(&index)?;
-        if !snap.is_empty() && snap.items().iter().all(|i| i.meta.pixel_hash().is_none()) {
+        let items = Reader::open(&index)?.items()?;
+        if !items.is_empty() && items.iter().all(|i| i.meta.pixel_hash().is_none()) {
             eprintln!("rebuilding {} (made before pixel hashes)", index.display());
-            drop(snap);
             std::fs::remove_dir_all(&index)?;
         }
     }
@@ -54,7 +53,8 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     index_cmd(&args)?;
     let errors = Reader::open(&index)?.errors()?;
     let reader = simcase_index::Snapshot::open(&index)?;
-    let items = reader.items();
+    // The demo corpus is small: its items are listed whole, from SQLite.
+    let items = Reader::open(&index)?.items()?;
     let mut modalities: Vec<String> = items
         .iter()
         .filter_map(|i| i.meta.modality.clone())

@@ -51,6 +51,9 @@ pub enum QueryError {
     /// The model failed to load or to embed the query: the server's fault, not the caller's.
     #[error("the model failed: {0:#}")]
     Model(anyhow::Error),
+    /// The index's stored metadata could not be read (SQLite failed): the server's fault.
+    #[error("reading the index failed: {0:#}")]
+    Index(anyhow::Error),
 }
 
 impl QueryError {

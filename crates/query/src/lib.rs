@@ -14,8 +14,9 @@ pub use params::{Params, StudyDate};
 
 use serde::Serialize;
 use simcase_imaging::{decode_path, DecodeOptions, Image, WindowPreset};
-use simcase_index::{part_keys, Column, Item, Snapshot};
+use simcase_index::{part_keys, Codes, Column, Item, Snapshot};
 use simcase_models::{Encoder, TextEncoder};
+use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -337,6 +338,71 @@ impl Filters {
         };
         self.date_from.is_none_or(|f| date >= f) && self.date_to.is_none_or(|t| date <= t)
     }
+
+    /// Whether `date` is in the range (true when there is none).
+    fn in_range(&self, date: StudyDate) -> bool {
+        self.date_from.is_none_or(|f| date >= f) && self.date_to.is_none_or(|t| date <= t)
+    }
+
+    /// Whether a date range is given.
+    fn has_dates(&self) -> bool {
+        self.date_from.is_some() || self.date_to.is_some()
+    }
+
+    /// These filters against `snap`'s coded metadata: for each field, which of its codes
+    /// pass (values compared case-insensitively, as [`Filters::keeps`] does), and which study
+    /// dates are in range; [`Compiled::keeps`] then decides a row by its codes alone.
+    pub fn compile<'s>(&self, snap: &'s Snapshot) -> Result<Compiled<'s>> {
+        let mut fields = Vec::with_capacity(self.fields.len());
+        for (f, allowed) in &self.fields {
+            let codes = field_codes(snap, f)?;
+            let pass = codes.select(|v| allowed.iter().any(|a| a.eq_ignore_ascii_case(v)));
+            fields.push((codes, pass));
+        }
+        let date = if self.has_dates() {
+            let codes = snap.extra(STUDY_DATE).map_err(QueryError::Index)?;
+            let pass =
+                codes.select(|v| StudyDate::parse_stored(v).is_some_and(|d| self.in_range(d)));
+            Some((codes, pass))
+        } else {
+            None
+        };
+        Ok(Compiled { fields, date })
+    }
+}
+
+/// The `extra` key of an item's study date.
+const STUDY_DATE: &str = "study_date";
+
+/// The codes of `f` in `snap`.
+fn field_codes<'s>(snap: &'s Snapshot, f: &Field) -> Result<Cow<'s, Codes>> {
+    Ok(match f {
+        Field::Column(c) => match snap.column(*c) {
+            Some(codes) => Cow::Borrowed(codes),
+            None => Cow::Owned(Codes::empty()),
+        },
+        Field::Format => Cow::Borrowed(snap.formats()),
+        Field::Extra(k) => snap.extra(k).map_err(QueryError::Index)?,
+    })
+}
+
+/// [`Filters`] resolved against one snapshot's codes (see [`Filters::compile`]).
+pub struct Compiled<'s> {
+    /// Per field: its codes, and which codes pass.
+    fields: Vec<(Cow<'s, Codes>, Vec<bool>)>,
+    /// The study-date codes and which are in range, when a range is given.
+    date: Option<(Cow<'s, Codes>, Vec<bool>)>,
+}
+
+impl Compiled<'_> {
+    /// Whether row `row` passes every filter.
+    #[inline]
+    pub fn keeps(&self, row: u64) -> bool {
+        let pass = |(codes, ok): &(Cow<Codes>, Vec<bool>)| {
+            ok.get(codes.code(row) as usize).copied().unwrap_or(false)
+        };
+        self.fields.iter().all(pass) && self.date.as_ref().is_none_or(pass)
+    }
 }
 
 /// What distinct results mean when one patient (or study, series, volume) has many images.
@@ -377,11 +443,6 @@ impl std::str::FromStr for GroupBy {
 impl GroupBy {
     /// The group of `it`; an item without the key is a group of its own.
     pub fn key(self, it: &Item) -> String {
-        self.key_of(it).to_string()
-    }
-
-    /// The group of `it`, borrowed from its metadata.
-    fn key_of(self, it: &Item) -> GroupKey<'_> {
         let m = &it.meta;
         let k = match self {
             Self::Patient => m.patient_key.as_deref(),
@@ -390,9 +451,32 @@ impl GroupBy {
             Self::Volume => m.volume(),
         };
         match k {
-            Some(k) => GroupKey::Named(k),
-            None => GroupKey::Item(it.id),
+            Some(k) => k.to_string(),
+            None => GroupKey::Item(it.id).to_string(),
         }
+    }
+
+    /// The codes of this key in `snap` (a row's group is its code's value; a row without
+    /// one is a group of its own).
+    pub fn key_codes(self, snap: &Snapshot) -> Result<Cow<'_, Codes>> {
+        let column = match self {
+            Self::Patient => Column::PatientKey,
+            Self::Study => Column::StudyUid,
+            Self::Series => Column::SeriesUid,
+            Self::Volume => return snap.extra(part_keys::VOLUME).map_err(QueryError::Index),
+        };
+        Ok(snap
+            .column(column)
+            .map_or_else(|| Cow::Owned(Codes::empty()), Cow::Borrowed))
+    }
+}
+
+/// The group of row `row` with key `codes`, borrowed from its dictionary; a row without the
+/// key is a group of its own.
+fn key_of(codes: &Codes, row: u64) -> GroupKey<'_> {
+    match codes.get(row) {
+        Some(k) => GroupKey::Named(k),
+        None => GroupKey::Item(row),
     }
 }
 
@@ -557,8 +641,7 @@ pub fn search(snap: &Snapshot, q: &Query, req: &Request) -> Result<Response> {
         });
     }
     let skip = q.exclude;
-    let items = snap.items();
-    let rows = snap.len().min(items.len());
+    let rows = snap.len();
     let collapse = req.duplicates == Duplicates::Collapse;
     // "More like this": the query item's other copies are the query too.
     let twins: Vec<u64> = match skip.filter(|_| collapse) {
@@ -570,41 +653,46 @@ pub fn search(snap: &Snapshot, q: &Query, req: &Request) -> Result<Response> {
             .collect(),
         None => Vec::new(),
     };
+    let filters = req.filters.compile(snap)?;
     let keep = |r: u64| {
         Some(r) != skip
             && (twins.is_empty() || twins.binary_search(&r).is_err())
-            && items
-                .get(r as usize)
-                .is_some_and(|it| req.filters.keeps(it))
+            && r < rows as u64
+            && filters.keeps(r)
     };
     let candidates = if req.filters.is_empty() {
         let left_out = usize::from(skip.is_some_and(|s| s < rows as u64)) + twins.len();
         rows.saturating_sub(left_out)
     } else {
-        items.iter().filter(|it| keep(it.id)).count()
+        (0..rows as u64).filter(|&r| keep(r)).count()
     };
-    let page = |hits: Vec<Hit>, groups: Option<Vec<Group>>| Response {
-        vote: vote(&hits),
-        hits,
-        groups,
-        candidates,
-        offset: req.offset,
-        k: req.k,
-        empty_reason: None,
-        query_duplicates: twins.len(),
-        query_also: twins
-            .iter()
-            .take(MAX_ALSO)
-            .filter_map(|&id| items.get(id as usize).map(Also::of))
-            .collect(),
+    let item = |id: u64| snap.item(id).map_err(QueryError::Index);
+    let page = |hits: Vec<Hit>, groups: Option<Vec<Group>>| -> Result<Response> {
+        let mut query_also = Vec::new();
+        for &id in twins.iter().take(MAX_ALSO) {
+            if let Some(it) = item(id)? {
+                query_also.push(Also::of(&it));
+            }
+        }
+        Ok(Response {
+            vote: vote(&hits),
+            hits,
+            groups,
+            candidates,
+            offset: req.offset,
+            k: req.k,
+            empty_reason: None,
+            query_duplicates: twins.len(),
+            query_also,
+        })
     };
     if candidates == 0 {
-        let mut res = page(Vec::new(), req.group_by.map(|_| Vec::new()));
-        res.empty_reason = Some(explain_empty(items, &req.filters, skip, &twins));
+        let mut res = page(Vec::new(), req.group_by.map(|_| Vec::new()))?;
+        res.empty_reason = Some(explain_empty(snap, &req.filters, &filters, skip, &twins)?);
         return Ok(res);
     }
     if req.k == 0 || req.offset >= candidates {
-        return Ok(page(Vec::new(), req.group_by.map(|_| Vec::new())));
+        return page(Vec::new(), req.group_by.map(|_| Vec::new()));
     }
     // offset < candidates ≤ rows here, so every size below is at most `rows`.
     let want = req.offset.saturating_add(req.k).min(candidates);
@@ -614,10 +702,12 @@ pub fn search(snap: &Snapshot, q: &Query, req: &Request) -> Result<Response> {
             .next()
             .unwrap_or_default()
     };
-    let hit = |rank: usize, h: &simcase_index::Hit| {
-        items
-            .get(h.row as usize)
-            .map(|it| Hit::new(rank, h.score, it))
+    let hit = |rank: usize, h: &simcase_index::Hit| -> Result<Option<Hit>> {
+        Ok(item(h.row)?.map(|it| Hit::new(rank, h.score, &it)))
+    };
+    let group_codes = match req.group_by {
+        Some(g) => Some(g.key_codes(snap)?),
+        None => None,
     };
     // Enough candidates for `want` distinct images (groups) in practice; more if not.
     let mut pool = match (req.group_by, collapse) {
@@ -644,31 +734,28 @@ pub fn search(snap: &Snapshot, q: &Query, req: &Request) -> Result<Response> {
             ranked.iter().collect()
         };
         let last_try = pool >= candidates;
-        let Some(g) = req.group_by else {
+        let Some(codes) = &group_codes else {
             if distinct.len() < want && !last_try {
                 pool = pool.saturating_mul(4).min(candidates);
                 continue;
             }
-            let mut hits: Vec<Hit> = distinct
-                .iter()
-                .enumerate()
-                .skip(req.offset)
-                .take(req.k)
-                .filter_map(|(i, h)| hit(i + 1, h))
-                .collect();
-            if collapse {
-                attach_copies(snap, &keep, hits.iter_mut());
+            let mut hits = Vec::new();
+            for (i, h) in distinct.iter().enumerate().skip(req.offset).take(req.k) {
+                hits.extend(hit(i + 1, h)?);
             }
-            return Ok(page(hits, None));
+            if collapse {
+                attach_copies(snap, &keep, hits.iter_mut())?;
+            }
+            return page(hits, None);
         };
         // Groups in order of first appearance: (key, its best hit in `distinct`, items matched).
         let mut order: Vec<(GroupKey, usize, usize)> = Vec::new();
         let mut at: HashMap<GroupKey, usize> = HashMap::new();
         for (i, h) in distinct.iter().enumerate() {
-            let Some(it) = items.get(h.row as usize) else {
+            if h.row >= rows as u64 {
                 continue;
-            };
-            match at.entry(g.key_of(it)) {
+            }
+            match at.entry(key_of(codes, h.row)) {
                 Entry::Occupied(e) => order[*e.get()].2 += 1,
                 Entry::Vacant(e) => {
                     order.push((*e.key(), i, 1));
@@ -680,27 +767,24 @@ pub fn search(snap: &Snapshot, q: &Query, req: &Request) -> Result<Response> {
             pool = candidates;
             continue;
         }
-        let mut groups: Vec<Group> = order
-            .iter()
-            .enumerate()
-            .skip(req.offset)
-            .take(req.k)
-            .filter_map(|(i, &(key, best, matched))| {
-                let mut best = hit(i + 1, distinct[best])?;
-                best.group = Some(key.to_string());
-                Some(Group {
-                    key: key.to_string(),
-                    score: best.score,
-                    matched,
-                    best,
-                })
-            })
-            .collect();
+        let mut groups: Vec<Group> = Vec::new();
+        for (i, &(key, best, matched)) in order.iter().enumerate().skip(req.offset).take(req.k) {
+            let Some(mut best) = hit(i + 1, distinct[best])? else {
+                continue;
+            };
+            best.group = Some(key.to_string());
+            groups.push(Group {
+                key: key.to_string(),
+                score: best.score,
+                matched,
+                best,
+            });
+        }
         if collapse {
-            attach_copies(snap, &keep, groups.iter_mut().map(|g| &mut g.best));
+            attach_copies(snap, &keep, groups.iter_mut().map(|g| &mut g.best))?;
         }
         let hits = groups.iter().map(|g| g.best.clone()).collect();
-        return Ok(page(hits, Some(groups)));
+        return page(hits, Some(groups));
     }
 }
 
@@ -710,7 +794,7 @@ fn attach_copies<'h>(
     snap: &Snapshot,
     keep: &dyn Fn(u64) -> bool,
     hits: impl Iterator<Item = &'h mut Hit>,
-) {
+) -> Result<()> {
     for h in hits {
         for &id in snap.copies_of(h.id) {
             if id == h.id || !keep(id) {
@@ -718,49 +802,64 @@ fn attach_copies<'h>(
             }
             h.duplicates += 1;
             if h.also.len() < MAX_ALSO {
-                if let Some(it) = snap.item(id) {
-                    h.also.push(Also::of(it));
+                if let Some(it) = snap.item(id).map_err(QueryError::Index)? {
+                    h.also.push(Also::of(&it));
                 }
             }
         }
     }
+    Ok(())
 }
 
 /// Values listed when a filter matches nothing.
 const MAX_VALUES_LISTED: usize = 12;
 
-/// Why no item passed `filters`: the first filter that matches no item of the index, with the
-/// values its field does have (most frequent first), or the date range, or the combination.
-fn explain_empty(items: &[Item], filters: &Filters, skip: Option<u64>, twins: &[u64]) -> String {
-    let is_query = |it: &Item| Some(it.id) == skip || twins.binary_search(&it.id).is_ok();
-    if items.iter().all(is_query) {
-        return match (items.len(), skip) {
+/// Why no item passed `filters` (`compiled` against `snap`): the first filter that matches no
+/// item of the index, with the values its field does have (most frequent first), or the date
+/// range, or the combination. Counted from the snapshot's codes: one pass over the rows per
+/// field, none over SQLite.
+fn explain_empty(
+    snap: &Snapshot,
+    filters: &Filters,
+    compiled: &Compiled,
+    skip: Option<u64>,
+    twins: &[u64],
+) -> Result<String> {
+    let rows = snap.len();
+    let queries = usize::from(skip.is_some_and(|s| (s as usize) < rows))
+        + twins
+            .iter()
+            .filter(|&&t| (t as usize) < rows && Some(t) != skip)
+            .count();
+    if queries >= rows {
+        return Ok(match (rows, skip) {
             (0, _) => "the index holds no items".to_string(),
             (_, Some(_)) if !twins.is_empty() => {
                 "the index holds no other image than the query (and its copies)".to_string()
             }
             (_, Some(_)) => "the index holds no other item than the query".to_string(),
             _ => "no item passed the filters".to_string(),
-        };
+        });
     }
     for (field, allowed) in &filters.fields {
         let name = field.name();
-        let matches = |v: &str| allowed.iter().any(|a| a.eq_ignore_ascii_case(v));
-        if items.iter().any(|it| field.value(it).is_some_and(matches)) {
+        let codes = field_codes(snap, field)?;
+        let matches = codes.select(|v| allowed.iter().any(|a| a.eq_ignore_ascii_case(v)));
+        let counts = codes.counts(rows);
+        if counts.iter().zip(&matches).any(|(&n, &m)| m && n > 0) {
             continue;
-        }
-        let mut counts: HashMap<&str, usize> = HashMap::new();
-        for it in items {
-            if let Some(v) = field.value(it) {
-                *counts.entry(v).or_default() += 1;
-            }
         }
         let wanted: Vec<String> = allowed.iter().map(|a| short(a)).collect();
         let wanted = format!("{name}={}", wanted.join("|"));
+        let mut counts: Vec<(&str, usize)> = counts
+            .iter()
+            .enumerate()
+            .filter(|&(_, &n)| n > 0)
+            .filter_map(|(c, &n)| Some((codes.value(c as u32)?, n)))
+            .collect();
         if counts.is_empty() {
-            return format!("no item has a {name} value (filter {wanted})");
+            return Ok(format!("no item has a {name} value (filter {wanted})"));
         }
-        let mut counts: Vec<(&str, usize)> = counts.into_iter().collect();
         counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         let mut listed: Vec<String> = counts
             .iter()
@@ -770,16 +869,19 @@ fn explain_empty(items: &[Item], filters: &Filters, skip: Option<u64>, twins: &[
         if counts.len() > MAX_VALUES_LISTED {
             listed.push(format!("… {} more", counts.len() - MAX_VALUES_LISTED));
         }
-        return format!(
+        return Ok(format!(
             "no item has {wanted}; {name} values in this index: {}",
             listed.join(", ")
-        );
+        ));
     }
-    if filters.date_from.is_some() || filters.date_to.is_some() {
-        let dates: Vec<StudyDate> = items
+    if filters.has_dates() {
+        let codes = snap.extra(STUDY_DATE).map_err(QueryError::Index)?;
+        let counts = codes.counts(rows);
+        let dates: Vec<StudyDate> = counts
             .iter()
-            .filter_map(|it| it.meta.extra.get("study_date")?.as_str())
-            .filter_map(StudyDate::parse_stored)
+            .enumerate()
+            .filter(|&(_, &n)| n > 0)
+            .filter_map(|(c, _)| StudyDate::parse_stored(codes.value(c as u32)?))
             .collect();
         let range = |f: Option<StudyDate>, t: Option<StudyDate>| {
             let end = |d: Option<StudyDate>| d.map(|d| d.to_string()).unwrap_or_default();
@@ -787,22 +889,19 @@ fn explain_empty(items: &[Item], filters: &Filters, skip: Option<u64>, twins: &[
         };
         let asked = range(filters.date_from, filters.date_to);
         let (Some(&lo), Some(&hi)) = (dates.iter().min(), dates.iter().max()) else {
-            return format!("no item has a study date (filter {asked})");
+            return Ok(format!("no item has a study date (filter {asked})"));
         };
-        let in_range = |d: &StudyDate| {
-            filters.date_from.is_none_or(|f| *d >= f) && filters.date_to.is_none_or(|t| *d <= t)
-        };
-        if !dates.iter().any(in_range) {
-            return format!(
+        if !dates.iter().any(|&d| filters.in_range(d)) {
+            return Ok(format!(
                 "no item's study date is in {asked}; study dates in this index: {}",
                 range(Some(lo), Some(hi))
-            );
+            ));
         }
     }
-    if items.iter().any(|it| filters.keeps(it)) {
-        return "only the query itself (or its copies) passes the filters".to_string();
+    if (0..rows as u64).any(|r| compiled.keeps(r)) {
+        return Ok("only the query itself (or its copies) passes the filters".to_string());
     }
-    "no item passes all the filters together (each one alone matches some items)".to_string()
+    Ok("no item passes all the filters together (each one alone matches some items)".to_string())
 }
 
 /// `v` as it is when short, else cut in the middle: a message echoes index values boundedly.

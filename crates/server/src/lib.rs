@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use simcase_imaging::{decode_bytes_with, DecodeBudget, DecodeError, DecodeOptions, WindowPreset};
 use simcase_index::{Column, Snapshot};
 use simcase_models::TextEncoder;
-use simcase_query::{Field, Params, Query, QueryError};
+use simcase_query::{Params, Query, QueryError};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -187,7 +187,7 @@ impl From<QueryError> for ApiError {
             }
             QueryError::NotFound { .. } => StatusCode::NOT_FOUND,
             // The server's: its model failed, or gave vectors of another space.
-            QueryError::Dimension { .. } | QueryError::Model(_) => {
+            QueryError::Dimension { .. } | QueryError::Model(_) | QueryError::Index(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
@@ -363,24 +363,24 @@ async fn stats(State(state): State<Shared>) -> ApiResult<Json<api::StatsResponse
             .map_err(|e| ApiError::internal(anyhow::anyhow!("counting failed files: {e}")))?
             .map_err(ApiError::internal)?;
     let snap = snapshot(&state);
+    // Counted from the snapshot's codes: one pass over each column's codes, no SQLite.
     let mut counts: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
-    let fields: Vec<(&str, Field)> = Column::FILTERS
-        .iter()
-        .map(|&c| (c.name(), Field::Column(c)))
-        .collect();
-    let mut extra_cols: std::collections::BTreeSet<String> = Default::default();
-    for it in snap.items() {
-        for (name, f) in &fields {
-            if let Some(v) = f.value(it) {
-                *counts
-                    .entry(name)
-                    .or_default()
-                    .entry(v.to_string())
-                    .or_default() += 1;
-            }
+    for c in Column::FILTERS {
+        let Some(codes) = snap.column(c) else {
+            continue;
+        };
+        let per: BTreeMap<String, usize> = codes
+            .counts(snap.len())
+            .into_iter()
+            .enumerate()
+            .filter(|&(_, n)| n > 0)
+            .filter_map(|(code, n)| Some((codes.value(code as u32)?.to_string(), n)))
+            .collect();
+        if !per.is_empty() {
+            counts.insert(c.name(), per);
         }
-        extra_cols.extend(it.meta.extra.keys().cloned());
     }
+    let extra_cols = snap.extra_keys().clone();
     let b = &state.embedder.stats;
     use std::sync::atomic::Ordering::Relaxed;
     Ok(Json(api::StatsResponse {
@@ -574,7 +574,7 @@ fn parse_id(
 ) -> std::result::Result<u64, QueryError> {
     let Path(raw) = raw.map_err(|e| QueryError::bad("id", e.body_text()))?;
     let id = simcase_query::params::parse_id("id", &raw)?;
-    if snap.item(id).is_none() {
+    if id >= snap.len() as u64 {
         return Err(QueryError::NotFound {
             id,
             items: snap.len(),
@@ -590,11 +590,13 @@ async fn item(
 ) -> ApiResult<Json<simcase_index::Item>> {
     let snap = snapshot(&state);
     let id = parse_id(raw, &snap)?;
-    let it = snap.item(id).ok_or(QueryError::NotFound {
-        id,
-        items: snap.len(),
-    })?;
-    let mut it = it.clone();
+    let mut it = snap
+        .item(id)
+        .map_err(QueryError::Index)?
+        .ok_or(QueryError::NotFound {
+            id,
+            items: snap.len(),
+        })?;
     if !state.cfg.show_paths {
         it.meta.path.clear(); // an empty path is not serialised
     }
@@ -622,6 +624,7 @@ async fn thumbnail(
         None => {
             let it = snap
                 .item(id)
+                .map_err(ApiError::internal)?
                 .ok_or_else(|| ApiError::not_found("no such item"))?;
             let path = PathBuf::from(&it.meta.path);
             let opts = part_options(&it.meta, window, &state.cfg.decode_budget);

@@ -15,6 +15,7 @@ pub mod durable;
 mod errors;
 mod reader;
 mod settings;
+mod table;
 mod writer;
 
 pub use ann::AnnSettings;
@@ -22,6 +23,7 @@ pub use columns::{part_keys, Column, Disagreement, Item, ItemMeta};
 pub use errors::{failure_counts, failures, Failure};
 pub use reader::{Reader, Rows, Snapshot};
 pub use settings::Settings;
+pub use table::{Codes, MAX_EXTRA_COLUMNS, MAX_EXTRA_VALUES};
 pub use writer::{LabelOutcome, LabelUpdate, Writer};
 
 use anyhow::{Context, Result};
@@ -42,8 +44,12 @@ fn connect(dir: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Committed rows: rows are `0..n` (the writer appends at the count, and a snapshot checks
+/// it), so the last row id says it through the primary key, where `COUNT(*)` would scan.
 fn item_count(conn: &Connection) -> Result<usize> {
-    let n: i64 = conn.query_row("SELECT COUNT(*) FROM items", [], |r| r.get(0))?;
+    let n: i64 = conn.query_row("SELECT COALESCE(MAX(row) + 1, 0) FROM items", [], |r| {
+        r.get(0)
+    })?;
     Ok(n as usize)
 }
 
@@ -276,7 +282,7 @@ mod tests {
         assert_ne!(v1, v0, "a snapshot must see that labels changed");
         let snap = Snapshot::open(&d).unwrap();
         assert_eq!(snap.version(), v1);
-        let m = |id: u64| snap.item(id).unwrap().meta.clone();
+        let m = |id: u64| snap.item(id).unwrap().unwrap().meta;
         for id in [0, 1] {
             assert_eq!(m(id).modality.as_deref(), Some("CT"));
             assert_eq!(m(id).split.as_deref(), Some("train"));
@@ -307,6 +313,53 @@ mod tests {
             Some("MR/brain/glioma")
         );
         assert_eq!(r.version().generation, 2);
+    }
+
+    /// Every statement the store issues with a `WHERE` on `items` (or `errors`, `meta`): its
+    /// plan, as SQLite reports it for an index the writer made.
+    #[test]
+    fn every_lookup_uses_an_index_not_a_table_scan() {
+        let d = tmpdir("plans");
+        let mut w = Writer::open(&d, "m", 1).unwrap();
+        w.add(&[(meta("a.png", "h1"), vec![1.0])]).unwrap();
+        drop(w);
+        let conn = connect(&d).unwrap();
+        let statements: Vec<String> = vec![
+            "SELECT COALESCE(MAX(row) + 1, 0) FROM items".into(),
+            "SELECT value FROM meta WHERE key = ?1".into(),
+            reader::item_sql(),
+            reader::items_sql(),
+            reader::ID_BY_HASH_SQL.into(),
+            reader::table_sql(),
+            reader::EXTRA_SQL.into(),
+            writer::CONTAINS_HASH_SQL.into(),
+            writer::file_items_sql(),
+            writer::DELETE_ERROR_SQL.into(),
+            columns::update_sql(),
+            "SELECT 1 FROM errors WHERE path = ?1".into(),
+        ];
+        for sql in &statements {
+            let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let nulls = std::iter::repeat_n(rusqlite::types::Value::Null, st.parameter_count());
+            let plan: Vec<String> = st
+                .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert!(!plan.is_empty(), "{sql}: no plan");
+            for step in &plan {
+                assert!(
+                    !step.starts_with("SCAN"),
+                    "{sql}: full scan in its plan {plan:?}"
+                );
+            }
+            assert!(
+                plan.iter().any(|p| p.starts_with("SEARCH")),
+                "{sql}: no index search in {plan:?}"
+            );
+        }
+        // Row counts go through the primary key too: no COUNT(*) over the table.
+        assert_eq!(item_count(&conn).unwrap(), 1);
     }
 
     #[test]

@@ -1,22 +1,54 @@
 //! Reading an index: [`Reader`] (the committed rows, memory-mapped, plus SQLite lookups) and
-//! [`Snapshot`] (the same rows with all metadata in memory, immutable and shared by a server's
-//! requests). Both only ever see committed rows: SQLite's row count bounds the mapped vectors.
+//! [`Snapshot`] (the same rows with the metadata that searches filter and group on in memory,
+//! coded, immutable and shared by a server's requests). Both only ever see committed rows: SQLite's row count bounds the mapped vectors.
 //! Each remembers the [`Version`] it was opened at (rows and metadata generation), so that a
 //! cache can tell when new rows *or* rewritten labels make it stale.
 
 use super::ann::{self, AnnSettings};
-use super::columns::{row_to_item, select_list, Item};
+use super::columns::{row_to_item, select_list, Column, Item};
 use super::settings::Settings;
-use super::{connect, version, Version, DB, VECTORS};
+use super::table::{Codes, CodesBuilder, Table, TableBuilder, CODED};
+use super::{connect, generation, item_count, version, Version, DB, VECTORS};
 use crate::compact::{self, CompactRows, Precision};
 use crate::hnsw::{search_graph, Hnsw};
 use crate::{search_rows, Hit};
 use anyhow::{ensure, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::sync::Mutex;
+
+/// One item by row id.
+pub(super) fn item_sql() -> String {
+    format!("SELECT {} FROM items WHERE row = ?1", select_list())
+}
+
+/// Every item below a row count, by id.
+pub(super) fn items_sql() -> String {
+    format!(
+        "SELECT {} FROM items WHERE row < ?1 ORDER BY row",
+        select_list()
+    )
+}
+
+/// The committed item of a content hash.
+pub(super) const ID_BY_HASH_SQL: &str = "SELECT row FROM items WHERE hash = ?1 AND row < ?2";
+
+/// What a snapshot codes, by id.
+pub(super) fn table_sql() -> String {
+    let cols: Vec<&str> = CODED.iter().map(|c| c.name()).collect();
+    format!(
+        "SELECT row, format, {}, extra FROM items WHERE row < ?1 ORDER BY row",
+        cols.join(", ")
+    )
+}
+
+/// Every item's `extra`, by id (an `extra` column that the snapshot does not code).
+pub(super) const EXTRA_SQL: &str = "SELECT row, extra FROM items WHERE row < ?1 ORDER BY row";
 
 /// A read-only view: the committed rows, memory-mapped, plus metadata lookups.
 pub struct Reader {
@@ -221,37 +253,8 @@ impl Reader {
         let ann = AnnSettings::read(&conn)
             .with_context(|| format!("{}: search settings", dir.display()))?;
         // Read before any metadata: labels rewritten after this make the version stale.
-        let Version { rows, generation } = version(&mut conn)?;
-        let file = File::open(dir.join(VECTORS))?;
-        let need = rows * settings.dim * 4;
-        ensure!(
-            file.metadata()?.len() as usize >= need,
-            "{}: vectors file shorter than its {rows} committed items",
-            dir.display()
-        );
-        let map = if need > 0 {
-            // SAFETY: the file is only ever appended to (or truncated past the committed rows,
-            // which this view never reads), so the mapped bytes never change under us.
-            Some(unsafe { memmap2::MmapOptions::new().len(need).map(&file)? })
-        } else {
-            None
-        };
-        let mut view = Rows {
-            settings,
-            map,
-            rows,
-            generation,
-            compact: None,
-            dir: dir.to_path_buf(),
-            ann,
-            ef_search: AtomicUsize::new(0),
-            graph: OnceLock::new(),
-        };
-        let precision = compact::stored(&conn)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(DB).display()))?;
-        if precision != Precision::F32 {
-            view.compact = Some(open_compact(dir, &view, precision)?);
-        }
+        let v = version(&mut conn)?;
+        let view = map_rows(dir, &conn, settings, ann, v)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             conn,
@@ -268,20 +271,13 @@ impl Reader {
     pub fn item(&self, id: u64) -> Result<Option<Item>> {
         Ok(self
             .conn
-            .query_row(
-                &format!("SELECT {} FROM items WHERE row = ?1", select_list()),
-                [id as i64],
-                row_to_item,
-            )
+            .query_row(&item_sql(), [id as i64], row_to_item)
             .optional()?)
     }
 
     /// Every committed item, by id.
     pub fn items(&self) -> Result<Vec<Item>> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT {} FROM items WHERE row < ?1 ORDER BY row",
-            select_list()
-        ))?;
+        let mut st = self.conn.prepare(&items_sql())?;
         let v = st
             .query_map([self.view.rows as i64], row_to_item)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -303,54 +299,134 @@ impl Reader {
     pub fn id_by_hash(&self, hash: &str) -> Result<Option<u64>> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT row FROM items WHERE hash = ?1 AND row < ?2",
-                params![hash, self.view.rows as i64],
-                |r| r.get::<_, i64>(0),
-            )
+            .query_row(ID_BY_HASH_SQL, params![hash, self.view.rows as i64], |r| {
+                r.get::<_, i64>(0)
+            })
             .optional()?
             .map(|r| r as u64))
     }
 }
 
 /// An immutable, thread-safe view of an index at one committed row count: the vectors stay
-/// memory-mapped (shared by every request, never copied) and the metadata is held in memory
-/// for filtering. A server swaps in a fresh snapshot when a writer has committed more rows.
+/// memory-mapped (shared by every request, never copied), the fields that searches filter and
+/// group on are held in memory as dictionary codes (a few bytes per row: see [`Codes`]), and
+/// the rest of an item (path, UIDs, `extra`) is read from SQLite by row id when a page shows
+/// it, inside one read transaction held for the snapshot's life, so that every read sees the
+/// index as it was when the snapshot was taken. A server swaps in a fresh snapshot when a
+/// writer has committed more rows or rewritten labels.
 pub struct Snapshot {
     view: Rows,
-    items: Vec<Item>,
-    /// Items that share their pixel hash with others: each id's group, ids ascending
-    /// (unique images and items without a hash are not kept).
-    copies: std::collections::HashMap<u64, std::sync::Arc<[u64]>>,
+    dir: PathBuf,
+    table: Table,
+    /// In a read transaction begun when the snapshot was taken.
+    conn: Mutex<Connection>,
 }
 
 impl Reader {
-    /// Freeze this reader's committed rows into a [`Snapshot`].
+    /// Freeze this reader's committed rows into a [`Snapshot`]: its metadata codes are read
+    /// in one read transaction, which the snapshot keeps (rows committed or labels rewritten
+    /// since the reader was opened are included, and the vectors mapped to match).
     pub fn snapshot(self) -> Result<Snapshot> {
-        let items = self.items()?;
-        ensure!(
-            items.len() == self.view.rows
-                && items.iter().enumerate().all(|(i, it)| it.id == i as u64),
-            "{}: item rows are not contiguous",
-            self.dir.display()
-        );
-        let mut by_hash: std::collections::HashMap<&str, Vec<u64>> = Default::default();
-        for it in &items {
-            if let Some(h) = it.meta.pixel_hash() {
-                by_hash.entry(h).or_default().push(it.id);
-            }
+        let Reader {
+            dir,
+            conn,
+            mut view,
+        } = self;
+        conn.execute_batch("BEGIN DEFERRED")?;
+        // The first read starts the transaction: everything below belongs to this moment.
+        let v = Version {
+            generation: generation(&conn)?,
+            rows: item_count(&conn)?,
+        };
+        if v != view.version() {
+            let ann = view.ann;
+            view = map_rows(&dir, &conn, view.settings, ann, v)?;
         }
-        let mut copies = std::collections::HashMap::new();
-        for ids in by_hash.into_values().filter(|ids| ids.len() > 1) {
-            let ids: std::sync::Arc<[u64]> = ids.into();
-            copies.extend(ids.iter().map(|&id| (id, ids.clone())));
-        }
+        let table = read_table(&conn, v.rows)
+            .with_context(|| format!("{}: reading item metadata", dir.join(DB).display()))?;
         Ok(Snapshot {
-            view: self.view,
-            items,
-            copies,
+            view,
+            dir,
+            table,
+            conn: Mutex::new(conn),
         })
     }
+}
+
+/// The coded metadata of the first `rows` items (which must be rows `0..rows`).
+fn read_table(conn: &Connection, rows: usize) -> Result<Table> {
+    let mut st = conn.prepare(&table_sql())?;
+    let mut q = st.query([rows as i64])?;
+    let mut b = TableBuilder::new();
+    let mut extra = serde_json::Map::new();
+    while let Some(r) = q.next()? {
+        let id: i64 = r.get(0)?;
+        ensure!(
+            id == b.rows() as i64,
+            "item rows are not contiguous (row {id} where {} was expected)",
+            b.rows()
+        );
+        let mut values: [Option<&str>; CODED.len()] = [None; CODED.len()];
+        for (i, v) in values.iter_mut().enumerate() {
+            *v = r.get_ref(2 + i)?.as_str_or_null()?;
+        }
+        extra.clear();
+        if let Some(e) = r.get_ref(2 + CODED.len())?.as_str_or_null()? {
+            // As Reader::items: unreadable extra metadata reads as none.
+            if let Ok(m) = serde_json::from_str(e) {
+                extra = m;
+            }
+        }
+        b.push(r.get_ref(1)?.as_str()?, &values, &extra);
+    }
+    ensure!(
+        b.rows() == rows,
+        "item rows are not contiguous ({} of {rows} rows)",
+        b.rows()
+    );
+    Ok(b.finish())
+}
+
+/// Map the first `v.rows` vectors of `dir`.
+fn map_rows(
+    dir: &Path,
+    conn: &Connection,
+    settings: Settings,
+    ann: AnnSettings,
+    v: Version,
+) -> Result<Rows> {
+    let file = File::open(dir.join(VECTORS))?;
+    let need = v.rows * settings.dim * 4;
+    ensure!(
+        file.metadata()?.len() as usize >= need,
+        "{}: vectors file shorter than its {} committed items",
+        dir.display(),
+        v.rows
+    );
+    let map = if need > 0 {
+        // SAFETY: the file is only ever appended to (or truncated past the committed rows,
+        // which this view never reads), so the mapped bytes never change under us.
+        Some(unsafe { memmap2::MmapOptions::new().len(need).map(&file)? })
+    } else {
+        None
+    };
+    let mut view = Rows {
+        settings,
+        map,
+        rows: v.rows,
+        generation: v.generation,
+        compact: None,
+        dir: dir.to_path_buf(),
+        ann,
+        ef_search: AtomicUsize::new(0),
+        graph: OnceLock::new(),
+    };
+    let precision = compact::stored(conn)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(DB).display()))?;
+    if precision != Precision::F32 {
+        view.compact = Some(open_compact(dir, &view, precision)?);
+    }
+    Ok(view)
 }
 
 impl Snapshot {
@@ -359,26 +435,91 @@ impl Snapshot {
         Reader::open(dir)?.snapshot()
     }
 
-    /// The version of `dir` right now (cheap: one count and one lookup); a snapshot whose
+    /// The version of `dir` right now (cheap: two lookups); a snapshot whose
     /// [`version`](Rows::version) differs is stale (new rows, or labels rewritten).
     pub fn committed_version(dir: &Path) -> Result<Version> {
         version(&mut connect(dir)?)
     }
 
-    /// Item `id`, if it is in the snapshot.
-    pub fn item(&self, id: u64) -> Option<&Item> {
-        self.items.get(usize::try_from(id).ok()?)
+    /// Item `id`, if it is in the snapshot, read from SQLite as the snapshot saw it.
+    pub fn item(&self, id: u64) -> Result<Option<Item>> {
+        if id >= self.view.rows as u64 {
+            return Ok(None);
+        }
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a reader of {} panicked", self.dir.display()))?;
+        let mut st = conn.prepare_cached(&item_sql())?;
+        Ok(st.query_row([id as i64], row_to_item).optional()?)
     }
 
-    /// Every item, by id.
-    pub fn items(&self) -> &[Item] {
-        &self.items
+    /// The snapshot's codes of `column` (every column but [`Column::SopUid`], which is unique
+    /// per item and neither filtered nor grouped on).
+    pub fn column(&self, column: Column) -> Option<&Codes> {
+        self.table.columns.get(&column)
+    }
+
+    /// The snapshot's codes of the items' formats.
+    pub fn formats(&self) -> &Codes {
+        &self.table.format
+    }
+
+    /// The codes of the string values of `extra` column `key` (values that are not strings
+    /// count as none): held for `study_date`, `volume` and up to [`MAX_EXTRA_COLUMNS`](crate::store::MAX_EXTRA_COLUMNS) others
+    /// of at most [`MAX_EXTRA_VALUES`](crate::store::MAX_EXTRA_VALUES) values each; any other key is read from SQLite (a pass
+    /// over the rows, for this call only). A key no item has gives an empty column.
+    pub fn extra(&self, key: &str) -> Result<Cow<'_, Codes>> {
+        if let Some(c) = self.table.extra.get(key) {
+            return Ok(Cow::Borrowed(c));
+        }
+        if !self.table.uncoded.contains(key) {
+            return Ok(Cow::Owned(Codes::empty()));
+        }
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a reader of {} panicked", self.dir.display()))?;
+        let mut st = conn.prepare(EXTRA_SQL)?;
+        let mut q = st.query([self.view.rows as i64])?;
+        let mut b = CodesBuilder::default();
+        while let Some(r) = q.next()? {
+            let row: i64 = r.get(0)?;
+            let Some(e) = r.get_ref(1)?.as_str_or_null()? else {
+                continue;
+            };
+            let Ok(m) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(e)
+            else {
+                continue;
+            };
+            if let Some(v) = m.get(key).and_then(|v| v.as_str()) {
+                b.set(row as usize, Some(v));
+            }
+        }
+        Ok(Cow::Owned(b.finish(self.view.rows)))
+    }
+
+    /// Every key of any item's `extra` metadata.
+    pub fn extra_keys(&self) -> &BTreeSet<String> {
+        &self.table.extra_keys
+    }
+
+    /// Heap bytes of the in-memory metadata (codes, dictionaries and copy groups), for
+    /// benchmarks.
+    pub fn heap_bytes(&self) -> usize {
+        let t = &self.table;
+        let copies: usize = t.copies.values().map(|ids| 8 * ids.len()).sum();
+        t.columns.values().map(Codes::heap_bytes).sum::<usize>()
+            + t.format.heap_bytes()
+            + t.extra.values().map(Codes::heap_bytes).sum::<usize>()
+            + 32 * t.copies.len()
+            + copies
     }
 
     /// The items holding the same decoded pixels as item `id` (its pixel hash), `id`
     /// included, ids ascending; empty when it has no copy (or no pixel hash). Built once per
     /// snapshot, so that a search looks copies up instead of scanning every item.
     pub fn copies_of(&self, id: u64) -> &[u64] {
-        self.copies.get(&id).map_or(&[], |ids| ids)
+        self.table.copies.get(&id).map_or(&[], |ids| ids)
     }
 }

@@ -22,6 +22,23 @@ use std::time::{Duration, Instant};
 
 const LOCK: &str = "writer.lock";
 
+/// Whether a content hash is committed (the unique index on `hash`).
+pub(super) const CONTAINS_HASH_SQL: &str = "SELECT 1 FROM items WHERE hash = ?1";
+
+/// A file's failure, forgotten when it indexes (the primary key of `errors`).
+pub(super) const DELETE_ERROR_SQL: &str = "DELETE FROM errors WHERE path = ?1";
+
+/// The items of one file: `HASH`, `HASH#…` and `HASH@…`: two range scans and a lookup on the
+/// unique hash index (`$` and `A` follow `#` and `@` in ASCII).
+pub(super) fn file_items_sql() -> String {
+    format!(
+        "SELECT {} FROM items WHERE hash = ?1
+           OR (hash >= ?1 || '#' AND hash < ?1 || '$')
+           OR (hash >= ?1 || '@' AND hash < ?1 || 'A') ORDER BY row",
+        select_list()
+    )
+}
+
 /// The single writer of an index folder (an exclusive lock on `writer.lock` enforces it).
 pub struct Writer {
     dir: PathBuf,
@@ -376,7 +393,7 @@ impl Writer {
     pub fn contains_hash(&self, hash: &str) -> Result<bool> {
         Ok(self
             .conn
-            .query_row("SELECT 1 FROM items WHERE hash = ?1", [hash], |_| Ok(()))
+            .query_row(CONTAINS_HASH_SQL, [hash], |_| Ok(()))
             .optional()?
             .is_some())
     }
@@ -425,7 +442,7 @@ impl Writer {
                 ins.execute(rusqlite::params_from_iter(insert_values(row, m)))?;
                 ids.push(row as u64);
             }
-            let mut del = tx.prepare_cached("DELETE FROM errors WHERE path = ?1")?;
+            let mut del = tx.prepare_cached(DELETE_ERROR_SQL)?;
             for (m, _) in batch {
                 del.execute([&m.path])?;
             }
@@ -463,14 +480,7 @@ impl Writer {
         let tx = self.conn.unchecked_transaction()?;
         let mut any = false;
         {
-            // A file's items are `HASH`, `HASH#…` and `HASH@…`: two range scans and a lookup
-            // on the unique hash index (`$` and `A` follow `#` and `@` in ASCII).
-            let mut sel = tx.prepare_cached(&format!(
-                "SELECT {} FROM items WHERE hash = ?1
-                   OR (hash >= ?1 || '#' AND hash < ?1 || '$')
-                   OR (hash >= ?1 || '@' AND hash < ?1 || 'A') ORDER BY row",
-                select_list()
-            ))?;
+            let mut sel = tx.prepare_cached(&file_items_sql())?;
             let mut upd = tx.prepare_cached(&update_sql())?;
             for u in updates {
                 let mut o = LabelOutcome::default();
