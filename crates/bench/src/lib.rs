@@ -11,5 +11,7 @@ pub mod hostile;
 pub mod load;
 pub mod peers;
 pub mod rss;
+pub mod scale;
+pub mod synth;
 pub mod throughput;
 mod wire;
