@@ -88,7 +88,8 @@ pub enum BenchCmd {
         /// Draws scored by --validate (seeds 0..N).
         #[arg(long, default_value_t = 5)]
         draws: u64,
-        /// Only write --rows synthetic rows as a simcase index in DIR (resumes).
+        /// Only write --rows synthetic rows as a simcase index in DIR (rerun with the same --rows
+        /// and --seed, it resumes an interrupted write).
         #[arg(long)]
         write_index: Option<PathBuf>,
     },
