@@ -17,7 +17,8 @@
          and @100 against IndexFlatIP, single-query p50/p99 (first L queries), batch q/s, and
          filtered search with an IDSelector (recall@10 against the exact filtered top-10).
          -> {"threads", "faiss", "indexes": [{name, build_s, resident_bytes_per_vector,
-             disk_bytes_per_vector, settings: [{ef_search, recall@10, ...}]}]}
+             disk_bytes_per_vector, settings: [{ef_search, recall@10, ..., top1}]}]}
+         (top1: each query's best row, from which the caller scores P@1 with its labels)
 
 Everything runs on 2 threads, as simcase does on the 2-core target.
 Needs: pip install torch timm onnxruntime onnx faiss-cpu numpy
@@ -224,6 +225,7 @@ def scale(args):
                 "qps": qps,
                 "resident_bytes_per_vector": resident,
                 "filtered": filt,
+                "top1": [int(x) for x in I[:, 0]],
             })
         out["indexes"].append({
             "name": name,

@@ -461,7 +461,7 @@ pub fn run(o: &Options) -> Result<Value> {
             "settings": settings,
         }));
     }
-    let peers = if o.peers {
+    let mut peers = if o.peers {
         let efs: Vec<String> = o.ef_search.iter().map(|e| e.to_string()).collect();
         Some(crate::peers::run(&[
             "scale".into(),
@@ -491,6 +491,31 @@ pub fn run(o: &Options) -> Result<Value> {
     } else {
         None
     };
+    // FAISS returns each query's best row; P@1 is scored here, with the labels.
+    for idx in peers
+        .as_mut()
+        .and_then(|p| p["indexes"].as_array_mut())
+        .into_iter()
+        .flatten()
+    {
+        for st in idx["settings"].as_array_mut().into_iter().flatten() {
+            let Some(top1) = st.as_object_mut().and_then(|o| o.remove("top1")) else {
+                continue;
+            };
+            let hits: Vec<Vec<Hit>> = top1
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| match r.as_u64() {
+                    Some(row) if (row as usize) < o.rows => vec![Hit { row, score: 0.0 }],
+                    _ => Vec::new(),
+                })
+                .collect();
+            if hits.len() == qs.len() {
+                st["p_at_1"] = json!(p1(&hits));
+            }
+        }
+    }
     let report = json!({
         "cpu": cpu_model(),
         "data": match o.data { DataKind::Random => "random", DataKind::Synthetic => "synthetic" },
