@@ -10,7 +10,7 @@
 use crate::synth::{self, Generator, Model, Rng};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
-use simcase_index::{FlatIndex, Hit, VectorIndex};
+use simcase_index::{CompactRows, FlatIndex, Hit, Precision, VectorIndex};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -167,11 +167,63 @@ impl<I: VectorIndex> VectorIndex for Ref<'_, I> {
 /// true, build: |rows, dim, p| … }`, returning a [`Built`] whose `at(ef)` searches with that
 /// efSearch and whose `disk_bytes` counts its graph or compact file.
 pub fn engines() -> Vec<Engine> {
-    vec![Engine {
-        name: "exact-f32",
-        sweeps_ef: false,
-        build: |rows, dim, _p| Ok(Box::new(Exact(FlatIndex::new(rows, dim)))),
-    }]
+    vec![
+        Engine {
+            name: "exact-f32",
+            sweeps_ef: false,
+            build: |rows, dim, _p| Ok(Box::new(Exact(FlatIndex::new(rows, dim)))),
+        },
+        Engine {
+            name: "flat-f16",
+            sweeps_ef: false,
+            build: |rows, dim, _p| Compact::build(Precision::F16, rows, dim),
+        },
+        Engine {
+            name: "flat-i8",
+            sweeps_ef: false,
+            build: |rows, dim, _p| Compact::build(Precision::I8, rows, dim),
+        },
+    ]
+}
+
+/// A compact scan (f16 or i8 rows) whose candidates are re-ranked with the f32 rows.
+struct Compact {
+    rows: Rows,
+    dim: usize,
+    compact: CompactRows,
+}
+
+impl Compact {
+    fn build(p: Precision, rows: Rows, dim: usize) -> Result<Box<dyn Built>> {
+        let compact = CompactRows::from_rows(p, rows.as_ref(), dim)?;
+        Ok(Box::new(Self { rows, dim, compact }))
+    }
+}
+
+impl Built for Compact {
+    fn at(&self, _ef: usize) -> Box<dyn VectorIndex + '_> {
+        Box::new(self)
+    }
+    fn disk_bytes(&self) -> u64 {
+        self.compact.bytes() as u64
+    }
+}
+
+impl VectorIndex for &Compact {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn len(&self) -> usize {
+        self.compact.len()
+    }
+    fn search(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
+    ) -> Vec<Vec<Hit>> {
+        self.compact.search(self.rows.as_ref(), queries, k, keep)
+    }
 }
 
 /// Top `k` for `queries` from the exact f32 scan (the ground truth).
