@@ -49,6 +49,10 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         decode_budget_mb: 4096,
         decode_threads: 0,
         precision: None,
+        index_type: None,
+        hnsw_m: None,
+        hnsw_ef_construction: None,
+        hnsw_ef_search: None,
     };
     index_cmd(&args)?;
     let errors = Reader::open(&index)?.errors()?;

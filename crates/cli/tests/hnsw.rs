@@ -38,10 +38,10 @@ fn search_json(index: &Path, extra: &[&str]) -> serde_json::Value {
 #[test]
 fn hnsw_index_searches_and_serves_like_exact() {
     let dir = tmp("hnsw-serve");
-    let m = manifest(&dir, 80, 11, 0);
+    let m = manifest(&dir, 400, 2, 0);
     let index = dir.join("index");
     index_manifest(&index, &m);
-    // 80 rows: auto is flat, the exact answer.
+    // 400 rows: auto is flat, the exact answer.
     let exact = search_json(&index, &[]);
     assert!(!index.join("graph.usearch").exists());
 
@@ -58,7 +58,7 @@ fn hnsw_index_searches_and_serves_like_exact() {
     );
 
     // Path-less: convert, building the graph (8 candidates a search, so that 5 hits out of
-    // 80 rows go through the graph rather than the small-index exact scan).
+    // 400 rows go through the graph rather than the small-index exact scan).
     run_ok(bin().args(["index", "--index"]).arg(&index).args([
         "--index-type",
         "hnsw",
@@ -115,10 +115,10 @@ fn hnsw_index_searches_and_serves_like_exact() {
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
+    // Kept open to the end: a closed pipe would end the server at its next line.
+    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    out.read_line(&mut line).unwrap();
     let addr = line
         .trim()
         .strip_prefix("listening on http://")

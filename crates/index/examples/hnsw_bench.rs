@@ -158,7 +158,7 @@ fn main() {
         // Filtered: the graph walk with the predicate vs the exact scan of passing rows.
         for sel in [0.001f64, 0.005, 0.01, 0.02, 0.05, 0.1, 0.3] {
             let modulo = (1.0 / sel).round() as u64;
-            let keep = move |r: u64| r.wrapping_mul(0x9E37_79B9_7F4A_7C15) % modulo == 0;
+            let keep = move |r: u64| r.wrapping_mul(0x9E37_79B9_7F4A_7C15).is_multiple_of(modulo);
             let truth: Vec<Vec<Hit>> = q
                 .iter()
                 .map(|x| search_rows(&rows, DIM, &[x], 10, Some(&keep)).remove(0))

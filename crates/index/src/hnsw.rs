@@ -14,7 +14,8 @@
 //! rows, while an exact scan of the passing rows costs one filter call per row plus one dot
 //! product per passing row; [`exact_is_cheaper`] compares the two with costs measured here
 //! (selectivity estimated by sampling rows through the filter) and scans when that is
-//! cheaper: below about 20% of 20k rows, 5% of 100k, 1–2% of 1M. So is any request for a
+//! cheaper: below about 30% of 20k rows, 10% of 100k (measured crossovers: 10–30% and 5–10%),
+//! 4% of 1M and 1% of 10M (the model's). So is any request for a
 //! large share of the rows (a `--group-by` pool grown to every candidate).
 
 use crate::{search_rows, Hit, VectorIndex};
@@ -32,7 +33,8 @@ pub enum IndexType {
     Flat,
     /// HNSW graph, candidates re-ranked exactly.
     Hnsw,
-    /// Flat below [`AUTO_MIN_ROWS`] rows, HNSW from there on.
+    /// Flat below [`AUTO_MIN_ROWS`] rows, HNSW from there on (readers: once a writer has
+    /// saved the graph).
     #[default]
     Auto,
 }
@@ -76,17 +78,20 @@ impl fmt::Display for IndexType {
     }
 }
 
-/// From this many rows on, [`IndexType::Auto`] searches through the graph. Measured on a
-/// 2-core AVX2 EPYC with 384-d clustered vectors: the exact scan takes ~2.3 ms at 50k rows
-/// and grows linearly, HNSW (M 16, ef 64, with re-rank) ~0.3 ms; below ~20k rows the scan is
-/// under a millisecond and exact, so the graph (its build time and memory) is not worth it.
+/// From this many rows on, [`IndexType::Auto`] searches through the graph. Measured with
+/// `hnsw_bench` on a busy 2-core AVX2 EPYC, 384-d clustered vectors: the exact scan took
+/// 8.9 ms a query at 20k rows and 92 ms at 100k (linear in rows), HNSW (M 16, ef 64,
+/// re-ranked) 0.3–0.5 ms; below 20k the scan stays around 10 ms or less and is exact, so the
+/// graph's build (~15 s at 20k) and memory (~0.7–0.85 KB a vector) are not worth it.
 pub const AUTO_MIN_ROWS: usize = 20_000;
 
-/// Nanoseconds per graph distance and per value of the vector (i8, with the walk's overhead):
-/// ~60 ns a distance at 384-d on a 2-core AVX2 EPYC (`hnsw_bench`'s filtered walks).
-const WALK_NS_PER_VALUE: f64 = 0.16;
-/// Nanoseconds per f32 value of an exact dot product from the memory-mapped rows.
-const DOT_NS_PER_VALUE: f64 = 0.25;
+/// Nanoseconds per graph distance and per value of the vector (i8, with the filtered walk's
+/// queue overhead): ~880 ns a distance at 384-d on a busy 2-core AVX2 EPYC (`hnsw_bench`'s
+/// filtered walks at 100k rows; 180 ns at 20k).
+const WALK_NS_PER_VALUE: f64 = 2.3;
+/// Nanoseconds per f32 value of an exact dot product of a passing row (the same runs: ~0.9 µs
+/// a 384-d row in a full scan, more for scattered rows).
+const DOT_NS_PER_VALUE: f64 = 2.4;
 /// Nanoseconds per filter call of a scan (a metadata lookup and comparison).
 const KEEP_NS: f64 = 10.0;
 
@@ -383,13 +388,14 @@ impl Hnsw {
                 "graph holds {start} rows, cannot add rows from {first}"
             );
             let end = (start + BUILD_STEP).min(total);
-            self.add_range(first, data, end)?;
+            self.add_range(first, data, end, total)?;
             after(end, total)?;
         }
     }
 
-    /// Add rows `covered()..end` of `data` (which holds rows `first..`).
-    fn add_range(&self, first: usize, data: &[f32], end: usize) -> Result<()> {
+    /// Add rows `covered()..end` of `data` (which holds rows `first..`), with room for
+    /// `total` rows (a build reserves its size once; small appends grow by doubling).
+    fn add_range(&self, first: usize, data: &[f32], end: usize, total: usize) -> Result<()> {
         let mut g = self.write();
         let start = g.covered;
         if start >= end {
@@ -401,7 +407,11 @@ impl Hnsw {
         );
         let threads = rayon::current_num_threads().max(1);
         if g.index.capacity() < end {
-            let cap = end.max(g.index.capacity().saturating_mul(2)).max(1024);
+            let cap = if total - start > BUILD_STEP {
+                total
+            } else {
+                total.max(g.index.capacity().saturating_mul(2)).max(1024)
+            };
             g.index
                 .reserve_capacity_and_threads(cap, threads.max(SLOTS))
                 .map_err(|e| anyhow::anyhow!("reserving graph room for {cap} rows: {e}"))?;

@@ -10,7 +10,7 @@ use super::settings::Settings;
 use super::table::{Codes, CodesBuilder, Table, TableBuilder, CODED};
 use super::{connect, generation, item_count, version, Version, DB, VECTORS};
 use crate::compact::{self, CompactRows, Precision};
-use crate::hnsw::{search_graph, Hnsw};
+use crate::hnsw::{search_graph, Hnsw, IndexType};
 use crate::{search_rows, Hit};
 use anyhow::{ensure, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -136,8 +136,14 @@ impl Rows {
     /// The graph searches go through, loading (or building in memory) it on first use; `None`
     /// for a flat index, one too small for `auto`, or one whose graph could not be made (the
     /// reason is logged once: searches scan exactly instead).
+    ///
+    /// `auto` uses a graph only once a writer has saved one (`simcase index` builds it when the
+    /// index reaches the threshold), so that a reader never spends minutes building one for
+    /// an index nobody asked to convert; `hnsw` builds a missing one in memory.
     pub fn graph(&self) -> Option<&Arc<Hnsw>> {
-        if !self.ann.index_type.uses_graph(self.rows) {
+        if !self.ann.index_type.uses_graph(self.rows)
+            || (self.ann.index_type == IndexType::Auto && !self.dir.join(ann::GRAPH_META).exists())
+        {
             return None;
         }
         self.graph
