@@ -10,7 +10,8 @@
 use crate::synth::{self, Generator, Model, Rng};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
-use simcase_index::{CompactRows, FlatIndex, Hit, Precision, VectorIndex};
+use simcase_index::hnsw::{search_graph, Hnsw, Quant};
+use simcase_index::{CompactRows, FlatIndex, Hit, HnswParams, Precision, VectorIndex};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -183,7 +184,67 @@ pub fn engines() -> Vec<Engine> {
             sweeps_ef: false,
             build: |rows, dim, _p| Compact::build(Precision::I8, rows, dim),
         },
+        Engine {
+            name: "hnsw-i8",
+            sweeps_ef: true,
+            build: |rows, dim, p| Graph::build(Quant::I8, rows, dim, p),
+        },
     ]
+}
+
+/// simcase's HNSW (usearch over i8 vectors with one global scale), candidates re-ranked with
+/// the f32 rows, exactly as `Rows::search` runs it on an index.
+struct Graph {
+    rows: Rows,
+    graph: Hnsw,
+}
+
+impl Graph {
+    fn build(quant: Quant, rows: Rows, dim: usize, p: Params) -> Result<Box<dyn Built>> {
+        let params = HnswParams {
+            m: p.m,
+            ef_construction: p.ef_construction,
+            ..HnswParams::default()
+        };
+        let graph = Hnsw::build(rows.as_ref(), dim, params, quant)?;
+        Ok(Box::new(Self { rows, graph }))
+    }
+}
+
+impl Built for Graph {
+    fn at(&self, ef_search: usize) -> Box<dyn VectorIndex + '_> {
+        Box::new(GraphAt {
+            g: self,
+            ef: ef_search,
+        })
+    }
+    fn disk_bytes(&self) -> u64 {
+        self.graph.memory_bytes() as u64
+    }
+}
+
+/// A [`Graph`] searched with one efSearch.
+struct GraphAt<'a> {
+    g: &'a Graph,
+    ef: usize,
+}
+
+impl VectorIndex for GraphAt<'_> {
+    fn dim(&self) -> usize {
+        self.g.graph.dim()
+    }
+    fn len(&self) -> usize {
+        self.g.rows.as_ref().len() / self.dim()
+    }
+    fn search(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
+    ) -> Vec<Vec<Hit>> {
+        let data = self.g.rows.as_ref();
+        search_graph(&self.g.graph, data, self.len(), queries, k, self.ef, keep)
+    }
 }
 
 /// A compact scan (f16 or i8 rows) whose candidates are re-ranked with the f32 rows.
