@@ -252,7 +252,6 @@ pub(crate) struct IndexArgs {
     hnsw_ef_search: Option<usize>,
 }
 
-
 /// Convert `writer`'s index to `p` (nothing when it is already there), with one line saying
 /// what was converted and how long it took.
 fn convert(writer: &mut simcase_index::Writer, p: simcase_index::Precision) -> Result<bool> {
@@ -278,7 +277,6 @@ fn convert(writer: &mut simcase_index::Writer, p: simcase_index::Precision) -> R
     }
     Ok(true)
 }
-
 
 impl IndexArgs {
     /// Whether any search setting was given.

@@ -10,9 +10,8 @@ pub use compact::{CompactRows, Precision};
 pub use flat::{dot, search_rows, FlatIndex};
 pub use hnsw::{HnswIndex, HnswParams, IndexType};
 pub use store::{
-    part_keys, AnnSettings, Codes, Column, Disagreement, Item, ItemMeta, LabelOutcome,
-    LabelUpdate, Reader, Rows, Settings, Snapshot, Version, Writer, MAX_EXTRA_COLUMNS,
-    MAX_EXTRA_VALUES,
+    part_keys, AnnSettings, Codes, Column, Disagreement, Item, ItemMeta, LabelOutcome, LabelUpdate,
+    Reader, Rows, Settings, Snapshot, Version, Writer, MAX_EXTRA_COLUMNS, MAX_EXTRA_VALUES,
 };
 
 /// `s` in at most `width` characters: as it is when it fits, else its head and tail around

@@ -19,8 +19,8 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::sync::Mutex;
+use std::sync::{Arc, OnceLock};
 
 /// One item by row id.
 pub(super) fn item_sql() -> String {
@@ -427,8 +427,8 @@ fn map_rows(
         ef_search: AtomicUsize::new(0),
         graph: OnceLock::new(),
     };
-    let precision = compact::stored(conn)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(DB).display()))?;
+    let precision =
+        compact::stored(conn).map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(DB).display()))?;
     if precision != Precision::F32 {
         view.compact = Some(open_compact(dir, &view, precision)?);
     }
