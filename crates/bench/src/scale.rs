@@ -668,6 +668,34 @@ fn p1_cell(v: &Value) -> String {
     }
 }
 
+/// Every engine setting of a result, simcase's first then FAISS's: (table label, the engine,
+/// the setting), in the order the tables list them.
+fn setting_rows(r: &Value) -> Vec<(String, &Value, &Value)> {
+    let mut out = Vec::new();
+    for (side, name_key, engines) in [
+        ("simcase", "engine", r["simcase"].as_array()),
+        ("FAISS", "name", r["faiss"]["indexes"].as_array()),
+    ] {
+        for e in engines.into_iter().flatten() {
+            for st in e["settings"].as_array().into_iter().flatten() {
+                out.push((
+                    format!("{side} {}", e[name_key].as_str().unwrap_or("?")),
+                    e,
+                    st,
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// A setting's efSearch as a table cell (`-` for engines without one).
+fn ef_cell(st: &Value) -> String {
+    st["ef_search"]
+        .as_u64()
+        .map_or("-".into(), |e| e.to_string())
+}
+
 /// The report as Markdown tables.
 pub fn render(r: &Value) -> String {
     let mut s = format!(
@@ -680,9 +708,7 @@ pub fn render(r: &Value) -> String {
     let mut row = |name: &str, build: &Value, disk: &Value, st: &Value| {
         s += &format!(
             "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            st["ef_search"]
-                .as_u64()
-                .map_or("-".into(), |e| e.to_string()),
+            ef_cell(st),
             f(build),
             f(&st["resident_bytes_per_vector"]),
             f(disk),
@@ -694,27 +720,8 @@ pub fn render(r: &Value) -> String {
             p1_cell(&st["p_at_1"]),
         );
     };
-    for e in r["simcase"].as_array().into_iter().flatten() {
-        for st in e["settings"].as_array().into_iter().flatten() {
-            row(
-                &format!("simcase {}", e["engine"].as_str().unwrap_or("?")),
-                &e["build_s"],
-                &e["disk_bytes_per_vector"],
-                st,
-            );
-        }
-    }
-    if let Some(p) = r["faiss"]["indexes"].as_array() {
-        for e in p {
-            for st in e["settings"].as_array().into_iter().flatten() {
-                row(
-                    &format!("FAISS {}", e["name"].as_str().unwrap_or("?")),
-                    &e["build_s"],
-                    &e["disk_bytes_per_vector"],
-                    st,
-                );
-            }
-        }
+    for (name, e, st) in setting_rows(r) {
+        row(&name, &e["build_s"], &e["disk_bytes_per_vector"], st);
     }
     if r["exact_p_at_1"].is_array() {
         s += &format!(
@@ -728,9 +735,7 @@ pub fn render(r: &Value) -> String {
         let b = &st["filtered"]["10%"];
         s += &format!(
             "| {name} | {} | {} | {} | {} | {} | {} | {} |\n",
-            st["ef_search"]
-                .as_u64()
-                .map_or("-".into(), |e| e.to_string()),
+            ef_cell(st),
             f(&a["recall@10"]),
             f(&a["p50_ms"]),
             f(&a["p99_ms"]),
@@ -739,20 +744,8 @@ pub fn render(r: &Value) -> String {
             f(&b["p99_ms"]),
         );
     };
-    for e in r["simcase"].as_array().into_iter().flatten() {
-        for st in e["settings"].as_array().into_iter().flatten() {
-            frow(
-                &format!("simcase {}", e["engine"].as_str().unwrap_or("?")),
-                st,
-            );
-        }
-    }
-    if let Some(p) = r["faiss"]["indexes"].as_array() {
-        for e in p {
-            for st in e["settings"].as_array().into_iter().flatten() {
-                frow(&format!("FAISS {}", e["name"].as_str().unwrap_or("?")), st);
-            }
-        }
+    for (name, _, st) in setting_rows(r) {
+        frow(&name, st);
     }
     // Ratios: simcase exact against FAISS Flat; each swept engine against FAISS HNSWFlat at
     // the same efSearch.
@@ -789,9 +782,7 @@ pub fn render(r: &Value) -> String {
                 s += &format!(
                     "| {} | {} | {peer} | {} | {} | {} | {} |\n",
                     e["engine"].as_str().unwrap_or("?"),
-                    st["ef_search"]
-                        .as_u64()
-                        .map_or("-".into(), |e| e.to_string()),
+                    ef_cell(st),
                     ratio(&st["qps"], &pst["qps"]),
                     ratio(&st["p50_ms"], &pst["p50_ms"]),
                     ratio(&st["p99_ms"], &pst["p99_ms"]),
