@@ -11,7 +11,9 @@ use crate::synth::{self, Generator, Model, Rng};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use simcase_index::hnsw::{search_graph, Hnsw, Quant};
-use simcase_index::{CompactRows, FlatIndex, Hit, HnswParams, Precision, VectorIndex};
+use simcase_index::{
+    CompactRows, FlatIndex, Hit, HnswParams, IndexType, Precision, VectorIndex,
+};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -116,9 +118,10 @@ pub struct Params {
 pub trait Built: Send + Sync {
     /// The index searched with `ef_search` (engines without one ignore it).
     fn at(&self, ef_search: usize) -> Box<dyn VectorIndex + '_>;
-    /// Bytes the engine keeps on disk beyond the f32 rows (a graph, compact vectors).
-    fn disk_bytes(&self) -> u64 {
-        0
+    /// Bytes the engine keeps on disk beyond the f32 rows (a graph, compact vectors); `work`
+    /// is a folder it may write a file to, to measure it.
+    fn disk_bytes(&self, _work: &Path) -> Result<u64> {
+        Ok(0)
     }
 }
 
@@ -137,36 +140,14 @@ struct Exact(FlatIndex<Rows>);
 
 impl Built for Exact {
     fn at(&self, _ef: usize) -> Box<dyn VectorIndex + '_> {
-        Box::new(Ref(&self.0))
-    }
-}
-
-/// A borrowed index as a boxed one.
-struct Ref<'a, I: VectorIndex>(&'a I);
-
-impl<I: VectorIndex> VectorIndex for Ref<'_, I> {
-    fn dim(&self) -> usize {
-        self.0.dim()
-    }
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn search(
-        &self,
-        queries: &[&[f32]],
-        k: usize,
-        keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
-    ) -> Vec<Vec<Hit>> {
-        self.0.search(queries, k, keep)
+        Box::new(&self.0)
     }
 }
 
 /// simcase's engines, in table order.
 ///
-/// MERGE POINT: the `compact` (f16/i8 flat + exact re-rank) and `hnsw` (usearch HNSW + exact
-/// re-rank) branches each add one entry here, e.g. `Engine { name: "hnsw-f16", sweeps_ef:
-/// true, build: |rows, dim, p| … }`, returning a [`Built`] whose `at(ef)` searches with that
-/// efSearch and whose `disk_bytes` counts its graph or compact file.
+/// Each returns a [`Built`] whose `at(ef)` searches with that efSearch and whose `disk_bytes`
+/// counts its graph or compact file.
 pub fn engines() -> Vec<Engine> {
     vec![
         Engine {
@@ -218,8 +199,14 @@ impl Built for Graph {
             ef: ef_search,
         })
     }
-    fn disk_bytes(&self) -> u64 {
-        self.graph.memory_bytes() as u64
+    /// The graph as `simcase index` saves it (`graph.usearch`: i8 vectors and links), written
+    /// to `work`, measured and removed.
+    fn disk_bytes(&self, work: &Path) -> Result<u64> {
+        let path = work.join("bench-graph.usearch");
+        self.graph.save(&path)?;
+        let len = std::fs::metadata(&path).map(|m| m.len());
+        let _ = std::fs::remove_file(&path);
+        len.with_context(|| format!("measuring {}", path.display()))
     }
 }
 
@@ -265,12 +252,12 @@ impl Built for Compact {
     fn at(&self, _ef: usize) -> Box<dyn VectorIndex + '_> {
         Box::new(self)
     }
-    fn disk_bytes(&self) -> u64 {
-        self.compact.bytes() as u64
+    fn disk_bytes(&self, _work: &Path) -> Result<u64> {
+        Ok(self.compact.bytes() as u64)
     }
 }
 
-impl VectorIndex for &Compact {
+impl VectorIndex for Compact {
     fn dim(&self) -> usize {
         self.dim
     }
@@ -536,6 +523,7 @@ pub fn run(o: &Options) -> Result<Value> {
         let t = Instant::now();
         let built = (e.build)(rows.clone(), dim, params)?;
         let build_s = t.elapsed().as_secs_f64();
+        let disk = built.disk_bytes(&o.work)?;
         let efs: Vec<usize> = if e.sweeps_ef {
             o.ef_search.clone()
         } else {
@@ -570,7 +558,7 @@ pub fn run(o: &Options) -> Result<Value> {
         results.push(json!({
             "engine": e.name,
             "build_s": build_s,
-            "disk_bytes_per_vector": (o.rows * dim * 4) as f64 / o.rows as f64 + built.disk_bytes() as f64 / o.rows as f64,
+            "disk_bytes_per_vector": (o.rows * dim * 4) as f64 / o.rows as f64 + disk as f64 / o.rows as f64,
             "settings": settings,
         }));
     }
@@ -794,12 +782,43 @@ pub fn render(r: &Value) -> String {
     s
 }
 
+/// How [`write_index`] lays out the index it writes; `None` keeps what the folder's index has
+/// (a new one: f32, `auto`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IndexLayout {
+    /// Compact vectors searched first (f16 / i8), f32 rows kept on disk for the re-rank.
+    pub precision: Option<Precision>,
+    /// Flat (no graph), hnsw, or auto (a graph from 20,000 rows on).
+    pub index_type: Option<IndexType>,
+}
+
 /// Write a synthetic archive of `rows` rows as a simcase index in `dir` (f32 vectors + SQLite
 /// rows with labels, split `train`, salted-looking patient keys, `source` = `site-D` with
 /// D = bucket / 10, so `--filter source=site-0` keeps 10%, and `meta.bucket` = `BB`, so
 /// `--filter meta.bucket=00` keeps 1%), streamed in blocks of `batch`.
-pub fn write_index(model: &Model, rows: usize, seed: u64, dir: &Path, batch: usize) -> Result<()> {
+///
+/// `layout` is applied before any row is added (an existing index is converted in place, as
+/// `simcase index --precision/--index-type` does), so compact rows are appended with each
+/// batch and a graph, if the index type calls for one, grows with them (checkpointed as
+/// `simcase index` does; HNSW parameters are the index's own). `flat` with `i8` writes a 10M
+/// archive without building any graph. Rerun with the same `rows` and `seed`, it resumes an
+/// interrupted write; at the end the graph, if any, is brought up to date and saved.
+pub fn write_index(
+    model: &Model,
+    rows: usize,
+    seed: u64,
+    dir: &Path,
+    batch: usize,
+    layout: IndexLayout,
+) -> Result<()> {
     let mut w = simcase_index::Writer::open(dir, &model.source, model.dim)?;
+    if let Some(p) = layout.precision {
+        w.set_precision(p)?;
+    }
+    if let Some(t) = layout.index_type {
+        let old = w.ann_settings();
+        w.set_ann(t, old.params)?;
+    }
     let start = w.len();
     ensure!(
         start <= rows,
@@ -850,5 +869,9 @@ pub fn write_index(model: &Model, rows: usize, seed: u64, dir: &Path, batch: usi
         );
     }
     eprintln!();
+    // Rows committed by an interrupted run past the graph's last checkpoint, or a graph asked
+    // for only now: add them and save it (a no-op for a flat index).
+    w.sync_graph(|_, _| {})?;
+    w.checkpoint_graph()?;
     Ok(())
 }

@@ -92,6 +92,14 @@ pub enum BenchCmd {
         /// and --seed, it resumes an interrupted write).
         #[arg(long)]
         write_index: Option<PathBuf>,
+        /// With --write-index: f32, f16 or i8 vectors searched first (default: the index's;
+        /// f32 for a new one).
+        #[arg(long, requires = "write_index")]
+        precision: Option<simcase_index::Precision>,
+        /// With --write-index: flat, hnsw or auto (default: the index's; auto for a new one,
+        /// which builds a graph from 20,000 rows on).
+        #[arg(long, requires = "write_index")]
+        index_type: Option<simcase_index::IndexType>,
     },
     /// End-to-end ingest (decode + embed + commit) of a manifest against the embed-only rate.
     Ingest {
@@ -250,6 +258,8 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             validate,
             draws,
             write_index,
+            precision,
+            index_type,
         } => {
             let work = match work {
                 Some(w) => w.clone(),
@@ -274,11 +284,18 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
                 serde_json::to_value(&v)?
             } else if let Some(dir) = write_index {
                 let (fitted, _) = fit()?;
-                simcase_bench::scale::write_index(&fitted, *rows, *seed, dir, 10_000)?;
+                let layout = simcase_bench::scale::IndexLayout {
+                    precision: *precision,
+                    index_type: *index_type,
+                };
+                simcase_bench::scale::write_index(&fitted, *rows, *seed, dir, 10_000, layout)?;
+                let r = simcase_index::Reader::open(dir)?;
                 println!(
-                    "wrote {rows} synthetic rows ({}, {}-d) to {}",
+                    "wrote {rows} synthetic rows ({}, {}-d, {}, {}) to {}",
                     fitted.source,
                     fitted.dim,
+                    r.precision(),
+                    r.ann_settings().index_type,
                     dir.display()
                 );
                 return Ok(());

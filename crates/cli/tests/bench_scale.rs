@@ -1,7 +1,7 @@
 //! `simcase bench scale` end to end on the real labelled images (../shared/data) with
 //! efficientnet-lite0: the generator's validation against eval's own scores, a small run whose
 //! exact engine must match the ground truth, and the synthetic archive written as an index
-//! (resuming). Speed is never asserted here.
+//! (resuming; f32, and i8 flat then hnsw). Speed is never asserted here.
 
 mod common;
 use common::*;
@@ -183,6 +183,90 @@ fn synthetic_archive_is_validated_benchmarked_and_written_as_an_index() {
     }
     assert_eq!(labelled, 4500);
     assert!((300..600).contains(&ten), "site-0 (10%): {ten}");
+
+    // --precision i8 --index-type flat: i8 rows beside the f32 ones and no graph; written
+    // twice, it resumes (nothing added, nothing converted) and holds the same vectors.
+    let compact = work.join("index-i8");
+    let write = |extra: &[&str]| {
+        run_ok(
+            bin()
+                .args([
+                    "bench",
+                    "scale",
+                    "--model",
+                    "efficientnet-lite0",
+                    "--rows",
+                    "4500",
+                ])
+                .args(["--seed", "7", "--work"])
+                .arg(&work)
+                .arg("--manifest")
+                .arg(data.join("dev.csv"))
+                .arg("--write-index")
+                .arg(&compact)
+                .args(extra),
+        )
+    };
+    for _ in 0..2 {
+        let out = write(&["--precision", "i8", "--index-type", "flat"]);
+        assert!(out.contains("i8, flat"), "{out}");
+    }
+    let r = simcase_index::Reader::open(&compact).unwrap();
+    assert_eq!(r.len(), 4500);
+    assert_eq!(r.precision(), simcase_index::Precision::I8);
+    assert_eq!(
+        r.ann_settings().index_type,
+        simcase_index::IndexType::Flat
+    );
+    assert!(compact.join("vectors.i8").is_file());
+    assert!(!compact.join("graph.usearch").exists());
+    assert!(r.graph().is_none());
+    for id in [0u64, 2999, 3000, 4499] {
+        assert_eq!(r.vector(id), whole.vector(id), "row {id}");
+    }
+    // It searches (i8 scan, exact re-rank): the exact f32 top-10, scores included.
+    let dim = whole.settings().dim;
+    let ids: Vec<u64> = (0..4500).step_by(97).collect();
+    let qs: Vec<&[f32]> = ids.iter().map(|&i| whole.vector(i).unwrap()).collect();
+    let exact = simcase_index::search_rows(whole.vectors(), dim, &qs, 10, None);
+    let same = |got: &[Vec<simcase_index::Hit>]| -> usize {
+        got.iter()
+            .zip(&exact)
+            .filter(|(g, e)| {
+                g.len() == e.len()
+                    && g.iter()
+                        .zip(e.iter())
+                        .all(|(a, b)| a.row == b.row && (a.score - b.score).abs() < 1e-5)
+            })
+            .count()
+    };
+    let got = r.search(&qs, 10, None);
+    assert_eq!(same(&got), qs.len(), "i8 flat top-10 differs from exact");
+    drop(r);
+
+    // The same folder asked for hnsw: the graph is built over the rows already written and
+    // saved; searches go through it.
+    let out = write(&["--index-type", "hnsw"]);
+    assert!(out.contains("i8, hnsw"), "{out}");
+    let r = simcase_index::Reader::open(&compact).unwrap();
+    assert_eq!(r.len(), 4500);
+    assert_eq!(r.precision(), simcase_index::Precision::I8);
+    assert_eq!(
+        r.ann_settings().index_type,
+        simcase_index::IndexType::Hnsw
+    );
+    assert!(compact.join("graph.usearch").is_file());
+    assert!(compact.join("graph.json").is_file());
+    let g = r.graph().expect("a graph");
+    assert_eq!(g.covered(), 4500);
+    let got = r.search(&qs, 10, None);
+    for (q, (h, id)) in got.iter().zip(&ids).enumerate() {
+        assert_eq!(h.first().map(|h| h.row), Some(*id), "query {q}: itself first");
+    }
+    let r10 = simcase_bench::scale::recall(&got, &exact, 10);
+    assert!(r10 >= 0.95, "hnsw recall@10 {r10}");
+    assert!(same(&got) * 10 >= qs.len() * 9, "hnsw top-10s equal to exact");
+    drop(r);
     let _ = std::fs::remove_dir_all(&one);
     let _ = std::fs::remove_dir_all(&work);
 }
