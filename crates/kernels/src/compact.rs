@@ -15,9 +15,10 @@ pub fn f16_bits(x: f32) -> u16 {
     half::f16::from_f32(x).to_bits()
 }
 
-/// Inner product of `q` with half-precision `x` over the common length, in eight lanes.
+/// Inner product of `q` with the row `x` over the common length, in eight lanes, each row
+/// element read as f32 by `value`: the frame of both portable kernels below.
 #[inline(always)]
-pub(crate) fn dot_f16_lanes(q: &[f32], x: &[u16]) -> f32 {
+fn dot_lanes<T: Copy>(q: &[f32], x: &[T], value: impl Fn(T) -> f32) -> f32 {
     let n = q.len().min(x.len());
     let (q, x) = (&q[..n], &x[..n]);
     let mut acc = [0f32; 8];
@@ -26,35 +27,26 @@ pub(crate) fn dot_f16_lanes(q: &[f32], x: &[u16]) -> f32 {
         .remainder()
         .iter()
         .zip(cx.remainder())
-        .map(|(a, &b)| a * f16_value(b))
+        .map(|(a, &b)| a * value(b))
         .sum();
     for (a, b) in cq.zip(cx) {
         for i in 0..8 {
-            acc[i] += a[i] * f16_value(b[i]);
+            acc[i] += a[i] * value(b[i]);
         }
     }
     acc.iter().sum::<f32>() + tail
 }
 
+/// Inner product of `q` with half-precision `x` over the common length, in eight lanes.
+#[inline(always)]
+pub(crate) fn dot_f16_lanes(q: &[f32], x: &[u16]) -> f32 {
+    dot_lanes(q, x, f16_value)
+}
+
 /// Inner product of `q` with the integers `x` over the common length, in eight lanes.
 #[inline(always)]
 pub(crate) fn dot_i8_lanes(q: &[f32], x: &[i8]) -> f32 {
-    let n = q.len().min(x.len());
-    let (q, x) = (&q[..n], &x[..n]);
-    let mut acc = [0f32; 8];
-    let (cq, cx) = (q.chunks_exact(8), x.chunks_exact(8));
-    let tail: f32 = cq
-        .remainder()
-        .iter()
-        .zip(cx.remainder())
-        .map(|(a, &b)| a * b as f32)
-        .sum();
-    for (a, b) in cq.zip(cx) {
-        for i in 0..8 {
-            acc[i] += a[i] * b[i] as f32;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
+    dot_lanes(q, x, |c| c as f32)
 }
 
 #[cfg(test)]
