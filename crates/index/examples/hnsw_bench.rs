@@ -1,69 +1,17 @@
-//! Measures the HNSW backend against the exact scan on seeded synthetic vectors: build time,
-//! resident memory per vector, single-query latency and batch throughput, recall@10 for a few
-//! (M, ef_search), the flat scan's latency (for the auto threshold), and filtered search by
-//! selectivity through the graph and through the exact scan (for the fallback threshold).
+//! Measures the HNSW backend against the exact scan on seeded synthetic vectors (the shared
+//! generator of `simcase_index::testdata`, also behind `tests/hnsw.rs`): build time, memory per
+//! vector (usearch's own figure, the saved graph file, the resident-set growth), single-query
+//! latency and batch throughput, recall@10 after the exact re-rank for a few (M, ef_search), the
+//! flat scan's latency (for the auto threshold), and filtered search by selectivity through
+//! the graph and through the exact scan (for the fallback threshold).
 //!
-//! `cargo run --release -p simcase-index --example hnsw_bench -- ROWS [clustered|random] [M,..]`
+//! `cargo run --release -p simcase-index --example hnsw_bench -- ROWS [clustered|random]
+//! [M,..] [EF_CONSTRUCTION] [i8|f16|f32] [--dim D] [--ef 16,64] [--no-filter]`
 
 use simcase_index::hnsw::{search_graph, Hnsw, HnswParams, Quant};
+use simcase_index::testdata::{self, Clustered};
 use simcase_index::{search_rows, Hit};
 use std::time::Instant;
-
-const DIM: usize = 384;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn normal(&mut self) -> f32 {
-        let u = ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-        let v = ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-    }
-}
-
-fn normalise(v: &mut [f32]) {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.iter_mut().for_each(|x| *x /= n);
-}
-
-/// Unit vectors: random, or clustered like embeddings (256 class means, each row its mean
-/// plus a point of a 8-d subspace of its class plus a little isotropic noise).
-fn data(n: usize, clustered: bool, seed: u64) -> Vec<f32> {
-    // The classes are the same for every seed: rows and queries of one archive.
-    let mut rng = Rng(42);
-    let unit = |rng: &mut Rng| {
-        let mut m: Vec<f32> = (0..DIM).map(|_| rng.normal()).collect();
-        normalise(&mut m);
-        m
-    };
-    let classes: Vec<(Vec<f32>, Vec<Vec<f32>>)> = (0..256)
-        .map(|_| (unit(&mut rng), (0..8).map(|_| unit(&mut rng)).collect()))
-        .collect();
-    let mut rng = Rng(seed ^ 0xABCD);
-    let mut out = Vec::with_capacity(n * DIM);
-    for _ in 0..n {
-        let mut v: Vec<f32> = if clustered {
-            let (m, basis) = &classes[(rng.next() % 256) as usize];
-            let mut v: Vec<f32> = m.iter().map(|x| x + 0.004 * rng.normal()).collect();
-            for b in basis {
-                let z = 0.25 * rng.normal();
-                v.iter_mut().zip(b).for_each(|(x, y)| *x += z * y);
-            }
-            v
-        } else {
-            (0..DIM).map(|_| rng.normal()).collect()
-        };
-        normalise(&mut v);
-        out.extend(v);
-    }
-    out
-}
 
 fn rss() -> usize {
     std::fs::read_to_string("/proc/self/statm")
@@ -91,28 +39,53 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
-    let clustered = args.get(2).is_none_or(|s| s != "random");
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut flag = |name: &str| -> Option<String> {
+        let i = args.iter().position(|a| a == name)?;
+        args.remove(i);
+        (i < args.len()).then(|| args.remove(i))
+    };
+    let dim: usize = flag("--dim").map_or(384, |s| s.parse().expect("--dim N"));
+    let efs: Vec<usize> = flag("--ef").map_or_else(
+        || vec![16, 32, 64, 128, 256],
+        |s| s.split(',').map(|x| x.parse().expect("--ef 16,64")).collect(),
+    );
+    let filters = match args.iter().position(|a| a == "--no-filter") {
+        Some(i) => {
+            args.remove(i);
+            false
+        }
+        None => true,
+    };
+    let n: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let clustered = args.get(1).is_none_or(|s| s != "random");
     let ms: Vec<usize> = args
-        .get(3)
+        .get(2)
         .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_else(|| vec![16]);
-    let efc: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(128);
-    let quant: Quant = args.get(5).map_or(Quant::I8, |s| s.parse().unwrap());
+    let efc: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(128);
+    let quant: Quant = args.get(4).map_or(Quant::I8, |s| s.parse().unwrap());
+    let data = |n: usize, seed: u64| {
+        if clustered {
+            Clustered::BENCH.with_dim(dim).rows(n, seed)
+        } else {
+            testdata::random(n, dim, seed)
+        }
+    };
     println!(
-        "{n} × {DIM} {} vectors, {} threads",
+        "{n} × {dim} {} vectors, {} threads",
         if clustered { "clustered" } else { "random" },
         rayon::current_num_threads()
     );
-    let rows = data(n, clustered, 11);
-    let qs = data(200, clustered, 12);
-    let q: Vec<&[f32]> = qs.chunks(DIM).collect();
+    let rows = data(n, 11);
+    let qs = data(200, 12);
+    let q: Vec<&[f32]> = qs.chunks(dim).collect();
+    let saved = std::env::temp_dir().join(format!("hnsw_bench-{}.usearch", std::process::id()));
     // Exact: single-query latency and the truth.
     let t = Instant::now();
     let want: Vec<Vec<Hit>> = q
         .iter()
-        .map(|x| search_rows(&rows, DIM, &[x], 10, None).remove(0))
+        .map(|x| search_rows(&rows, dim, &[x], 10, None).remove(0))
         .collect();
     let flat_ms = t.elapsed().as_secs_f64() * 1e3 / q.len() as f64;
     println!("flat exact scan: {flat_ms:.2} ms/query (single query, all threads)");
@@ -124,17 +97,21 @@ fn main() {
         };
         let before = rss();
         let t = Instant::now();
-        let g = Hnsw::build(&rows, DIM, params, quant).unwrap();
+        let g = Hnsw::build(&rows, dim, params, quant).unwrap();
         let build = t.elapsed().as_secs_f64();
         let resident = rss().saturating_sub(before);
+        g.save(&saved).unwrap();
+        let file = std::fs::metadata(&saved).map_or(0, |m| m.len() as usize);
+        let _ = std::fs::remove_file(&saved);
         println!(
             "{quant} M {m} ef_construction {efc}: build {build:.1}s ({:.0} rows/s), usearch {} B/vector, \
-             RSS growth {} B/vector",
+             saved file {} B/vector, RSS growth {} B/vector",
             n as f64 / build,
             g.memory_bytes() / n,
+            file / n,
             resident / n
         );
-        for ef in [16, 32, 64, 128, 256] {
+        for &ef in &efs {
             let mut lat = Vec::new();
             let mut got = Vec::new();
             for x in &q {
@@ -156,17 +133,22 @@ fn main() {
             );
         }
         // Filtered: the graph walk with the predicate vs the exact scan of passing rows.
-        for sel in [0.001f64, 0.005, 0.01, 0.02, 0.05, 0.1, 0.3] {
+        let sels: &[f64] = if filters {
+            &[0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.3]
+        } else {
+            &[]
+        };
+        for &sel in sels {
             let modulo = (1.0 / sel).round() as u64;
             let keep = move |r: u64| r.wrapping_mul(0x9E37_79B9_7F4A_7C15).is_multiple_of(modulo);
             let truth: Vec<Vec<Hit>> = q
                 .iter()
-                .map(|x| search_rows(&rows, DIM, &[x], 10, Some(&keep)).remove(0))
+                .map(|x| search_rows(&rows, dim, &[x], 10, Some(&keep)).remove(0))
                 .collect();
             let t = Instant::now();
             let ex: Vec<Vec<Hit>> = q
                 .iter()
-                .map(|x| search_rows(&rows, DIM, &[x], 10, Some(&keep)).remove(0))
+                .map(|x| search_rows(&rows, dim, &[x], 10, Some(&keep)).remove(0))
                 .collect();
             let ex_ms = t.elapsed().as_secs_f64() * 1e3 / q.len() as f64;
             let t = Instant::now();
@@ -181,7 +163,7 @@ fn main() {
                             row: r,
                             score: simcase_index::dot(
                                 x,
-                                &rows[r as usize * DIM..(r as usize + 1) * DIM],
+                                &rows[r as usize * dim..(r as usize + 1) * dim],
                             ),
                         })
                         .collect();

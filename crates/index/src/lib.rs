@@ -5,6 +5,8 @@ pub mod compact;
 mod flat;
 pub mod hnsw;
 pub mod store;
+#[doc(hidden)]
+pub mod testdata;
 
 pub use compact::{CompactRows, Precision};
 pub use flat::{dot, search_rows, FlatIndex};
@@ -57,6 +59,28 @@ pub trait VectorIndex: Send + Sync {
         k: usize,
         keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
     ) -> Vec<Vec<Hit>>;
+}
+
+/// A borrowed index searches as the index does, so a `&I` can be boxed as a
+/// `dyn VectorIndex` (benchmarks hand out views of engines they own).
+impl<T: VectorIndex + ?Sized> VectorIndex for &T {
+    fn dim(&self) -> usize {
+        (**self).dim()
+    }
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn is_empty(&self) -> bool {
+        (**self).is_empty()
+    }
+    fn search(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
+    ) -> Vec<Vec<Hit>> {
+        (**self).search(queries, k, keep)
+    }
 }
 
 #[cfg(test)]

@@ -4,62 +4,17 @@
 
 use simcase_index::hnsw::{Hnsw, HnswIndex, HnswParams, IndexType, Quant};
 use simcase_index::store::ann;
+use simcase_index::testdata::Clustered;
 use simcase_index::{search_rows, Hit, ItemMeta, Snapshot, VectorIndex, Writer};
 use std::path::{Path, PathBuf};
 
 const DIM: usize = 384;
 
-/// A seeded generator (splitmix64) and Box-Muller normals.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f32 {
-        let (u, v) = (self.unit(), self.unit());
-        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-    }
-}
-
-fn normalise(v: &mut [f32]) {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.iter_mut().for_each(|x| *x /= n);
-}
-
-/// `n` unit vectors shaped like embeddings: 64 class means, each row its class mean plus a
-/// point of a 16-d subspace of its class plus a little isotropic noise (so neighbourhoods
-/// have a low intrinsic dimension, as real embeddings do; pure isotropic noise has none).
+/// `n` unit vectors shaped like embeddings (the shared generator's test shape: 64 class
+/// means, each row its class mean plus a point of a 16-d subspace of its class plus a little
+/// isotropic noise).
 fn clustered(n: usize, seed: u64) -> Vec<f32> {
-    // The classes are the same for every seed: rows and queries of one archive.
-    let mut rng = Rng(42);
-    let unit = |rng: &mut Rng| {
-        let mut m: Vec<f32> = (0..DIM).map(|_| rng.normal()).collect();
-        normalise(&mut m);
-        m
-    };
-    let classes: Vec<(Vec<f32>, Vec<Vec<f32>>)> = (0..64)
-        .map(|_| (unit(&mut rng), (0..16).map(|_| unit(&mut rng)).collect()))
-        .collect();
-    let mut rng = Rng(seed ^ 0xABCD);
-    let mut out = Vec::with_capacity(n * DIM);
-    for _ in 0..n {
-        let (m, basis) = &classes[(rng.next() % 64) as usize];
-        let mut v: Vec<f32> = m.iter().map(|x| x + 0.01 * rng.normal()).collect();
-        for b in basis {
-            let z = 0.2 * rng.normal();
-            v.iter_mut().zip(b).for_each(|(x, y)| *x += z * y);
-        }
-        normalise(&mut v);
-        out.extend(v);
-    }
-    out
+    Clustered::TESTS.rows(n, seed)
 }
 
 fn recall(got: &[Vec<Hit>], want: &[Vec<Hit>]) -> f64 {
