@@ -115,66 +115,143 @@ fn split_name(split: &str) -> String {
     split.trim().to_ascii_lowercase()
 }
 
-/// Embed the manifest (resuming) and return its rows joined to index ids, and how many rows
-/// could not be used (no label or split, or no embedding). The model must be installed.
+/// The per-model embedding index of a manifest: `WORK/MODEL-KEY`, KEY from the manifest's
+/// canonical path.
+fn cache_dir(a: &Options, model: ModelId) -> Result<PathBuf> {
+    let work = match &a.work {
+        Some(w) => w.clone(),
+        None => simcase_models::simcase_home()?.join("eval"),
+    };
+    Ok(work.join(format!("{model}-{}", manifest_key(&a.manifest))))
+}
+
+/// Each manifest row's content hash (`None`: its file cannot be read; ingest reports it).
+fn row_hashes(sources: &[simcase_ingest::Source]) -> Vec<Option<String>> {
+    sources
+        .iter()
+        .map(|s| std::fs::read(&s.path).ok().map(|b| content_hash(&b)))
+        .collect()
+}
+
+/// The rows ingest sees: one per file content, the first in manifest order. A manifest may
+/// list pixel-identical files under several rows (dev.csv has 9 such pairs: other paths,
+/// patients or splits, e.g. `Te-no_0053.jpg` in `test` and `Te-no_0068.jpg` in `val`). The
+/// index stores one item per content, so feeding every row would merge each row's values
+/// into that one item in turn (eval ingests with `relabel`): the last row wins, and the next
+/// run finds the first row disagreeing, relabels again and warns, on every run. With only the
+/// first row, the stored item carries the first row's values once and for all, and a second
+/// run changes nothing.
+fn first_per_content(
+    sources: &[simcase_ingest::Source],
+    hashes: &[Option<String>],
+) -> (Vec<simcase_ingest::Source>, usize) {
+    let mut seen = std::collections::HashSet::new();
+    let mut repeats = 0;
+    let mut unique = Vec::with_capacity(sources.len());
+    for (s, h) in sources.iter().zip(hashes) {
+        match h {
+            Some(h) if !seen.insert(h.as_str()) => repeats += 1,
+            _ => unique.push(s.clone()),
+        }
+    }
+    (unique, repeats)
+}
+
+/// Embed the manifest's files into its per-model index (resuming: files already there are
+/// not embedded again, and their stored values are brought in line with the manifest, which
+/// is the truth for eval). Returns the index folder and what ingest did. Rows whose file has
+/// the same content as an earlier row's are not handed to ingest (see [`first_per_content`]),
+/// so that a second run over the same manifest changes nothing and warns nothing. The model
+/// must be installed.
+pub fn cache_manifest(a: &Options, model: ModelId) -> Result<(PathBuf, simcase_ingest::Summary)> {
+    check_manifest(&a.manifest)?;
+    let dir = cache_dir(a, model)?;
+    let sources = simcase_ingest::read_manifest(&a.manifest)?;
+    let (unique, repeats) = first_per_content(&sources, &row_hashes(&sources));
+    let enc = simcase_models::load(model, &default_device())?;
+    let mut w = simcase_index::Writer::open(&dir, model.name(), enc.dim())?;
+    let opts = simcase_ingest::Options {
+        batch: a.batch.max(1),
+        decode: Default::default(),
+        decode_threads: 0,
+        progress: !a.quiet,
+        // The manifest is the truth for eval: an edited label replaces the cached one.
+        relabel: true,
+    };
+    let s = simcase_ingest::run(&mut w, enc.as_ref(), unique, &opts)?;
+    if !a.quiet {
+        let shared = match repeats {
+            0 => String::new(),
+            n => format!(
+                "; {n} row(s) repeat an earlier row's file content (stored once, each scored \
+                 as its own row)"
+            ),
+        };
+        eprintln!(
+            "{model}: {} embedded, {} cached, {} failed{shared} ({})",
+            s.added,
+            s.skipped,
+            s.failed,
+            dir.display()
+        );
+    }
+    Ok((dir, s))
+}
+
+/// Embed the manifest (resuming, [`cache_manifest`]) and return its rows joined to index ids,
+/// and how many rows could not be used (no label or split, or no embedding). The model must
+/// be installed.
+///
+/// Every manifest row is one image of the protocol, with its own label, split and group, also
+/// when its file has the same content as another row's: it is scored as the manifest lists it
+/// (two rows in `test` are two queries; a row in `train` and one in `test` would be a query
+/// that finds its own copy, as the manifest asks), and only its embedding is shared. Its group
+/// key comes from its own row (its `patient_id`, …) over the stored item, not from whichever
+/// row the shared item was stored with.
 pub fn embed_manifest(
     a: &Options,
     model: ModelId,
     group_by: Option<GroupBy>,
 ) -> Result<(Reader, Vec<Row>, usize)> {
-    let work = match &a.work {
-        Some(w) => w.clone(),
-        None => simcase_models::simcase_home()?.join("eval"),
-    };
-    check_manifest(&a.manifest)?;
-    let dir = work.join(format!("{model}-{}", manifest_key(&a.manifest)));
+    let (dir, _) = cache_manifest(a, model)?;
     let sources = simcase_ingest::read_manifest(&a.manifest)?;
-    let enc = simcase_models::load(model, &default_device())?;
-    {
-        let mut w = simcase_index::Writer::open(&dir, model.name(), enc.dim())?;
-        let opts = simcase_ingest::Options {
-            batch: a.batch.max(1),
-            decode: Default::default(),
-            decode_threads: 0,
-            progress: !a.quiet,
-            // The manifest is the truth for eval: an edited label replaces the cached one.
-            relabel: true,
-        };
-        let s = simcase_ingest::run(&mut w, enc.as_ref(), sources.clone(), &opts)?;
-        if !a.quiet {
-            eprintln!(
-                "{model}: {} embedded, {} cached, {} failed ({})",
-                s.added,
-                s.skipped,
-                s.failed,
-                dir.display()
-            );
-        }
-    }
+    let hashes = row_hashes(&sources);
     let reader = Reader::open(&dir)?;
     let mut rows = Vec::new();
     let mut missing = 0;
-    for s in &sources {
+    for (s, hash) in sources.iter().zip(&hashes) {
         let (Some(label), Some(split)) = (&s.meta.label, &s.meta.split) else {
             missing += 1;
             continue;
         };
-        let bytes = std::fs::read(&s.path).ok();
-        match bytes.and_then(|b| reader.id_by_hash(&content_hash(&b)).ok().flatten()) {
-            Some(id) => {
-                let group = match (group_by, reader.item(id)?) {
-                    (Some(g), Some(it)) => g.key(&it),
-                    _ => format!("item:{id}"),
-                };
-                rows.push(Row {
-                    label: label.clone(),
-                    split: split_name(split),
-                    id,
-                    group,
-                })
+        let id = match hash {
+            Some(h) => reader.id_by_hash(h)?,
+            None => None,
+        };
+        let Some(id) = id else {
+            missing += 1;
+            continue;
+        };
+        let group = match (group_by, reader.item(id)?) {
+            (Some(g), Some(mut it)) => {
+                // This row's own values over the stored item's (the same for a file only
+                // one row lists).
+                let mut own = s.meta.clone();
+                own.patient_key = s
+                    .patient_id
+                    .as_deref()
+                    .map(|p| reader.settings().patient_key(p));
+                it.meta.merge_labels(&own, true, &mut Vec::new());
+                g.key(&it)
             }
-            None => missing += 1,
-        }
+            _ => format!("item:{id}"),
+        };
+        rows.push(Row {
+            label: label.clone(),
+            split: split_name(split),
+            id,
+            group,
+        })
     }
     Ok((reader, rows, missing))
 }
