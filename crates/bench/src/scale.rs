@@ -11,9 +11,7 @@ use crate::synth::{self, Generator, Model, Rng};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use simcase_index::hnsw::{search_graph, Hnsw, Quant};
-use simcase_index::{
-    CompactRows, FlatIndex, Hit, HnswParams, IndexType, Precision, VectorIndex,
-};
+use simcase_index::{CompactRows, FlatIndex, Hit, HnswParams, IndexType, Precision, VectorIndex};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

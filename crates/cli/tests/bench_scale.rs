@@ -214,10 +214,7 @@ fn synthetic_archive_is_validated_benchmarked_and_written_as_an_index() {
     let r = simcase_index::Reader::open(&compact).unwrap();
     assert_eq!(r.len(), 4500);
     assert_eq!(r.precision(), simcase_index::Precision::I8);
-    assert_eq!(
-        r.ann_settings().index_type,
-        simcase_index::IndexType::Flat
-    );
+    assert_eq!(r.ann_settings().index_type, simcase_index::IndexType::Flat);
     assert!(compact.join("vectors.i8").is_file());
     assert!(!compact.join("graph.usearch").exists());
     assert!(r.graph().is_none());
@@ -251,21 +248,25 @@ fn synthetic_archive_is_validated_benchmarked_and_written_as_an_index() {
     let r = simcase_index::Reader::open(&compact).unwrap();
     assert_eq!(r.len(), 4500);
     assert_eq!(r.precision(), simcase_index::Precision::I8);
-    assert_eq!(
-        r.ann_settings().index_type,
-        simcase_index::IndexType::Hnsw
-    );
+    assert_eq!(r.ann_settings().index_type, simcase_index::IndexType::Hnsw);
     assert!(compact.join("graph.usearch").is_file());
     assert!(compact.join("graph.json").is_file());
     let g = r.graph().expect("a graph");
     assert_eq!(g.covered(), 4500);
     let got = r.search(&qs, 10, None);
     for (q, (h, id)) in got.iter().zip(&ids).enumerate() {
-        assert_eq!(h.first().map(|h| h.row), Some(*id), "query {q}: itself first");
+        assert_eq!(
+            h.first().map(|h| h.row),
+            Some(*id),
+            "query {q}: itself first"
+        );
     }
     let r10 = simcase_bench::scale::recall(&got, &exact, 10);
     assert!(r10 >= 0.95, "hnsw recall@10 {r10}");
-    assert!(same(&got) * 10 >= qs.len() * 9, "hnsw top-10s equal to exact");
+    assert!(
+        same(&got) * 10 >= qs.len() * 9,
+        "hnsw top-10s equal to exact"
+    );
     drop(r);
     let _ = std::fs::remove_dir_all(&one);
     let _ = std::fs::remove_dir_all(&work);

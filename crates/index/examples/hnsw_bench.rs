@@ -48,7 +48,11 @@ fn main() {
     let dim: usize = flag("--dim").map_or(384, |s| s.parse().expect("--dim N"));
     let efs: Vec<usize> = flag("--ef").map_or_else(
         || vec![16, 32, 64, 128, 256],
-        |s| s.split(',').map(|x| x.parse().expect("--ef 16,64")).collect(),
+        |s| {
+            s.split(',')
+                .map(|x| x.parse().expect("--ef 16,64"))
+                .collect()
+        },
     );
     let filters = match args.iter().position(|a| a == "--no-filter") {
         Some(i) => {
