@@ -741,7 +741,7 @@ mod tests {
         };
         let idx = HnswIndex::build(data.clone(), dim, params, Quant::I8).unwrap();
         let qs: Vec<&[f32]> = data.chunks(dim).step_by(37).take(64).collect();
-        let keep = |r: u64| r % 3 != 0;
+        let keep = |r: u64| !r.is_multiple_of(3);
         for k in [1, 10, 40] {
             for filter in [None, Some(&keep as &(dyn Fn(u64) -> bool + Sync))] {
                 let batch = idx.search(&qs, k, filter);
