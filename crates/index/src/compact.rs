@@ -10,12 +10,14 @@
 //! parameters (i8: `dim` offsets then `dim` scales, f32), the first 8 bytes of the SHA-256
 //! of everything before them, zero padding to a multiple of 64; then rows, append-only.
 
-use crate::flat::{par_topk, search_rows, TopK};
+use crate::flat::{par_topk, search_rows, TopK, GEMM_MIN_QUERIES};
 use crate::store::durable;
 use crate::Hit;
 use anyhow::{bail, Context, Result};
+use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-use simcase_kernels::{f16_bits, kernels};
+use simcase_kernels::{f16_bits, kernels, sgemm, MatMut, MatRef, Threads};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -340,7 +342,23 @@ impl CompactRows {
             None => Vec::new(),
         };
         let (f16, i8) = (self.f16_rows(), self.i8_rows());
-        let stage = par_topk(covered, queries.len(), cand, |start, end, tops| {
+        let nq = queries.len();
+        if nq >= GEMM_MIN_QUERIES {
+            // Batch: the queries (or their i8 weights) as one row-major matrix for the GEMM.
+            let mut qmat = Vec::with_capacity(nq * dim);
+            for (qi, q) in queries.iter().enumerate() {
+                qmat.extend_from_slice(if self.quant.is_some() {
+                    &weights[qi]
+                } else {
+                    &q[..dim]
+                });
+            }
+            let stage = par_topk(covered, nq, cand, |start, end, tops| {
+                self.scan_gemm(&qmat, nq, start, end, keep, tops)
+            });
+            return self.rerank(exact, queries, k, keep, stage);
+        }
+        let stage = par_topk(covered, nq, cand, |start, end, tops| {
             const BLOCK: usize = 256;
             for b in (start..end).step_by(BLOCK) {
                 let be = (b + BLOCK).min(end);
@@ -359,6 +377,77 @@ impl CompactRows {
                 }
             }
         });
+        self.rerank(exact, queries, k, keep, stage)
+    }
+
+    /// The compact scores of rows `start..end` for every query at once (`qmat`: `nq` rows
+    /// of `dim`, the i8 weights or the f16 path's queries): the rows are widened to f32 into
+    /// a scratch block (exactly: every f16 and every code is an f32), then one GEMM scores
+    /// the block against all queries, which reads each row once per batch instead of once per
+    /// query. The sums are the single-query kernels' up to rounding order.
+    fn scan_gemm(
+        &self,
+        qmat: &[f32],
+        nq: usize,
+        start: usize,
+        end: usize,
+        keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
+        tops: &mut [TopK],
+    ) {
+        thread_local! {
+            /// Each thread's widened block and scores, reused across chunks and searches.
+            static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+                const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+        }
+        let dim = self.dim;
+        let rows = end - start;
+        SCRATCH.with_borrow_mut(|(block, scores)| {
+            block.resize(rows * dim, 0.0);
+            if self.quant.is_some() {
+                let codes = &self.i8_rows()[start * dim..end * dim];
+                block
+                    .iter_mut()
+                    .zip(codes)
+                    .for_each(|(x, &c)| *x = c as f32);
+            } else {
+                self.f16_rows()[start * dim..end * dim]
+                    .reinterpret_cast::<half::f16>()
+                    .convert_to_f32_slice(block.as_mut_slice());
+            }
+            scores.resize(nq * rows, 0.0);
+            // scores (nq×rows) = qmat (nq×dim) · blockᵀ (dim×rows); the shapes fit by
+            // construction.
+            let shapes = MatMut::row_major(scores, nq, rows).and_then(|s| {
+                let q = MatRef::row_major(qmat, nq, dim)?;
+                let b = MatRef::row_major(block, rows, dim)?.t();
+                sgemm(s, false, q, b, Threads::One)
+            });
+            if let Err(e) = shapes {
+                unreachable!("compact batch scan: {e}");
+            }
+            let kept: Vec<bool> = (start..end)
+                .map(|r| keep.is_none_or(|f| f(r as u64)))
+                .collect();
+            for (top, srow) in tops.iter_mut().zip(scores.chunks_exact(rows)) {
+                top.push_row_scores(start, srow, &kept);
+            }
+        })
+    }
+
+    /// Stage 2: the exact f32 re-rank of each query's compact candidates (`stage`), with the
+    /// rows the compact file does not cover scanned exactly; the queries in parallel.
+    fn rerank(
+        &self,
+        exact: &[f32],
+        queries: &[&[f32]],
+        k: usize,
+        keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
+        stage: Vec<TopK>,
+    ) -> Vec<Vec<Hit>> {
+        let dim = self.dim;
+        let total = exact.len() / dim.max(1);
+        let covered = self.rows.min(total);
+        let kern = kernels();
         // Rows the compact file does not cover yet: exactly, in f32.
         let tail: Vec<Vec<Hit>> = if covered < total {
             let shifted = |r: u64| keep.is_none_or(|f| f(r + covered as u64));
@@ -366,9 +455,9 @@ impl CompactRows {
         } else {
             vec![Vec::new(); queries.len()]
         };
-        // Stage 2: exact re-rank of the candidates with the f32 rows.
+        // Exact re-rank of the candidates with the f32 rows.
         stage
-            .into_iter()
+            .into_par_iter()
             .zip(tail)
             .zip(queries)
             .map(|((cands, tail), q)| {

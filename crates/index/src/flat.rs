@@ -62,6 +62,31 @@ impl TopK {
         }
     }
 
+    /// The score a new hit must at least reach to be kept: the weakest kept hit's once `k`
+    /// are kept, else −∞. A score strictly below it would be refused by [`push`](Self::push).
+    #[inline]
+    fn floor(&self) -> f32 {
+        match self.heap.peek() {
+            Some(top) if self.heap.len() >= self.k => top.0.score,
+            _ => f32::NEG_INFINITY,
+        }
+    }
+
+    /// Push the scores of rows `start..` (`scores[i]` is row `start + i`'s) that `kept`
+    /// allows; the same as pushing each, but a score below the floor costs one comparison.
+    #[inline]
+    pub(crate) fn push_row_scores(&mut self, start: usize, scores: &[f32], kept: &[bool]) {
+        let mut floor = self.floor();
+        for (i, (&s, &k)) in scores.iter().zip(kept).enumerate() {
+            // `push` would refuse it (NaN and equal scores go through `push`'s total order).
+            if s < floor || !k {
+                continue;
+            }
+            self.push((start + i) as u64, s);
+            floor = self.floor();
+        }
+    }
+
     fn merge(mut self, other: TopK) -> TopK {
         for h in other.heap {
             self.push(h.0.row, h.0.score);
@@ -86,7 +111,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// From this many queries on, a chunk's scores come from one GEMM (queries × rowsᵀ), which
 /// reuses each row from cache across all queries instead of streaming it once per query.
-const GEMM_MIN_QUERIES: usize = 8;
+pub(crate) const GEMM_MIN_QUERIES: usize = 8;
 
 type Keep<'a> = Option<&'a (dyn Fn(u64) -> bool + Sync)>;
 
@@ -144,11 +169,7 @@ fn scan_gemm(
         .map(|r| keep.is_none_or(|f| f(r as u64)))
         .collect();
     for (top, srow) in tops.iter_mut().zip(scores.chunks_exact(rows)) {
-        for (i, &s) in srow.iter().enumerate() {
-            if kept[i] {
-                top.push((start + i) as u64, s);
-            }
-        }
+        top.push_row_scores(start, srow, &kept);
     }
 }
 
@@ -156,7 +177,7 @@ fn scan_gemm(
 /// Each query must have `dim` values.
 ///
 /// Memory, for `q` queries over `n` rows, is bounded by the rows, not by `k`: every heap
-/// reserves only what it can fill, so the per-chunk heaps hold at most `n` hits per query in
+/// reserves only what it can fill, so the per-thread heaps hold at most `n` hits per query in
 /// all and the merged ones `min(k, n)`, at 16 B a hit: at most 16 B × q × (n + min(k, n)),
 /// plus the result (the same `min(k, n)` hits). Queries of 8 or more also take
 /// 4 B × q × (dim + 2048) of scratch per running thread for the GEMM. Any `k`, even
@@ -187,7 +208,10 @@ pub fn search_rows(
 
 /// The parallel frame of every scan: rows `0..rows` in chunks of [`CHUNK_ROWS`] across
 /// threads, `scan(start, end, tops)` pushing each chunk's hits into one [`TopK`] of `k` per
-/// query, the per-chunk heaps merged at the end (one per query, in query order).
+/// query. A thread's heaps carry over from chunk to chunk (rayon's fold), so that once they
+/// are full most scores fall below their floor and cost one comparison; the threads' heaps
+/// are merged at the end (one per query, in query order). The top `k` by (score, row) does
+/// not depend on the order rows are pushed in, so neither does the result.
 pub(crate) fn par_topk(
     rows: usize,
     nq: usize,
@@ -195,25 +219,32 @@ pub(crate) fn par_topk(
     scan: impl Fn(usize, usize, &mut [TopK]) + Sync,
 ) -> Vec<TopK> {
     let chunks = rows.div_ceil(CHUNK_ROWS);
-    let partial: Vec<Vec<TopK>> = (0..chunks)
+    // Heaps reserve what one chunk can fill and grow from there (bounded by the rows).
+    let fresh = || -> Vec<TopK> {
+        (0..nq)
+            .map(|_| TopK::new(k, CHUNK_ROWS.min(rows)))
+            .collect()
+    };
+    (0..chunks)
         .into_par_iter()
-        .map(|c| {
+        .fold(fresh, |mut tops, c| {
             let start = c * CHUNK_ROWS;
             let end = (start + CHUNK_ROWS).min(rows);
-            let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k, end - start)).collect();
             scan(start, end, &mut tops);
             tops
         })
-        .collect();
-    let mut merged: Vec<TopK> = (0..nq).map(|_| TopK::new(k, rows)).collect();
-    for tops in partial {
-        merged = merged
-            .into_iter()
-            .zip(tops)
-            .map(|(a, b)| a.merge(b))
-            .collect();
-    }
-    merged
+        .reduce(fresh, |a, b| {
+            a.into_iter()
+                .zip(b)
+                .map(|(a, b)| {
+                    if a.heap.len() >= b.heap.len() {
+                        a.merge(b)
+                    } else {
+                        b.merge(a)
+                    }
+                })
+                .collect()
+        })
 }
 
 /// An in-memory or memory-mapped flat index.

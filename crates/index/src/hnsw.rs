@@ -716,4 +716,42 @@ mod tests {
         let want = search_rows(&data, dim, &[q], 5, None).remove(0);
         assert_eq!(got, want);
     }
+
+    /// A batch (its queries walked in parallel) answers each query exactly as a call with
+    /// that query alone: same rows, order, ties and scores, filtered or not.
+    #[test]
+    fn a_batch_answers_as_its_queries_one_by_one() {
+        let dim = 16;
+        let mut x = 11u64;
+        let mut data: Vec<f32> = (0..dim * 4000)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                // Few levels, so that equal scores (ties) occur.
+                (((x >> 33) % 9) as f32) - 4.0
+            })
+            .collect();
+        for r in data.chunks_mut(dim) {
+            let n = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(1.0);
+            r.iter_mut().for_each(|v| *v /= n);
+        }
+        let params = HnswParams {
+            m: 8,
+            ef_construction: 64,
+            ef_search: 32,
+        };
+        let idx = HnswIndex::build(data.clone(), dim, params, Quant::I8).unwrap();
+        let qs: Vec<&[f32]> = data.chunks(dim).step_by(37).take(64).collect();
+        let keep = |r: u64| !r.is_multiple_of(3);
+        for k in [1, 10, 40] {
+            for filter in [None, Some(&keep as &(dyn Fn(u64) -> bool + Sync))] {
+                let batch = idx.search(&qs, k, filter);
+                assert_eq!(batch.len(), qs.len());
+                for (q, b) in qs.iter().zip(&batch) {
+                    assert_eq!(b, &idx.search(&[q], k, filter).remove(0), "k {k}");
+                    assert_eq!(b.len(), k);
+                    assert!(b.iter().all(|h| filter.is_none_or(|f| f(h.row))));
+                }
+            }
+        }
+    }
 }

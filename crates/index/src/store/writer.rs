@@ -25,6 +25,19 @@ const LOCK: &str = "writer.lock";
 /// Whether a content hash is committed (the unique index on `hash`).
 pub(super) const CONTAINS_HASH_SQL: &str = "SELECT 1 FROM items WHERE hash = ?1";
 
+/// Whether an item keyed `KEY` (?1: a content hash, or `HASH@axis` for one slicing of a
+/// volume) was committed below row ?2: `KEY` itself or `KEY#…` (frames, slices), one lookup
+/// and one range on the unique hash index. `+row` keeps SQLite from walking the primary key
+/// instead; the few items of one file are checked against the row after the index finds them.
+pub(super) const KEY_KNOWN_SQL: &str = "SELECT 1 FROM items
+    WHERE (hash = ?1 OR (hash >= ?1 || '#' AND hash < ?1 || '$')) AND +row < ?2 LIMIT 1";
+
+/// Whether any item of the file with content hash ?1 (`HASH`, `HASH#…`, `HASH@…`) was
+/// committed below row ?2, through the unique hash index (as [`file_items_sql`]).
+pub(super) const FILE_KNOWN_SQL: &str = "SELECT 1 FROM items
+    WHERE (hash = ?1 OR (hash >= ?1 || '#' AND hash < ?1 || '$')
+           OR (hash >= ?1 || '@' AND hash < ?1 || 'A')) AND +row < ?2 LIMIT 1";
+
 /// A file's failure, forgotten when it indexes (the primary key of `errors`).
 pub(super) const DELETE_ERROR_SQL: &str = "DELETE FROM errors WHERE path = ?1";
 
@@ -57,6 +70,34 @@ pub struct Writer {
     last_checkpoint: Instant,
     checkpoint_every: Duration,
     _lock: File,
+}
+
+/// Lookups by content hash of the items an index held when [`Writer::known_files`] made it
+/// (one indexed `SELECT` each; safe to share between threads).
+pub struct KnownFiles {
+    conn: std::sync::Mutex<Connection>,
+    /// Rows `0..below` were committed when it was made.
+    below: i64,
+}
+
+impl KnownFiles {
+    fn ask(&self, sql: &str, hash: &str) -> Result<bool> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = conn.prepare_cached(sql)?;
+        Ok(st.exists(rusqlite::params![hash, self.below])?)
+    }
+
+    /// Whether an item keyed `key` was committed: a content hash (its items `HASH` or
+    /// `HASH#frame`), or `HASH@axis` (the slices `HASH@axis#i` of one slicing of a volume).
+    pub fn has_key(&self, key: &str) -> Result<bool> {
+        self.ask(KEY_KNOWN_SQL, key)
+    }
+
+    /// Whether any item of the file with content hash `hash` was committed (any frame, slice
+    /// or slicing axis).
+    pub fn has_file(&self, hash: &str) -> Result<bool> {
+        self.ask(FILE_KNOWN_SQL, hash)
+    }
 }
 
 /// How often, at most, a writer checkpoints its graph while building or ingesting.
@@ -398,7 +439,20 @@ impl Writer {
             .is_some())
     }
 
-    /// Content hashes of every committed item, for skipping known files up front.
+    /// Per-file lookups of what is committed now, for skipping known files: on a connection
+    /// of their own, so that decoding threads can ask while this writer commits, and fixed at
+    /// this moment (rows committed later are not seen), as a set of every hash taken now would
+    /// be, without loading one.
+    pub fn known_files(&self) -> Result<KnownFiles> {
+        Ok(KnownFiles {
+            conn: std::sync::Mutex::new(connect(&self.dir)?),
+            below: self.rows as i64,
+        })
+    }
+
+    /// Content hashes of every committed item. Ingest asks [`known_files`](Self::known_files)
+    /// per file instead (this loads every hash: 13.9 s and hundreds of MB at 1.6M rows); kept
+    /// for `simcase bench open`, which times it.
     pub fn hashes(&self) -> Result<std::collections::HashSet<String>> {
         let mut st = self.conn.prepare("SELECT hash FROM items")?;
         let v = st
@@ -542,5 +596,174 @@ impl Drop for Writer {
                 tracing::warn!("{}: graph not saved ({e:#})", self.dir.display());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(hash: &str) -> (ItemMeta, Vec<f32>) {
+        let m = ItemMeta {
+            path: format!("/a/{hash}.png"),
+            hash: hash.into(),
+            format: "png".into(),
+            ..Default::default()
+        };
+        (m, vec![1.0])
+    }
+
+    /// The lookups answer what the set of every stored hash (with `#part` cut, the way ingest
+    /// used it) answers, for plain files, frames, the slices of one axis and unknown content,
+    /// and do not see rows committed after they were made.
+    #[test]
+    fn known_files_answer_as_the_set_of_every_hash() {
+        let d = std::env::temp_dir().join(format!("simcase-known-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let mut w = Writer::open(&d, "m", 1).unwrap();
+        let stored = [
+            "aa",
+            "bb#0",
+            "bb#1",
+            "cc@axial#0",
+            "cc@axial#7",
+            "dd@sagittal#2",
+        ];
+        w.add(&stored.map(item)).unwrap();
+        let known = w.known_files().unwrap();
+        // Committed after the lookups were made: invisible to them, as to a set taken before.
+        w.add(&["ee".to_string(), "ff#3".into()].map(|h| item(&h)))
+            .unwrap();
+        let set: std::collections::HashSet<String> = stored
+            .iter()
+            .map(|h| h.split('#').next().unwrap().to_string())
+            .collect();
+        let files: std::collections::HashSet<&str> = set
+            .iter()
+            .map(|h| h.split(['#', '@']).next().unwrap())
+            .collect();
+        let keys = [
+            "aa",
+            "a",
+            "aaa",
+            "bb",
+            "b",
+            "cc",
+            "cc@axial",
+            "cc@coronal",
+            "cc@axia",
+            "dd",
+            "dd@sagittal",
+            "ee",
+            "ff",
+            "zz",
+            "",
+        ];
+        for key in keys {
+            assert_eq!(
+                known.has_key(key).unwrap(),
+                set.contains(key),
+                "key {key:?}"
+            );
+            if !key.contains('@') {
+                // Ingest asks by file content hash (no axis).
+                assert_eq!(
+                    known.has_file(key).unwrap(),
+                    files.contains(key),
+                    "file {key:?}"
+                );
+            }
+        }
+        assert!(w.known_files().unwrap().has_key("ff").unwrap());
+        assert!(w.known_files().unwrap().has_file("ee").unwrap());
+        drop((known, w));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Both lookups search the unique hash index (no `SCAN`, and not the primary key).
+    #[test]
+    fn known_file_lookups_use_the_hash_index() {
+        let d = std::env::temp_dir().join(format!("simcase-known-plan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let mut w = Writer::open(&d, "m", 1).unwrap();
+        w.add(&[item("aa")]).unwrap();
+        for sql in [KEY_KNOWN_SQL, FILE_KNOWN_SQL] {
+            let mut st = w
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let plan: Vec<String> = st
+                .query_map(rusqlite::params!["aa", 1], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            eprintln!("{plan:?}");
+            assert!(
+                plan.iter().all(|p| !p.starts_with("SCAN")),
+                "{sql}: {plan:?}"
+            );
+            let searches: Vec<&String> = plan.iter().filter(|p| p.starts_with("SEARCH")).collect();
+            assert!(!searches.is_empty(), "{sql}: {plan:?}");
+            assert!(
+                searches.iter().all(|p| p.contains("(hash")),
+                "{sql}: not through the hash index: {plan:?}"
+            );
+        }
+        drop(w);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Start-up cost of skipping known files, at `SIMCASE_KNOWN_ROWS` rows (default 400k,
+    /// 64-hex hashes like ingest's): loading every hash into a set against making the
+    /// per-file lookups, and the cost of one lookup.
+    /// `cargo test --release -p simcase-index --lib -- --ignored --nocapture measure_known`
+    #[test]
+    #[ignore]
+    fn measure_known_file_lookups() {
+        let n: usize = std::env::var("SIMCASE_KNOWN_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(400_000);
+        let d = std::env::temp_dir().join(format!("simcase-known-m-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let mut w = Writer::open(&d, "m", 1).unwrap();
+        let hash = |i: usize| format!("{:064x}", (i as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        for start in (0..n).step_by(20_000) {
+            let batch: Vec<_> = (start..(start + 20_000).min(n))
+                .map(|i| item(&hash(i)))
+                .collect();
+            w.add(&batch).unwrap();
+        }
+        let t = std::time::Instant::now();
+        let set = w.hashes().unwrap();
+        let load = t.elapsed().as_secs_f64();
+        assert_eq!(set.len(), n);
+        drop(set);
+        let t = std::time::Instant::now();
+        let known = w.known_files().unwrap();
+        let open = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let m = 20_000;
+        let mut found = 0;
+        for i in 0..m {
+            // Half known, half unknown; both lookups ingest makes for a new file.
+            let h = if i % 2 == 0 {
+                hash(i * n / m)
+            } else {
+                hash(n + i)
+            };
+            found += known.has_key(&h).unwrap() as usize;
+            found += known.has_key(&format!("{h}@axial")).unwrap() as usize;
+        }
+        let per = t.elapsed().as_secs_f64() / m as f64;
+        assert_eq!(found, m / 2);
+        eprintln!(
+            "{n} rows: hashes() {load:.2} s; known_files() {:.1} ms, then {:.1} µs per file \
+             (two lookups)",
+            open * 1e3,
+            per * 1e6
+        );
+        drop((known, w));
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }
