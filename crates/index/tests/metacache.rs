@@ -120,7 +120,10 @@ fn item_values(dir: &Path) -> BTreeMap<&'static str, Vec<Option<String>>> {
     for c in [Column::Modality, Column::PatientKey, Column::StudyUid] {
         out.insert(
             c.name(),
-            items.iter().map(|i| c.get(&i.meta).map(String::from)).collect(),
+            items
+                .iter()
+                .map(|i| c.get(&i.meta).map(String::from))
+                .collect(),
         );
     }
     out
@@ -168,18 +171,14 @@ fn cache_is_reused_extended_rebuilt_and_invalidated_with_the_same_answers() {
         assert_eq!(built.columns[k], v, "{k}");
     }
     assert!(built.copies.iter().any(|c| c.len() > 2), "copies exist");
-    assert!(built.extra_keys.len() > MAX_EXTRA_COLUMNS, "some extra keys uncoded");
+    assert!(
+        built.extra_keys.len() > MAX_EXTRA_COLUMNS,
+        "some extra keys uncoded"
+    );
 
     // Second open: everything from the cache, nothing read, nothing written.
     let (s, o) = open(&dir);
-    assert_eq!(
-        o,
-        MetadataOpen {
-            cached_rows: N,
-            read_rows: 0,
-            wrote_cache: 0
-        }
-    );
+    assert_eq!((o.cached_rows, o.read_rows, o.wrote_cache), (N, 0, 0));
     assert_eq!(answers(&s), built);
     drop(s);
 
@@ -204,7 +203,11 @@ fn cache_is_reused_extended_rebuilt_and_invalidated_with_the_same_answers() {
     drop(s);
     std::fs::write(&path, b"not a cache").unwrap();
     let (s, o) = open(&dir);
-    assert_eq!((o.cached_rows, o.wrote_cache), (0, len), "foreign file: rebuilt");
+    assert_eq!(
+        (o.cached_rows, o.wrote_cache),
+        (0, len),
+        "foreign file: rebuilt"
+    );
     assert_eq!(answers(&s), built);
     drop(s);
     assert_eq!(open(&dir).1.cached_rows, N, "the rewritten cache is used");
@@ -214,20 +217,15 @@ fn cache_is_reused_extended_rebuilt_and_invalidated_with_the_same_answers() {
     // small tail; the same answers as a snapshot built from SQLite alone.
     w.add(&rows(N, N + 300, "t")).unwrap();
     let (s, o) = open(&dir);
-    assert_eq!(
-        o,
-        MetadataOpen {
-            cached_rows: N,
-            read_rows: 300,
-            wrote_cache: 0
-        }
-    );
+    assert_eq!((o.cached_rows, o.read_rows, o.wrote_cache), (N, 300, 0));
     let extended = answers(&s);
     drop(s);
     let rebuilt = from_sqlite(&dir);
     assert_eq!(extended, rebuilt);
     assert!(
-        extended.copies[N..].iter().any(|c| c.first() < Some(&(N as u64))),
+        extended.copies[N..]
+            .iter()
+            .any(|c| c.first() < Some(&(N as u64))),
         "an appended row is a copy of a cached one"
     );
     assert_eq!(extended.dictionary_sizes["extra.site"], 1 + 200 + 300);
@@ -256,7 +254,11 @@ fn cache_is_reused_extended_rebuilt_and_invalidated_with_the_same_answers() {
         .unwrap();
     assert_eq!(out[0].changed, 1);
     let (s, o) = open(&dir);
-    assert_eq!((o.cached_rows, o.read_rows), (0, N + 700), "generation changed");
+    assert_eq!(
+        (o.cached_rows, o.read_rows),
+        (0, N + 700),
+        "generation changed"
+    );
     assert!(o.wrote_cache > 0);
     assert_eq!(s.column(Column::Modality).unwrap().get(7), Some("XR"));
     drop(s);
@@ -283,14 +285,7 @@ fn a_read_only_folder_opens_without_writing_a_cache() {
     let exists = dir.join(METADATA_CACHE).exists();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
     let (o, a) = got.unwrap();
-    assert_eq!(
-        o,
-        MetadataOpen {
-            cached_rows: 0,
-            read_rows: 500,
-            wrote_cache: 0
-        }
-    );
+    assert_eq!((o.cached_rows, o.read_rows, o.wrote_cache), (0, 500, 0));
     assert!(!exists, "nothing written in a read-only folder");
     assert_eq!(a, want);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -302,7 +297,28 @@ fn an_empty_index_writes_no_cache() {
     drop(Writer::open(&dir, "m", 2).unwrap());
     let (s, o) = open(&dir);
     assert_eq!(s.len(), 0);
-    assert_eq!(o, MetadataOpen::default());
+    assert_eq!((o.cached_rows, o.read_rows, o.wrote_cache), (0, 0, 0));
     assert!(!dir.join(METADATA_CACHE).exists());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_cache_copied_from_another_index_is_not_used() {
+    let (a, b) = (tmpdir("idA"), tmpdir("idB"));
+    for d in [&a, &b] {
+        let mut w = Writer::open(d, "m", 2).unwrap();
+        w.add(&rows(0, 400, "")).unwrap();
+    }
+    let want = answers(&Snapshot::open(&a).unwrap());
+    assert!(Snapshot::open(&b).unwrap().metadata_open().wrote_cache > 0);
+    // Same rows, same generation, same size: only the index's identity tells them apart.
+    std::fs::copy(b.join(METADATA_CACHE), a.join(METADATA_CACHE)).unwrap();
+    let (s, o) = open(&a);
+    assert_eq!((o.cached_rows, o.read_rows), (0, 400), "rebuilt");
+    assert!(o.wrote_cache > 0);
+    assert_eq!(answers(&s), want);
+    assert_eq!(open(&a).1.cached_rows, 400);
+    for d in [a, b] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
 }

@@ -8,7 +8,8 @@
 //! row or per value):
 //! - header, 64 bytes: magic, format version, layout version (a checksum of what a table
 //!   codes: [`CODED`] and the `extra` bounds), rows covered `0..n`, the metadata generation
-//!   they were read at, the body's length and CRC32, and the header's own CRC32;
+//!   they were read at, the body's length and CRC32, the index's identity (derived from its
+//!   random salt: a cache copied from another index is not used), and the header's CRC32;
 //! - body: the format column, the [`CODED`] columns, the coded `extra` columns (name, codes),
 //!   the uncoded and all `extra` keys, and the sorted `(pixel key, row)` pairs (what lets
 //!   appended rows find their copies among the cached ones). A column is its code width,
@@ -88,9 +89,14 @@ pub(super) enum Miss {
     Bad(String),
 }
 
-/// The cache of `dir`, if it is valid for generation `generation` and covers at most `rows`
-/// rows.
-pub(super) fn load(dir: &Path, generation: u64, rows: usize) -> Result<Table, Miss> {
+/// An index's identity for its cache: a keyed hash of a constant with the index's salt.
+pub(super) fn identity(settings: &super::Settings) -> u64 {
+    u64::from_str_radix(&settings.patient_key("\0columns.cache"), 16).unwrap_or(0)
+}
+
+/// The cache of `dir`, if it is valid for the index `id` ([`identity`]) at generation
+/// `generation` and covers at most `rows` rows.
+pub(super) fn load(dir: &Path, id: u64, generation: u64, rows: usize) -> Result<Table, Miss> {
     let path = dir.join(FILE);
     let file = match File::open(&path) {
         Ok(f) => f,
@@ -98,7 +104,9 @@ pub(super) fn load(dir: &Path, generation: u64, rows: usize) -> Result<Table, Mi
         Err(e) => return Err(Miss::Bad(format!("cannot open it ({e})"))),
     };
     if cfg!(target_endian = "big") {
-        return Err(Miss::Bad("written little-endian, this machine is not".into()));
+        return Err(Miss::Bad(
+            "written little-endian, this machine is not".into(),
+        ));
     }
     let len = file
         .metadata()
@@ -129,6 +137,9 @@ pub(super) fn load(dir: &Path, generation: u64, rows: usize) -> Result<Table, Mi
     }
     if half(12) != layout() {
         return Err(Miss::Bad("written for other coded columns".into()));
+    }
+    if word(44) != id {
+        return Err(Miss::Bad("written for another index".into()));
     }
     let (n, gen, body) = (word(16) as usize, word(24), word(32) as usize);
     if gen != generation {
@@ -163,10 +174,7 @@ struct Cursor<'a> {
 
 impl Cursor<'_> {
     fn u64(&mut self) -> Result<u64, String> {
-        let b = self
-            .map
-            .get(self.at..self.at + 8)
-            .ok_or("truncated body")?;
+        let b = self.map.get(self.at..self.at + 8).ok_or("truncated body")?;
         self.at += 8;
         Ok(u64::from_le_bytes(b.try_into().map_err(|_| "bad word")?))
     }
@@ -214,7 +222,8 @@ impl Cursor<'_> {
         let ends = self.array::<u64>(values)?;
         let text_len = self.count("dictionary text", self.map.len())?;
         let text = self.array::<u8>(text_len)?;
-        if ends.windows(2).any(|w| w[0] > w[1]) || ends.last().is_some_and(|&e| e as usize > text_len)
+        if ends.windows(2).any(|w| w[0] > w[1])
+            || ends.last().is_some_and(|&e| e as usize > text_len)
         {
             return Err("dictionary offsets out of order".into());
         }
@@ -407,12 +416,15 @@ fn remove_dead_temps(dir: &Path) {
     }
 }
 
-/// Write `t` (rows `0..t.rows` at metadata generation `generation`) as `dir`'s cache:
+/// Write `t` (rows `0..t.rows` at metadata generation `generation`) as the cache of `dir`,
+/// index `id`:
 /// atomically, so that a concurrent reader maps the old file or the new one, never half of
 /// one. Returns the file's size.
-pub(super) fn write(dir: &Path, t: &Table, generation: u64) -> std::io::Result<u64> {
+pub(super) fn write(dir: &Path, id: u64, t: &Table, generation: u64) -> std::io::Result<u64> {
     if u32::try_from(t.rows).is_err() {
-        return Err(std::io::Error::other("more rows than the cache's u32 row ids"));
+        return Err(std::io::Error::other(
+            "more rows than the cache's u32 row ids",
+        ));
     }
     remove_dead_temps(dir);
     let tmp: PathBuf = dir.join(temp_name());
@@ -435,6 +447,7 @@ pub(super) fn write(dir: &Path, t: &Table, generation: u64) -> std::io::Result<u
         h[24..32].copy_from_slice(&generation.to_le_bytes());
         h[32..40].copy_from_slice(&len.to_le_bytes());
         h[40..44].copy_from_slice(&crc.finalize().to_le_bytes());
+        h[44..52].copy_from_slice(&id.to_le_bytes());
         let hc = crc32fast::hash(&h[..60]);
         h[60..64].copy_from_slice(&hc.to_le_bytes());
         f.seek(SeekFrom::Start(0))?;

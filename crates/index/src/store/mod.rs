@@ -20,9 +20,9 @@ mod table;
 mod writer;
 
 pub use ann::AnnSettings;
+pub use cache::FILE as METADATA_CACHE;
 pub use columns::{part_keys, Column, Disagreement, Item, ItemMeta};
 pub use errors::{failure_counts, failures, Failure};
-pub use cache::FILE as METADATA_CACHE;
 pub use reader::{MetadataOpen, Reader, Rows, Snapshot};
 pub use settings::Settings;
 pub use table::{Codes, MAX_EXTRA_COLUMNS, MAX_EXTRA_VALUES};

@@ -349,7 +349,8 @@ impl Reader {
             let ann = view.ann;
             view = map_rows(&dir, &conn, view.settings, ann, v)?;
         }
-        let (table, opened) = open_table(&dir, &conn, v)?;
+        let id = cache::identity(&view.settings);
+        let (table, opened) = open_table(&dir, &conn, id, v)?;
         Ok(Snapshot {
             view,
             dir,
@@ -370,23 +371,33 @@ pub struct MetadataOpen {
     pub read_rows: usize,
     /// Bytes of the cache file this open wrote (0: none written).
     pub wrote_cache: u64,
+    /// Time spent writing it.
+    pub write_time: std::time::Duration,
 }
 
 /// The coded metadata of rows `0..v.rows`, from the cache file where it is valid, the rest
 /// from SQLite (in `conn`'s read transaction); writes a fresh cache when that is worth it and
 /// the folder is writable (see [`super::cache`]).
-fn open_table(dir: &Path, conn: &Connection, v: Version) -> Result<(Table, MetadataOpen)> {
+fn open_table(dir: &Path, conn: &Connection, id: u64, v: Version) -> Result<(Table, MetadataOpen)> {
     let path = dir.join(cache::FILE);
-    let (base, newer) = match cache::load(dir, v.generation, v.rows) {
+    let (base, newer) = match cache::load(dir, id, v.generation, v.rows) {
         Ok(t) => (Some(t), false),
         Err(cache::Miss::Absent) => {
             if v.rows > 0 {
-                tracing::info!("{}: no metadata cache yet; reading {} rows from {DB}", dir.display(), v.rows);
+                tracing::debug!(
+                    "{}: no metadata cache yet; reading {} rows from {DB}",
+                    dir.display(),
+                    v.rows
+                );
             }
             (None, false)
         }
         Err(cache::Miss::Newer(n)) => {
-            tracing::debug!("{}: covers {n} rows, this snapshot {}; reading {DB}", path.display(), v.rows);
+            tracing::debug!(
+                "{}: covers {n} rows, this snapshot {}; reading {DB}",
+                path.display(),
+                v.rows
+            );
             (None, true)
         }
         Err(cache::Miss::Bad(why)) => {
@@ -399,20 +410,37 @@ fn open_table(dir: &Path, conn: &Connection, v: Version) -> Result<(Table, Metad
         cached_rows: cached.unwrap_or(0),
         read_rows: v.rows - cached.unwrap_or(0),
         wrote_cache: 0,
+        write_time: std::time::Duration::ZERO,
     };
     let mut table = read_table(conn, base, v.rows)
         .with_context(|| format!("{}: reading item metadata", dir.join(DB).display()))?;
     let read_only = std::fs::metadata(dir).is_ok_and(|m| m.permissions().readonly());
     if !newer && cache::worth_rewriting(cached, v.rows) {
         if read_only {
-            tracing::debug!("{}: read-only folder; not writing {}", dir.display(), cache::FILE);
+            tracing::debug!(
+                "{}: read-only folder; not writing {}",
+                dir.display(),
+                cache::FILE
+            );
         } else {
-            match cache::write(dir, &table, v.generation) {
-                Ok(bytes) => opened.wrote_cache = bytes,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem) => {
+            let t = std::time::Instant::now();
+            match cache::write(dir, id, &table, v.generation) {
+                Ok(bytes) => {
+                    opened.wrote_cache = bytes;
+                    opened.write_time = t.elapsed();
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::PermissionDenied
+                            | std::io::ErrorKind::ReadOnlyFilesystem
+                    ) =>
+                {
                     tracing::debug!("{}: not writable ({e}); not cached", path.display())
                 }
-                Err(e) => tracing::warn!("{}: could not write it ({e}); not cached", path.display()),
+                Err(e) => {
+                    tracing::warn!("{}: could not write it ({e}); not cached", path.display())
+                }
             }
         }
     }

@@ -332,24 +332,58 @@ impl CodesBuilder {
         };
         let values = ends.len();
         codes.truncate(rows.saturating_sub(base_rows));
-        let code = |i: usize| -> u32 {
-            if i < base_rows {
-                base.codes.get(i)
-            } else {
-                codes.get(i - base_rows).copied().unwrap_or(0)
-            }
-        };
         let codes = if values == 0 {
             CodeVec::None
         } else if values < 256 {
-            CodeVec::U8(Store::Owned((0..rows).map(|i| code(i) as u8).collect()))
+            CodeVec::U8(Store::Owned(join(
+                &base.codes,
+                base_rows,
+                &codes,
+                rows,
+                |c| c as u8,
+            )))
         } else if values < 65_536 {
-            CodeVec::U16(Store::Owned((0..rows).map(|i| code(i) as u16).collect()))
+            CodeVec::U16(Store::Owned(join(
+                &base.codes,
+                base_rows,
+                &codes,
+                rows,
+                |c| c as u16,
+            )))
         } else {
-            CodeVec::U32(Store::Owned((0..rows).map(code).collect()))
+            CodeVec::U32(Store::Owned(join(
+                &base.codes,
+                base_rows,
+                &codes,
+                rows,
+                |c| c,
+            )))
         };
         Codes { text, ends, codes }
     }
+}
+
+/// The first `base_rows` codes of `base` then `tail`, as `rows` codes of one width (in bulk
+/// passes that the compiler vectorises: this is what extending a cached column costs).
+fn join<T: Copy + Default>(
+    base: &CodeVec,
+    base_rows: usize,
+    tail: &[u32],
+    rows: usize,
+    to: impl Fn(u32) -> T,
+) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(rows);
+    let n = base_rows.min(rows);
+    match base {
+        CodeVec::None => {}
+        CodeVec::U8(v) => out.extend(v.iter().take(n).map(|&c| to(u32::from(c)))),
+        CodeVec::U16(v) => out.extend(v.iter().take(n).map(|&c| to(u32::from(c)))),
+        CodeVec::U32(v) => out.extend(v.iter().take(n).map(|&c| to(c))),
+    }
+    out.resize(n, T::default());
+    out.extend(tail.iter().map(|&c| to(c)));
+    out.resize(rows, T::default());
+    out
 }
 
 /// The groups of rows that hold the same decoded pixels, as sorted arrays (a lookup is a
@@ -426,7 +460,10 @@ pub(super) enum Pixels {
     Empty,
     Owned(Vec<(u128, u64)>),
     /// From the cache file: keys as (high, low) words, and rows.
-    Mapped { keys: Store<u64>, rows: Store<u32> },
+    Mapped {
+        keys: Store<u64>,
+        rows: Store<u32>,
+    },
     /// Pairs, and (sorted) pairs of rows after theirs: read as one sequence, never copied.
     Extended(Box<Pixels>, Vec<(u128, u64)>),
 }
