@@ -1,6 +1,9 @@
 //! `simcase bench open --rows N`: what opening an index of millions of rows costs in time and
-//! resident memory, and what the metadata side of a search (filters, grouping, a page's items,
-//! `/api/stats`' counts) costs at that size. The index is synthetic and realistic in its
+//! resident memory: the first open (no metadata cache: every row read from SQLite, then
+//! `columns.cache` written), the next one (from the cache), and one after rows were appended
+//! (the cache plus the new rows: a server's snapshot swap during ingest); and what the
+//! metadata side of a search (filters, grouping, a page's items, `/api/stats`' counts) costs
+//! at that size. The index is synthetic and realistic in its
 //! metadata (a few dozen labels, patients with studies and series, UIDs, paths, study dates,
 //! two manifest columns); its 384-d vectors file is sparse (`set_len`), since only metadata is
 //! measured, and vector search is timed elsewhere (`bench search`, `bench scale`).
@@ -66,9 +69,21 @@ pub fn generate(o: &Opts) -> Result<f64> {
         std::fs::remove_dir_all(&o.dir).with_context(|| format!("removing {}", o.dir.display()))?;
     }
     drop(Writer::open(&o.dir, "bench-synthetic", o.dim)?);
+    append(o, 0, o.rows)?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Rows `from..to` of the synthetic index (the generator is seeded per row, so that rows
+/// appended later continue the same archive).
+fn append(o: &Opts, from: usize, to: usize) -> Result<()> {
     let mut conn = rusqlite::Connection::open(o.dir.join(simcase_index::store::DB))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // A bulk load: no journal (a write-ahead log would hold a copy of the whole database
+    // until the checkpoint: twice the disk at 10M rows), no syncs, and a page cache large
+    // enough for the random inserts into the unique `hash` index. A run killed here leaves a
+    // database of the wrong size or unreadable, which the next run replaces.
+    conn.pragma_update(None, "journal_mode", "OFF")?;
     conn.pragma_update(None, "synchronous", "OFF")?;
+    conn.pragma_update(None, "cache_size", -(1i64 << 20))?;
     let cols: Vec<&str> = Column::ALL.iter().map(|c| c.name()).collect();
     let n = 5 + cols.len();
     let params: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
@@ -84,7 +99,12 @@ pub fn generate(o: &Opts) -> Result<f64> {
         // Patients hold ~40 images: 2 studies of 2–3 series each.
         let (mut patient, mut study, mut series, mut left) = (0usize, 0usize, 0usize, 0usize);
         let mut class = (0, 0, 0);
-        for row in 0..o.rows {
+        if from > 0 {
+            // Appended rows: patients of their own, numbered past the first rows'.
+            rng = Rng(o.seed ^ from as u64);
+            (patient, study, series) = (from, from, from);
+        }
+        for row in from..to {
             if left == 0 {
                 patient += 1;
                 left = 20 + rng.below(40);
@@ -142,24 +162,83 @@ pub fn generate(o: &Opts) -> Result<f64> {
             let month = 1 + (study / 4) % 12;
             let year = 2005 + (study % 20);
             let view = ["AP", "PA", "LAT", "OBL"][row % 4];
-            let extra = serde_json::json!({
-                "pixel_hash": format!("{:032x}", (pixel as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)),
-                "study_date": format!("{year:04}{month:02}{day:02}"),
-                "view": view,
-                "site": format!("site-{}", patient % 12),
-            });
-            v.push(Text(extra.to_string()));
+            // What serde_json writes for these keys (sorted) and plain values.
+            let extra = format!(
+                r#"{{"pixel_hash":"{:032x}","site":"site-{}","study_date":"{year:04}{month:02}{day:02}","view":"{view}"}}"#,
+                (pixel as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835),
+                patient % 12,
+            );
+            v.push(Text(extra));
             ins.execute(rusqlite::params_from_iter(v))?;
         }
     }
     tx.commit()?;
-    // As a long-lived index is: its rows in the database file, not in the write-ahead log.
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    // Back to the journal mode the index is opened in.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(o.dir.join(simcase_index::store::VECTORS))?;
-    f.set_len((o.rows * o.dim * 4) as u64)?;
-    Ok(t.elapsed().as_secs_f64())
+    f.set_len((to * o.dim * 4) as u64)?;
+    Ok(())
+}
+
+/// One `Snapshot::open`, in seconds and bytes.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct OpenFigures {
+    /// Wall time.
+    pub s: f64,
+    /// CPU time of the process (user + system), which a loaded machine does not inflate.
+    pub cpu_s: f64,
+    /// Resident memory added by the open and kept (VmRSS after − before; pages of the
+    /// mapped cache file that were touched included).
+    pub rss_added: u64,
+    /// Peak resident memory of the process during the open (VmHWM).
+    pub hwm: u64,
+    /// The snapshot's own count of its in-memory metadata (not what is mapped).
+    pub heap: u64,
+    /// Rows from the cache file / read from SQLite.
+    pub cached_rows: usize,
+    /// Rows read from SQLite.
+    pub read_rows: usize,
+}
+
+/// CPU seconds (user + system) of this process so far, from `/proc/self/stat` (0 where
+/// there is none); ticks of 10 ms.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses: utime and stime are the
+    // 12th and 13th of them.
+    let rest = stat.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    f.iter().sum::<f64>() / 100.0
+}
+
+fn timed_open(dir: &Path) -> Result<(Snapshot, OpenFigures)> {
+    crate::rss::reset_peak(None);
+    let before = rss().0;
+    let (t, cpu) = (Instant::now(), cpu_seconds());
+    let snap = Snapshot::open(dir)?;
+    let s = t.elapsed().as_secs_f64();
+    let cpu_s = cpu_seconds() - cpu;
+    let (now, hwm) = rss();
+    let m = snap.metadata_open();
+    let f = OpenFigures {
+        s,
+        cpu_s,
+        rss_added: now.saturating_sub(before),
+        hwm,
+        heap: snap.heap_bytes() as u64,
+        cached_rows: m.cached_rows,
+        read_rows: m.read_rows,
+    };
+    Ok((snap, f))
 }
 
 /// Measured figures, in seconds and bytes.
@@ -169,14 +248,21 @@ pub struct Report {
     pub rows: usize,
     /// Seconds to write the synthetic index (0 when it was there).
     pub generate_s: f64,
-    /// `Snapshot::open`.
-    pub open_s: f64,
-    /// Resident memory added by the open (VmRSS after − before).
-    pub rss_added: u64,
-    /// Peak resident memory of the process during the open (VmHWM).
-    pub hwm: u64,
-    /// The snapshot's own count of its in-memory metadata.
-    pub heap: u64,
+    /// CPU seconds of that.
+    pub generate_cpu_s: f64,
+    /// The first open: no metadata cache, every row read from SQLite, the cache written.
+    pub cold: OpenFigures,
+    /// Of which writing the cache.
+    pub cache_write_s: f64,
+    /// Bytes of the cache file.
+    pub cache_bytes: u64,
+    /// The next open, from the cache.
+    pub warm: OpenFigures,
+    /// Rows appended (to the index and behind the cache) before the last open.
+    pub appended: usize,
+    /// An open after those rows were appended: the cache plus the new rows from SQLite, as a
+    /// server's snapshot swap during ingest.
+    pub extended: OpenFigures,
     /// `Snapshot::committed_version` (what a server polls).
     pub version_s: f64,
     /// A filter (`modality=CT`, `meta.view=AP`, a date range): compile + count of candidates.
@@ -209,18 +295,28 @@ pub fn run(o: &Opts) -> Result<Report> {
         ..Default::default()
     };
     if index_rows(&o.dir) != Some(o.rows) {
+        let cpu = cpu_seconds();
         rep.generate_s = generate(o)?;
+        rep.generate_cpu_s = cpu_seconds() - cpu;
     }
-    crate::rss::reset_peak(None);
-    let before = rss().0;
-    let t = Instant::now();
-    let snap = Snapshot::open(&o.dir)?;
-    rep.open_s = t.elapsed().as_secs_f64();
-    let (now, hwm) = rss();
-    rep.rss_added = now.saturating_sub(before);
-    rep.hwm = hwm;
-    rep.heap = snap.heap_bytes() as u64;
+    // The first open finds no cache (one left by an earlier run is removed).
+    let cache = o.dir.join(simcase_index::store::METADATA_CACHE);
+    if cache.exists() {
+        std::fs::remove_file(&cache).with_context(|| format!("removing {}", cache.display()))?;
+    }
+    let (snap, cold) = timed_open(&o.dir)?;
+    let m = snap.metadata_open();
+    (rep.cache_write_s, rep.cache_bytes) = (m.write_time.as_secs_f64(), m.wrote_cache);
+    rep.cold = cold;
+    drop(snap);
+    let (snap, warm) = timed_open(&o.dir)?;
+    rep.warm = warm;
     ensure!(snap.len() == o.rows, "{} rows, not {}", snap.len(), o.rows);
+    ensure!(
+        rep.warm.cached_rows == o.rows,
+        "the second open did not use the cache ({:?})",
+        snap.metadata_open()
+    );
     let t = Instant::now();
     Snapshot::committed_version(&o.dir)?;
     rep.version_s = t.elapsed().as_secs_f64();
@@ -264,6 +360,20 @@ pub fn run(o: &Opts) -> Result<Report> {
     rep.stats_s = t.elapsed().as_secs_f64();
     drop(snap);
 
+    // Rows appended behind the cache (fewer than would make an open rewrite it).
+    rep.appended = (o.rows / 10).clamp(1, 20_000);
+    append(o, o.rows, o.rows + rep.appended)?;
+    let (snap, extended) = timed_open(&o.dir)?;
+    rep.extended = extended;
+    ensure!(
+        snap.len() == o.rows + rep.appended,
+        "{} rows after appending",
+        snap.len()
+    );
+    drop(snap);
+    // Back to the size the index is kept at (and the cache that fits it).
+    remove_appended(o)?;
+
     let before = rss().0;
     let t = Instant::now();
     let w = Writer::open(&o.dir, "bench-synthetic", o.dim)?;
@@ -274,20 +384,51 @@ pub fn run(o: &Opts) -> Result<Report> {
     Ok(rep)
 }
 
+/// Delete rows past `o.rows` (what [`run`] appended), so that the next run finds the index
+/// at its size.
+fn remove_appended(o: &Opts) -> Result<()> {
+    let conn = rusqlite::Connection::open(o.dir.join(simcase_index::store::DB))?;
+    conn.execute("DELETE FROM items WHERE row >= ?1", [o.rows as i64])?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(o.dir.join(simcase_index::store::VECTORS))?;
+    f.set_len((o.rows * o.dim * 4) as u64)?;
+    Ok(())
+}
+
 /// The report as a table.
 pub fn print(r: &Report) {
     let mib = |b: u64| crate::rss::mib(b);
     println!("rows                       {}", r.rows);
     if r.generate_s > 0.0 {
-        println!("generate (bulk SQLite)     {:.1} s", r.generate_s);
+        println!(
+            "generate (bulk SQLite)     {:.1} s ({:.0} rows/s), CPU {:.1} s",
+            r.generate_s,
+            r.rows as f64 / r.generate_s,
+            r.generate_cpu_s
+        );
     }
-    println!("Snapshot::open             {:.2} s", r.open_s);
+    let open = |name: &str, f: &OpenFigures| {
+        println!(
+            "{name:<27}{:.2} s, CPU {:.2} s ({} rows cached, {} read from SQLite)",
+            f.s, f.cpu_s, f.cached_rows, f.read_rows
+        );
+        println!(
+            "  RSS added / peak         {:.0} MiB / {:.0} MiB; metadata heap {:.0} MiB",
+            mib(f.rss_added),
+            mib(f.hwm),
+            mib(f.heap)
+        );
+    };
+    open("open, no cache (first)", &r.cold);
     println!(
-        "  RSS added / peak         {:.0} MiB / {:.0} MiB",
-        mib(r.rss_added),
-        mib(r.hwm)
+        "  of which cache write     {:.2} s ({:.0} MiB)",
+        r.cache_write_s,
+        mib(r.cache_bytes)
     );
-    println!("  metadata heap            {:.0} MiB", mib(r.heap));
+    open("open, cache (warm)", &r.warm);
+    open(&format!("open, cache + {} new", r.appended), &r.extended);
     println!("committed_version          {:.2} ms", r.version_s * 1e3);
     println!(
         "filter pass                {:.1} ms ({} candidates)",

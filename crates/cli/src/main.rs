@@ -417,6 +417,11 @@ pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
     let t = std::time::Instant::now();
     let s = ingest::run(&mut writer, enc.as_ref(), sources, &opts)?;
     writer.checkpoint_graph()?;
+    // A snapshot brings the metadata cache up to date when it is missing or far behind, so
+    // that the next `serve` or `search` of a large index opens from it.
+    if let Err(e) = simcase_index::Snapshot::open(&a.index) {
+        tracing::warn!("{}: metadata cache not refreshed: {e:#}", a.index.display());
+    }
     let secs = t.elapsed().as_secs_f64();
     // With a manifest, what its rows changed in items already indexed.
     let updated = match a.manifest {

@@ -10,6 +10,7 @@
 //! what a server compares to decide that its snapshot is stale.
 
 pub mod ann;
+mod cache;
 mod columns;
 pub mod durable;
 mod errors;
@@ -19,9 +20,10 @@ mod table;
 mod writer;
 
 pub use ann::AnnSettings;
+pub use cache::FILE as METADATA_CACHE;
 pub use columns::{part_keys, Column, Disagreement, Item, ItemMeta};
 pub use errors::{failure_counts, failures, Failure};
-pub use reader::{Reader, Rows, Snapshot};
+pub use reader::{MetadataOpen, Reader, Rows, Snapshot};
 pub use settings::Settings;
 pub use table::{Codes, MAX_EXTRA_COLUMNS, MAX_EXTRA_VALUES};
 pub use writer::{LabelOutcome, LabelUpdate, Writer};

@@ -8,7 +8,7 @@ use super::ann::{self, AnnSettings};
 use super::columns::{row_to_item, select_list, Column, Item};
 use super::settings::Settings;
 use super::table::{Codes, CodesBuilder, Table, TableBuilder, CODED};
-use super::{connect, generation, item_count, version, Version, DB, VECTORS};
+use super::{cache, connect, generation, item_count, version, Version, DB, VECTORS};
 use crate::compact::{self, CompactRows, Precision};
 use crate::hnsw::{search_graph, Hnsw, IndexType};
 use crate::{search_rows, Hit};
@@ -38,11 +38,11 @@ pub(super) fn items_sql() -> String {
 /// The committed item of a content hash.
 pub(super) const ID_BY_HASH_SQL: &str = "SELECT row FROM items WHERE hash = ?1 AND row < ?2";
 
-/// What a snapshot codes, by id.
+/// What a snapshot codes, by id, for rows `?1..?2`.
 pub(super) fn table_sql() -> String {
     let cols: Vec<&str> = CODED.iter().map(|c| c.name()).collect();
     format!(
-        "SELECT row, format, {}, extra FROM items WHERE row < ?1 ORDER BY row",
+        "SELECT row, format, {}, extra FROM items WHERE row >= ?1 AND row < ?2 ORDER BY row",
         cols.join(", ")
     )
 }
@@ -324,6 +324,7 @@ pub struct Snapshot {
     view: Rows,
     dir: PathBuf,
     table: Table,
+    opened: MetadataOpen,
     /// In a read transaction begun when the snapshot was taken.
     conn: Mutex<Connection>,
 }
@@ -348,22 +349,118 @@ impl Reader {
             let ann = view.ann;
             view = map_rows(&dir, &conn, view.settings, ann, v)?;
         }
-        let table = read_table(&conn, v.rows)
-            .with_context(|| format!("{}: reading item metadata", dir.join(DB).display()))?;
+        let id = cache::identity(&view.settings);
+        let (table, opened) = open_table(&dir, &conn, id, v)?;
         Ok(Snapshot {
             view,
             dir,
             table,
+            opened,
             conn: Mutex::new(conn),
         })
     }
 }
 
-/// The coded metadata of the first `rows` items (which must be rows `0..rows`).
-fn read_table(conn: &Connection, rows: usize) -> Result<Table> {
+/// How a snapshot got its coded metadata: from the cache file, from SQLite, or both (for
+/// logs, benchmarks and tests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetadataOpen {
+    /// Rows whose metadata came from the cache file (`columns.cache`).
+    pub cached_rows: usize,
+    /// Rows read from SQLite (all of them when there was no usable cache).
+    pub read_rows: usize,
+    /// Bytes of the cache file this open wrote (0: none written).
+    pub wrote_cache: u64,
+    /// Time spent writing it.
+    pub write_time: std::time::Duration,
+}
+
+/// The coded metadata of rows `0..v.rows`, from the cache file where it is valid, the rest
+/// from SQLite (in `conn`'s read transaction); writes a fresh cache when that is worth it and
+/// the folder is writable (see [`super::cache`]).
+fn open_table(dir: &Path, conn: &Connection, id: u64, v: Version) -> Result<(Table, MetadataOpen)> {
+    let path = dir.join(cache::FILE);
+    let (base, newer) = match cache::load(dir, id, v.generation, v.rows) {
+        Ok(t) => (Some(t), false),
+        Err(cache::Miss::Absent) => {
+            if v.rows > 0 {
+                tracing::debug!(
+                    "{}: no metadata cache yet; reading {} rows from {DB}",
+                    dir.display(),
+                    v.rows
+                );
+            }
+            (None, false)
+        }
+        Err(cache::Miss::Newer(n)) => {
+            tracing::debug!(
+                "{}: covers {n} rows, this snapshot {}; reading {DB}",
+                path.display(),
+                v.rows
+            );
+            (None, true)
+        }
+        Err(cache::Miss::Bad(why)) => {
+            tracing::warn!("{}: {why}; rebuilding it from {DB}", path.display());
+            (None, false)
+        }
+    };
+    let cached = base.as_ref().map(|t| t.rows);
+    let mut opened = MetadataOpen {
+        cached_rows: cached.unwrap_or(0),
+        read_rows: v.rows - cached.unwrap_or(0),
+        wrote_cache: 0,
+        write_time: std::time::Duration::ZERO,
+    };
+    let mut table = read_table(conn, base, v.rows)
+        .with_context(|| format!("{}: reading item metadata", dir.join(DB).display()))?;
+    let read_only = std::fs::metadata(dir).is_ok_and(|m| m.permissions().readonly());
+    if !newer && cache::worth_rewriting(cached, v.rows) {
+        if read_only {
+            tracing::debug!(
+                "{}: read-only folder; not writing {}",
+                dir.display(),
+                cache::FILE
+            );
+        } else {
+            let t = std::time::Instant::now();
+            match cache::write(dir, id, &table, v.generation) {
+                Ok(bytes) => {
+                    opened.wrote_cache = bytes;
+                    opened.write_time = t.elapsed();
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::PermissionDenied
+                            | std::io::ErrorKind::ReadOnlyFilesystem
+                    ) =>
+                {
+                    tracing::debug!("{}: not writable ({e}); not cached", path.display())
+                }
+                Err(e) => {
+                    tracing::warn!("{}: could not write it ({e}); not cached", path.display())
+                }
+            }
+        }
+    }
+    // The pixel keys only serve writing the cache and extending a mapped one: drop a copy
+    // held in memory.
+    if !matches!(table.pixels, super::table::Pixels::Mapped { .. }) {
+        table.pixels = super::table::Pixels::Empty;
+    }
+    Ok((table, opened))
+}
+
+/// The coded metadata of rows `0..rows`: `base`'s rows, then the rest read from SQLite
+/// (which must be rows `base.rows..rows`, in order).
+fn read_table(conn: &Connection, base: Option<Table>, rows: usize) -> Result<Table> {
+    let mut b = match base {
+        Some(t) => TableBuilder::extend(t),
+        None => TableBuilder::new(),
+    };
     let mut st = conn.prepare(&table_sql())?;
-    let mut q = st.query([rows as i64])?;
-    let mut b = TableBuilder::new();
+    let mut q = st.query([b.rows() as i64, rows as i64])?;
     let mut extra = serde_json::Map::new();
     while let Some(r) = q.next()? {
         let id: i64 = r.get(0)?;
@@ -510,22 +607,21 @@ impl Snapshot {
         &self.table.extra_keys
     }
 
-    /// Heap bytes of the in-memory metadata (codes, dictionaries and copy groups), for
-    /// benchmarks.
+    /// Heap bytes of the in-memory metadata (codes, dictionaries and copy groups; not what
+    /// is mapped from the cache file), for benchmarks.
     pub fn heap_bytes(&self) -> usize {
-        let t = &self.table;
-        let copies: usize = t.copies.values().map(|ids| 8 * ids.len()).sum();
-        t.columns.values().map(Codes::heap_bytes).sum::<usize>()
-            + t.format.heap_bytes()
-            + t.extra.values().map(Codes::heap_bytes).sum::<usize>()
-            + 32 * t.copies.len()
-            + copies
+        self.table.heap_bytes()
+    }
+
+    /// How this snapshot got its coded metadata (cache file, SQLite, both).
+    pub fn metadata_open(&self) -> MetadataOpen {
+        self.opened
     }
 
     /// The items holding the same decoded pixels as item `id` (its pixel hash), `id`
     /// included, ids ascending; empty when it has no copy (or no pixel hash). Built once per
     /// snapshot, so that a search looks copies up instead of scanning every item.
     pub fn copies_of(&self, id: u64) -> &[u64] {
-        self.table.copies.get(&id).map_or(&[], |ids| ids)
+        self.table.copies.of(id)
     }
 }
