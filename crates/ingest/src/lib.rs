@@ -65,6 +65,8 @@ enum Prepared {
     /// Content already indexed, read from this (canonical) path: not decoded; its manifest
     /// labels, if the row has any.
     Known(String, Option<LabelUpdate>),
+    /// The index could not say whether the file is known (a SQLite failure): stops the run.
+    Lookup(anyhow::Error),
     /// Shown path, stored (canonical) path, and the failure.
     Failed(String, String, Failure),
 }
@@ -86,11 +88,6 @@ fn label_update(
         hash: hash.to_string(),
         labels,
     })
-}
-
-/// The content hash of the file an item came from: its hash without `#frame` or `@axis#slice`.
-fn file_hash(item_hash: &str) -> &str {
-    item_hash.split(['#', '@']).next().unwrap_or(item_hash)
 }
 
 /// Counts the outcomes of label updates into `summary`, keeping a few disagreements as
@@ -132,7 +129,7 @@ fn tally(
 fn prepare(
     src: &Source,
     enc: &dyn Encoder,
-    known: &HashSet<String>,
+    known: &(dyn Fn(&str) -> Result<bool> + Sync),
     writer_settings: &simcase_index::Settings,
     opts: &DecodeOptions,
 ) -> Prepared {
@@ -158,8 +155,10 @@ fn prepare(
     let hash = content_hash(&bytes);
     // Volumes are keyed per slicing axis, so another `--axis` adds that view.
     let axis_key = format!("{hash}@{}", opts.axis.name());
-    if known.contains(&hash) || known.contains(&axis_key) {
-        return Prepared::Known(path, label_update(src, &hash, writer_settings));
+    match known(&hash).and_then(|k| Ok(k || known(&axis_key)?)) {
+        Ok(true) => return Prepared::Known(path, label_update(src, &hash, writer_settings)),
+        Ok(false) => {}
+        Err(e) => return Prepared::Lookup(e.context(format!("{shown}: looking up its content"))),
     }
     // Preprocessed while the decode budget's bytes are held: full-size pixels never outlive
     // them (the model inputs are small).
@@ -265,15 +264,13 @@ pub fn run(
     sources: Vec<Source>,
     opts: &Options,
 ) -> Result<Summary> {
-    // Files already indexed, by content (a multi-image file's items carry `HASH#PART`).
-    let known: HashSet<String> = writer
-        .hashes()?
-        .into_iter()
-        .map(|h| h.split('#').next().unwrap_or_default().to_string())
-        .collect();
-    // Files with any item indexed, by content: a new axis of a known volume also updates the
-    // labels of the slices already stored.
-    let known_files: HashSet<String> = known.iter().map(|h| file_hash(h).to_string()).collect();
+    // What was indexed before this run, asked per file through the index on content hash
+    // (content first stored in this run is caught by `seen` below): `has_key(HASH)` for a
+    // file (a multi-image file's items carry `HASH#PART`), `has_key(HASH@axis)` for one
+    // slicing of a volume, and `has_file(HASH)` for any item of the file, so that a new axis
+    // of a known volume also updates the labels of the slices already stored.
+    let lookups = writer.known_files()?;
+    let known = |key: &str| lookups.has_key(key);
     let settings = writer.settings().clone();
     let pb = if opts.progress {
         ProgressBar::new(sources.len() as u64)
@@ -299,6 +296,7 @@ pub fn run(
         // Owned here, so that an early return stops the decoders (their sends fail).
         let rx = rx;
         let (known, settings, decode, sources) = (&known, &settings, &opts.decode, &sources);
+        let lookups = &lookups;
         // Plain threads, not a rayon pool: a rayon worker waiting inside a codec's parallel
         // loop can steal another file's decode, which would then wait for decode budget
         // while this thread holds some.
@@ -369,6 +367,7 @@ pub fn run(
                         pending.clear();
                     }
                 }
+                Prepared::Lookup(e) => return Err(e),
                 Prepared::Failed(shown, path, f) => {
                     tracing::warn!("{shown}: {}", f.reason);
                     writer.record_error(&path, &f.kind, &f.reason)?;
@@ -391,7 +390,7 @@ pub fn run(
                     }
                     match update {
                         Some(u) if dup => deferred.push(u),
-                        Some(u) if known_files.contains(&u.hash) => pending.push(u),
+                        Some(u) if lookups.has_file(&u.hash)? => pending.push(u),
                         _ => {}
                     }
                 }
@@ -427,13 +426,6 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn items_map_back_to_their_file() {
-        assert_eq!(file_hash("abc"), "abc");
-        assert_eq!(file_hash("abc#3"), "abc");
-        assert_eq!(file_hash("abc@axial#12"), "abc");
-    }
 
     #[test]
     fn only_rows_with_something_to_say_update_labels() {
