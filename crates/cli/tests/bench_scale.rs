@@ -127,8 +127,8 @@ fn synthetic_archive_is_validated_benchmarked_and_written_as_an_index() {
 
     // The archive as an index; written again, it resumes (here: nothing left to add) instead
     // of appending a second copy, and it equals a run into a fresh folder (seeded).
-    let index = work.join("index");
-    for rows in ["4500", "4500"] {
+    // `bench scale --write-index DIR` of the seeded 4,500-row archive, with extra flags.
+    let write_index = |dir: &std::path::Path, extra: &[&str]| {
         run_ok(
             bin()
                 .args([
@@ -137,36 +137,25 @@ fn synthetic_archive_is_validated_benchmarked_and_written_as_an_index() {
                     "--model",
                     "efficientnet-lite0",
                     "--rows",
-                    rows,
+                    "4500",
                 ])
                 .args(["--seed", "7", "--work"])
                 .arg(&work)
                 .arg("--manifest")
                 .arg(data.join("dev.csv"))
                 .arg("--write-index")
-                .arg(&index),
-        );
+                .arg(dir)
+                .args(extra),
+        )
+    };
+    let index = work.join("index");
+    for _ in 0..2 {
+        write_index(&index, &[]);
     }
     let reader = simcase_index::Reader::open(&index).unwrap();
     assert_eq!(reader.len(), 4500);
     let one = tmp("bench-scale-one");
-    run_ok(
-        bin()
-            .args([
-                "bench",
-                "scale",
-                "--model",
-                "efficientnet-lite0",
-                "--rows",
-                "4500",
-            ])
-            .args(["--seed", "7", "--work"])
-            .arg(&work)
-            .arg("--manifest")
-            .arg(data.join("dev.csv"))
-            .arg("--write-index")
-            .arg(one.join("index")),
-    );
+    write_index(&one.join("index"), &[]);
     let whole = simcase_index::Reader::open(&one.join("index")).unwrap();
     let (mut ten, mut labelled) = (0, 0);
     for id in [0u64, 2999, 3000, 4499] {
@@ -187,26 +176,7 @@ fn synthetic_archive_is_validated_benchmarked_and_written_as_an_index() {
     // --precision i8 --index-type flat: i8 rows beside the f32 ones and no graph; written
     // twice, it resumes (nothing added, nothing converted) and holds the same vectors.
     let compact = work.join("index-i8");
-    let write = |extra: &[&str]| {
-        run_ok(
-            bin()
-                .args([
-                    "bench",
-                    "scale",
-                    "--model",
-                    "efficientnet-lite0",
-                    "--rows",
-                    "4500",
-                ])
-                .args(["--seed", "7", "--work"])
-                .arg(&work)
-                .arg("--manifest")
-                .arg(data.join("dev.csv"))
-                .arg("--write-index")
-                .arg(&compact)
-                .args(extra),
-        )
-    };
+    let write = |extra: &[&str]| write_index(&compact, extra);
     for _ in 0..2 {
         let out = write(&["--precision", "i8", "--index-type", "flat"]);
         assert!(out.contains("i8, flat"), "{out}");
