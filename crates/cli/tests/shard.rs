@@ -96,14 +96,15 @@ fn search(index: &Path, query: &Path, extra: &[&str]) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// A failed command's stderr, which must be one `error:` line.
+/// A failed command's error: its last line on stderr, the only one that starts `error:`.
 fn fails(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{cmd:?} should fail");
     let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert!(err.starts_with("error: "), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    err
+    let last = err.lines().last().unwrap_or_default().to_string();
+    assert!(last.starts_with("error: "), "{err}");
+    assert_eq!(err.matches("error").count(), 1, "{err}");
+    last
 }
 
 #[test]
@@ -130,7 +131,16 @@ fn three_shards_merged_equal_one_index_of_the_same_input() {
     assert!(e.contains("auto needs JOB_COMPLETION_INDEX"), "{e}");
     let e = fails(index(&d.join("bad")).env("SIMCASE_SHARD", "1/x"));
     assert!(e.starts_with("error: --shard 1/x: N must be"), "{e}");
-    assert!(!d.join("bad").exists(), "nothing written for a bad share");
+    let e = fails(index(&d.join("bad")).env("SIMCASE_PATIENT_SALT", "not-hex-secret-value"));
+    assert!(
+        e.starts_with("error: SIMCASE_PATIENT_SALT is set but is not 32 to 128 hex digits"),
+        "{e}"
+    );
+    assert!(!e.contains("secret"), "the value is never shown: {e}");
+    assert!(
+        !d.join("bad").exists(),
+        "nothing written for a bad share or salt"
+    );
 
     // Three independent jobs, run at once, each naming its share another way.
     let shards: Vec<PathBuf> = (0..3).map(|i| d.join(format!("shard{i}"))).collect();
@@ -320,5 +330,74 @@ fn three_shards_merged_equal_one_index_of_the_same_input() {
          differ by at most {worst}",
         t0.elapsed().as_secs_f64()
     );
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Walked folders shard by the path below the folder given, whatever it is called: the
+/// same files fall to share 0 through a second mount point (a symlink here). Files that are
+/// not images cost no embedding: each share records its own as failures, and the merge
+/// carries the records over.
+#[test]
+fn walked_folders_shard_by_the_path_below_them_and_merge_their_failures() {
+    let d = tmp("shard-walk");
+    let archive = d.join("archive");
+    for i in 0..36 {
+        let sub = archive.join(format!("p{}", i % 4));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("IM{i:03}.dat")), format!("not an image {i}")).unwrap();
+    }
+    let mount = d.join("mnt-b");
+    std::os::unix::fs::symlink(&archive, &mount).unwrap();
+    // The paths failures are recorded under (canonical), relative to the archive.
+    let failed = |index: &Path| -> BTreeSet<String> {
+        simcase_index::store::failures(index)
+            .unwrap()
+            .into_iter()
+            .map(|f| {
+                let p = PathBuf::from(f.path);
+                p.strip_prefix(std::fs::canonicalize(&archive).unwrap())
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    };
+    let shard = |root: &Path, i: usize, dir: &Path| {
+        let out = simcase()
+            .args(["index", "--quiet", "--shard", &format!("{i}/3")])
+            .arg(root)
+            .arg("--index")
+            .arg(dir)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "every file failed: {err}");
+        assert!(err.contains(&format!("shard {i}/3: ")), "{err}");
+    };
+    let dirs: Vec<PathBuf> = (0..3).map(|i| d.join(format!("s{i}"))).collect();
+    let mut all = BTreeSet::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        shard(&archive, i, dir);
+        let got = failed(dir);
+        let share = simcase_ingest::Shard { index: i as u32, count: 3 };
+        let want: BTreeSet<String> = (0..36)
+            .map(|j| format!("p{}/IM{j:03}.dat", j % 4))
+            .filter(|k| share.holds(k))
+            .collect();
+        assert_eq!(got, want, "share {i}");
+        assert!(!got.is_empty());
+        for k in got {
+            assert!(all.insert(k), "in two shares");
+        }
+    }
+    assert_eq!(all.len(), 36);
+    let other = d.join("s0-other-mount");
+    shard(&mount, 0, &other);
+    assert_eq!(failed(&other), failed(&dirs[0]), "another mount point, the same share");
+    let merged = d.join("merged");
+    let out = run_ok(bin().arg("merge").args(&dirs).arg("--into").arg(&merged));
+    assert!(out.is_empty());
+    let got = failed(&merged);
+    assert_eq!(got, all, "every share's failures");
     std::fs::remove_dir_all(&d).unwrap();
 }
