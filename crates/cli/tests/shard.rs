@@ -344,7 +344,11 @@ fn walked_folders_shard_by_the_path_below_them_and_merge_their_failures() {
     for i in 0..36 {
         let sub = archive.join(format!("p{}", i % 4));
         std::fs::create_dir_all(&sub).unwrap();
-        std::fs::write(sub.join(format!("IM{i:03}.dat")), format!("not an image {i}")).unwrap();
+        std::fs::write(
+            sub.join(format!("IM{i:03}.dat")),
+            format!("not an image {i}"),
+        )
+        .unwrap();
     }
     let mount = d.join("mnt-b");
     std::os::unix::fs::symlink(&archive, &mount).unwrap();
@@ -379,7 +383,10 @@ fn walked_folders_shard_by_the_path_below_them_and_merge_their_failures() {
     for (i, dir) in dirs.iter().enumerate() {
         shard(&archive, i, dir);
         let got = failed(dir);
-        let share = simcase_ingest::Shard { index: i as u32, count: 3 };
+        let share = simcase_ingest::Shard {
+            index: i as u32,
+            count: 3,
+        };
         let want: BTreeSet<String> = (0..36)
             .map(|j| format!("p{}/IM{j:03}.dat", j % 4))
             .filter(|k| share.holds(k))
@@ -393,7 +400,11 @@ fn walked_folders_shard_by_the_path_below_them_and_merge_their_failures() {
     assert_eq!(all.len(), 36);
     let other = d.join("s0-other-mount");
     shard(&mount, 0, &other);
-    assert_eq!(failed(&other), failed(&dirs[0]), "another mount point, the same share");
+    assert_eq!(
+        failed(&other),
+        failed(&dirs[0]),
+        "another mount point, the same share"
+    );
     let merged = d.join("merged");
     let out = run_ok(bin().arg("merge").args(&dirs).arg("--into").arg(&merged));
     assert!(out.is_empty());

@@ -436,7 +436,7 @@ mod tests {
         let q = item(55, None, r.settings()).1;
         let hit = &r.search(&[&q], 1, None)[0][0];
         assert_eq!(
-            r.item(hit.row as u64).unwrap().unwrap().meta.hash,
+            r.item(hit.row).unwrap().unwrap().meta.hash,
             item(55, None, r.settings()).0.hash
         );
         for d in [a, b, c] {
@@ -493,13 +493,19 @@ mod tests {
         assert_eq!(rep.rows, 20);
         assert!(settings(&c).same_salt(&settings(&a)));
         // An existing target's salt rules.
-        let e = format!("{:#}", merge(&c, &[salted.clone()], 8, |_| {}).unwrap_err());
+        let e = format!(
+            "{:#}",
+            merge(&c, std::slice::from_ref(&salted), 8, |_| {}).unwrap_err()
+        );
         assert!(
             e.contains(&format!("another salt than {}'s", c.display())),
             "{e}"
         );
         // Itself, a non-index, a folder being written.
-        let e = format!("{:#}", merge(&c, &[c.clone()], 8, |_| {}).unwrap_err());
+        let e = format!(
+            "{:#}",
+            merge(&c, std::slice::from_ref(&c), 8, |_| {}).unwrap_err()
+        );
         assert_eq!(e, format!("{} is the --into folder itself", c.display()));
         let e = format!("{:#}", merge(&c, &[tmp("none")], 8, |_| {}).unwrap_err());
         assert!(
@@ -507,7 +513,10 @@ mod tests {
             "{e}"
         );
         let busy = Writer::open(&a, "m", 4).unwrap();
-        let e = format!("{:#}", merge(&c, &[a.clone()], 8, |_| {}).unwrap_err());
+        let e = format!(
+            "{:#}",
+            merge(&c, std::slice::from_ref(&a), 8, |_| {}).unwrap_err()
+        );
         assert_eq!(
             e,
             format!(
@@ -579,7 +588,7 @@ mod tests {
             w.set_ann(IndexType::Hnsw, params).unwrap();
             w.sync_graph(|_, _| {}).unwrap();
         }
-        merge(&c, &[a.clone()], 16, |_| {}).unwrap();
+        merge(&c, std::slice::from_ref(&a), 16, |_| {}).unwrap();
         let r = Reader::open(&c).unwrap();
         assert_eq!(r.precision(), Precision::I8);
         assert_eq!(r.ann_settings().index_type, IndexType::Hnsw);
@@ -592,7 +601,7 @@ mod tests {
         );
         // An existing flat f32 target stays so.
         index(&flat, 100..110, false, None);
-        merge(&flat, &[a.clone()], 16, |_| {}).unwrap();
+        merge(&flat, std::slice::from_ref(&a), 16, |_| {}).unwrap();
         let r = Reader::open(&flat).unwrap();
         assert_eq!((r.len(), r.precision()), (70, Precision::F32));
         assert_eq!(r.ann_settings().index_type, IndexType::Auto);
