@@ -412,3 +412,83 @@ fn walked_folders_shard_by_the_path_below_them_and_merge_their_failures() {
     assert_eq!(got, all, "every share's failures");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// A merge killed (SIGKILL) after some commits leaves the committed part; running it again
+/// adds the rest, and the result is the input, byte for byte.
+#[test]
+fn a_killed_merge_resumes_and_ends_equal_to_its_input() {
+    let d = tmp("shard-kill");
+    let (src, dst) = (d.join("src"), d.join("dst"));
+    let rows = 16_000;
+    {
+        let mut w = simcase_index::Writer::open(&src, "dinov2-s", 384).unwrap();
+        for start in (0..rows).step_by(4000) {
+            let batch: Vec<_> = (start..start + 4000)
+                .map(|i| {
+                    let meta = ItemMeta {
+                        path: format!("/arch/IM{i}.png"),
+                        hash: format!("{:064x}", i as u128 * 0x9E37_79B9_7F4A_7C15),
+                        format: "png".into(),
+                        label: Some(format!("XR/chest/l{}", i % 7)),
+                        ..Default::default()
+                    };
+                    let v: Vec<f32> = (0..384).map(|j| ((i * 31 + j) as f32).sin()).collect();
+                    (meta, v)
+                })
+                .collect();
+            w.add(&batch).unwrap();
+        }
+    }
+    // Small batches: many commits, so that the kill lands between two of them.
+    let mut job = bin()
+        .arg("merge")
+        .arg(&src)
+        .arg("--into")
+        .arg(&dst)
+        .args(["--batch", "16"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    let committed = |dir: &Path| {
+        dir.join("index.sqlite").is_file() && Reader::open(dir).is_ok_and(|r| r.len() >= 1000)
+    };
+    while !committed(&dst) {
+        assert!(t.elapsed().as_secs() < 120, "no commit seen");
+        assert!(
+            job.try_wait().unwrap().is_none(),
+            "merge ended before the kill"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    job.kill().unwrap();
+    job.wait().unwrap();
+    let part = Reader::open(&dst).unwrap().len();
+    assert!(
+        (1000..rows).contains(&part),
+        "killed with {part} of {rows} committed"
+    );
+    let out = bin()
+        .arg("merge")
+        .arg(&src)
+        .arg("--into")
+        .arg(&dst)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("{} added, {part} already present", rows - part)),
+        "{err}"
+    );
+    let (a, b) = (contents(&src), contents(&dst));
+    assert_eq!(a.len(), b.len());
+    assert!(a == b, "items and vectors differ after the resumed merge");
+    assert_eq!(
+        std::fs::read(src.join("vectors.f32")).unwrap(),
+        std::fs::read(dst.join("vectors.f32")).unwrap(),
+        "the rows, in order, bit for bit"
+    );
+    eprintln!("killed at {part} of {rows} rows; resumed");
+    std::fs::remove_dir_all(&d).unwrap();
+}
