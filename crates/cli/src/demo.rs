@@ -53,6 +53,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         hnsw_m: None,
         hnsw_ef_construction: None,
         hnsw_ef_search: None,
+        shard: None,
     };
     index_cmd(&args)?;
     let errors = Reader::open(&index)?.errors()?;

@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod errors_cmd;
 mod eval_cmd;
+mod merge;
 mod query;
 
 use anyhow::Result;
@@ -39,6 +40,8 @@ enum Cmd {
     /// Decode and embed images (folders, files or a manifest) into an index folder.
     #[command(after_help = INDEX_EXIT)]
     Index(IndexArgs),
+    /// Join index folders (the shares of `index --shard I/N`) into one, without duplicates.
+    Merge(merge::MergeArgs),
     /// List the files an index could not take, with their reasons and a count by kind. A file
     /// leaves the list once it indexes, or its content is found already indexed.
     Errors(errors_cmd::ErrorsArgs),
@@ -250,6 +253,12 @@ pub(crate) struct IndexArgs {
     /// HNSW candidate list while searching, the default of `search` and `serve` (default 64).
     #[arg(long)]
     hnsw_ef_search: Option<usize>,
+    /// Index only share I of N of the inputs (0-based), for N jobs that cover them exactly
+    /// once (then `simcase merge`); `auto/N` takes I from JOB_COMPLETION_INDEX (Kubernetes
+    /// Indexed Job) or SLURM_ARRAY_TASK_ID. By SHA-256 of each file's path relative to its
+    /// PATH folder or the manifest's folder.
+    #[arg(long, env = "SIMCASE_SHARD", value_name = "I/N")]
+    shard: Option<String>,
 }
 
 /// Convert `writer`'s index to `p` (nothing when it is already there), with one line saying
@@ -372,6 +381,11 @@ pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
     if a.paths.is_empty() && a.manifest.is_none() && (a.precision.is_some() || a.sets_ann()) {
         return convert_cmd(a);
     }
+    let shard = a
+        .shard
+        .as_deref()
+        .map(ingest::Shard::from_arg)
+        .transpose()?;
     let walked = ingest::walk(&a.paths, std::slice::from_ref(&a.index))?;
     let mut sources = walked.sources;
     if let Some(m) = &a.manifest {
@@ -387,6 +401,13 @@ pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
         !sources.is_empty(),
         "nothing to index: give paths or --manifest"
     );
+    if let Some(shard) = shard {
+        let mut roots: Vec<&std::path::Path> = a.paths.iter().map(|p| p.as_path()).collect();
+        roots.extend(a.manifest.as_deref().map(ingest::manifest_root));
+        let all = sources.len();
+        sources = shard.select(sources, &roots);
+        eprintln!("shard {shard}: {} of {all} inputs", sources.len());
+    }
     ensure_model(a.model)?;
     let enc = simcase_models::load(a.model, &default_device())?;
     let mut writer = simcase_index::Writer::open(&a.index, a.model.name(), enc.dim())?;
@@ -540,6 +561,7 @@ fn main() {
                 std::process::exit(EXIT_FAILED_FILES);
             }
         }),
+        Cmd::Merge(a) => merge::run(a),
         Cmd::Errors(a) => errors_cmd::run(a),
         Cmd::Search(a) => query::search_cmd(a),
         Cmd::Serve(a) => serve_cmd(a),

@@ -9,7 +9,10 @@ pub mod failure;
 mod source;
 
 pub use failure::Failure;
-pub use source::{read_manifest, read_manifest_full, split_label, walk, Manifest, Source, Walk};
+pub use source::{
+    manifest_root, read_manifest, read_manifest_full, shard_key, split_label, walk, Manifest,
+    Shard, Source, Walk, SHARD_INDEX_VARS,
+};
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};

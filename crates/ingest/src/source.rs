@@ -1,5 +1,6 @@
 //! What ingest reads: [`Source`]s, from a walk of files and folders or from a manifest CSV
-//! (paths relative to the CSV, plus labels, split and patient id).
+//! (paths relative to the CSV, plus labels, split and patient id), and which of them one job
+//! of a sharded ingest takes ([`Shard`]).
 
 use anyhow::{Context, Result};
 use simcase_index::{Column, ItemMeta};
@@ -347,6 +348,146 @@ pub fn read_manifest_full(csv_path: &Path) -> Result<Manifest> {
     })
 }
 
+/// One share of the inputs of a sharded ingest: share `index` of `count` (0-based), so that
+/// `count` independent jobs given the same inputs index each of them exactly once.
+///
+/// Why a hash of the path and not the position in the list, nor the content: a position
+/// shifts when a file is added or a walk orders differently, and content would make every
+/// job read the whole archive. Each input's share depends on its own key alone: its path
+/// relative to the first given folder (or manifest folder) that holds it, so that the same
+/// share is picked on every machine whatever the archive's mount point. The key's SHA-256
+/// (its first 8 bytes, big-endian, modulo `count`) is stable across platforms, releases
+/// and languages (`sha256sum` reproduces it), unlike Rust's randomised `HashMap` hasher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This job's share, `0..count`.
+    pub index: u32,
+    /// How many shares (jobs) there are.
+    pub count: u32,
+}
+
+/// The environment variables `--shard auto/N` takes the share from, in order: a Kubernetes
+/// Indexed Job's completion index, then a Slurm job array's task id.
+pub const SHARD_INDEX_VARS: [&str; 2] = ["JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID"];
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl Shard {
+    /// `I/N` (0 <= I < N), or `auto/N` with I from the first of [`SHARD_INDEX_VARS`] that
+    /// `env` has. Errors are one line naming the value and the reason.
+    pub fn parse(spec: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let bad = |why: String| anyhow::anyhow!("--shard {spec}: {why}");
+        let (i, n) = spec
+            .split_once('/')
+            .ok_or_else(|| bad("expected I/N (share I of N, 0-based) or auto/N".into()))?;
+        let count: u32 = n.trim().parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+            bad(format!(
+                "N must be a whole number of shares, at least 1, not `{}`",
+                n.trim()
+            ))
+        })?;
+        let i = i.trim();
+        let (index, from) = if i == "auto" {
+            let (var, v) = SHARD_INDEX_VARS
+                .iter()
+                .find_map(|var| env(var).map(|v| (*var, v)))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "auto needs {} (Kubernetes Indexed Job) or {} (Slurm job array) set",
+                        SHARD_INDEX_VARS[0], SHARD_INDEX_VARS[1]
+                    ))
+                })?;
+            let index = v.trim().parse::<u32>().map_err(|_| {
+                bad(format!(
+                    "{var}=`{}` is not a share number",
+                    shorten(v.trim())
+                ))
+            })?;
+            (index, format!("{var}={index}"))
+        } else {
+            let index = i.parse::<u32>().map_err(|_| {
+                bad(format!(
+                    "I must be a whole number or `auto`, not `{}`",
+                    shorten(i)
+                ))
+            })?;
+            (index, format!("I={index}"))
+        };
+        if index >= count {
+            return Err(bad(format!(
+                "{from} is not below N={count} (shares are 0-based: 0..={})",
+                count - 1
+            )));
+        }
+        Ok(Self { index, count })
+    }
+
+    /// [`Shard::parse`] with the process environment.
+    pub fn from_arg(spec: &str) -> Result<Self> {
+        Self::parse(spec, |k| std::env::var(k).ok())
+    }
+
+    /// The share of `count` that `key` falls in.
+    pub fn of_key(key: &str, count: u32) -> u32 {
+        let h = simcase_imaging::content_hash(key.as_bytes());
+        let top = u64::from_str_radix(&h[..16], 16).unwrap_or(0);
+        (top % u64::from(count.max(1))) as u32
+    }
+
+    /// Whether the input keyed `key` (see [`shard_key`]) is this job's.
+    pub fn holds(&self, key: &str) -> bool {
+        Self::of_key(key, self.count) == self.index
+    }
+
+    /// The sources of this share, in their order; `roots` are the folders their keys are
+    /// relative to (see [`shard_key`]).
+    pub fn select(&self, sources: Vec<Source>, roots: &[&Path]) -> Vec<Source> {
+        sources
+            .into_iter()
+            .filter(|s| self.holds(&shard_key(&s.path, roots)))
+            .collect()
+    }
+}
+
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(24) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// The key an input is sharded by: its path relative to the first of `roots` that holds it
+/// (a folder given to the walk, the manifest's folder), else the path as given; `/`-separated,
+/// with `.` components dropped, so that `./a/b.png` and `a/b.png` agree.
+pub fn shard_key(path: &Path, roots: &[&Path]) -> String {
+    use std::path::Component;
+    let rel = roots
+        .iter()
+        .filter_map(|r| path.strip_prefix(r).ok())
+        .find(|r| r.components().any(|c| matches!(c, Component::Normal(_))))
+        .unwrap_or(path);
+    let parts: Vec<String> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            Component::ParentDir => Some("..".into()),
+            Component::RootDir => Some(String::new()),
+            Component::Prefix(p) => Some(p.as_os_str().to_string_lossy().into_owned()),
+            Component::CurDir => None,
+        })
+        .collect();
+    parts.join("/")
+}
+
+/// The folder a manifest's paths are relative to (the keys of its rows, for [`Shard`]).
+pub fn manifest_root(csv_path: &Path) -> &Path {
+    csv_path.parent().unwrap_or(Path::new(""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,5 +614,195 @@ mod tests {
         assert_eq!(rows[3].meta.label.as_deref(), Some("US//benign"));
         assert_eq!(split_label("a/b/c"), Some(["a", "b", "c"]));
         assert_eq!(split_label("a/b/c/d"), None);
+    }
+
+    /// Synthetic archive paths of the shapes archives have: folders of numbered files.
+    fn archive(n: usize) -> Vec<Source> {
+        (0..n)
+            .map(|i| Source {
+                path: PathBuf::from(format!(
+                    "/mnt/a/pat{:04}/study{}/IM{:05}.dcm",
+                    i / 40,
+                    i % 3,
+                    i
+                )),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_input_lands_in_exactly_one_shard_and_shares_are_balanced() {
+        // Shares of 8,600 to 60,000: a few % is 4 standard deviations or more.
+        let sources = archive(60_000);
+        let root = Path::new("/mnt/a");
+        for n in [1u32, 2, 3, 7] {
+            let mut seen = vec![0u32; sources.len()];
+            let mut sizes = Vec::new();
+            for i in 0..n {
+                let shard = Shard { index: i, count: n };
+                let share = shard.select(sources.clone(), &[root]);
+                sizes.push(share.len());
+                for s in &share {
+                    let k: usize = s.path.file_stem().unwrap().to_string_lossy()[2..]
+                        .parse()
+                        .unwrap();
+                    seen[k] += 1;
+                }
+            }
+            assert!(
+                seen.iter().all(|&c| c == 1),
+                "N={n}: some input not in exactly one share"
+            );
+            assert_eq!(sizes.iter().sum::<usize>(), sources.len());
+            let fair = sources.len() as f64 / n as f64;
+            for (i, &size) in sizes.iter().enumerate() {
+                let off = (size as f64 - fair).abs() / fair;
+                assert!(
+                    off < 0.04,
+                    "N={n}: share {i} has {size} of {fair:.0} ({:.1}% off)",
+                    off * 100.0
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_share_depends_on_the_path_below_the_root_not_the_mount_point() {
+        let at = |mount: &str| {
+            let root = PathBuf::from(mount);
+            let s: Vec<Source> = archive(3000)
+                .into_iter()
+                .map(|s| Source {
+                    path: root.join(s.path.strip_prefix("/mnt/a").unwrap()),
+                    ..s
+                })
+                .collect();
+            Shard { index: 1, count: 3 }
+                .select(s, &[&root])
+                .into_iter()
+                .map(|s| shard_key(&s.path, &[&root]))
+                .collect::<Vec<_>>()
+        };
+        let here = at("/mnt/a");
+        assert!(!here.is_empty());
+        assert_eq!(here, at("/scratch/job7/archive"));
+        assert_eq!(here, at("relative/./archive"));
+        assert_eq!(here[0].matches('/').count(), 2, "{}", here[0]);
+        // The first root holding a path wins; a path under none keeps its own form.
+        let p = Path::new("/d/x/y/IM1.dcm");
+        assert_eq!(
+            shard_key(p, &[Path::new("/d/x"), Path::new("/d")]),
+            "y/IM1.dcm"
+        );
+        assert_eq!(shard_key(p, &[Path::new("/e")]), "/d/x/y/IM1.dcm");
+        assert_eq!(shard_key(p, &[p]), "/d/x/y/IM1.dcm", "a file given itself");
+        assert_eq!(shard_key(Path::new("./a/b.png"), &[]), "a/b.png");
+        // Pinned: the SHA-256 of the key, its first 8 bytes big-endian, modulo N (what
+        // `printf %s y/IM1.dcm | sha256sum` gives), so that a change of the rule shows.
+        let h = simcase_imaging::content_hash(b"y/IM1.dcm");
+        let top = u64::from_str_radix(&h[..16], 16).unwrap();
+        for n in [2, 3, 10] {
+            assert_eq!(Shard::of_key("y/IM1.dcm", n), (top % n as u64) as u32);
+        }
+        // Manifest rows key relative to the CSV's folder.
+        let csv = Path::new("/data/labels.csv");
+        assert_eq!(
+            shard_key(
+                &manifest_root(csv).join("images/a.png"),
+                &[manifest_root(csv)]
+            ),
+            "images/a.png"
+        );
+        assert_eq!(
+            shard_key(
+                &manifest_root(Path::new("m.csv")).join("images/a.png"),
+                &[manifest_root(Path::new("m.csv"))]
+            ),
+            "images/a.png"
+        );
+    }
+
+    #[test]
+    fn shard_values_parse_or_say_why_in_one_line() {
+        let none = |_: &str| None;
+        assert_eq!(
+            Shard::parse("0/3", none).unwrap(),
+            Shard { index: 0, count: 3 }
+        );
+        assert_eq!(
+            Shard::parse(" 2 / 3 ", none).unwrap(),
+            Shard { index: 2, count: 3 }
+        );
+        assert_eq!(Shard::parse("0/1", none).unwrap().to_string(), "0/1");
+        for (spec, want) in [
+            (
+                "3/3",
+                "--shard 3/3: I=3 is not below N=3 (shares are 0-based: 0..=2)",
+            ),
+            (
+                "1/0",
+                "--shard 1/0: N must be a whole number of shares, at least 1, not `0`",
+            ),
+            (
+                "-1/3",
+                "--shard -1/3: I must be a whole number or `auto`, not `-1`",
+            ),
+            (
+                "x/y",
+                "--shard x/y: N must be a whole number of shares, at least 1, not `y`",
+            ),
+            (
+                "2",
+                "--shard 2: expected I/N (share I of N, 0-based) or auto/N",
+            ),
+            (
+                "",
+                "--shard : expected I/N (share I of N, 0-based) or auto/N",
+            ),
+            (
+                "auto/4",
+                "--shard auto/4: auto needs JOB_COMPLETION_INDEX (Kubernetes Indexed Job) or \
+                 SLURM_ARRAY_TASK_ID (Slurm job array) set",
+            ),
+        ] {
+            let e = Shard::parse(spec, none).unwrap_err().to_string();
+            assert_eq!(e, want);
+            assert!(!e.contains('\n'));
+        }
+        let k8s = |k: &str| (k == "JOB_COMPLETION_INDEX").then(|| "2".to_string());
+        assert_eq!(
+            Shard::parse("auto/4", k8s).unwrap(),
+            Shard { index: 2, count: 4 }
+        );
+        let slurm = |k: &str| (k == "SLURM_ARRAY_TASK_ID").then(|| "3".to_string());
+        assert_eq!(
+            Shard::parse("auto/4", slurm).unwrap(),
+            Shard { index: 3, count: 4 }
+        );
+        assert_eq!(
+            Shard::parse("auto/3", slurm).unwrap_err().to_string(),
+            "--shard auto/3: SLURM_ARRAY_TASK_ID=3 is not below N=3 (shares are 0-based: 0..=2)"
+        );
+        let both = |k: &str| {
+            Some(
+                if k == "JOB_COMPLETION_INDEX" {
+                    "1"
+                } else {
+                    "0"
+                }
+                .to_string(),
+            )
+        };
+        assert_eq!(
+            Shard::parse("auto/2", both).unwrap().index,
+            1,
+            "Kubernetes first"
+        );
+        let junk = |_: &str| Some("abc".to_string());
+        assert_eq!(
+            Shard::parse("auto/2", junk).unwrap_err().to_string(),
+            "--shard auto/2: JOB_COMPLETION_INDEX=`abc` is not a share number"
+        );
     }
 }

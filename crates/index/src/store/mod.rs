@@ -14,6 +14,7 @@ mod cache;
 mod columns;
 pub mod durable;
 mod errors;
+pub mod merge;
 mod reader;
 mod settings;
 mod table;
@@ -24,7 +25,7 @@ pub use cache::FILE as METADATA_CACHE;
 pub use columns::{part_keys, Column, Disagreement, Item, ItemMeta};
 pub use errors::{failure_counts, failures, Failure};
 pub use reader::{MetadataOpen, Reader, Rows, Snapshot};
-pub use settings::Settings;
+pub use settings::{Settings, SALT_ENV};
 pub use table::{Codes, MAX_EXTRA_COLUMNS, MAX_EXTRA_VALUES};
 pub use writer::{LabelOutcome, LabelUpdate, Writer};
 

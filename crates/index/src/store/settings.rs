@@ -1,6 +1,9 @@
 //! An index's settings, written once when it is created: the model and dimension its vectors
 //! belong to, and the random salt of its patient keys (from the OS random source, never a
 //! guessable fallback: a predictable salt would let anyone who knows a PatientID find it).
+//! The shares of a sharded ingest must share one salt, or one patient would get a key per
+//! share that no merge can join (raw ids are never stored): a new index takes its salt from
+//! `SIMCASE_PATIENT_SALT` when that is set, a secret given to every job (see `simcase merge`).
 
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -9,8 +12,12 @@ use sha2::{Digest, Sha256};
 /// The schema of `index.sqlite` this code writes.
 pub(super) const SCHEMA_VERSION: &str = "1";
 
+/// The environment variable a new index takes its patient-key salt from (32 to 128 hex
+/// digits, e.g. `openssl rand -hex 16`), so that separate jobs make keys that join.
+pub const SALT_ENV: &str = "SIMCASE_PATIENT_SALT";
+
 /// The model an index was built with, its embedding dimension, and its patient-key salt.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Settings {
     /// The model's catalogue name.
     pub model: String,
@@ -19,14 +26,42 @@ pub struct Settings {
     salt: String,
 }
 
+/// The salt stays out of logs and error messages.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("model", &self.model)
+            .field("dim", &self.dim)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Settings {
-    /// New settings for a fresh index, with a salt from the OS random source.
-    pub(super) fn new(model: &str, dim: usize) -> Result<Self> {
+    /// New settings for a fresh index: the salt of `like` when given, else the one
+    /// [`SALT_ENV`] gives, else one from the OS random source.
+    pub(super) fn new(model: &str, dim: usize, like: Option<&Settings>) -> Result<Self> {
+        let salt = match like {
+            Some(s) => s.salt.clone(),
+            None => match env_salt()? {
+                Some(s) => s,
+                None => random_salt()?,
+            },
+        };
         Ok(Self {
             model: model.into(),
             dim,
-            salt: random_salt()?,
+            salt,
         })
+    }
+
+    /// The salt of patient keys (for comparing indexes; never shown).
+    pub(super) fn salt(&self) -> &str {
+        &self.salt
+    }
+
+    /// Whether patient keys of both indexes are made with one salt (and so join).
+    pub fn same_salt(&self, other: &Settings) -> bool {
+        self.salt == other.salt
     }
 
     /// A stable pseudonym for a patient id, unique to this index.
@@ -70,6 +105,22 @@ impl Settings {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// The salt [`SALT_ENV`] gives, lower-cased (`None` when unset or empty); an error, which
+/// never shows the value, when it is not 32 to 128 hex digits.
+pub(super) fn env_salt() -> Result<Option<String>> {
+    let Some(v) = std::env::var_os(SALT_ENV).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let v = v.to_string_lossy().trim().to_ascii_lowercase();
+    anyhow::ensure!(
+        (32..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{SALT_ENV} is set but is not 32 to 128 hex digits ({} characters given; make one \
+         with `openssl rand -hex 16`)",
+        v.chars().count()
+    );
+    Ok(Some(v))
 }
 
 fn random_salt() -> Result<String> {

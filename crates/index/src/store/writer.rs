@@ -9,7 +9,7 @@ use super::columns::{
     create_items_sql, insert_sql, insert_values, row_to_item, select_list, update_sql,
     update_values, Disagreement, ItemMeta,
 };
-use super::settings::Settings;
+use super::settings::{Settings, SALT_ENV};
 use super::{bump_generation, connect, durable, item_count, VECTORS};
 use crate::compact::{self, CompactFile, Precision};
 use crate::hnsw::{Hnsw, HnswParams, IndexType};
@@ -20,7 +20,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const LOCK: &str = "writer.lock";
+pub(super) const LOCK: &str = "writer.lock";
 
 /// Whether a content hash is committed (the unique index on `hash`).
 pub(super) const CONTAINS_HASH_SQL: &str = "SELECT 1 FROM items WHERE hash = ?1";
@@ -181,8 +181,15 @@ fn create_schema(conn: &Connection) -> Result<()> {
     super::errors::create(conn)
 }
 
-/// The stored settings, checked against `model`/`dim`, or new ones for a new index.
-fn settings_for(conn: &Connection, dir: &Path, model: &str, dim: usize) -> Result<Settings> {
+/// The stored settings, checked against `model`/`dim` (and the salt [`SALT_ENV`] gives, when
+/// set), or new ones for a new index (with the salt of `like`, when given).
+fn settings_for(
+    conn: &Connection,
+    dir: &Path,
+    model: &str,
+    dim: usize,
+    like: Option<&Settings>,
+) -> Result<Settings> {
     match Settings::read(conn)? {
         Some(s) => {
             ensure!(
@@ -192,10 +199,19 @@ fn settings_for(conn: &Connection, dir: &Path, model: &str, dim: usize) -> Resul
                 s.dim,
                 s.model
             );
+            if let Some(salt) = super::settings::env_salt()? {
+                ensure!(
+                    s.salt() == salt,
+                    "{} makes patient keys with another salt than {SALT_ENV} gives, so its keys \
+                     would not join those of indexes made with it; unset {SALT_ENV} or use \
+                     another --index",
+                    dir.display()
+                );
+            }
             Ok(s)
         }
         None => {
-            let s = Settings::new(model, dim)?;
+            let s = Settings::new(model, dim, like)?;
             s.write(conn)?;
             Ok(s)
         }
@@ -224,11 +240,24 @@ impl Writer {
     /// Open `dir` for appending, creating it for `model`/`dim` if new. Refuses an index built
     /// with another model, since mixing embedding spaces would make scores meaningless.
     pub fn open(dir: &Path, model: &str, dim: usize) -> Result<Self> {
+        Self::open_like(dir, model, dim, None)
+    }
+
+    /// [`Writer::open`]; a new index takes the patient-key salt of `like` when given (the
+    /// index a merge copies from), so that their keys join.
+    pub(super) fn open_like(
+        dir: &Path,
+        model: &str,
+        dim: usize,
+        like: Option<&Settings>,
+    ) -> Result<Self> {
+        // A bad salt setting is refused before anything is created.
+        super::settings::env_salt()?;
         durable::create_dir_synced(dir)?;
         let lock = lock(dir)?;
         let conn = connect(dir)?;
         create_schema(&conn)?;
-        let settings = settings_for(&conn, dir, model, dim)?;
+        let settings = settings_for(&conn, dir, model, dim, like)?;
         let rows = item_count(&conn)?;
         let vectors = durable::open_or_create(dir, VECTORS)?;
         truncate_tail(dir, &vectors, rows, dim)?;
