@@ -585,7 +585,7 @@ fn end_to_end_ingest(
     let local = work.join("end-to-end-index");
     let _ = std::fs::remove_dir_all(&local);
     let exe = std::env::current_exe().context("locating the simcase binary")?;
-    let mut time = |index: &str| -> Result<f64> {
+    let time = |index: &str| -> Result<f64> {
         let t = std::time::Instant::now();
         let out = std::process::Command::new(&exe)
             .args(["index", "--quiet", "--model", &model.to_string(), "--manifest"])

@@ -834,3 +834,64 @@ impl Collection {
             .collect())
     }
 }
+
+impl Collection {
+    /// Per query, the top `k` ids and scores, best first, searched with HNSW candidate list
+    /// `ef` (what `simcase bench milvus` times: no metadata fetched).
+    pub fn search_ids_ef(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        ef: Option<usize>,
+    ) -> Result<Vec<Vec<simcase_index::Hit>>> {
+        Ok(self
+            .search_raw(queries, k, None, ef, &[])?
+            .into_iter()
+            .map(|(h, _)| {
+                h.into_iter()
+                    .map(|(row, score)| simcase_index::Hit { row, score })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Wait until the vector index covers every stored row (Milvus builds it in the
+    /// background per sealed segment; until then those rows are scanned). Returns the rows
+    /// indexed.
+    pub fn wait_indexed(&self) -> Result<u64> {
+        let t = Instant::now();
+        loop {
+            let req = pm::DescribeIndexRequest {
+                collection_name: self.url.collection.clone(),
+                field_name: rows::VECTOR.into(),
+                ..Default::default()
+            };
+            let r = self
+                .client
+                .call("describe index", move |mut s| async move {
+                    s.describe_index(req).await
+                })?;
+            self.client.check("describe index", r.status.as_ref())?;
+            let d = r
+                .index_descriptions
+                .first()
+                .ok_or_else(|| anyhow::anyhow!("{}: no index on the vectors", self.url))?;
+            if !d.index_state_fail_reason.is_empty() {
+                bail!("{}: index build failed: {}", self.url, d.index_state_fail_reason);
+            }
+            if d.pending_index_rows == 0 && d.indexed_rows >= d.total_rows {
+                return Ok(d.indexed_rows.max(0) as u64);
+            }
+            if t.elapsed() > WAIT_LIMIT {
+                bail!(
+                    "{}: index covers {} of {} rows after {}s",
+                    self.url,
+                    d.indexed_rows,
+                    d.total_rows,
+                    WAIT_LIMIT.as_secs()
+                );
+            }
+            self.client.sleep(Duration::from_millis(500));
+        }
+    }
+}

@@ -153,21 +153,13 @@ impl VectorIndex for Collection {
             }
         }
     }
-    // TODO(contract): the trait becomes fallible on main (`anyhow::Result<Vec<Vec<Hit>>>`);
-    // until then a failed search is logged and answers no hits.
     fn search(
         &self,
         queries: &[&[f32]],
         k: usize,
         keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
-    ) -> Vec<Vec<Hit>> {
-        match self.search_ids(queries, k, keep) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::error!("{}: {e:#}", self.url());
-                vec![Vec::new(); queries.len()]
-            }
-        }
+    ) -> Result<Vec<Vec<Hit>>> {
+        self.search_ids(queries, k, keep)
     }
 }
 
