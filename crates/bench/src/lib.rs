@@ -10,6 +10,7 @@ pub mod chaos;
 pub mod fuzz;
 pub mod hostile;
 pub mod load;
+pub mod milvus;
 pub mod open;
 pub mod peers;
 pub mod rss;

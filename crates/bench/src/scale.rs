@@ -320,7 +320,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Single-query latencies (ms) of the first `n` queries: (p50, p99, results).
-fn single(
+pub(crate) fn single(
     idx: &dyn VectorIndex,
     qs: &[&[f32]],
     k: usize,

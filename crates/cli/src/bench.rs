@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
@@ -100,6 +100,51 @@ pub enum BenchCmd {
         /// which builds a graph from 20,000 rows on).
         #[arg(long, requires = "write_index")]
         index_type: Option<simcase_index::IndexType>,
+    },
+    /// The Milvus backend against the local index, in one run: ingest rows/s (the same rows
+    /// and committed batches; with --images, also `simcase index` end to end on real images),
+    /// single-query p50/p99 of local exact, local HNSW and Milvus HNSW, and recall@10 of both
+    /// graphs against local exact, per --rows size. Needs a running Milvus 2.3.
+    Milvus {
+        /// The server and a collection-name prefix (`PREFIX_ROWS` collections are created and
+        /// dropped); credentials as for `index`.
+        #[arg(long, default_value = "milvus://127.0.0.1:19530/simcase_bench")]
+        url: String,
+        #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+        rows: Vec<usize>,
+        #[arg(long, default_value_t = 384)]
+        dim: usize,
+        /// Queries timed one by one.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        #[arg(long, default_value_t = 16)]
+        m: usize,
+        #[arg(long, default_value_t = 128)]
+        ef_construction: usize,
+        #[arg(long, default_value_t = 64)]
+        ef_search: usize,
+        /// Rows per committed ingest batch (both sides).
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// End to end: index the first N images of --manifest locally and into Milvus with
+        /// `simcase index` (0: skip).
+        #[arg(long, default_value_t = 100)]
+        images: usize,
+        #[arg(long, default_value = "../shared/data/dev.csv")]
+        manifest: PathBuf,
+        #[arg(long, default_value_t = simcase_models::DEFAULT_MODEL)]
+        model: simcase_models::ModelId,
+        /// Working folder (default $SIMCASE_HOME/bench-milvus).
+        #[arg(long)]
+        work: Option<PathBuf>,
+        /// Keep the Milvus collections afterwards.
+        #[arg(long)]
+        keep: bool,
+        /// Write the results as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// End-to-end ingest (decode + embed + commit) of a manifest against the embed-only rate.
     Ingest {
@@ -323,6 +368,57 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             }
             Ok(())
         }
+        BenchCmd::Milvus {
+            url,
+            rows,
+            dim,
+            queries,
+            m,
+            ef_construction,
+            ef_search,
+            batch,
+            seed,
+            images,
+            manifest,
+            model,
+            work,
+            keep,
+            json,
+        } => {
+            let work = match work {
+                Some(w) => w.clone(),
+                None => simcase_models::simcase_home()?.join("bench-milvus"),
+            };
+            let o = simcase_bench::milvus::Options {
+                url: url.clone(),
+                rows: rows.clone(),
+                dim: *dim,
+                queries: *queries,
+                m: *m,
+                ef_construction: *ef_construction,
+                ef_search: *ef_search,
+                batch: *batch,
+                seed: *seed,
+                work: work.clone(),
+                keep: *keep,
+            };
+            let end_to_end = if *images > 0 {
+                crate::ensure_model(*model)?;
+                Some(end_to_end_ingest(url, manifest, *model, *images, &work)?)
+            } else {
+                None
+            };
+            let mut report = simcase_bench::milvus::run(&o)?;
+            if let Some(e) = &end_to_end {
+                report["end_to_end"] = e.clone();
+            }
+            print!("{}", simcase_bench::milvus::render(&report));
+            if let Some(p) = json {
+                std::fs::write(p, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            Ok(())
+        }
         BenchCmd::Ingest {
             manifest,
             model,
@@ -448,4 +544,70 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `simcase index` of the first `images` rows of `manifest` into a fresh local folder and into
+/// a fresh collection (`PREFIX_images`), each a child process timed from start to exit: the
+/// same decode and embedding on both sides, so the ratio is what the sink costs end to end.
+fn end_to_end_ingest(
+    url: &str,
+    manifest: &Path,
+    model: simcase_models::ModelId,
+    images: usize,
+    work: &Path,
+) -> Result<serde_json::Value> {
+    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
+    let base = manifest.parent().unwrap_or(Path::new("."));
+    let base = base
+        .canonicalize()
+        .with_context(|| format!("resolving {}", base.display()))?;
+    let mut rdr = csv::Reader::from_path(manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    let headers = rdr.headers()?.clone();
+    let col = headers
+        .iter()
+        .position(|h| h == "path")
+        .with_context(|| format!("{}: no path column", manifest.display()))?;
+    let sub = work.join("end-to-end.csv");
+    let mut w = csv::Writer::from_path(&sub).with_context(|| format!("writing {}", sub.display()))?;
+    w.write_record(&headers)?;
+    for rec in rdr.records().take(images) {
+        let rec = rec?;
+        let mut row: Vec<String> = rec.iter().map(str::to_string).collect();
+        row[col] = base.join(&row[col]).display().to_string();
+        w.write_record(&row)?;
+    }
+    w.flush()?;
+    drop(w);
+    let remote = simcase_milvus::MilvusUrl::parse(url)?;
+    let remote = remote.with_collection(&format!("{}_images", remote.collection))?;
+    simcase_milvus::Collection::drop_collection(&remote)?;
+    let local = work.join("end-to-end-index");
+    let _ = std::fs::remove_dir_all(&local);
+    let exe = std::env::current_exe().context("locating the simcase binary")?;
+    let time = |index: &str| -> Result<f64> {
+        let t = std::time::Instant::now();
+        let out = std::process::Command::new(&exe)
+            .args(["index", "--quiet", "--model", &model.to_string(), "--manifest"])
+            .arg(&sub)
+            .args(["--index", index])
+            .output()
+            .context("running simcase index")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "simcase index --index {index} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(images as f64 / t.elapsed().as_secs_f64())
+    };
+    let local_rate = time(&local.display().to_string())?;
+    let milvus_rate = time(&remote.to_string())?;
+    let _ = std::fs::remove_dir_all(&local);
+    simcase_milvus::Collection::drop_collection(&remote)?;
+    Ok(serde_json::json!({
+        "images": images,
+        "model": model.to_string(),
+        "local_img_per_s": local_rate,
+        "milvus_img_per_s": milvus_rate,
+    }))
 }

@@ -54,14 +54,29 @@ impl Settings {
         })
     }
 
-    /// The salt of patient keys (for comparing indexes; never shown).
-    pub(super) fn salt(&self) -> &str {
-        &self.salt
-    }
-
     /// Whether patient keys of both indexes are made with one salt (and so join).
     pub fn same_salt(&self, other: &Settings) -> bool {
         self.salt == other.salt
+    }
+
+    /// New settings for an index kept elsewhere (a Milvus collection records them itself):
+    /// the salt [`SALT_ENV`] gives, else one from the OS random source, as for a new folder.
+    pub fn generate(model: &str, dim: usize) -> Result<Self> {
+        Self::new(model, dim, None)
+    }
+
+    /// Settings recorded elsewhere (a Milvus collection's), salt included.
+    pub fn with_salt(model: &str, dim: usize, salt: &str) -> Self {
+        Self {
+            model: model.into(),
+            dim,
+            salt: salt.into(),
+        }
+    }
+
+    /// The patient-key salt, for recording settings elsewhere (never log it).
+    pub fn salt(&self) -> &str {
+        &self.salt
     }
 
     /// A stable pseudonym for a patient id, unique to this index.
