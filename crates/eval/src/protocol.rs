@@ -280,11 +280,12 @@ pub fn evaluate(
     } else {
         RETRIEVE
     };
-    let search = |split: &str, grouped: bool| -> Vec<(String, Ranked)> {
+    let search = |split: &str, grouped: bool| -> Result<Vec<(String, Ranked)>> {
         let qs: Vec<&Row> = rows.iter().filter(|r| r.split == split).collect();
         let vecs: Vec<&[f32]> = qs.iter().map(|r| reader.vector(r.id).unwrap()).collect();
-        let hits = index.search(&vecs, depth, None);
-        qs.iter()
+        let hits = index.search(&vecs, depth, None)?;
+        Ok(qs
+            .iter()
             .zip(hits)
             .map(|(q, hs)| {
                 let mut seen = std::collections::HashSet::new();
@@ -298,9 +299,9 @@ pub fn evaluate(
                     .collect();
                 (q.label.clone(), ranked)
             })
-            .collect()
+            .collect())
     };
-    let (test, val) = (search("test", false), search("val", false));
+    let (test, val) = (search("test", false)?, search("val", false)?);
     let cut = |qs: &[(String, Ranked)], lvl: usize| -> Vec<(String, Ranked)> {
         qs.iter()
             .map(|(l, r)| {
@@ -334,7 +335,7 @@ pub fn evaluate(
     let grouped = match group_by {
         None => Value::Null,
         Some(g) => {
-            let gtest = search("test", true);
+            let gtest = search("test", true)?;
             let mut lv = serde_json::Map::new();
             for (lvl, name) in LEVELS.iter().enumerate() {
                 let mut holders: HashMap<String, std::collections::HashSet<&str>> = HashMap::new();
