@@ -5,6 +5,7 @@ mod demo;
 mod errors_cmd;
 mod eval_cmd;
 mod merge;
+mod milvus_index;
 mod query;
 
 use anyhow::Result;
@@ -187,7 +188,9 @@ fn serve_cmd(a: &ServeArgs) -> Result<()> {
 pub(crate) struct IndexArgs {
     /// Image files or folders (walked recursively).
     paths: Vec<PathBuf>,
-    /// Index folder (created if missing; re-running adds only new content).
+    /// Index folder (created if missing; re-running adds only new content), or a Milvus
+    /// collection: milvus://[user:password@]HOST:PORT/COLLECTION (credentials also from
+    /// SIMCASE_MILVUS_USER / SIMCASE_MILVUS_PASSWORD).
     #[arg(long)]
     index: PathBuf,
     #[arg(long, default_value_t = simcase_models::DEFAULT_MODEL)]
@@ -242,8 +245,12 @@ pub(crate) struct IndexArgs {
     /// How searches run: flat (exact scan), hnsw (graph, exact re-rank) or auto (flat below
     /// 20,000 rows). Stored in the index; without paths, converts an existing index (builds
     /// its graph). Default: what the index has (auto for a new one).
+    /// A Milvus collection takes hnsw, ivf_flat, ivf_sq8 or flat (chosen at creation).
     #[arg(long)]
-    index_type: Option<simcase_index::IndexType>,
+    index_type: Option<String>,
+    /// IVF clusters of a new Milvus collection (ivf_flat, ivf_sq8; default 128).
+    #[arg(long)]
+    nlist: Option<usize>,
     /// HNSW links per node (default 16; a change rebuilds the graph).
     #[arg(long)]
     hnsw_m: Option<usize>,
@@ -288,6 +295,63 @@ fn convert(writer: &mut simcase_index::Writer, p: simcase_index::Precision) -> R
 }
 
 impl IndexArgs {
+    /// The inputs to index: the walked PATHs (skipping `skip`) and the manifest's rows, then
+    /// this job's share of them with `--shard`; an error when there is nothing to index.
+    pub(crate) fn inputs(&self, skip: &[PathBuf]) -> Result<Vec<ingest::Source>> {
+        let shard = self
+            .shard
+            .as_deref()
+            .map(ingest::Shard::from_arg)
+            .transpose()?;
+        let walked = ingest::walk(&self.paths, skip)?;
+        let mut sources = walked.sources;
+        if let Some(m) = &self.manifest {
+            sources.extend(ingest::read_manifest(m)?);
+        }
+        if sources.is_empty() && !walked.empty.is_empty() {
+            anyhow::bail!("{}", walked.empty.join("; "));
+        }
+        for e in &walked.empty {
+            tracing::warn!("{e}");
+        }
+        anyhow::ensure!(
+            !sources.is_empty(),
+            "nothing to index: give paths or --manifest"
+        );
+        if let Some(shard) = shard {
+            let mut roots: Vec<&std::path::Path> =
+                self.paths.iter().map(|p| p.as_path()).collect();
+            roots.extend(self.manifest.as_deref().map(ingest::manifest_root));
+            let all = sources.len();
+            sources = shard.select(sources, &roots);
+            eprintln!("shard {shard}: {} of {all} inputs", sources.len());
+        }
+        Ok(sources)
+    }
+
+    /// How ingest runs (batches, decoding, progress), the same into a folder or a collection.
+    pub(crate) fn ingest_options(&self) -> ingest::Options {
+        ingest::Options {
+            batch: self.batch.max(1),
+            decode: DecodeOptions {
+                window: self.window,
+                frames: self.frames,
+                keep_phi: self.keep_phi,
+                axis: self.axis,
+                slice_stride: self.slice_stride,
+                // Ingest waits for room rather than failing a file: decodes always finish.
+                budget: Some(simcase_imaging::DecodeBudget::from_mb(
+                    self.decode_budget_mb,
+                    std::time::Duration::from_secs(3600),
+                )),
+                ..Default::default()
+            },
+            decode_threads: self.decode_threads,
+            progress: !self.quiet,
+            relabel: self.relabel,
+        }
+    }
+
     /// Whether any search setting was given.
     fn sets_ann(&self) -> bool {
         self.index_type.is_some()
@@ -307,7 +371,11 @@ impl IndexArgs {
                 .unwrap_or(old.params.ef_construction),
             ef_search: self.hnsw_ef_search.unwrap_or(old.params.ef_search),
         };
-        w.set_ann(self.index_type.unwrap_or(old.index_type), params)?;
+        let index_type = match &self.index_type {
+            Some(t) => t.parse::<simcase_index::IndexType>()?,
+            None => old.index_type,
+        };
+        w.set_ann(index_type, params)?;
         let t = std::time::Instant::now();
         let mut shown = 0;
         w.sync_graph(|done, total| {
@@ -378,36 +446,13 @@ pub(crate) fn ensure_model(model: ModelId) -> Result<()> {
 }
 
 pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
+    if milvus_index::is_milvus(a) {
+        return milvus_index::index_cmd(a);
+    }
     if a.paths.is_empty() && a.manifest.is_none() && (a.precision.is_some() || a.sets_ann()) {
         return convert_cmd(a);
     }
-    let shard = a
-        .shard
-        .as_deref()
-        .map(ingest::Shard::from_arg)
-        .transpose()?;
-    let walked = ingest::walk(&a.paths, std::slice::from_ref(&a.index))?;
-    let mut sources = walked.sources;
-    if let Some(m) = &a.manifest {
-        sources.extend(ingest::read_manifest(m)?);
-    }
-    if sources.is_empty() && !walked.empty.is_empty() {
-        anyhow::bail!("{}", walked.empty.join("; "));
-    }
-    for e in &walked.empty {
-        tracing::warn!("{e}");
-    }
-    anyhow::ensure!(
-        !sources.is_empty(),
-        "nothing to index: give paths or --manifest"
-    );
-    if let Some(shard) = shard {
-        let mut roots: Vec<&std::path::Path> = a.paths.iter().map(|p| p.as_path()).collect();
-        roots.extend(a.manifest.as_deref().map(ingest::manifest_root));
-        let all = sources.len();
-        sources = shard.select(sources, &roots);
-        eprintln!("shard {shard}: {} of {all} inputs", sources.len());
-    }
+    let sources = a.inputs(std::slice::from_ref(&a.index))?;
     ensure_model(a.model)?;
     let enc = simcase_models::load(a.model, &default_device())?;
     let mut writer = simcase_index::Writer::open(&a.index, a.model.name(), enc.dim())?;
@@ -416,25 +461,7 @@ pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
     }
     a.apply_ann(&mut writer)?;
     let before = writer.len();
-    let opts = ingest::Options {
-        batch: a.batch.max(1),
-        decode: DecodeOptions {
-            window: a.window,
-            frames: a.frames,
-            keep_phi: a.keep_phi,
-            axis: a.axis,
-            slice_stride: a.slice_stride,
-            // Ingest waits for room rather than failing a file: decodes always finish.
-            budget: Some(simcase_imaging::DecodeBudget::from_mb(
-                a.decode_budget_mb,
-                std::time::Duration::from_secs(3600),
-            )),
-            ..Default::default()
-        },
-        decode_threads: a.decode_threads,
-        progress: !a.quiet,
-        relabel: a.relabel,
-    };
+    let opts = a.ingest_options();
     let t = std::time::Instant::now();
     let s = ingest::run(&mut writer, enc.as_ref(), sources, &opts)?;
     writer.checkpoint_graph()?;
