@@ -159,7 +159,7 @@ impl OwnServer {
     fn wait_ready(&mut self) -> Result<(), String> {
         let t = Instant::now();
         let url = self.url("ready_probe");
-        let mut last = String::new();
+        let mut last: String;
         loop {
             // Any answer, even a refusal of the (absent) credentials, means it is up.
             match Collection::drop_collection(&url) {

@@ -172,7 +172,7 @@ fn hostile_filter_values_match_exactly_their_rows() {
         let (mut m, x) = item(i, v);
         m.label = Some(v.to_string());
         for k in keys {
-            m.extra.insert(k.into(), format!("{v}").into());
+            m.extra.insert(k.into(), v.to_string().into());
         }
         rows.push((m, x));
     }
