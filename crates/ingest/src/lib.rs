@@ -24,9 +24,12 @@ use std::collections::HashSet;
 /// Lookups by content key of what a [`Sink`] held when a run started (owned, and safe to
 /// share between the decode threads).
 pub struct Known {
-    key: Box<dyn Fn(&str) -> Result<bool> + Send + Sync>,
-    file: Box<dyn Fn(&str) -> Result<bool> + Send + Sync>,
+    key: Lookup,
+    file: Lookup,
 }
+
+/// One kind of lookup of [`Known`].
+type Lookup = Box<dyn Fn(&str) -> Result<bool> + Send + Sync>;
 
 impl Known {
     /// Lookups from two functions: `has_key` and `has_file` below.
@@ -69,8 +72,11 @@ pub trait Sink {
     fn clear_error(&self, path: &str) -> Result<()>;
     /// Merge manifest labels into the stored items of each update's file (see
     /// [`Writer::update_labels`]).
-    fn update_labels(&mut self, updates: &[LabelUpdate], relabel: bool)
-        -> Result<Vec<LabelOutcome>>;
+    fn update_labels(
+        &mut self,
+        updates: &[LabelUpdate],
+        relabel: bool,
+    ) -> Result<Vec<LabelOutcome>>;
 }
 
 /// A local index folder, as it always was.

@@ -25,6 +25,9 @@ const SCAN_PAGE: u64 = 4096;
 /// How long a load, an index build or a flush may take before giving up.
 const WAIT_LIMIT: Duration = Duration::from_secs(600);
 
+/// One query's (id, score) hits, best first, and their output fields.
+type QueryHits = (Vec<(u64, f32)>, Vec<FieldData>);
+
 /// A Milvus collection of simcase items, loaded and ready to search.
 pub struct Collection {
     url: MilvusUrl,
@@ -486,7 +489,7 @@ impl Collection {
         expr: Option<&str>,
         ef: Option<usize>,
         output: &[&str],
-    ) -> Result<Vec<(Vec<(u64, f32)>, Vec<FieldData>)>> {
+    ) -> Result<Vec<QueryHits>> {
         if queries.is_empty() || k == 0 {
             return Ok(vec![Default::default(); queries.len()]);
         }
@@ -602,7 +605,7 @@ impl Collection {
         &self,
         expr: Option<&str>,
         vectors: bool,
-        f: &mut dyn FnMut(Vec<(Item, Option<Vec<f32>>)>) -> Result<()>,
+        f: &mut dyn FnMut(crate::Page) -> Result<()>,
     ) -> Result<()> {
         let dim = self.info.dim;
         let mut fields = vec![rows::PK, rows::META];
@@ -818,6 +821,17 @@ fn create(client: &Client, url: &MilvusUrl, info: &CollectionInfo) -> Result<()>
     Ok(())
 }
 
+impl Collection {
+    /// Per query, (id, score) of the top `k`, best first.
+    pub(crate) fn search_hits(&self, queries: &[&[f32]], k: usize) -> Result<Vec<Vec<(u64, f32)>>> {
+        Ok(self
+            .search_raw(queries, k, None, None, &[])?
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -853,17 +867,6 @@ mod tests {
         .validate()
         .is_err());
         assert_eq!(like_escape("a_b%c"), "a\\_b\\%c");
-    }
-}
-
-impl Collection {
-    /// Per query, (id, score) of the top `k`, best first.
-    pub(crate) fn search_hits(&self, queries: &[&[f32]], k: usize) -> Result<Vec<Vec<(u64, f32)>>> {
-        Ok(self
-            .search_raw(queries, k, None, None, &[])?
-            .into_iter()
-            .map(|(h, _)| h)
-            .collect())
     }
 }
 

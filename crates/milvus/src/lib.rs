@@ -79,6 +79,9 @@ pub struct CollectionInfo {
     pub salt: String,
 }
 
+/// A page of a [`Collection::scan`]: items, with their vectors when asked.
+pub type Page = Vec<(Item, Option<Vec<f32>>)>;
+
 /// One search result from Milvus.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Remote {

@@ -30,8 +30,7 @@ pub struct OwnServer {
     pub dir: PathBuf,
     pub port: u16,
     ports: Vec<(String, u16)>,
-    /// The embedded etcd's peer port (no flag moves it: see [`OwnServer::spawn`]).
-    etcd_peer: u16,
+    peer_port: u16,
     auth: bool,
     child: Option<Child>,
 }
@@ -75,7 +74,7 @@ impl OwnServer {
             dir,
             port,
             ports,
-            etcd_peer: free_port(),
+            peer_port: free_port(),
             auth,
             child: None,
         };
@@ -83,8 +82,7 @@ impl OwnServer {
         Some(s)
     }
 
-    /// Start the server process and wait until it answers.
-    pub fn launch(&mut self) {
+    fn spawn(&mut self) {
         assert!(self.child.is_none());
         let mut args: Vec<String> =
             vec!["--data".into(), self.dir.join("data").display().to_string()];
@@ -97,28 +95,7 @@ impl OwnServer {
             args.push("true".into());
         }
         // The metrics/healthz port (9091) is not a flag: milvus-server takes the first free
-        // port from 9091 up, so it never collides with the shared server's. The embedded
-        // etcd listens on 2379 (client) and 2380 (peer) whatever `--etcd-port` says, so two
-        // servers on one machine collide there; Milvus reads `etcd.config.path` from the
-        // environment (`ETCD_CONFIG_PATH`), and that file moves both.
-        let etcd_client = self
-            .ports
-            .iter()
-            .find(|(k, _)| k == "etcd-port")
-            .map(|p| p.1)
-            .expect("etcd-port is one of the moved ports");
-        let peer = format!("http://127.0.0.1:{}", self.etcd_peer);
-        let client = format!("http://127.0.0.1:{etcd_client}");
-        let etcd_yaml = self.dir.join("etcd.yaml");
-        std::fs::write(
-            &etcd_yaml,
-            format!(
-                "name: default\nlisten-peer-urls: {peer}\ninitial-advertise-peer-urls: {peer}\n\
-                 initial-cluster: default={peer}\nlisten-client-urls: {client}\n\
-                 advertise-client-urls: {client}\n"
-            ),
-        )
-        .unwrap();
+        // port from 9091 up, so it never collides with the shared server's.
         let script = r#"run="$1"; shift; mount --bind "$run" /run/milvus 2>/dev/null || mount --bind "$run" /tmp/milvus 2>/dev/null; exec "$@""#;
         let log = std::fs::File::create(self.dir.join("server.log")).unwrap();
         let mut cmd = if Path::new("/usr/bin/unshare").exists() {
@@ -130,35 +107,72 @@ impl OwnServer {
         } else {
             Command::new(&self.exe)
         };
+        // The embedded etcd listens on 2379/2380 whatever --etcd-port says; its own config
+        // file (read through Milvus's env override of `etcd.config.path`) moves both.
+        let etcd_port = self
+            .ports
+            .iter()
+            .find(|p| p.0 == "etcd-port")
+            .map_or(0, |p| p.1);
+        let peer = self.peer_port;
+        let etcd = self.dir.join("etcd.yaml");
+        std::fs::write(
+            &etcd,
+            format!(
+                "listen-peer-urls: http://127.0.0.1:{peer}\n\
+                 initial-advertise-peer-urls: http://127.0.0.1:{peer}\n\
+                 initial-cluster: default=http://127.0.0.1:{peer}\n\
+                 listen-client-urls: http://127.0.0.1:{etcd_port}\n\
+                 advertise-client-urls: http://127.0.0.1:{etcd_port}\n"
+            ),
+        )
+        .unwrap();
+        cmd.env("ETCD_CONFIG_PATH", &etcd);
         cmd.args(&args)
-            .env("ETCD_CONFIG_PATH", &etcd_yaml)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null());
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         self.child = Some(cmd.spawn().unwrap());
-        self.wait_ready();
     }
 
-    fn wait_ready(&mut self) {
+    /// Start the server process and wait until it answers. Right after a kill its ports may
+    /// still be in TIME_WAIT, which milvus-server's own bind check refuses: it is retried.
+    pub fn launch(&mut self) {
+        let t = Instant::now();
+        loop {
+            self.spawn();
+            match self.wait_ready() {
+                Ok(()) => return,
+                Err(log)
+                    if log.contains("bind failed") && t.elapsed() < Duration::from_secs(180) =>
+                {
+                    self.child = None;
+                    std::thread::sleep(Duration::from_secs(3));
+                }
+                Err(log) => panic!("milvus-server exited before answering; log: {log}"),
+            }
+        }
+    }
+
+    /// `Err(log tail)` when the server process exited first.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let t = Instant::now();
         let url = self.url("ready_probe");
+        let mut last: String;
         loop {
             // Any answer, even a refusal of the (absent) credentials, means it is up.
             match Collection::drop_collection(&url) {
-                Ok(_) => return,
-                Err(e) if format!("{e:#}").contains("refused the credentials") => return,
-                Err(_) => {}
+                Ok(_) => return Ok(()),
+                Err(e) if format!("{e:#}").contains("refused the credentials") => return Ok(()),
+                Err(e) => last = format!("{e:#}"),
             }
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "milvus-server exited ({st}) before answering; log: {}",
-                    self.log_tail()
-                );
+                return Err(format!("({st}) {}", self.log_tail()));
             }
             assert!(
                 t.elapsed() < Duration::from_secs(180),
-                "milvus-server not ready in 180s; log: {}",
+                "milvus-server not ready in 180s ({last}); log: {}",
                 self.log_tail()
             );
             std::thread::sleep(Duration::from_millis(500));
