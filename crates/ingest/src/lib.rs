@@ -18,6 +18,89 @@ use simcase_index::{part_keys, ItemMeta, LabelOutcome, LabelUpdate, Writer};
 use simcase_models::Encoder;
 use std::collections::HashSet;
 
+/// Lookups by content key of what a [`Sink`] held when a run started (owned, and safe to
+/// share between the decode threads).
+pub struct Known {
+    key: Box<dyn Fn(&str) -> Result<bool> + Send + Sync>,
+    file: Box<dyn Fn(&str) -> Result<bool> + Send + Sync>,
+}
+
+impl Known {
+    /// Lookups from two functions: `has_key` and `has_file` below.
+    pub fn new(
+        key: impl Fn(&str) -> Result<bool> + Send + Sync + 'static,
+        file: impl Fn(&str) -> Result<bool> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            key: Box::new(key),
+            file: Box::new(file),
+        }
+    }
+
+    /// Whether an item keyed `key` was held: a content hash (its items `HASH` or `HASH#frame`),
+    /// or `HASH@axis` (the slices `HASH@axis#i` of one slicing of a volume).
+    pub fn has_key(&self, key: &str) -> Result<bool> {
+        (self.key)(key)
+    }
+
+    /// Whether any item of the file with content hash `hash` was held (any frame, slice or
+    /// slicing axis).
+    pub fn has_file(&self, hash: &str) -> Result<bool> {
+        (self.file)(hash)
+    }
+}
+
+/// Where [`run`] writes: a local index folder ([`Writer`]) or a remote collection. `add` and
+/// `update_labels` return only once what they were given is durable: a run reports nothing as
+/// committed that a crash (of simcase or of the store) could lose.
+pub trait Sink {
+    /// What the sink holds now, for skipping known content.
+    fn known_files(&self) -> Result<Known>;
+    /// Model, dimension and patient-key salt.
+    fn settings(&self) -> &simcase_index::Settings;
+    /// Store a batch of items with their embeddings, all or nothing.
+    fn add(&mut self, batch: &[(ItemMeta, Vec<f32>)]) -> Result<()>;
+    /// Remember a file that could not be indexed (`kind`: a short class of the reason).
+    fn record_error(&self, path: &str, kind: &str, reason: &str) -> Result<()>;
+    /// Forget a file's failure: its content turned out to be indexed already.
+    fn clear_error(&self, path: &str) -> Result<()>;
+    /// Merge manifest labels into the stored items of each update's file (see
+    /// [`Writer::update_labels`]).
+    fn update_labels(&mut self, updates: &[LabelUpdate], relabel: bool)
+        -> Result<Vec<LabelOutcome>>;
+}
+
+/// A local index folder, as it always was.
+impl Sink for Writer {
+    fn known_files(&self) -> Result<Known> {
+        let k = std::sync::Arc::new(Writer::known_files(self)?);
+        let k2 = k.clone();
+        Ok(Known::new(
+            move |key| k.has_key(key),
+            move |hash| k2.has_file(hash),
+        ))
+    }
+    fn settings(&self) -> &simcase_index::Settings {
+        Writer::settings(self)
+    }
+    fn add(&mut self, batch: &[(ItemMeta, Vec<f32>)]) -> Result<()> {
+        Writer::add(self, batch).map(|_| ())
+    }
+    fn record_error(&self, path: &str, kind: &str, reason: &str) -> Result<()> {
+        Writer::record_error(self, path, kind, reason)
+    }
+    fn clear_error(&self, path: &str) -> Result<()> {
+        Writer::clear_error(self, path)
+    }
+    fn update_labels(
+        &mut self,
+        updates: &[LabelUpdate],
+        relabel: bool,
+    ) -> Result<Vec<LabelOutcome>> {
+        Writer::update_labels(self, updates, relabel)
+    }
+}
+
 /// Label updates merged per transaction.
 const LABEL_BATCH: usize = 256;
 
@@ -256,10 +339,11 @@ fn item_meta(
     meta
 }
 
-/// Index `sources` into `writer` with `enc`. Returns counts; per-file failures are logged,
-/// recorded in the index's errors table, and never stop the run.
+/// Index `sources` into `writer` (a local [`Writer`] or another [`Sink`]) with `enc`. Returns
+/// counts; per-file failures are logged, recorded in the index's errors table, and never stop
+/// the run.
 pub fn run(
-    writer: &mut Writer,
+    writer: &mut dyn Sink,
     enc: &dyn Encoder,
     sources: Vec<Source>,
     opts: &Options,
@@ -322,7 +406,7 @@ pub fn run(
         let mut pending: Vec<LabelUpdate> = Vec::new();
         let mut deferred: Vec<LabelUpdate> = Vec::new();
         let flush = |batch: &mut Vec<(ItemMeta, Vec<f32>)>,
-                     writer: &mut Writer,
+                     writer: &mut dyn Sink,
                      summary: &mut Summary|
          -> Result<usize> {
             if batch.is_empty() {

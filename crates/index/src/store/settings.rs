@@ -29,6 +29,26 @@ impl Settings {
         })
     }
 
+    /// New settings with a salt from the OS random source, for an index kept elsewhere (a
+    /// Milvus collection records them itself).
+    pub fn generate(model: &str, dim: usize) -> Result<Self> {
+        Self::new(model, dim)
+    }
+
+    /// Settings recorded elsewhere (a Milvus collection's), salt included.
+    pub fn with_salt(model: &str, dim: usize, salt: &str) -> Self {
+        Self {
+            model: model.into(),
+            dim,
+            salt: salt.into(),
+        }
+    }
+
+    /// The patient-key salt, for recording settings elsewhere (never log it).
+    pub fn salt(&self) -> &str {
+        &self.salt
+    }
+
     /// A stable pseudonym for a patient id, unique to this index.
     pub fn patient_key(&self, raw: &str) -> String {
         let d = Sha256::digest(format!("{}:{}", self.salt, raw.trim()).as_bytes());
