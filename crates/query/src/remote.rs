@@ -140,20 +140,9 @@ impl RemoteIndex {
         Ok(!self.top(q, 1, w)?.is_empty())
     }
 
-    /// Rows passing `w`: the collection's count when nothing is restricted, else counted from
-    /// a scan of the matching rows' metadata.
+    /// Rows passing `w` (Milvus's `count(*)`).
     fn count(&self, w: &expr::Where) -> Result<usize> {
-        let Some(e) = w.to_expr() else {
-            return self.len();
-        };
-        let mut n = 0usize;
-        self.coll
-            .scan(Some(&e), false, &mut |rows| {
-                n += rows.len();
-                Ok(())
-            })
-            .map_err(failed)?;
-        Ok(n)
+        Ok(self.coll.count_where(w.to_expr().as_deref()).map_err(failed)? as usize)
     }
 
     /// Rank the collection for `q` as [`crate::search`] ranks a local index: filters, paging,
