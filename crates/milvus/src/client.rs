@@ -5,6 +5,7 @@
 
 use crate::proto::common::Status;
 use crate::proto::milvus::milvus_service_client::MilvusServiceClient;
+use crate::proto::milvus::GetVersionRequest;
 use crate::MilvusUrl;
 use anyhow::{anyhow, Result};
 use std::future::Future;
@@ -87,12 +88,43 @@ impl Client {
         let svc = MilvusServiceClient::with_interceptor(channel, Auth(auth))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
-        Ok(Self {
+        let client = Self {
             rt,
             svc,
             server,
             user: url.user().map(str::to_string),
-        })
+        };
+        client.probe()?;
+        Ok(client)
+    }
+
+    /// One cheap call, bounded by the connect timeout: something that accepts connections but
+    /// does not answer as Milvus does (a stalled server, another service) fails here, in
+    /// seconds, and so do credentials the server refuses.
+    fn probe(&self) -> Result<()> {
+        let svc = self.svc.clone();
+        let server = &self.server;
+        let r = self.rt.block_on(async move {
+            let mut svc = svc;
+            tokio::time::timeout(CONNECT_TIMEOUT, svc.get_version(GetVersionRequest {})).await
+        });
+        match r {
+            Err(_) => Err(anyhow!(
+                "cannot reach Milvus at {server}: connected, but no answer within {}s",
+                CONNECT_TIMEOUT.as_secs()
+            )),
+            Ok(Err(s))
+                if s.code() == tonic::Code::Unimplemented
+                    || s.message().contains("grpc-status header missing") =>
+            {
+                Err(anyhow!(
+                    "cannot reach Milvus at {server}: something else answers there ({})",
+                    one_line(s.message())
+                ))
+            }
+            Ok(Err(s)) => Err(self.grpc_error("connect", &s)),
+            Ok(Ok(v)) => check(server, "connect", v.into_inner().status.as_ref()),
+        }
     }
 
     /// Run one call, `what` naming it in errors; transport failures and gRPC errors become one
@@ -145,9 +177,9 @@ impl Client {
         check(&self.server, what, status)
     }
 
-    /// Wait for `fut` on the runtime (polling loops with sleeps).
+    /// Sleep on the runtime (polling loops).
     pub(crate) fn sleep(&self, d: Duration) {
-        self.rt.block_on(tokio::time::sleep(d));
+        self.rt.block_on(async move { tokio::time::sleep(d).await });
     }
 }
 

@@ -615,7 +615,12 @@ impl Collection {
             .map(|i| (i * step, if i + 1 == ranges { END } else { (i + 1) * step }))
             .collect();
         while let Some((lo, hi)) = todo.pop() {
-            let range = format!("id >= {lo} and id < {hi}");
+            // 2^63 does not fit an Int64 literal: the last range has no upper bound.
+            let range = if hi == END {
+                format!("id >= {lo}")
+            } else {
+                format!("id >= {lo} and id < {hi}")
+            };
             let e = expr::and(expr, Some(&range)).unwrap_or_default();
             let r = self.query_raw(
                 &e,
