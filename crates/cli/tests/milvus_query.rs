@@ -252,7 +252,13 @@ fn milvus_index_searches_serves_and_evals_like_a_local_one() {
     });
     timed("index milvus (flat)", || copy_into_milvus(&local, &url));
     let paths = manifest_paths(&m);
-    let queries = [&paths[0], &paths[21], &paths[42], &paths[57], &paths[ROWS - 1]];
+    let queries = [
+        &paths[0],
+        &paths[21],
+        &paths[42],
+        &paths[57],
+        &paths[ROWS - 1],
+    ];
 
     timed("search", || {
         // Image queries: every hit the same file with the same score.
@@ -402,7 +408,11 @@ fn milvus_index_searches_serves_and_evals_like_a_local_one() {
                 )
             })
             .collect();
-    assert_eq!(remote_ids.len(), ROWS + 1, "the manifest's rows and the synthetic image");
+    assert_eq!(
+        remote_ids.len(),
+        ROWS + 1,
+        "the manifest's rows and the synthetic image"
+    );
 
     timed("serve", || {
         std::fs::remove_file(&gone).unwrap();

@@ -135,14 +135,17 @@ impl RemoteIndex {
         })
     }
 
-    /// Whether any row passes `w` (one top-1 search: no scan).
-    fn any(&self, q: &[f32], w: &expr::Where) -> Result<bool> {
-        Ok(!self.top(q, 1, w)?.is_empty())
+    /// Whether any row passes `w` (one `count(*)`: no scan).
+    fn any(&self, w: &expr::Where) -> Result<bool> {
+        Ok(self.count(w)? > 0)
     }
 
     /// Rows passing `w` (Milvus's `count(*)`).
     fn count(&self, w: &expr::Where) -> Result<usize> {
-        Ok(self.coll.count_where(w.to_expr().as_deref()).map_err(failed)? as usize)
+        Ok(self
+            .coll
+            .count_where(w.to_expr().as_deref())
+            .map_err(failed)? as usize)
     }
 
     /// Rank the collection for `q` as [`crate::search`] ranks a local index: filters, paging,
@@ -251,7 +254,17 @@ impl RemoteIndex {
                 order.clear();
                 at.clear();
             }
-            let ranked = self.top(q, pool, &w)?;
+            // Only rows that are left are searched for (a search that finds none is never
+            // sent): the last round asks for what remains.
+            let left = if order.is_empty() {
+                usize::MAX
+            } else {
+                self.count(&w)?
+            };
+            if left == 0 {
+                return Ok(order);
+            }
+            let ranked = self.top(q, pool.min(left), &w)?;
             let exhausted = ranked.len() < pool;
             for r in ranked {
                 let it = with_id(r.item, r.id);
@@ -303,7 +316,7 @@ impl RemoteIndex {
 
     /// Why no row passed `filters` (the query item left out): the collection is empty, holds
     /// only the query, a field's values match nothing, the date range matches nothing, or only
-    /// the combination does. Each check is one top-1 search.
+    /// the combination does. Each check is one `count(*)`.
     fn explain_empty(&self, q: &Query, filters: &Filters) -> Result<String> {
         let rows = self.len()?;
         if rows == 0 {
@@ -313,7 +326,7 @@ impl RemoteIndex {
             exclude_ids: q.exclude.into_iter().collect(),
             ..Default::default()
         };
-        if !self.any(&q.vector, &everything)? {
+        if !self.any(&everything)? {
             return Ok("the index holds no other item than the query".to_string());
         }
         for (field, allowed) in &filters.fields {
@@ -321,7 +334,7 @@ impl RemoteIndex {
                 fields: [(field.clone(), allowed.clone())].into_iter().collect(),
                 ..Default::default()
             };
-            if !self.any(&q.vector, &to_where(&one))? {
+            if !self.any(&to_where(&one))? {
                 let wanted: Vec<String> = allowed
                     .iter()
                     .map(|a| simcase_index::shorten(a, 48))
@@ -339,7 +352,7 @@ impl RemoteIndex {
                 date_to: filters.date_to,
                 ..Default::default()
             };
-            if !self.any(&q.vector, &to_where(&dates))? {
+            if !self.any(&to_where(&dates))? {
                 let end =
                     |d: Option<crate::StudyDate>| d.map(|d| d.to_string()).unwrap_or_default();
                 return Ok(format!(
@@ -349,7 +362,7 @@ impl RemoteIndex {
                 ));
             }
         }
-        if self.any(&q.vector, &to_where(filters))? {
+        if self.any(&to_where(filters))? {
             return Ok("only the query itself passes the filters".to_string());
         }
         Ok(
