@@ -226,9 +226,17 @@ impl VectorIndex for GraphAt<'_> {
         queries: &[&[f32]],
         k: usize,
         keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
-    ) -> Vec<Vec<Hit>> {
+    ) -> anyhow::Result<Vec<Vec<Hit>>> {
         let data = self.g.rows.as_ref();
-        search_graph(&self.g.graph, data, self.len(), queries, k, self.ef, keep)
+        Ok(search_graph(
+            &self.g.graph,
+            data,
+            self.len(),
+            queries,
+            k,
+            self.ef,
+            keep,
+        ))
     }
 }
 
@@ -267,8 +275,8 @@ impl VectorIndex for Compact {
         queries: &[&[f32]],
         k: usize,
         keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
-    ) -> Vec<Vec<Hit>> {
-        self.compact.search(self.rows.as_ref(), queries, k, keep)
+    ) -> anyhow::Result<Vec<Vec<Hit>>> {
+        Ok(self.compact.search(self.rows.as_ref(), queries, k, keep))
     }
 }
 
@@ -317,17 +325,17 @@ fn single(
     qs: &[&[f32]],
     k: usize,
     keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
-) -> (f64, f64, Vec<Vec<Hit>>) {
+) -> anyhow::Result<(f64, f64, Vec<Vec<Hit>>)> {
     let mut ms = Vec::with_capacity(qs.len());
     let mut res = Vec::with_capacity(qs.len());
     for q in qs {
         let t = Instant::now();
-        let mut h = idx.search(&[*q], k, keep);
+        let mut h = idx.search(&[*q], k, keep)?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
         res.push(h.pop().unwrap_or_default());
     }
     ms.sort_by(f64::total_cmp);
-    (percentile(&ms, 0.5), percentile(&ms, 0.99), res)
+    Ok((percentile(&ms, 0.5), percentile(&ms, 0.99), res))
 }
 
 fn rss() -> u64 {
@@ -531,18 +539,18 @@ pub fn run(o: &Options) -> Result<Value> {
         for &ef in &efs {
             let idx = built.at(ef);
             let t = Instant::now();
-            let batch = idx.search(&qs, k, None);
+            let batch = idx.search(&qs, k, None)?;
             let qps = qs.len() as f64 / t.elapsed().as_secs_f64();
             // The same batch asking only the top-10 (a viewer's page): the k = 100 batch
             // above walks and re-ranks a list of at least 2k rows.
             let t = Instant::now();
-            let _ = idx.search(&qs, 10, None);
+            idx.search(&qs, 10, None)?;
             let qps10 = qs.len() as f64 / t.elapsed().as_secs_f64();
             let resident = rss().saturating_sub(before) as f64 / o.rows as f64;
-            let (p50, p99, _) = single(idx.as_ref(), &qs[..nlat], 10, None);
+            let (p50, p99, _) = single(idx.as_ref(), &qs[..nlat], 10, None)?;
             let mut filt = serde_json::Map::new();
             for ((name, f), tf) in filters.iter().zip(&truth_f) {
-                let (fp50, fp99, fres) = single(idx.as_ref(), &qs[..nlat], 10, Some(*f));
+                let (fp50, fp99, fres) = single(idx.as_ref(), &qs[..nlat], 10, Some(*f))?;
                 filt.insert(
                     name.to_string(),
                     json!({"recall@10": recall(&fres, tf, 10), "p50_ms": fp50, "p99_ms": fp99}),

@@ -142,11 +142,11 @@ pub fn search(rows: &[usize], dim: usize, batch: usize, k: usize, no_peer: bool)
         let idx = FlatIndex::new(data, dim);
         for nq in [1usize, batch] {
             let qrefs: Vec<&[f32]> = qs.chunks(dim).take(nq).collect();
-            idx.search(&qrefs, k, None); // warm-up (page-in)
+            idx.search(&qrefs, k, None)?; // warm-up (page-in)
             let reps = if nq == 1 { 20 } else { 3 };
             let t = Instant::now();
             for _ in 0..reps {
-                std::hint::black_box(idx.search(&qrefs, k, None));
+                std::hint::black_box(idx.search(&qrefs, k, None)?);
             }
             let ours = t.elapsed().as_secs_f64() * 1e3 / (reps * nq) as f64;
             match peer[n.to_string()][nq.to_string()].as_f64() {

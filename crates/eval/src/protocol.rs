@@ -286,7 +286,7 @@ pub fn evaluate(
             .iter()
             .map(|r| reader.vector(r.id).context("vector missing"))
             .collect::<Result<Vec<&[f32]>>>()?;
-        let hits = index.search(&vecs, depth, None);
+        let hits = index.search(&vecs, depth, None)?;
         Ok(qs
             .iter()
             .zip(hits)

@@ -283,8 +283,8 @@ impl<D: AsRef<[f32]> + Send + Sync> VectorIndex for FlatIndex<D> {
         queries: &[&[f32]],
         k: usize,
         keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
-    ) -> Vec<Vec<Hit>> {
-        search_rows(self.data.as_ref(), self.dim, queries, k, keep)
+    ) -> anyhow::Result<Vec<Vec<Hit>>> {
+        Ok(search_rows(self.data.as_ref(), self.dim, queries, k, keep))
     }
 }
 
@@ -331,7 +331,7 @@ mod tests {
         let idx = FlatIndex::new(data.clone(), dim);
         let qs: Vec<Vec<f32>> = (0..3).map(|i| pseudo(dim, 100 + i)).collect();
         let qrefs: Vec<&[f32]> = qs.iter().map(|q| q.as_slice()).collect();
-        let res = idx.search(&qrefs, 10, None);
+        let res = idx.search(&qrefs, 10, None).unwrap();
         for (q, hits) in qs.iter().zip(&res) {
             let got: Vec<u64> = hits.iter().map(|h| h.row).collect();
             assert_eq!(got, brute(&data, dim, q, 10));
@@ -349,9 +349,12 @@ mod tests {
             .collect();
         let qrefs: Vec<&[f32]> = qs.iter().map(|q| q.as_slice()).collect();
         let even = |r: u64| r.is_multiple_of(2);
-        let batched = idx.search(&qrefs, 7, Some(&even));
+        let batched = idx.search(&qrefs, 7, Some(&even)).unwrap();
         for (q, hits) in qs.iter().zip(&batched) {
-            let single = idx.search(&[q.as_slice()], 7, Some(&even)).remove(0);
+            let single = idx
+                .search(&[q.as_slice()], 7, Some(&even))
+                .unwrap()
+                .remove(0);
             let a: Vec<u64> = hits.iter().map(|h| h.row).collect();
             let b: Vec<u64> = single.iter().map(|h| h.row).collect();
             assert_eq!(a, b);
@@ -364,18 +367,18 @@ mod tests {
         let data = vec![1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0];
         let idx = FlatIndex::new(data, 2);
         let q = [1.0f32, 0.0];
-        let hits = idx.search(&[&q], 2, None);
+        let hits = idx.search(&[&q], 2, None).unwrap();
         assert_eq!(
             hits[0].iter().map(|h| h.row).collect::<Vec<_>>(),
             vec![0, 1]
         );
         let odd = |r: u64| r % 2 == 1;
-        let hits = idx.search(&[&q], 2, Some(&odd));
+        let hits = idx.search(&[&q], 2, Some(&odd)).unwrap();
         assert_eq!(
             hits[0].iter().map(|h| h.row).collect::<Vec<_>>(),
             vec![1, 3]
         );
-        assert!(idx.search(&[&q], 0, None)[0].is_empty());
+        assert!(idx.search(&[&q], 0, None).unwrap()[0].is_empty());
     }
 
     #[test]
@@ -385,7 +388,7 @@ mod tests {
         let idx = FlatIndex::new(data.clone(), 5);
         let q = pseudo(5, 4);
         for k in [usize::MAX, usize::MAX / 16, 1 << 40, 3001] {
-            let hits = idx.search(&[&q], k, None).remove(0);
+            let hits = idx.search(&[&q], k, None).unwrap().remove(0);
             assert_eq!(hits.len(), 3000, "k={k}");
             let rows: Vec<u64> = hits.iter().map(|h| h.row).collect();
             assert_eq!(rows, brute(&data, 5, &q, 3000));

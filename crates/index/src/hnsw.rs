@@ -658,8 +658,8 @@ impl<D: AsRef<[f32]> + Send + Sync> VectorIndex for HnswIndex<D> {
         self.data.as_ref().len() / self.dim
     }
 
-    fn search(&self, queries: &[&[f32]], k: usize, keep: Keep) -> Vec<Vec<Hit>> {
-        search_graph(
+    fn search(&self, queries: &[&[f32]], k: usize, keep: Keep) -> anyhow::Result<Vec<Vec<Hit>>> {
+        Ok(search_graph(
             &self.graph,
             self.data.as_ref(),
             self.len(),
@@ -667,7 +667,7 @@ impl<D: AsRef<[f32]> + Send + Sync> VectorIndex for HnswIndex<D> {
             k,
             self.ef_search,
             keep,
-        )
+        ))
     }
 }
 
@@ -712,7 +712,7 @@ mod tests {
         let idx = HnswIndex::build(data.clone(), dim, HnswParams::default(), Quant::I8).unwrap();
         assert_eq!(idx.graph().covered(), 500);
         let q = &data[3 * dim..4 * dim];
-        let got = idx.search(&[q], 5, None).remove(0);
+        let got = idx.search(&[q], 5, None).unwrap().remove(0);
         let want = search_rows(&data, dim, &[q], 5, None).remove(0);
         assert_eq!(got, want);
     }
@@ -744,10 +744,10 @@ mod tests {
         let keep = |r: u64| !r.is_multiple_of(3);
         for k in [1, 10, 40] {
             for filter in [None, Some(&keep as &(dyn Fn(u64) -> bool + Sync))] {
-                let batch = idx.search(&qs, k, filter);
+                let batch = idx.search(&qs, k, filter).unwrap();
                 assert_eq!(batch.len(), qs.len());
                 for (q, b) in qs.iter().zip(&batch) {
-                    assert_eq!(b, &idx.search(&[q], k, filter).remove(0), "k {k}");
+                    assert_eq!(b, &idx.search(&[q], k, filter).unwrap().remove(0), "k {k}");
                     assert_eq!(b.len(), k);
                     assert!(b.iter().all(|h| filter.is_none_or(|f| f(h.row))));
                 }

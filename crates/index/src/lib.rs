@@ -1,5 +1,5 @@
-//! Storage and exact search of embeddings. Backends differ (flat scan today; HNSW and Milvus
-//! for scale later) but all answer through [`VectorIndex`].
+//! Storage and exact search of embeddings. Backends differ (flat scan, HNSW, and Milvus
+//! in its own crate) but all answer through [`VectorIndex`].
 
 pub mod compact;
 mod flat;
@@ -52,13 +52,14 @@ pub trait VectorIndex: Send + Sync {
         self.len() == 0
     }
     /// Top-`k` rows by inner product for each query, best first, ties by ascending row.
-    /// `keep` restricts the candidate rows.
+    /// `keep` restricts the candidate rows. Local engines never fail; a remote one (Milvus)
+    /// fails when its server does, and says so here rather than answering with nothing.
     fn search(
         &self,
         queries: &[&[f32]],
         k: usize,
         keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
-    ) -> Vec<Vec<Hit>>;
+    ) -> anyhow::Result<Vec<Vec<Hit>>>;
 }
 
 /// A borrowed index searches as the index does, so a `&I` can be boxed as a
@@ -78,7 +79,7 @@ impl<T: VectorIndex + ?Sized> VectorIndex for &T {
         queries: &[&[f32]],
         k: usize,
         keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
-    ) -> Vec<Vec<Hit>> {
+    ) -> anyhow::Result<Vec<Vec<Hit>>> {
         (**self).search(queries, k, keep)
     }
 }

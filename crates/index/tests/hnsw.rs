@@ -45,7 +45,7 @@ fn recall_against_exact_with_exact_scores() {
     let q = refs(&qs);
     let idx = HnswIndex::build(&data[..], DIM, HnswParams::default(), Quant::I8).unwrap();
     assert_eq!(idx.len(), 20_000);
-    let got = idx.search(&q, 10, None);
+    let got = idx.search(&q, 10, None).unwrap();
     let want = search_rows(&data, DIM, &q, 10, None);
     let r = recall(&got, &want);
     assert!(r >= 0.95, "recall@10 {r}");
@@ -93,7 +93,7 @@ fn filters_apply_during_the_walk_and_stay_correct() {
     let idx = HnswIndex::build(&data[..], DIM, HnswParams::default(), Quant::I8).unwrap();
     for (name, modulo, floor) in [("10%", 10u64, 0.95), ("1%", 100, 0.95)] {
         let keep = move |r: u64| r % modulo == 3;
-        let got = idx.search(&q, 10, Some(&keep));
+        let got = idx.search(&q, 10, Some(&keep)).unwrap();
         let want = search_rows(&data, DIM, &q, 10, Some(&keep));
         for g in &got {
             assert_eq!(g.len(), 10, "{name}");
@@ -146,7 +146,7 @@ fn filters_apply_during_the_walk_and_stay_correct() {
     let c = idx.graph().candidates(q[0], 50, 5_000, None).unwrap();
     assert!(!c.is_empty() && c.iter().all(|&r| r < 5_000));
     // Asking for most of the rows is answered exactly (a group-by pool grown to all).
-    let all = idx.search(&q[..1], 15_000, None);
+    let all = idx.search(&q[..1], 15_000, None).unwrap();
     assert_eq!(all, search_rows(&data, DIM, &q[..1], 15_000, None));
 }
 
