@@ -50,6 +50,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         decode_threads: 0,
         precision: None,
         index_type: None,
+        nlist: None,
         hnsw_m: None,
         hnsw_ef_construction: None,
         hnsw_ef_search: None,

@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod errors_cmd;
 mod eval_cmd;
+mod milvus_index;
 mod query;
 
 use anyhow::Result;
@@ -190,7 +191,9 @@ fn serve_cmd(a: &ServeArgs) -> Result<()> {
 pub(crate) struct IndexArgs {
     /// Image files or folders (walked recursively).
     paths: Vec<PathBuf>,
-    /// Index folder (created if missing; re-running adds only new content).
+    /// Index folder (created if missing; re-running adds only new content), or a Milvus
+    /// collection: milvus://[user:password@]HOST:PORT/COLLECTION (credentials also from
+    /// SIMCASE_MILVUS_USER / SIMCASE_MILVUS_PASSWORD).
     #[arg(long)]
     index: PathBuf,
     #[arg(long, default_value_t = simcase_models::DEFAULT_MODEL)]
@@ -245,8 +248,12 @@ pub(crate) struct IndexArgs {
     /// How searches run: flat (exact scan), hnsw (graph, exact re-rank) or auto (flat below
     /// 20,000 rows). Stored in the index; without paths, converts an existing index (builds
     /// its graph). Default: what the index has (auto for a new one).
+    /// A Milvus collection takes hnsw, ivf_flat, ivf_sq8 or flat (chosen at creation).
     #[arg(long)]
-    index_type: Option<simcase_index::IndexType>,
+    index_type: Option<String>,
+    /// IVF clusters of a new Milvus collection (ivf_flat, ivf_sq8; default 128).
+    #[arg(long)]
+    nlist: Option<usize>,
     /// HNSW links per node (default 16; a change rebuilds the graph).
     #[arg(long)]
     hnsw_m: Option<usize>,
@@ -304,7 +311,11 @@ impl IndexArgs {
                 .unwrap_or(old.params.ef_construction),
             ef_search: self.hnsw_ef_search.unwrap_or(old.params.ef_search),
         };
-        w.set_ann(self.index_type.unwrap_or(old.index_type), params)?;
+        let index_type = match &self.index_type {
+            Some(t) => t.parse::<simcase_index::IndexType>()?,
+            None => old.index_type,
+        };
+        w.set_ann(index_type, params)?;
         let t = std::time::Instant::now();
         let mut shown = 0;
         w.sync_graph(|done, total| {
@@ -375,6 +386,9 @@ pub(crate) fn ensure_model(model: ModelId) -> Result<()> {
 }
 
 pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
+    if milvus_index::is_milvus(a) {
+        return milvus_index::index_cmd(a);
+    }
     if a.paths.is_empty() && a.manifest.is_none() && (a.precision.is_some() || a.sets_ann()) {
         return convert_cmd(a);
     }

@@ -32,6 +32,8 @@ pub struct Collection {
     settings: simcase_index::Settings,
     client: Client,
     strong: bool,
+    /// Rows when last counted (see [`Self::known_len`]).
+    rows: std::sync::atomic::AtomicU64,
 }
 
 fn kv(k: &str, v: impl ToString) -> KeyValuePair {
@@ -217,8 +219,10 @@ impl Collection {
             settings,
             client,
             strong: true,
+            rows: Default::default(),
         };
         c.load()?;
+        c.refresh_len()?;
         Ok(c)
     }
 
@@ -320,9 +324,20 @@ impl Collection {
             .context("Milvus count(*) returned no row")
     }
 
-    /// Rows held.
+    /// Rows held (asked of the server).
     pub fn count(&self) -> Result<u64> {
-        self.count_where(None)
+        let n = self.count_where(None)?;
+        self.rows.store(n, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn refresh_len(&self) -> Result<()> {
+        self.count().map(|_| ())
+    }
+
+    /// Rows held when last counted: at open or by [`Self::count`].
+    pub fn known_len(&self) -> u64 {
+        self.rows.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn query_raw(
@@ -377,6 +392,23 @@ impl Collection {
             );
         }
         self.flush()
+    }
+
+    /// Upsert without waiting for persistence: only for measuring what a server restart keeps
+    /// of unflushed writes (the durability test); ingest always goes through [`Self::upsert`].
+    #[doc(hidden)]
+    pub fn upsert_unflushed(&self, batch: &[(ItemMeta, Vec<f32>)]) -> Result<()> {
+        let fields = rows::to_fields(batch, self.info.dim)?;
+        let req = pm::UpsertRequest {
+            collection_name: self.url.collection.clone(),
+            fields_data: fields,
+            num_rows: batch.len() as u32,
+            ..Default::default()
+        };
+        let r = self
+            .client
+            .call("upsert", move |mut s| async move { s.upsert(req).await })?;
+        self.client.check("upsert", r.status.as_ref())
     }
 
     /// Persist everything written so far (seal the growing segments and wait until they are

@@ -7,7 +7,8 @@
 //! more into a build that needs none of them. Its proto files are what matters, so
 //! `tools/milvus-proto-gen` turns them (once, with a vendored protoc) into the client stubs
 //! committed under `src/proto/`, and the only runtime additions are tonic and prost (on the
-//! hyper/tower/tokio the server already uses). The client is blocking: a [`Collection`] owns a
+//! hyper/tower/tokio the server already uses): 15 new crates in Cargo.lock (tonic, prost, h2,
+//! …), where the SDK's own lock file lists 85 crates this workspace does not have. The client is blocking: a [`Collection`] owns a
 //! one-thread tokio runtime and waits on it (async callers use `spawn_blocking`).
 
 mod client;
@@ -17,6 +18,8 @@ pub mod expr;
 pub mod proto;
 mod rows;
 mod sink;
+#[doc(hidden)]
+pub mod testing;
 mod url;
 
 pub use collection::Collection;
@@ -139,35 +142,23 @@ impl Collection {
     }
 }
 
-/// Rows are item ids; `keep` is applied by fetching further windows of results.
+/// Rows are item ids; `keep` is applied by fetching further windows of results. `len` is the
+/// count when the collection was opened or last counted (a count asks the server with strong
+/// consistency, too slow to repeat per search).
 impl VectorIndex for Collection {
     fn dim(&self) -> usize {
         self.info().dim
     }
     fn len(&self) -> usize {
-        match self.count() {
-            Ok(n) => n as usize,
-            Err(e) => {
-                tracing::error!("{}: {e:#}", self.url());
-                0
-            }
-        }
+        self.known_len() as usize
     }
-    // TODO(contract): the trait becomes fallible on main (`anyhow::Result<Vec<Vec<Hit>>>`);
-    // until then a failed search is logged and answers no hits.
     fn search(
         &self,
         queries: &[&[f32]],
         k: usize,
         keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
-    ) -> Vec<Vec<Hit>> {
-        match self.search_ids(queries, k, keep) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::error!("{}: {e:#}", self.url());
-                vec![Vec::new(); queries.len()]
-            }
-        }
+    ) -> Result<Vec<Vec<Hit>>> {
+        self.search_ids(queries, k, keep)
     }
 }
 

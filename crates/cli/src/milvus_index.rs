@@ -1,0 +1,109 @@
+//! `simcase index … --index milvus://HOST:PORT/COLLECTION`: the same ingest as into a local
+//! folder (decode, embed, commit batch by batch, skip known content, merge manifest labels),
+//! written into a Milvus collection. The collection is created on first use with the index
+//! type given (`--index-type hnsw|ivf_flat|ivf_sq8|flat`), which it then keeps.
+
+use crate::IndexArgs;
+use anyhow::{bail, Result};
+use simcase_imaging::DecodeOptions;
+use simcase_ingest as ingest;
+use simcase_milvus::{Collection, IndexSpec, MilvusUrl};
+
+/// Whether `--index` names a Milvus collection.
+pub(crate) fn is_milvus(a: &IndexArgs) -> bool {
+    a.index.to_str().is_some_and(MilvusUrl::is_milvus)
+}
+
+/// The index spec `--index-type` and its parameters ask for.
+fn spec(a: &IndexArgs) -> Result<IndexSpec> {
+    let t = a
+        .index_type
+        .as_deref()
+        .unwrap_or("hnsw")
+        .to_ascii_lowercase();
+    let nlist = a.nlist.unwrap_or(128);
+    Ok(match t.as_str() {
+        "hnsw" | "auto" => IndexSpec::Hnsw {
+            m: a.hnsw_m.unwrap_or(16),
+            ef_construction: a.hnsw_ef_construction.unwrap_or(128),
+        },
+        "flat" => IndexSpec::Flat,
+        "ivf_flat" => IndexSpec::IvfFlat { nlist },
+        "ivf_sq8" => IndexSpec::IvfSq8 { nlist },
+        other => {
+            bail!("--index-type {other} is not a Milvus index type (hnsw, ivf_flat, ivf_sq8, flat)")
+        }
+    })
+}
+
+pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
+    let url = MilvusUrl::parse(&a.index.to_string_lossy())?;
+    if a.precision.is_some() {
+        bail!("--precision applies to local index folders; a Milvus collection stores f32 vectors");
+    }
+    if a.hnsw_ef_search.is_some() {
+        bail!("--hnsw-ef-search is not stored in a Milvus collection: give --ef-search to search or serve");
+    }
+    let spec = spec(a)?;
+    let walked = ingest::walk(&a.paths, &[])?;
+    let mut sources = walked.sources;
+    if let Some(m) = &a.manifest {
+        sources.extend(ingest::read_manifest(m)?);
+    }
+    if sources.is_empty() && !walked.empty.is_empty() {
+        bail!("{}", walked.empty.join("; "));
+    }
+    for e in &walked.empty {
+        tracing::warn!("{e}");
+    }
+    anyhow::ensure!(
+        !sources.is_empty(),
+        "nothing to index: give paths or --manifest"
+    );
+    crate::ensure_model(a.model)?;
+    let enc = simcase_models::load(a.model, &simcase_models::default_device())?;
+    let mut coll = Collection::create_or_open(&url, a.model.name(), enc.dim(), &spec)?;
+    let before = coll.count()?;
+    let opts = ingest::Options {
+        batch: a.batch.max(1),
+        decode: DecodeOptions {
+            window: a.window,
+            frames: a.frames,
+            keep_phi: a.keep_phi,
+            axis: a.axis,
+            slice_stride: a.slice_stride,
+            budget: Some(simcase_imaging::DecodeBudget::from_mb(
+                a.decode_budget_mb,
+                std::time::Duration::from_secs(3600),
+            )),
+            ..Default::default()
+        },
+        decode_threads: a.decode_threads,
+        progress: !a.quiet,
+        relabel: a.relabel,
+    };
+    let t = std::time::Instant::now();
+    let s = ingest::run(&mut coll, enc.as_ref(), sources, &opts)?;
+    let secs = t.elapsed().as_secs_f64();
+    let total = coll.count()?;
+    let updated = match a.manifest {
+        Some(_) => format!("{} labels updated, ", s.updated),
+        None => String::new(),
+    };
+    eprintln!(
+        "indexed {} new, {updated}{} already present, {} failed in {secs:.1}s ({:.1} img/s); {total} items in {url} ({} before, index {})",
+        s.added,
+        s.skipped,
+        s.failed,
+        s.added as f64 / secs.max(1e-9),
+        before,
+        coll.info().index,
+    );
+    // A collection keeps no errors table: the failures are listed here, in full.
+    let mut failures: Vec<&ingest::Failure> = s.failures.iter().collect();
+    failures.sort_by(|x, y| x.path.cmp(&y.path));
+    for f in failures {
+        eprintln!("failed: {}: {} ({})", f.path, f.reason, f.kind);
+    }
+    Ok(s)
+}
