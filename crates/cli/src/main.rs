@@ -176,7 +176,10 @@ fn serve_cmd(a: &ServeArgs) -> Result<()> {
     let index = a.index.to_string_lossy();
     let model: ModelId = if simcase_milvus::MilvusUrl::is_milvus(&index) {
         let url = simcase_milvus::MilvusUrl::parse(&index)?;
-        simcase_milvus::Collection::open(&url)?.info().model.parse()?
+        simcase_milvus::Collection::open(&url)?
+            .info()
+            .model
+            .parse()?
     } else {
         simcase_index::Reader::open(&a.index)?
             .settings()

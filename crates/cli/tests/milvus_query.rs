@@ -1,7 +1,8 @@
 //! `simcase search|serve|eval --index milvus://…` against a real Milvus server (env
 //! `SIMCASE_MILVUS=HOST:PORT`; without it the test skips with one line, and fails under CI):
 //! the same real images, embedded with the real default model, indexed into a local index and
-//! into a FLAT Milvus collection (exact inner product, so both rank alike) by the real binary,
+//! into a FLAT Milvus collection (exact inner product, so both rank alike) by the real binary
+//! (`simcase index --index-type flat --index milvus://…`),
 //! must give the same searches (same files, same scores within 1e-4), filters (hostile values
 //! included: they match nothing, as locally, and change no expression's meaning), groups,
 //! pages, served API answers and eval tables. Ids differ by design (a local index numbers its
@@ -97,6 +98,8 @@ fn assert_same(what: &str, local: &[Value], remote: &[Value]) {
 struct Server {
     child: Child,
     addr: String,
+    /// Its stdout, kept open: the server prints a second line, and a closed pipe kills it.
+    _out: BufReader<std::process::ChildStdout>,
 }
 
 impl Server {
@@ -116,9 +119,8 @@ impl Server {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut line).unwrap();
         let addr = line
             .trim()
             .strip_prefix("listening on http://")
@@ -129,7 +131,11 @@ impl Server {
                 )
             })
             .to_string();
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            _out: out,
+        }
     }
 }
 
@@ -149,33 +155,6 @@ fn synthetic_png(to: &Path) {
         image::Rgb([v as u8, (v * 3 % 256) as u8, (x * y % 256) as u8])
     });
     img.save(to).unwrap();
-}
-
-/// A FLAT collection at `url` holding the local index's items (metadata and vectors), written
-/// through the crate's API. (`simcase index --index milvus://…` is the milvus branch's; this
-/// copies exactly what the local index holds, so both sides search the same vectors.)
-fn copy_into_milvus(local: &Path, url: &str) {
-    let reader = simcase_index::Reader::open(local).unwrap();
-    let s = reader.settings();
-    let url = simcase_milvus::MilvusUrl::parse(url).unwrap();
-    let coll = simcase_milvus::Collection::create_or_open(
-        &url,
-        &s.model,
-        s.dim,
-        &simcase_milvus::IndexSpec::Flat,
-    )
-    .unwrap();
-    let batch: Vec<(simcase_index::ItemMeta, Vec<f32>)> = reader
-        .items()
-        .unwrap()
-        .into_iter()
-        .map(|it| {
-            let v = reader.vector(it.id).unwrap().to_vec();
-            (it.meta, v)
-        })
-        .collect();
-    coll.upsert(&batch).unwrap();
-    assert_eq!(coll.count().unwrap() as usize, batch.len());
 }
 
 /// Rows of [`test_manifest`].
@@ -250,7 +229,13 @@ fn milvus_index_searches_serves_and_evals_like_a_local_one() {
                 .arg(&extra),
         );
     });
-    timed("index milvus (flat)", || copy_into_milvus(&local, &url));
+    timed("index milvus (flat)", || {
+        let milvus_index = |what: &mut std::process::Command| {
+            run_ok(what.args(["--quiet", "--index-type", "flat", "--index", &url]));
+        };
+        milvus_index(bin().arg("index").arg("--manifest").arg(&m));
+        milvus_index(bin().arg("index").arg(&extra));
+    });
     let paths = manifest_paths(&m);
     let queries = [
         &paths[0],
