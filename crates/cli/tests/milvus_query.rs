@@ -506,7 +506,7 @@ fn milvus_index_searches_serves_and_evals_like_a_local_one() {
         let it = get(&mut c, &format!("/api/items/{qid}")).json().unwrap();
         assert_eq!(it["id"].as_u64(), Some(*qid), "{it}");
         assert!(
-            it["meta"].get("path").is_none() && it["meta"]["patient_key"].is_string(),
+            it.get("path").is_none() && it["patient_key"].is_string() && it["label"].is_string(),
             "{it}"
         );
         let missing = get(&mut c, "/api/items/12345");
