@@ -1,5 +1,7 @@
 //! `simcase eval`: the flags, and the printing and writing of the reports; the protocol itself
-//! (embedding, P@N, the kNN vote) is `simcase_eval::protocol`.
+//! (embedding, P@N, the kNN vote) is `simcase_eval::protocol`. With `--index milvus://…` the
+//! manifest is scored against a Milvus collection instead of a local per-model index: its
+//! train rows are searched through Milvus, with the same protocol and the same tables.
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -11,9 +13,15 @@ pub struct EvalArgs {
     /// Labelled manifest with a `split` column (train = index, val = tuning, test = queries).
     #[arg(long)]
     pub manifest: PathBuf,
-    /// Model(s) to score; repeat for a side-by-side table.
-    #[arg(long = "model", default_values_t = [simcase_models::DEFAULT_MODEL])]
+    /// Model(s) to score; repeat for a side-by-side table (default: dinov2-s, or with a
+    /// Milvus --index the collection's model, the only one it can score).
+    #[arg(long = "model")]
     pub models: Vec<simcase_models::ModelId>,
+    /// Score a Milvus collection (`milvus://HOST:PORT/COLLECTION`) that holds the manifest's
+    /// files (`simcase index --manifest … --index milvus://…`), searching it through Milvus,
+    /// instead of embedding the manifest into a local index.
+    #[arg(long)]
+    pub index: Option<String>,
     /// Write the report as JSON (one model: the report; several: {"models": {name: report}}).
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -50,10 +58,32 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     // Before any model is installed or loaded: a manifest eval cannot score fails now.
     protocol::check_manifest(&a.manifest)?;
     let mut reports = Vec::new();
-    for m in &a.models {
-        crate::ensure_model(*m)?;
-        let (reader, rows, missing) = embed_manifest(&opts, *m, group_by)?;
-        reports.push(evaluate(&reader, &rows, missing, a.max_k, group_by)?);
+    if let Some(index) = &a.index {
+        let url = simcase_milvus::MilvusUrl::parse(index)?;
+        let coll = simcase_milvus::Collection::open(&url)?;
+        let model = &coll.info().model;
+        if let Some(other) = a.models.iter().find(|m| m.name() != model.as_str()) {
+            anyhow::bail!(
+                "{url} was embedded with {model}; --model {other} cannot be scored on it \
+                 (leave --model out, or give {model})"
+            );
+        }
+        reports.push(protocol::evaluate_remote(
+            &coll,
+            &a.manifest,
+            a.max_k,
+            group_by,
+        )?);
+    } else {
+        let models = match a.models.as_slice() {
+            [] => &[simcase_models::DEFAULT_MODEL][..],
+            m => m,
+        };
+        for m in models {
+            crate::ensure_model(*m)?;
+            let (reader, rows, missing) = embed_manifest(&opts, *m, group_by)?;
+            reports.push(evaluate(&reader, &rows, missing, a.max_k, group_by)?);
+        }
     }
     let md = markdown(&reports);
     println!("{md}");

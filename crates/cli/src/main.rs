@@ -176,10 +176,19 @@ fn serve_cmd(a: &ServeArgs) -> Result<()> {
         anyhow::ensure!((1..=4096).contains(&ef), "--ef-search must be 1..=4096");
         cfg.ef_search = ef;
     }
-    let model: ModelId = simcase_index::Reader::open(&a.index)?
-        .settings()
-        .model
-        .parse()?;
+    let index = a.index.to_string_lossy();
+    let model: ModelId = if simcase_milvus::MilvusUrl::is_milvus(&index) {
+        let url = simcase_milvus::MilvusUrl::parse(&index)?;
+        simcase_milvus::Collection::open(&url)?
+            .info()
+            .model
+            .parse()?
+    } else {
+        simcase_index::Reader::open(&a.index)?
+            .settings()
+            .model
+            .parse()?
+    };
     ensure_model(model)?;
     simcase_server::serve_blocking(cfg)
 }

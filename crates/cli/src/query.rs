@@ -1,9 +1,12 @@
-//! `simcase search`: embed the query with the index's own model, exact cosine top-k.
+//! `simcase search`: embed the query with the index's own model, exact cosine top-k, over a
+//! local index folder or a Milvus collection (`--index milvus://…`), printed alike.
 
 use anyhow::{bail, Context, Result};
 use simcase_imaging::WindowPreset;
 use simcase_index::Snapshot;
+use simcase_milvus::MilvusUrl;
 use simcase_models::default_device;
+use simcase_query::remote::RemoteIndex;
 use simcase_query::{
     params, search, Also, Duplicates, Field, Filters, GroupBy, Hit, Query, Request, Response,
 };
@@ -17,11 +20,16 @@ pub struct SearchArgs {
     /// Search by text, e.g. "pneumothorax" (CLIP-family models: biomedclip, clip-vit-*).
     #[arg(long)]
     text: Option<String>,
+    /// The index folder, or a Milvus collection: `milvus://[USER:PASSWORD@]HOST:PORT/COLLECTION`
+    /// (credentials else from SIMCASE_MILVUS_USER / SIMCASE_MILVUS_PASSWORD).
     #[arg(long)]
     index: PathBuf,
     /// Results (1..=500): distinct images, or groups with --group-by.
     #[arg(short, long, default_value_t = 10)]
     k: usize,
+    /// Results (or groups) skipped before the first one printed: the next page.
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -156,31 +164,16 @@ pub fn notes(res: &Response) -> Vec<String> {
 
 pub fn search_cmd(a: &SearchArgs) -> Result<()> {
     let k = params::check_k(a.k, params::MAX_K)?;
-    let reader = Snapshot::open(&a.index)?;
     if let Some(ef) = a.ef_search {
         anyhow::ensure!((1..=4096).contains(&ef), "--ef-search must be 1..=4096");
-        reader.set_ef_search(ef);
     }
-    if reader.is_empty() {
-        bail!("{} is empty", a.index.display());
-    }
-    let q = match (&a.text, &a.query) {
-        (Some(text), _) => {
-            let model: simcase_models::ModelId = reader.settings().model.parse()?;
-            let enc = simcase_models::load_text(model, &default_device())
-                .with_context(|| format!("text search on an index built with {model}"))?;
-            Query::text(enc.as_ref(), text)?
-        }
-        (None, Some(q)) => resolve(&reader, q, a.window)?,
-        (None, None) => bail!("give a query file, id:N or --text"),
-    };
     let mut filters = Filters::default();
     for (f, v) in &a.filters {
         filters.fields.entry(f.clone()).or_default().push(v.clone());
     }
     let req = Request {
         k,
-        offset: 0,
+        offset: a.offset,
         filters,
         group_by: a.group_by,
         duplicates: if a.all_duplicates {
@@ -189,7 +182,12 @@ pub fn search_cmd(a: &SearchArgs) -> Result<()> {
             Duplicates::Collapse
         },
     };
-    let res = search(&reader, &q, &req)?;
+    let index = a.index.to_string_lossy();
+    let res = if MilvusUrl::is_milvus(&index) {
+        search_remote(a, &index, &req)?
+    } else {
+        search_local(a, &req)?
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&res.hits)?);
         // stdout stays a JSON array; the explanation of an empty page goes to stderr.
@@ -218,4 +216,55 @@ pub fn search_cmd(a: &SearchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The search of a local index folder.
+fn search_local(a: &SearchArgs, req: &Request) -> Result<Response> {
+    let reader = Snapshot::open(&a.index)?;
+    if let Some(ef) = a.ef_search {
+        reader.set_ef_search(ef);
+    }
+    if reader.is_empty() {
+        bail!("{} is empty", a.index.display());
+    }
+    let q = match (&a.text, &a.query) {
+        (Some(text), _) => text_query(&reader.settings().model, text)?,
+        (None, Some(q)) => resolve(&reader, q, a.window)?,
+        (None, None) => bail!("give a query file, id:N or --text"),
+    };
+    Ok(search(&reader, &q, req)?)
+}
+
+/// The search of a Milvus collection (`milvus://HOST:PORT/COLLECTION`): the query embedded
+/// with the collection's model, ranked by Milvus ([`RemoteIndex::search`]).
+fn search_remote(a: &SearchArgs, url: &str, req: &Request) -> Result<Response> {
+    let remote = RemoteIndex::open(url, a.ef_search)?;
+    if remote.is_empty()? {
+        bail!("{} is empty", remote.collection().url());
+    }
+    let q = match (&a.text, &a.query) {
+        (Some(text), _) => text_query(remote.model(), text)?,
+        (None, Some(q)) => match q.strip_prefix("id:") {
+            Some(id) => {
+                let id: u64 = id.parse().with_context(|| format!("bad item id {id:?}"))?;
+                remote.query_item(id)?
+            }
+            None => {
+                let model: simcase_models::ModelId = remote.model().parse()?;
+                crate::ensure_model(model)?;
+                let enc = simcase_models::load(model, &default_device())?;
+                Query::file(enc.as_ref(), Path::new(q), a.window)?
+            }
+        },
+        (None, None) => bail!("give a query file, id:N or --text"),
+    };
+    Ok(remote.search(&q, req)?)
+}
+
+/// A text query embedded by `model`'s text tower (CLIP-family models).
+fn text_query(model: &str, text: &str) -> Result<Query> {
+    let model: simcase_models::ModelId = model.parse()?;
+    let enc = simcase_models::load_text(model, &default_device())
+        .with_context(|| format!("text search on an index built with {model}"))?;
+    Ok(Query::text(enc.as_ref(), text)?)
 }

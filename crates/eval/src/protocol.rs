@@ -282,25 +282,65 @@ pub fn evaluate(
     };
     let search = |split: &str, grouped: bool| -> Result<Vec<(String, Ranked)>> {
         let qs: Vec<&Row> = rows.iter().filter(|r| r.split == split).collect();
-        let vecs: Vec<&[f32]> = qs.iter().map(|r| reader.vector(r.id).unwrap()).collect();
+        let vecs = qs
+            .iter()
+            .map(|r| reader.vector(r.id).context("vector missing"))
+            .collect::<Result<Vec<&[f32]>>>()?;
         let hits = index.search(&vecs, depth, None)?;
         Ok(qs
             .iter()
             .zip(hits)
             .map(|(q, hs)| {
-                let mut seen = std::collections::HashSet::new();
                 let ranked = hs
                     .iter()
-                    .map(|h| &train[h.row as usize])
-                    .zip(hs.iter().map(|h| h.score))
-                    .filter(|(t, _)| !grouped || seen.insert(t.group.as_str()))
-                    .take(RETRIEVE)
-                    .map(|(t, score)| (t.label.clone(), score))
-                    .collect();
-                (q.label.clone(), ranked)
+                    .map(|h| (train[h.row as usize], h.score))
+                    .map(|(t, score)| (t.label.as_str(), t.group.as_str(), score));
+                (q.label.clone(), top_ranked(ranked, grouped))
             })
             .collect())
     };
+    let train: Vec<(&str, &str)> = train
+        .iter()
+        .map(|r| (r.label.as_str(), r.group.as_str()))
+        .collect();
+    report(
+        &reader.settings().model,
+        dim,
+        &train,
+        missing,
+        max_k,
+        group_by,
+        &search,
+    )
+}
+
+/// The first [`RETRIEVE`] of a ranking's `(label, group, score)`, labels and scores only;
+/// `grouped`: each group's first (best) only.
+fn top_ranked<'a>(ranked: impl Iterator<Item = (&'a str, &'a str, f32)>, grouped: bool) -> Ranked {
+    let mut seen = std::collections::HashSet::new();
+    ranked
+        .filter(|(_, g, _)| !grouped || seen.insert(*g))
+        .take(RETRIEVE)
+        .map(|(l, _, s)| (l.to_string(), s))
+        .collect()
+}
+
+/// Ranks the queries of a split (`grouped`: by distinct groups): per query, its label and
+/// the labels and scores of its top [`RETRIEVE`] train rows.
+type Search<'a> = dyn Fn(&str, bool) -> Result<Vec<(String, Ranked)>> + 'a;
+
+/// The report of one model from its index's train rows (`(label, group)` each) and a
+/// [`Search`] of them: P@N per level, the kNN vote tuned on val, grouped P@N and the
+/// per-modality view.
+fn report(
+    model: &str,
+    dim: usize,
+    train: &[(&str, &str)],
+    missing: usize,
+    max_k: usize,
+    group_by: Option<GroupBy>,
+    search: &Search,
+) -> Result<Value> {
     let (test, val) = (search("test", false)?, search("val", false)?);
     let cut = |qs: &[(String, Ranked)], lvl: usize| -> Vec<(String, Ranked)> {
         qs.iter()
@@ -312,8 +352,8 @@ pub fn evaluate(
     };
     let counts = |lvl: usize| -> HashMap<String, usize> {
         let mut m = HashMap::new();
-        for r in &train {
-            *m.entry(at_level(&r.label, lvl)).or_insert(0) += 1;
+        for (label, _) in train {
+            *m.entry(at_level(label, lvl)).or_insert(0) += 1;
         }
         m
     };
@@ -339,11 +379,11 @@ pub fn evaluate(
             let mut lv = serde_json::Map::new();
             for (lvl, name) in LEVELS.iter().enumerate() {
                 let mut holders: HashMap<String, std::collections::HashSet<&str>> = HashMap::new();
-                for r in &train {
+                for (label, group) in train {
                     holders
-                        .entry(at_level(&r.label, lvl))
+                        .entry(at_level(label, lvl))
                         .or_default()
-                        .insert(r.group.as_str());
+                        .insert(*group);
                 }
                 let sizes: HashMap<String, usize> =
                     holders.into_iter().map(|(c, g)| (c, g.len())).collect();
@@ -353,8 +393,7 @@ pub fn evaluate(
                     .collect();
                 lv.insert(name.to_string(), precision_report(&q, &sizes).to_json());
             }
-            let groups: std::collections::HashSet<&str> =
-                train.iter().map(|r| r.group.as_str()).collect();
+            let groups: std::collections::HashSet<&str> = train.iter().map(|t| t.1).collect();
             json!({ "by": g, "index_groups": groups.len(), "levels": lv })
         }
     };
@@ -373,7 +412,7 @@ pub fn evaluate(
         per_modality.insert(m.clone(), Value::Object(lv));
     }
     Ok(json!({
-        "model": reader.settings().model,
+        "model": model,
         "dim": dim,
         "protocol": "index=train, queries=test; modified P@N with N'=min(N, class size in index); kNN k tuned on val",
         "counts": {
@@ -387,6 +426,128 @@ pub fn evaluate(
         "knn": knn,
         "per_modality": per_modality,
     }))
+}
+
+/// Score the Milvus collection `coll` with the manifest's rows, the protocol unchanged: the
+/// collection's labelled `train` rows are the index, searched through Milvus (exact on a FLAT
+/// collection, approximate on HNSW or IVF), and the manifest's `test` and `val` rows are the
+/// queries, each found in the collection by its file's content key (`simcase index
+/// --manifest … --index milvus://…` stores them). Labels, splits and group keys are the
+/// collection's metadata. A manifest row whose file the collection lacks is unusable, as a
+/// row whose file cannot be embedded is locally.
+pub fn evaluate_remote(
+    coll: &simcase_milvus::Collection,
+    manifest: &Path,
+    max_k: usize,
+    group_by: Option<GroupBy>,
+) -> Result<Value> {
+    use simcase_milvus::expr::{FieldRef, Where};
+    use simcase_query::remote::MAX_TOPK;
+    check_manifest(manifest)?;
+    let info = coll.info();
+    let shown = coll.url();
+    let group = |it: &simcase_index::Item| match group_by {
+        Some(g) => g.key(it),
+        None => format!("item:{}", it.id),
+    };
+    // The index: every labelled train row of the collection.
+    let in_train = Where {
+        fields: vec![(
+            FieldRef::Column(simcase_index::Column::Split),
+            vec!["train".into()],
+        )],
+        raw: Some("label != \"\"".into()),
+        ..Default::default()
+    };
+    let in_train = in_train.to_expr();
+    let mut train: HashMap<u64, (String, String)> = HashMap::new();
+    coll.scan(in_train.as_deref(), false, &mut |batch| {
+        for (it, _) in batch {
+            if let Some(label) = it.meta.label.clone() {
+                train.insert(it.id, (label, group(&it)));
+            }
+        }
+        Ok(())
+    })
+    .with_context(|| format!("reading the train rows of {shown}"))?;
+    anyhow::ensure!(
+        !train.is_empty(),
+        "{shown} has no labelled train rows to search"
+    );
+    let depth = if group_by.is_some() {
+        anyhow::ensure!(
+            train.len() <= MAX_TOPK,
+            "{shown}: grouped scoring ranks all {} train rows, and Milvus returns at most \
+             {MAX_TOPK} (use --group-by none)",
+            train.len()
+        );
+        train.len()
+    } else {
+        RETRIEVE
+    };
+    // The queries: the manifest's rows, found by content key, with the collection's values.
+    let sources = simcase_ingest::read_manifest(manifest)?;
+    let hashes = row_hashes(&sources);
+    let ids: Vec<Option<u64>> = hashes
+        .iter()
+        .map(|h| h.as_deref().map(simcase_milvus::item_id))
+        .collect();
+    let mut wanted: Vec<u64> = ids.iter().flatten().copied().collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut stored: HashMap<u64, (simcase_index::Item, Vec<f32>)> = HashMap::new();
+    for chunk in wanted.chunks(256) {
+        for (it, v) in coll
+            .get(chunk)
+            .with_context(|| format!("reading the manifest's items from {shown}"))?
+        {
+            stored.insert(it.id, (it, v));
+        }
+    }
+    let mut missing = 0;
+    let mut queries: Vec<(String, String, u64)> = Vec::new();
+    for id in &ids {
+        let Some((it, _)) = id.and_then(|id| stored.get(&id)) else {
+            missing += 1;
+            continue;
+        };
+        let (Some(label), Some(split)) = (&it.meta.label, &it.meta.split) else {
+            missing += 1;
+            continue;
+        };
+        queries.push((label.clone(), split_name(split), it.id));
+    }
+    let search = |split: &str, grouped: bool| -> Result<Vec<(String, Ranked)>> {
+        let qs: Vec<&(String, String, u64)> = queries.iter().filter(|q| q.1 == split).collect();
+        let mut out = Vec::with_capacity(qs.len());
+        for chunk in qs.chunks(16) {
+            let vecs: Vec<&[f32]> = chunk.iter().map(|q| stored[&q.2].1.as_slice()).collect();
+            let hits = coll
+                .search(&vecs, depth, in_train.as_deref(), None)
+                .with_context(|| format!("searching {shown}"))?;
+            for (q, hs) in chunk.iter().zip(hits) {
+                let ranked = hs.iter().filter_map(|h| {
+                    let (label, group) = train.get(&h.id)?;
+                    Some((label.as_str(), group.as_str(), h.score))
+                });
+                out.push((q.0.clone(), top_ranked(ranked, grouped)));
+            }
+        }
+        Ok(out)
+    };
+    let train_rows: Vec<(&str, &str)> = train
+        .values()
+        .map(|(l, g)| (l.as_str(), g.as_str()))
+        .collect();
+    report(
+        &info.model,
+        info.dim,
+        &train_rows,
+        missing,
+        max_k,
+        group_by,
+        &search,
+    )
 }
 
 /// ` micro / macro |` for P@1..P@10 of one level report, and the end of the row.

@@ -8,6 +8,7 @@
 
 mod error;
 pub mod params;
+pub mod remote;
 
 pub use error::QueryError;
 pub use params::{Params, StudyDate};

@@ -63,6 +63,11 @@ impl StudyDate {
         })
     }
 
+    /// The date as the number `YYYYMMDD` (what a Milvus collection's `study_date` holds).
+    pub fn as_number(self) -> u32 {
+        self.ymd
+    }
+
     /// A date as a request gives it: DICOM's DA form `YYYYMMDD` or ISO `YYYY-MM-DD`.
     pub fn parse(s: &str) -> Option<Self> {
         Self::parse_with(s, b'-')

@@ -30,7 +30,9 @@ function api(path, opts = {}) {
 async function apiJson(path, opts) {
   const r = await api(path, opts);
   let body = null;
-  try { body = await r.json(); } catch (_) { /* not JSON */ }
+  // Ids of a Milvus index are 63-bit hashes, past what a JS number holds exactly (2^53):
+  // read every "id" of 16 digits or more as a string, so links and thumbnails keep it whole.
+  try { body = JSON.parse((await r.text()).replace(/("id"\s*:\s*)(\d{16,})/g, '$1"$2"')); } catch (_) { /* not JSON */ }
   if (r.status === 401) throw new Error("this page needs the server's token: open the URL `simcase serve` printed (…/#token=…)");
   if (!r.ok) throw new Error((body && body.error) || `HTTP ${r.status}`);
   return body;

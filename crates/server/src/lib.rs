@@ -7,6 +7,11 @@
 //! half-written item. Every API call needs the token (generated at start-up unless given;
 //! `--no-token` opts out on loopback only); the Host, Origin, header, timeout and panic
 //! defences are in [`harden`].
+//!
+//! The index may instead be a Milvus collection (`--index milvus://HOST:PORT/COLLECTION`):
+//! [`Backend`] is either the local snapshot or the remote collection, and each handler asks
+//! it the same questions (an item, "more like this", a ranked page), so local behaviour is
+//! unchanged. The Milvus client blocks, so every call to it runs in `spawn_blocking`.
 
 pub mod api;
 pub mod client;
@@ -23,6 +28,7 @@ use axum::{Json, Router};
 use simcase_imaging::{decode_bytes_with, DecodeBudget, DecodeError, DecodeOptions, WindowPreset};
 use simcase_index::{Column, Snapshot};
 use simcase_models::TextEncoder;
+use simcase_query::remote::RemoteIndex;
 use simcase_query::{Params, Query, QueryError};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -40,7 +46,7 @@ pub const DECODE_WAIT: Duration = Duration::from_secs(5);
 /// How the server runs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The index folder to serve.
+    /// The index folder to serve, or a Milvus collection (`milvus://HOST:PORT/COLLECTION`).
     pub index: PathBuf,
     /// Address to listen on.
     pub bind: SocketAddr,
@@ -114,7 +120,7 @@ impl Config {
 
 struct AppState {
     cfg: Config,
-    snap: RwLock<Arc<Snapshot>>,
+    backend: Backend,
     embedder: embed::Embedder,
     text: Mutex<Option<Arc<dyn TextEncoder>>>,
     /// The index's model, parsed once at start-up.
@@ -124,6 +130,123 @@ struct AppState {
 }
 
 type Shared = Arc<AppState>;
+
+/// What the server searches: a local index (its current snapshot, swapped by [`refresh`]) or
+/// a Milvus collection.
+enum Backend {
+    /// A local index folder.
+    Local(RwLock<Arc<Snapshot>>),
+    /// A Milvus collection, searched remotely.
+    Remote(OffRuntime<Arc<RemoteIndex>>),
+}
+
+/// A value dropped on a thread of its own: the Milvus client owns a tokio runtime, which must
+/// not be dropped inside the server's async context.
+struct OffRuntime<T: Send + 'static>(Option<T>);
+
+impl<T: Send + 'static> Drop for OffRuntime<T> {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            let _ = std::thread::spawn(move || drop(t)).join();
+        }
+    }
+}
+
+/// The index one request works on: the current local snapshot, or the collection.
+#[derive(Clone)]
+enum Index {
+    Local(Arc<Snapshot>),
+    Remote(Arc<RemoteIndex>),
+}
+
+/// `f(remote)` on the blocking pool (the Milvus client blocks), its failure an [`ApiError`].
+async fn blocking<T: Send + 'static>(
+    r: &Arc<RemoteIndex>,
+    f: impl FnOnce(&RemoteIndex) -> std::result::Result<T, QueryError> + Send + 'static,
+) -> ApiResult<T> {
+    let r = r.clone();
+    Ok(tokio::task::spawn_blocking(move || f(&r))
+        .await
+        .map_err(|e| ApiError::internal(e.into()))??)
+}
+
+impl Index {
+    /// The index's model name.
+    fn model(&self) -> String {
+        match self {
+            Self::Local(s) => s.settings().model.clone(),
+            Self::Remote(r) => r.model().to_string(),
+        }
+    }
+
+    /// Items in the index.
+    async fn len(&self) -> ApiResult<usize> {
+        match self {
+            Self::Local(s) => Ok(s.len()),
+            Self::Remote(r) => blocking(r, |r| r.len()).await,
+        }
+    }
+
+    /// "More like this" item `id` (404 when the index does not hold it).
+    async fn query_item(&self, id: u64) -> ApiResult<Query> {
+        match self {
+            Self::Local(s) => Ok(Query::item(s, id)?),
+            Self::Remote(r) => blocking(r, move |r| r.query_item(id)).await,
+        }
+    }
+
+    /// 404 unless a local index holds item `id` (its ids are its rows, so this is a bound
+    /// check); a collection's ids are hashes, checked when the item is read.
+    fn check(&self, id: u64) -> std::result::Result<(), QueryError> {
+        match self {
+            Self::Local(s) if id >= s.len() as u64 => {
+                Err(QueryError::NotFound { id, items: s.len() })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Item `id`'s metadata (404 when the index does not hold it).
+    async fn item(&self, id: u64) -> ApiResult<simcase_index::Item> {
+        match self {
+            Self::Local(s) => {
+                self.check(id)?;
+                Ok(s.item(id)
+                    .map_err(QueryError::Index)?
+                    .ok_or(QueryError::NotFound { id, items: s.len() })?)
+            }
+            Self::Remote(r) => {
+                blocking(r, move |r| match r.item(id)? {
+                    Some(it) => Ok(it),
+                    None => Err(QueryError::NotFound {
+                        id,
+                        items: r.len()?,
+                    }),
+                })
+                .await
+            }
+        }
+    }
+
+    /// A ranked page for `q`.
+    async fn search(
+        &self,
+        q: Query,
+        req: simcase_query::Request,
+    ) -> ApiResult<simcase_query::Response> {
+        match self {
+            Self::Local(s) => {
+                let s = s.clone();
+                Ok(
+                    tokio::task::spawn_blocking(move || simcase_query::search(&s, &q, &req))
+                        .await
+                        .map_err(|e| ApiError::internal(e.into()))??,
+                )
+            }
+            Self::Remote(r) => blocking(r, move |r| r.search(&q, &req)).await,
+        }
+    }
+}
 
 /// A small bounded cache of rendered thumbnails (PNG bytes), oldest dropped first: at most
 /// [`ThumbCache::CAP`] entries and [`ThumbCache::MAX_BYTES`] of PNG, whatever sizes and
@@ -212,21 +335,36 @@ type ApiResult<T> = std::result::Result<T, ApiError>;
 /// Load the model and the index, and build the router. `cfg.bind` is the address clients
 /// reach (the Host check accepts it), so with port 0 pass the port actually bound.
 pub fn app(cfg: Config) -> Result<Router> {
-    let snap = open_snapshot(&cfg)?;
-    let model: simcase_models::ModelId = snap.settings().model.parse()?;
+    let url = cfg.index.to_string_lossy().into_owned();
+    let (backend, model) = if simcase_milvus::MilvusUrl::is_milvus(&url) {
+        let ef = (cfg.ef_search > 0).then_some(cfg.ef_search);
+        // Opened on a thread of its own: the client blocks on its own runtime.
+        let remote = std::thread::spawn(move || RemoteIndex::open(&url, ef))
+            .join()
+            .map_err(|_| anyhow::anyhow!("opening the Milvus collection panicked"))??;
+        let model = remote.model().to_string();
+        (Backend::Remote(OffRuntime(Some(Arc::new(remote)))), model)
+    } else {
+        let snap = open_snapshot(&cfg)?;
+        let model = snap.settings().model.clone();
+        (Backend::Local(RwLock::new(Arc::new(snap))), model)
+    };
+    let model: simcase_models::ModelId = model.parse()?;
     let enc = simcase_models::load(model, &simcase_models::default_device())
         .with_context(|| format!("loading {model}, the index's model"))?;
     let has_text = model.spec().text.is_some();
     let state = Arc::new(AppState {
         embedder: embed::Embedder::start(enc, cfg.max_batch),
-        snap: RwLock::new(Arc::new(snap)),
+        backend,
         text: Mutex::new(None),
         model,
         has_text,
         thumbs: Mutex::new(ThumbCache::default()),
         cfg,
     });
-    tokio::spawn(refresh(state.clone()));
+    if matches!(state.backend, Backend::Local(_)) {
+        tokio::spawn(refresh(state.clone()));
+    }
     Ok(router(state))
 }
 
@@ -312,12 +450,15 @@ async fn refresh(state: Shared) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let s = state.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            let have = s.snap.read().map(|g| g.version()).unwrap_or_default();
+            let Backend::Local(snap) = &s.backend else {
+                return;
+            };
+            let have = snap.read().map(|g| g.version()).unwrap_or_default();
             match Snapshot::committed_version(&s.cfg.index) {
                 Ok(n) if n != have => match open_snapshot(&s.cfg) {
                     Ok(fresh) => {
                         tracing::info!("index now has {} items", fresh.len());
-                        if let Ok(mut g) = s.snap.write() {
+                        if let Ok(mut g) = snap.write() {
                             *g = Arc::new(fresh);
                         }
                     }
@@ -340,12 +481,15 @@ fn open_snapshot(cfg: &Config) -> Result<Snapshot> {
     Ok(snap)
 }
 
-fn snapshot(state: &AppState) -> Arc<Snapshot> {
-    state
-        .snap
-        .read()
-        .map(|g| g.clone())
-        .unwrap_or_else(|p| p.into_inner().clone())
+fn index(state: &AppState) -> Index {
+    match &state.backend {
+        Backend::Local(snap) => Index::Local(
+            snap.read()
+                .map(|g| g.clone())
+                .unwrap_or_else(|p| p.into_inner().clone()),
+        ),
+        Backend::Remote(r) => Index::Remote(r.0.clone().expect("held until the state drops")),
+    }
 }
 
 async fn openapi() -> Response {
@@ -355,6 +499,32 @@ async fn openapi() -> Response {
 }
 
 async fn stats(State(state): State<Shared>) -> ApiResult<Json<api::StatsResponse>> {
+    let b = &state.embedder.stats;
+    use std::sync::atomic::Ordering::Relaxed;
+    let embedding = api::BatchCounts {
+        batches: b.batches.load(Relaxed),
+        images: b.images.load(Relaxed),
+        largest_batch: b.largest.load(Relaxed),
+    };
+    let snap = match index(&state) {
+        Index::Local(snap) => snap,
+        Index::Remote(r) => {
+            // A Milvus collection: its size, model and dimension. Per-value counts would scan
+            // the whole collection, and failed files stay with the ingest that met them.
+            let items = blocking(&r, |r| r.len()).await?;
+            return Ok(Json(api::StatsResponse {
+                items,
+                model: r.model().to_string(),
+                dim: r.dim(),
+                text_search: state.has_text,
+                counts: BTreeMap::new(),
+                extra_fields: Default::default(),
+                embedding,
+                errors: 0,
+                errors_by_kind: BTreeMap::new(),
+            }));
+        }
+    };
     // Counts only: the errors table's paths stay out of the API (`simcase errors` has them).
     let dir = state.cfg.index.clone();
     let errors_by_kind =
@@ -362,7 +532,6 @@ async fn stats(State(state): State<Shared>) -> ApiResult<Json<api::StatsResponse
             .await
             .map_err(|e| ApiError::internal(anyhow::anyhow!("counting failed files: {e}")))?
             .map_err(ApiError::internal)?;
-    let snap = snapshot(&state);
     // Counted from the snapshot's codes: one pass over each column's codes, no SQLite.
     let mut counts: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
     for c in Column::FILTERS {
@@ -381,8 +550,6 @@ async fn stats(State(state): State<Shared>) -> ApiResult<Json<api::StatsResponse
         }
     }
     let extra_cols = snap.extra_keys().clone();
-    let b = &state.embedder.stats;
-    use std::sync::atomic::Ordering::Relaxed;
     Ok(Json(api::StatsResponse {
         items: snap.len(),
         model: snap.settings().model.clone(),
@@ -393,11 +560,7 @@ async fn stats(State(state): State<Shared>) -> ApiResult<Json<api::StatsResponse
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
         extra_fields: extra_cols,
-        embedding: api::BatchCounts {
-            batches: b.batches.load(Relaxed),
-            images: b.images.load(Relaxed),
-            largest_batch: b.largest.load(Relaxed),
-        },
+        embedding,
         errors: errors_by_kind.values().sum(),
         errors_by_kind,
     }))
@@ -415,10 +578,10 @@ async fn search_get(
     UrlQuery(pairs): UrlQuery<Vec<(String, String)>>,
 ) -> ApiResult<Json<api::SearchResponse>> {
     let p = params(&pairs, state.cfg.max_k)?;
-    let snap = snapshot(&state);
+    let idx = index(&state);
     let (q, about) = match (&p.id, &p.text) {
         (Some(id), None) => {
-            let q = Query::item(&snap, *id)?;
+            let q = idx.query_item(*id).await?;
             (q, api::QueryInfo::Item { id: *id })
         }
         (None, Some(text)) => {
@@ -440,7 +603,7 @@ async fn search_get(
             .into())
         }
     };
-    respond(&state, &snap, q, &p, about).await
+    respond(&state, &idx, q, &p, about).await
 }
 
 async fn text_encoder(state: &Shared) -> ApiResult<Arc<dyn TextEncoder>> {
@@ -525,26 +688,24 @@ async fn search_upload(
         .embed(input)
         .await
         .map_err(ApiError::internal)?;
-    let snap = snapshot(&state);
+    let idx = index(&state);
     let q = Query {
         vector,
         exclude: None,
     };
-    respond(&state, &snap, q, &p, api::QueryInfo::Upload { name }).await
+    respond(&state, &idx, q, &p, api::QueryInfo::Upload { name }).await
 }
 
 async fn respond(
     state: &Shared,
-    snap: &Arc<Snapshot>,
+    idx: &Index,
     q: Query,
     p: &Params,
     about: api::QueryInfo,
 ) -> ApiResult<Json<api::SearchResponse>> {
     let t = Instant::now();
-    let (s, req) = (snap.clone(), p.req.clone());
-    let mut res = tokio::task::spawn_blocking(move || simcase_query::search(&s, &q, &req))
-        .await
-        .map_err(|e| ApiError::internal(e.into()))??;
+    let mut res = idx.search(q, p.req.clone()).await?;
+    let took_ms = t.elapsed().as_secs_f64() * 1e3;
     if !state.cfg.show_paths {
         let hide = |h: &mut simcase_query::Hit| {
             h.path = None;
@@ -560,27 +721,19 @@ async fn respond(
     Ok(Json(api::SearchResponse {
         result: res,
         query: about,
-        model: snap.settings().model.clone(),
-        items: snap.len(),
-        took_ms: t.elapsed().as_secs_f64() * 1e3,
+        model: idx.model(),
+        items: idx.len().await?,
+        took_ms,
     }))
 }
 
-/// The `{id}` of an item route: a whole number (400 naming `id`) of an item the snapshot holds
-/// (404).
+/// The `{id}` of an item route: a whole number (400 naming `id`); whether the index holds it
+/// is [`Index::item`]'s to say (404).
 fn parse_id(
     raw: std::result::Result<Path<String>, axum::extract::rejection::PathRejection>,
-    snap: &Snapshot,
 ) -> std::result::Result<u64, QueryError> {
     let Path(raw) = raw.map_err(|e| QueryError::bad("id", e.body_text()))?;
-    let id = simcase_query::params::parse_id("id", &raw)?;
-    if id >= snap.len() as u64 {
-        return Err(QueryError::NotFound {
-            id,
-            items: snap.len(),
-        });
-    }
-    Ok(id)
+    simcase_query::params::parse_id("id", &raw)
 }
 
 /// `GET /api/items/{id}`: metadata (never raw patient identifiers; paths only if enabled).
@@ -588,15 +741,8 @@ async fn item(
     State(state): State<Shared>,
     raw: std::result::Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> ApiResult<Json<simcase_index::Item>> {
-    let snap = snapshot(&state);
-    let id = parse_id(raw, &snap)?;
-    let mut it = snap
-        .item(id)
-        .map_err(QueryError::Index)?
-        .ok_or(QueryError::NotFound {
-            id,
-            items: snap.len(),
-        })?;
+    let id = parse_id(raw)?;
+    let mut it = index(&state).item(id).await?;
     if !state.cfg.show_paths {
         it.meta.path.clear(); // an empty path is not serialised
     }
@@ -609,8 +755,9 @@ async fn thumbnail(
     raw: std::result::Result<Path<String>, axum::extract::rejection::PathRejection>,
     UrlQuery(q): UrlQuery<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
-    let snap = snapshot(&state);
-    let id = parse_id(raw, &snap)?;
+    let idx = index(&state);
+    let id = parse_id(raw)?;
+    idx.check(id)?;
     let (size, window) = thumb_params(&q)?;
     let key = format!(
         "{id}/{size}/{}",
@@ -622,10 +769,7 @@ async fn thumbnail(
     let png = match cached {
         Some(p) => p,
         None => {
-            let it = snap
-                .item(id)
-                .map_err(ApiError::internal)?
-                .ok_or_else(|| ApiError::not_found("no such item"))?;
+            let it = idx.item(id).await?;
             let path = PathBuf::from(&it.meta.path);
             let opts = part_options(&it.meta, window, &state.cfg.decode_budget);
             let png = tokio::task::spawn_blocking(move || render_thumbnail(&path, size, opts))
