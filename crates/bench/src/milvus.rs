@@ -176,7 +176,12 @@ pub fn run(o: &Options) -> Result<Value> {
         // per query (strong consistency adds up to ~200 ms; the rows are all flushed here).
         c.set_strong(false);
         let ids: std::collections::HashMap<u64, u64> = (0..n)
-            .map(|i| (simcase_milvus::item_id(&meta(i, shape.classes).hash), i as u64))
+            .map(|i| {
+                (
+                    simcase_milvus::item_id(&meta(i, shape.classes).hash),
+                    i as u64,
+                )
+            })
             .collect();
 
         // Search: the same queries through each engine, k = 10, one at a time.

@@ -569,7 +569,8 @@ fn end_to_end_ingest(
         .position(|h| h == "path")
         .with_context(|| format!("{}: no path column", manifest.display()))?;
     let sub = work.join("end-to-end.csv");
-    let mut w = csv::Writer::from_path(&sub).with_context(|| format!("writing {}", sub.display()))?;
+    let mut w =
+        csv::Writer::from_path(&sub).with_context(|| format!("writing {}", sub.display()))?;
     w.write_record(&headers)?;
     for rec in rdr.records().take(images) {
         let rec = rec?;
@@ -588,7 +589,13 @@ fn end_to_end_ingest(
     let time = |index: &str| -> Result<f64> {
         let t = std::time::Instant::now();
         let out = std::process::Command::new(&exe)
-            .args(["index", "--quiet", "--model", &model.to_string(), "--manifest"])
+            .args([
+                "index",
+                "--quiet",
+                "--model",
+                &model.to_string(),
+                "--manifest",
+            ])
             .arg(&sub)
             .args(["--index", index])
             .output()

@@ -328,8 +328,7 @@ impl IndexArgs {
             "nothing to index: give paths or --manifest"
         );
         if let Some(shard) = shard {
-            let mut roots: Vec<&std::path::Path> =
-                self.paths.iter().map(|p| p.as_path()).collect();
+            let mut roots: Vec<&std::path::Path> = self.paths.iter().map(|p| p.as_path()).collect();
             roots.extend(self.manifest.as_deref().map(ingest::manifest_root));
             let all = sources.len();
             sources = shard.select(sources, &roots);

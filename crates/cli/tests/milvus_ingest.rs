@@ -175,7 +175,7 @@ fn another_model_and_an_unreachable_server_are_refused_in_one_line() {
 }
 
 #[test]
-#[ignore = "own milvus-server with its embedded etcd moved (ETCD_CONFIG_PATH) does not come back after SIGKILL; open, see the milvus branch report"]
+#[ignore = "a milvus-server relaunched after SIGKILL does not answer on its proxy port within 180 s (open: issue 13 note)"]
 fn a_server_killed_mid_ingest_fails_in_one_line_and_a_rerun_completes() {
     let Some(mut srv) = OwnServer::start("cli_restart", false) else {
         return;

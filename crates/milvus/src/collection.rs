@@ -912,7 +912,11 @@ impl Collection {
                 .first()
                 .ok_or_else(|| anyhow::anyhow!("{}: no index on the vectors", self.url))?;
             if !d.index_state_fail_reason.is_empty() {
-                bail!("{}: index build failed: {}", self.url, d.index_state_fail_reason);
+                bail!(
+                    "{}: index build failed: {}",
+                    self.url,
+                    d.index_state_fail_reason
+                );
             }
             if d.pending_index_rows == 0 && d.indexed_rows >= d.total_rows {
                 return Ok(d.indexed_rows.max(0) as u64);

@@ -13,6 +13,19 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
+/// Whether any TCP socket (listening, connected or in TIME_WAIT) has local port `port`.
+fn port_in_use(port: u16) -> bool {
+    let hex = format!(":{port:04X} ");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|t| {
+            t.lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .any(|local| format!("{local} ").ends_with(&hex))
+        })
+    })
+}
+
 /// A free loopback port (the OS's choice).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -20,6 +33,33 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// One own server at a time in a test process (they share etcd's fixed ports): taken by
+/// [`OwnServer::start`], given back when the server is dropped. A plain flag and condition
+/// variable rather than a `MutexGuard`, so the server can move between threads.
+struct Turn;
+
+static BUSY: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+static FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+impl Turn {
+    fn take() -> Self {
+        // A test that panicked while holding the lock poisons it; the next may still go.
+        let mut busy = BUSY.lock().unwrap_or_else(|e| e.into_inner());
+        while *busy {
+            busy = FREED.wait(busy).unwrap_or_else(|e| e.into_inner());
+        }
+        *busy = true;
+        Turn
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        *BUSY.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        FREED.notify_one();
+    }
 }
 
 /// A private Milvus standalone: its own data folder, every port its own, and its own
@@ -30,7 +70,8 @@ pub struct OwnServer {
     pub dir: PathBuf,
     pub port: u16,
     ports: Vec<(String, u16)>,
-    peer_port: u16,
+    /// Held while this server lives: one own server at a time per test process.
+    _turn: Turn,
     auth: bool,
     child: Option<Child>,
 }
@@ -49,6 +90,7 @@ impl OwnServer {
                 return None;
             }
         };
+        let turn = Turn::take();
         let dir =
             std::env::temp_dir().join(format!("simcase-milvus-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -74,7 +116,7 @@ impl OwnServer {
             dir,
             port,
             ports,
-            peer_port: free_port(),
+            _turn: turn,
             auth,
             child: None,
         };
@@ -107,27 +149,11 @@ impl OwnServer {
         } else {
             Command::new(&self.exe)
         };
-        // The embedded etcd listens on 2379/2380 whatever --etcd-port says; its own config
-        // file (read through Milvus's env override of `etcd.config.path`) moves both.
-        let etcd_port = self
-            .ports
-            .iter()
-            .find(|p| p.0 == "etcd-port")
-            .map_or(0, |p| p.1);
-        let peer = self.peer_port;
-        let etcd = self.dir.join("etcd.yaml");
-        std::fs::write(
-            &etcd,
-            format!(
-                "listen-peer-urls: http://127.0.0.1:{peer}\n\
-                 initial-advertise-peer-urls: http://127.0.0.1:{peer}\n\
-                 initial-cluster: default=http://127.0.0.1:{peer}\n\
-                 listen-client-urls: http://127.0.0.1:{etcd_port}\n\
-                 advertise-client-urls: http://127.0.0.1:{etcd_port}\n"
-            ),
-        )
-        .unwrap();
-        cmd.env("ETCD_CONFIG_PATH", &etcd);
+        // The embedded etcd listens on 2379 and 2380 whatever `--etcd-port` says. An etcd
+        // config of its own (`ETCD_CONFIG_PATH`) moves them, but a server started so does not
+        // come back after a SIGKILL, which is what these servers are for. So they keep etcd's
+        // ports, one at a time in a process ([`OwnServer::start`] holds a lock), and the
+        // shared server is the one moved off them (`.ci/run`).
         cmd.args(&args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -137,9 +163,18 @@ impl OwnServer {
     }
 
     /// Start the server process and wait until it answers. Right after a kill its ports may
-    /// still be in TIME_WAIT, which milvus-server's own bind check refuses: it is retried.
+    /// still be in TIME_WAIT, which milvus-server's own bind check refuses (it is retried) or,
+    /// for a port it resolves itself (the proxy's), silently moves past to the next free one,
+    /// where no client would look: so first wait until no socket holds any of them.
     pub fn launch(&mut self) {
         let t = Instant::now();
+        while self.ports.iter().any(|(_, p)| port_in_use(*p)) {
+            assert!(
+                t.elapsed() < Duration::from_secs(180),
+                "ports of the killed milvus-server still in use after 180 s"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
         loop {
             self.spawn();
             match self.wait_ready() {
