@@ -58,7 +58,14 @@ fn meta(i: usize, classes: usize) -> ItemMeta {
         format: "png".into(),
         label: Some(format!("CT/class{class}")),
         modality: Some("CT".into()),
-        split: Some(if i % 10 == 0 { "test" } else { "train" }.into()),
+        split: Some(
+            if i.is_multiple_of(10) {
+                "test"
+            } else {
+                "train"
+            }
+            .into(),
+        ),
         patient_key: Some(format!("p{:06}", i / 4)),
         ..Default::default()
     }

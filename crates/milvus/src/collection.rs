@@ -832,44 +832,6 @@ impl Collection {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn descriptions_round_trip_and_foreign_ones_are_refused() {
-        let url = MilvusUrl::parse_only("milvus://h:1/c").unwrap();
-        for index in [
-            IndexSpec::Flat,
-            IndexSpec::Hnsw {
-                m: 8,
-                ef_construction: 64,
-            },
-            IndexSpec::IvfFlat { nlist: 128 },
-            IndexSpec::IvfSq8 { nlist: 16 },
-        ] {
-            let info = CollectionInfo {
-                model: "m".into(),
-                dim: 384,
-                index,
-                salt: "s".into(),
-            };
-            assert_eq!(parse_description(&url, &description(&info)).unwrap(), info);
-        }
-        let e = parse_description(&url, "my vectors")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("not made by simcase"), "{e}");
-        assert!(IndexSpec::Hnsw {
-            m: 2,
-            ef_construction: 64
-        }
-        .validate()
-        .is_err());
-        assert_eq!(like_escape("a_b%c"), "a\\_b\\%c");
-    }
-}
-
 impl Collection {
     /// Per query, the top `k` ids and scores, best first, searched with HNSW candidate list
     /// `ef` (what `simcase bench milvus` times: no metadata fetched).
@@ -932,5 +894,43 @@ impl Collection {
             }
             self.client.sleep(Duration::from_millis(500));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_round_trip_and_foreign_ones_are_refused() {
+        let url = MilvusUrl::parse_only("milvus://h:1/c").unwrap();
+        for index in [
+            IndexSpec::Flat,
+            IndexSpec::Hnsw {
+                m: 8,
+                ef_construction: 64,
+            },
+            IndexSpec::IvfFlat { nlist: 128 },
+            IndexSpec::IvfSq8 { nlist: 16 },
+        ] {
+            let info = CollectionInfo {
+                model: "m".into(),
+                dim: 384,
+                index,
+                salt: "s".into(),
+            };
+            assert_eq!(parse_description(&url, &description(&info)).unwrap(), info);
+        }
+        let e = parse_description(&url, "my vectors")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not made by simcase"), "{e}");
+        assert!(IndexSpec::Hnsw {
+            m: 2,
+            ef_construction: 64
+        }
+        .validate()
+        .is_err());
+        assert_eq!(like_escape("a_b%c"), "a\\_b\\%c");
     }
 }
