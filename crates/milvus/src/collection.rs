@@ -375,6 +375,14 @@ impl Collection {
         if batch.is_empty() {
             return Ok(());
         }
+        self.upsert_unflushed(batch)?;
+        self.flush()
+    }
+
+    /// Upsert without waiting for persistence: only for measuring what a server restart keeps
+    /// of unflushed writes (the durability test); ingest always goes through [`Self::upsert`].
+    #[doc(hidden)]
+    pub fn upsert_unflushed(&self, batch: &[(ItemMeta, Vec<f32>)]) -> Result<()> {
         let fields = rows::to_fields(batch, self.info.dim)?;
         let req = pm::UpsertRequest {
             collection_name: self.url.collection.clone(),
@@ -394,24 +402,7 @@ impl Collection {
                 batch.len()
             );
         }
-        self.flush()
-    }
-
-    /// Upsert without waiting for persistence: only for measuring what a server restart keeps
-    /// of unflushed writes (the durability test); ingest always goes through [`Self::upsert`].
-    #[doc(hidden)]
-    pub fn upsert_unflushed(&self, batch: &[(ItemMeta, Vec<f32>)]) -> Result<()> {
-        let fields = rows::to_fields(batch, self.info.dim)?;
-        let req = pm::UpsertRequest {
-            collection_name: self.url.collection.clone(),
-            fields_data: fields,
-            num_rows: batch.len() as u32,
-            ..Default::default()
-        };
-        let r = self
-            .client
-            .call("upsert", move |mut s| async move { s.upsert(req).await })?;
-        self.client.check("upsert", r.status.as_ref())
+        Ok(())
     }
 
     /// Persist everything written so far (seal the growing segments and wait until they are
@@ -822,10 +813,15 @@ fn create(client: &Client, url: &MilvusUrl, info: &CollectionInfo) -> Result<()>
 }
 
 impl Collection {
-    /// Per query, (id, score) of the top `k`, best first.
-    pub(crate) fn search_hits(&self, queries: &[&[f32]], k: usize) -> Result<Vec<Vec<(u64, f32)>>> {
+    /// Per query, (id, score) of the top `k`, best first, with HNSW candidate list `ef`.
+    pub(crate) fn search_hits(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        ef: Option<usize>,
+    ) -> Result<Vec<Vec<(u64, f32)>>> {
         Ok(self
-            .search_raw(queries, k, None, None, &[])?
+            .search_raw(queries, k, None, ef, &[])?
             .into_iter()
             .map(|(h, _)| h)
             .collect())
@@ -842,9 +838,9 @@ impl Collection {
         ef: Option<usize>,
     ) -> Result<Vec<Vec<simcase_index::Hit>>> {
         Ok(self
-            .search_raw(queries, k, None, ef, &[])?
+            .search_hits(queries, k, ef)?
             .into_iter()
-            .map(|(h, _)| {
+            .map(|h| {
                 h.into_iter()
                     .map(|(row, score)| simcase_index::Hit { row, score })
                     .collect()

@@ -120,7 +120,7 @@ impl Collection {
         let mut window = k.min(collection::MAX_WINDOW);
         loop {
             let qs: Vec<&[f32]> = todo.iter().map(|&i| queries[i]).collect();
-            let res = self.search_hits(&qs, window)?;
+            let res = self.search_hits(&qs, window, None)?;
             let mut next = Vec::new();
             for (&qi, hits) in todo.iter().zip(res) {
                 let exhausted = hits.len() < window;
