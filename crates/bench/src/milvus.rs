@@ -181,7 +181,7 @@ pub fn run(o: &Options) -> Result<Value> {
         let milvus_index_s = t.elapsed().as_secs_f64();
         // Searches as `serve` runs them: bounded staleness, not a wait for the next time tick
         // per query (strong consistency adds up to ~200 ms; the rows are all flushed here).
-        c.set_strong(false);
+        c.set_consistency(simcase_milvus::Consistency::Bounded);
         let ids: std::collections::HashMap<u64, u64> = (0..n)
             .map(|i| {
                 (

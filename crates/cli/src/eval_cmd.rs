@@ -22,6 +22,15 @@ pub struct EvalArgs {
     /// instead of embedding the manifest into a local index.
     #[arg(long)]
     pub index: Option<String>,
+    /// With a milvus:// --index, how its searches see the latest writes (strong, bounded or
+    /// eventually; see `simcase search --help`).
+    #[arg(
+        long,
+        default_value = "strong",
+        value_name = "LEVEL",
+        requires = "index"
+    )]
+    pub consistency: simcase_milvus::Consistency,
     /// Write the report as JSON (one model: the report; several: {"models": {name: report}}).
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -60,7 +69,8 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     let mut reports = Vec::new();
     if let Some(index) = &a.index {
         let url = simcase_milvus::MilvusUrl::parse(index)?;
-        let coll = simcase_milvus::Collection::open(&url)?;
+        let mut coll = simcase_milvus::Collection::open(&url)?;
+        coll.set_consistency(a.consistency);
         let model = &coll.info().model;
         if let Some(other) = a.models.iter().find(|m| m.name() != model.as_str()) {
             anyhow::bail!(

@@ -145,6 +145,11 @@ pub(crate) struct ServeArgs {
     /// HNSW candidates per search (default: the index's, set by `index --hnsw-ef-search`).
     #[arg(long)]
     ef_search: Option<usize>,
+    /// With a milvus:// index, how searches see the latest writes: `strong` (every
+    /// acknowledged write; each search first waits for the server's time tick, up to ~200 ms),
+    /// `bounded` (writes older than ~5 s; milliseconds a search) or `eventually`.
+    #[arg(long, default_value = "strong", value_name = "LEVEL")]
+    consistency: simcase_milvus::Consistency,
 }
 
 fn serve_cmd(a: &ServeArgs) -> Result<()> {
@@ -176,6 +181,7 @@ fn serve_cmd(a: &ServeArgs) -> Result<()> {
         anyhow::ensure!((1..=4096).contains(&ef), "--ef-search must be 1..=4096");
         cfg.ef_search = ef;
     }
+    cfg.consistency = a.consistency;
     let index = a.index.to_string_lossy();
     let model: ModelId = if simcase_milvus::MilvusUrl::is_milvus(&index) {
         let url = simcase_milvus::MilvusUrl::parse(&index)?;

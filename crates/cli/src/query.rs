@@ -48,6 +48,11 @@ pub struct SearchArgs {
     /// more is slower and closer to exact.
     #[arg(long)]
     ef_search: Option<usize>,
+    /// With a milvus:// index, how searches see the latest writes: `strong` (every
+    /// acknowledged write; each search first waits for the server's time tick, up to ~200 ms),
+    /// `bounded` (writes older than ~5 s; milliseconds a search) or `eventually`.
+    #[arg(long, default_value = "strong", value_name = "LEVEL")]
+    consistency: simcase_milvus::Consistency,
     /// List every stored copy of an image (the same decoded pixels in other files or
     /// transfer syntaxes) as a hit of its own, instead of one hit that names the others.
     #[arg(long)]
@@ -238,7 +243,7 @@ fn search_local(a: &SearchArgs, req: &Request) -> Result<Response> {
 /// The search of a Milvus collection (`milvus://HOST:PORT/COLLECTION`): the query embedded
 /// with the collection's model, ranked by Milvus ([`RemoteIndex::search`]).
 fn search_remote(a: &SearchArgs, url: &str, req: &Request) -> Result<Response> {
-    let remote = RemoteIndex::open(url, a.ef_search)?;
+    let remote = RemoteIndex::open(url, a.ef_search, a.consistency)?;
     if remote.is_empty()? {
         bail!("{} is empty", remote.collection().url());
     }

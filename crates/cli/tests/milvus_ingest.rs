@@ -175,7 +175,6 @@ fn another_model_and_an_unreachable_server_are_refused_in_one_line() {
 }
 
 #[test]
-#[ignore = "a milvus-server relaunched after SIGKILL does not answer on its proxy port within 180 s (open: issue 13 note)"]
 fn a_server_killed_mid_ingest_fails_in_one_line_and_a_rerun_completes() {
     let Some(mut srv) = OwnServer::start("cli_restart", false) else {
         return;
@@ -241,5 +240,88 @@ fn a_server_killed_mid_ingest_fails_in_one_line_and_a_rerun_completes() {
     })
     .unwrap();
     assert_eq!(paths.len(), 40);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn three_shard_jobs_fill_one_shared_collection_as_one_job_would() {
+    let Some(server) = server() else { return };
+    const SALT: &str = "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5";
+    let dir = tmp("milvus-shards");
+    let m = manifest(&dir, 24, 13, 0);
+    let (shared, single) = (scratch(&server, "shards"), scratch(&server, "single"));
+    let job = |url: &MilvusUrl, salt: &str| {
+        let mut c = bin();
+        c.args(["index", "--batch", "4", "--index-type", "flat", "--index"])
+            .arg(url.to_string())
+            .arg("--manifest")
+            .arg(&m)
+            .env("SIMCASE_PATIENT_SALT", salt)
+            .env_remove("JOB_COMPLETION_INDEX")
+            .env_remove("SLURM_ARRAY_TASK_ID")
+            .env_remove("SIMCASE_SHARD")
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    // Three jobs at once, racing to create the collection.
+    let jobs: Vec<_> = (0..3)
+        .map(|i| {
+            job(&shared.0, SALT)
+                .args(["--shard", &format!("{i}/3")])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let one = job(&single.0, SALT).output().unwrap();
+    assert!(one.status.success(), "{}", stderr(&one));
+    for (i, j) in jobs.into_iter().enumerate() {
+        let o = j.wait_with_output().unwrap();
+        let err = stderr(&o);
+        assert!(o.status.success(), "shard {i}: {err}");
+        assert!(err.contains(&format!("shard {i}/3: ")), "{err}");
+    }
+    // Every item once, with the same vector and the same patient key.
+    let rows = |url: &MilvusUrl| {
+        let mut out = std::collections::BTreeMap::new();
+        Collection::open(url)
+            .unwrap()
+            .scan(None, true, &mut |p| {
+                for (it, v) in p {
+                    let key = it.meta.hash.clone();
+                    assert!(out.insert(key, (it.meta.patient_key, v.unwrap())).is_none());
+                }
+                Ok(())
+            })
+            .unwrap();
+        out
+    };
+    let (a, b) = (rows(&shared.0), rows(&single.0));
+    assert!(a.len() >= 20, "{} items", a.len());
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (k, (pa, va)) in &a {
+        let (pb, vb) = &b[k];
+        assert!(pa.is_some() && pa == pb, "{k}: patient keys {pa:?} {pb:?}");
+        let worst = va
+            .iter()
+            .zip(vb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-6, "{k}: vectors differ by {worst}");
+    }
+    // A job given another salt is refused before it embeds anything.
+    let o = job(&shared.0, &"9".repeat(32)).output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines()
+            .last()
+            .unwrap()
+            .contains("makes patient keys with another salt than SIMCASE_PATIENT_SALT"),
+        "{err}"
+    );
+    assert_eq!(
+        Collection::open(&shared.0).unwrap().count().unwrap(),
+        a.len() as u64
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,9 +13,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use simcase_server::client::{multipart_file, Client};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::Instant;
 
 /// The Milvus server's `HOST:PORT`, or `None` (after one printed line) when none is given.
@@ -91,58 +89,6 @@ fn assert_same(what: &str, local: &[Value], remote: &[Value]) {
             show(local),
             show(remote)
         );
-    }
-}
-
-/// A server on an ephemeral loopback port, killed when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-    /// Its stdout, kept open: the server prints a second line, and a closed pipe kills it.
-    _out: BufReader<std::process::ChildStdout>,
-}
-
-impl Server {
-    fn start(index: &str, log: &Path) -> Self {
-        let mut child = bin()
-            .args([
-                "serve",
-                "--no-token",
-                "--bind",
-                "127.0.0.1:0",
-                "--index",
-                index,
-            ])
-            .env_remove("SIMCASE_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        out.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| {
-                panic!(
-                    "server did not start: {line:?}\n{}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                )
-            })
-            .to_string();
-        Self {
-            child,
-            addr,
-            _out: out,
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -401,7 +347,7 @@ fn milvus_index_searches_serves_and_evals_like_a_local_one() {
 
     timed("serve", || {
         std::fs::remove_file(&gone).unwrap();
-        let srv = Server::start(&url, &dir.join("serve.log"));
+        let srv = serve(&url, &["--no-token"], &dir.join("serve.log"));
         let mut c = Client::new(&srv.addr);
         let seen = std::cell::RefCell::new(String::new());
         let get = |c: &mut Client, path: &str| {
@@ -620,4 +566,144 @@ fn assert_close(at: &str, a: &Value, b: &Value) {
         }
         _ => assert_eq!(a, b, "{at}"),
     }
+}
+
+/// One synthetic image (its pattern set by `seed`) written as PNG with the encoder's settings
+/// `how`: other bytes (another content key), the same decoded pixels (one pixel hash).
+fn png_copy(to: &Path, seed: u32, how: u8) {
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    let img = image::RgbImage::from_fn(64, 48, |x, y| {
+        let v = (x * (seed % 13 + 1) + y * 5 + seed * 31) % 253;
+        image::Rgb([v as u8, (v * 7 % 256) as u8, ((x + seed) * y % 256) as u8])
+    });
+    let (c, f) = match how {
+        0 => (CompressionType::Default, FilterType::Adaptive),
+        1 => (CompressionType::Best, FilterType::NoFilter),
+        _ => (CompressionType::Fast, FilterType::Sub),
+    };
+    let out = std::fs::File::create(to).unwrap();
+    img.write_with_encoder(PngEncoder::new_with_quality(out, c, f))
+        .unwrap();
+}
+
+#[test]
+fn copies_of_one_image_are_one_hit_listing_the_others_as_locally() {
+    let Some(addr) = milvus() else { return };
+    let dir = tmp("milvus-copies");
+    let url = format!("milvus://{addr}/milvus_copies_{}", std::process::id());
+    let _drop = Dropped(url.clone());
+    let imgs = dir.join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    // Image 0 stored three times, image 1 twice, images 2..8 once.
+    for seed in 0..8u32 {
+        let copies = match seed {
+            0 => 3,
+            1 => 2,
+            _ => 1,
+        };
+        for how in 0..copies {
+            png_copy(&imgs.join(format!("img{seed}_{how}.png")), seed, how);
+        }
+    }
+    let local = dir.join("local");
+    let local_s = local.to_str().unwrap();
+    run_ok(
+        bin()
+            .args(["index", "--quiet", "--index"])
+            .arg(&local)
+            .arg(&imgs),
+    );
+    run_ok(
+        bin()
+            .args(["index", "--quiet", "--index-type", "flat", "--index", &url])
+            .arg(&imgs),
+    );
+    // Each hit: its score and the set of files it stands for (itself and its copies).
+    let seen = |hits: &[Value]| -> Vec<(f64, Vec<String>, u64)> {
+        hits.iter()
+            .map(|h| {
+                let mut files = vec![h["path"].as_str().unwrap().to_string()];
+                for a in h["also"].as_array().into_iter().flatten() {
+                    files.push(a["path"].as_str().unwrap().to_string());
+                }
+                files.sort();
+                let dups = h["duplicates"].as_u64().unwrap_or(0);
+                assert_eq!(dups as usize, files.len() - 1, "{h}");
+                (h["score"].as_f64().unwrap(), files, dups)
+            })
+            .collect()
+    };
+    let same = |what: &str, l: &[Value], r: &[Value]| {
+        let (l, r) = (seen(l), seen(r));
+        assert_eq!(l.len(), r.len(), "{what}: local {l:?}\nmilvus {r:?}");
+        for (a, b) in l.iter().zip(&r) {
+            assert!(
+                a.1 == b.1 && a.2 == b.2 && (a.0 - b.0).abs() < 1e-4,
+                "{what}: local {l:?}\nmilvus {r:?}"
+            );
+        }
+        r
+    };
+    let q = imgs.join("img0_1.png");
+    let q = q.to_str().unwrap();
+    for k in ["1", "3", "8", "20"] {
+        let args = ["-k", k, q];
+        let r = same(
+            &format!("k={k}"),
+            &search(local_s, &args),
+            &search(&url, &args),
+        );
+        // `k` counts distinct images: 8 in all.
+        assert_eq!(r.len(), k.parse::<usize>().unwrap().min(8), "k={k}");
+        assert_eq!(
+            (r[0].2, r[0].1.len()),
+            (2, 3),
+            "the query image, stored three times"
+        );
+    }
+    // Page 2 of 3-image pages.
+    let args = ["-k", "3", "--offset", "3", q];
+    same("page 2", &search(local_s, &args), &search(&url, &args));
+    // Every copy when asked: 11 items.
+    let all = search(&url, &["--all-duplicates", "-k", "20", q]);
+    assert_eq!(all.len(), 11);
+    assert!(all.iter().all(|h| h.get("also").is_none()));
+    // More like this, by a copy's own id: none of its copies comes back as a result.
+    let id = |index: &str| {
+        let hits = search(index, &["--all-duplicates", "-k", "20", q]);
+        let h = hits
+            .iter()
+            .find(|h| h["path"].as_str().unwrap().ends_with("/img0_2.png"))
+            .unwrap();
+        format!("id:{}", h["id"])
+    };
+    let (lid, rid) = (id(local_s), id(&url));
+    let r = same(
+        "more like this",
+        &search(local_s, &["-k", "8", &lid]),
+        &search(&url, &["-k", "8", &rid]),
+    );
+    assert_eq!(r.len(), 7, "the other seven images");
+    assert!(
+        r.iter().all(|h| h.1.iter().all(|f| !f.contains("/img0_"))),
+        "{r:?}"
+    );
+    // Grouped by volume (each file its own): copies collapsed before grouping, alike.
+    let args = ["-k", "4", "--group-by", "volume", q];
+    same("grouped", &search(local_s, &args), &search(&url, &args));
+    // Bounded staleness sees the same (the rows were written seconds ago); a bad level is
+    // refused by name.
+    let args = ["-k", "8", q];
+    let bounded = ["--consistency", "bounded", "-k", "8", q];
+    same("bounded", &search(&url, &args), &search(&url, &bounded));
+    let out = bin()
+        .args(["search", "--consistency", "firm", "--index", &url, q])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("strong, bounded or eventually"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,9 +5,8 @@
 mod common;
 use common::*;
 use simcase_server::client::{multipart_file, Client};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -67,7 +66,7 @@ fn shared_index() -> PathBuf {
 }
 
 struct Server {
-    child: Child,
+    srv: Served,
     addr: String,
     log: PathBuf,
     /// The token the server printed (generated) or was given; `None` with `--no-token`.
@@ -79,30 +78,8 @@ struct Server {
 impl Server {
     fn start(index: &Path, extra: &[&str]) -> Self {
         let log = index.with_extension(format!("log-{}", rand_suffix()));
-        let mut child = bin()
-            .args(["serve", "--bind", "127.0.0.1:0", "--index"])
-            .arg(index)
-            .args(extra)
-            .env_remove("SIMCASE_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let (mut line, mut page) = (String::new(), String::new());
-        out.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| {
-                panic!(
-                    "server did not start: {line:?}\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            })
-            .to_string();
-        out.read_line(&mut page).unwrap();
-        let page = page.trim().to_string();
+        let srv = serve(index, extra, &log);
+        let (addr, page) = (srv.addr.clone(), srv.page.clone());
         let given = extra
             .iter()
             .position(|a| *a == "--token")
@@ -121,7 +98,7 @@ impl Server {
             )
         };
         Self {
-            child,
+            srv,
             addr,
             log,
             token,
@@ -140,13 +117,6 @@ impl Server {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -935,7 +905,7 @@ fn bomb_uploads_share_the_decode_budget_and_never_crash_the_server() {
     let index = dir.join("index");
     index_manifest(&index, &m);
     let srv = Server::start(&index, &["--decode-budget-mb", &format!("{BUDGET_MB}")]);
-    let pid = srv.child.id();
+    let pid = srv.srv.child.id();
     let idle = vm_hwm_mb(pid);
     let (ty, body) = multipart_file("bomb.png", &bomb_png(8000, 8000));
     assert!(body.len() < 1 << 20, "{} bytes", body.len());

@@ -6,10 +6,9 @@
 mod common;
 use common::*;
 use simcase_server::client::{multipart_file, Client};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,7 @@ fn index() -> PathBuf {
 }
 
 struct Server {
-    child: Child,
+    _srv: Served,
     addr: String,
     port: u16,
     log: PathBuf,
@@ -46,36 +45,14 @@ impl Server {
                 .unwrap()
                 .as_nanos()
         ));
-        let mut child = bin()
-            .args(["serve", "--bind", "127.0.0.1:0", "--index"])
-            .arg(&index)
-            .args(extra)
-            .env_remove("SIMCASE_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let (mut first, mut page) = (String::new(), String::new());
-        out.read_line(&mut first).unwrap();
-        out.read_line(&mut page).unwrap();
-        let addr = first
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| {
-                panic!(
-                    "server did not start: {first:?}\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            })
-            .to_string();
-        let port = addr.rsplit_once(':').unwrap().1.parse().unwrap();
+        let srv = serve(&index, extra, &log);
+        let port = srv.addr.rsplit_once(':').unwrap().1.parse().unwrap();
         Self {
-            child,
-            addr,
+            addr: srv.addr.clone(),
+            page: srv.page.clone(),
+            _srv: srv,
             port,
             log,
-            page: page.trim().to_string(),
         }
     }
 
@@ -95,13 +72,6 @@ impl Server {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -197,13 +197,12 @@ fn three_shards_merged_equal_one_index_of_the_same_input() {
 
     // Merged, they are the single index: items, every stored field, vectors.
     let merged = d.join("merged");
-    let out = bin()
-        .arg("merge")
-        .args(&shards)
-        .arg("--into")
-        .arg(&merged)
-        .output()
-        .unwrap();
+    let merge = || {
+        let mut c = bin();
+        c.arg("merge").args(&shards).arg("--into").arg(&merged);
+        c
+    };
+    let out = merge().output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
@@ -250,22 +249,9 @@ fn three_shards_merged_equal_one_index_of_the_same_input() {
     }
 
     // Again: nothing added, nothing changed.
-    let out = run_ok(
-        bin()
-            .arg("merge")
-            .args(&shards)
-            .arg("--into")
-            .arg(&merged)
-            .arg("--quiet"),
-    );
+    let out = run_ok(merge().arg("--quiet"));
     assert!(out.is_empty());
-    let again = bin()
-        .arg("merge")
-        .args(&shards)
-        .arg("--into")
-        .arg(&merged)
-        .output()
-        .unwrap();
+    let again = merge().output().unwrap();
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(
         err.contains(&format!("merged 3 indexes: 0 added, {n} already present")),

@@ -28,13 +28,39 @@ const WAIT_LIMIT: Duration = Duration::from_secs(600);
 /// One query's (id, score) hits, best first, and their output fields.
 type QueryHits = (Vec<(u64, f32)>, Vec<FieldData>);
 
+/// How a search sees writes acknowledged just before it (Milvus's consistency levels).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Consistency {
+    /// Every acknowledged write is seen; a search first waits for the server's next time tick
+    /// (up to ~200 ms with default settings, more on a loaded server).
+    #[default]
+    Strong,
+    /// Writes older than a few seconds (the server's `gracefulTime`, 5 s by default) are seen;
+    /// no wait, so searches take milliseconds. What a busy `serve` wants.
+    Bounded,
+    /// Whatever the query nodes hold now; no guarantee at all.
+    Eventually,
+}
+
+impl std::str::FromStr for Consistency {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "strong" => Ok(Self::Strong),
+            "bounded" => Ok(Self::Bounded),
+            "eventually" => Ok(Self::Eventually),
+            _ => bail!("consistency must be strong, bounded or eventually, not {s:?}"),
+        }
+    }
+}
+
 /// A Milvus collection of simcase items, loaded and ready to search.
 pub struct Collection {
     url: MilvusUrl,
     info: CollectionInfo,
     settings: simcase_index::Settings,
     client: Client,
-    strong: bool,
+    consistency: Consistency,
     /// Rows when last counted (see [`Self::known_len`]).
     rows: std::sync::atomic::AtomicU64,
 }
@@ -202,6 +228,7 @@ impl Collection {
                 c.info.dim
             );
         }
+        c.settings.check_env_salt(url)?;
         if c.info.index != *index {
             tracing::info!("{url} keeps its index {} (asked: {index})", c.info.index);
         }
@@ -221,7 +248,7 @@ impl Collection {
             info,
             settings,
             client,
-            strong: true,
+            consistency: Consistency::Strong,
             rows: Default::default(),
         };
         c.load()?;
@@ -261,18 +288,16 @@ impl Collection {
         &self.settings
     }
 
-    /// Read with strong consistency (the default: every acknowledged write is seen, at the
-    /// cost of waiting for the server's next time tick, up to ~200 ms) or bounded staleness
-    /// (faster searches that may miss writes of the last seconds).
-    pub fn set_strong(&mut self, strong: bool) {
-        self.strong = strong;
+    /// How searches and reads see recent writes (default [`Consistency::Strong`]).
+    pub fn set_consistency(&mut self, c: Consistency) {
+        self.consistency = c;
     }
 
     fn consistency(&self) -> i32 {
-        if self.strong {
-            ConsistencyLevel::Strong as i32
-        } else {
-            ConsistencyLevel::Bounded as i32
+        match self.consistency {
+            Consistency::Strong => ConsistencyLevel::Strong as i32,
+            Consistency::Bounded => ConsistencyLevel::Bounded as i32,
+            Consistency::Eventually => ConsistencyLevel::Eventually as i32,
         }
     }
 

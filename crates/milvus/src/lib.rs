@@ -22,7 +22,7 @@ mod sink;
 pub mod testing;
 mod url;
 
-pub use collection::Collection;
+pub use collection::{Collection, Consistency};
 pub use url::{MilvusUrl, SCHEME};
 
 use anyhow::Result;

@@ -165,7 +165,9 @@ impl OwnServer {
     /// Start the server process and wait until it answers. Right after a kill its ports may
     /// still be in TIME_WAIT, which milvus-server's own bind check refuses (it is retried) or,
     /// for a port it resolves itself (the proxy's), silently moves past to the next free one,
-    /// where no client would look: so first wait until no socket holds any of them.
+    /// where no client would look: so first wait until no socket holds any of them. After a
+    /// SIGKILL the relaunched server answers only once the killed one's etcd sessions expire
+    /// (their 30 s TTL): until then its coordinators refuse calls with "node not match".
     pub fn launch(&mut self) {
         let t = Instant::now();
         while self.ports.iter().any(|(_, p)| port_in_use(*p)) {

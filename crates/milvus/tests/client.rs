@@ -260,7 +260,6 @@ fn wrong_credentials_are_refused_without_showing_the_password() {
 }
 
 #[test]
-#[ignore = "a milvus-server relaunched after SIGKILL does not answer on its proxy port within 180 s (open: issue 13 note)"]
 fn a_server_killed_mid_ingest_keeps_every_committed_batch() {
     let Some(mut srv) = OwnServer::start("restart", false) else {
         return;

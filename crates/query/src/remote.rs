@@ -12,16 +12,20 @@
 //! own), so the next search's first rows are the next groups' best. (`volume` is not a column
 //! of the collection: its loop grows K' instead, up to Milvus's top-k limit.)
 //!
-//! Copies of one image (the same decoded pixels under another content key) are not collapsed
-//! against Milvus: every stored item is a hit of its own, as with `duplicates=all` locally.
+//! Copies of one image (the same decoded pixels under another content key, `pixel_hash`) are
+//! collapsed as locally: the best-ranked copy is the hit, the search over-fetches until it has
+//! `offset + k` distinct images, and one query by pixel hash (the `x` JSON field, filters
+//! applied) counts and lists the page's other copies. "More like this" leaves out the query's
+//! own copies.
 //! A page reaches at most [`MAX_TOPK`] results deep (`offset + k`): Milvus's own limit.
 
 use crate::{
-    vote, Field, Filters, Group, GroupBy, Hit, Query, QueryError, Request, Response, Result,
+    vote, Also, Duplicates, Field, Filters, Group, GroupBy, Hit, Query, QueryError, Request,
+    Response, Result, MAX_ALSO,
 };
-use simcase_index::{Column, Item};
-use simcase_milvus::{expr, Collection, MilvusUrl};
-use std::collections::HashMap;
+use simcase_index::{Column, Item, ItemMeta};
+use simcase_milvus::{expr, Collection, Consistency, MilvusUrl};
+use std::collections::{HashMap, HashSet};
 
 /// The deepest result Milvus returns (its `topk` and `offset + limit` bound).
 pub const MAX_TOPK: usize = 16_384;
@@ -62,13 +66,13 @@ pub struct RemoteIndex {
 
 impl RemoteIndex {
     /// Open the existing collection at `url` (`milvus://…`); `ef` is the HNSW candidates per
-    /// search (`None`: Milvus's default for the collection).
-    pub fn open(url: &str, ef: Option<usize>) -> anyhow::Result<Self> {
+    /// search (`None`: Milvus's default for the collection), `consistency` how searches see
+    /// the latest writes.
+    pub fn open(url: &str, ef: Option<usize>, consistency: Consistency) -> anyhow::Result<Self> {
         let url = MilvusUrl::parse(url)?;
-        Ok(Self {
-            coll: Collection::open(&url)?,
-            ef,
-        })
+        let mut coll = Collection::open(&url)?;
+        coll.set_consistency(consistency);
+        Ok(Self { coll, ef })
     }
 
     /// The collection.
@@ -148,9 +152,65 @@ impl RemoteIndex {
             .map_err(failed)? as usize)
     }
 
-    /// Rank the collection for `q` as [`crate::search`] ranks a local index: filters, paging,
-    /// grouping (exact, see the module note) and the label vote of the page. Copies are not
-    /// collapsed (`duplicates=all`).
+    /// Stored items passing `w` whose pixel hash is one of `hashes`: per hash, how many and
+    /// the first [`MAX_ALSO`] + 1 of them by id (one more, as the hit itself may be one).
+    fn copies(
+        &self,
+        hashes: &[&str],
+        w: &expr::Where,
+    ) -> Result<HashMap<String, (usize, Vec<Item>)>> {
+        let mut out: HashMap<String, (usize, Vec<Item>)> = HashMap::new();
+        if hashes.is_empty() {
+            return Ok(out);
+        }
+        let mut w = w.clone();
+        w.fields.push((
+            expr::FieldRef::Extra(ItemMeta::PIXEL_HASH.into()),
+            hashes.iter().map(|h| h.to_string()).collect(),
+        ));
+        self.coll
+            .scan(w.to_expr().as_deref(), false, &mut |page| {
+                for (it, _) in page {
+                    let Some(h) = it.meta.pixel_hash() else {
+                        continue;
+                    };
+                    let (n, some) = out.entry(h.to_string()).or_default();
+                    *n += 1;
+                    some.push(it);
+                    if some.len() > MAX_ALSO + 1 {
+                        some.sort_by_key(|it| it.id);
+                        some.truncate(MAX_ALSO + 1);
+                    }
+                }
+                Ok(())
+            })
+            .map_err(failed)?;
+        for (_, some) in out.values_mut() {
+            some.sort_by_key(|it| it.id);
+        }
+        Ok(out)
+    }
+
+    /// Fill each hit's [`Hit::duplicates`] and [`Hit::also`]: the other items passing `w` with
+    /// its pixel hash.
+    fn attach_copies(&self, hits: Vec<(&mut Hit, Option<String>)>, w: &expr::Where) -> Result<()> {
+        let hashes: Vec<&str> = hits.iter().filter_map(|(_, x)| x.as_deref()).collect();
+        let copies = self.copies(&hashes, w)?;
+        for (h, hash) in hits {
+            let Some((n, some)) = hash.as_ref().and_then(|x| copies.get(x)) else {
+                continue;
+            };
+            let others = some.iter().filter(|it| it.id != h.id);
+            // `n` counts the hit itself (it passes `w`): the others are one fewer.
+            h.duplicates = n.saturating_sub(1);
+            h.also = others.take(MAX_ALSO).map(Also::of).collect();
+        }
+        Ok(())
+    }
+
+    /// Rank the collection for `q` as [`crate::search`] ranks a local index: filters, the
+    /// collapse of copies, paging, grouping (exact, see the module note) and the label vote of
+    /// the page.
     pub fn search(&self, q: &Query, req: &Request) -> Result<Response> {
         let dim = self.dim();
         if q.vector.len() != dim {
@@ -159,8 +219,41 @@ impl RemoteIndex {
                 want: dim,
             });
         }
+        let collapse = req.duplicates == Duplicates::Collapse;
         let mut base = to_where(&req.filters);
         base.exclude_ids.extend(q.exclude);
+        // "More like this": the query item's other copies are the query too.
+        let mut twins: Vec<Item> = Vec::new();
+        if let (true, Some(id)) = (collapse, q.exclude) {
+            if let Some(hash) = self
+                .item(id)?
+                .and_then(|it| it.meta.pixel_hash().map(String::from))
+            {
+                let mut all = Vec::new();
+                self.coll
+                    .scan(
+                        expr::Where {
+                            fields: vec![(
+                                expr::FieldRef::Extra(ItemMeta::PIXEL_HASH.into()),
+                                vec![hash],
+                            )],
+                            ..Default::default()
+                        }
+                        .to_expr()
+                        .as_deref(),
+                        false,
+                        &mut |page| {
+                            all.extend(page.into_iter().map(|(it, _)| it));
+                            Ok(())
+                        },
+                    )
+                    .map_err(failed)?;
+                all.retain(|it| it.id != id);
+                all.sort_by_key(|it| it.id);
+                twins = all;
+            }
+        }
+        base.exclude_ids.extend(twins.iter().map(|it| it.id));
         let candidates = self.count(&base)?;
         let page = |hits: Vec<Hit>, groups: Option<Vec<Group>>| Response {
             vote: vote(&hits),
@@ -170,8 +263,8 @@ impl RemoteIndex {
             offset: req.offset,
             k: req.k,
             empty_reason: None,
-            query_duplicates: 0,
-            query_also: Vec::new(),
+            query_duplicates: twins.len(),
+            query_also: twins.iter().take(MAX_ALSO).map(Also::of).collect(),
         };
         if candidates == 0 {
             let mut res = page(Vec::new(), req.group_by.map(|_| Vec::new()));
@@ -191,19 +284,23 @@ impl RemoteIndex {
                 ),
             ));
         }
+        let hash = |it: &Item| it.meta.pixel_hash().map(String::from);
         let Some(g) = req.group_by else {
-            let hits = self
-                .top(&q.vector, want, &base)?
+            let ranked = self.distinct(&q.vector, &base, want, candidates, collapse)?;
+            let mut hits: Vec<(Hit, Option<String>)> = ranked
                 .into_iter()
                 .enumerate()
                 .skip(req.offset)
                 .take(req.k)
-                .map(|(i, r)| Hit::new(i + 1, r.score, &with_id(r.item, r.id)))
+                .map(|(i, (score, it))| (Hit::new(i + 1, score, &it), hash(&it)))
                 .collect();
-            return Ok(page(hits, None));
+            if collapse {
+                self.attach_copies(hits.iter_mut().map(|(h, x)| (h, x.take())).collect(), &base)?;
+            }
+            return Ok(page(hits.into_iter().map(|(h, _)| h).collect(), None));
         };
-        let order = self.groups(&q.vector, &base, g, want)?;
-        let groups: Vec<Group> = order
+        let order = self.groups(&q.vector, &base, g, want, collapse)?;
+        let mut groups: Vec<(Group, Option<String>)> = order
             .into_iter()
             .enumerate()
             .skip(req.offset)
@@ -211,16 +308,66 @@ impl RemoteIndex {
             .map(|(i, (key, best, matched))| {
                 let mut hit = Hit::new(i + 1, best.score, &best.item);
                 hit.group = Some(key.clone());
-                Group {
+                let g = Group {
                     key,
                     score: hit.score,
                     matched,
                     best: hit,
-                }
+                };
+                (g, hash(&best.item))
             })
             .collect();
+        if collapse {
+            self.attach_copies(
+                groups
+                    .iter_mut()
+                    .map(|(g, x)| (&mut g.best, x.take()))
+                    .collect(),
+                &base,
+            )?;
+        }
+        let groups: Vec<Group> = groups.into_iter().map(|(g, _)| g).collect();
         let hits = groups.iter().map(|g| g.best.clone()).collect();
         Ok(page(hits, Some(groups)))
+    }
+
+    /// The first `want` distinct images passing `base`, best first, as (score, item): with
+    /// `collapse`, only the best-ranked copy of each pixel hash, the search widened until it
+    /// holds `want` of them (or all `candidates`, or Milvus's deepest page).
+    fn distinct(
+        &self,
+        q: &[f32],
+        base: &expr::Where,
+        want: usize,
+        candidates: usize,
+        collapse: bool,
+    ) -> Result<Vec<(f32, Item)>> {
+        let cap = candidates.min(MAX_TOPK);
+        let mut pool = if collapse {
+            want.saturating_add(want / 2).saturating_add(16).min(cap)
+        } else {
+            want
+        };
+        loop {
+            let ranked = self.top(q, pool, base)?;
+            let exhausted = ranked.len() < pool || pool >= cap;
+            let mut seen: HashSet<String> = HashSet::new();
+            let out: Vec<(f32, Item)> = ranked
+                .into_iter()
+                .filter(|r| {
+                    !collapse
+                        || r.item
+                            .meta
+                            .pixel_hash()
+                            .is_none_or(|h| seen.insert(h.to_string()))
+                })
+                .map(|r| (r.score, with_id(r.item, r.id)))
+                .collect();
+            if out.len() >= want || exhausted {
+                return Ok(out);
+            }
+            pool = pool.saturating_mul(4).min(cap);
+        }
     }
 
     /// The first `want` groups by their best row, best first: `(key, best, rows of the group
@@ -231,6 +378,7 @@ impl RemoteIndex {
         base: &expr::Where,
         g: GroupBy,
         want: usize,
+        collapse: bool,
     ) -> Result<Vec<(String, Best, usize)>> {
         let column = match g {
             GroupBy::Patient => Some(Column::PatientKey),
@@ -240,6 +388,8 @@ impl RemoteIndex {
         };
         let mut order: Vec<(String, Best, usize)> = Vec::new();
         let mut at: HashMap<String, usize> = HashMap::new();
+        // Pixel hashes already ranked: a later copy is not counted again.
+        let mut seen: HashSet<String> = HashSet::new();
         // Groups already filled, left out of the next search: named keys, and key-less items.
         let (mut named, mut alone): (Vec<String>, Vec<u64>) = (Vec::new(), Vec::new());
         let mut pool = want.saturating_mul(4).saturating_add(16).min(MAX_TOPK);
@@ -253,6 +403,7 @@ impl RemoteIndex {
             } else {
                 order.clear();
                 at.clear();
+                seen.clear();
             }
             // Only rows that are left are searched for (a search that finds none is never
             // sent): the last round asks for what remains.
@@ -268,6 +419,13 @@ impl RemoteIndex {
             let exhausted = ranked.len() < pool;
             for r in ranked {
                 let it = with_id(r.item, r.id);
+                if collapse {
+                    if let Some(h) = it.meta.pixel_hash() {
+                        if !seen.insert(h.to_string()) {
+                            continue;
+                        }
+                    }
+                }
                 let key = g.key(&it);
                 match at.get(&key) {
                     Some(&i) => order[i].2 += 1,

@@ -88,6 +88,8 @@ pub struct Config {
     pub max_uploads: usize,
     /// HNSW candidates per search; 0: the index's stored default.
     pub ef_search: usize,
+    /// How searches of a `milvus://` index see the latest writes.
+    pub consistency: simcase_milvus::Consistency,
 }
 
 impl Config {
@@ -114,6 +116,7 @@ impl Config {
             decode_budget: DecodeBudget::from_mb(1024, DECODE_WAIT),
             max_uploads: 8,
             ef_search: 0,
+            consistency: Default::default(),
         }
     }
 }
@@ -339,7 +342,8 @@ pub fn app(cfg: Config) -> Result<Router> {
     let (backend, model) = if simcase_milvus::MilvusUrl::is_milvus(&url) {
         let ef = (cfg.ef_search > 0).then_some(cfg.ef_search);
         // Opened on a thread of its own: the client blocks on its own runtime.
-        let remote = std::thread::spawn(move || RemoteIndex::open(&url, ef))
+        let consistency = cfg.consistency;
+        let remote = std::thread::spawn(move || RemoteIndex::open(&url, ef, consistency))
             .join()
             .map_err(|_| anyhow::anyhow!("opening the Milvus collection panicked"))??;
         let model = remote.model().to_string();

@@ -137,3 +137,56 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     }
     !c
 }
+
+/// A `simcase serve` on an ephemeral loopback port, killed when dropped.
+pub struct Served {
+    pub child: std::process::Child,
+    /// `HOST:PORT`, from the first line it printed.
+    pub addr: String,
+    /// The second line it printed: the page's URL (with `#token=…` when it made one).
+    pub page: String,
+    /// Its stdout, kept open: a closed pipe would kill it on its next line.
+    _out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+/// Start `simcase serve --bind 127.0.0.1:0 --index INDEX ARGS…` (no `SIMCASE_TOKEN` from the
+/// environment), its stderr to `log`, and wait for its two lines.
+pub fn serve(index: impl AsRef<std::ffi::OsStr>, args: &[&str], log: &Path) -> Served {
+    use std::io::BufRead;
+    let mut child = bin()
+        .args(["serve", "--bind", "127.0.0.1:0", "--index"])
+        .arg(index)
+        .args(args)
+        .env_remove("SIMCASE_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (mut first, mut page) = (String::new(), String::new());
+    out.read_line(&mut first).unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| {
+            panic!(
+                "server did not start: {first:?}\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        })
+        .to_string();
+    out.read_line(&mut page).unwrap();
+    Served {
+        child,
+        addr,
+        page: page.trim().to_string(),
+        _out: out,
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -74,6 +74,20 @@ impl Settings {
         }
     }
 
+    /// Refuse to write into `what` (an existing index or collection) when [`SALT_ENV`] is set
+    /// to another salt than its own: the keys would not join those of the other jobs.
+    pub fn check_env_salt(&self, what: &dyn std::fmt::Display) -> Result<()> {
+        if let Some(salt) = env_salt()? {
+            anyhow::ensure!(
+                self.salt == salt,
+                "{what} makes patient keys with another salt than {SALT_ENV} gives, so its keys \
+                 would not join those of indexes made with it; unset {SALT_ENV} or use \
+                 another --index"
+            );
+        }
+        Ok(())
+    }
+
     /// The patient-key salt, for recording settings elsewhere (never log it).
     pub fn salt(&self) -> &str {
         &self.salt

@@ -9,7 +9,7 @@ use super::columns::{
     create_items_sql, insert_sql, insert_values, row_to_item, select_list, update_sql,
     update_values, Disagreement, ItemMeta,
 };
-use super::settings::{Settings, SALT_ENV};
+use super::settings::Settings;
 use super::{bump_generation, connect, durable, item_count, VECTORS};
 use crate::compact::{self, CompactFile, Precision};
 use crate::hnsw::{Hnsw, HnswParams, IndexType};
@@ -181,7 +181,7 @@ fn create_schema(conn: &Connection) -> Result<()> {
     super::errors::create(conn)
 }
 
-/// The stored settings, checked against `model`/`dim` (and the salt [`SALT_ENV`] gives, when
+/// The stored settings, checked against `model`/`dim` (and the salt [`super::settings::SALT_ENV`] gives, when
 /// set), or new ones for a new index (with the salt of `like`, when given).
 fn settings_for(
     conn: &Connection,
@@ -199,15 +199,7 @@ fn settings_for(
                 s.dim,
                 s.model
             );
-            if let Some(salt) = super::settings::env_salt()? {
-                ensure!(
-                    s.salt() == salt,
-                    "{} makes patient keys with another salt than {SALT_ENV} gives, so its keys \
-                     would not join those of indexes made with it; unset {SALT_ENV} or use \
-                     another --index",
-                    dir.display()
-                );
-            }
+            s.check_env_salt(&dir.display())?;
             Ok(s)
         }
         None => {
