@@ -176,9 +176,16 @@ pub fn run(o: &Options) -> Result<Value> {
         let mut c = Collection::create_or_open(&url, "bench", o.dim, &spec)?;
         // Committed batches, as `simcase index` writes them (each flushed before the next).
         let milvus_rate = ingest_rate(&data, o.dim, o.batch, shape.classes, |b| c.upsert(b))?;
+        eprintln!(
+            "bench milvus: {n} rows ingested: local {local_rate:.0} rows/s, Milvus \
+             {milvus_rate:.0} rows/s; waiting for Milvus's index"
+        );
         let t = Instant::now();
         c.wait_indexed()?;
         let milvus_index_s = t.elapsed().as_secs_f64();
+        eprintln!(
+            "bench milvus: Milvus indexed every row {milvus_index_s:.0} s after the last flush"
+        );
         // Searches as `serve` runs them: bounded staleness, not a wait for the next time tick
         // per query (strong consistency adds up to ~200 ms; the rows are all flushed here).
         c.set_consistency(simcase_milvus::Consistency::Bounded);

@@ -609,6 +609,10 @@ fn end_to_end_ingest(
     };
     let local_rate = time(&local.display().to_string())?;
     let milvus_rate = time(&remote.to_string())?;
+    eprintln!(
+        "bench milvus: end to end, {images} images: local {local_rate:.1} img/s, Milvus \
+         {milvus_rate:.1} img/s"
+    );
     let _ = std::fs::remove_dir_all(&local);
     simcase_milvus::Collection::drop_collection(&remote)?;
     Ok(serde_json::json!({

@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod errors_cmd;
 mod eval_cmd;
+mod export_cmd;
 mod merge;
 mod milvus_index;
 mod query;
@@ -50,6 +51,8 @@ enum Cmd {
     Search(query::SearchArgs),
     /// Serve an index: HTTP API and web page (loopback by default).
     Serve(ServeArgs),
+    /// Write an index's vectors, labels and ids to a .npy or .parquet file (numpy, pandas).
+    Export(export_cmd::ExportArgs),
     /// Score a model with the paper's protocol (modified P@N, kNN vote) on a labelled manifest.
     Eval(eval_cmd::EvalArgs),
     /// Install the default model and a small real corpus, index it and query it.
@@ -606,6 +609,7 @@ fn main() {
         Cmd::Errors(a) => errors_cmd::run(a),
         Cmd::Search(a) => query::search_cmd(a),
         Cmd::Serve(a) => serve_cmd(a),
+        Cmd::Export(a) => export_cmd::run(a),
         Cmd::Eval(a) => eval_cmd::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Bench(b) => bench::run(b),

@@ -901,7 +901,10 @@ impl Collection {
                     d.index_state_fail_reason
                 );
             }
-            if d.pending_index_rows == 0 && d.indexed_rows >= d.total_rows {
+            // Every row served from an index. Compaction may go on merging the small flushed
+            // segments and indexing the merged ones (`pending_index_rows`) for a long while;
+            // searches meanwhile use the indexed segments they replace.
+            if d.indexed_rows >= d.total_rows {
                 return Ok(d.indexed_rows.max(0) as u64);
             }
             if t.elapsed() > WAIT_LIMIT {

@@ -609,6 +609,32 @@ pub struct Response {
     pub query_also: Vec<Also>,
 }
 
+impl Response {
+    /// A page of `req`'s answer: its hits (groups' best items when grouped) and their vote,
+    /// out of `candidates`, with the query item's other copies (`twins` of them, `also` the
+    /// first [`MAX_ALSO`]).
+    fn page(
+        req: &Request,
+        candidates: usize,
+        hits: Vec<Hit>,
+        groups: Option<Vec<Group>>,
+        twins: usize,
+        also: Vec<Also>,
+    ) -> Self {
+        Self {
+            vote: vote(&hits),
+            hits,
+            groups,
+            candidates,
+            offset: req.offset,
+            k: req.k,
+            empty_reason: None,
+            query_duplicates: twins,
+            query_also: also,
+        }
+    }
+}
+
 /// Rank `snap` for `q`: exact cosine over the items that pass the filters, then the collapse
 /// of pixel-identical copies ([`Duplicates`]), optional grouping, pagination and the label
 /// vote of the page.
@@ -675,17 +701,14 @@ pub fn search(snap: &Snapshot, q: &Query, req: &Request) -> Result<Response> {
                 query_also.push(Also::of(&it));
             }
         }
-        Ok(Response {
-            vote: vote(&hits),
+        Ok(Response::page(
+            req,
+            candidates,
             hits,
             groups,
-            candidates,
-            offset: req.offset,
-            k: req.k,
-            empty_reason: None,
-            query_duplicates: twins.len(),
+            twins.len(),
             query_also,
-        })
+        ))
     };
     if candidates == 0 {
         let mut res = page(Vec::new(), req.group_by.map(|_| Vec::new()))?;

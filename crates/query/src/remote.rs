@@ -20,8 +20,8 @@
 //! A page reaches at most [`MAX_TOPK`] results deep (`offset + k`): Milvus's own limit.
 
 use crate::{
-    vote, Also, Duplicates, Field, Filters, Group, GroupBy, Hit, Query, QueryError, Request,
-    Response, Result, MAX_ALSO,
+    Also, Duplicates, Field, Filters, Group, GroupBy, Hit, Query, QueryError, Request, Response,
+    Result, MAX_ALSO,
 };
 use simcase_index::{Column, Item, ItemMeta};
 use simcase_milvus::{expr, Collection, Consistency, MilvusUrl};
@@ -255,16 +255,9 @@ impl RemoteIndex {
         }
         base.exclude_ids.extend(twins.iter().map(|it| it.id));
         let candidates = self.count(&base)?;
-        let page = |hits: Vec<Hit>, groups: Option<Vec<Group>>| Response {
-            vote: vote(&hits),
-            hits,
-            groups,
-            candidates,
-            offset: req.offset,
-            k: req.k,
-            empty_reason: None,
-            query_duplicates: twins.len(),
-            query_also: twins.iter().take(MAX_ALSO).map(Also::of).collect(),
+        let page = |hits: Vec<Hit>, groups: Option<Vec<Group>>| {
+            let also = twins.iter().take(MAX_ALSO).map(Also::of).collect();
+            Response::page(req, candidates, hits, groups, twins.len(), also)
         };
         if candidates == 0 {
             let mut res = page(Vec::new(), req.group_by.map(|_| Vec::new()));
