@@ -163,6 +163,26 @@ impl RemoteIndex {
         if hashes.is_empty() {
             return Ok(out);
         }
+        self.scan_copies(hashes, w, &mut |it| {
+            let Some(h) = it.meta.pixel_hash() else {
+                return;
+            };
+            let (n, some) = out.entry(h.to_string()).or_default();
+            *n += 1;
+            some.push(it);
+            if some.len() > MAX_ALSO + 1 {
+                some.sort_by_key(|it| it.id);
+                some.truncate(MAX_ALSO + 1);
+            }
+        })?;
+        for (_, some) in out.values_mut() {
+            some.sort_by_key(|it| it.id);
+        }
+        Ok(out)
+    }
+
+    /// Every stored item passing `w` whose pixel hash is one of `hashes`, to `f`.
+    fn scan_copies(&self, hashes: &[&str], w: &expr::Where, f: &mut dyn FnMut(Item)) -> Result<()> {
         let mut w = w.clone();
         w.fields.push((
             expr::FieldRef::Extra(ItemMeta::PIXEL_HASH.into()),
@@ -170,25 +190,10 @@ impl RemoteIndex {
         ));
         self.coll
             .scan(w.to_expr().as_deref(), false, &mut |page| {
-                for (it, _) in page {
-                    let Some(h) = it.meta.pixel_hash() else {
-                        continue;
-                    };
-                    let (n, some) = out.entry(h.to_string()).or_default();
-                    *n += 1;
-                    some.push(it);
-                    if some.len() > MAX_ALSO + 1 {
-                        some.sort_by_key(|it| it.id);
-                        some.truncate(MAX_ALSO + 1);
-                    }
-                }
+                page.into_iter().for_each(|(it, _)| f(it));
                 Ok(())
             })
-            .map_err(failed)?;
-        for (_, some) in out.values_mut() {
-            some.sort_by_key(|it| it.id);
-        }
-        Ok(out)
+            .map_err(failed)
     }
 
     /// Fill each hit's [`Hit::duplicates`] and [`Hit::also`]: the other items passing `w` with
@@ -229,28 +234,12 @@ impl RemoteIndex {
                 .item(id)?
                 .and_then(|it| it.meta.pixel_hash().map(String::from))
             {
-                let mut all = Vec::new();
-                self.coll
-                    .scan(
-                        expr::Where {
-                            fields: vec![(
-                                expr::FieldRef::Extra(ItemMeta::PIXEL_HASH.into()),
-                                vec![hash],
-                            )],
-                            ..Default::default()
-                        }
-                        .to_expr()
-                        .as_deref(),
-                        false,
-                        &mut |page| {
-                            all.extend(page.into_iter().map(|(it, _)| it));
-                            Ok(())
-                        },
-                    )
-                    .map_err(failed)?;
-                all.retain(|it| it.id != id);
-                all.sort_by_key(|it| it.id);
-                twins = all;
+                self.scan_copies(&[&hash], &expr::Where::default(), &mut |it| {
+                    if it.id != id {
+                        twins.push(it);
+                    }
+                })?;
+                twins.sort_by_key(|it| it.id);
             }
         }
         base.exclude_ids.extend(twins.iter().map(|it| it.id));
