@@ -8,6 +8,7 @@ mod export_cmd;
 mod merge;
 mod milvus_index;
 mod query;
+mod report_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -53,6 +54,9 @@ enum Cmd {
     Serve(ServeArgs),
     /// Write an index's vectors, labels and ids to a .npy or .parquet file (numpy, pandas).
     Export(export_cmd::ExportArgs),
+    /// The paper's analyses as one page: P@N curves, modalities, per-class table, confusion,
+    /// kNN, the index-size scaling curve, an embedding map and retrieval examples.
+    Report(report_cmd::ReportArgs),
     /// Score a model with the paper's protocol (modified P@N, kNN vote) on a labelled manifest.
     Eval(eval_cmd::EvalArgs),
     /// Install the default model and a small real corpus, index it and query it.
@@ -610,6 +614,7 @@ fn main() {
         Cmd::Search(a) => query::search_cmd(a),
         Cmd::Serve(a) => serve_cmd(a),
         Cmd::Export(a) => export_cmd::run(a),
+        Cmd::Report(a) => report_cmd::run(a),
         Cmd::Eval(a) => eval_cmd::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Bench(b) => bench::run(b),

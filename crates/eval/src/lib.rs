@@ -80,11 +80,20 @@ pub fn modified_precision(
     Some(hits as f64 / n as f64)
 }
 
-/// P@N over queries. Each query is its class and the classes of its ranked neighbours
-/// (best first); `index_counts` counts index items per class.
+/// P@N for the paper's N ([`NS`]) over queries. Each query is its class and the classes of its
+/// ranked neighbours (best first); `index_counts` counts index items per class.
 pub fn precision_report(
     queries: &[(String, Vec<String>)],
     index_counts: &HashMap<String, usize>,
+) -> LevelReport {
+    precision_at(queries, index_counts, &NS)
+}
+
+/// P@N as [`precision_report`], for any N (the report's curve takes N = 1…100).
+pub fn precision_at(
+    queries: &[(String, Vec<String>)],
+    index_counts: &HashMap<String, usize>,
+    ns: &[usize],
 ) -> LevelReport {
     let mut rep = LevelReport {
         queries: queries.len(),
@@ -99,7 +108,7 @@ pub fn precision_report(
             continue;
         }
         let ranked: Vec<&str> = ranked.iter().map(|s| s.as_str()).collect();
-        for n in NS {
+        for &n in ns {
             let p = modified_precision(class, &ranked, n, size).expect("size > 0");
             let m = micro.entry(n).or_default();
             m.0 += p;
@@ -109,7 +118,7 @@ pub fn precision_report(
             c.1 += 1;
         }
     }
-    for n in NS {
+    for &n in ns {
         let (sum, cnt) = micro.get(&n).copied().unwrap_or_default();
         let classes = per_class.get(&n);
         let macro_ = classes
@@ -171,8 +180,8 @@ pub fn vote_accuracy(queries: &[(String, Vec<(String, f32)>)], k: usize) -> f64 
     right as f64 / queries.len() as f64
 }
 
-/// Macro F1 over the union of true and predicted labels (as scikit-learn's `average="macro"`).
-pub fn macro_f1(pairs: &[(String, String)]) -> f64 {
+/// F1 of each label over the union of true and predicted labels.
+pub fn f1_per_class(pairs: &[(String, String)]) -> BTreeMap<String, f64> {
     let mut stats: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new(); // tp, fp, fn
     for (t, p) in pairs {
         if t == p {
@@ -182,18 +191,27 @@ pub fn macro_f1(pairs: &[(String, String)]) -> f64 {
             stats.entry(t).or_default().2 += 1;
         }
     }
-    if stats.is_empty() {
+    stats
+        .into_iter()
+        .map(|(label, (tp, fp, fn_))| {
+            let denom = 2 * tp + fp + fn_;
+            let f1 = if denom == 0 {
+                0.0
+            } else {
+                2.0 * tp as f64 / denom as f64
+            };
+            (label.to_string(), f1)
+        })
+        .collect()
+}
+
+/// Macro F1 over the union of true and predicted labels (as scikit-learn's `average="macro"`).
+pub fn macro_f1(pairs: &[(String, String)]) -> f64 {
+    let f1s = f1_per_class(pairs);
+    if f1s.is_empty() {
         return 0.0;
     }
-    let f1s = stats.values().map(|&(tp, fp, fn_)| {
-        let denom = 2 * tp + fp + fn_;
-        if denom == 0 {
-            0.0
-        } else {
-            2.0 * tp as f64 / denom as f64
-        }
-    });
-    f1s.sum::<f64>() / stats.len() as f64
+    f1s.values().sum::<f64>() / f1s.len() as f64
 }
 
 /// Tune k on `val` (1..=max_k, first best wins), then score `test`.

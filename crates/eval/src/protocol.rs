@@ -34,6 +34,7 @@ const RETRIEVE: usize = 100;
 
 /// One usable manifest row: its label, split, index id and group key.
 pub struct Row {
+    path: PathBuf,
     label: String,
     split: String,
     id: u64,
@@ -42,6 +43,10 @@ pub struct Row {
 }
 
 impl Row {
+    /// The row's file, as the manifest names it (resolved against the manifest's folder).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
     /// The row's label (`modality/anatomy/pathology`).
     pub fn label(&self) -> &str {
         &self.label
@@ -165,6 +170,15 @@ fn first_per_content(
 /// must be installed.
 pub fn cache_manifest(a: &Options, model: ModelId) -> Result<(PathBuf, simcase_ingest::Summary)> {
     check_manifest(&a.manifest)?;
+    cache_any_manifest(a, model)
+}
+
+/// [`cache_manifest`] for any manifest, labelled or not (the report draws what needs no
+/// labels from an unlabelled one).
+pub fn cache_any_manifest(
+    a: &Options,
+    model: ModelId,
+) -> Result<(PathBuf, simcase_ingest::Summary)> {
     let dir = cache_dir(a, model)?;
     let sources = simcase_ingest::read_manifest(&a.manifest)?;
     let (unique, repeats) = first_per_content(&sources, &row_hashes(&sources));
@@ -247,11 +261,43 @@ pub fn embed_manifest(
             _ => format!("item:{id}"),
         };
         rows.push(Row {
+            path: s.path.clone(),
             label: label.clone(),
             split: split_name(split),
             id,
             group,
         })
+    }
+    Ok((reader, rows, missing))
+}
+
+/// One embedded manifest row of any manifest: its file, index id and label (if any).
+pub struct Embedded {
+    /// The file, as the manifest names it.
+    pub path: PathBuf,
+    /// Its item id in the index.
+    pub id: u64,
+    /// Its label (`modality/anatomy/pathology`), when the manifest gives one.
+    pub label: Option<String>,
+}
+
+/// Embed any manifest (resuming) and return every row that has an embedding, and how many
+/// have none. The model must be installed.
+pub fn embed_all(a: &Options, model: ModelId) -> Result<(Reader, Vec<Embedded>, usize)> {
+    let (dir, _) = cache_any_manifest(a, model)?;
+    let sources = simcase_ingest::read_manifest(&a.manifest)?;
+    let hashes = row_hashes(&sources);
+    let reader = Reader::open(&dir)?;
+    let (mut rows, mut missing) = (Vec::new(), 0);
+    for (s, hash) in sources.iter().zip(&hashes) {
+        match hash.as_deref().map(|h| reader.id_by_hash(h)).transpose()? {
+            Some(Some(id)) => rows.push(Embedded {
+                path: s.path.clone(),
+                id,
+                label: s.meta.label.clone(),
+            }),
+            _ => missing += 1,
+        }
     }
     Ok((reader, rows, missing))
 }

@@ -9,6 +9,7 @@ pub mod budget;
 mod dicom;
 mod reduce;
 mod resize;
+mod thumbnail;
 pub mod volume;
 mod window;
 
@@ -19,6 +20,7 @@ pub use budget::{DecodeBudget, Permit};
 pub use dicom::{transfer_syntax, Declared, DicomCodec, DicomError, DicomMeta, FrameSelect, Phi};
 pub use reduce::{box_reduce, REDUCE_ABOVE};
 pub use resize::resize_bilinear;
+pub use thumbnail::thumbnail_png;
 pub use volume::Axis;
 pub use window::WindowPreset;
 

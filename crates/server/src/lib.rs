@@ -876,34 +876,9 @@ fn part_options(
 /// Decode (DICOM windowed), fit into `size`×`size` keeping the aspect ratio, encode PNG.
 fn render_thumbnail(path: &std::path::Path, size: usize, opts: DecodeOptions) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).context("reading the indexed file")?;
-    // Resized to the thumbnail while the decode budget's bytes are held.
-    let (rgb, tw, th) = simcase_imaging::decode_items_with(&bytes, &opts, |items| {
-        let d = items.into_iter().next()?;
-        let (w, h) = (d.image.width, d.image.height);
-        let scale = (size as f64 / w.max(h) as f64).min(1.0);
-        let (tw, th) = (
-            ((w as f64 * scale).round() as usize).max(1),
-            ((h as f64 * scale).round() as usize).max(1),
-        );
-        let small = simcase_imaging::resize_bilinear(&d.image, tw, th);
-        let n = tw * th;
-        let mut rgb = vec![0u8; n * 3];
-        for c in 0..3 {
-            for i in 0..n {
-                rgb[i * 3 + c] = (small.data[c * n + i].clamp(0.0, 1.0) * 255.0).round() as u8;
-            }
-        }
-        Some((rgb, tw, th))
-    })?
-    .context("the file no longer holds this image")?;
-    let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut out)
-        .write_image(&rgb, tw as u32, th as u32, image::ExtendedColorType::Rgb8)
-        .context("encoding the thumbnail")?;
-    Ok(out)
+    simcase_imaging::thumbnail_png(&bytes, size, &opts)?
+        .context("the file no longer holds this image")
 }
-
-use image::ImageEncoder;
 
 /// [`serve`] on its own tokio runtime, for the synchronous CLI.
 pub fn serve_blocking(cfg: Config) -> Result<()> {
