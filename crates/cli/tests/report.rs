@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 const FULL: &str = "modality/anatomy/pathology";
@@ -358,43 +357,19 @@ fn a_manifest_without_labels_gets_the_figures_that_need_none_and_says_which_were
 /// `SIMCASE_BROWSER_TEST=1` or `CI` is set.
 #[test]
 fn the_report_opens_in_headless_chromium_with_no_request_and_no_error() {
-    let browser_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../server/browser");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let ready =
-        Path::new(&chromium).exists() && browser_dir.join("node_modules/playwright-core").exists();
-    if !ready {
-        assert!(
-            std::env::var_os("SIMCASE_BROWSER_TEST").is_none() && !in_ci(),
-            "SIMCASE_BROWSER_TEST or CI is set but {chromium} or {}/node_modules is missing",
-            browser_dir.display()
-        );
-        println!("skipped: no chromium or playwright-core (see .ci/run)");
-        return;
-    }
     let out = dev_report();
-    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    let shot = shots.join("report.png");
-    let _ = std::fs::remove_file(&shot);
-    let o = Command::new("node")
-        .arg("report.test.mjs")
-        .current_dir(&browser_dir)
-        .env(
-            "SIMCASE_REPORT",
-            std::fs::canonicalize(out.join("index.html")).unwrap(),
-        )
-        .env("SIMCASE_SCREENSHOT", &shot)
-        .env("SIMCASE_MIN_FIGURES", "7")
-        .env("CHROMIUM", &chromium)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    println!("{stdout}");
-    assert!(
-        o.status.success(),
-        "browser test failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let shot = screenshot("report.png");
+    let page = std::fs::canonicalize(out.join("index.html")).unwrap();
+    let Some(stdout) = browser_script(
+        "report.test.mjs",
+        &[
+            ("SIMCASE_REPORT", page.as_os_str()),
+            ("SIMCASE_SCREENSHOT", shot.as_os_str()),
+            ("SIMCASE_MIN_FIGURES", "7".as_ref()),
+        ],
+    ) else {
+        return;
+    };
     assert!(stdout.contains("no request but the page itself"));
     let png = std::fs::read(&shot).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);

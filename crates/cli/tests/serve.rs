@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use simcase_server::client::{multipart_file, Client};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -541,7 +541,6 @@ fn serves_during_ingest_and_batches_concurrent_uploads() {
     );
 }
 
-/// CRC-32 (IEEE), as PNG chunks carry it.
 /// The page in headless Debian Chromium, driven by playwright-core
 /// (`crates/server/browser/browser.test.mjs`): upload, wait for results, crop and search the
 /// region, filter by a chip, compare side by side, keyboard "more like this", error state.
@@ -549,40 +548,19 @@ fn serves_during_ingest_and_batches_concurrent_uploads() {
 /// `crates/server/browser`; skipped without them unless `SIMCASE_BROWSER_TEST=1` or `CI` is set.
 #[test]
 fn page_works_in_headless_chromium() {
-    let browser_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../server/browser");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let ready =
-        Path::new(&chromium).exists() && browser_dir.join("node_modules/playwright-core").exists();
-    if !ready {
-        assert!(
-            std::env::var_os("SIMCASE_BROWSER_TEST").is_none() && !in_ci(),
-            "SIMCASE_BROWSER_TEST or CI is set but {chromium} or {}/node_modules is missing",
-            browser_dir.display()
-        );
-        println!("skipped: no chromium or playwright-core (see .ci/run)");
-        return;
-    }
     let srv = Server::start(&shared_index(), &[]);
-    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    let shot = shots.join("page.png");
-    let _ = std::fs::remove_file(&shot);
-    let out = Command::new("node")
-        .arg("browser.test.mjs")
-        .current_dir(&browser_dir)
-        .env("SIMCASE_URL", &srv.page["open ".len()..])
-        .env("SIMCASE_IMAGE", data().join("images/busi/benign_136.png"))
-        .env("SIMCASE_SCREENSHOT", &shot)
-        .env("CHROMIUM", &chromium)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "browser test failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let shot = screenshot("page.png");
+    let image = data().join("images/busi/benign_136.png");
+    let Some(stdout) = browser_script(
+        "browser.test.mjs",
+        &[
+            ("SIMCASE_URL", srv.page["open ".len()..].as_ref()),
+            ("SIMCASE_IMAGE", image.as_os_str()),
+            ("SIMCASE_SCREENSHOT", shot.as_os_str()),
+        ],
+    ) else {
+        return;
+    };
     assert!(stdout.contains("filter chip keeps only CT"));
     let png = std::fs::read(&shot).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);

@@ -116,19 +116,13 @@ impl<'a> Split<'a> {
         ranked: &[Ranking],
         lvl: usize,
     ) -> Vec<(String, Vec<String>)> {
-        queries
-            .iter()
-            .zip(ranked)
-            .map(|(q, r)| {
-                let r = r
-                    .iter()
-                    .map(|(p, _)| at_level(self.train[*p].label(), lvl))
-                    .collect();
-                (at_level(q.label(), lvl), r)
-            })
+        self.voters(queries, ranked, lvl)
+            .into_iter()
+            .map(|(c, r)| (c, r.into_iter().map(|(l, _)| l).collect()))
             .collect()
     }
 
+    /// `(class, ranked (class, score))` at a level, as the kNN vote takes them.
     fn voters(
         &self,
         queries: &[&Row],

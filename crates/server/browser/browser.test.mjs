@@ -2,34 +2,14 @@
 // playwright-core. Run by crates/cli/tests/serve.rs, which starts the server and passes:
 //   SIMCASE_URL (the page URL the server printed, http://ADDR/#token=...), SIMCASE_IMAGE (a
 //   PNG query), SIMCASE_SCREENSHOT (output path), CHROMIUM (default /usr/bin/chromium).
-import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { check, withPage } from "./chromium.mjs";
 
 const url = process.env.SIMCASE_URL;
 const image = process.env.SIMCASE_IMAGE;
 const shot = process.env.SIMCASE_SCREENSHOT;
 if (!url || !image || !shot) throw new Error("set SIMCASE_URL, SIMCASE_IMAGE, SIMCASE_SCREENSHOT");
 
-function check(cond, what) {
-  if (!cond) throw new Error("check failed: " + what);
-  console.log("ok -", what);
-}
-
-const profile = mkdtempSync(join(tmpdir(), "simcase-chromium-"));
-const ctx = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 1280, height: 800 },
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const errors = [];
-try {
-  const page = ctx.pages()[0] || (await ctx.newPage());
-  page.on("pageerror", (e) => errors.push(String(e)));
-  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+await withPage({ width: 1280, height: 800 }, async (page, errors, ctx) => {
   page.setDefaultTimeout(60000);
 
   // The token flow: the page takes #token=... from its URL, keeps it in this tab's
@@ -121,7 +101,4 @@ try {
   await bare.waitForFunction(() => /index unavailable/.test(document.getElementById("stats").textContent));
   check(/token/.test(await bare.textContent("#stats")), "without the token the page shows no data and asks for it");
   await bare.close();
-} finally {
-  await ctx.close();
-  rmSync(profile, { recursive: true, force: true });
-}
+});

@@ -4,35 +4,15 @@
 // crates/cli/tests/report.rs, which passes:
 //   SIMCASE_REPORT (the report's index.html), SIMCASE_SCREENSHOT (output PNG, the top of the
 //   page), SIMCASE_MIN_FIGURES (figures expected inline), CHROMIUM (default /usr/bin/chromium).
-import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { pathToFileURL } from "node:url";
+import { check, withPage } from "./chromium.mjs";
 
 const report = process.env.SIMCASE_REPORT;
 const shot = process.env.SIMCASE_SCREENSHOT;
 const minFigures = Number(process.env.SIMCASE_MIN_FIGURES || "1");
 if (!report || !shot) throw new Error("set SIMCASE_REPORT, SIMCASE_SCREENSHOT");
 
-function check(cond, what) {
-  if (!cond) throw new Error("check failed: " + what);
-  console.log("ok -", what);
-}
-
-const profile = mkdtempSync(join(tmpdir(), "simcase-chromium-"));
-const ctx = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 1400, height: 900 },
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const errors = [];
-try {
-  const page = ctx.pages()[0] || (await ctx.newPage());
-  page.on("pageerror", (e) => errors.push(String(e)));
-  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+await withPage({ width: 1400, height: 900 }, async (page, errors) => {
   const url = pathToFileURL(report).href;
   const requests = [];
   page.on("request", (r) => requests.push(r.url()));
@@ -49,7 +29,4 @@ try {
   check(await page.locator("h1").count() === 1, "one title");
   await page.screenshot({ path: shot });
   check(errors.length === 0, `no console errors (${JSON.stringify(errors)})`);
-} finally {
-  await ctx.close();
-  rmSync(profile, { recursive: true, force: true });
-}
+});

@@ -190,3 +190,45 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// A browser test script of `crates/server/browser` run with `env` in headless Chromium
+/// (`/usr/bin/chromium`, or `$CHROMIUM`): its stdout once it passed, the test failed with its
+/// output otherwise. `None` (skipped, said on stdout) without Chromium or `npm ci` there,
+/// unless `SIMCASE_BROWSER_TEST` or `CI` is set, which fails the test instead.
+pub fn browser_script(script: &str, env: &[(&str, &std::ffi::OsStr)]) -> Option<String> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../server/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let ready = Path::new(&chromium).exists() && dir.join("node_modules/playwright-core").exists();
+    if !ready {
+        assert!(
+            std::env::var_os("SIMCASE_BROWSER_TEST").is_none() && !in_ci(),
+            "SIMCASE_BROWSER_TEST or CI is set but {chromium} or {}/node_modules is missing",
+            dir.display()
+        );
+        println!("skipped: no chromium or playwright-core (see .ci/run)");
+        return None;
+    }
+    let mut cmd = Command::new("node");
+    cmd.arg(script).current_dir(&dir).env("CHROMIUM", &chromium);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(stdout)
+}
+
+/// `target/screenshots/NAME`, its folder created and any earlier file removed.
+pub fn screenshot(name: &str) -> PathBuf {
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join(name);
+    let _ = std::fs::remove_file(&shot);
+    shot
+}
