@@ -191,53 +191,6 @@ fn mean_of(vs: &[&[f32]], dim: usize) -> Vec<f64> {
     m
 }
 
-/// Symmetric eigen-decomposition by cyclic Jacobi (small matrices): eigenvalues and the
-/// eigenvectors as columns of a row-major `n × n` matrix.
-fn jacobi_eigen(a: &mut [f64], n: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut v = vec![0f64; n * n];
-    for i in 0..n {
-        v[i * n + i] = 1.0;
-    }
-    for _sweep in 0..60 {
-        let off: f64 = (0..n)
-            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * n + j].powi(2))
-            .sum();
-        if off < 1e-22 {
-            break;
-        }
-        for p in 0..n {
-            for q in p + 1..n {
-                let apq = a[p * n + q];
-                if apq.abs() < 1e-300 {
-                    continue;
-                }
-                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..n {
-                    let (akp, akq) = (a[k * n + p], a[k * n + q]);
-                    a[k * n + p] = c * akp - s * akq;
-                    a[k * n + q] = s * akp + c * akq;
-                }
-                for k in 0..n {
-                    let (apk, aqk) = (a[p * n + k], a[q * n + k]);
-                    a[p * n + k] = c * apk - s * aqk;
-                    a[q * n + k] = s * apk + c * aqk;
-                }
-                for k in 0..n {
-                    let (vkp, vkq) = (v[k * n + p], v[k * n + q]);
-                    v[k * n + p] = c * vkp - s * vkq;
-                    v[k * n + q] = s * vkp + c * vkq;
-                }
-            }
-        }
-    }
-    ((0..n).map(|i| a[i * n + i]).collect(), v)
-}
-
 /// Top-`r` eigenpairs of `RᵀR / dof` for residuals `R` (`n × dim`, row-major), by subspace
 /// iteration and a Rayleigh–Ritz step: (variances, components `r × dim`), largest first.
 fn top_components(res: &[f64], n: usize, dim: usize, r: usize, dof: f64) -> (Vec<f64>, Vec<f64>) {
@@ -301,15 +254,15 @@ fn top_components(res: &[f64], n: usize, dim: usize, r: usize, dof: f64) -> (Vec
             }
         }
     }
-    let (vals, vecs) = jacobi_eigen(&mut b, r);
-    let mut order: Vec<usize> = (0..r).collect();
-    order.sort_by(|&a, &c| vals[c].total_cmp(&vals[a]));
+    // Eigen pairs, largest first.
+    let (vals, vecs) =
+        simcase_adapt::linalg::symmetric_eigen(&simcase_adapt::linalg::Square { n: r, a: b });
     let mut comps = vec![0f64; r * dim];
     let mut vars = Vec::with_capacity(r);
-    for (out, &k) in order.iter().enumerate() {
-        vars.push((vals[k] / dof).max(0.0));
+    for (out, (val, vec)) in vals.iter().zip(&vecs).enumerate() {
+        vars.push((val / dof).max(0.0));
         for j in 0..r {
-            let w = vecs[j * r + k];
+            let w = vec[j];
             for d in 0..dim {
                 comps[out * dim + d] += w * q[j * dim + d];
             }

@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result};
 use serde_json::json;
+use simcase_eval::adapted::{self, Space};
 use simcase_eval::protocol::{self, embed_manifest, evaluate, markdown};
 use std::path::PathBuf;
 
@@ -14,9 +15,20 @@ pub struct EvalArgs {
     #[arg(long)]
     pub manifest: PathBuf,
     /// Model(s) to score; repeat for a side-by-side table (default: dinov2-s, or with a
-    /// Milvus --index the collection's model, the only one it can score).
+    /// Milvus --index the collection's model, the only one it can score). `a+b` fuses models:
+    /// their L2-normalised embeddings concatenated, weights tuned on val (each model's
+    /// embeddings are computed once, whatever the combinations).
     #[arg(long = "model")]
-    pub models: Vec<simcase_models::ModelId>,
+    pub models: Vec<String>,
+    /// Also score each model adapted with METHOD, learned from the train split and tuned on
+    /// val (whiten, lw, lda, mlp; repeatable, or `all`); see `simcase adapt`.
+    #[arg(long = "adapt", value_name = "METHOD")]
+    pub adapt: Vec<String>,
+    /// With --adapt: hold 20% of the full-label classes out of adaptation and compare P@1 on
+    /// their test queries, adapted against frozen (an adapter must not hurt classes it never
+    /// saw; a loss over 0.02 is flagged).
+    #[arg(long, requires = "adapt")]
+    pub leave_classes_out: bool,
     /// Score a Milvus collection (`milvus://HOST:PORT/COLLECTION`) that holds the manifest's
     /// files (`simcase index --manifest … --index milvus://…`), searching it through Milvus,
     /// instead of embedding the manifest into a local index.
@@ -66,13 +78,35 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     };
     // Before any model is installed or loaded: a manifest eval cannot score fails now.
     protocol::check_manifest(&a.manifest)?;
+    let specs: Vec<Vec<simcase_models::ModelId>> = a
+        .models
+        .iter()
+        .map(|m| {
+            m.split('+')
+                .map(|p| {
+                    p.parse::<simcase_models::ModelId>()
+                        .map_err(anyhow::Error::from)
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<_>>()?;
+    let methods: Vec<simcase_adapt::Method> = if a.adapt.iter().any(|m| m == "all") {
+        simcase_adapt::Method::ALL.to_vec()
+    } else {
+        a.adapt.iter().map(|m| m.parse()).collect::<Result<_>>()?
+    };
     let mut reports = Vec::new();
+    let mut unseen = Vec::new();
     if let Some(index) = &a.index {
+        anyhow::ensure!(
+            methods.is_empty() && specs.iter().all(|s| s.len() == 1),
+            "--adapt and fused models (a+b) score local indexes; leave out --index"
+        );
         let url = simcase_milvus::MilvusUrl::parse(index)?;
         let mut coll = simcase_milvus::Collection::open(&url)?;
         coll.set_consistency(a.consistency);
         let model = &coll.info().model;
-        if let Some(other) = a.models.iter().find(|m| m.name() != model.as_str()) {
+        if let Some(other) = specs.iter().flatten().find(|m| m.name() != model.as_str()) {
             anyhow::bail!(
                 "{url} was embedded with {model}; --model {other} cannot be scored on it \
                  (leave --model out, or give {model})"
@@ -85,30 +119,116 @@ pub fn run(a: &EvalArgs) -> Result<()> {
             group_by,
         )?);
     } else {
-        let models = match a.models.as_slice() {
-            [] => &[simcase_models::DEFAULT_MODEL][..],
-            m => m,
+        let specs = if specs.is_empty() {
+            vec![vec![simcase_models::DEFAULT_MODEL]]
+        } else {
+            specs
         };
-        for m in models {
+        // Each model embedded once, whatever the combinations it appears in.
+        let mut embedded: Vec<(
+            simcase_models::ModelId,
+            simcase_index::Reader,
+            Vec<protocol::Row>,
+            usize,
+        )> = Vec::new();
+        for m in specs.iter().flatten() {
+            if embedded.iter().any(|e| e.0 == *m) {
+                continue;
+            }
             crate::ensure_model(*m)?;
             let (reader, rows, missing) = embed_manifest(&opts, *m, group_by)?;
-            reports.push(evaluate(&reader, &rows, missing, a.max_k, group_by)?);
+            embedded.push((*m, reader, rows, missing));
+        }
+        let get =
+            |m: &simcase_models::ModelId| embedded.iter().find(|e| e.0 == *m).expect("embedded");
+        for spec in &specs {
+            let (space, rows, missing) = if let [m] = spec.as_slice() {
+                let (_, reader, rows, missing) = get(m);
+                reports.push(evaluate(reader, rows, *missing, a.max_k, group_by)?);
+                (Space::frozen(reader, rows)?, rows.clone(), *missing)
+            } else {
+                let parts = spec
+                    .iter()
+                    .map(|m| {
+                        let (_, reader, rows, _) = get(m);
+                        Ok((Space::frozen(reader, rows)?, rows.clone()))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let (rows, space, weights) = adapted::fuse(&parts)?;
+                let missing = get(&spec[0]).3;
+                let mut r = space.score(&rows, missing, a.max_k, group_by)?;
+                r["fusion_weights"] = json!(spec
+                    .iter()
+                    .zip(&weights)
+                    .map(|(m, w)| (m.name().to_string(), *w))
+                    .collect::<std::collections::BTreeMap<_, _>>());
+                reports.push(r);
+                (space, rows, missing)
+            };
+            let held: Vec<String> = if a.leave_classes_out {
+                adapted::held_out_classes(&rows, 0.2)
+            } else {
+                Vec::new()
+            };
+            let held_set: std::collections::HashSet<String> = held.iter().cloned().collect();
+            let frozen_unseen = if a.leave_classes_out {
+                Some(adapted::unseen_p1(&space, &rows, &held_set)?)
+            } else {
+                None
+            };
+            for &method in &methods {
+                let (adapted, fitted) = adapted::adapt(&space, &rows, method, &Default::default())?;
+                let mut r = adapted.score(&rows, missing, a.max_k, group_by)?;
+                r["adapter"] = json!({
+                    "method": method.name(),
+                    "tuned": fitted.adapter.tuned,
+                    "train_rows": fitted.seen_train.len(),
+                    "val_rows": fitted.seen_val.len(),
+                    "dim": fitted.adapter.dim_out,
+                });
+                reports.push(r);
+                if let Some(fu) = frozen_unseen {
+                    let (lco, _) = adapted::adapt(&space, &rows, method, &held_set)?;
+                    let (p, _) = adapted::unseen_p1(&lco, &rows, &held_set)?;
+                    let rec = adapted::unseen_record(&adapted.name, fu, p, &held);
+                    if rec["hurts_unseen"] == true {
+                        eprintln!(
+                            "warning: {} hurts classes it never saw: P@1 {:.3} against {:.3} \
+                             frozen on {} queries of {} held-out classes (a loss over {})",
+                            adapted.name,
+                            p,
+                            fu.0,
+                            fu.1,
+                            held.len(),
+                            adapted::HURT
+                        );
+                    }
+                    unseen.push(rec);
+                }
+            }
         }
     }
-    let md = markdown(&reports);
+    let mut md = markdown(&reports);
+    if !unseen.is_empty() {
+        md.push_str(&adapted::unseen_markdown(&unseen));
+    }
     println!("{md}");
     if let Some(p) = &a.markdown {
         std::fs::write(p, &md).with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &a.json {
-        let v = if reports.len() == 1 {
+        let v = if reports.len() == 1 && unseen.is_empty() {
             reports.remove(0)
         } else {
             let mut o = serde_json::Map::new();
             for r in reports {
                 o.insert(r["model"].as_str().unwrap_or("?").to_string(), r);
             }
-            json!({ "models": o })
+            if unseen.is_empty() {
+                json!({ "models": o })
+            } else {
+                json!({ "models": o, "leave_classes_out": unseen })
+            }
         };
         std::fs::write(p, serde_json::to_string_pretty(&v)?)
             .with_context(|| format!("writing {}", p.display()))?;

@@ -1,5 +1,6 @@
 //! `simcase`: similar-case search for radiology. The verbs are the pipeline's stages.
 
+mod adapt_cmd;
 mod bench;
 mod demo;
 mod errors_cmd;
@@ -57,6 +58,9 @@ enum Cmd {
     /// The paper's analyses as one page: P@N curves, modalities, per-class table, confusion,
     /// kNN, the index-size scaling curve, an embedding map and retrieval examples.
     Report(report_cmd::ReportArgs),
+    /// Learn an adapter of the index's embeddings from its own labelled rows (train to learn,
+    /// val to tune) and store it with the index as a named view.
+    Adapt(adapt_cmd::AdaptArgs),
     /// Score a model with the paper's protocol (modified P@N, kNN vote) on a labelled manifest.
     Eval(eval_cmd::EvalArgs),
     /// Install the default model and a small real corpus, index it and query it.
@@ -615,6 +619,7 @@ fn main() {
         Cmd::Serve(a) => serve_cmd(a),
         Cmd::Export(a) => export_cmd::run(a),
         Cmd::Report(a) => report_cmd::run(a),
+        Cmd::Adapt(a) => adapt_cmd::run(a),
         Cmd::Eval(a) => eval_cmd::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Bench(b) => bench::run(b),

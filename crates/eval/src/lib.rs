@@ -5,7 +5,9 @@
 //! over queries; macro = mean over classes of each class's mean. The kNN vote classifies a
 //! query by its top-k neighbours' labels, with k tuned on the validation split.
 
+pub mod adapted;
 pub mod protocol;
+pub mod rerank;
 
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};

@@ -33,7 +33,10 @@ pub struct Options {
 const RETRIEVE: usize = 100;
 
 /// One usable manifest row: its label, split, index id and group key.
+#[derive(Clone, Debug)]
 pub struct Row {
+    /// Its position among the manifest's rows (the same row in every model's index).
+    line: usize,
     path: PathBuf,
     label: String,
     split: String,
@@ -43,6 +46,21 @@ pub struct Row {
 }
 
 impl Row {
+    /// A row of a manifest, for callers that build rows themselves (tests, fused spaces).
+    pub fn new(line: usize, path: PathBuf, label: &str, split: &str, id: u64, group: &str) -> Self {
+        Self {
+            line,
+            path,
+            label: label.to_string(),
+            split: split_name(split),
+            id,
+            group: group.to_string(),
+        }
+    }
+    /// Its position among the manifest's rows.
+    pub fn line(&self) -> usize {
+        self.line
+    }
     /// The row's file, as the manifest names it (resolved against the manifest's folder).
     pub fn path(&self) -> &Path {
         &self.path
@@ -233,7 +251,7 @@ pub fn embed_manifest(
     let reader = Reader::open(&dir)?;
     let mut rows = Vec::new();
     let mut missing = 0;
-    for (s, hash) in sources.iter().zip(&hashes) {
+    for (line, (s, hash)) in sources.iter().zip(&hashes).enumerate() {
         let (Some(label), Some(split)) = (&s.meta.label, &s.meta.split) else {
             missing += 1;
             continue;
@@ -261,6 +279,7 @@ pub fn embed_manifest(
             _ => format!("item:{id}"),
         };
         rows.push(Row {
+            line,
             path: s.path.clone(),
             label: label.clone(),
             split: split_name(split),
@@ -312,12 +331,34 @@ pub fn evaluate(
     max_k: usize,
     group_by: Option<GroupBy>,
 ) -> Result<Value> {
-    let dim = reader.settings().dim;
+    let s = reader.settings();
+    evaluate_with(
+        &s.model,
+        s.dim,
+        rows,
+        &|id| reader.vector(id),
+        missing,
+        max_k,
+        group_by,
+    )
+}
+
+/// Score the rows with vectors from `vector` (by row id) instead of the index's own: an
+/// adapted or fused space, named `name`, scored with the protocol unchanged.
+pub fn evaluate_with<'v>(
+    name: &str,
+    dim: usize,
+    rows: &[Row],
+    vector: &dyn Fn(u64) -> Option<&'v [f32]>,
+    missing: usize,
+    max_k: usize,
+    group_by: Option<GroupBy>,
+) -> Result<Value> {
     let train: Vec<&Row> = rows.iter().filter(|r| r.split == "train").collect();
     anyhow::ensure!(!train.is_empty(), "the manifest has no train rows to index");
     let mut flat = Vec::with_capacity(train.len() * dim);
     for r in &train {
-        flat.extend_from_slice(reader.vector(r.id).context("vector missing")?);
+        flat.extend_from_slice(vector(r.id).context("vector missing")?);
     }
     let index = FlatIndex::new(flat, dim);
     // Grouped scoring needs the whole ranking to find RETRIEVE distinct groups.
@@ -330,7 +371,7 @@ pub fn evaluate(
         let qs: Vec<&Row> = rows.iter().filter(|r| r.split == split).collect();
         let vecs = qs
             .iter()
-            .map(|r| reader.vector(r.id).context("vector missing"))
+            .map(|r| vector(r.id).context("vector missing"))
             .collect::<Result<Vec<&[f32]>>>()?;
         let hits = index.search(&vecs, depth, None)?;
         Ok(qs
@@ -349,15 +390,7 @@ pub fn evaluate(
         .iter()
         .map(|r| (r.label.as_str(), r.group.as_str()))
         .collect();
-    report(
-        &reader.settings().model,
-        dim,
-        &train,
-        missing,
-        max_k,
-        group_by,
-        &search,
-    )
+    report(name, dim, &train, missing, max_k, group_by, &search)
 }
 
 /// The first [`RETRIEVE`] of a ranking's `(label, group, score)`, labels and scores only;

@@ -1,0 +1,423 @@
+//! Label-aware adaptation of frozen embeddings: cheap maps learned on the CPU from an index's
+//! own labelled rows, applied to queries and rows alike before the cosine search.
+//!
+//! - `whiten`: PCA whitening (unsupervised; needs no labels). The map is the inverse Cholesky
+//!   factor of the regularised covariance, which whitens exactly as the PCA form does up to a
+//!   rotation, and a rotation changes no dot product.
+//! - `lw`: within-class whitening ("learned whitening", Radenović et al., TPAMI 2018): the same
+//!   with the within-class scatter, so directions that vary inside a class shrink. Linear,
+//!   full rank: no direction is dropped, so classes it never saw keep their geometry.
+//! - `lda`: `lw` followed by the projection on the between-class directions (at most
+//!   classes − 1 of them): LDA. Strong on the classes it saw; it can collapse the others,
+//!   which the leave-classes-out evaluation measures.
+//! - `mlp`: a residual MLP head, `x + W₂ relu(W₁ x + b₁) + b₂` with `W₂` starting at zero (so
+//!   it starts as the frozen model), trained with a normalised-softmax proxy loss (candle).
+//!
+//! Only the rows handed to [`fit`] are seen: the caller passes `train` for learning and `val`
+//! for choosing the regularisation or the epochs; `test` never reaches this crate.
+
+pub mod linalg;
+mod mlp;
+
+use anyhow::{bail, Context, Result};
+use linalg::{cholesky, invert_lower, symmetric_eigen, Square};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The adaptation methods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Method {
+    /// Unsupervised PCA whitening.
+    Whiten,
+    /// Within-class whitening (supervised, linear, full rank).
+    Lw,
+    /// Within-class whitening then the between-class projection (LDA).
+    Lda,
+    /// A residual MLP head trained with a proxy loss.
+    Mlp,
+}
+
+impl Method {
+    /// Every method, in the order tables list them.
+    pub const ALL: [Method; 4] = [Method::Whiten, Method::Lw, Method::Lda, Method::Mlp];
+
+    /// The method's name on the command line and in views.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Whiten => "whiten",
+            Method::Lw => "lw",
+            Method::Lda => "lda",
+            Method::Mlp => "mlp",
+        }
+    }
+
+    /// Whether it learns from labels.
+    pub fn supervised(self) -> bool {
+        self != Method::Whiten
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .with_context(|| {
+                format!(
+                    "unknown adaptation method {s:?} (known: {})",
+                    Method::ALL.map(|m| m.name()).join(", ")
+                )
+            })
+    }
+}
+
+/// A residual MLP: `x + W₂ relu(W₁ x + b₁) + b₂`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Residual {
+    /// Hidden width.
+    pub hidden: usize,
+    /// `hidden × dim`, row-major.
+    pub w1: Vec<f32>,
+    /// `hidden`.
+    pub b1: Vec<f32>,
+    /// `dim × hidden`, row-major.
+    pub w2: Vec<f32>,
+    /// `dim`.
+    pub b2: Vec<f32>,
+}
+
+/// A learned map from a model's embedding to the adapted space.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Adapter {
+    /// How it was learned.
+    pub method: Method,
+    /// Input width (the model's embedding).
+    pub dim_in: usize,
+    /// Output width.
+    pub dim_out: usize,
+    /// The residual head, applied first (`mlp`).
+    pub residual: Option<Residual>,
+    /// The mean subtracted before the linear map.
+    pub mean: Vec<f32>,
+    /// `dim_out × dim_in`, row-major; empty for none (`mlp`).
+    pub linear: Vec<f32>,
+    /// What was chosen on val (`shrinkage` or `epochs`), and its val P@1.
+    pub tuned: BTreeMap<String, f64>,
+}
+
+impl Adapter {
+    /// The adapted, L2-normalised vector of `x` (a model embedding of width `dim_in`).
+    pub fn apply(&self, x: &[f32]) -> Vec<f32> {
+        let mut y = x.to_vec();
+        if let Some(r) = &self.residual {
+            let d = self.dim_in;
+            let h: Vec<f32> = (0..r.hidden)
+                .map(|i| {
+                    let row = &r.w1[i * d..(i + 1) * d];
+                    (dot(row, x) + r.b1[i]).max(0.0)
+                })
+                .collect();
+            for (j, yj) in y.iter_mut().enumerate() {
+                *yj += dot(&r.w2[j * r.hidden..(j + 1) * r.hidden], &h) + r.b2[j];
+            }
+        }
+        if !self.linear.is_empty() {
+            let c: Vec<f32> = y.iter().zip(&self.mean).map(|(a, m)| a - m).collect();
+            y = (0..self.dim_out)
+                .map(|i| dot(&self.linear[i * self.dim_in..(i + 1) * self.dim_in], &c))
+                .collect();
+        }
+        normalise(&mut y);
+        y
+    }
+}
+
+/// The index's SIMD inner product (dispatched at run time).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    simcase_index::dot(a, b)
+}
+
+/// L2-normalise in place (a zero vector stays zero).
+pub fn normalise(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+/// One labelled (or unlabelled) row handed to [`fit`]: its id (for the record of what the
+/// trainer saw), its vector and its label.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample<'a> {
+    /// The row's id in its index.
+    pub id: u64,
+    /// Its embedding.
+    pub vector: &'a [f32],
+    /// Its label, if any.
+    pub label: Option<&'a str>,
+}
+
+/// What [`fit`] learned, and which rows it looked at.
+pub struct Fitted {
+    /// The map.
+    pub adapter: Adapter,
+    /// The ids the trainer learned from (train) and tuned on (val), as it saw them.
+    pub seen_train: Vec<u64>,
+    /// The val ids used for tuning.
+    pub seen_val: Vec<u64>,
+}
+
+/// The shrinkage values tried on val, as a share of the mean variance.
+const SHRINKAGE: [f64; 5] = [0.001, 0.01, 0.1, 0.3, 1.0];
+
+/// Learn `method` from `train` (the map) and `val` (its one knob). Supervised methods need
+/// labelled train rows of at least 2 classes and a val split with at least 4 labelled rows
+/// whose classes the train rows hold; `whiten` tunes on val when it can and otherwise uses a
+/// shrinkage of 0.1.
+pub fn fit(method: Method, train: &[Sample], val: &[Sample]) -> Result<Fitted> {
+    let dim = train
+        .first()
+        .map(|s| s.vector.len())
+        .context("no train rows to learn from")?;
+    anyhow::ensure!(
+        train.iter().chain(val).all(|s| s.vector.len() == dim),
+        "rows of different widths"
+    );
+    let labelled: Vec<&Sample> = train.iter().filter(|s| s.label.is_some()).collect();
+    let classes: std::collections::BTreeSet<&str> =
+        labelled.iter().filter_map(|s| s.label).collect();
+    if method.supervised() && classes.len() < 2 {
+        bail!(
+            "{method} learns from labels, and the train rows hold {} labelled row(s) of {} \
+             class(es); only `whiten` works without labels",
+            labelled.len(),
+            classes.len()
+        );
+    }
+    let tune: Vec<&Sample> = val
+        .iter()
+        .filter(|s| s.label.is_some_and(|l| classes.contains(l)))
+        .collect();
+    let can_tune = tune.len() >= 4;
+    if method.supervised() && !can_tune {
+        bail!(
+            "the val split is too small to tune {method} on: {} labelled val row(s) of a class \
+             the train rows hold, and at least 4 are needed",
+            tune.len()
+        );
+    }
+    let score = |a: &Adapter| val_p1(a, &labelled, &tune);
+    let mut tuned = BTreeMap::new();
+    let adapter = match method {
+        Method::Mlp => mlp::fit(&labelled, &tune, &mut tuned)?,
+        _ => {
+            let mut best: Option<(f64, f64, Adapter)> = None;
+            let tries: &[f64] = if can_tune { &SHRINKAGE } else { &[0.1] };
+            let prep = Prep::new(method, train, &labelled);
+            for &eps in tries {
+                let a = prep.adapter(eps)?;
+                let p = if can_tune { score(&a) } else { f64::NAN };
+                if best.as_ref().is_none_or(|b| p > b.0) {
+                    best = Some((p, eps, a));
+                }
+            }
+            let (p, eps, a) = best.context("nothing was fitted")?;
+            tuned.insert("shrinkage".into(), eps);
+            if can_tune {
+                tuned.insert("val_P@1".into(), p);
+            }
+            a
+        }
+    };
+    Ok(Fitted {
+        adapter: Adapter { tuned, ..adapter },
+        seen_train: train.iter().map(|s| s.id).collect(),
+        seen_val: tune.iter().map(|s| s.id).collect(),
+    })
+}
+
+/// P@1 of `val` against `train`, both through `a` (the label of the nearest train row).
+pub(crate) fn val_p1(a: &Adapter, train: &[&Sample], val: &[&Sample]) -> f64 {
+    let index: Vec<Vec<f32>> = train.iter().map(|s| a.apply(s.vector)).collect();
+    let hits = val
+        .iter()
+        .filter(|q| {
+            let v = a.apply(q.vector);
+            let best = index
+                .iter()
+                .enumerate()
+                .max_by(|x, y| dot(x.1, &v).total_cmp(&dot(y.1, &v)))
+                .map(|(i, _)| i);
+            best.is_some_and(|i| train[i].label == q.label)
+        })
+        .count();
+    hits as f64 / val.len().max(1) as f64
+}
+
+fn mean_of(rows: &[&[f32]], dim: usize) -> Vec<f64> {
+    let mut m = vec![0f64; dim];
+    for r in rows {
+        for (a, b) in m.iter_mut().zip(*r) {
+            *a += *b as f64;
+        }
+    }
+    m.iter_mut().for_each(|a| *a /= rows.len().max(1) as f64);
+    m
+}
+
+/// The whitening map of `scatter` with `eps` of its mean variance added: `L⁻¹`.
+fn whitener(mut scatter: Square, eps: f64) -> Result<Square> {
+    let md = scatter.mean_diag().max(1e-12);
+    scatter.add_diag(eps * md);
+    let l = cholesky(&scatter).context("the covariance is not positive definite")?;
+    Ok(invert_lower(&l))
+}
+
+/// What the linear methods share across the shrinkage values tried: the mean, the scatter
+/// matrix (computed once) and, for LDA, the class means and sizes.
+struct Prep {
+    method: Method,
+    dim: usize,
+    mean: Vec<f64>,
+    scatter: Square,
+    classes: Vec<(usize, Vec<f64>)>,
+    labelled: usize,
+}
+
+impl Prep {
+    fn new(method: Method, all: &[Sample], labelled: &[&Sample]) -> Prep {
+        let dim = all[0].vector.len();
+        let rows: Vec<&[f32]> = match method {
+            Method::Whiten => all.iter().map(|s| s.vector).collect(),
+            _ => labelled.iter().map(|s| s.vector).collect(),
+        };
+        let mean = mean_of(&rows, dim);
+        let mut scatter = Square::zeros(dim);
+        let w = 1.0 / rows.len().max(1) as f64;
+        // Per-class means (supervised) or the global mean (whiten) are subtracted.
+        let mut by_class: BTreeMap<&str, Vec<&[f32]>> = BTreeMap::new();
+        for s in labelled {
+            by_class
+                .entry(s.label.unwrap_or(""))
+                .or_default()
+                .push(s.vector);
+        }
+        let mut classes = Vec::new();
+        match method {
+            Method::Whiten => {
+                for r in &rows {
+                    let c: Vec<f64> = r.iter().zip(&mean).map(|(a, m)| *a as f64 - m).collect();
+                    scatter.add_outer(&c, w);
+                }
+            }
+            _ => {
+                for members in by_class.values() {
+                    let m = mean_of(members, dim);
+                    for r in members {
+                        let c: Vec<f64> = r.iter().zip(&m).map(|(a, m)| *a as f64 - m).collect();
+                        scatter.add_outer(&c, w);
+                    }
+                    classes.push((members.len(), m));
+                }
+            }
+        }
+        Prep {
+            method,
+            dim,
+            mean,
+            scatter,
+            classes,
+            labelled: labelled.len(),
+        }
+    }
+
+    fn adapter(&self, eps: f64) -> Result<Adapter> {
+        let (method, dim, mean) = (self.method, self.dim, &self.mean);
+        let white = whitener(self.scatter.clone(), eps)?;
+        let mut linear: Vec<f64> = white.a.clone();
+        let mut dim_out = dim;
+        if method == Method::Lda {
+            // Class means in the whitened space, weighted by √(share); their Gram matrix's eigen
+            // pairs give the between-class directions.
+            let n = self.labelled as f64;
+            let centred: Vec<Vec<f64>> = self
+                .classes
+                .iter()
+                .map(|(size, m)| {
+                    let c: Vec<f64> = m.iter().zip(mean).map(|(a, b)| a - b).collect();
+                    let wc: Vec<f64> = (0..dim)
+                        .map(|i| (0..=i).map(|k| white.at(i, k) * c[k]).sum())
+                        .collect();
+                    let s = (*size as f64 / n).sqrt();
+                    wc.into_iter().map(|x| x * s).collect()
+                })
+                .collect();
+            let k = centred.len();
+            let mut gram = Square::zeros(k);
+            for i in 0..k {
+                for j in 0..k {
+                    gram.a[i * k + j] =
+                        centred[i].iter().zip(&centred[j]).map(|(a, b)| a * b).sum();
+                }
+            }
+            let (vals, vecs) = symmetric_eigen(&gram);
+            let mut dirs: Vec<Vec<f64>> = Vec::new();
+            for (val, u) in vals.iter().zip(&vecs) {
+                if *val <= 1e-12 * vals[0].max(1e-300) || dirs.len() + 1 >= k {
+                    break;
+                }
+                let mut d: Vec<f64> = (0..dim)
+                    .map(|i| centred.iter().zip(u).map(|(c, ui)| c[i] * ui).sum())
+                    .collect();
+                let norm = d.iter().map(|x| x * x).sum::<f64>().sqrt();
+                d.iter_mut().for_each(|x| *x /= norm);
+                dirs.push(d);
+            }
+            anyhow::ensure!(!dirs.is_empty(), "the classes' means do not differ");
+            dim_out = dirs.len();
+            linear = dirs
+                .iter()
+                .flat_map(|d| {
+                    let white = &white;
+                    (0..dim).map(move |j| (j..dim).map(|i| d[i] * white.at(i, j)).sum())
+                })
+                .collect();
+        }
+        Ok(Adapter {
+            method,
+            dim_in: dim,
+            dim_out,
+            residual: None,
+            mean: mean.iter().map(|&m| m as f32).collect(),
+            linear: linear.iter().map(|&x| x as f32).collect(),
+            tuned: BTreeMap::new(),
+        })
+    }
+}
+
+/// A named, versioned adapter stored with its index (`views/NAME.json`).
+pub mod view;
+
+/// Reject an adapter built for another model or width, by name, before it is applied.
+pub fn check_compatible(
+    adapter_model: &str,
+    adapter_dim: usize,
+    model: &str,
+    dim: usize,
+    what: &Path,
+) -> Result<()> {
+    anyhow::ensure!(
+        adapter_model == model && adapter_dim == dim,
+        "{}: the view was built for {adapter_model} ({adapter_dim}-d) and this index holds \
+         {model} ({dim}-d)",
+        what.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! Views: an adapter stored with its index under a name, in `DIR/views/NAME.json` (what it is:
+//! format version, method, model, widths, what it was tuned to, how many rows it learned from,
+//! when) and `DIR/views/NAME.f32` (its numbers, little-endian f32: mean, linear map, then the
+//! residual head's W₁, b₁, W₂, b₂). Both are written to temporary names, fsynced and renamed,
+//! numbers first, so a view is either whole or absent.
+
+use crate::{Adapter, Method, Residual};
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The view format this build writes and reads.
+pub const VERSION: u64 = 1;
+
+/// A stored view's description.
+#[derive(Clone, Debug)]
+pub struct ViewInfo {
+    /// Its name.
+    pub name: String,
+    /// The model whose embeddings it adapts.
+    pub model: String,
+    /// The adapter.
+    pub adapter: Adapter,
+    /// Everything else recorded (rows learned from, classes, created, leave-classes-out).
+    pub meta: Value,
+}
+
+fn folder(index: &Path) -> PathBuf {
+    index.join("views")
+}
+
+/// A view name: letters, digits, `-`, `_`, `.`, 1 to 64 of them, not starting with `.`.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    anyhow::ensure!(
+        ok,
+        "view name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
+    );
+    Ok(())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Store `adapter` as view `name` of the index at `index` (replacing one of that name).
+pub fn save(index: &Path, name: &str, model: &str, adapter: &Adapter, meta: Value) -> Result<()> {
+    check_name(name)?;
+    let dir = folder(index);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut nums: Vec<f32> = Vec::new();
+    nums.extend(&adapter.mean);
+    nums.extend(&adapter.linear);
+    if let Some(r) = &adapter.residual {
+        for part in [&r.w1, &r.b1, &r.w2, &r.b2] {
+            nums.extend(part.iter());
+        }
+    }
+    let bytes: Vec<u8> = nums.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let head = json!({
+        "format": VERSION,
+        "name": name,
+        "model": model,
+        "method": adapter.method.name(),
+        "dim_in": adapter.dim_in,
+        "dim_out": adapter.dim_out,
+        "mean": adapter.mean.len(),
+        "linear": adapter.linear.len(),
+        "hidden": adapter.residual.as_ref().map(|r| r.hidden),
+        "floats": nums.len(),
+        "tuned": adapter.tuned,
+        "meta": meta,
+    });
+    write_atomic(&dir.join(format!("{name}.f32")), &bytes)?;
+    write_atomic(
+        &dir.join(format!("{name}.json")),
+        serde_json::to_string_pretty(&head)?.as_bytes(),
+    )?;
+    simcase_index::store::durable::sync_dir(&dir)?;
+    Ok(())
+}
+
+/// Load view `name` of the index at `index`.
+pub fn load(index: &Path, name: &str) -> Result<ViewInfo> {
+    check_name(name)?;
+    let dir = folder(index);
+    let jp = dir.join(format!("{name}.json"));
+    let text = match std::fs::read_to_string(&jp) {
+        Ok(t) => t,
+        Err(_) => {
+            let known = list(index).unwrap_or_default();
+            bail!(
+                "{}: no view {name:?} (views: {})",
+                index.display(),
+                if known.is_empty() {
+                    "none; make one with `simcase adapt`".to_string()
+                } else {
+                    known.join(", ")
+                }
+            );
+        }
+    };
+    let h: Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not a view", jp.display()))?;
+    let shown = jp.display();
+    anyhow::ensure!(
+        h["format"].as_u64() == Some(VERSION),
+        "{shown}: view format {} (this simcase reads {VERSION})",
+        h["format"]
+    );
+    let get = |k: &str| -> Result<usize> {
+        h[k].as_u64()
+            .map(|v| v as usize)
+            .with_context(|| format!("{shown}: no {k}"))
+    };
+    let method: Method = h["method"].as_str().unwrap_or("").parse()?;
+    let (dim_in, dim_out) = (get("dim_in")?, get("dim_out")?);
+    let (nm, nl, floats) = (get("mean")?, get("linear")?, get("floats")?);
+    let hidden = h["hidden"].as_u64().map(|v| v as usize);
+    let fp = dir.join(format!("{name}.f32"));
+    let bytes = std::fs::read(&fp).with_context(|| format!("reading {}", fp.display()))?;
+    let want_res = hidden.map_or(0, |k| 2 * k * dim_in + k + dim_in);
+    anyhow::ensure!(
+        bytes.len() == floats * 4
+            && floats == nm + nl + want_res
+            && (nl == 0 || nl == dim_in * dim_out)
+            && (nm == 0 || nm == dim_in),
+        "{}: {} bytes do not hold the view its .json describes",
+        fp.display(),
+        bytes.len()
+    );
+    let nums: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let mut at = 0;
+    let mut take = |k: usize| {
+        let v = nums[at..at + k].to_vec();
+        at += k;
+        v
+    };
+    let mean = take(nm);
+    let linear = take(nl);
+    let residual = hidden.map(|k| Residual {
+        hidden: k,
+        w1: take(k * dim_in),
+        b1: take(k),
+        w2: take(dim_in * k),
+        b2: take(dim_in),
+    });
+    let tuned: BTreeMap<String, f64> =
+        serde_json::from_value(h["tuned"].clone()).unwrap_or_default();
+    Ok(ViewInfo {
+        name: name.to_string(),
+        model: h["model"].as_str().unwrap_or("").to_string(),
+        adapter: Adapter {
+            method,
+            dim_in,
+            dim_out,
+            residual,
+            mean,
+            linear,
+            tuned,
+        },
+        meta: h["meta"].clone(),
+    })
+}
+
+/// Load view `name` for an index of `model` embeddings of width `dim`; a view built for another
+/// model or width is refused, naming both.
+pub fn load_for(index: &Path, name: &str, model: &str, dim: usize) -> Result<ViewInfo> {
+    let v = load(index, name)?;
+    crate::check_compatible(
+        &v.model,
+        v.adapter.dim_in,
+        model,
+        dim,
+        &folder(index).join(format!("{name}.json")),
+    )?;
+    Ok(v)
+}
+
+/// The names of an index's views.
+pub fn list(index: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(folder(index)) else {
+        return Ok(out);
+    };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = n.strip_suffix(".json") {
+            out.push(stem.to_string());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adapter(method: Method, hidden: Option<usize>) -> Adapter {
+        let d = 3;
+        Adapter {
+            method,
+            dim_in: d,
+            dim_out: if hidden.is_some() { d } else { 2 },
+            residual: hidden.map(|k| Residual {
+                hidden: k,
+                w1: (0..k * d).map(|i| i as f32 * 0.1).collect(),
+                b1: vec![0.5; k],
+                w2: (0..d * k).map(|i| -(i as f32) * 0.01).collect(),
+                b2: vec![0.25; d],
+            }),
+            mean: if hidden.is_some() {
+                vec![]
+            } else {
+                vec![0.1, 0.2, 0.3]
+            },
+            linear: if hidden.is_some() {
+                vec![]
+            } else {
+                vec![1.0, 0.0, 2.0, 0.0, 3.0, 0.5]
+            },
+            tuned: [("shrinkage".to_string(), 0.1)].into(),
+        }
+    }
+
+    #[test]
+    fn a_view_persists_exactly_and_is_refused_for_another_model_or_width() {
+        let dir = std::env::temp_dir().join(format!("simcase-view-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, a) in [
+            ("lin", adapter(Method::Lw, None)),
+            ("head", adapter(Method::Mlp, Some(4))),
+        ] {
+            save(&dir, name, "dinov2-s", &a, json!({"train_rows": 12})).unwrap();
+            let v = load_for(&dir, name, "dinov2-s", 3).unwrap();
+            assert_eq!(v.adapter, a);
+            assert_eq!(v.meta["train_rows"], 12);
+            let x = [0.3f32, -0.2, 0.9];
+            assert_eq!(v.adapter.apply(&x), a.apply(&x));
+        }
+        assert_eq!(list(&dir).unwrap(), vec!["head", "lin"]);
+        let e = load_for(&dir, "lin", "litemedsam", 3)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("built for dinov2-s (3-d)") && e.contains("holds litemedsam (3-d)"),
+            "{e}"
+        );
+        let e = load_for(&dir, "lin", "dinov2-s", 384)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("holds dinov2-s (384-d)"), "{e}");
+        let e = load(&dir, "nope").unwrap_err().to_string();
+        assert!(e.contains("no view \"nope\" (views: head, lin)"), "{e}");
+        assert!(check_name("../x").is_err() && check_name(".hidden").is_err());
+        // A numbers file that does not match its description is refused, not misread.
+        std::fs::write(dir.join("views/lin.f32"), [0u8; 12]).unwrap();
+        let e = load(&dir, "lin").unwrap_err().to_string();
+        assert!(e.contains("do not hold the view"), "{e}");
+    }
+}

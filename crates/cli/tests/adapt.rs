@@ -1,0 +1,189 @@
+//! `simcase adapt` and `simcase eval --adapt` on real dev.csv images (breast ultrasound and
+//! brain MRI, 7 classes) with dinov2-s: a view is stored with the index and reloads to the same
+//! map; the supervised methods refuse an index without labels or splits and a val split too
+//! small to tune on, by name; eval scores adapted and fused spaces with the protocol unchanged
+//! and reports the leave-classes-out check.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// A manifest of dev.csv's BUSI and brain-MRI rows (7 classes): per class, up to `train`
+/// train rows, `val` val rows and `test` test rows, at most `val_cap` val rows in all;
+/// absolute paths.
+fn subset(dir: &Path, train: usize, val: usize, test: usize, val_cap: usize) -> PathBuf {
+    let text = std::fs::read_to_string(data().join("dev.csv")).unwrap();
+    let mut lines = text.lines();
+    let mut rows = vec![lines.next().unwrap().to_string()];
+    let root = std::fs::canonicalize(data()).unwrap();
+    let mut taken: std::collections::HashMap<(String, String), usize> = Default::default();
+    let mut vals = 0;
+    for l in lines.filter(|l| l.contains(",busi,") || l.contains(",brain_tumor_mri,")) {
+        let cols: Vec<&str> = l.split(',').collect();
+        let (label, split) = (cols[5].to_string(), cols[cols.len() - 1].to_string());
+        let cap = match split.as_str() {
+            "train" => train,
+            "val" if vals < val_cap => val,
+            "test" => test,
+            _ => 0,
+        };
+        let n = taken.entry((label, split.clone())).or_default();
+        if *n < cap {
+            *n += 1;
+            vals += usize::from(split == "val");
+            rows.push(format!("{}/{l}", root.display()));
+        }
+    }
+    let p = dir.join("m.csv");
+    std::fs::write(&p, rows.join("\n") + "\n").unwrap();
+    p
+}
+
+fn adapt(index: &Path, method: &str) -> std::process::Output {
+    bin()
+        .args(["adapt", "--method", method, "--index"])
+        .arg(index)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_view_is_stored_with_its_index_and_reloads_to_the_same_map() {
+    let dir = tmp("adapt-view");
+    let m = subset(&dir, 10, 3, 0, 99);
+    let index = dir.join("idx");
+    index_manifest(&index, &m);
+    for method in ["whiten", "lw", "lda", "mlp"] {
+        let o = adapt(&index, method);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{method}: {err}");
+        assert!(
+            err.contains(&format!("view {method}: {method} of dinov2-s"))
+                && err.contains("learned from 70 train rows (7 classes)"),
+            "{err}"
+        );
+        let v = simcase_adapt::view::load_for(&index, method, "dinov2-s", 384).unwrap();
+        assert_eq!(v.adapter.method.name(), method);
+        assert_eq!(v.meta["train_rows"], 70);
+        assert_eq!(v.meta["val_rows"], 21);
+        // The stored map applies to the index's vectors: unit vectors of its width.
+        let reader = simcase_index::Reader::open(&index).unwrap();
+        let y = v.adapter.apply(reader.vector(0).unwrap());
+        assert_eq!(y.len(), v.adapter.dim_out);
+        assert!((y.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);
+        // LDA keeps at most classes − 1 directions; the others keep the width.
+        if method == "lda" {
+            assert!(v.adapter.dim_out <= 6, "{}", v.adapter.dim_out);
+        } else {
+            assert_eq!(v.adapter.dim_out, 384);
+        }
+    }
+    // Refused for another model, naming both.
+    let e = simcase_adapt::view::load_for(&index, "lw", "litemedsam", 256)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("built for dinov2-s (384-d)"), "{e}");
+}
+
+#[test]
+fn supervised_methods_refuse_an_index_without_labels_or_a_val_split_too_small() {
+    let dir = tmp("adapt-refuse");
+    // Files only: no labels, no splits. Whitening still learns; the others say why not.
+    let plain = dir.join("plain");
+    let imgs: Vec<PathBuf> = std::fs::read_dir(data().join("images/busi"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .take(12)
+        .collect();
+    run_ok(
+        bin()
+            .args(["index", "--quiet", "--index"])
+            .arg(&plain)
+            .args(&imgs),
+    );
+    let o = adapt(&plain, "lw");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("no row has a split") && err.contains("only `whiten` works without"),
+        "{err}"
+    );
+    let o = adapt(&plain, "whiten");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Labelled, but 3 val rows: too few to tune on.
+    let small = dir.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let m = subset(&small, 3, 1, 0, 3);
+    index_manifest(&small.join("idx"), &m);
+    let o = adapt(&small.join("idx"), "mlp");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("the val split is too small to tune mlp on: 3 labelled val row(s)"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn eval_scores_adapted_and_fused_spaces_and_the_classes_adaptation_never_saw() {
+    let dir = tmp("adapt-eval");
+    let m = subset(&dir, 10, 3, 4, 99);
+    let json = dir.join("r.json");
+    let out = run_ok(
+        bin()
+            .args([
+                "eval",
+                "--quiet",
+                "--group-by",
+                "none",
+                "--model",
+                "dinov2-s",
+                "--adapt",
+                "whiten",
+                "--adapt",
+                "lw",
+                "--leave-classes-out",
+                "--manifest",
+            ])
+            .arg(&m)
+            .arg("--work")
+            .arg(dir.join("work"))
+            .arg("--json")
+            .arg(&json),
+    );
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let models = v["models"].as_object().unwrap();
+    let names: Vec<&String> = models.keys().collect();
+    assert_eq!(names, ["dinov2-s", "dinov2-s:lw", "dinov2-s:whiten"]);
+    for (name, r) in models {
+        // The protocol unchanged: the same counts and every P@N in [0, 1].
+        assert_eq!(r["counts"]["index"], 70, "{name}");
+        assert_eq!(r["counts"]["test"], 28, "{name}");
+        for lvl in ["modality", "modality/anatomy", "modality/anatomy/pathology"] {
+            let p = r["levels"][lvl]["P@1"]["micro"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&p), "{name} {lvl}");
+        }
+    }
+    let lw = &models["dinov2-s:lw"]["adapter"];
+    assert_eq!(lw["train_rows"], 70);
+    assert_eq!(lw["val_rows"], 21);
+    assert!(lw["tuned"]["shrinkage"].is_number());
+    // 20% of 7 classes, rounded up: 2 held out; the record says what happened to them.
+    let lco = v["leave_classes_out"].as_array().unwrap();
+    assert_eq!(lco.len(), 2);
+    for r in lco {
+        assert_eq!(r["held_out_classes"].as_array().unwrap().len(), 2);
+        assert_eq!(r["queries"], 8, "4 test rows per class listed");
+        let d = r["adapted_P@1"].as_f64().unwrap() - r["frozen_P@1"].as_f64().unwrap();
+        assert!((d - r["delta"].as_f64().unwrap()).abs() < 1e-12);
+        assert_eq!(r["hurts_unseen"].as_bool().unwrap(), d < -0.02);
+    }
+    assert!(
+        out.contains("| dinov2-s:lw | modality/anatomy/pathology |"),
+        "{out}"
+    );
+    assert!(out.contains("Leave classes out"), "{out}");
+}
