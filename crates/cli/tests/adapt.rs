@@ -146,6 +146,10 @@ fn eval_scores_adapted_and_fused_spaces_and_the_classes_adaptation_never_saw() {
                 "--adapt",
                 "lw",
                 "--leave-classes-out",
+                "--rerank",
+                "aqe",
+                "--rerank",
+                "kr",
                 "--manifest",
             ])
             .arg(&m)
@@ -157,7 +161,27 @@ fn eval_scores_adapted_and_fused_spaces_and_the_classes_adaptation_never_saw() {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let models = v["models"].as_object().unwrap();
     let names: Vec<&String> = models.keys().collect();
-    assert_eq!(names, ["dinov2-s", "dinov2-s:lw", "dinov2-s:whiten"]);
+    assert_eq!(
+        names,
+        [
+            "dinov2-s",
+            "dinov2-s+aqe",
+            "dinov2-s+kr",
+            "dinov2-s:lw",
+            "dinov2-s:whiten"
+        ]
+    );
+    for rr in ["dinov2-s+aqe", "dinov2-s+kr"] {
+        // Re-ranking costs time on top of the plain search, and says how much.
+        let c = &models[rr]["rerank"];
+        assert_eq!(c["space"], rr);
+        let (plain, ms) = (c["search_ms"].as_f64().unwrap(), c["ms"].as_f64().unwrap());
+        assert!(plain > 0.0 && ms > plain, "{c}");
+        assert!(c["knobs"]
+            .as_str()
+            .unwrap()
+            .contains(if rr.ends_with("kr") { "k1" } else { "alpha" }));
+    }
     for (name, r) in models {
         // The protocol unchanged: the same counts and every P@N in [0, 1].
         assert_eq!(r["counts"]["index"], 70, "{name}");
@@ -186,4 +210,5 @@ fn eval_scores_adapted_and_fused_spaces_and_the_classes_adaptation_never_saw() {
         "{out}"
     );
     assert!(out.contains("Leave classes out"), "{out}");
+    assert!(out.contains("| dinov2-s+kr | k1 "), "{out}");
 }

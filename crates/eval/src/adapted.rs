@@ -235,6 +235,194 @@ pub fn unseen_record(name: &str, frozen: (f64, usize), adapted: f64, held_out: &
     })
 }
 
+/// The train rows of `rows`, in order, and their vectors as one row-major matrix.
+fn train_matrix<'a>(space: &Space, rows: &'a [Row]) -> (Vec<&'a Row>, Vec<f32>) {
+    let train: Vec<&Row> = rows.iter().filter(|r| r.split() == "train").collect();
+    let mut flat = Vec::with_capacity(train.len() * space.dim);
+    for r in &train {
+        flat.extend_from_slice(&space.vectors[&r.id()]);
+    }
+    (train, flat)
+}
+
+/// α-query expansion with database-side augmentation: the train rows (the index) each replaced
+/// by the αQE of itself over its `n` nearest train rows (DBA), every other row (a query) by
+/// its αQE over its `n` nearest of those. Named `SPACE+aqe`.
+pub fn expand(space: &Space, rows: &[Row], n: usize, alpha: f32) -> Result<Space> {
+    let dim = space.dim;
+    let (train, flat) = train_matrix(space, rows);
+    let dba = crate::rerank::dba(&flat, dim, n, alpha);
+    let index = FlatIndex::new(dba, dim);
+    let mut vectors = HashMap::new();
+    for (i, r) in train.iter().enumerate() {
+        vectors.insert(r.id(), index.row(i).to_vec());
+    }
+    let queries: Vec<&Row> = rows.iter().filter(|r| r.split() != "train").collect();
+    let qv: Vec<&[f32]> = queries
+        .iter()
+        .map(|r| space.vectors[&r.id()].as_slice())
+        .collect();
+    let hits = index.search(&qv, n.max(1), None)?;
+    for ((r, q), hs) in queries.iter().zip(&qv).zip(hits) {
+        let nb: Vec<(&[f32], f32)> = hs
+            .iter()
+            .map(|h| (index.row(h.row as usize), h.score))
+            .collect();
+        vectors.insert(r.id(), crate::rerank::alpha_qe(q, &nb, n, alpha));
+    }
+    Ok(Space {
+        name: format!("{}+aqe", space.name),
+        dim,
+        vectors,
+    })
+}
+
+/// [`expand`] with `n` and α tuned on val P@1 (n 1, 2, 3, 5, 8; α 1 or 3; ties to the
+/// smaller n). Returns the space, n and α.
+pub fn tune_expand(space: &Space, rows: &[Row]) -> Result<(Space, usize, f32)> {
+    let mut best: Option<(f64, Space, usize, f32)> = None;
+    for n in [1, 2, 3, 5, 8] {
+        for alpha in [1.0f32, 3.0] {
+            let s = expand(space, rows, n, alpha)?;
+            let p = s.val_p1(rows)?;
+            if best.as_ref().is_none_or(|b| p > b.0 + 1e-12) {
+                best = Some((p, s, n, alpha));
+            }
+        }
+    }
+    let (_, s, n, a) = best.context("nothing tuned")?;
+    Ok((s, n, a))
+}
+
+/// k-reciprocal re-ranking's knobs.
+#[derive(Clone, Copy, Debug)]
+pub struct Kr {
+    /// The k of the k-reciprocal sets.
+    pub k1: usize,
+    /// The local query expansion's neighbours.
+    pub k2: usize,
+    /// The weight of the original distance.
+    pub lambda: f32,
+}
+
+impl Kr {
+    /// The re-ranking of one shortlist, scores = −d* (higher is nearer).
+    pub fn rerank(self, q: &[f32], short: &[&[f32]]) -> Vec<(usize, f32)> {
+        crate::rerank::k_reciprocal_rerank(q, short, self.k1, self.k2, self.lambda)
+            .into_iter()
+            .map(|(i, d)| (i, -d))
+            .collect()
+    }
+}
+
+/// P@1 of the val rows against the train rows, each shortlist of 100 re-ranked by `kr`.
+pub fn val_p1_reranked(space: &Space, rows: &[Row], kr: Kr) -> Result<f64> {
+    let (train, flat) = train_matrix(space, rows);
+    let index = FlatIndex::new(flat, space.dim);
+    let val: Vec<&Row> = rows.iter().filter(|r| r.split() == "val").collect();
+    anyhow::ensure!(!val.is_empty(), "no val rows to tune on");
+    let qv: Vec<&[f32]> = val
+        .iter()
+        .map(|r| space.vectors[&r.id()].as_slice())
+        .collect();
+    let hits = index.search(&qv, 100, None)?;
+    let right = val
+        .iter()
+        .zip(&qv)
+        .zip(hits)
+        .filter(|((r, q), hs)| {
+            let short: Vec<&[f32]> = hs.iter().map(|h| index.row(h.row as usize)).collect();
+            kr.rerank(q, &short)
+                .first()
+                .is_some_and(|&(i, _)| train[hs[i].row as usize].label() == r.label())
+        })
+        .count();
+    Ok(right as f64 / val.len() as f64)
+}
+
+/// k-reciprocal knobs tuned on val P@1 (k1 10 or 20, k2 3 or 6, λ 0.3; ties to the first).
+pub fn tune_kr(space: &Space, rows: &[Row]) -> Result<(Kr, f64)> {
+    let mut best: Option<(f64, Kr)> = None;
+    for k1 in [10, 20] {
+        for k2 in [3, 6] {
+            let kr = Kr {
+                k1,
+                k2,
+                lambda: 0.3,
+            };
+            let p = val_p1_reranked(space, rows, kr)?;
+            if best.as_ref().is_none_or(|b| p > b.0 + 1e-12) {
+                best = Some((p, kr));
+            }
+        }
+    }
+    let (p, kr) = best.context("nothing tuned")?;
+    Ok((kr, p))
+}
+
+/// Milliseconds per test query of a plain exact search of the train rows (top 100), for the
+/// re-ranking costs to be read against.
+pub fn search_ms(space: &Space, rows: &[Row]) -> Result<f64> {
+    let (_, flat) = train_matrix(space, rows);
+    let index = FlatIndex::new(flat, space.dim);
+    let qv: Vec<&[f32]> = rows
+        .iter()
+        .filter(|r| r.split() == "test")
+        .map(|r| space.vectors[&r.id()].as_slice())
+        .collect();
+    let t = std::time::Instant::now();
+    for q in &qv {
+        index.search(&[q], 100, None)?;
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e3 / qv.len().max(1) as f64)
+}
+
+/// Milliseconds per test query of αQE at query time: the search for its `n` neighbours among
+/// the DBA rows, the expansion, and the search with the expanded query (DBA is offline).
+pub fn aqe_ms(space: &Space, rows: &[Row], n: usize, alpha: f32) -> Result<f64> {
+    let (_, flat) = train_matrix(space, rows);
+    let index = FlatIndex::new(crate::rerank::dba(&flat, space.dim, n, alpha), space.dim);
+    let qv: Vec<&[f32]> = rows
+        .iter()
+        .filter(|r| r.split() == "test")
+        .map(|r| space.vectors[&r.id()].as_slice())
+        .collect();
+    let t = std::time::Instant::now();
+    for q in &qv {
+        let hs = index
+            .search(&[q], n.max(1), None)?
+            .pop()
+            .unwrap_or_default();
+        let nb: Vec<(&[f32], f32)> = hs
+            .iter()
+            .map(|h| (index.row(h.row as usize), h.score))
+            .collect();
+        let e = crate::rerank::alpha_qe(q, &nb, n, alpha);
+        index.search(&[&e], 100, None)?;
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e3 / qv.len().max(1) as f64)
+}
+
+/// The re-ranking cost table, Markdown.
+pub fn rerank_markdown(records: &[Value]) -> String {
+    let mut s = String::from(
+        "\nRe-ranking (knobs tuned on val), query latency on this machine, exact search of the \
+         train rows:\n\n| space | knobs | plain ms/query | re-ranked ms/query | ratio |\n\
+         |---|---|---:|---:|---:|\n",
+    );
+    for r in records {
+        s.push_str(&format!(
+            "| {} | {} | {:.3} | {:.3} | {:.1}x |\n",
+            r["space"].as_str().unwrap_or("?"),
+            r["knobs"].as_str().unwrap_or(""),
+            r["search_ms"].as_f64().unwrap_or(0.0),
+            r["ms"].as_f64().unwrap_or(0.0),
+            r["ms"].as_f64().unwrap_or(0.0) / r["search_ms"].as_f64().unwrap_or(1.0).max(1e-9)
+        ));
+    }
+    s
+}
+
 /// The leave-classes-out table, Markdown.
 pub fn unseen_markdown(records: &[Value]) -> String {
     let mut s = String::from(

@@ -354,6 +354,25 @@ pub fn evaluate_with<'v>(
     max_k: usize,
     group_by: Option<GroupBy>,
 ) -> Result<Value> {
+    evaluate_reranked(name, dim, rows, vector, None, missing, max_k, group_by)
+}
+
+/// Re-orders a query's shortlist: given the query and the shortlist's vectors (best first),
+/// the shortlist's positions in their new order, each with its new score (higher is nearer).
+pub type Rerank<'r> = dyn Fn(&[f32], &[&[f32]]) -> Vec<(usize, f32)> + 'r;
+
+/// [`evaluate_with`], each query's top [`RETRIEVE`] re-ordered by `rerank` before scoring.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_reranked<'v>(
+    name: &str,
+    dim: usize,
+    rows: &[Row],
+    vector: &dyn Fn(u64) -> Option<&'v [f32]>,
+    rerank: Option<&Rerank>,
+    missing: usize,
+    max_k: usize,
+    group_by: Option<GroupBy>,
+) -> Result<Value> {
     let train: Vec<&Row> = rows.iter().filter(|r| r.split == "train").collect();
     anyhow::ensure!(!train.is_empty(), "the manifest has no train rows to index");
     let mut flat = Vec::with_capacity(train.len() * dim);
@@ -373,7 +392,20 @@ pub fn evaluate_with<'v>(
             .iter()
             .map(|r| vector(r.id).context("vector missing"))
             .collect::<Result<Vec<&[f32]>>>()?;
-        let hits = index.search(&vecs, depth, None)?;
+        let mut hits = index.search(&vecs, depth, None)?;
+        if let Some(rerank) = rerank {
+            for (v, hs) in vecs.iter().zip(hits.iter_mut()) {
+                let short: Vec<&[f32]> = hs.iter().map(|h| index.row(h.row as usize)).collect();
+                let order = rerank(v, &short);
+                *hs = order
+                    .into_iter()
+                    .map(|(i, score)| simcase_index::Hit {
+                        row: hs[i].row,
+                        score,
+                    })
+                    .collect();
+            }
+        }
         Ok(qs
             .iter()
             .zip(hits)
