@@ -380,7 +380,13 @@ impl Prep {
                 d.iter_mut().for_each(|x| *x /= norm);
                 dirs.push(d);
             }
-            anyhow::ensure!(!dirs.is_empty(), "the classes' means do not differ");
+            // One direction would map every row to ±1: all scores tie.
+            anyhow::ensure!(
+                dirs.len() >= 2,
+                "lda needs at least 3 classes whose means differ (it keeps classes − 1 \
+             directions); this train split gives {}",
+                dirs.len()
+            );
             dim_out = dirs.len();
             linear = dirs
                 .iter()

@@ -11,6 +11,13 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+/// FNV-1a, 64-bit: ties a view's `.json` to the `.f32` written with it.
+fn fnv64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// The view format this build writes and reads.
 pub const VERSION: u64 = 1;
 
@@ -81,6 +88,9 @@ pub fn save(index: &Path, name: &str, model: &str, adapter: &Adapter, meta: Valu
         "linear": adapter.linear.len(),
         "hidden": adapter.residual.as_ref().map(|r| r.hidden),
         "floats": nums.len(),
+        // The .json is renamed in last: a reader that finds it with numbers of another write
+        // (a crash or a concurrent replace between the two renames) sees the checksum differ.
+        "fnv64": format!("{:016x}", fnv64(&bytes)),
         "tuned": adapter.tuned,
         "meta": meta,
     });
@@ -132,15 +142,34 @@ pub fn load(index: &Path, name: &str) -> Result<ViewInfo> {
     let hidden = h["hidden"].as_u64().map(|v| v as usize);
     let fp = dir.join(format!("{name}.f32"));
     let bytes = std::fs::read(&fp).with_context(|| format!("reading {}", fp.display()))?;
-    let want_res = hidden.map_or(0, |k| 2 * k * dim_in + k + dim_in);
+    // Sizes come from a file: checked arithmetic, so a hostile .json cannot wrap them.
+    let want_res = hidden.map_or(Some(0), |k| {
+        k.checked_mul(dim_in)?
+            .checked_mul(2)?
+            .checked_add(k)?
+            .checked_add(dim_in)
+    });
+    let sizes_ok = (|| {
+        let total = nm.checked_add(nl)?.checked_add(want_res?)?;
+        let linear_ok = if nl == 0 {
+            dim_out == dim_in && nm == 0
+        } else {
+            nl == dim_in.checked_mul(dim_out)? && nm == dim_in
+        };
+        Some(total == floats && floats.checked_mul(4)? == bytes.len() && linear_ok && dim_in > 0)
+    })()
+    .unwrap_or(false);
     anyhow::ensure!(
-        bytes.len() == floats * 4
-            && floats == nm + nl + want_res
-            && (nl == 0 || nl == dim_in * dim_out)
-            && (nm == 0 || nm == dim_in),
+        sizes_ok,
         "{}: {} bytes do not hold the view its .json describes",
         fp.display(),
         bytes.len()
+    );
+    anyhow::ensure!(
+        h["fnv64"].as_str() == Some(format!("{:016x}", fnv64(&bytes)).as_str()),
+        "{}: the numbers are not those its .json was written with (an interrupted or \
+         concurrent `simcase adapt`); run it again",
+        fp.display()
     );
     let nums: Vec<f32> = bytes
         .chunks_exact(4)
@@ -273,6 +302,18 @@ mod tests {
         assert!(check_name("../x").is_err() && check_name(".hidden").is_err());
         // A numbers file that does not match its description is refused, not misread.
         std::fs::write(dir.join("views/lin.f32"), [0u8; 12]).unwrap();
+        let e = load(&dir, "lin").unwrap_err().to_string();
+        assert!(e.contains("do not hold the view"), "{e}");
+        // Numbers of the right size from another write: the checksum tells.
+        std::fs::write(dir.join("views/lin.f32"), [0u8; 36]).unwrap();
+        let e = load(&dir, "lin").unwrap_err().to_string();
+        assert!(e.contains("not those its .json was written with"), "{e}");
+        // Sizes that would overflow are refused, not wrapped.
+        let j = dir.join("views/lin.json");
+        let mut h: Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+        h["dim_in"] = json!(1u64 << 62);
+        h["hidden"] = json!(2);
+        std::fs::write(&j, h.to_string()).unwrap();
         let e = load(&dir, "lin").unwrap_err().to_string();
         assert!(e.contains("do not hold the view"), "{e}");
     }

@@ -161,7 +161,8 @@ pub fn run(a: &EvalArgs) -> Result<()> {
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let (rows, space, weights) = adapted::fuse(&parts)?;
-                let missing = get(&spec[0]).3;
+                // Rows another model could not embed are left out of the fusion too.
+                let missing = get(&spec[0]).3 + (parts[0].1.len() - rows.len());
                 let mut r = space.score(&rows, missing, a.max_k, group_by)?;
                 r["fusion_weights"] = json!(spec
                     .iter()
@@ -184,16 +185,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
                     )
                 } else {
                     let (kr, _) = adapted::tune_kr(&space, &rows)?;
-                    let spent = std::sync::atomic::AtomicU64::new(0);
-                    let f = |q: &[f32], short: &[&[f32]]| {
-                        let t = std::time::Instant::now();
-                        let out = kr.rerank(q, short);
-                        spent.fetch_add(
-                            t.elapsed().as_nanos() as u64,
-                            std::sync::atomic::Ordering::Relaxed,
-                        );
-                        out
-                    };
+                    let f = |q: &[f32], short: &[&[f32]]| kr.rerank(q, short);
                     let name = format!("{}+kr", space.name);
                     let r = protocol::evaluate_reranked(
                         &name,
@@ -205,16 +197,12 @@ pub fn run(a: &EvalArgs) -> Result<()> {
                         a.max_k,
                         group_by,
                     )?;
-                    // Val and test queries were re-ranked; the cost is per query.
-                    let queries = rows.iter().filter(|r| r.split() != "train").count().max(1);
-                    let per = spent.load(std::sync::atomic::Ordering::Relaxed) as f64
-                        / 1e6
-                        / queries as f64;
+                    let ms = adapted::kr_ms(&space, &rows, kr)?;
                     (
                         r,
                         json!({ "space": name,
                                 "knobs": format!("k1 {}, k2 {}, lambda {}", kr.k1, kr.k2, kr.lambda),
-                                "search_ms": plain, "ms": plain + per }),
+                                "search_ms": plain, "ms": ms }),
                     )
                 };
                 let mut r = r;

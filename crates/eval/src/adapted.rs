@@ -257,7 +257,13 @@ pub fn expand(space: &Space, rows: &[Row], n: usize, alpha: f32) -> Result<Space
     for (i, r) in train.iter().enumerate() {
         vectors.insert(r.id(), index.row(i).to_vec());
     }
-    let queries: Vec<&Row> = rows.iter().filter(|r| r.split() != "train").collect();
+    // A query row sharing its file (its id) with a train row keeps the train row's vector:
+    // one id holds one vector, and the index's must not be replaced by a query's.
+    let in_index: HashSet<u64> = train.iter().map(|r| r.id()).collect();
+    let queries: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.split() != "train" && !in_index.contains(&r.id()))
+        .collect();
     let qv: Vec<&[f32]> = queries
         .iter()
         .map(|r| space.vectors[&r.id()].as_slice())
@@ -399,6 +405,25 @@ pub fn aqe_ms(space: &Space, rows: &[Row], n: usize, alpha: f32) -> Result<f64> 
             .collect();
         let e = crate::rerank::alpha_qe(q, &nb, n, alpha);
         index.search(&[&e], 100, None)?;
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e3 / qv.len().max(1) as f64)
+}
+
+/// Milliseconds per test query of k-reciprocal re-ranking: the top-100 search and the
+/// re-ranking of that shortlist.
+pub fn kr_ms(space: &Space, rows: &[Row], kr: Kr) -> Result<f64> {
+    let (_, flat) = train_matrix(space, rows);
+    let index = FlatIndex::new(flat, space.dim);
+    let qv: Vec<&[f32]> = rows
+        .iter()
+        .filter(|r| r.split() == "test")
+        .map(|r| space.vectors[&r.id()].as_slice())
+        .collect();
+    let t = std::time::Instant::now();
+    for q in &qv {
+        let hs = index.search(&[q], 100, None)?.pop().unwrap_or_default();
+        let short: Vec<&[f32]> = hs.iter().map(|h| index.row(h.row as usize)).collect();
+        std::hint::black_box(kr.rerank(q, &short));
     }
     Ok(t.elapsed().as_secs_f64() * 1e3 / qv.len().max(1) as f64)
 }

@@ -394,16 +394,28 @@ pub fn evaluate_reranked<'v>(
             .collect::<Result<Vec<&[f32]>>>()?;
         let mut hits = index.search(&vecs, depth, None)?;
         if let Some(rerank) = rerank {
+            // Only the shortlist (the top RETRIEVE) is re-ordered; deeper hits (grouped
+            // scoring ranks everything) follow in their order, below it.
             for (v, hs) in vecs.iter().zip(hits.iter_mut()) {
-                let short: Vec<&[f32]> = hs.iter().map(|h| index.row(h.row as usize)).collect();
+                let cut = hs.len().min(RETRIEVE);
+                let short: Vec<&[f32]> = hs[..cut]
+                    .iter()
+                    .map(|h| index.row(h.row as usize))
+                    .collect();
                 let order = rerank(v, &short);
-                *hs = order
+                let floor = order.iter().map(|o| o.1).fold(f32::INFINITY, f32::min);
+                let mut new: Vec<simcase_index::Hit> = order
                     .into_iter()
                     .map(|(i, score)| simcase_index::Hit {
                         row: hs[i].row,
                         score,
                     })
                     .collect();
+                new.extend(hs[cut..].iter().map(|h| simcase_index::Hit {
+                    row: h.row,
+                    score: floor - 1.0 - (1.0 - h.score),
+                }));
+                *hs = new;
             }
         }
         Ok(qs

@@ -478,6 +478,8 @@ pub struct Confusion<'a> {
 }
 
 const CELL: u32 = 24;
+/// The most classes a confusion heat map is drawn for (the report notes when it is not).
+pub const MAX_CONFUSION: usize = 150;
 const NAMES: u32 = 230;
 
 impl Figure for Confusion<'_> {

@@ -101,6 +101,16 @@ pub fn page(
         per_class(&mut h, &models);
         let _ = write!(h, "<h2>Confusion of the top-1 retrieved label</h2>");
         for n in &names {
+            if !figures.iter().any(|(f, _)| *f == format!("confusion-{n}")) {
+                let _ = write!(
+                    h,
+                    "<p class=\"note\">{}: more than {} classes, too many for a readable \
+                     heat map; the counts are in <code>report.json</code>.</p>",
+                    esc(n),
+                    crate::figures::MAX_CONFUSION
+                );
+                continue;
+            }
             fig(
                 &mut h,
                 &format!("confusion-{n}"),

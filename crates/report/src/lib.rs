@@ -68,6 +68,11 @@ pub(crate) fn progress(len: u64, what: &str, quiet: bool) -> indicatif::Progress
 /// Refuse an existing `out` unless `force`; with `force`, only a folder that is empty or
 /// holds an earlier report (its `report.json`) is replaced, never any other folder.
 pub fn check_out(out: &Path, force: bool) -> Result<()> {
+    anyhow::ensure!(
+        out.file_name().is_some(),
+        "{}: --out needs a folder name",
+        out.display()
+    );
     if !out.exists() {
         return Ok(());
     }
@@ -160,12 +165,22 @@ pub fn run(o: &Options) -> Result<Summary> {
         return Err(e);
     }
     let figures = written?;
+    // Checked again: a folder may have appeared at --out while the models ran.
+    if let Err(e) = check_out(&o.out, o.force) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     if o.out.exists() {
         let old = parent.join(format!(".{leaf}.old-{}", std::process::id()));
         std::fs::rename(&o.out, &old)
             .with_context(|| format!("{}: cannot move the old report aside", o.out.display()))?;
-        std::fs::rename(&tmp, &o.out)
-            .with_context(|| format!("{}: cannot move the report into place", o.out.display()))?;
+        if let Err(e) = std::fs::rename(&tmp, &o.out) {
+            // Put the old report back rather than leave nothing at --out.
+            let _ = std::fs::rename(&old, &o.out);
+            return Err(e).with_context(|| {
+                format!("{}: cannot move the report into place", o.out.display())
+            });
+        }
         std::fs::remove_dir_all(&old).ok();
     } else {
         std::fs::rename(&tmp, &o.out)
@@ -189,8 +204,11 @@ fn write_report(dir: &Path, report: &Value, parts: &[ModelPart]) -> Result<Vec<S
     std::fs::create_dir_all(&figs).with_context(|| format!("creating {}", figs.display()))?;
     let mut drawn: Vec<(String, String)> = Vec::new();
     let mut save = |name: &str, (svg, png): (String, Vec<u8>)| -> Result<()> {
-        std::fs::write(figs.join(format!("{name}.svg")), &svg)?;
-        std::fs::write(figs.join(format!("{name}.png")), &png)?;
+        for (ext, bytes) in [("svg", svg.as_bytes()), ("png", png.as_slice())] {
+            let mut f = std::fs::File::create(figs.join(format!("{name}.{ext}")))?;
+            std::io::Write::write_all(&mut f, bytes)?;
+            f.sync_all()?;
+        }
         drawn.push((name.to_string(), svg));
         Ok(())
     };
@@ -265,6 +283,14 @@ fn write_report(dir: &Path, report: &Value, parts: &[ModelPart]) -> Result<Vec<S
         )?;
         for m in &models {
             let name = m["model"].as_str().unwrap_or("?");
+            // A heat map of thousands of classes is neither readable nor small: the counts
+            // stay in report.json.
+            let n = m["analysis"]["confusion"]["classes"]
+                .as_array()
+                .map_or(0, Vec::len);
+            if n > figures::MAX_CONFUSION {
+                continue;
+            }
             save(
                 &format!("confusion-{name}"),
                 figures::render(&figures::Confusion {
@@ -324,6 +350,7 @@ fn write_report(dir: &Path, report: &Value, parts: &[ModelPart]) -> Result<Vec<S
             f.sync_all().ok();
         }
     }
+    simcase_index::store::durable::sync_dir(&figs).ok();
     simcase_index::store::durable::sync_dir(dir).ok();
     Ok(drawn.into_iter().map(|(n, _)| n).collect())
 }
