@@ -366,16 +366,20 @@ pub fn tune_kr(space: &Space, rows: &[Row]) -> Result<(Kr, f64)> {
     Ok((kr, p))
 }
 
+/// The test rows' vectors, the queries whose latency is measured.
+fn test_vectors<'a>(space: &'a Space, rows: &[Row]) -> Vec<&'a [f32]> {
+    rows.iter()
+        .filter(|r| r.split() == "test")
+        .map(|r| space.vectors[&r.id()].as_slice())
+        .collect()
+}
+
 /// Milliseconds per test query of a plain exact search of the train rows (top 100), for the
 /// re-ranking costs to be read against.
 pub fn search_ms(space: &Space, rows: &[Row]) -> Result<f64> {
     let (_, flat) = train_matrix(space, rows);
     let index = FlatIndex::new(flat, space.dim);
-    let qv: Vec<&[f32]> = rows
-        .iter()
-        .filter(|r| r.split() == "test")
-        .map(|r| space.vectors[&r.id()].as_slice())
-        .collect();
+    let qv = test_vectors(space, rows);
     let t = std::time::Instant::now();
     for q in &qv {
         index.search(&[q], 100, None)?;
@@ -388,11 +392,7 @@ pub fn search_ms(space: &Space, rows: &[Row]) -> Result<f64> {
 pub fn aqe_ms(space: &Space, rows: &[Row], n: usize, alpha: f32) -> Result<f64> {
     let (_, flat) = train_matrix(space, rows);
     let index = FlatIndex::new(crate::rerank::dba(&flat, space.dim, n, alpha), space.dim);
-    let qv: Vec<&[f32]> = rows
-        .iter()
-        .filter(|r| r.split() == "test")
-        .map(|r| space.vectors[&r.id()].as_slice())
-        .collect();
+    let qv = test_vectors(space, rows);
     let t = std::time::Instant::now();
     for q in &qv {
         let hs = index
@@ -414,11 +414,7 @@ pub fn aqe_ms(space: &Space, rows: &[Row], n: usize, alpha: f32) -> Result<f64> 
 pub fn kr_ms(space: &Space, rows: &[Row], kr: Kr) -> Result<f64> {
     let (_, flat) = train_matrix(space, rows);
     let index = FlatIndex::new(flat, space.dim);
-    let qv: Vec<&[f32]> = rows
-        .iter()
-        .filter(|r| r.split() == "test")
-        .map(|r| space.vectors[&r.id()].as_slice())
-        .collect();
+    let qv = test_vectors(space, rows);
     let t = std::time::Instant::now();
     for q in &qv {
         let hs = index.search(&[q], 100, None)?.pop().unwrap_or_default();
