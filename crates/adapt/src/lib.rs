@@ -134,7 +134,7 @@ impl Adapter {
                 .map(|i| dot(&self.linear[i * self.dim_in..(i + 1) * self.dim_in], &c))
                 .collect();
         }
-        normalise(&mut y);
+        simcase_models::l2_normalize_in_place(&mut y);
         y
     }
 }
@@ -142,14 +142,6 @@ impl Adapter {
 /// The index's SIMD inner product (dispatched at run time).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     simcase_index::dot(a, b)
-}
-
-/// L2-normalise in place (a zero vector stays zero).
-pub fn normalise(v: &mut [f32]) {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if n > 0.0 {
-        v.iter_mut().for_each(|x| *x /= n);
-    }
 }
 
 /// One labelled (or unlabelled) row handed to [`fit`]: its id (for the record of what the

@@ -5,7 +5,7 @@
 //! weights of the best check are kept. Weights are drawn from a fixed seed, so a fit is
 //! repeatable.
 
-use crate::{normalise, val_p1, Adapter, Method, Residual, Sample};
+use crate::{val_p1, Adapter, Method, Residual, Sample};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
@@ -63,7 +63,7 @@ pub(crate) fn fit(
         proxies[c * d..(c + 1) * d]
             .iter_mut()
             .for_each(|p| *p /= k.max(1.0));
-        normalise(&mut proxies[c * d..(c + 1) * d]);
+        simcase_models::l2_normalize_in_place(&mut proxies[c * d..(c + 1) * d]);
     }
     let w1 = Var::from_tensor(&Tensor::from_vec(
         seeded(HIDDEN * d, (1.0 / d as f32).sqrt(), 7),
@@ -107,7 +107,8 @@ pub(crate) fn fit(
                 .clamp(1e-12, f64::MAX)?,
         )
     };
-    let mut best = (val_p1(&snapshot()?, train, val), 0usize, snapshot()?);
+    let start = snapshot()?;
+    let mut best = (val_p1(&start, train, val), 0usize, start);
     for epoch in 1..=MAX_EPOCHS {
         let h = x
             .matmul(&w1.as_tensor().t()?)?

@@ -54,12 +54,10 @@ pub fn check_name(name: &str) -> Result<()> {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    simcase_index::store::durable::write_atomic(path, |mut f| {
+        f.write_all(bytes)?;
+        Ok(f)
+    })?;
     Ok(())
 }
 
@@ -99,7 +97,6 @@ pub fn save(index: &Path, name: &str, model: &str, adapter: &Adapter, meta: Valu
         &dir.join(format!("{name}.json")),
         serde_json::to_string_pretty(&head)?.as_bytes(),
     )?;
-    simcase_index::store::durable::sync_dir(&dir)?;
     Ok(())
 }
 

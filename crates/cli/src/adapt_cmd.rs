@@ -35,7 +35,7 @@ pub(crate) fn run(a: &AdaptArgs) -> Result<()> {
         it.meta
             .split
             .as_deref()
-            .map(|s| s.trim().to_ascii_lowercase())
+            .map(simcase_eval::protocol::split_name)
     };
     let has_splits = items.iter().any(|it| split(it).is_some());
     fn sample<'a>(

@@ -60,16 +60,12 @@ impl Space {
 
     /// P@1 of the val rows against the train rows at the full label (what tuning maximises).
     pub fn val_p1(&self, rows: &[Row]) -> Result<f64> {
-        let train: Vec<&Row> = rows.iter().filter(|r| r.split() == "train").collect();
+        let (train, flat) = train_matrix(self, rows);
         let val: Vec<&Row> = rows.iter().filter(|r| r.split() == "val").collect();
         anyhow::ensure!(
             !train.is_empty() && !val.is_empty(),
             "no train or no val rows"
         );
-        let mut flat = Vec::with_capacity(train.len() * self.dim);
-        for r in &train {
-            flat.extend_from_slice(&self.vectors[&r.id()]);
-        }
         let index = FlatIndex::new(flat, self.dim);
         let qs: Vec<&[f32]> = val
             .iter()
@@ -120,7 +116,7 @@ pub fn fuse(parts: &[(Space, Vec<Row>)]) -> Result<(Vec<Row>, Space, Vec<f64>)> 
                     let id = m[&r.line()];
                     v.extend(space.vectors[&id].iter().map(|x| x * *wi as f32));
                 }
-                simcase_adapt::normalise(&mut v);
+                simcase_models::l2_normalize_in_place(&mut v);
                 (r.id(), v)
             })
             .collect();
@@ -495,7 +491,7 @@ mod tests {
                     let mut v = vec![0.1f32; 4];
                     v[c] = 1.0;
                     v[3] = 0.3 * k as f32 - 0.2 + 0.05 * c as f32;
-                    simcase_adapt::normalise(&mut v);
+                    simcase_models::l2_normalize_in_place(&mut v);
                     vectors.insert(id, v);
                     let label = format!("XR/chest/c{c}");
                     rows.push(Row::new(
@@ -560,7 +556,7 @@ mod tests {
         for r in &rows {
             let id = r.id() + 1000;
             let mut v = vec![r.line() as f32 + 1.0, 1.0];
-            simcase_adapt::normalise(&mut v);
+            simcase_models::l2_normalize_in_place(&mut v);
             vb.insert(id, v);
             rows_b.push(Row::new(
                 r.line(),

@@ -134,7 +134,7 @@ pub fn check_manifest(manifest: &Path) -> Result<()> {
 }
 
 /// A split as eval compares it: trimmed and lower-case, so `Train` and `train` are one split.
-fn split_name(split: &str) -> String {
+pub fn split_name(split: &str) -> String {
     split.trim().to_ascii_lowercase()
 }
 

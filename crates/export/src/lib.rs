@@ -108,34 +108,8 @@ impl Table {
 /// Write `table` to `out` in `format`, atomically: a temporary file beside it, synced, then
 /// renamed over it and the folder synced. Returns the bytes written.
 pub fn write(table: &Table, out: &Path, format: Format) -> Result<u64> {
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = out
-        .file_name()
-        .with_context(|| format!("{}: not a file name", out.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = (|| -> Result<u64> {
-        let f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let f = match format {
-            Format::Npy => npy::write(table, f)?,
-            Format::Parquet => parquet::write(table, f)?,
-        };
-        f.sync_all()?;
-        let n = f.metadata()?.len();
-        std::fs::rename(&tmp, out)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
-        simcase_index::store::durable::sync_dir(dir)?;
-        Ok(n)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.with_context(|| format!("writing {}", out.display()))
+    simcase_index::store::durable::write_atomic(out, |f| match format {
+        Format::Npy => npy::write(table, f),
+        Format::Parquet => parquet::write(table, f),
+    })
 }

@@ -85,11 +85,16 @@ pub trait Encoder: Send + Sync {
 
 /// Scales `v` to unit L2 norm (an all-zero vector is returned unchanged).
 pub fn l2_normalize(mut v: Vec<f32>) -> Vec<f32> {
+    l2_normalize_in_place(&mut v);
+    v
+}
+
+/// [`l2_normalize`] in place, for a slice (an all-zero slice stays zero).
+pub fn l2_normalize_in_place(v: &mut [f32]) {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if n > 0.0 {
         v.iter_mut().for_each(|x| *x /= n);
     }
-    v
 }
 
 /// A catalogue model with its weights loaded: the [`Encoder`] every image model is served as.

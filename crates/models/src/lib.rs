@@ -27,7 +27,9 @@ pub use catalogue::{
     WheelSource, CLIP_MEAN, CLIP_STD, DEFAULT_MODEL, IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN,
     LITE_STD,
 };
-pub use encoder::{l2_normalize, Encoder, ImageModel, Preprocess, TextEncoder, TextModel};
+pub use encoder::{
+    l2_normalize, l2_normalize_in_place, Encoder, ImageModel, Preprocess, TextEncoder, TextModel,
+};
 pub use install::{
     hub_cache, install, install_from_dir, install_from_hub, installed, model_dir, pip_fetch,
     simcase_home, InstallOutcome,

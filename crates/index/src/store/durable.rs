@@ -28,6 +28,38 @@ pub fn create_dir_synced(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Write a file atomically: `fill` writes a temporary file beside `path` (and hands it back),
+/// which is synced, renamed over `path`, and the folder synced; on any error the temporary
+/// file is removed and `path` is as it was. Returns the bytes written.
+pub fn write_atomic(path: &Path, fill: impl FnOnce(File) -> Result<File>) -> Result<u64> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| -> Result<u64> {
+        let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let f = fill(f)?;
+        f.sync_all()?;
+        let n = f.metadata()?.len();
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        sync_dir(dir)?;
+        Ok(n)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("writing {}", path.display()))
+}
+
 /// Open (creating if missing, never truncating) a file in `dir` for reading and writing; a newly
 /// created file's directory entry is synced before this returns.
 pub fn open_or_create(dir: &Path, name: &str) -> Result<File> {
