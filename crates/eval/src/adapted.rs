@@ -296,26 +296,7 @@ pub fn tune_expand(space: &Space, rows: &[Row]) -> Result<(Space, usize, f32)> {
     Ok((s, n, a))
 }
 
-/// k-reciprocal re-ranking's knobs.
-#[derive(Clone, Copy, Debug)]
-pub struct Kr {
-    /// The k of the k-reciprocal sets.
-    pub k1: usize,
-    /// The local query expansion's neighbours.
-    pub k2: usize,
-    /// The weight of the original distance.
-    pub lambda: f32,
-}
-
-impl Kr {
-    /// The re-ranking of one shortlist, scores = −d* (higher is nearer).
-    pub fn rerank(self, q: &[f32], short: &[&[f32]]) -> Vec<(usize, f32)> {
-        crate::rerank::k_reciprocal_rerank(q, short, self.k1, self.k2, self.lambda)
-            .into_iter()
-            .map(|(i, d)| (i, -d))
-            .collect()
-    }
-}
+pub use simcase_query::rerank::Kr;
 
 /// P@1 of the val rows against the train rows, each shortlist of 100 re-ranked by `kr`.
 pub fn val_p1_reranked(space: &Space, rows: &[Row], kr: Kr) -> Result<f64> {

@@ -7,7 +7,7 @@
 
 pub mod adapted;
 pub mod protocol;
-pub mod rerank;
+pub use simcase_query::rerank;
 
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};

@@ -9,6 +9,7 @@
 mod error;
 pub mod params;
 pub mod remote;
+pub mod rerank;
 
 pub use error::QueryError;
 pub use params::{Params, StudyDate};

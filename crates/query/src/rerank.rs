@@ -271,6 +271,34 @@ pub fn k_reciprocal_rerank(
     out
 }
 
+/// k-reciprocal re-ranking's knobs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Kr {
+    /// The k of the k-reciprocal sets.
+    pub k1: usize,
+    /// The local query expansion's neighbours.
+    pub k2: usize,
+    /// The weight of the original distance.
+    pub lambda: f32,
+}
+
+impl Kr {
+    /// The paper's defaults: k1 = 20, k2 = 6, λ = 0.3.
+    pub const PAPER: Kr = Kr {
+        k1: 20,
+        k2: 6,
+        lambda: 0.3,
+    };
+
+    /// The re-ranking of one shortlist, scores = −d* (higher is nearer).
+    pub fn rerank(self, q: &[f32], short: &[&[f32]]) -> Vec<(usize, f32)> {
+        k_reciprocal_rerank(q, short, self.k1, self.k2, self.lambda)
+            .into_iter()
+            .map(|(i, d)| (i, -d))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
