@@ -6,6 +6,7 @@
 //! ([`chaos`]); open time and memory of an index of millions of rows ([`open`]). The CLI
 //! keeps only the flags.
 
+pub mod adapt;
 pub mod chaos;
 pub mod fuzz;
 pub mod hostile;

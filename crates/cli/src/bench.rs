@@ -22,6 +22,26 @@ pub enum BenchCmd {
         #[arg(long)]
         no_peer: bool,
     },
+    /// `simcase adapt`'s learning time per method on a synthetic labelled archive (80/10/10
+    /// train/val/test), the time to map every row and the per-query cost of a view, and the
+    /// test P@1 before and after; whitening against numpy doing the same work.
+    Adapt {
+        /// Rows in all.
+        #[arg(long, default_value_t = 10_000)]
+        rows: usize,
+        /// Their width.
+        #[arg(long, default_value_t = 512)]
+        dim: usize,
+        /// Classes.
+        #[arg(long, default_value_t = 50)]
+        classes: usize,
+        /// Methods (comma-separated).
+        #[arg(long, default_value = "whiten,lw,lda,mlp", value_delimiter = ',')]
+        methods: Vec<String>,
+        /// Skip numpy.
+        #[arg(long)]
+        no_peer: bool,
+    },
     /// Exact search latency on random unit vectors, single query and batched, against FAISS.
     Search {
         #[arg(long, value_delimiter = ',', default_value = "100000,1600000")]
@@ -277,6 +297,19 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             crate::ensure_model(*model)?;
             simcase_bench::throughput::embed(*model, batch, *images, data, *no_peer)
         }
+        BenchCmd::Adapt {
+            rows,
+            dim,
+            classes,
+            methods,
+            no_peer,
+        } => simcase_bench::adapt::run(&simcase_bench::adapt::Opts {
+            rows: *rows,
+            dim: *dim,
+            classes: *classes,
+            methods: methods.iter().map(|m| m.parse()).collect::<Result<_>>()?,
+            no_peer: *no_peer,
+        }),
         BenchCmd::Search {
             rows,
             dim,

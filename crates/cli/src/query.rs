@@ -8,7 +8,7 @@ use simcase_milvus::MilvusUrl;
 use simcase_models::default_device;
 use simcase_query::remote::RemoteIndex;
 use simcase_query::{
-    params, search, Also, Duplicates, Field, Filters, GroupBy, Hit, Query, Request, Response,
+    params, Also, Duplicates, Field, Filters, GroupBy, Hit, Query, Request, Response,
 };
 use std::path::{Path, PathBuf};
 
@@ -57,6 +57,14 @@ pub struct SearchArgs {
     /// transfer syntaxes) as a hit of its own, instead of one hit that names the others.
     #[arg(long)]
     all_duplicates: bool,
+    /// Search in a view that `simcase adapt` stored with the index (query and rows mapped
+    /// through its adapter); an unknown name's error lists the index's views.
+    #[arg(long, value_name = "NAME")]
+    view: Option<String>,
+    /// Re-rank the candidates: `aqe` (α-query expansion, n = 3, α = 3) or `kr` (k-reciprocal
+    /// re-ranking of the best 100; hits keep their cosine scores). Local indexes only.
+    #[arg(long, default_value = "none", value_name = "none|aqe|kr")]
+    rerank: simcase_query::Rerank,
 }
 
 fn parse_filter(s: &str) -> Result<(Field, String)> {
@@ -186,9 +194,14 @@ pub fn search_cmd(a: &SearchArgs) -> Result<()> {
         } else {
             Duplicates::Collapse
         },
+        rerank: a.rerank,
     };
     let index = a.index.to_string_lossy();
     let res = if MilvusUrl::is_milvus(&index) {
+        anyhow::ensure!(
+            a.view.is_none(),
+            "--view: views are stored with a local index folder, not a Milvus collection"
+        );
         search_remote(a, &index, &req)?
     } else {
         search_local(a, &req)?
@@ -237,7 +250,11 @@ fn search_local(a: &SearchArgs, req: &Request) -> Result<Response> {
         (None, Some(q)) => resolve(&reader, q, a.window)?,
         (None, None) => bail!("give a query file, id:N or --text"),
     };
-    Ok(search(&reader, &q, req)?)
+    let view = match &a.view {
+        Some(name) => Some(simcase_query::View::open(&reader, name)?),
+        None => None,
+    };
+    Ok(simcase_query::search_with(&reader, view.as_ref(), &q, req)?)
 }
 
 /// The search of a Milvus collection (`milvus://HOST:PORT/COLLECTION`): the query embedded

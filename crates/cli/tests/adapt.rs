@@ -212,3 +212,124 @@ fn eval_scores_adapted_and_fused_spaces_and_the_classes_adaptation_never_saw() {
     assert!(out.contains("Leave classes out"), "{out}");
     assert!(out.contains("| dinov2-s+kr | k1 "), "{out}");
 }
+
+/// `simcase search` with `--json`: the hits' (id, score), in order.
+fn search_hits(index: &Path, args: &[&str]) -> Vec<(u64, f32)> {
+    let out = run_ok(
+        bin()
+            .args(["search", "--json", "--all-duplicates", "--index"])
+            .arg(index)
+            .args(args),
+    );
+    let hits: Value = serde_json::from_str(&out).unwrap();
+    hits.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["id"].as_u64().unwrap(),
+                h["score"].as_f64().unwrap() as f32,
+            )
+        })
+        .collect()
+}
+
+/// Every row but `skip`, by cosine to `q` (rows of `dim`), best first.
+fn by_cosine(rows: &[f32], dim: usize, q: &[f32], skip: u64) -> Vec<(u64, f32)> {
+    let mut all: Vec<(u64, f32)> = rows
+        .chunks(dim)
+        .enumerate()
+        .filter(|&(i, _)| i as u64 != skip)
+        .map(|(i, r)| (i as u64, r.iter().zip(q).map(|(a, b)| a * b).sum()))
+        .collect();
+    all.sort_by(|a, b| b.1.total_cmp(&a.1));
+    all
+}
+
+#[test]
+fn search_applies_a_view_and_reranks_as_computed_by_hand() {
+    let dir = tmp("adapt-search");
+    let m = subset(&dir, 10, 3, 0, 99);
+    let index = dir.join("idx");
+    index_manifest(&index, &m);
+    let o = adapt(&index, "lda");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reader = simcase_index::Reader::open(&index).unwrap();
+    let (dim, raw) = (reader.settings().dim, reader.vectors().to_vec());
+    let q = 5u64;
+    let qv = &raw[q as usize * dim..(q as usize + 1) * dim];
+
+    // In the view: the query's and every row's mapped vectors, ranked by cosine.
+    let view = simcase_adapt::view::load(&index, "lda").unwrap();
+    let mapped: Vec<f32> = raw
+        .chunks(dim)
+        .flat_map(|r| view.adapter.apply(r))
+        .collect();
+    let d = view.adapter.dim_out;
+    let want = by_cosine(&mapped, d, &mapped[q as usize * d..(q as usize + 1) * d], q);
+    let got = search_hits(&index, &["id:5", "-k", "8", "--view", "lda"]);
+    assert_eq!(got.len(), 8);
+    let score: std::collections::HashMap<u64, f32> = want.iter().copied().collect();
+    for (i, (id, s)) in got.iter().enumerate() {
+        assert!(
+            (s - want[i].1).abs() < 1e-4,
+            "rank {i}: {got:?} vs {want:?}"
+        );
+        assert!(
+            (s - score[id]).abs() < 1e-4,
+            "id {id}: {s} vs {}",
+            score[id]
+        );
+    }
+    // The plain search ranks the model's embeddings: other scores.
+    let plain = search_hits(&index, &["id:5", "-k", "8"]);
+    let cos = by_cosine(&raw, dim, qv, q);
+    assert!((plain[0].1 - cos[0].1).abs() < 1e-4 && (plain[0].1 - got[0].1).abs() > 1e-3);
+
+    // k-reciprocal: the best 100 (here all 90 others) reordered by −d*, cosine scores kept.
+    let short: Vec<&[f32]> = cos
+        .iter()
+        .map(|&(id, _)| &raw[id as usize * dim..(id as usize + 1) * dim])
+        .collect();
+    let kr = simcase_query::rerank::Kr::PAPER.rerank(qv, &short);
+    let kr_score: std::collections::HashMap<u64, f32> =
+        kr.iter().map(|&(i, s)| (cos[i].0, s)).collect();
+    let got = search_hits(&index, &["id:5", "-k", "10", "--rerank", "kr"]);
+    assert_eq!(got.len(), 10);
+    let cos_of: std::collections::HashMap<u64, f32> = cos.iter().copied().collect();
+    for (i, (id, s)) in got.iter().enumerate() {
+        assert!(
+            (kr_score[id] - kr[i].1).abs() < 1e-5,
+            "rank {i}: {got:?} vs {kr:?}"
+        );
+        assert!((s - cos_of[id]).abs() < 1e-4, "id {id} keeps its cosine");
+    }
+
+    // αQE: the query plus its 3 nearest, weighted by score³, ranked again.
+    let nb: Vec<(&[f32], f32)> = cos[..3]
+        .iter()
+        .map(|&(id, s)| (&raw[id as usize * dim..(id as usize + 1) * dim], s))
+        .collect();
+    let e = simcase_query::rerank::alpha_qe(qv, &nb, 3, 3.0);
+    let want = by_cosine(&raw, dim, &e, q);
+    let got = search_hits(&index, &["id:5", "-k", "6", "--rerank", "aqe"]);
+    for (i, (_, s)) in got.iter().enumerate() {
+        assert!(
+            (s - want[i].1).abs() < 1e-4,
+            "rank {i}: {got:?} vs {want:?}"
+        );
+    }
+
+    // An unknown view: one line naming the parameter and the views there are.
+    let o = bin()
+        .args(["search", "id:5", "--view", "nosuch", "--index"])
+        .arg(&index)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("view: no view \"nosuch\" (views of this index: lda)"),
+        "{err}"
+    );
+}

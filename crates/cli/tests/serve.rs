@@ -738,6 +738,59 @@ fn study_dates_are_validated_and_filter() {
 /// Every parameter of every route: a bad value is a 400 whose one-line JSON error starts with
 /// the parameter's name; nothing is a 500 or a crash, and the server goes on.
 #[test]
+fn views_and_reranking_answer_through_the_api_and_the_stats_list_views() {
+    let dir = tmp("serve-views");
+    let m = manifest(&dir, 30, 13, 0);
+    let index = dir.join("index");
+    index_manifest(&index, &m);
+    run_ok(
+        bin()
+            .args(["adapt", "--method", "whiten", "--name", "w1", "--index"])
+            .arg(&index),
+    );
+    let srv = Server::start(&index, &[]);
+    let mut c = srv.client();
+    let stats = c.get("/api/stats").unwrap().json().unwrap();
+    assert_eq!(stats["views"], serde_json::json!(["w1"]), "{stats}");
+    let plain = c.get("/api/search?id=2&k=5").unwrap().json().unwrap();
+    assert!(plain.get("view").is_none());
+    // Twice: the second answer comes from the cached mapping, the same.
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let r = c.get("/api/search?id=2&k=5&view=w1").unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        answers.push(r.json().unwrap());
+    }
+    let v = &answers[0];
+    assert_eq!(v["view"], "w1");
+    assert_eq!(v["hits"], answers[1]["hits"]);
+    // The view's scores are cosines in the whitened space, not the model's.
+    let s0 = |r: &serde_json::Value| r["hits"][0]["score"].as_f64().unwrap();
+    assert!((s0(v) - s0(&plain)).abs() > 1e-3, "{v} {plain}");
+    // The same, computed here.
+    let view = simcase_adapt::view::load(&index, "w1").unwrap();
+    let reader = simcase_index::Reader::open(&index).unwrap();
+    let q = view.adapter.apply(reader.vector(2).unwrap());
+    let best = v["hits"][0]["id"].as_u64().unwrap();
+    let y = view.adapter.apply(reader.vector(best).unwrap());
+    let cos: f32 = q.iter().zip(&y).map(|(a, b)| a * b).sum();
+    assert!((f64::from(cos) - s0(v)).abs() < 1e-4, "{cos} vs {v}");
+    for rr in ["kr", "aqe", "none"] {
+        let r = c
+            .get(&format!("/api/search?id=2&k=5&view=w1&rerank={rr}"))
+            .unwrap();
+        assert_eq!(r.status, 200, "{rr}: {}", r.text());
+        assert_eq!(r.json().unwrap()["hits"].as_array().unwrap().len(), 5);
+    }
+    let r = c.get("/api/search?id=2&view=w2").unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json().unwrap()["error"],
+        "view: no view \"w2\" (views of this index: w1)"
+    );
+}
+
+#[test]
 fn every_bad_parameter_is_a_400_naming_it() {
     let srv = Server::start(&shared_index(), &[]);
     let mut c = srv.client();
@@ -767,6 +820,9 @@ fn every_bad_parameter_is_a_400_naming_it() {
         ("/api/search?id=3&group_by=doctor".into(), "group_by"),
         ("/api/search?id=3&window=nope".into(), "window"),
         ("/api/search?id=3&window=nan,400".into(), "window"),
+        ("/api/search?id=3&view=..%2Fetc".into(), "view"),
+        ("/api/search?id=3&view=nosuch".into(), "view"),
+        ("/api/search?id=3&rerank=dba".into(), "rerank"),
         ("/api/search?id=3&date_from=notadate".into(), "date_from"),
         ("/api/search?id=3&date_to=2019-02-30".into(), "date_to"),
         ("/api/search?id=3&modality=".into(), "modality"),

@@ -195,6 +195,8 @@ pub struct Params {
     pub id: Option<u64>,
     /// Text query.
     pub text: Option<String>,
+    /// The view to search in (a name checked like [`simcase_adapt::view::check_name`]).
+    pub view: Option<String>,
 }
 
 impl Params {
@@ -202,8 +204,9 @@ impl Params {
     pub const DEFAULT_K: usize = 20;
 
     /// Parse a query string's `name=value` pairs: `k` (1..=`max_k`), `offset`, `id`, `text`,
-    /// `group_by`, `window`, `duplicates` (`collapse`, the default, or `all`) (each at most
-    /// once; an empty `group_by`, `window` or `duplicates` means the default),
+    /// `group_by`, `window`, `duplicates` (`collapse`, the default, or `all`), `view` (a view
+    /// stored with the index), `rerank` (`none`, `aqe` or `kr`) (each at most once; an empty
+    /// `group_by`, `window`, `duplicates`, `view` or `rerank` means the default),
     /// `date_from`/`date_to`, and every other name as a filter field (repeatable). `token` is
     /// skipped (it authenticates, it does not search). Any bad value is a
     /// [`QueryError::BadParameter`] naming its parameter.
@@ -225,6 +228,7 @@ impl Params {
             window: None,
             id: None,
             text: None,
+            view: None,
         };
         let mut seen: Vec<&str> = Vec::new();
         for (name, v) in pairs {
@@ -237,6 +241,8 @@ impl Params {
                 "group_by",
                 "window",
                 "duplicates",
+                "view",
+                "rerank",
             ]
             .contains(&name)
             {
@@ -257,6 +263,22 @@ impl Params {
                 "group_by" => p.req.group_by = Some(v.parse()?),
                 "duplicates" if v.is_empty() => {}
                 "duplicates" => p.req.duplicates = v.parse()?,
+                "view" if v.is_empty() => {}
+                "view" => {
+                    simcase_adapt::view::check_name(v).map_err(|_| {
+                        QueryError::bad(
+                            "view",
+                            format!(
+                                "{} is not a view name (1 to 64 letters, digits, '-', '_' or \
+                                 '.', not starting with '.')",
+                                quote(v)
+                            ),
+                        )
+                    })?;
+                    p.view = Some(v.clone());
+                }
+                "rerank" if v.is_empty() => {}
+                "rerank" => p.req.rerank = v.parse()?,
                 "window" if v.is_empty() => {}
                 "window" => p.window = Some(parse_window("window", v)?),
                 "token" => {}
@@ -402,6 +424,11 @@ mod tests {
                 "duplicates",
             ),
             (&[("window", "nope")], "window"),
+            (&[("view", "../etc")], "view"),
+            (&[("view", ".hidden")], "view"),
+            (&[("view", "a"), ("view", "b")], "view"),
+            (&[("rerank", "dba")], "rerank"),
+            (&[("rerank", "kr"), ("rerank", "kr")], "rerank"),
             (&[("window", "nan,400")], "window"),
             (&[("window", "40,inf")], "window"),
             (&[("date_from", "notadate")], "date_from"),
@@ -455,6 +482,8 @@ mod tests {
                 ("group_by", "patient"),
                 ("window", ""),
                 ("duplicates", "all"),
+                ("view", "whiten"),
+                ("rerank", "kr"),
                 ("modality", "CT"),
                 ("modality", "ct"),
                 ("modality", "MR"),
@@ -470,6 +499,8 @@ mod tests {
         assert_eq!(p.req.group_by, Some(GroupBy::Patient));
         assert_eq!(p.req.duplicates, crate::Duplicates::All);
         assert_eq!(p.window, None);
+        assert_eq!(p.view.as_deref(), Some("whiten"));
+        assert_eq!(p.req.rerank, crate::Rerank::Kr(crate::rerank::Kr::PAPER));
         let modality: Field = "modality".parse().unwrap();
         assert_eq!(p.req.filters.fields[&modality], vec!["CT", "MR"]);
         assert_eq!(p.req.filters.date_from, StudyDate::from_ymd(2019, 1, 1));
@@ -477,7 +508,10 @@ mod tests {
         let d = Params::parse(&[], 500).unwrap();
         assert_eq!((d.req.k, d.req.offset), (Params::DEFAULT_K, 0));
         assert_eq!(d.req.duplicates, crate::Duplicates::Collapse);
+        assert_eq!((d.view, d.req.rerank), (None, crate::Rerank::None));
         assert!(d.req.filters.is_empty());
+        let e = Params::parse(&pairs(&[("view", ""), ("rerank", "aqe")]), 500).unwrap();
+        assert_eq!((e.view, e.req.rerank), (None, crate::Rerank::AQE));
     }
 
     #[test]

@@ -224,6 +224,12 @@ impl RemoteIndex {
                 want: dim,
             });
         }
+        if req.rerank != crate::Rerank::None {
+            return Err(QueryError::bad(
+                "rerank",
+                "re-ranking needs the rows' vectors: search a local index folder",
+            ));
+        }
         let collapse = req.duplicates == Duplicates::Collapse;
         let mut base = to_where(&req.filters);
         base.exclude_ids.extend(q.exclude);

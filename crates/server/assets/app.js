@@ -50,6 +50,14 @@ async function loadStats() {
     state.stats = s;
     $("stats").textContent = `${s.items} items · model ${s.model} (${s.dim}-d)`;
     $("text-form").hidden = !s.text_search;
+    const views = s.views || [];
+    $("view-label").hidden = !views.length;
+    for (const v of views) {
+      const o = document.createElement("option");
+      o.value = v;
+      o.textContent = v;
+      $("view").appendChild(o);
+    }
     const sel = $("filter-add");
     for (const field of ["modality", "anatomy", "pathology", "source"]) {
       const counts = (s.counts || {})[field] || {};
@@ -75,6 +83,8 @@ function params() {
   p.set("k", $("k").value || "20");
   if (state.offset) p.set("offset", String(state.offset));
   if ($("group-by").value) p.set("group_by", $("group-by").value);
+  if ($("view").value) p.set("view", $("view").value);
+  if ($("rerank").value) p.set("rerank", $("rerank").value);
   for (const [f, v] of state.filters) p.append(f, v);
   return p;
 }
@@ -347,6 +357,8 @@ function wire() {
     if (t) { state.offset = 0; run({ kind: "text", text: t }); }
   };
   $("group-by").onchange = rerun;
+  $("view").onchange = rerun;
+  $("rerank").onchange = rerun;
   $("k").onchange = rerun;
   $("filter-add").onchange = (ev) => {
     const v = ev.target.value;

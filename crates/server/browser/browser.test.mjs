@@ -81,6 +81,16 @@ await withPage({ width: 1280, height: 800 }, async (page, errors, ctx) => {
   await page.waitForFunction(() => document.querySelectorAll("#chips .chip").length === 0);
   await page.waitForFunction(() => !document.getElementById("status").classList.contains("loading"));
 
+  // Re-ranking from its select: the search is sent again with rerank=kr and answers.
+  check(await page.isHidden("#view-label"), "an index without views hides the view select");
+  const reranked = page.waitForResponse((r) => r.url().includes("/api/search") && r.url().includes("rerank=kr"));
+  await page.selectOption("#rerank", "kr");
+  check((await reranked).status() === 200, "the re-rank select searches again with rerank=kr");
+  await page.waitForFunction(() => !document.getElementById("status").classList.contains("loading"));
+  check((await page.locator("#results .card").count()) > 0, "re-ranked results shown");
+  await page.selectOption("#rerank", "");
+  await page.waitForFunction(() => !document.getElementById("status").classList.contains("loading"));
+
   // An error state: an upload that is not an image.
   await page.setInputFiles("#file", { name: "notes.png", mimeType: "image/png", buffer: Buffer.from("not an image") });
   await page.waitForFunction(() => document.getElementById("status").classList.contains("error"));

@@ -49,6 +49,9 @@ pub struct SearchResponse {
     pub query: QueryInfo,
     /// The index's model.
     pub model: String,
+    /// The view searched in (`view=`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view: Option<String>,
     /// Items in the index.
     pub items: usize,
     /// Time spent ranking, in milliseconds.
@@ -81,6 +84,8 @@ pub struct StatsResponse {
     pub counts: BTreeMap<String, BTreeMap<String, usize>>,
     /// Other metadata keys found on items (filterable as `meta.KEY`).
     pub extra_fields: BTreeSet<String>,
+    /// Views stored with the index by `simcase adapt` (searchable with `view=NAME`).
+    pub views: Vec<String>,
     /// Upload batching counters.
     pub embedding: BatchCounts,
     /// Files that could not be indexed (`simcase errors --index DIR` lists them with their
@@ -107,6 +112,13 @@ pub struct SearchParams {
     /// transfer syntaxes) are one hit, listing the others in `also`, and `k` counts distinct
     /// images; `all`: every stored item.
     pub duplicates: Option<Duplicates>,
+    /// Search in this view of the index (`simcase adapt` stores them; `/api/stats` lists
+    /// them): the query and the rows are mapped through its adapter. Local indexes only.
+    pub view: Option<String>,
+    /// Re-rank the candidates: `none` (default), `aqe` (α-query expansion, n = 3, α = 3; scores
+    /// are cosines to the expanded query) or `kr` (k-reciprocal re-ranking of the best 100;
+    /// hits keep their cosine scores). Local indexes only.
+    pub rerank: Option<String>,
     /// Filter (repeatable; OR within a field, AND across fields, case-insensitive). Filter
     /// values are non-empty, at most 256 bytes, at most 32 in one search.
     pub modality: Option<Vec<String>>,
@@ -314,6 +326,7 @@ mod tests {
             },
             query: QueryInfo::Item { id: 3 },
             model: "m".into(),
+            view: Some("whiten".into()),
             items: 0,
             took_ms: 0.0,
         };
@@ -333,6 +346,7 @@ mod tests {
             text_search: false,
             counts: Default::default(),
             extra_fields: Default::default(),
+            views: vec!["whiten".into()],
             embedding: BatchCounts {
                 batches: 0,
                 images: 0,
@@ -356,6 +370,8 @@ mod tests {
             "k",
             "offset",
             "group_by",
+            "view",
+            "rerank",
             "duplicates",
             "modality",
             "meta.COLUMN",

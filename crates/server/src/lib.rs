@@ -29,7 +29,7 @@ use simcase_imaging::{decode_bytes_with, DecodeBudget, DecodeError, DecodeOption
 use simcase_index::{Column, Snapshot};
 use simcase_models::TextEncoder;
 use simcase_query::remote::RemoteIndex;
-use simcase_query::{Params, Query, QueryError};
+use simcase_query::{Params, Query, QueryError, View};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -130,7 +130,12 @@ struct AppState {
     model: simcase_models::ModelId,
     has_text: bool,
     thumbs: Mutex<ThumbCache>,
+    /// Views asked for by `view=`, their rows mapped for the snapshot they were opened on.
+    views: Mutex<HashMap<String, Arc<View>>>,
 }
+
+/// Views kept mapped at once (each holds 4 B × rows × its width); the oldest goes first.
+const MAX_VIEWS: usize = 4;
 
 type Shared = Arc<AppState>;
 
@@ -231,21 +236,27 @@ impl Index {
         }
     }
 
-    /// A ranked page for `q`.
+    /// A ranked page for `q`, in `view`'s space when one is given (local indexes only).
     async fn search(
         &self,
         q: Query,
         req: simcase_query::Request,
+        view: Option<Arc<View>>,
     ) -> ApiResult<simcase_query::Response> {
         match self {
             Self::Local(s) => {
                 let s = s.clone();
-                Ok(
-                    tokio::task::spawn_blocking(move || simcase_query::search(&s, &q, &req))
-                        .await
-                        .map_err(|e| ApiError::internal(e.into()))??,
-                )
+                Ok(tokio::task::spawn_blocking(move || {
+                    simcase_query::search_with(&s, view.as_deref(), &q, &req)
+                })
+                .await
+                .map_err(|e| ApiError::internal(e.into()))??)
             }
+            Self::Remote(_) if view.is_some() => Err(QueryError::bad(
+                "view",
+                "views are stored with a local index folder, not a Milvus collection",
+            )
+            .into()),
             Self::Remote(r) => blocking(r, move |r| r.search(&q, &req)).await,
         }
     }
@@ -364,6 +375,7 @@ pub fn app(cfg: Config) -> Result<Router> {
         model,
         has_text,
         thumbs: Mutex::new(ThumbCache::default()),
+        views: Mutex::new(HashMap::new()),
         cfg,
     });
     if matches!(state.backend, Backend::Local(_)) {
@@ -523,6 +535,7 @@ async fn stats(State(state): State<Shared>) -> ApiResult<Json<api::StatsResponse
                 text_search: state.has_text,
                 counts: BTreeMap::new(),
                 extra_fields: Default::default(),
+                views: Vec::new(),
                 embedding,
                 errors: 0,
                 errors_by_kind: BTreeMap::new(),
@@ -554,7 +567,9 @@ async fn stats(State(state): State<Shared>) -> ApiResult<Json<api::StatsResponse
         }
     }
     let extra_cols = snap.extra_keys().clone();
+    let views = View::list(&snap);
     Ok(Json(api::StatsResponse {
+        views,
         items: snap.len(),
         model: snap.settings().model.clone(),
         dim: snap.settings().dim,
@@ -707,8 +722,12 @@ async fn respond(
     p: &Params,
     about: api::QueryInfo,
 ) -> ApiResult<Json<api::SearchResponse>> {
+    let view = match (&p.view, idx) {
+        (Some(name), Index::Local(snap)) => Some(view(state, snap, name).await?),
+        _ => None,
+    };
     let t = Instant::now();
-    let mut res = idx.search(q, p.req.clone()).await?;
+    let mut res = idx.search(q, p.req.clone(), view).await?;
     let took_ms = t.elapsed().as_secs_f64() * 1e3;
     if !state.cfg.show_paths {
         let hide = |h: &mut simcase_query::Hit| {
@@ -726,9 +745,43 @@ async fn respond(
         result: res,
         query: about,
         model: idx.model(),
+        view: p.view.clone(),
         items: idx.len().await?,
         took_ms,
     }))
+}
+
+/// View `name` mapped for `snap`: from the cache when it was mapped for this snapshot, else
+/// loaded and mapped on the blocking pool (an unknown name is a 400 listing the views).
+async fn view(state: &Shared, snap: &Arc<Snapshot>, name: &str) -> ApiResult<Arc<View>> {
+    let cached = state
+        .views
+        .lock()
+        .map_err(|_| ApiError::internal(anyhow::anyhow!("the view cache is poisoned")))?
+        .get(name)
+        .filter(|v| v.fits(snap))
+        .cloned();
+    if let Some(v) = cached {
+        return Ok(v);
+    }
+    let (s, n) = (snap.clone(), name.to_string());
+    let v = Arc::new(
+        tokio::task::spawn_blocking(move || View::open(&s, &n))
+            .await
+            .map_err(|e| ApiError::internal(e.into()))??,
+    );
+    tracing::info!("view {name}: {} rows mapped", snap.len());
+    if let Ok(mut g) = state.views.lock() {
+        g.retain(|_, old| old.fits(snap));
+        while g.len() >= MAX_VIEWS {
+            let Some(k) = g.keys().next().cloned() else {
+                break;
+            };
+            g.remove(&k);
+        }
+        g.insert(name.to_string(), v.clone());
+    }
+    Ok(v)
 }
 
 /// The `{id}` of an item route: a whole number (400 naming `id`); whether the index holds it

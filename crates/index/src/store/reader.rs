@@ -538,6 +538,11 @@ impl Snapshot {
         Reader::open(dir)?.snapshot()
     }
 
+    /// The index folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The version of `dir` right now (cheap: two lookups); a snapshot whose
     /// [`version`](Rows::version) differs is stale (new rows, or labels rewritten).
     pub fn committed_version(dir: &Path) -> Result<Version> {
