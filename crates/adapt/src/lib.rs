@@ -235,22 +235,30 @@ pub fn fit(method: Method, train: &[Sample], val: &[Sample]) -> Result<Fitted> {
     })
 }
 
-/// P@1 of `val` against `train`, both through `a` (the label of the nearest train row).
+/// P@1 of `val` against `train`, both through `a` (the label of the nearest train row): the
+/// rows mapped in parallel and ranked by the index's exact scan (GEMM for the val batch).
 pub(crate) fn val_p1(a: &Adapter, train: &[&Sample], val: &[&Sample]) -> f64 {
-    let index: Vec<Vec<f32>> = train.iter().map(|s| a.apply(s.vector)).collect();
-    let hits = val
+    use rayon::prelude::*;
+    let d = a.dim_out.max(1);
+    let map = |rows: &[&Sample]| -> Vec<f32> {
+        let mut out = vec![0f32; rows.len() * d];
+        out.par_chunks_mut(d)
+            .zip(rows.par_iter())
+            .for_each(|(o, s)| o.copy_from_slice(&a.apply(s.vector)));
+        out
+    };
+    let (index, queries) = (map(train), map(val));
+    let q: Vec<&[f32]> = queries.chunks(d).collect();
+    let hits = simcase_index::search_rows(&index, d, &q, 1, None);
+    let right = hits
         .iter()
-        .filter(|q| {
-            let v = a.apply(q.vector);
-            let best = index
-                .iter()
-                .enumerate()
-                .max_by(|x, y| dot(x.1, &v).total_cmp(&dot(y.1, &v)))
-                .map(|(i, _)| i);
-            best.is_some_and(|i| train[i].label == q.label)
+        .zip(val)
+        .filter(|(h, q)| {
+            h.first()
+                .is_some_and(|h| train[h.row as usize].label == q.label)
         })
         .count();
-    hits as f64 / val.len().max(1) as f64
+    right as f64 / val.len().max(1) as f64
 }
 
 fn mean_of(rows: &[&[f32]], dim: usize) -> Vec<f64> {

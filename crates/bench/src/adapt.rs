@@ -55,15 +55,14 @@ pub fn data(rows: usize, dim: usize, classes: usize, seed: u64) -> (Vec<f32>, Ve
         .collect();
     let mut v = Vec::with_capacity(rows * dim);
     let mut labels = Vec::with_capacity(rows);
-    for i in 0..rows {
+    for _ in 0..rows {
         let c = (rng.next() % classes.max(1) as u64) as usize;
         let start = v.len();
         for j in 0..dim {
-            v.push(centres[c * dim + j] * 0.6 + rng.gauss() * spread[j]);
+            v.push(centres[c * dim + j] * 0.3 + rng.gauss() * spread[j]);
         }
         simcase_models::l2_normalize_in_place(&mut v[start..]);
         labels.push(c as u32);
-        let _ = i;
     }
     let split = (0..rows)
         .map(|i| match i % 10 {
@@ -112,7 +111,7 @@ pub fn run(o: &Opts) -> Result<()> {
         }
     };
     println!(
-        "adaptation of {} rows ({} train, {} val, {} test), {}-d, {} classes; CPU: {}, {} threads",
+        "adaptation of {} rows ({} train, {} val, {} test), {}-d, {} classes; CPU: {}",
         o.rows,
         train.len(),
         val.len(),
@@ -120,7 +119,6 @@ pub fn run(o: &Opts) -> Result<()> {
         o.dim,
         o.classes,
         crate::scale::cpu_model(),
-        rayon::current_num_threads()
     );
     println!(
         "| method | fit s (tuning on val included) | numpy s | ratio (time) | map all rows s | \
