@@ -98,6 +98,29 @@ fn every_figure_agrees_with_the_eval_json_it_was_drawn_from() {
         );
     }
 
+    // Adaptation: whiten, lw and lda scored with the same protocol, each with its own P@1,
+    // and the default (whiten) does not hurt the classes it never saw.
+    let adapted = m["adapted"].as_array().unwrap();
+    let methods: Vec<&str> = adapted
+        .iter()
+        .map(|a| a["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["whiten", "lw", "lda"]);
+    for a in adapted {
+        assert!(a.get("error").is_none(), "{a}");
+        let p = a["levels"][FULL]["P@1"]["micro"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p), "{a}");
+        assert!(a["unseen"]["queries"].as_u64().unwrap() > 0, "{a}");
+    }
+    assert_ne!(
+        adapted[2]["levels"][FULL]["P@1"]["micro"],
+        eval["levels"][FULL]["P@1"]["micro"]
+    );
+    let w = &adapted[0]["unseen"];
+    assert_eq!(w["hurts_unseen"], false, "{w}");
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html.contains("<table id=\"adapted\">") && html.contains("<td>lda</td>"));
+
     // The scaling curve ends at the largest class, where every seed is the whole index.
     let s = &an["scaling"];
     let ns: Vec<u64> = s["n"]

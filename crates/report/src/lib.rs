@@ -393,15 +393,66 @@ fn thumbnails(examples: &[Value], paths: &HashMap<u64, &Path>) -> HashMap<u64, O
 fn scored_part(a: &protocol::Options, m: ModelId, knobs: &analysis::Knobs) -> Result<ModelPart> {
     let (reader, rows, missing) = protocol::embed_manifest(a, m, None)?;
     let eval = protocol::evaluate(&reader, &rows, missing, knobs.max_k, None)?;
+    let adapted = adapted(&reader, &rows, missing, knobs)?;
     let split = analysis::Split::new(&reader, &rows);
     let an = analysis::labelled(&split, &eval, knobs)?;
     let map = map_of(&reader, &rows)?;
     let paths: HashMap<u64, &Path> = rows.iter().map(|r| (r.id(), r.path())).collect();
     let thumbs = thumbnails(an["examples"].as_array().map_or(&[], |v| v), &paths);
     Ok(ModelPart {
-        json: json!({ "model": m.name(), "eval": eval, "analysis": an, "map": map }),
+        json: json!({ "model": m.name(), "eval": eval, "analysis": an, "map": map,
+                      "adapted": adapted }),
         thumbs,
     })
+}
+
+/// The linear adapters `simcase adapt` offers (the MLP head takes tens of seconds more; `simcase
+/// eval --adapt mlp` scores it), each learned from the train rows and tuned on val, scored with
+/// the protocol unchanged, and checked on classes it never saw (leave-classes-out: 20% of the
+/// full labels held out of adaptation). A method that cannot learn from this manifest (too few
+/// val rows, one class) is listed with its reason.
+fn adapted(
+    reader: &simcase_index::Reader,
+    rows: &[Row],
+    missing: usize,
+    knobs: &analysis::Knobs,
+) -> Result<Value> {
+    use simcase_eval::adapted::{self as ad, Space};
+    let space = Space::frozen(reader, rows)?;
+    let held = ad::held_out_classes(rows, 0.2);
+    let held_set: std::collections::HashSet<String> = held.iter().cloned().collect();
+    let frozen_unseen = ad::unseen_p1(&space, rows, &held_set).ok();
+    let mut out = Vec::new();
+    for method in [
+        simcase_adapt::Method::Whiten,
+        simcase_adapt::Method::Lw,
+        simcase_adapt::Method::Lda,
+    ] {
+        let (a, fitted) = match ad::adapt(&space, rows, method, &Default::default()) {
+            Ok(x) => x,
+            Err(e) => {
+                out.push(json!({ "method": method.name(), "error": one_line(&format!("{e:#}")) }));
+                continue;
+            }
+        };
+        let r = a.score(rows, missing, knobs.max_k, None)?;
+        let unseen = match frozen_unseen {
+            Some(fu) if fu.1 > 0 => ad::adapt(&space, rows, method, &held_set)
+                .and_then(|(lco, _)| ad::unseen_p1(&lco, rows, &held_set))
+                .ok()
+                .map(|(p, _)| ad::unseen_record(&a.name, fu, p, &held)),
+            _ => None,
+        };
+        out.push(json!({
+            "method": method.name(),
+            "dim": fitted.adapter.dim_out,
+            "tuned": fitted.adapter.tuned,
+            "levels": r["levels"],
+            "knn": r["knn"],
+            "unseen": unseen,
+        }));
+    }
+    Ok(Value::Array(out))
 }
 
 /// The PCA map of every scored row, with its modality and label.
