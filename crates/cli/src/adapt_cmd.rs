@@ -69,6 +69,7 @@ pub(crate) fn run(a: &AdaptArgs) -> Result<()> {
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let kr = tune_kr(&train, &val, &fitted.adapter);
     let s = reader.settings();
     simcase_adapt::view::save(
         &a.index,
@@ -81,6 +82,10 @@ pub(crate) fn run(a: &AdaptArgs) -> Result<()> {
             "classes": classes.len(),
             "index_rows": reader.len(),
             "created_unix": created,
+            // What `search --view NAME --rerank kr` uses; absent when val is too small.
+            "rerank": kr.map(|(kr, p)| json!({
+                "kr": { "k1": kr.k1, "k2": kr.k2, "lambda": kr.lambda, "val_P@1": p }
+            })),
         }),
     )?;
     if !a.quiet {
@@ -106,6 +111,43 @@ pub(crate) fn run(a: &AdaptArgs) -> Result<()> {
             },
             a.index.join("views").display()
         );
+        if let Some((kr, p)) = kr {
+            eprintln!(
+                "k-reciprocal re-ranking in this view tuned on val: k1 {}, k2 {}, lambda {} \
+                 (val P@1 {p:.3}); `search --view {name} --rerank kr` uses it",
+                kr.k1, kr.k2, kr.lambda
+            );
+        }
     }
     Ok(())
+}
+
+/// k-reciprocal knobs tuned on the val rows' P@1 in the adapter's space (eval's
+/// [`simcase_eval::adapted::tune_kr`]), when val holds at least 4 labelled rows.
+fn tune_kr(
+    train: &[Sample],
+    val: &[Sample],
+    adapter: &simcase_adapt::Adapter,
+) -> Option<(simcase_query::rerank::Kr, f64)> {
+    use simcase_eval::adapted::Space;
+    use simcase_eval::protocol::Row;
+    let labelled = |s: &&Sample| s.label.is_some();
+    if val.iter().filter(labelled).count() < 4 || train.iter().filter(labelled).count() < 2 {
+        return None;
+    }
+    let mut rows = Vec::new();
+    let mut vectors = std::collections::HashMap::new();
+    for (split, set) in [("train", train), ("val", val)] {
+        for s in set.iter().filter(labelled) {
+            let label = s.label.unwrap_or_default();
+            rows.push(Row::new(rows.len(), PathBuf::new(), label, split, s.id, ""));
+            vectors.insert(s.id, adapter.apply(s.vector));
+        }
+    }
+    let space = Space {
+        name: "view".into(),
+        dim: adapter.dim_out,
+        vectors,
+    };
+    simcase_eval::adapted::tune_kr(&space, &rows).ok()
 }

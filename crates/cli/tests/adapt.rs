@@ -281,6 +281,40 @@ fn search_applies_a_view_and_reranks_as_computed_by_hand() {
             score[id]
         );
     }
+    // In the view, `kr` uses the knobs adapt tuned on val there (recorded with the view).
+    let k = &view.meta["rerank"]["kr"];
+    let tuned = simcase_query::rerank::Kr {
+        k1: k["k1"].as_u64().unwrap() as usize,
+        k2: k["k2"].as_u64().unwrap() as usize,
+        lambda: k["lambda"].as_f64().unwrap() as f32,
+    };
+    assert!(
+        [10, 20].contains(&tuned.k1) && [3, 6].contains(&tuned.k2),
+        "{k}"
+    );
+    let qm = &mapped[q as usize * d..(q as usize + 1) * d];
+    let short: Vec<&[f32]> = want
+        .iter()
+        .map(|&(id, _)| &mapped[id as usize * d..(id as usize + 1) * d])
+        .collect();
+    let kr = tuned.rerank(qm, &short);
+    let kr_score: std::collections::HashMap<u64, f32> =
+        kr.iter().map(|&(i, s)| (want[i].0, s)).collect();
+    let got = search_hits(
+        &index,
+        &["id:5", "-k", "6", "--view", "lda", "--rerank", "kr"],
+    );
+    for (i, (id, s)) in got.iter().enumerate() {
+        assert!(
+            (kr_score[id] - kr[i].1).abs() < 1e-5,
+            "rank {i}: {got:?} vs {kr:?}"
+        );
+        assert!(
+            (s - score[id]).abs() < 1e-4,
+            "id {id} keeps its cosine in the view"
+        );
+    }
+
     // The plain search ranks the model's embeddings: other scores.
     let plain = search_hits(&index, &["id:5", "-k", "8"]);
     let cos = by_cosine(&raw, dim, qv, q);

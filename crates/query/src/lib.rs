@@ -581,7 +581,8 @@ pub enum Rerank {
         alpha: f32,
     },
     /// k-reciprocal re-ranking of the best [`KR_SHORTLIST`] candidates; hits keep their cosine
-    /// scores, so a page in this order may show a lower score above a higher one.
+    /// scores, so a page in this order may show a lower score above a higher one. In a view
+    /// whose `simcase adapt` tuned k-reciprocal knobs on val, those replace these.
     Kr(rerank::Kr),
 }
 
@@ -831,6 +832,8 @@ pub fn search_with(
         let Rerank::Kr(kr) = req.rerank else {
             return cosine(&qv, k);
         };
+        // A view's own knobs, tuned on val by `simcase adapt`, when it has them.
+        let kr = view.and_then(|v| v.kr).unwrap_or(kr);
         let mut ranked = cosine(&qv, k.max(KR_SHORTLIST));
         let m = ranked.len().min(KR_SHORTLIST);
         let short: Vec<&[f32]> = ranked[..m]

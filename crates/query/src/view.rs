@@ -27,6 +27,9 @@ pub struct View {
     pub version: Version,
     /// What the view's file records (method, tuning, rows learned from).
     pub meta: serde_json::Value,
+    /// k-reciprocal knobs that `simcase adapt` tuned on val in this view's space, used by
+    /// `rerank=kr` in it.
+    pub kr: Option<crate::rerank::Kr>,
 }
 
 impl View {
@@ -61,7 +64,19 @@ impl View {
         rows.par_chunks_mut(d_out.max(1))
             .zip(src.par_chunks(d_in.max(1)))
             .for_each(|(out, x)| out.copy_from_slice(&info.adapter.apply(x)));
+        let k = &info.meta["rerank"]["kr"];
+        let kr = match (k["k1"].as_u64(), k["k2"].as_u64(), k["lambda"].as_f64()) {
+            (Some(k1), Some(k2), Some(l)) if (1..=1000).contains(&k1) && k2 <= 1000 => {
+                Some(crate::rerank::Kr {
+                    k1: k1 as usize,
+                    k2: k2 as usize,
+                    lambda: (l as f32).clamp(0.0, 1.0),
+                })
+            }
+            _ => None,
+        };
         Ok(Self {
+            kr,
             name: info.name,
             adapter: info.adapter,
             rows,
