@@ -8,21 +8,7 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-
-/// `$SIMCASE_PYTHON`, else the tools' virtual environment (`tools/.venv`, as `.ci/run` makes
-/// it, with numpy and pyarrow), else `python3`.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("SIMCASE_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/.venv/bin/python");
-    if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("python3")
-    }
-}
+use std::path::Path;
 
 /// Reads each export and prints, per file: ids, text columns, whether paths are there, and
 /// for each query row the top 5 other rows by dot product (id, score).
@@ -134,7 +120,7 @@ fn exports_read_back_in_numpy_and_pyarrow_and_rank_as_search_does() {
         );
         serde_json::from_str::<Vec<Value>>(&out).unwrap()
     };
-    let py = python();
+    let py = simcase_models::testing::python();
     let o = std::process::Command::new(&py)
         .arg("-c")
         .arg(READ_BACK)

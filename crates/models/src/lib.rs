@@ -12,6 +12,7 @@ pub mod onnx;
 pub mod ops;
 pub mod resnet;
 pub mod seeded;
+pub mod testing;
 pub mod tiny_vit;
 pub mod tokenizer;
 pub mod transformer;

@@ -75,7 +75,7 @@ fn wordpiece_ids_match_transformers() {
     check_ids("wordpiece", &tok);
     // A tokenizer.json written by the Python tokenizers library loads the same way.
     let json = tempdir("wordpiece-json").join("tokenizer.json");
-    let python = python();
+    let python = simcase_models::testing::python();
     let out = std::process::Command::new(&python)
         .args([
             "-c",
@@ -110,20 +110,6 @@ fn wordpiece_ids_match_transformers() {
     );
     let tok = TextTokenizer::bert_json(&json, 256).unwrap();
     check_ids("wordpiece", &tok);
-}
-
-/// `$SIMCASE_PYTHON`, else the tools' virtual environment (`tools/.venv`, as `.ci/run`
-/// makes it), else `python3`.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("SIMCASE_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/.venv/bin/python");
-    if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("python3")
-    }
 }
 
 fn tower(name: &str) -> (serde_json::Value, VarBuilder<'static>) {
