@@ -84,7 +84,7 @@ pub(crate) fn run(a: &AdaptArgs) -> Result<()> {
             "created_unix": created,
             // What `search --view NAME --rerank kr` uses; absent when val is too small.
             "rerank": kr.map(|(kr, p)| json!({
-                "kr": { "k1": kr.k1, "k2": kr.k2, "lambda": kr.lambda, "val_P@1": p }
+                "kr": { "k1": kr.k1, "k2": kr.k2, "lambda": (f64::from(kr.lambda) * 1e6).round() / 1e6, "val_P@1": p }
             })),
         }),
     )?;

@@ -262,7 +262,9 @@ fn adaptation(h: &mut String, models: &[Value]) {
         "</table><p class=\"muted\">Cells are micro / macro. Each adapter is learned from the \
          train rows and tuned on val (test never), then scored with the same protocol; \
          <code>simcase adapt --index DIR --method M</code> stores one with an index, and \
-         <code>search --view</code> or the API's <code>view=</code> applies it. Unseen classes: \
+         <code>search --view</code> or the API's <code>view=</code> applies it; \
+         <code>frozen+kr</code> re-ranks the frozen model's top 100 (<code>--rerank kr</code>). \
+         Unseen classes: \
          20% of the full labels held out of adaptation, P@1 of their test queries; \
          \"hurts\" marks a loss of more than 0.02 against the frozen model.</p>"
     );

@@ -406,7 +406,7 @@ fn scored_part(a: &protocol::Options, m: ModelId, knobs: &analysis::Knobs) -> Re
     })
 }
 
-/// The linear adapters `simcase adapt` offers (the MLP head takes tens of seconds more; `simcase
+/// The linear adapters `simcase adapt` offers, and k-reciprocal re-ranking of the frozen model (the MLP head takes tens of seconds more; `simcase
 /// eval --adapt mlp` scores it), each learned from the train rows and tuned on val, scored with
 /// the protocol unchanged, and checked on classes it never saw (leave-classes-out: 20% of the
 /// full labels held out of adaptation). A method that cannot learn from this manifest (too few
@@ -450,6 +450,28 @@ fn adapted(
             "levels": r["levels"],
             "knn": r["knn"],
             "unseen": unseen,
+        }));
+    }
+    // k-reciprocal re-ranking of the frozen model's top 100, knobs tuned on val.
+    if let Ok((kr, _)) = ad::tune_kr(&space, rows) {
+        let f = |q: &[f32], short: &[&[f32]]| kr.rerank(q, short);
+        let r = protocol::evaluate_reranked(
+            &format!("{}+kr", space.name),
+            space.dim,
+            rows,
+            &|id| space.vectors.get(&id).map(Vec::as_slice),
+            Some(&f),
+            missing,
+            knobs.max_k,
+            None,
+        )?;
+        out.push(json!({
+            "method": "frozen+kr",
+            "dim": space.dim,
+            "tuned": { "k1": kr.k1, "k2": kr.k2, "lambda": (f64::from(kr.lambda) * 1e6).round() / 1e6 },
+            "levels": r["levels"],
+            "knn": r["knn"],
+            "unseen": null,
         }));
     }
     Ok(Value::Array(out))
