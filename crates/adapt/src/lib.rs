@@ -205,7 +205,7 @@ pub fn fit(method: Method, train: &[Sample], val: &[Sample]) -> Result<Fitted> {
             tune.len()
         );
     }
-    let score = |a: &Adapter| val_p1(a, &labelled, &tune);
+    let score = |a: &Adapter| p1(Some(a), &labelled, &tune);
     let mut tuned = BTreeMap::new();
     let adapter = match method {
         Method::Mlp => mlp::fit(&labelled, &tune, &mut tuned)?,
@@ -235,30 +235,39 @@ pub fn fit(method: Method, train: &[Sample], val: &[Sample]) -> Result<Fitted> {
     })
 }
 
-/// P@1 of `val` against `train`, both through `a` (the label of the nearest train row): the
-/// rows mapped in parallel and ranked by the index's exact scan (GEMM for the val batch).
-pub(crate) fn val_p1(a: &Adapter, train: &[&Sample], val: &[&Sample]) -> f64 {
+/// P@1 of `queries` against `train` (the label of the nearest train row), both mapped through
+/// `a` when one is given, else as they are: the rows mapped in parallel and ranked by the
+/// index's exact scan (GEMM for the query batch). What tuning maximises on val, and what
+/// `simcase bench adapt` reports on test.
+pub fn p1(a: Option<&Adapter>, train: &[&Sample], queries: &[&Sample]) -> f64 {
     use rayon::prelude::*;
-    let d = a.dim_out.max(1);
+    let d = match a {
+        Some(a) => a.dim_out,
+        None => train.first().map_or(0, |s| s.vector.len()),
+    }
+    .max(1);
     let map = |rows: &[&Sample]| -> Vec<f32> {
         let mut out = vec![0f32; rows.len() * d];
         out.par_chunks_mut(d)
             .zip(rows.par_iter())
-            .for_each(|(o, s)| o.copy_from_slice(&a.apply(s.vector)));
+            .for_each(|(o, s)| match a {
+                Some(a) => o.copy_from_slice(&a.apply(s.vector)),
+                None => o.copy_from_slice(s.vector),
+            });
         out
     };
-    let (index, queries) = (map(train), map(val));
-    let q: Vec<&[f32]> = queries.chunks(d).collect();
+    let (index, mapped) = (map(train), map(queries));
+    let q: Vec<&[f32]> = mapped.chunks(d).collect();
     let hits = simcase_index::search_rows(&index, d, &q, 1, None);
     let right = hits
         .iter()
-        .zip(val)
+        .zip(queries)
         .filter(|(h, q)| {
             h.first()
                 .is_some_and(|h| train[h.row as usize].label == q.label)
         })
         .count();
-    right as f64 / val.len().max(1) as f64
+    right as f64 / queries.len().max(1) as f64
 }
 
 fn mean_of(rows: &[&[f32]], dim: usize) -> Vec<f64> {

@@ -5,7 +5,7 @@
 //! weights of the best check are kept. Weights are drawn from a fixed seed, so a fit is
 //! repeatable.
 
-use crate::{val_p1, Adapter, Method, Residual, Sample};
+use crate::{p1, Adapter, Method, Residual, Sample};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
@@ -108,7 +108,7 @@ pub(crate) fn fit(
         )
     };
     let start = snapshot()?;
-    let mut best = (val_p1(&start, train, val), 0usize, start);
+    let mut best = (p1(Some(&start), train, val), 0usize, start);
     for epoch in 1..=MAX_EPOCHS {
         let h = x
             .matmul(&w1.as_tensor().t()?)?
@@ -122,7 +122,7 @@ pub(crate) fn fit(
         opt.backward_step(&loss)?;
         if epoch % CHECK_EVERY == 0 {
             let a = snapshot()?;
-            let p = val_p1(&a, train, val);
+            let p = p1(Some(&a), train, val);
             if p > best.0 {
                 best = (p, epoch, a);
             }

@@ -107,18 +107,11 @@ pub fn load(index: &Path, name: &str) -> Result<ViewInfo> {
     let jp = dir.join(format!("{name}.json"));
     let text = match std::fs::read_to_string(&jp) {
         Ok(t) => t,
-        Err(_) => {
-            let known = list(index).unwrap_or_default();
-            bail!(
-                "{}: no view {name:?} (views: {})",
-                index.display(),
-                if known.is_empty() {
-                    "none; make one with `simcase adapt`".to_string()
-                } else {
-                    known.join(", ")
-                }
-            );
-        }
+        Err(_) => bail!(
+            "{}: no view {name:?} (views: {})",
+            index.display(),
+            listed(index)
+        ),
     };
     let h: Value =
         serde_json::from_str(&text).with_context(|| format!("{}: not a view", jp.display()))?;
@@ -217,6 +210,16 @@ pub fn load_for(index: &Path, name: &str, model: &str, dim: usize) -> Result<Vie
         &folder(index).join(format!("{name}.json")),
     )?;
     Ok(v)
+}
+
+/// The index's views for a message: their names, or how to make one.
+pub fn listed(index: &Path) -> String {
+    let known = list(index).unwrap_or_default();
+    if known.is_empty() {
+        "none; make one with `simcase adapt`".to_string()
+    } else {
+        known.join(", ")
+    }
 }
 
 /// The names of an index's views.

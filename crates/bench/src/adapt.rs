@@ -24,31 +24,11 @@ pub struct Opts {
     pub no_peer: bool,
 }
 
-/// A small deterministic generator (splitmix64), Gaussian by Box–Muller.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn gauss(&mut self) -> f32 {
-        let (u, v) = (self.uniform(), self.uniform());
-        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-    }
-}
-
 /// `rows` unit vectors of `dim` around `classes` centres, their labels, and their splits
 /// (0 train, 1 val, 2 test).
-pub fn data(rows: usize, dim: usize, classes: usize, seed: u64) -> (Vec<f32>, Vec<u32>, Vec<u8>) {
-    let mut rng = Rng(seed);
-    let centres: Vec<f32> = (0..classes * dim).map(|_| rng.gauss()).collect();
+fn data(rows: usize, dim: usize, classes: usize, seed: u64) -> (Vec<f32>, Vec<u32>, Vec<u8>) {
+    let mut rng = crate::synth::Rng::new(seed);
+    let centres: Vec<f32> = (0..classes * dim).map(|_| rng.normal() as f32).collect();
     // Per-dimension spread from 0.2 to 3: a few directions dominate, as in real embeddings.
     let spread: Vec<f32> = (0..dim)
         .map(|j| 0.2 + 2.8 * ((j * 7919) % dim) as f32 / dim as f32)
@@ -56,10 +36,10 @@ pub fn data(rows: usize, dim: usize, classes: usize, seed: u64) -> (Vec<f32>, Ve
     let mut v = Vec::with_capacity(rows * dim);
     let mut labels = Vec::with_capacity(rows);
     for _ in 0..rows {
-        let c = (rng.next() % classes.max(1) as u64) as usize;
+        let c = rng.below(classes as u64) as usize;
         let start = v.len();
         for j in 0..dim {
-            v.push(centres[c * dim + j] * 0.3 + rng.gauss() * spread[j]);
+            v.push(centres[c * dim + j] * 0.3 + rng.normal() as f32 * spread[j]);
         }
         simcase_models::l2_normalize_in_place(&mut v[start..]);
         labels.push(c as u32);
@@ -125,8 +105,9 @@ pub fn run(o: &Opts) -> Result<()> {
          µs/query | test P@1 frozen → adapted |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    let train_refs: Vec<&[f32]> = train.iter().map(|s| s.vector).collect();
-    let frozen = p1(&train, &train_refs, o.dim, &test, |x| x.to_vec());
+    let (train_refs, test_refs): (Vec<&Sample>, Vec<&Sample>) =
+        (train.iter().collect(), test.iter().collect());
+    let frozen = simcase_adapt::p1(None, &train_refs, &test_refs);
     for &m in &o.methods {
         let t = Instant::now();
         let fitted = simcase_adapt::fit(m, &train, &val)?;
@@ -145,11 +126,8 @@ pub fn run(o: &Opts) -> Result<()> {
             std::hint::black_box(a.apply(rows[i % rows.len()].vector));
         }
         let us = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
-        let mapped_train: Vec<&[f32]> = train
-            .iter()
-            .map(|s| &mapped[s.id as usize * a.dim_out..(s.id as usize + 1) * a.dim_out])
-            .collect();
-        let adapted = p1(&train, &mapped_train, a.dim_out, &test, |x| a.apply(x));
+        std::hint::black_box(&mapped);
+        let adapted = simcase_adapt::p1(Some(a), &train_refs, &test_refs);
         let np = peer
             .as_ref()
             .and_then(|p| p[m.name()].as_f64())
@@ -169,29 +147,6 @@ pub fn run(o: &Opts) -> Result<()> {
          float64 scatter and Cholesky; a search in a view maps the query once: the µs/query.)"
     );
     Ok(())
-}
-
-/// P@1 of `test` against `train` (its vectors `index`, of `dim`), each query mapped by `f`.
-fn p1(
-    train: &[Sample],
-    index: &[&[f32]],
-    dim: usize,
-    test: &[Sample],
-    f: impl Fn(&[f32]) -> Vec<f32> + Sync,
-) -> f64 {
-    let flat: Vec<f32> = index.iter().flat_map(|r| r.iter().copied()).collect();
-    let qs: Vec<Vec<f32>> = test.iter().map(|s| f(s.vector)).collect();
-    let qr: Vec<&[f32]> = qs.iter().map(|q| q.as_slice()).collect();
-    let hits = simcase_index::search_rows(&flat, dim, &qr, 1, None);
-    let right = hits
-        .iter()
-        .zip(test)
-        .filter(|(h, q)| {
-            h.first()
-                .is_some_and(|h| train[h.row as usize].label == q.label)
-        })
-        .count();
-    right as f64 / test.len().max(1) as f64
 }
 
 /// numpy's seconds for the same whitening fit, from `tools/bench_peers.py adapt`.

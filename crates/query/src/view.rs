@@ -41,18 +41,14 @@ impl View {
             .map_err(|e| QueryError::bad("view", e.to_string()))?;
         let dir = snap.dir();
         let s = snap.settings();
+        // Not load's error: that names the index folder, which an API client must not see.
         if !dir.join("views").join(format!("{name}.json")).is_file() {
-            let known = simcase_adapt::view::list(dir).unwrap_or_default();
             return Err(QueryError::bad(
                 "view",
                 format!(
                     "no view {} (views of this index: {})",
                     crate::params::quote(name),
-                    if known.is_empty() {
-                        "none; make one with `simcase adapt`".to_string()
-                    } else {
-                        known.join(", ")
-                    }
+                    simcase_adapt::view::listed(dir)
                 ),
             ));
         }

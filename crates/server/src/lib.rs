@@ -130,8 +130,9 @@ struct AppState {
     model: simcase_models::ModelId,
     has_text: bool,
     thumbs: Mutex<ThumbCache>,
-    /// Views asked for by `view=`, their rows mapped for the snapshot they were opened on.
-    views: Mutex<HashMap<String, Arc<View>>>,
+    /// Views asked for by `view=`, their rows mapped for the snapshot they were opened on,
+    /// oldest first.
+    views: Mutex<Vec<Arc<View>>>,
 }
 
 /// Views kept mapped at once (each holds 4 B × rows × its width); the oldest goes first.
@@ -375,7 +376,7 @@ pub fn app(cfg: Config) -> Result<Router> {
         model,
         has_text,
         thumbs: Mutex::new(ThumbCache::default()),
-        views: Mutex::new(HashMap::new()),
+        views: Mutex::new(Vec::new()),
         cfg,
     });
     if matches!(state.backend, Backend::Local(_)) {
@@ -758,8 +759,8 @@ async fn view(state: &Shared, snap: &Arc<Snapshot>, name: &str) -> ApiResult<Arc
         .views
         .lock()
         .map_err(|_| ApiError::internal(anyhow::anyhow!("the view cache is poisoned")))?
-        .get(name)
-        .filter(|v| v.fits(snap))
+        .iter()
+        .find(|v| v.name == name && v.fits(snap))
         .cloned();
     if let Some(v) = cached {
         return Ok(v);
@@ -772,14 +773,11 @@ async fn view(state: &Shared, snap: &Arc<Snapshot>, name: &str) -> ApiResult<Arc
     );
     tracing::info!("view {name}: {} rows mapped", snap.len());
     if let Ok(mut g) = state.views.lock() {
-        g.retain(|_, old| old.fits(snap));
-        while g.len() >= MAX_VIEWS {
-            let Some(k) = g.keys().next().cloned() else {
-                break;
-            };
-            g.remove(&k);
+        g.retain(|old| old.fits(snap) && old.name != name);
+        if g.len() >= MAX_VIEWS {
+            g.remove(0);
         }
-        g.insert(name.to_string(), v.clone());
+        g.push(v.clone());
     }
     Ok(v)
 }
