@@ -84,8 +84,9 @@ pub(crate) fn fit(
     )?;
     let snapshot = || -> Result<Adapter> {
         Ok(Adapter {
-            method: Method::Mlp,
+            method: Some(Method::Mlp),
             dim_in: d,
+            blocks: Vec::new(),
             dim_out: d,
             residual: Some(Residual {
                 hidden: HIDDEN,

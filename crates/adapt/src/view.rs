@@ -1,10 +1,10 @@
 //! Views: an adapter stored with its index under a name, in `DIR/views/NAME.json` (what it is:
-//! format version, method, model, widths, what it was tuned to, how many rows it learned from,
-//! when) and `DIR/views/NAME.f32` (its numbers, little-endian f32: mean, linear map, then the
+//! format version, method, model, widths, the fused models' blocks and weights, what it was
+//! tuned to, how many rows it learned from, when) and `DIR/views/NAME.f32` (its numbers, little-endian f32: mean, linear map, then the
 //! residual head's W₁, b₁, W₂, b₂). Both are written to temporary names, fsynced and renamed,
 //! numbers first, so a view is either whole or absent.
 
-use crate::{Adapter, Method, Residual};
+use crate::{Adapter, Block, Method, Residual};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -79,8 +79,11 @@ pub fn save(index: &Path, name: &str, model: &str, adapter: &Adapter, meta: Valu
         "format": VERSION,
         "name": name,
         "model": model,
-        "method": adapter.method.name(),
+        "method": adapter.method_name(),
         "dim_in": adapter.dim_in,
+        // A fused index's parts the view keeps: [first value, count, weight] (exact in JSON:
+        // an f32 is an f64 exactly).
+        "blocks": adapter.blocks.iter().map(|b| json!([b.start, b.len, b.weight])).collect::<Vec<_>>(),
         "dim_out": adapter.dim_out,
         "mean": adapter.mean.len(),
         "linear": adapter.linear.len(),
@@ -126,27 +129,66 @@ pub fn load(index: &Path, name: &str) -> Result<ViewInfo> {
             .map(|v| v as usize)
             .with_context(|| format!("{shown}: no {k}"))
     };
-    let method: Method = h["method"].as_str().unwrap_or("").parse()?;
+    let method: Option<Method> = match h["method"].as_str().unwrap_or("") {
+        "none" => None,
+        m => Some(m.parse()?),
+    };
     let (dim_in, dim_out) = (get("dim_in")?, get("dim_out")?);
+    let mut blocks = Vec::new();
+    for b in h["blocks"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let (start, len, weight) = (b[0].as_u64(), b[1].as_u64(), b[2].as_f64());
+        let ok = match (start, len, weight) {
+            (Some(s), Some(l), Some(w)) => {
+                l > 0 && s.checked_add(l).is_some_and(|e| e <= dim_in as u64) && w.is_finite()
+            }
+            _ => false,
+        };
+        anyhow::ensure!(
+            ok,
+            "{shown}: block {b} is not within the {dim_in} values of a row"
+        );
+        blocks.push(Block {
+            start: start.unwrap_or(0) as usize,
+            len: len.unwrap_or(0) as usize,
+            weight: weight.unwrap_or(0.0) as f32,
+        });
+    }
+    let dim_mid = if blocks.is_empty() {
+        dim_in
+    } else {
+        blocks.iter().map(|b| b.len).sum()
+    };
     let (nm, nl, floats) = (get("mean")?, get("linear")?, get("floats")?);
     let hidden = h["hidden"].as_u64().map(|v| v as usize);
     let fp = dir.join(format!("{name}.f32"));
     let bytes = std::fs::read(&fp).with_context(|| format!("reading {}", fp.display()))?;
     // Sizes come from a file: checked arithmetic, so a hostile .json cannot wrap them.
     let want_res = hidden.map_or(Some(0), |k| {
-        k.checked_mul(dim_in)?
+        k.checked_mul(dim_mid)?
             .checked_mul(2)?
             .checked_add(k)?
-            .checked_add(dim_in)
+            .checked_add(dim_mid)
     });
     let sizes_ok = (|| {
         let total = nm.checked_add(nl)?.checked_add(want_res?)?;
         let linear_ok = if nl == 0 {
-            dim_out == dim_in && nm == 0
+            dim_out == dim_mid && nm == 0
         } else {
-            nl == dim_in.checked_mul(dim_out)? && nm == dim_in
+            nl == dim_mid.checked_mul(dim_out)? && nm == dim_mid
         };
-        Some(total == floats && floats.checked_mul(4)? == bytes.len() && linear_ok && dim_in > 0)
+        // A view with no method only weighs blocks: nothing else may be there.
+        let method_ok = method.is_some() || (!blocks.is_empty() && total == 0);
+        Some(
+            total == floats
+                && floats.checked_mul(4)? == bytes.len()
+                && linear_ok
+                && method_ok
+                && dim_in > 0,
+        )
     })()
     .unwrap_or(false);
     anyhow::ensure!(
@@ -175,10 +217,10 @@ pub fn load(index: &Path, name: &str) -> Result<ViewInfo> {
     let linear = take(nl);
     let residual = hidden.map(|k| Residual {
         hidden: k,
-        w1: take(k * dim_in),
+        w1: take(k * dim_mid),
         b1: take(k),
-        w2: take(dim_in * k),
-        b2: take(dim_in),
+        w2: take(dim_mid * k),
+        b2: take(dim_mid),
     });
     let tuned: BTreeMap<String, f64> =
         serde_json::from_value(h["tuned"].clone()).unwrap_or_default();
@@ -188,6 +230,7 @@ pub fn load(index: &Path, name: &str) -> Result<ViewInfo> {
         adapter: Adapter {
             method,
             dim_in,
+            blocks,
             dim_out,
             residual,
             mean,
@@ -245,8 +288,9 @@ mod tests {
     fn adapter(method: Method, hidden: Option<usize>) -> Adapter {
         let d = 3;
         Adapter {
-            method,
+            method: Some(method),
             dim_in: d,
+            blocks: Vec::new(),
             dim_out: if hidden.is_some() { d } else { 2 },
             residual: hidden.map(|k| Residual {
                 hidden: k,
@@ -316,5 +360,75 @@ mod tests {
         std::fs::write(&j, h.to_string()).unwrap();
         let e = load(&dir, "lin").unwrap_err().to_string();
         assert!(e.contains("do not hold the view"), "{e}");
+    }
+
+    #[test]
+    fn a_fused_view_keeps_and_weighs_its_blocks_then_maps_and_persists_them() {
+        let dir = std::env::temp_dir().join(format!("simcase-view-fused-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A row of model a (2 values) then model b (3 values).
+        let x = [0.6f32, 0.0, 0.0, 0.8, 0.0];
+        let weights = Adapter::weights(
+            5,
+            vec![
+                Block {
+                    start: 0,
+                    len: 2,
+                    weight: 0.25,
+                },
+                Block {
+                    start: 2,
+                    len: 3,
+                    weight: 0.75,
+                },
+            ],
+        );
+        // By hand: (0.15, 0, 0, 0.6, 0) over its length √(0.0225 + 0.36).
+        let n = (0.15f32 * 0.15 + 0.6 * 0.6).sqrt();
+        let want = [0.15 / n, 0.0, 0.0, 0.6 / n, 0.0];
+        let got = weights.apply(&x);
+        assert!(
+            got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-6),
+            "{got:?}"
+        );
+        // Only model b, then a linear map (2 × 3) learned on its values.
+        let mut picked = adapter(Method::Lw, None);
+        picked.dim_in = 5;
+        picked.blocks = vec![Block {
+            start: 2,
+            len: 3,
+            weight: 1.0,
+        }];
+        let y = picked.apply(&x);
+        let b = [0.0f32 - 0.1, 1.0 - 0.2, 0.0 - 0.3];
+        let (y0, y1) = (b[0] + 2.0 * b[2], 3.0 * b[1] + 0.5 * b[2]);
+        let n = (y0 * y0 + y1 * y1).sqrt();
+        assert!(
+            (y[0] - y0 / n).abs() < 1e-6 && (y[1] - y1 / n).abs() < 1e-6,
+            "{y:?}"
+        );
+        for (name, a) in [("w", &weights), ("b", &picked)] {
+            save(&dir, name, "a+b", a, json!({})).unwrap();
+            let v = load_for(&dir, name, "a+b", 5).unwrap();
+            assert_eq!(&v.adapter, a);
+            assert_eq!(v.adapter.apply(&x), a.apply(&x));
+        }
+        assert_eq!(load(&dir, "w").unwrap().adapter.method_name(), "none");
+        // A block past the row's end is refused, naming it.
+        let j = dir.join("views/w.json");
+        let mut h: Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+        h["blocks"][1] = json!([4, 3, 0.5]);
+        std::fs::write(&j, h.to_string()).unwrap();
+        let e = load(&dir, "w").unwrap_err().to_string();
+        assert!(
+            e.contains("block [4,3,0.5] is not within the 5 values"),
+            "{e}"
+        );
+        // A view with no method and no blocks is not a view.
+        h["blocks"] = json!([]);
+        h["dim_out"] = json!(5);
+        std::fs::write(&j, h.to_string()).unwrap();
+        assert!(load(&dir, "w").is_err());
     }
 }

@@ -266,10 +266,10 @@ pub fn run(opts: &Options) -> Result<Report> {
         cfg.token = Some(format!("fuzz-{:x}", opts.seed));
         let target = {
             let snap = simcase_index::Snapshot::open(&opts.index)?;
-            let model: simcase_models::ModelId = snap.settings().model.parse()?;
+            let model: simcase_models::ModelSet = snap.settings().model.parse()?;
             Target {
                 items: snap.len() as u64,
-                text_search: model.spec().text.is_some(),
+                text_search: model.text_model().is_some(),
                 max_k: cfg.max_k as u64,
             }
         };

@@ -1,11 +1,14 @@
-//! `simcase adapt --index DIR [--method whiten|lw|lda|mlp] [--name NAME]`: learn an adapter from
-//! the index's own rows (train to learn, val to tune; test never) and store it with the index as
-//! a named view ([`simcase_adapt::view`]). `simcase eval --adapt` scores the same methods with
-//! the paper's protocol, leave-classes-out included.
+//! `simcase adapt --index DIR [--model a+b] [--method whiten|lw|lda|mlp|none] [--name NAME]`:
+//! learn an adapter from the index's own rows (train to learn, val to tune; test never) and
+//! store it with the index as a named view ([`simcase_adapt::view`]). On an index of fused
+//! models (`index --model a+b`), `--model` picks the models the view keeps (all by default)
+//! and their weights are tuned on val first, with nothing embedded again. `simcase eval
+//! --adapt` scores the same methods with the paper's protocol, leave-classes-out included.
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use simcase_adapt::{Method, Sample};
+use simcase_adapt::{Adapter, Block, Method, Sample};
+use simcase_models::ModelSet;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -15,10 +18,16 @@ pub(crate) struct AdaptArgs {
     #[arg(long)]
     index: PathBuf,
     /// whiten (unsupervised, the default: on dev.csv it helps classes it never saw), lw
-    /// (within-class whitening), lda, or mlp (a residual head).
+    /// (within-class whitening), lda, mlp (a residual head), or none (only the fused models'
+    /// weights, with --model).
     #[arg(long, default_value = "whiten")]
     method: String,
-    /// The view's name (default: the method's); an existing view of that name is replaced.
+    /// On an index of fused models (`index --model a+b+c`): the models the view keeps, e.g.
+    /// `a+b` or `a` (default: all of them). With two or more, their weights are tuned on val.
+    #[arg(long)]
+    model: Option<ModelSet>,
+    /// The view's name (default: the method's, after the models' with --model); an existing
+    /// view of that name is replaced.
     #[arg(long)]
     name: Option<String>,
     #[arg(long)]
@@ -26,10 +35,32 @@ pub(crate) struct AdaptArgs {
 }
 
 pub(crate) fn run(a: &AdaptArgs) -> Result<()> {
-    let method: Method = a.method.parse()?;
-    let name = a.name.clone().unwrap_or_else(|| method.name().to_string());
+    let method: Option<Method> = match a.method.as_str() {
+        "none" => None,
+        m => Some(m.parse()?),
+    };
+    let method_name = method.map_or("none", Method::name);
+    let name = a.name.clone().unwrap_or_else(|| match &a.model {
+        None => method_name.to_string(),
+        Some(m) => {
+            let models = m.to_string().replace('+', "_");
+            match method {
+                None => models,
+                Some(method) => format!("{models}-{method}"),
+            }
+        }
+    });
     simcase_adapt::view::check_name(&name)?;
+    anyhow::ensure!(
+        method.is_some() || a.model.is_some(),
+        "--method none keeps the rows as they are; give --model to weigh or pick the models of \
+         a fused index"
+    );
     let reader = simcase_index::Reader::open(&a.index)?;
+    let blocks = match &a.model {
+        Some(m) => Some(blocks_of(&reader, m).with_context(|| format!("{}", a.index.display()))?),
+        None => None,
+    };
     let items = reader.items()?;
     let split = |it: &simcase_index::Item| {
         it.meta
@@ -57,28 +88,68 @@ pub(crate) fn run(a: &AdaptArgs) -> Result<()> {
             _ => {}
         }
     }
-    anyhow::ensure!(
-        has_splits || !method.supervised(),
-        "{}: no row has a split; {method} learns from `train` rows and tunes on `val` rows \
-         (index with a manifest's `split` column), and only `whiten` works without",
-        a.index.display()
-    );
     let shown = a.index.display();
-    let fitted = simcase_adapt::fit(method, &train, &val).with_context(|| format!("{shown}"))?;
+    anyhow::ensure!(
+        has_splits || method.is_some_and(|m| !m.supervised()),
+        "{shown}: no row has a split; {method_name} learns from `train` rows and tunes on \
+         `val` rows (index with a manifest's `split` column), and only `whiten` works without",
+    );
+    // The fused models' weights first (tuned on val when there are several), then the method
+    // learns on the rows as they weigh them.
+    let (weights, fusion) = match &blocks {
+        None => (None, None),
+        Some((set, b)) => {
+            let (w, p) = fusion_weights(set, b, &train, &val, reader.settings().dim);
+            (Some(w), Some((set.clone(), p)))
+        }
+    };
+    let mapped = weights.as_ref().map(|w| {
+        let map = |set: &[Sample]| set.iter().map(|s| w.apply(s.vector)).collect::<Vec<_>>();
+        (map(&train), map(&val))
+    });
+    let (train_in, val_in) = match &mapped {
+        None => (train.clone(), val.clone()),
+        Some((t, v)) => (relabel(&train, t), relabel(&val, v)),
+    };
+    let fitted = match method {
+        Some(m) => {
+            Some(simcase_adapt::fit(m, &train_in, &val_in).with_context(|| format!("{shown}"))?)
+        }
+        None => None,
+    };
+    let adapter = match (&fitted, weights) {
+        (Some(f), None) => f.adapter.clone(),
+        (Some(f), Some(w)) => Adapter {
+            dim_in: w.dim_in,
+            blocks: w.blocks,
+            ..f.adapter.clone()
+        },
+        (None, Some(w)) => w,
+        (None, None) => anyhow::bail!("--method none needs --model"),
+    };
+    let (seen_train, seen_val) = match &fitted {
+        Some(f) => (f.seen_train.len(), f.seen_val.len()),
+        None => (train.len(), val.len()),
+    };
     let classes: std::collections::BTreeSet<&str> = train.iter().filter_map(|s| s.label).collect();
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let kr = tune_kr(&train, &val, &fitted.adapter);
+    let kr = tune_kr(&train, &val, &adapter);
     let s = reader.settings();
     simcase_adapt::view::save(
         &a.index,
         &name,
         &s.model,
-        &fitted.adapter,
+        &adapter,
         json!({
-            "train_rows": fitted.seen_train.len(),
-            "val_rows": fitted.seen_val.len(),
+            "train_rows": seen_train,
+            "val_rows": seen_val,
+            "fusion": fusion.as_ref().map(|(set, p)| json!({
+                "models": set.parts().iter().map(|m| m.name()).collect::<Vec<_>>(),
+                "weights": adapter.blocks.iter().map(|b| b.weight).collect::<Vec<_>>(),
+                "val_P@1": p,
+            })),
             "classes": classes.len(),
             "index_rows": reader.len(),
             "created_unix": created,
@@ -89,22 +160,43 @@ pub(crate) fn run(a: &AdaptArgs) -> Result<()> {
         }),
     )?;
     if !a.quiet {
-        let tuned: Vec<String> = fitted
-            .adapter
+        if let Some((set, p)) = &fusion {
+            let w: Vec<String> = set
+                .parts()
+                .iter()
+                .zip(&adapter.blocks)
+                .map(|(m, b)| format!("{m} {:.3}", b.weight))
+                .collect();
+            eprintln!(
+                "models of {} kept, with their weights: {}{}",
+                s.model,
+                w.join(", "),
+                match p {
+                    Some(p) => format!(" (tuned on val: P@1 {p:.3})"),
+                    None if set.parts().len() > 1 => {
+                        " (equal: val has too few labelled rows to tune on)".to_string()
+                    }
+                    None => String::new(),
+                }
+            );
+        }
+        let tuned: Vec<String> = adapter
             .tuned
             .iter()
             .map(|(k, v)| format!("{k} {v:.3}"))
             .collect();
         eprintln!(
-            "view {name}: {method} of {} ({}-d to {}-d), learned from {} train rows ({} \
-             classes), tuned on {} val rows: {}; stored in {}",
-            s.model,
-            fitted.adapter.dim_in,
-            fitted.adapter.dim_out,
-            fitted.seen_train.len(),
+            "view {name}: {method_name} of {} ({}-d to {}-d), learned from {seen_train} train \
+             rows ({} classes), tuned on {seen_val} val rows: {}; stored in {}",
+            fusion
+                .as_ref()
+                .map_or(s.model.clone(), |(set, _)| set.to_string()),
+            adapter.dim_in,
+            adapter.dim_out,
             classes.len(),
-            fitted.seen_val.len(),
-            if tuned.is_empty() {
+            if adapter.method.is_none() {
+                "the weights above".to_string()
+            } else if tuned.is_empty() {
                 "defaults".to_string()
             } else {
                 tuned.join(", ")
@@ -150,4 +242,78 @@ fn tune_kr(
         vectors,
     };
     simcase_eval::adapted::tune_kr(&space, &rows).ok()
+}
+
+/// The blocks of `reader`'s fused rows that hold the models of `set`, in `set`'s order; an
+/// error names the index's models when `set` asks for one it does not hold.
+fn blocks_of(reader: &simcase_index::Reader, set: &ModelSet) -> Result<(ModelSet, Vec<Block>)> {
+    let held: ModelSet = reader.settings().model.parse()?;
+    let at = held.blocks();
+    let blocks = set
+        .parts()
+        .iter()
+        .map(|m| {
+            at.iter()
+                .find(|(h, _, _)| h == m)
+                .map(|&(_, start, len)| Block {
+                    start,
+                    len,
+                    weight: 1.0,
+                })
+                .with_context(|| {
+                    format!(
+                        "the index holds {held}; --model {set} names {m}, which it does not \
+                         (index with --model {held}+{m} to add it)"
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((set.clone(), blocks))
+}
+
+/// The weights of the fused models `blocks`, tuned on the val rows' P@1 against the train rows
+/// ([`simcase_adapt::tune_weights`], as `eval --model a+b` tunes them) when there are several
+/// models and val holds at least 4 labelled rows of classes train holds; else equal. Returns
+/// the weighing adapter and the val P@1 it was tuned to.
+fn fusion_weights(
+    set: &ModelSet,
+    blocks: &[Block],
+    train: &[Sample],
+    val: &[Sample],
+    dim: usize,
+) -> (Adapter, Option<f64>) {
+    let with = |w: &[f64]| {
+        let b = blocks
+            .iter()
+            .zip(w)
+            .map(|(b, &w)| Block {
+                weight: w as f32,
+                ..*b
+            })
+            .collect();
+        Adapter::weights(dim, b)
+    };
+    let labelled: Vec<&Sample> = train.iter().filter(|s| s.label.is_some()).collect();
+    let classes: std::collections::BTreeSet<&str> =
+        labelled.iter().filter_map(|s| s.label).collect();
+    let tune: Vec<&Sample> = val
+        .iter()
+        .filter(|s| s.label.is_some_and(|l| classes.contains(l)))
+        .collect();
+    let n = set.parts().len();
+    if n < 2 || tune.len() < 4 || classes.len() < 2 {
+        return (with(&vec![1.0 / n as f64; n]), None);
+    }
+    let (w, p) =
+        simcase_adapt::tune_weights(n, |w| simcase_adapt::p1(Some(&with(w)), &labelled, &tune));
+    (with(&w), Some(p))
+}
+
+/// `samples` with their vectors replaced by `vectors` (same order), for a fit on fused rows.
+fn relabel<'a>(samples: &[Sample<'a>], vectors: &'a [Vec<f32>]) -> Vec<Sample<'a>> {
+    samples
+        .iter()
+        .zip(vectors)
+        .map(|(s, v)| Sample { vector: v, ..*s })
+        .collect()
 }

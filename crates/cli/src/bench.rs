@@ -278,11 +278,8 @@ fn seed_or_clock(seed: Option<u64>) -> u64 {
     })
 }
 
-fn index_model(index: &std::path::Path) -> Result<simcase_models::ModelId> {
-    Ok(simcase_index::Reader::open(index)?
-        .settings()
-        .model
-        .parse()?)
+fn index_model(index: &std::path::Path) -> Result<simcase_models::ModelSet> {
+    simcase_index::Reader::open(index)?.settings().model.parse()
 }
 
 pub fn run(cmd: &BenchCmd) -> Result<()> {
@@ -483,7 +480,7 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             ..
         } => {
             let index = index.as_ref().context("--chaos needs --index")?;
-            crate::ensure_model(index_model(index)?)?;
+            crate::ensure_models(&index_model(index)?)?;
             let token = simcase_bench::chaos::random_token()?;
             let seed = seed_or_clock(*seed);
             let log =
@@ -529,7 +526,7 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             max_findings,
             exclude,
         } => {
-            crate::ensure_model(index_model(index)?)?;
+            crate::ensure_models(&index_model(index)?)?;
             let seed = seed_or_clock(*seed);
             println!("fuzz: seed {seed}, {secs} s");
             let rep = simcase_bench::fuzz::run(&simcase_bench::fuzz::Options {

@@ -20,7 +20,7 @@ pub struct DemoArgs {
 
 pub fn run(a: &DemoArgs) -> Result<()> {
     let home = simcase_home()?;
-    crate::ensure_model(a.model)?;
+    crate::ensure_models(&a.model.into())?;
     let corpus = home.join("corpus");
     let manifest = simcase_ingest::demo::install_corpus(&corpus)?;
     let index = home.join(format!("demo-index-{}", a.model));
@@ -35,7 +35,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let args = IndexArgs {
         paths: vec![],
         index: index.clone(),
-        model: a.model,
+        model: a.model.into(),
         manifest: Some(manifest),
         relabel: false,
         batch: 16,

@@ -15,7 +15,9 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use simcase_imaging::{DecodeOptions, WindowPreset};
 use simcase_ingest as ingest;
-use simcase_models::{catalogue, default_device, install, installed, InstallOutcome, ModelId};
+use simcase_models::{
+    catalogue, default_device, install, installed, InstallOutcome, ModelId, ModelSet,
+};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -194,7 +196,7 @@ fn serve_cmd(a: &ServeArgs) -> Result<()> {
     }
     cfg.consistency = a.consistency;
     let index = a.index.to_string_lossy();
-    let model: ModelId = if simcase_milvus::MilvusUrl::is_milvus(&index) {
+    let model: ModelSet = if simcase_milvus::MilvusUrl::is_milvus(&index) {
         let url = simcase_milvus::MilvusUrl::parse(&index)?;
         simcase_milvus::Collection::open(&url)?
             .info()
@@ -206,7 +208,7 @@ fn serve_cmd(a: &ServeArgs) -> Result<()> {
             .model
             .parse()?
     };
-    ensure_model(model)?;
+    ensure_models(&model)?;
     simcase_server::serve_blocking(cfg)
 }
 
@@ -219,8 +221,10 @@ pub(crate) struct IndexArgs {
     /// SIMCASE_MILVUS_USER / SIMCASE_MILVUS_PASSWORD).
     #[arg(long)]
     index: PathBuf,
-    #[arg(long, default_value_t = simcase_models::DEFAULT_MODEL)]
-    model: ModelId,
+    /// The model, or several fused (`a+b`: each model's L2-normalised embedding side by side,
+    /// scaled by 1/√n; `simcase adapt --model a+b` tunes their weights on val).
+    #[arg(long, default_value_t = ModelSet::one(simcase_models::DEFAULT_MODEL))]
+    model: ModelSet,
     /// CSV manifest (path relative to the CSV, modality, anatomy, pathology, label, patient_id,
     /// split). Re-running it updates the labels of files already indexed.
     #[arg(long)]
@@ -458,6 +462,14 @@ fn convert_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
     })
 }
 
+/// Install every model of `set` that is not installed yet.
+pub(crate) fn ensure_models(set: &ModelSet) -> Result<()> {
+    for &model in set.parts() {
+        ensure_model(model)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn ensure_model(model: ModelId) -> Result<()> {
     if !installed(model)? {
         let spec = model.spec();
@@ -478,9 +490,9 @@ pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
         return convert_cmd(a);
     }
     let sources = a.inputs(std::slice::from_ref(&a.index))?;
-    ensure_model(a.model)?;
-    let enc = simcase_models::load(a.model, &default_device())?;
-    let mut writer = simcase_index::Writer::open(&a.index, a.model.name(), enc.dim())?;
+    ensure_models(&a.model)?;
+    let enc = a.model.load(&default_device())?;
+    let mut writer = simcase_index::Writer::open(&a.index, &a.model.to_string(), enc.dim())?;
     if let Some(p) = a.precision {
         convert(&mut writer, p)?;
     }

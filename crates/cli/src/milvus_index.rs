@@ -45,9 +45,9 @@ pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
     }
     let spec = spec(a)?;
     let sources = a.inputs(&[])?;
-    crate::ensure_model(a.model)?;
-    let enc = simcase_models::load(a.model, &simcase_models::default_device())?;
-    let mut coll = Collection::create_or_open(&url, a.model.name(), enc.dim(), &spec)?;
+    crate::ensure_models(&a.model)?;
+    let enc = a.model.load(&simcase_models::default_device())?;
+    let mut coll = Collection::create_or_open(&url, &a.model.to_string(), enc.dim(), &spec)?;
     let before = coll.count()?;
     let opts = a.ingest_options();
     let t = std::time::Instant::now();

@@ -78,9 +78,9 @@ pub fn resolve(reader: &Snapshot, query: &str, window: Option<WindowPreset>) -> 
         let id: u64 = id.parse().with_context(|| format!("bad item id {id:?}"))?;
         return Ok(Query::item(reader, id)?);
     }
-    let model: simcase_models::ModelId = reader.settings().model.parse()?;
-    crate::ensure_model(model)?;
-    let enc = simcase_models::load(model, &default_device())?;
+    let model: simcase_models::ModelSet = reader.settings().model.parse()?;
+    crate::ensure_models(&model)?;
+    let enc = model.load(&default_device())?;
     Ok(Query::file(enc.as_ref(), Path::new(query), window)?)
 }
 
@@ -272,9 +272,9 @@ fn search_remote(a: &SearchArgs, url: &str, req: &Request) -> Result<Response> {
                 remote.query_item(id)?
             }
             None => {
-                let model: simcase_models::ModelId = remote.model().parse()?;
-                crate::ensure_model(model)?;
-                let enc = simcase_models::load(model, &default_device())?;
+                let model: simcase_models::ModelSet = remote.model().parse()?;
+                crate::ensure_models(&model)?;
+                let enc = model.load(&default_device())?;
                 Query::file(enc.as_ref(), Path::new(q), a.window)?
             }
         },
@@ -285,7 +285,10 @@ fn search_remote(a: &SearchArgs, url: &str, req: &Request) -> Result<Response> {
 
 /// A text query embedded by `model`'s text tower (CLIP-family models).
 fn text_query(model: &str, text: &str) -> Result<Query> {
-    let model: simcase_models::ModelId = model.parse()?;
+    let set: simcase_models::ModelSet = model.parse()?;
+    let Some(model) = set.single() else {
+        bail!("text search needs one CLIP-family model; this index fuses {set}");
+    };
     let enc = simcase_models::load_text(model, &default_device())
         .with_context(|| format!("text search on an index built with {model}"))?;
     Ok(Query::text(enc.as_ref(), text)?)

@@ -64,7 +64,7 @@ fn a_view_is_stored_with_its_index_and_reloads_to_the_same_map() {
             "{err}"
         );
         let v = simcase_adapt::view::load_for(&index, method, "dinov2-s", 384).unwrap();
-        assert_eq!(v.adapter.method.name(), method);
+        assert_eq!(v.adapter.method_name(), method);
         assert_eq!(v.meta["train_rows"], 70);
         assert_eq!(v.meta["val_rows"], 21);
         // The stored map applies to the index's vectors: unit vectors of its width.
@@ -366,4 +366,248 @@ fn search_applies_a_view_and_reranks_as_computed_by_hand() {
         err.contains("view: no view \"nosuch\" (views of this index: lda)"),
         "{err}"
     );
+}
+
+/// Each row's vector by content id (hash), so rows of two indexes of the same files pair up.
+fn by_hash(index: &Path) -> (usize, std::collections::HashMap<String, (u64, Vec<f32>)>) {
+    let r = simcase_index::Reader::open(index).unwrap();
+    let rows = r
+        .items()
+        .unwrap()
+        .into_iter()
+        .map(|it| {
+            let v = r.vector(it.id).unwrap().to_vec();
+            (it.meta.hash, (it.id, v))
+        })
+        .collect();
+    (r.settings().dim, rows)
+}
+
+#[test]
+fn a_fused_index_holds_both_models_and_adapt_weighs_or_picks_them_without_embedding_again() {
+    let dir = tmp("adapt-fused");
+    let m = subset(&dir, 5, 2, 1, 99);
+    let (fused, lite, dino) = (dir.join("fused"), dir.join("lite"), dir.join("dino"));
+    for (index, model) in [
+        (&fused, "efficientnet-lite0+dinov2-s"),
+        (&lite, "efficientnet-lite0"),
+        (&dino, "dinov2-s"),
+    ] {
+        run_ok(
+            bin()
+                .args(["index", "--quiet", "--model", model, "--index"])
+                .arg(index)
+                .arg("--manifest")
+                .arg(&m),
+        );
+    }
+    // Fusion dimensions: each row is the two models' rows side by side, each times 1/√2.
+    let (df, f) = by_hash(&fused);
+    let ((dl, l), (dd, d)) = (by_hash(&lite), by_hash(&dino));
+    assert_eq!((dl, dd, df), (1280, 384, 1280 + 384));
+    assert_eq!(f.len(), l.len());
+    assert!(f.len() > 30, "{} rows", f.len());
+    let r = 1.0 / 2f32.sqrt();
+    for (hash, (_, v)) in &f {
+        let want: Vec<f32> = l[hash].1.iter().chain(&d[hash].1).map(|x| x * r).collect();
+        let worst = v
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{hash}: off by {worst}");
+    }
+
+    // A file query is embedded by both models, each with its own input: the file's own row
+    // comes first, at cosine 1.
+    let first = std::fs::read_to_string(&m).unwrap();
+    let file = first
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let top = search_hits(&fused, &[&file, "-k", "1"]);
+    assert!(top[0].1 > 0.9999, "{top:?}");
+
+    // A view that keeps only dinov2-s searches as the dinov2-s index does.
+    let o = bin()
+        .args([
+            "adapt", "--model", "dinov2-s", "--method", "none", "--index",
+        ])
+        .arg(&fused)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (qhash, (qf, _)) = f.iter().min_by_key(|(_, (id, _))| *id).unwrap();
+    let qd = d[qhash].0;
+    let ff = |h: &[(u64, f32)]| -> Vec<(String, f32)> {
+        let hash_of: std::collections::HashMap<u64, &String> =
+            f.iter().map(|(h, (id, _))| (*id, h)).collect();
+        h.iter().map(|(id, s)| (hash_of[id].clone(), *s)).collect()
+    };
+    let fd = |h: &[(u64, f32)]| -> Vec<(String, f32)> {
+        let hash_of: std::collections::HashMap<u64, &String> =
+            d.iter().map(|(h, (id, _))| (*id, h)).collect();
+        h.iter().map(|(id, s)| (hash_of[id].clone(), *s)).collect()
+    };
+    let picked = ff(&search_hits(
+        &fused,
+        &[&format!("id:{qf}"), "-k", "6", "--view", "dinov2-s"],
+    ));
+    let alone = fd(&search_hits(&dino, &[&format!("id:{qd}"), "-k", "6"]));
+    assert_eq!(picked.len(), 6);
+    for ((ha, sa), (hb, sb)) in picked.iter().zip(&alone) {
+        assert!((sa - sb).abs() < 1e-4, "{picked:?} vs {alone:?}");
+        // Ties aside, the same rows in the same order.
+        assert!(
+            ha == hb || (sa - sb).abs() < 1e-6,
+            "{picked:?} vs {alone:?}"
+        );
+    }
+
+    // Both models, weights tuned on val: the view records them and searches with them.
+    let o = bin()
+        .args([
+            "adapt",
+            "--model",
+            "efficientnet-lite0+dinov2-s",
+            "--method",
+            "none",
+        ])
+        .arg("--index")
+        .arg(&fused)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "models of efficientnet-lite0+dinov2-s kept, with their weights: efficientnet-lite0 0."
+        ),
+        "{err}"
+    );
+    let view = simcase_adapt::view::load(&fused, "efficientnet-lite0_dinov2-s").unwrap();
+    let w: Vec<f64> = view.meta["fusion"]["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(w.len(), 2);
+    assert!((w[0] + w[1] - 1.0).abs() < 1e-6, "{w:?}");
+    assert!(view.meta["fusion"]["val_P@1"].as_f64().is_some());
+    assert_eq!(view.adapter.method_name(), "none");
+    // By hand: each row's parts weighted, normalised, ranked by cosine.
+    let (raw, n) = {
+        let rd = simcase_index::Reader::open(&fused).unwrap();
+        (rd.vectors().to_vec(), rd.len())
+    };
+    let mapped: Vec<f32> = raw
+        .chunks(df)
+        .flat_map(|row| {
+            let mut v: Vec<f32> = row[..1280]
+                .iter()
+                .map(|x| x * w[0] as f32)
+                .chain(row[1280..].iter().map(|x| x * w[1] as f32))
+                .collect();
+            let len = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= len);
+            v
+        })
+        .collect();
+    assert_eq!(mapped.len(), n * df);
+    let qv = &mapped[*qf as usize * df..(*qf as usize + 1) * df];
+    let want = by_cosine(&mapped, df, qv, *qf);
+    let got = search_hits(
+        &fused,
+        &[
+            &format!("id:{qf}"),
+            "-k",
+            "5",
+            "--view",
+            "efficientnet-lite0_dinov2-s",
+        ],
+    );
+    for (i, (_, s)) in got.iter().enumerate() {
+        assert!(
+            (s - want[i].1).abs() < 1e-4,
+            "rank {i}: {got:?} vs {want:?}"
+        );
+    }
+
+    // The server loads both models: an upload is embedded by each, and searches in the view.
+    {
+        let srv = serve(&fused, &["--no-token"], &dir.join("serve.log"));
+        let mut c = simcase_server::client::Client::new(&srv.addr);
+        let stats = c.get("/api/stats").unwrap().json().unwrap();
+        assert_eq!(stats["model"], "efficientnet-lite0+dinov2-s", "{stats}");
+        let (ty, body) =
+            simcase_server::client::multipart_file("q.jpg", &std::fs::read(&file).unwrap());
+        let r = c
+            .post(
+                "/api/search?k=1&view=efficientnet-lite0_dinov2-s",
+                &ty,
+                &body,
+            )
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json().unwrap();
+        assert!(v["hits"][0]["score"].as_f64().unwrap() > 0.9999, "{v}");
+        assert_eq!(v["view"], "efficientnet-lite0_dinov2-s");
+    }
+
+    // A method on top learns on the weighted rows; the view still takes the index's rows.
+    let o = bin()
+        .args([
+            "adapt",
+            "--model",
+            "efficientnet-lite0+dinov2-s",
+            "--method",
+            "lw",
+        ])
+        .args(["--name", "fused-lw", "--index"])
+        .arg(&fused)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = simcase_adapt::view::load(&fused, "fused-lw").unwrap();
+    assert_eq!((v.adapter.dim_in, v.adapter.dim_mid()), (df, df));
+    assert_eq!(v.adapter.blocks.len(), 2);
+    assert_eq!(
+        search_hits(
+            &fused,
+            &[&format!("id:{qf}"), "-k", "3", "--view", "fused-lw"]
+        )
+        .len(),
+        3
+    );
+
+    // A model the index does not hold is refused, naming what it holds.
+    let o = bin()
+        .args([
+            "adapt",
+            "--model",
+            "litemedsam",
+            "--method",
+            "none",
+            "--index",
+        ])
+        .arg(&fused)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains(
+            "the index holds efficientnet-lite0+dinov2-s; --model litemedsam names litemedsam"
+        ),
+        "{err}"
+    );
+    // So is `none` without --model: it would keep the rows as they are.
+    let o = adapt(&fused, "none");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--method none keeps the rows"));
 }

@@ -87,8 +87,7 @@ impl Space {
 /// Fuse several models' spaces of the same manifest: each row's vectors (L2-normalised, as
 /// stored) concatenated with weights, then normalised again. Rows are matched by manifest
 /// line; a row missing from any model is left out. The weights are tuned on val by
-/// coordinate search (each model's weight times 0.5, 0.75, 1.5 or 2, two rounds, starting
-/// equal). Returns the fused rows (the first model's), the space and the weights.
+/// [`simcase_adapt::tune_weights`] (what `simcase adapt --model a+b` uses). Returns the fused rows (the first model's), the space and the weights.
 pub fn fuse(parts: &[(Space, Vec<Row>)]) -> Result<(Vec<Row>, Space, Vec<f64>)> {
     anyhow::ensure!(parts.len() >= 2, "fusion needs at least two models");
     let by_line: Vec<HashMap<usize, u64>> = parts
@@ -126,22 +125,8 @@ pub fn fuse(parts: &[(Space, Vec<Row>)]) -> Result<(Vec<Row>, Space, Vec<f64>)> 
             vectors,
         }
     };
-    let mut w = vec![1.0; parts.len()];
-    let mut best = build(&w).val_p1(&rows).unwrap_or(0.0);
-    for _round in 0..2 {
-        for i in 0..w.len() {
-            for f in [0.5, 0.75, 1.5, 2.0] {
-                let mut t = w.clone();
-                t[i] *= f;
-                let p = build(&t).val_p1(&rows).unwrap_or(0.0);
-                if p > best + 1e-12 {
-                    (best, w) = (p, t);
-                }
-            }
-        }
-    }
-    let sum: f64 = w.iter().sum();
-    let w: Vec<f64> = w.iter().map(|x| x / sum).collect();
+    let (w, _) =
+        simcase_adapt::tune_weights(parts.len(), |w| build(w).val_p1(&rows).unwrap_or(0.0));
     let space = build(&w);
     Ok((rows, space, w))
 }

@@ -295,10 +295,7 @@ pub struct ModelSpec {
 impl ModelSpec {
     /// How an image becomes this model's input.
     pub fn preprocess(&self) -> Preprocess {
-        Preprocess {
-            size: self.model.image_size(),
-            mean_std: self.norm.mean_std(),
-        }
+        Preprocess::new(self.model.image_size(), self.norm.mean_std())
     }
 }
 

@@ -22,17 +22,34 @@ pub trait TextModel: Send + Sync {
 }
 
 /// How an [`Image`] becomes a model input: bilinear resize (PyTorch semantics), then optional
-/// per-channel normalisation.
+/// per-channel normalisation. A fused encoder (`a+b`) has one input per model: the first
+/// model's here, the others' in `also`, concatenated in that order by [`Preprocess::apply`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Preprocess {
     /// Square side the image is resized to.
     pub size: usize,
     /// Per-channel `(mean, std)` applied after the resize, if any.
     pub mean_std: Option<([f32; 3], [f32; 3])>,
+    /// The further models' inputs of a fused encoder (empty for one model).
+    pub also: Vec<Preprocess>,
 }
 
 impl Preprocess {
-    /// `3 × size × size` planar values.
+    /// One model's input: resized to `size`, normalised by `mean_std` if given.
+    pub fn new(size: usize, mean_std: Option<([f32; 3], [f32; 3])>) -> Self {
+        Self {
+            size,
+            mean_std,
+            also: Vec::new(),
+        }
+    }
+
+    /// Values of this input alone (`3 × size × size`), without `also`'s.
+    pub fn own_len(&self) -> usize {
+        3 * self.size * self.size
+    }
+
+    /// `3 × size × size` planar values, then those of each `also` input.
     pub fn apply(&self, img: &Image) -> Vec<f32> {
         let mut r = resize_bilinear(img, self.size, self.size).data;
         if let Some((mean, std)) = self.mean_std {
@@ -42,6 +59,9 @@ impl Preprocess {
                     *v = (*v - mean[c]) / std[c];
                 }
             }
+        }
+        for p in &self.also {
+            r.extend(p.apply(img));
         }
         r
     }

@@ -7,6 +7,7 @@ pub mod clip;
 pub mod dinov2;
 pub mod efficientnet_lite;
 mod encoder;
+pub mod fused;
 pub mod install;
 pub mod onnx;
 pub mod ops;
@@ -31,6 +32,7 @@ pub use catalogue::{
 pub use encoder::{
     l2_normalize, l2_normalize_in_place, Encoder, ImageModel, Preprocess, TextEncoder, TextModel,
 };
+pub use fused::{Fused, ModelSet};
 pub use install::{
     hub_cache, install, install_from_dir, install_from_hub, installed, model_dir, pip_fetch,
     simcase_home, InstallOutcome,

@@ -110,10 +110,7 @@ fn check(
 fn biomedclip_vision_tower_matches_timm() {
     let (m, vb) = fixture("biomedclip-vision");
     let model = vit::Vit::load(vb, &vit::Config::biomedclip_vision()).unwrap();
-    let pre = Preprocess {
-        size: 224,
-        mean_std: Some((CLIP_MEAN, CLIP_STD)),
-    };
+    let pre = Preprocess::new(224, Some((CLIP_MEAN, CLIP_STD)));
     check("biomedclip-vision", &m, pre, 512, |x| {
         model.forward(x).unwrap()
     });
@@ -123,10 +120,7 @@ fn biomedclip_vision_tower_matches_timm() {
 fn dinov2_base_at_224_matches_transformers() {
     let (m, vb) = fixture("dinov2-b");
     let model = dinov2::Dinov2::load(vb, &dinov2::Config::vit_base()).unwrap();
-    let pre = Preprocess {
-        size: 224,
-        mean_std: Some((IMAGENET_MEAN, IMAGENET_STD)),
-    };
+    let pre = Preprocess::new(224, Some((IMAGENET_MEAN, IMAGENET_STD)));
     check("dinov2-b", &m, pre, 768, |x| model.forward(x).unwrap());
 }
 
@@ -134,10 +128,7 @@ fn dinov2_base_at_224_matches_transformers() {
 fn rad_dino_at_518_matches_transformers() {
     let (m, vb) = fixture("rad-dino");
     let model = dinov2::Dinov2::load(vb, &dinov2::Config::rad_dino()).unwrap();
-    let pre = Preprocess {
-        size: 518,
-        mean_std: Some((IMAGENET_MEAN, IMAGENET_STD)),
-    };
+    let pre = Preprocess::new(518, Some((IMAGENET_MEAN, IMAGENET_STD)));
     check("rad-dino", &m, pre, 768, |x| model.forward(x).unwrap());
 }
 
@@ -145,10 +136,7 @@ fn clip(name: &str, cfg: simcase_models::clip::Config) {
     let (m, vb) = fixture(name);
     let dim = cfg.embed_dim;
     let model = simcase_models::clip::ClipVision::load(vb, &cfg).unwrap();
-    let pre = Preprocess {
-        size: 224,
-        mean_std: Some((CLIP_MEAN, CLIP_STD)),
-    };
+    let pre = Preprocess::new(224, Some((CLIP_MEAN, CLIP_STD)));
     check(name, &m, pre, dim, |x| model.forward(x).unwrap());
 }
 
@@ -166,10 +154,7 @@ fn resnet(name: &str, output: simcase_models::resnet::Output, dim: usize) {
     let (m, vb) = fixture(name);
     let cfg = simcase_models::resnet::Config::resnet50(output);
     let model = simcase_models::resnet::ResNet::load(vb, &cfg).unwrap();
-    let pre = Preprocess {
-        size: 224,
-        mean_std: Some((IMAGENET_MEAN, IMAGENET_STD)),
-    };
+    let pre = Preprocess::new(224, Some((IMAGENET_MEAN, IMAGENET_STD)));
     check(name, &m, pre, dim, |x| model.forward(x).unwrap());
 }
 
@@ -197,10 +182,7 @@ fn resnet50_collapsed_weights_fail_the_distinct_guard() {
     let m = &fx["models"]["resnet50-pooled"];
     let params: Vec<(String, Vec<usize>)> = serde_json::from_value(m["params"].clone()).unwrap();
     let cfg = simcase_models::resnet::Config::resnet50(simcase_models::resnet::Output::Pooled);
-    let pre = Preprocess {
-        size: 224,
-        mean_std: Some((IMAGENET_MEAN, IMAGENET_STD)),
-    };
+    let pre = Preprocess::new(224, Some((IMAGENET_MEAN, IMAGENET_STD)));
     let tol = tolerance("resnet50-pooled").max_abs;
     let mut outcome = Vec::new();
     for spread in [seeded::Spread::Fixed(scale), seeded::Spread::FanIn(scale)] {

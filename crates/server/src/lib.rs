@@ -126,9 +126,10 @@ struct AppState {
     backend: Backend,
     embedder: embed::Embedder,
     text: Mutex<Option<Arc<dyn TextEncoder>>>,
-    /// The index's model, parsed once at start-up.
-    model: simcase_models::ModelId,
-    has_text: bool,
+    /// The index's model (or fused models), parsed once at start-up.
+    model: simcase_models::ModelSet,
+    /// The model whose text tower serves `text=` (a single CLIP-family model).
+    text_model: Option<simcase_models::ModelId>,
     thumbs: Mutex<ThumbCache>,
     /// Views asked for by `view=`, their rows mapped for the snapshot they were opened on,
     /// oldest first.
@@ -365,16 +366,17 @@ pub fn app(cfg: Config) -> Result<Router> {
         let model = snap.settings().model.clone();
         (Backend::Local(RwLock::new(Arc::new(snap))), model)
     };
-    let model: simcase_models::ModelId = model.parse()?;
-    let enc = simcase_models::load(model, &simcase_models::default_device())
+    let model: simcase_models::ModelSet = model.parse()?;
+    let enc = model
+        .load(&simcase_models::default_device())
         .with_context(|| format!("loading {model}, the index's model"))?;
-    let has_text = model.spec().text.is_some();
+    let text_model = model.text_model();
     let state = Arc::new(AppState {
         embedder: embed::Embedder::start(enc, cfg.max_batch),
         backend,
         text: Mutex::new(None),
         model,
-        has_text,
+        text_model,
         thumbs: Mutex::new(ThumbCache::default()),
         views: Mutex::new(Vec::new()),
         cfg,
@@ -533,7 +535,7 @@ async fn stats(State(state): State<Shared>) -> ApiResult<Json<api::StatsResponse
                 items,
                 model: r.model().to_string(),
                 dim: r.dim(),
-                text_search: state.has_text,
+                text_search: state.text_model.is_some(),
                 counts: BTreeMap::new(),
                 extra_fields: Default::default(),
                 views: Vec::new(),
@@ -574,7 +576,7 @@ async fn stats(State(state): State<Shared>) -> ApiResult<Json<api::StatsResponse
         items: snap.len(),
         model: snap.settings().model.clone(),
         dim: snap.settings().dim,
-        text_search: state.has_text,
+        text_search: state.text_model.is_some(),
         counts: counts
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
@@ -627,12 +629,12 @@ async fn search_get(
 }
 
 async fn text_encoder(state: &Shared) -> ApiResult<Arc<dyn TextEncoder>> {
-    if !state.has_text {
+    let Some(model) = state.text_model else {
         return Err(QueryError::NoTextTower {
             model: state.model.to_string(),
         }
         .into());
-    }
+    };
     if let Some(t) = state
         .text
         .lock()
@@ -641,7 +643,6 @@ async fn text_encoder(state: &Shared) -> ApiResult<Arc<dyn TextEncoder>> {
     {
         return Ok(t);
     }
-    let model = state.model;
     let enc = tokio::task::spawn_blocking(move || {
         simcase_models::load_text(model, &simcase_models::default_device())
     })
