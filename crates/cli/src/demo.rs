@@ -34,6 +34,9 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     }
     let args = IndexArgs {
         paths: vec![],
+        studies: vec![],
+        modality: None,
+        since: None,
         index: index.clone(),
         model: a.model.into(),
         manifest: Some(manifest),

@@ -214,8 +214,20 @@ fn serve_cmd(a: &ServeArgs) -> Result<()> {
 
 #[derive(clap::Args)]
 pub(crate) struct IndexArgs {
-    /// Image files or folders (walked recursively).
+    /// Image files or folders (walked recursively), or a PACS's DICOMweb service:
+    /// dicomweb+http://HOST:PORT/dicom-web (instances found by QIDO-RS, fetched by WADO-RS;
+    /// credentials from SIMCASE_DICOMWEB_USER / SIMCASE_DICOMWEB_PASSWORD or
+    /// SIMCASE_DICOMWEB_TOKEN).
     paths: Vec<PathBuf>,
+    /// DICOMweb: only these studies (Study Instance UIDs; repeat the flag for several).
+    #[arg(long = "study", value_name = "UID")]
+    studies: Vec<String>,
+    /// DICOMweb: only instances of this modality (CT, MR, …).
+    #[arg(long)]
+    modality: Option<String>,
+    /// DICOMweb: only studies from this date on (YYYYMMDD).
+    #[arg(long, value_name = "YYYYMMDD")]
+    since: Option<String>,
     /// Index folder (created if missing; re-running adds only new content), or a Milvus
     /// collection: milvus://[user:password@]HOST:PORT/COLLECTION (credentials also from
     /// SIMCASE_MILVUS_USER / SIMCASE_MILVUS_PASSWORD).
@@ -333,8 +345,30 @@ impl IndexArgs {
             .as_deref()
             .map(ingest::Shard::from_arg)
             .transpose()?;
-        let walked = ingest::walk(&self.paths, skip)?;
+        let (pacs, files): (Vec<PathBuf>, Vec<PathBuf>) = self
+            .paths
+            .iter()
+            .cloned()
+            .partition(|p| simcase_pacs::is_dicomweb(&p.to_string_lossy()));
+        anyhow::ensure!(
+            !pacs.is_empty()
+                || (self.studies.is_empty() && self.modality.is_none() && self.since.is_none()),
+            "--study, --modality and --since select instances of a DICOMweb source \
+             (dicomweb+http://HOST:PORT/PATH)"
+        );
+        let walked = ingest::walk(&files, skip)?;
         let mut sources = walked.sources;
+        let filter = simcase_pacs::Filter {
+            studies: self.studies.clone(),
+            modality: self.modality.clone(),
+            since: self.since.clone(),
+        };
+        for url in &pacs {
+            let dw = std::sync::Arc::new(simcase_pacs::DicomWeb::open(&url.to_string_lossy())?);
+            let found = simcase_pacs::sources(&dw, &filter)?;
+            eprintln!("{}: {} instances found", dw.url(), found.len());
+            sources.extend(found);
+        }
         if let Some(m) = &self.manifest {
             sources.extend(ingest::read_manifest(m)?);
         }
@@ -345,7 +379,7 @@ impl IndexArgs {
             tracing::warn!("{e}");
         }
         anyhow::ensure!(
-            !sources.is_empty(),
+            !sources.is_empty() || !pacs.is_empty(),
             "nothing to index: give paths or --manifest"
         );
         if let Some(shard) = shard {
@@ -375,10 +409,22 @@ impl IndexArgs {
                 )),
                 ..Default::default()
             },
-            decode_threads: self.decode_threads,
+            // Fetches from a PACS run on the decode threads: more of them, so the network's
+            // latency overlaps.
+            decode_threads: match self.decode_threads {
+                0 if self.reads_pacs() => 4,
+                n => n,
+            },
             progress: !self.quiet,
             relabel: self.relabel,
         }
+    }
+
+    /// Whether a source is a DICOMweb service.
+    fn reads_pacs(&self) -> bool {
+        self.paths
+            .iter()
+            .any(|p| simcase_pacs::is_dicomweb(&p.to_string_lossy()))
     }
 
     /// Whether any search setting was given.
@@ -493,6 +539,26 @@ pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
     ensure_models(&a.model)?;
     let enc = a.model.load(&default_device())?;
     let mut writer = simcase_index::Writer::open(&a.index, &a.model.to_string(), enc.dim())?;
+    // Incremental from a PACS: instances whose SOP Instance UID is stored are not fetched.
+    let sources = if a.reads_pacs() {
+        let held = writer.sop_uids()?;
+        let all = sources.len();
+        let sources: Vec<ingest::Source> = sources
+            .into_iter()
+            .filter(|s| {
+                s.fetch.is_none() || !s.meta.sop_uid.as_ref().is_some_and(|u| held.contains(u))
+            })
+            .collect();
+        if all > sources.len() {
+            eprintln!(
+                "{} of them already indexed (by SOP Instance UID), not fetched",
+                all - sources.len()
+            );
+        }
+        sources
+    } else {
+        sources
+    };
     if let Some(p) = a.precision {
         convert(&mut writer, p)?;
     }

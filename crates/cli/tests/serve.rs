@@ -22,24 +22,6 @@ const PHI: [&str; 7] = [
 ];
 const DICOMS: [&str; 4] = ["MR2_UNCR.dcm", "693_UNCR.dcm", "RG1_UNCR.dcm", "SC_rgb.dcm"];
 
-/// The real pydicom-data DICOMs of the demo corpus (installed by `simcase demo`).
-fn corpus_dicoms() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let home = std::env::var_os("SIMCASE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/simcase")
-            });
-        let dir = home.join("corpus/pydicom-data/images");
-        if !dir.join(DICOMS[0]).exists() {
-            run_ok(bin().arg("demo"));
-        }
-        dir
-    })
-    .clone()
-}
-
 /// One index for the read-only tests: 48 labelled images and 4 DICOMs with PHI.
 fn shared_index() -> PathBuf {
     static INDEX: OnceLock<PathBuf> = OnceLock::new();

@@ -10,8 +10,8 @@ mod source;
 
 pub use failure::Failure;
 pub use source::{
-    manifest_root, read_manifest, read_manifest_full, shard_key, split_label, walk, Manifest,
-    Shard, Source, Walk, SHARD_INDEX_VARS,
+    manifest_root, read_manifest, read_manifest_full, shard_key, split_label, walk, Fetch,
+    Manifest, Shard, Source, Walk, SHARD_INDEX_VARS,
 };
 
 use anyhow::Result;
@@ -228,10 +228,13 @@ fn prepare(
     let shown = src.path.display().to_string();
     // The errors table is keyed by the stored (canonical) path, as items are, so that a file
     // that indexes later clears its failure.
-    let path = std::fs::canonicalize(&src.path)
-        .unwrap_or_else(|_| src.path.clone())
-        .display()
-        .to_string();
+    let path = match src.fetch {
+        Some(_) => shown.clone(),
+        None => std::fs::canonicalize(&src.path)
+            .unwrap_or_else(|_| src.path.clone())
+            .display()
+            .to_string(),
+    };
     let failed = |kind: &str, reason: String| {
         let f = Failure {
             path: shown.clone(),
@@ -240,9 +243,15 @@ fn prepare(
         };
         Prepared::Failed(shown.clone(), path.clone(), f)
     };
-    let bytes = match std::fs::read(&src.path) {
-        Ok(b) => b,
-        Err(e) => return failed(failure::UNREADABLE, format!("cannot read file: {e}")),
+    let bytes = match &src.fetch {
+        Some(fetch) => match (fetch.0)() {
+            Ok(b) => b,
+            Err(e) => return failed(failure::UNREADABLE, format!("cannot fetch: {e:#}")),
+        },
+        None => match std::fs::read(&src.path) {
+            Ok(b) => b,
+            Err(e) => return failed(failure::UNREADABLE, format!("cannot read file: {e}")),
+        },
     };
     let hash = content_hash(&bytes);
     // Volumes are keyed per slicing axis, so another `--axis` adds that view.

@@ -9,12 +9,25 @@ use std::path::{Path, PathBuf};
 /// One file to index, with whatever labels its manifest row gives.
 #[derive(Clone, Debug, Default)]
 pub struct Source {
-    /// The file.
+    /// The file, or for a fetched source the address stored as its path (a DICOMweb URL).
     pub path: PathBuf,
     /// Labels and columns from the manifest row (empty for walked files).
     pub meta: ItemMeta,
     /// Raw patient id from the manifest; hashed before storage.
     pub patient_id: Option<String>,
+    /// Where the bytes come from when `path` is not a local file (a PACS, over DICOMweb):
+    /// called on a decode thread, so fetches run as decodes do, several at once.
+    pub fetch: Option<Fetch>,
+}
+
+/// A source's bytes from elsewhere than a file (see [`Source::fetch`]).
+#[derive(Clone)]
+pub struct Fetch(pub std::sync::Arc<dyn Fn() -> Result<Vec<u8>> + Send + Sync>);
+
+impl std::fmt::Debug for Fetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fetch")
+    }
 }
 
 /// Files that are never images; skipped quietly when walking folders.

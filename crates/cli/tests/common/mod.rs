@@ -232,3 +232,21 @@ pub fn screenshot(name: &str) -> PathBuf {
     let _ = std::fs::remove_file(&shot);
     shot
 }
+
+/// The real pydicom-data DICOMs of the demo corpus (installed by `simcase demo` once).
+pub fn corpus_dicoms() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let home = std::env::var_os("SIMCASE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/simcase")
+            });
+        let dir = home.join("corpus/pydicom-data/images");
+        if !dir.join("MR2_UNCR.dcm").exists() {
+            run_ok(bin().arg("demo"));
+        }
+        dir
+    })
+    .clone()
+}

@@ -471,6 +471,18 @@ impl Writer {
         })
     }
 
+    /// The SOP Instance UIDs of the committed items: what an incremental ingest from a PACS
+    /// does not fetch again.
+    pub fn sop_uids(&self) -> Result<std::collections::HashSet<String>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT DISTINCT sop_uid FROM items WHERE sop_uid IS NOT NULL")?;
+        let v = st
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
+    }
+
     /// Content hashes of every committed item. Ingest asks [`known_files`](Self::known_files)
     /// per file instead (this loads every hash: 13.9 s and hundreds of MB at 1.6M rows); kept
     /// for `simcase bench open`, which times it.

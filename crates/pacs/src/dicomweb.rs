@@ -1,0 +1,435 @@
+//! A DICOMweb client for ingest: QIDO-RS finds an archive's instances, WADO-RS fetches each
+//! one as it was stored (`multipart/related; type="application/dicom"; transfer-syntax=*`,
+//! so the bytes, and so the content hash, are those of the file the PACS holds).
+//!
+//! Why blocking and one small client: ingest's decode threads call [`DicomWeb::fetch`] each for
+//! its own instance, so fetches overlap as decodes do, with no runtime to run; the agent keeps
+//! connections alive between them.
+//!
+//! Credentials come from the environment only (`SIMCASE_DICOMWEB_TOKEN` for a bearer token, or
+//! `SIMCASE_DICOMWEB_USER` and `SIMCASE_DICOMWEB_PASSWORD` for basic auth), never from the URL:
+//! the URL is stored as every item's path and shown in logs.
+
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use serde_json::Value;
+use std::io::Read as _;
+use std::time::Duration;
+
+/// The prefix that marks a DICOMweb service where a path is expected.
+pub const SCHEME: &str = "dicomweb+";
+/// Bearer token for the DICOMweb service.
+pub const TOKEN_VAR: &str = "SIMCASE_DICOMWEB_TOKEN";
+/// User name for basic auth.
+pub const USER_VAR: &str = "SIMCASE_DICOMWEB_USER";
+/// Password for basic auth.
+pub const PASSWORD_VAR: &str = "SIMCASE_DICOMWEB_PASSWORD";
+
+/// Instances asked for per QIDO-RS page.
+const PAGE: usize = 1000;
+/// The largest instance fetched (bytes); a bigger answer is refused, not read.
+const MAX_INSTANCE: u64 = 4 << 30;
+/// The largest QIDO-RS answer read (bytes).
+const MAX_QIDO: u64 = 256 << 20;
+
+/// Whether `s` names a DICOMweb service (`dicomweb+http://…` or `dicomweb+https://…`).
+pub fn is_dicomweb(s: &str) -> bool {
+    s.strip_prefix(SCHEME)
+        .is_some_and(|r| r.starts_with("http://") || r.starts_with("https://"))
+}
+
+/// Which instances to list: all, or those of some studies, of a modality, from a date on.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Study Instance UIDs (none: every study).
+    pub studies: Vec<String>,
+    /// Modality (`CT`, `MR`, …).
+    pub modality: Option<String>,
+    /// Studies from this date on (`YYYYMMDD`).
+    pub since: Option<String>,
+}
+
+/// One archived instance, by its UIDs.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Instance {
+    /// Study Instance UID.
+    pub study: String,
+    /// Series Instance UID.
+    pub series: String,
+    /// SOP Instance UID.
+    pub sop: String,
+}
+
+/// A UID as DICOM allows it (digits and dots, at most 64), so it can go into a URL path.
+pub fn is_uid(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// A DICOMweb service (its QIDO-RS and WADO-RS root).
+pub struct DicomWeb {
+    /// `http(s)://HOST:PORT/PATH`, no trailing slash.
+    base: String,
+    agent: ureq::Agent,
+    auth: Option<String>,
+}
+
+impl DicomWeb {
+    /// The service at `url` (`dicomweb+http://HOST:PORT/dicom-web`), with credentials from the
+    /// environment.
+    pub fn open(url: &str) -> Result<Self> {
+        Self::with_env(url, |k| std::env::var(k).ok())
+    }
+
+    /// [`DicomWeb::open`] with the environment read through `env`.
+    pub fn with_env(url: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        anyhow::ensure!(
+            is_dicomweb(url),
+            "{url}: a DICOMweb service is dicomweb+http://HOST:PORT/PATH (or dicomweb+https://)"
+        );
+        let base = url[SCHEME.len()..].trim_end_matches('/').to_string();
+        let authority = base
+            .split_once("://")
+            .map(|(_, r)| r.split('/').next().unwrap_or(""))
+            .unwrap_or("");
+        if authority.contains('@') {
+            bail!(
+                "{SCHEME}{}: credentials do not go in the URL (it is stored with every item); \
+                 set {USER_VAR} and {PASSWORD_VAR}, or {TOKEN_VAR}",
+                base.replace(authority, "…@…")
+            );
+        }
+        anyhow::ensure!(!authority.is_empty(), "{url}: no host");
+        let auth = match (env(TOKEN_VAR), env(USER_VAR), env(PASSWORD_VAR)) {
+            (Some(t), _, _) if !t.is_empty() => Some(format!("Bearer {t}")),
+            (_, Some(u), p) if !u.is_empty() => {
+                let raw = format!("{u}:{}", p.unwrap_or_default());
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                ))
+            }
+            _ => None,
+        };
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(10))
+            .timeout_read(Duration::from_secs(300))
+            .build();
+        Ok(Self { base, agent, auth })
+    }
+
+    /// The service's URL as given (`dicomweb+http://…`), for messages.
+    pub fn url(&self) -> String {
+        format!("{SCHEME}{}", self.base)
+    }
+
+    /// The address of one instance, stored as its item's path.
+    pub fn instance_url(&self, i: &Instance) -> String {
+        format!(
+            "{SCHEME}{}/studies/{}/series/{}/instances/{}",
+            self.base, i.study, i.series, i.sop
+        )
+    }
+
+    fn get(&self, url: &str, accept: &str) -> Result<ureq::Response> {
+        let mut req = self.agent.get(url).set("Accept", accept);
+        if let Some(a) = &self.auth {
+            req = req.set("Authorization", a);
+        }
+        match req.call() {
+            Ok(r) => Ok(r),
+            Err(ureq::Error::Status(code @ (401 | 403), r)) => bail!(
+                "{SCHEME}{url}: {code} {}: the server refused {} ({TOKEN_VAR}, or {USER_VAR} \
+                 and {PASSWORD_VAR})",
+                r.status_text(),
+                if self.auth.is_some() {
+                    "the credentials"
+                } else {
+                    "a request without credentials"
+                }
+            ),
+            Err(ureq::Error::Status(code, r)) => {
+                let text = r.status_text().to_string();
+                let mut body = String::new();
+                let _ = r.into_reader().take(300).read_to_string(&mut body);
+                bail!(
+                    "{SCHEME}{url}: {code} {text}{}",
+                    match body.trim() {
+                        "" => String::new(),
+                        b => format!(": {}", b.replace('\n', " ")),
+                    }
+                )
+            }
+            Err(ureq::Error::Transport(t)) => {
+                let why = match std::error::Error::source(&t) {
+                    Some(e) => format!("{}: {e}", t.kind()),
+                    None => t.message().unwrap_or("").to_string(),
+                };
+                bail!("{SCHEME}{url}: cannot reach it: {why}")
+            }
+        }
+    }
+
+    /// Every instance that `f` selects, by QIDO-RS (paged), sorted by study, series and SOP
+    /// Instance UID, each once. Entries whose UIDs are missing or malformed are skipped with a
+    /// warning.
+    pub fn search(&self, f: &Filter) -> Result<Vec<Instance>> {
+        let mut query = String::new();
+        if let Some(m) = &f.modality {
+            anyhow::ensure!(
+                !m.is_empty() && m.len() <= 16 && m.bytes().all(|b| b.is_ascii_alphanumeric()),
+                "--modality {m:?}: a DICOM modality is letters and digits (CT, MR, …)"
+            );
+            query.push_str(&format!("&Modality={m}"));
+        }
+        if let Some(d) = &f.since {
+            anyhow::ensure!(
+                d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()),
+                "--since {d:?}: give a date as YYYYMMDD"
+            );
+            query.push_str(&format!("&StudyDate={d}-"));
+        }
+        for s in &f.studies {
+            anyhow::ensure!(is_uid(s), "--study {s:?} is not a UID (digits and dots)");
+        }
+        let roots: Vec<String> = if f.studies.is_empty() {
+            vec![format!("{}/instances", self.base)]
+        } else {
+            f.studies
+                .iter()
+                .map(|s| format!("{}/studies/{s}/instances", self.base))
+                .collect()
+        };
+        let mut out = std::collections::BTreeSet::new();
+        let mut skipped = 0usize;
+        for root in roots {
+            let mut offset = 0usize;
+            loop {
+                let url = format!(
+                    "{root}?limit={PAGE}&offset={offset}&includefield=0020000D,0020000E{query}"
+                );
+                let resp = self.get(&url, "application/dicom+json")?;
+                let mut body = Vec::new();
+                resp.into_reader()
+                    .take(MAX_QIDO + 1)
+                    .read_to_end(&mut body)
+                    .with_context(|| format!("{SCHEME}{url}: reading the answer"))?;
+                anyhow::ensure!(
+                    body.len() as u64 <= MAX_QIDO,
+                    "{SCHEME}{url}: answer over {} MB",
+                    MAX_QIDO >> 20
+                );
+                // An empty body is an empty result (some servers answer 204).
+                let page: Vec<Value> = if body.iter().all(u8::is_ascii_whitespace) {
+                    Vec::new()
+                } else {
+                    serde_json::from_slice(&body)
+                        .with_context(|| format!("{SCHEME}{url}: not a DICOM JSON array"))?
+                };
+                let before = out.len();
+                for d in &page {
+                    match instance_of(d) {
+                        Some(i) => {
+                            out.insert(i);
+                        }
+                        None => skipped += 1,
+                    }
+                }
+                // A short page is the last; a server that ignores `offset` would repeat the
+                // first page, which adds nothing: stop then too.
+                if page.len() < PAGE || out.len() == before {
+                    break;
+                }
+                offset += page.len();
+            }
+        }
+        if skipped > 0 {
+            tracing::warn!(
+                "{}: {skipped} QIDO-RS entries without valid study, series and SOP Instance \
+                 UIDs skipped",
+                self.url()
+            );
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// One instance's stored bytes, by WADO-RS.
+    pub fn fetch(&self, i: &Instance) -> Result<Vec<u8>> {
+        let url = format!(
+            "{}/studies/{}/series/{}/instances/{}",
+            self.base, i.study, i.series, i.sop
+        );
+        let resp = self.get(
+            &url,
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+        )?;
+        let ctype = resp.header("Content-Type").unwrap_or("").to_string();
+        let mut body = Vec::new();
+        resp.into_reader()
+            .take(MAX_INSTANCE + 1)
+            .read_to_end(&mut body)
+            .with_context(|| format!("{SCHEME}{url}: reading the answer"))?;
+        anyhow::ensure!(
+            body.len() as u64 <= MAX_INSTANCE,
+            "{SCHEME}{url}: instance over {} GB",
+            MAX_INSTANCE >> 30
+        );
+        if ctype.to_ascii_lowercase().starts_with("application/dicom") {
+            return Ok(body);
+        }
+        first_part(&ctype, &body).with_context(|| format!("{SCHEME}{url}"))
+    }
+}
+
+/// The UIDs of a QIDO-RS entry, if all three are there and well formed.
+fn instance_of(d: &Value) -> Option<Instance> {
+    let get = |tag: &str| {
+        d[tag]["Value"][0]
+            .as_str()
+            .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+            .filter(|s| is_uid(s))
+    };
+    Some(Instance {
+        study: get("0020000D")?,
+        series: get("0020000E")?,
+        sop: get("00080018")?,
+    })
+}
+
+/// Where `needle` first occurs in `hay` at or after `from`.
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    let first = *needle.first()?;
+    let mut i = from;
+    while i + needle.len() <= hay.len() {
+        let at = i + hay[i..=hay.len() - needle.len()]
+            .iter()
+            .position(|&b| b == first)?;
+        if hay[at..].starts_with(needle) {
+            return Some(at);
+        }
+        i = at + 1;
+    }
+    None
+}
+
+/// The body of the first part of a `multipart/related` answer: its `Content-Length` bytes when
+/// the part says, else up to the next boundary.
+pub fn first_part(content_type: &str, body: &[u8]) -> Result<Vec<u8>> {
+    let boundary = content_type
+        .split(';')
+        .map(str::trim)
+        .find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("boundary")
+                .then(|| v.trim().trim_matches('"').to_string())
+        })
+        .filter(|b| !b.is_empty())
+        .with_context(|| format!("answer of type {content_type:?}: not multipart, no boundary"))?;
+    let delim = format!("--{boundary}");
+    let start = find(body, delim.as_bytes(), 0).context("no part in the multipart answer")?;
+    let head_at = start + delim.len();
+    let head_end = find(body, b"\r\n\r\n", head_at)
+        .context("a multipart part without its headers' end (cut short?)")?;
+    let headers = String::from_utf8_lossy(&body[head_at..head_end]);
+    let data = head_end + 4;
+    let length = headers.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())
+            .flatten()
+    });
+    let end = match length {
+        Some(n) if data.checked_add(n).is_some_and(|e| e <= body.len()) => data + n,
+        Some(n) => bail!(
+            "a part of {n} bytes in an answer of {} (cut short?)",
+            body.len()
+        ),
+        None => find(body, format!("\r\n{delim}").as_bytes(), data)
+            .context("a multipart part without its closing boundary (cut short?)")?,
+    };
+    Ok(body[data..end].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_credentials_stay_out_of_them() {
+        assert!(is_dicomweb("dicomweb+http://h:8042/dicom-web"));
+        assert!(is_dicomweb("dicomweb+https://h/dw"));
+        assert!(!is_dicomweb("http://h/dw") && !is_dicomweb("dicomweb+ftp://h"));
+        let none = |_: &str| None;
+        let d = DicomWeb::with_env("dicomweb+http://h:8042/dicom-web/", none).unwrap();
+        assert_eq!(d.url(), "dicomweb+http://h:8042/dicom-web");
+        let i = Instance {
+            study: "1.2".into(),
+            series: "1.2.3".into(),
+            sop: "1.2.3.4".into(),
+        };
+        assert_eq!(
+            d.instance_url(&i),
+            "dicomweb+http://h:8042/dicom-web/studies/1.2/series/1.2.3/instances/1.2.3.4"
+        );
+        let e = DicomWeb::with_env("dicomweb+http://u:secret@h/dw", none)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("credentials do not go in the URL") && !e.contains("secret"),
+            "{e}"
+        );
+        let env = |k: &str| match k {
+            USER_VAR => Some("simcase".to_string()),
+            PASSWORD_VAR => Some("pw".to_string()),
+            _ => None,
+        };
+        let d = DicomWeb::with_env("dicomweb+http://h/dw", env).unwrap();
+        assert_eq!(d.auth.as_deref(), Some("Basic c2ltY2FzZTpwdw=="));
+        let tok = |k: &str| (k == TOKEN_VAR).then(|| "t0k".to_string());
+        let d = DicomWeb::with_env("dicomweb+http://h/dw", tok).unwrap();
+        assert_eq!(d.auth.as_deref(), Some("Bearer t0k"));
+    }
+
+    #[test]
+    fn the_first_multipart_part_is_cut_by_its_length_or_its_boundary() {
+        let ct = "multipart/related; type=\"application/dicom\"; boundary=\"b0b\"";
+        let payload = b"DICM\r\n--b0\x00\x01binary";
+        let mut with_len = b"--b0b\r\nContent-Type: application/dicom\r\nContent-Length: ".to_vec();
+        with_len.extend(format!("{}\r\n\r\n", payload.len()).as_bytes());
+        with_len.extend(payload);
+        with_len.extend(b"\r\n--b0b--\r\n");
+        assert_eq!(first_part(ct, &with_len).unwrap(), payload);
+        let mut no_len = b"--b0b\r\nContent-Type: application/dicom\r\n\r\n".to_vec();
+        no_len.extend(payload);
+        no_len.extend(b"\r\n--b0b--");
+        assert_eq!(first_part(ct, &no_len).unwrap(), payload);
+        // Cut short: refused, not returned in part.
+        let e = first_part(ct, &with_len[..40]).unwrap_err().to_string();
+        assert!(e.contains("cut short"), "{e}");
+        assert!(first_part("application/json", b"{}").is_err());
+    }
+
+    #[test]
+    fn qido_entries_give_instances_only_with_three_valid_uids() {
+        let d: Value = serde_json::json!({
+            "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+            "0020000E": {"vr": "UI", "Value": ["1.2.3.4"]},
+            "00080018": {"vr": "UI", "Value": ["1.2.3.4.5\u{0}"]},
+        });
+        assert_eq!(
+            instance_of(&d),
+            Some(Instance {
+                study: "1.2.3".into(),
+                series: "1.2.3.4".into(),
+                sop: "1.2.3.4.5".into()
+            })
+        );
+        let mut bad = d.clone();
+        bad["00080018"]["Value"][0] = "../../x".into();
+        assert_eq!(instance_of(&bad), None);
+        bad["00080018"] = serde_json::json!({"vr": "UI"});
+        assert_eq!(instance_of(&bad), None);
+    }
+}

@@ -1,0 +1,32 @@
+//! simcase and the hospital's archive. [`dicomweb`]: find an archive's instances (QIDO-RS) and
+//! fetch them (WADO-RS) as ingest sources, so `simcase index dicomweb+http://…` indexes a PACS
+//! as it indexes a folder, incrementally by SOP Instance UID.
+
+pub mod dicomweb;
+
+pub use dicomweb::{is_dicomweb, DicomWeb, Filter, Instance};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The instances of `dw` that `filter` selects, as ingest sources: each item's path is its
+/// instance URL, and its study, series and SOP Instance UIDs are set before the fetch (so a
+/// caller can leave out those it holds; the decoded object's own UIDs are stored).
+pub fn sources(dw: &Arc<DicomWeb>, filter: &Filter) -> anyhow::Result<Vec<simcase_ingest::Source>> {
+    Ok(dw
+        .search(filter)?
+        .into_iter()
+        .map(|i| {
+            let mut s = simcase_ingest::Source {
+                path: PathBuf::from(dw.instance_url(&i)),
+                ..Default::default()
+            };
+            s.meta.study_uid = Some(i.study.clone());
+            s.meta.series_uid = Some(i.series.clone());
+            s.meta.sop_uid = Some(i.sop.clone());
+            let dw = dw.clone();
+            s.fetch = Some(simcase_ingest::Fetch(Arc::new(move || dw.fetch(&i))));
+            s
+        })
+        .collect())
+}
