@@ -147,6 +147,11 @@ pub(crate) struct ServeArgs {
     /// Include file paths in responses (off: paths can carry names from the archive layout).
     #[arg(long)]
     show_paths: bool,
+    /// Link every hit to the hospital's viewer: a template with {study}, {series} and {sop},
+    /// e.g. 'http://ohif/viewer?StudyInstanceUIDs={study}' (in the API's `viewer` and on the
+    /// page).
+    #[arg(long, value_name = "TEMPLATE")]
+    viewer_url: Option<simcase_query::ViewerUrl>,
     /// Memory that uploads and thumbnails share for decoding, in MiB; a request that finds
     /// no room within a few seconds gets 503 with Retry-After.
     #[arg(long, default_value_t = 1024)]
@@ -186,6 +191,7 @@ fn serve_cmd(a: &ServeArgs) -> Result<()> {
     cfg.max_upload_bytes = a.max_upload_mb << 20;
     cfg.max_pixels = a.max_pixels;
     cfg.show_paths = a.show_paths;
+    cfg.viewer_url = a.viewer_url.clone();
     cfg.decode_budget =
         simcase_imaging::DecodeBudget::from_mb(a.decode_budget_mb, simcase_server::DECODE_WAIT);
     anyhow::ensure!(a.max_uploads > 0, "--max-uploads must be at least 1");

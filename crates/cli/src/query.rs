@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct SearchArgs {
-    /// An image or DICOM file, or `id:N` for an indexed item ("more like this").
+    /// An image or DICOM file, `id:N` for an indexed item ("more like this"), or an archived
+    /// instance: dicomweb+http://HOST/PATH/studies/S/series/R/instances/I (its stored embedding
+    /// when the index holds it, else fetched by WADO-RS and embedded).
     #[arg(required_unless_present = "text", conflicts_with = "text")]
     query: Option<String>,
     /// Search by text, e.g. "pneumothorax" (CLIP-family models: biomedclip, clip-vit-*).
@@ -65,6 +67,17 @@ pub struct SearchArgs {
     /// re-ranking of the best 100; hits keep their cosine scores). Local indexes only.
     #[arg(long, default_value = "none", value_name = "none|aqe|kr")]
     rerank: simcase_query::Rerank,
+    /// With an archived instance as the query: keep results of the query's own study (left
+    /// out by default, so that a search does not answer with the query's neighbouring slices).
+    #[arg(long)]
+    include_same_study: bool,
+    /// Leave out results of the query's own patient (an indexed item or archived instance).
+    #[arg(long)]
+    exclude_same_patient: bool,
+    /// Link every hit to the hospital's viewer: a template with {study}, {series} and {sop},
+    /// e.g. 'http://ohif/viewer?StudyInstanceUIDs={study}'.
+    #[arg(long, value_name = "TEMPLATE")]
+    viewer_url: Option<simcase_query::ViewerUrl>,
 }
 
 fn parse_filter(s: &str) -> Result<(Field, String)> {
@@ -72,16 +85,63 @@ fn parse_filter(s: &str) -> Result<(Field, String)> {
     Ok((f.parse()?, v.to_string()))
 }
 
-/// `id:N`, or a file embedded with the index's model.
+/// `id:N`, an archived instance (`dicomweb+http://…/instances/I`), or a file embedded with
+/// the index's model.
 pub fn resolve(reader: &Snapshot, query: &str, window: Option<WindowPreset>) -> Result<Query> {
     if let Some(id) = query.strip_prefix("id:") {
         let id: u64 = id.parse().with_context(|| format!("bad item id {id:?}"))?;
         return Ok(Query::item(reader, id)?);
     }
+    if simcase_pacs::is_dicomweb(query) {
+        return archived(reader, query, window);
+    }
+    let enc = index_encoder(reader)?;
+    Ok(Query::file(enc.as_ref(), Path::new(query), window)?)
+}
+
+fn index_encoder(reader: &Snapshot) -> Result<Box<dyn simcase_models::Encoder>> {
     let model: simcase_models::ModelSet = reader.settings().model.parse()?;
     crate::ensure_models(&model)?;
-    let enc = model.load(&default_device())?;
-    Ok(Query::file(enc.as_ref(), Path::new(query), window)?)
+    model.load(&default_device())
+}
+
+/// An archived instance as the query: the index's item of that SOP Instance UID when it holds
+/// one (nothing fetched), else the instance fetched by WADO-RS and embedded; either way the
+/// query knows its study and patient (salted as the index salts them).
+fn archived(reader: &Snapshot, url: &str, window: Option<WindowPreset>) -> Result<Query> {
+    let (service, inst) = simcase_pacs::dicomweb::parse_instance_url(url)?;
+    if let Some(id) = reader.id_by_sop_uid(&inst.sop)? {
+        eprintln!("the index holds this instance (item {id}): its stored embedding is the query");
+        return Ok(Query::item(reader, id)?);
+    }
+    let bytes = simcase_pacs::DicomWeb::open(&service)?.fetch(&inst)?;
+    let opts = simcase_imaging::DecodeOptions {
+        window,
+        ..Default::default()
+    };
+    let d =
+        simcase_imaging::decode_bytes(&bytes, &opts).map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let enc = index_encoder(reader)?;
+    let mut q = Query::image(enc.as_ref(), &d.image)?;
+    let dicom = d.dicom.unwrap_or_default();
+    q.origin = simcase_query::Origin {
+        study_uid: dicom.study_uid.or(Some(inst.study)),
+        patient_key: dicom.patient_id.map(|p| reader.settings().patient_key(&p)),
+    };
+    Ok(q)
+}
+
+/// `req` with the query's own study left out (an archived instance, unless
+/// `--include-same-study`) and its patient (`--exclude-same-patient`).
+fn leave_out_origin(a: &SearchArgs, q: &Query, req: &Request) -> Request {
+    let archived = a.query.as_deref().is_some_and(simcase_pacs::is_dicomweb);
+    let mut req = req.clone();
+    req.filters.exclude_origin(
+        &q.origin,
+        archived && !a.include_same_study,
+        a.exclude_same_patient,
+    );
+    req
 }
 
 /// Width of the LABEL column: longer labels are cut in the middle ([`shorten`]).
@@ -156,6 +216,9 @@ pub fn print_table(results: &[Hit]) {
                 copies(r.duplicates, &r.also)
             );
         }
+        if let Some(v) = &r.viewer {
+            println!("{:>22}viewer: {v}", "");
+        }
     }
 }
 
@@ -197,7 +260,7 @@ pub fn search_cmd(a: &SearchArgs) -> Result<()> {
         rerank: a.rerank,
     };
     let index = a.index.to_string_lossy();
-    let res = if MilvusUrl::is_milvus(&index) {
+    let mut res = if MilvusUrl::is_milvus(&index) {
         anyhow::ensure!(
             a.view.is_none(),
             "--view: views are stored with a local index folder, not a Milvus collection"
@@ -206,6 +269,9 @@ pub fn search_cmd(a: &SearchArgs) -> Result<()> {
     } else {
         search_local(a, &req)?
     };
+    if let Some(v) = &a.viewer_url {
+        v.fill(&mut res);
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&res.hits)?);
         // stdout stays a JSON array; the explanation of an empty page goes to stderr.
@@ -254,7 +320,13 @@ fn search_local(a: &SearchArgs, req: &Request) -> Result<Response> {
         Some(name) => Some(simcase_query::View::open(&reader, name)?),
         None => None,
     };
-    Ok(simcase_query::search_with(&reader, view.as_ref(), &q, req)?)
+    let req = leave_out_origin(a, &q, req);
+    Ok(simcase_query::search_with(
+        &reader,
+        view.as_ref(),
+        &q,
+        &req,
+    )?)
 }
 
 /// The search of a Milvus collection (`milvus://HOST:PORT/COLLECTION`): the query embedded
@@ -280,7 +352,8 @@ fn search_remote(a: &SearchArgs, url: &str, req: &Request) -> Result<Response> {
         },
         (None, None) => bail!("give a query file, id:N or --text"),
     };
-    Ok(remote.search(&q, req)?)
+    let req = leave_out_origin(a, &q, req);
+    Ok(remote.search(&q, &req)?)
 }
 
 /// A text query embedded by `model`'s text tower (CLIP-family models).

@@ -291,3 +291,175 @@ fn a_killed_dicomweb_ingest_resumes_with_nothing_lost_or_duplicated() {
     let r = simcase_index::Reader::open(&pacs).unwrap();
     assert_eq!(r.len(), want.len(), "no row stored twice");
 }
+
+/// `simcase search --json` hits as JSON values.
+fn search_json(index: &Path, args: &[&str], auth: &str) -> (Vec<serde_json::Value>, String) {
+    let (user, password) = auth.split_once(':').unwrap();
+    let out = bin()
+        .args(["search", "--json", "--index"])
+        .arg(index)
+        .args(args)
+        .env("SIMCASE_DICOMWEB_USER", user)
+        .env("SIMCASE_DICOMWEB_PASSWORD", password)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (hits.as_array().unwrap().clone(), err)
+}
+
+#[test]
+fn an_archived_instance_is_a_query_that_leaves_out_its_own_study_and_links_to_the_viewer() {
+    let Some((addr, auth)) = orthanc() else {
+        return;
+    };
+    let dir = tmp("pacs-reference");
+    let files: Vec<_> = FILES.iter().map(|f| corpus_dicoms().join(f)).collect();
+    upload(&addr, &auth, &files);
+    let (want, studies) = reference(&dir);
+    let sargs = study_args(&studies);
+    let sargs: Vec<&str> = sargs.iter().map(String::as_str).collect();
+    let pacs = dir.join("pacs");
+    run_ok(&mut index_dicomweb(&pacs, &addr, &auth, &sargs));
+    // emri_small: ten frames of one instance, so ten items of one study.
+    let got = items(&pacs);
+    let (_, (sop, study, url, _)) = got
+        .iter()
+        .find(|(h, _)| h.ends_with("#9"))
+        .expect("a multi-frame instance");
+    let url = url.clone();
+    let study_of = |h: &serde_json::Value| h["study_uid"].as_str().unwrap_or("").to_string();
+
+    // By reference, held by the index: its stored embedding; its own study is left out.
+    let (hits, err) = search_json(&pacs, &[&url, "-k", "20"], &auth);
+    assert!(err.contains("the index holds this instance"), "{err}");
+    assert_eq!(
+        hits.len(),
+        want.len() - 10,
+        "every item but the query's study"
+    );
+    assert!(hits.iter().all(|h| &study_of(h) != study), "{hits:?}");
+    // Kept when asked: the other nine frames are among the results.
+    let same_study = |hs: &[serde_json::Value]| hs.iter().filter(|h| &study_of(h) == study).count();
+    let (kept, _) = search_json(&pacs, &[&url, "-k", "20", "--include-same-study"], &auth);
+    assert_eq!(
+        (kept.len(), same_study(&kept)),
+        (want.len() - 1, 9),
+        "{kept:?}"
+    );
+    // "More like this" keeps the study; the patient is left out when asked.
+    let id0 = got.iter().find(|(h, _)| h.ends_with("#0")).unwrap();
+    let r = simcase_index::Reader::open(&pacs).unwrap();
+    let all = r.items().unwrap();
+    let first = all.iter().find(|it| it.meta.hash == *id0.0).unwrap();
+    let (same, _) = search_json(&pacs, &[&format!("id:{}", first.id), "-k", "20"], &auth);
+    assert_eq!(same_study(&same), 9, "{same:?}");
+    let with_patient = all.iter().find(|it| it.meta.patient_key.is_some()).unwrap();
+    let patient = with_patient.meta.patient_key.clone().unwrap();
+    let theirs = all
+        .iter()
+        .filter(|it| it.meta.patient_key.as_deref() == Some(patient.as_str()))
+        .count();
+    let (other, _) = search_json(
+        &pacs,
+        &[
+            &format!("id:{}", with_patient.id),
+            "-k",
+            "20",
+            "--exclude-same-patient",
+        ],
+        &auth,
+    );
+    assert_eq!(other.len(), want.len() - theirs, "{other:?}");
+    assert!(
+        other
+            .iter()
+            .all(|h| h["patient_key"].as_str() != Some(patient.as_str())),
+        "{other:?}"
+    );
+    assert_eq!(sop, first.meta.sop_uid.as_deref().unwrap());
+
+    // Not held: fetched by WADO-RS and embedded, as the same file searched from disk is.
+    let mr = dir.join("mr");
+    let mut args = sargs.clone();
+    args.extend(["--modality", "MR"]);
+    run_ok(&mut index_dicomweb(&mr, &addr, &auth, &args));
+    let (us_url, us_hash) = got
+        .iter()
+        .find_map(|(h, (_, _, p, _))| {
+            let held = simcase_index::Reader::open(&mr)
+                .unwrap()
+                .items()
+                .unwrap()
+                .iter()
+                .any(|it| it.meta.hash == *h);
+            (!held && !h.contains('#')).then(|| (p.clone(), h.clone()))
+        })
+        .expect("an instance the MR index does not hold");
+    let local = dir.join("local");
+    let file = simcase_index::Reader::open(&local)
+        .unwrap()
+        .items()
+        .unwrap()
+        .into_iter()
+        .find(|it| it.meta.hash == us_hash)
+        .unwrap()
+        .meta
+        .path;
+    let (by_url, err) = search_json(&mr, &[&us_url, "-k", "5"], &auth);
+    assert!(!err.contains("the index holds"), "{err}");
+    let (by_file, _) = search_json(&mr, &[&file, "-k", "5"], &auth);
+    let scores = |hs: &[serde_json::Value]| -> Vec<(u64, f64)> {
+        hs.iter()
+            .map(|h| (h["id"].as_u64().unwrap(), h["score"].as_f64().unwrap()))
+            .collect()
+    };
+    let (a, b) = (scores(&by_url), scores(&by_file));
+    assert_eq!(a.len(), b.len());
+    for ((ia, sa), (ib, sb)) in a.iter().zip(&b) {
+        assert!(ia == ib && (sa - sb).abs() < 1e-5, "{a:?} vs {b:?}");
+    }
+
+    // Viewer links: the template filled with each hit's UIDs.
+    let tpl = "http://viewer.local/ohif?StudyInstanceUIDs={study}&sop={sop}";
+    let (linked, _) = search_json(&pacs, &[&url, "-k", "3", "--viewer-url", tpl], &auth);
+    for h in &linked {
+        let want = format!(
+            "http://viewer.local/ohif?StudyInstanceUIDs={}&sop={}",
+            study_of(h),
+            h["sop_uid"].as_str().unwrap()
+        );
+        assert_eq!(h["viewer"].as_str(), Some(want.as_str()), "{h}");
+    }
+
+    // The API: `sop_uid=` searches by the archived instance, the same way.
+    let srv = serve(
+        &pacs,
+        &["--no-token", "--viewer-url", tpl],
+        &dir.join("serve.log"),
+    );
+    let mut c = simcase_server::client::Client::new(&srv.addr);
+    let r = c.get(&format!("/api/search?sop_uid={sop}&k=20")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json().unwrap();
+    assert_eq!(v["query"]["sop_uid"], sop.as_str(), "{v}");
+    let api_hits = v["hits"].as_array().unwrap();
+    assert_eq!(api_hits.len(), hits.len());
+    assert!(api_hits.iter().all(|h| &study_of(h) != study));
+    assert!(api_hits.iter().all(|h| h["viewer"]
+        .as_str()
+        .is_some_and(|l| l.starts_with("http://viewer.local/"))));
+    let r = c
+        .get(&format!(
+            "/api/search?sop_uid={sop}&k=20&include_same_study=true"
+        ))
+        .unwrap();
+    let v = r.json().unwrap();
+    assert_eq!(same_study(v["hits"].as_array().unwrap()), 9, "{v}");
+    let r = c.get("/api/search?sop_uid=1.2.3.4.5").unwrap();
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = c.get("/api/search?sop_uid=x/y").unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("sop_uid"), "{}", r.text());
+}

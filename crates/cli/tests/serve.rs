@@ -805,6 +805,17 @@ fn every_bad_parameter_is_a_400_naming_it() {
         ("/api/search?id=3&view=..%2Fetc".into(), "view"),
         ("/api/search?id=3&view=nosuch".into(), "view"),
         ("/api/search?id=3&rerank=dba".into(), "rerank"),
+        ("/api/search?sop_uid=1.2%2F3".into(), "sop_uid"),
+        ("/api/search?sop_uid=1.2&sop_uid=1.3".into(), "sop_uid"),
+        ("/api/search?id=3&sop_uid=1.2".into(), "sop_uid"),
+        (
+            "/api/search?id=3&include_same_study=maybe".into(),
+            "include_same_study",
+        ),
+        (
+            "/api/search?id=3&exclude_same_patient=2".into(),
+            "exclude_same_patient",
+        ),
         ("/api/search?id=3&date_from=notadate".into(), "date_from"),
         ("/api/search?id=3&date_to=2019-02-30".into(), "date_to"),
         ("/api/search?id=3&modality=".into(), "modality"),

@@ -65,6 +65,37 @@ pub fn is_uid(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
 
+/// An archived instance's address, `dicomweb+http://HOST/PATH/studies/S/series/R/instances/I`:
+/// the service's URL (`dicomweb+http://HOST/PATH`) and the instance.
+pub fn parse_instance_url(url: &str) -> Result<(String, Instance)> {
+    let bad = || {
+        anyhow::anyhow!(
+            "{url}: an archived instance is dicomweb+http://HOST/PATH/studies/STUDY/series/\
+             SERIES/instances/SOP (UIDs: digits and dots)"
+        )
+    };
+    if !is_dicomweb(url) {
+        return Err(bad());
+    }
+    let (service, rest) = url.rsplit_once("/studies/").ok_or_else(bad)?;
+    let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    match parts.as_slice() {
+        [study, "series", series, "instances", sop]
+            if is_uid(study) && is_uid(series) && is_uid(sop) =>
+        {
+            Ok((
+                service.to_string(),
+                Instance {
+                    study: study.to_string(),
+                    series: series.to_string(),
+                    sop: sop.to_string(),
+                },
+            ))
+        }
+        _ => Err(bad()),
+    }
+}
+
 /// A DICOMweb service (its QIDO-RS and WADO-RS root).
 pub struct DicomWeb {
     /// `http(s)://HOST:PORT/PATH`, no trailing slash.
@@ -390,6 +421,31 @@ mod tests {
         let tok = |k: &str| (k == TOKEN_VAR).then(|| "t0k".to_string());
         let d = DicomWeb::with_env("dicomweb+http://h/dw", tok).unwrap();
         assert_eq!(d.auth.as_deref(), Some("Bearer t0k"));
+    }
+
+    #[test]
+    fn an_instance_url_splits_into_its_service_and_uids() {
+        let (svc, i) = parse_instance_url(
+            "dicomweb+http://h:8042/dicom-web/studies/1.2/series/1.2.3/instances/1.2.3.4",
+        )
+        .unwrap();
+        assert_eq!(svc, "dicomweb+http://h:8042/dicom-web");
+        assert_eq!(
+            (i.study.as_str(), i.series.as_str(), i.sop.as_str()),
+            ("1.2", "1.2.3", "1.2.3.4")
+        );
+        let d = DicomWeb::with_env(&svc, |_| None).unwrap();
+        assert_eq!(
+            d.instance_url(&i),
+            "dicomweb+http://h:8042/dicom-web/studies/1.2/series/1.2.3/instances/1.2.3.4"
+        );
+        for bad in [
+            "dicomweb+http://h/dw/studies/1.2/series/1.2.3",
+            "dicomweb+http://h/dw/studies/1.2/series/x/instances/1.3",
+            "http://h/dw/studies/1/series/2/instances/3",
+        ] {
+            assert!(parse_instance_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

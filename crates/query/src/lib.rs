@@ -58,6 +58,13 @@ pub struct Hit {
     pub study_uid: Option<String>,
     /// DICOM SeriesInstanceUID.
     pub series_uid: Option<String>,
+    /// DICOM SOPInstanceUID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sop_uid: Option<String>,
+    /// The hit in the radiologist's viewer: the operator's `--viewer-url` template filled with
+    /// its UIDs ([`ViewerUrl`]); absent without a template or the UIDs it needs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub viewer: Option<String>,
     /// The key this hit was grouped by, when the search was grouped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
@@ -91,6 +98,59 @@ pub struct Hit {
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
+}
+
+/// A link template to the hospital's viewer, e.g.
+/// `http://ohif/viewer?StudyInstanceUIDs={study}`: `{study}`, `{series}` and `{sop}` are
+/// replaced by a hit's UIDs (digits and dots, so safe in a URL as they are).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViewerUrl(String);
+
+impl std::str::FromStr for ViewerUrl {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            s.starts_with("http://") || s.starts_with("https://"),
+            "viewer URL {s:?}: give an http:// or https:// template"
+        );
+        anyhow::ensure!(
+            ["{study}", "{series}", "{sop}"]
+                .iter()
+                .any(|p| s.contains(p)),
+            "viewer URL {s:?}: name at least one of {{study}}, {{series}}, {{sop}}"
+        );
+        Ok(Self(s.to_string()))
+    }
+}
+
+impl ViewerUrl {
+    /// The link of a hit, when it has every UID the template names (each a well-formed UID).
+    pub fn link(&self, h: &Hit) -> Option<String> {
+        let mut out = self.0.clone();
+        for (key, value) in [
+            ("{study}", &h.study_uid),
+            ("{series}", &h.series_uid),
+            ("{sop}", &h.sop_uid),
+        ] {
+            if out.contains(key) {
+                let v = value.as_deref().filter(|v| {
+                    !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+                })?;
+                out = out.replace(key, v);
+            }
+        }
+        Some(out)
+    }
+
+    /// Give every hit of `res` (and every group's best) its link.
+    pub fn fill(&self, res: &mut Response) {
+        for h in &mut res.hits {
+            h.viewer = self.link(h);
+        }
+        for g in res.groups.iter_mut().flatten() {
+            g.best.viewer = self.link(&g.best);
+        }
+    }
 }
 
 /// Most duplicates listed in a hit's [`Hit::also`] (all are counted in [`Hit::duplicates`]).
@@ -145,6 +205,8 @@ impl Hit {
             patient_key: m.patient_key.clone(),
             study_uid: m.study_uid.clone(),
             series_uid: m.series_uid.clone(),
+            sop_uid: m.sop_uid.clone(),
+            viewer: None,
             group: None,
             slice: extra_u32(it, part_keys::SLICE),
             slices: extra_u32(it, part_keys::SLICES),
@@ -179,6 +241,18 @@ pub struct Query {
     pub vector: Vec<f32>,
     /// An indexed item to leave out of the results (the query itself, for "more like this").
     pub exclude: Option<u64>,
+    /// The query's study and patient, when known (an indexed item, an archived instance): what
+    /// [`Filters::exclude_origin`] leaves out.
+    pub origin: Origin,
+}
+
+/// Where a query image comes from: its study and its patient (salted key), when known.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Origin {
+    /// StudyInstanceUID.
+    pub study_uid: Option<String>,
+    /// The index's salted key of the patient.
+    pub patient_key: Option<String>,
 }
 
 impl Query {
@@ -188,9 +262,17 @@ impl Query {
             id,
             items: reader.len(),
         })?;
+        let origin = match reader.item(id).map_err(QueryError::Index)? {
+            Some(it) => Origin {
+                study_uid: it.meta.study_uid,
+                patient_key: it.meta.patient_key,
+            },
+            None => Origin::default(),
+        };
         Ok(Self {
             vector: v.to_vec(),
             exclude: Some(id),
+            origin,
         })
     }
 
@@ -199,6 +281,7 @@ impl Query {
         Ok(Self {
             vector: first(enc.embed_images(&[img]))?,
             exclude: None,
+            origin: Origin::default(),
         })
     }
 
@@ -225,6 +308,7 @@ impl Query {
         Ok(Self {
             vector: first(enc.embed_texts(&[text]))?,
             exclude: None,
+            origin: Origin::default(),
         })
     }
 }
@@ -311,12 +395,35 @@ pub struct Filters {
     pub date_from: Option<StudyDate>,
     /// Latest study date kept.
     pub date_to: Option<StudyDate>,
+    /// Values left out: an item whose field holds one of them is not returned (the query's own
+    /// study or patient, [`Filters::exclude_origin`]). Exact, case-sensitive: identifiers.
+    pub exclude: BTreeMap<Field, Vec<String>>,
 }
 
 impl Filters {
     /// Whether nothing is filtered.
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty() && self.date_from.is_none() && self.date_to.is_none()
+        self.fields.is_empty()
+            && self.date_from.is_none()
+            && self.date_to.is_none()
+            && self.exclude.is_empty()
+    }
+
+    /// Leave out the query's own study (`study`) and patient (`patient`), where `origin` knows
+    /// them: a search by an archived image then does not answer with its neighbouring slices.
+    pub fn exclude_origin(&mut self, origin: &Origin, study: bool, patient: bool) {
+        let pairs = [
+            (study, Column::StudyUid, &origin.study_uid),
+            (patient, Column::PatientKey, &origin.patient_key),
+        ];
+        for (on, column, value) in pairs {
+            if let (true, Some(v)) = (on, value) {
+                self.exclude
+                    .entry(Field::Column(column))
+                    .or_default()
+                    .push(v.clone());
+            }
+        }
     }
 
     /// Whether `it` passes every filter.
@@ -325,7 +432,11 @@ impl Filters {
             f.value(it)
                 .is_some_and(|v| allowed.iter().any(|a| a.eq_ignore_ascii_case(v)))
         });
-        if !fields_ok {
+        let excluded = self
+            .exclude
+            .iter()
+            .any(|(f, out)| f.value(it).is_some_and(|v| out.iter().any(|o| o == v)));
+        if !fields_ok || excluded {
             return false;
         }
         if self.date_from.is_none() && self.date_to.is_none() {
@@ -363,6 +474,12 @@ impl Filters {
             let pass = codes.select(|v| allowed.iter().any(|a| a.eq_ignore_ascii_case(v)));
             fields.push((codes, pass));
         }
+        let mut exclude = Vec::with_capacity(self.exclude.len());
+        for (f, out) in &self.exclude {
+            let codes = field_codes(snap, f)?;
+            let hit = codes.select(|v| out.iter().any(|o| o == v));
+            exclude.push((codes, hit));
+        }
         let date = if self.has_dates() {
             let codes = snap.extra(STUDY_DATE).map_err(QueryError::Index)?;
             let pass =
@@ -371,7 +488,11 @@ impl Filters {
         } else {
             None
         };
-        Ok(Compiled { fields, date })
+        Ok(Compiled {
+            fields,
+            date,
+            exclude,
+        })
     }
 }
 
@@ -396,6 +517,8 @@ pub struct Compiled<'s> {
     fields: Vec<(Cow<'s, Codes>, Vec<bool>)>,
     /// The study-date codes and which are in range, when a range is given.
     date: Option<(Cow<'s, Codes>, Vec<bool>)>,
+    /// Per excluded field: its codes, and which codes are left out.
+    exclude: Vec<(Cow<'s, Codes>, Vec<bool>)>,
 }
 
 impl Compiled<'_> {
@@ -405,7 +528,9 @@ impl Compiled<'_> {
         let pass = |(codes, ok): &(Cow<Codes>, Vec<bool>)| {
             ok.get(codes.code(row) as usize).copied().unwrap_or(false)
         };
-        self.fields.iter().all(pass) && self.date.as_ref().is_none_or(pass)
+        self.fields.iter().all(pass)
+            && self.date.as_ref().is_none_or(pass)
+            && !self.exclude.iter().any(pass)
     }
 }
 

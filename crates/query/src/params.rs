@@ -197,6 +197,24 @@ pub struct Params {
     pub text: Option<String>,
     /// The view to search in (a name checked like [`simcase_adapt::view::check_name`]).
     pub view: Option<String>,
+    /// An indexed archived instance, by SOP Instance UID.
+    pub sop_uid: Option<String>,
+    /// With `sop_uid`: keep results of the query's own study (left out by default).
+    pub include_same_study: bool,
+    /// Leave out results of the query's own patient.
+    pub exclude_same_patient: bool,
+}
+
+/// `true`/`1` or `false`/`0` (empty: false).
+fn parse_flag(name: &str, v: &str) -> Result<bool, QueryError> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" | "" => Ok(false),
+        other => Err(QueryError::bad(
+            name,
+            format!("{} is not true or false", quote(other)),
+        )),
+    }
 }
 
 impl Params {
@@ -229,6 +247,9 @@ impl Params {
             id: None,
             text: None,
             view: None,
+            sop_uid: None,
+            include_same_study: false,
+            exclude_same_patient: false,
         };
         let mut seen: Vec<&str> = Vec::new();
         for (name, v) in pairs {
@@ -243,6 +264,9 @@ impl Params {
                 "duplicates",
                 "view",
                 "rerank",
+                "sop_uid",
+                "include_same_study",
+                "exclude_same_patient",
             ]
             .contains(&name)
             {
@@ -279,6 +303,20 @@ impl Params {
                 }
                 "rerank" if v.is_empty() => {}
                 "rerank" => p.req.rerank = v.parse()?,
+                "sop_uid" => {
+                    let ok = !v.is_empty()
+                        && v.len() <= 64
+                        && v.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+                    if !ok {
+                        return Err(QueryError::bad(
+                            "sop_uid",
+                            format!("{} is not a UID (digits and dots, at most 64)", quote(v)),
+                        ));
+                    }
+                    p.sop_uid = Some(v.clone());
+                }
+                "include_same_study" => p.include_same_study = parse_flag(name, v)?,
+                "exclude_same_patient" => p.exclude_same_patient = parse_flag(name, v)?,
                 "window" if v.is_empty() => {}
                 "window" => p.window = Some(parse_window("window", v)?),
                 "token" => {}

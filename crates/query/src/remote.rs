@@ -114,9 +114,13 @@ impl RemoteIndex {
     /// "More like this": item `id`'s stored vector; the item itself is left out of the results.
     pub fn query_item(&self, id: u64) -> Result<Query> {
         match self.fetch(id)? {
-            Some((_, vector)) => Ok(Query {
+            Some((it, vector)) => Ok(Query {
                 vector,
                 exclude: Some(id),
+                origin: crate::Origin {
+                    study_uid: it.meta.study_uid,
+                    patient_key: it.meta.patient_key,
+                },
             }),
             None => Err(QueryError::NotFound {
                 id,
@@ -223,6 +227,13 @@ impl RemoteIndex {
                 got: q.vector.len(),
                 want: dim,
             });
+        }
+        if !req.filters.exclude.is_empty() {
+            return Err(QueryError::bad(
+                "exclude",
+                "leaving out the query's study or patient is not done on a Milvus collection: \
+                 keep them (--include-same-study) or search a local index folder",
+            ));
         }
         if req.rerank != crate::Rerank::None {
             return Err(QueryError::bad(

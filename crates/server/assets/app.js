@@ -195,6 +195,17 @@ function render(res) {
     cmp.textContent = "Compare";
     cmp.onclick = (ev) => { ev.stopPropagation(); compare(h); };
     actions.appendChild(cmp);
+    if (h.viewer && /^https?:\/\//.test(h.viewer)) {
+      const v = document.createElement("a");
+      v.className = "viewer";
+      v.href = h.viewer;
+      v.target = "_blank";
+      v.rel = "noopener noreferrer";
+      v.textContent = "Open in viewer";
+      v.title = "This study in the hospital's viewer";
+      v.onclick = (ev) => ev.stopPropagation();
+      actions.appendChild(v);
+    }
     if (h.modality) {
       const f = document.createElement("button");
       f.textContent = `only ${h.modality}`;

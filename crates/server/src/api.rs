@@ -37,6 +37,13 @@ pub enum QueryInfo {
         /// The upload's file name.
         name: String,
     },
+    /// An indexed archived instance, by SOP Instance UID.
+    Instance {
+        /// The SOP Instance UID asked for.
+        sop_uid: String,
+        /// The item that holds it (its first frame, for a multi-frame object).
+        id: u64,
+    },
 }
 
 /// `GET|POST /api/search`: a page of ranked results.
@@ -144,7 +151,7 @@ pub struct SearchParams {
     pub date_to: Option<String>,
 }
 
-/// The query of `GET /api/search`: exactly one of the two.
+/// The query of `GET /api/search`: exactly one of the three.
 #[derive(Debug, Serialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct GetQuery {
@@ -152,6 +159,13 @@ pub struct GetQuery {
     pub id: Option<u64>,
     /// Text search (CLIP-family models); not blank, at most 1024 bytes.
     pub text: Option<String>,
+    /// More like this archived instance, by its SOP Instance UID (an indexed item; local
+    /// indexes). Its own study is left out unless `include_same_study=true`.
+    pub sop_uid: Option<String>,
+    /// With `sop_uid`: keep results of the query's own study.
+    pub include_same_study: Option<bool>,
+    /// Leave out results of the query's own patient (`id` or `sop_uid`).
+    pub exclude_same_patient: Option<bool>,
 }
 
 /// The upload of `POST /api/search`.
@@ -367,6 +381,9 @@ mod tests {
         for p in [
             "id",
             "text",
+            "sop_uid",
+            "include_same_study",
+            "exclude_same_patient",
             "k",
             "offset",
             "group_by",

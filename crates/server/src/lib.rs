@@ -74,6 +74,8 @@ pub struct Config {
     pub max_pixels: u64,
     /// Include file paths in responses (they can carry names from the archive's layout).
     pub show_paths: bool,
+    /// Every hit's link to the hospital's viewer (`--viewer-url`), in the API and on the page.
+    pub viewer_url: Option<simcase_query::ViewerUrl>,
     /// Most uploads embedded in one batch.
     pub max_batch: usize,
     /// Largest `k` a search may ask for.
@@ -111,6 +113,7 @@ impl Config {
             max_upload_bytes: 32 << 20,
             max_pixels: 64_000_000,
             show_paths: false,
+            viewer_url: None,
             max_batch: 16,
             max_k: simcase_query::params::MAX_K,
             decode_budget: DecodeBudget::from_mb(1024, DECODE_WAIT),
@@ -599,11 +602,43 @@ async fn search_get(
     State(state): State<Shared>,
     UrlQuery(pairs): UrlQuery<Vec<(String, String)>>,
 ) -> ApiResult<Json<api::SearchResponse>> {
-    let p = params(&pairs, state.cfg.max_k)?;
+    let mut p = params(&pairs, state.cfg.max_k)?;
     let idx = index(&state);
+    if let Some(uid) = p.sop_uid.clone() {
+        if p.id.is_some() || p.text.is_some() {
+            return Err(QueryError::bad("sop_uid", "give one of id=, text= or sop_uid=").into());
+        }
+        let Index::Local(snap) = &idx else {
+            return Err(QueryError::bad("sop_uid", "needs a local index folder").into());
+        };
+        let s = snap.clone();
+        let u = uid.clone();
+        let id = tokio::task::spawn_blocking(move || s.id_by_sop_uid(&u))
+            .await
+            .map_err(|e| ApiError::internal(e.into()))?
+            .map_err(QueryError::Index)?
+            .ok_or_else(|| {
+                ApiError::not_found(format!("no indexed item has SOP Instance UID {uid}"))
+            })?;
+        let q = idx.query_item(id).await?;
+        // An archived instance: its own study is left out unless asked for.
+        let (study, patient) = (!p.include_same_study, p.exclude_same_patient);
+        p.req.filters.exclude_origin(&q.origin, study, patient);
+        return respond(
+            &state,
+            &idx,
+            q,
+            &p,
+            api::QueryInfo::Instance { sop_uid: uid, id },
+        )
+        .await;
+    }
     let (q, about) = match (&p.id, &p.text) {
         (Some(id), None) => {
             let q = idx.query_item(*id).await?;
+            p.req
+                .filters
+                .exclude_origin(&q.origin, false, p.exclude_same_patient);
             (q, api::QueryInfo::Item { id: *id })
         }
         (None, Some(text)) => {
@@ -663,8 +698,12 @@ async fn search_upload(
     multipart: std::result::Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> ApiResult<Json<api::SearchResponse>> {
     let p = params(&pairs, state.cfg.max_k)?;
-    if p.id.is_some() || p.text.is_some() {
-        let name = if p.id.is_some() { "id" } else { "text" };
+    if p.id.is_some() || p.text.is_some() || p.sop_uid.is_some() {
+        let name = match (&p.id, &p.text) {
+            (Some(_), _) => "id",
+            (_, Some(_)) => "text",
+            _ => "sop_uid",
+        };
         return Err(QueryError::bad(name, "not with an upload: the upload is the query").into());
     }
     let mut mp =
@@ -713,6 +752,7 @@ async fn search_upload(
     let q = Query {
         vector,
         exclude: None,
+        origin: Default::default(),
     };
     respond(&state, &idx, q, &p, api::QueryInfo::Upload { name }).await
 }
@@ -731,6 +771,9 @@ async fn respond(
     let t = Instant::now();
     let mut res = idx.search(q, p.req.clone(), view).await?;
     let took_ms = t.elapsed().as_secs_f64() * 1e3;
+    if let Some(v) = &state.cfg.viewer_url {
+        v.fill(&mut res);
+    }
     if !state.cfg.show_paths {
         let hide = |h: &mut simcase_query::Hit| {
             h.path = None;

@@ -562,6 +562,22 @@ impl Snapshot {
         Ok(st.query_row([id as i64], row_to_item).optional()?)
     }
 
+    /// The snapshot's first item of this SOP Instance UID (an archived instance; its frames
+    /// share it). A scan of the items table: UIDs are not held in memory.
+    pub fn id_by_sop_uid(&self, uid: &str) -> Result<Option<u64>> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a reader of {} panicked", self.dir.display()))?;
+        let mut st =
+            conn.prepare_cached("SELECT min(row) FROM items WHERE sop_uid = ?1 AND row < ?2")?;
+        Ok(st
+            .query_row(params![uid, self.view.rows as i64], |r| {
+                r.get::<_, Option<i64>>(0)
+            })?
+            .map(|r| r as u64))
+    }
+
     /// The snapshot's codes of `column` (every column but [`Column::SopUid`], which is unique
     /// per item and neither filtered nor grouped on).
     pub fn column(&self, column: Column) -> Option<&Codes> {
