@@ -434,10 +434,15 @@ fn an_archived_instance_is_a_query_that_leaves_out_its_own_study_and_links_to_th
     }
 
     // The API: `sop_uid=` searches by the archived instance, the same way.
-    let srv = serve(
+    let (user, password) = auth.split_once(':').unwrap();
+    let srv = serve_env(
         &pacs,
         &["--no-token", "--viewer-url", tpl],
         &dir.join("serve.log"),
+        &[
+            ("SIMCASE_DICOMWEB_USER", user),
+            ("SIMCASE_DICOMWEB_PASSWORD", password),
+        ],
     );
     let mut c = simcase_server::client::Client::new(&srv.addr);
     let r = c.get(&format!("/api/search?sop_uid={sop}&k=20")).unwrap();
@@ -457,6 +462,20 @@ fn an_archived_instance_is_a_query_that_leaves_out_its_own_study_and_links_to_th
         .unwrap();
     let v = r.json().unwrap();
     assert_eq!(same_study(v["hits"].as_array().unwrap()), 9, "{v}");
+    // Thumbnails of PACS-backed items: the instance fetched again by WADO-RS (a frame of a
+    // multi-frame object as well).
+    for h in api_hits.iter().take(3) {
+        let r = c
+            .get(&format!("/api/items/{}/thumbnail?size=64", h["id"]))
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.body.starts_with(b"\x89PNG"), "{}", r.content_type);
+    }
+    let frame = all.iter().find(|it| it.meta.hash.ends_with("#3")).unwrap();
+    let r = c
+        .get(&format!("/api/items/{}/thumbnail?size=64", frame.id))
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
     let r = c.get("/api/search?sop_uid=1.2.3.4.5").unwrap();
     assert_eq!(r.status, 404, "{}", r.text());
     let r = c.get("/api/search?sop_uid=x/y").unwrap();

@@ -970,7 +970,17 @@ fn part_options(
 
 /// Decode (DICOM windowed), fit into `size`×`size` keeping the aspect ratio, encode PNG.
 fn render_thumbnail(path: &std::path::Path, size: usize, opts: DecodeOptions) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).context("reading the indexed file")?;
+    let shown = path.to_string_lossy();
+    // An item indexed from a PACS: its stored bytes fetched again by WADO-RS (credentials from
+    // the server's environment, as for `simcase index`).
+    let bytes = if simcase_pacs::is_dicomweb(&shown) {
+        let (service, inst) = simcase_pacs::dicomweb::parse_instance_url(&shown)?;
+        simcase_pacs::DicomWeb::open(&service)?
+            .fetch(&inst)
+            .context("fetching the archived instance")?
+    } else {
+        std::fs::read(path).context("reading the indexed file")?
+    };
     simcase_imaging::thumbnail_png(&bytes, size, &opts)?
         .context("the file no longer holds this image")
 }

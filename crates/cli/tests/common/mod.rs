@@ -152,11 +152,22 @@ pub struct Served {
 /// Start `simcase serve --bind 127.0.0.1:0 --index INDEX ARGS…` (no `SIMCASE_TOKEN` from the
 /// environment), its stderr to `log`, and wait for its two lines.
 pub fn serve(index: impl AsRef<std::ffi::OsStr>, args: &[&str], log: &Path) -> Served {
+    serve_env(index, args, log, &[])
+}
+
+/// [`serve`] with these environment variables set for the server.
+pub fn serve_env(
+    index: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+    log: &Path,
+    env: &[(&str, &str)],
+) -> Served {
     use std::io::BufRead;
     let mut child = bin()
         .args(["serve", "--bind", "127.0.0.1:0", "--index"])
         .arg(index)
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("SIMCASE_TOKEN")
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(log).unwrap())
