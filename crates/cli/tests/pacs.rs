@@ -115,20 +115,47 @@ fn study_args(studies: &[String]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn dicomweb_ingest_equals_indexing_the_files_and_a_rerun_fetches_nothing() {
-    let Some((addr, auth)) = orthanc() else {
-        return;
-    };
-    let dir = tmp("pacs-dicomweb");
+/// A test's start: Orthanc (or `None`, said), [`FILES`] uploaded, the files indexed from disk
+/// (the reference items) and `--study` arguments selecting their studies.
+struct Setup {
+    addr: String,
+    auth: String,
+    dir: std::path::PathBuf,
+    want: Items,
+    study_args: Vec<String>,
+}
+
+fn setup(name: &str) -> Option<Setup> {
+    let (addr, auth) = orthanc()?;
+    let dir = tmp(name);
     let files: Vec<_> = FILES.iter().map(|f| corpus_dicoms().join(f)).collect();
     upload(&addr, &auth, &files);
     let (want, studies) = reference(&dir);
+    Some(Setup {
+        study_args: study_args(&studies),
+        addr,
+        auth,
+        dir,
+        want,
+    })
+}
+
+#[test]
+fn dicomweb_ingest_equals_indexing_the_files_and_a_rerun_fetches_nothing() {
+    let Some(Setup {
+        addr,
+        auth,
+        dir,
+        want,
+        study_args: sargs,
+    }) = setup("pacs-dicomweb")
+    else {
+        return;
+    };
     assert!(
         want.len() > FILES.len(),
         "multi-frame objects give an item per frame"
     );
-    let sargs = study_args(&studies);
     let sargs: Vec<&str> = sargs.iter().map(String::as_str).collect();
 
     let pacs = dir.join("pacs");
@@ -241,14 +268,16 @@ fn dicomweb_ingest_equals_indexing_the_files_and_a_rerun_fetches_nothing() {
 
 #[test]
 fn a_killed_dicomweb_ingest_resumes_with_nothing_lost_or_duplicated() {
-    let Some((addr, auth)) = orthanc() else {
+    let Some(Setup {
+        addr,
+        auth,
+        dir,
+        want,
+        study_args: sargs,
+    }) = setup("pacs-resume")
+    else {
         return;
     };
-    let dir = tmp("pacs-resume");
-    let files: Vec<_> = FILES.iter().map(|f| corpus_dicoms().join(f)).collect();
-    upload(&addr, &auth, &files);
-    let (want, studies) = reference(&dir);
-    let sargs = study_args(&studies);
     let mut args: Vec<&str> = sargs.iter().map(String::as_str).collect();
     args.extend(["--batch", "1", "--decode-threads", "1"]);
     let pacs = dir.join("pacs");
@@ -311,14 +340,16 @@ fn search_json(index: &Path, args: &[&str], auth: &str) -> (Vec<serde_json::Valu
 
 #[test]
 fn an_archived_instance_is_a_query_that_leaves_out_its_own_study_and_links_to_the_viewer() {
-    let Some((addr, auth)) = orthanc() else {
+    let Some(Setup {
+        addr,
+        auth,
+        dir,
+        want,
+        study_args: sargs,
+    }) = setup("pacs-reference")
+    else {
         return;
     };
-    let dir = tmp("pacs-reference");
-    let files: Vec<_> = FILES.iter().map(|f| corpus_dicoms().join(f)).collect();
-    upload(&addr, &auth, &files);
-    let (want, studies) = reference(&dir);
-    let sargs = study_args(&studies);
     let sargs: Vec<&str> = sargs.iter().map(String::as_str).collect();
     let pacs = dir.join("pacs");
     run_ok(&mut index_dicomweb(&pacs, &addr, &auth, &sargs));

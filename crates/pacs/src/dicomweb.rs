@@ -239,16 +239,7 @@ impl DicomWeb {
                     "{root}?limit={PAGE}&offset={offset}&includefield=0020000D,0020000E{query}"
                 );
                 let resp = self.get(&url, "application/dicom+json")?;
-                let mut body = Vec::new();
-                resp.into_reader()
-                    .take(MAX_QIDO + 1)
-                    .read_to_end(&mut body)
-                    .with_context(|| format!("{SCHEME}{url}: reading the answer"))?;
-                anyhow::ensure!(
-                    body.len() as u64 <= MAX_QIDO,
-                    "{SCHEME}{url}: answer over {} MB",
-                    MAX_QIDO >> 20
-                );
+                let body = read_body(resp, MAX_QIDO, &url)?;
                 // An empty body is an empty result (some servers answer 204).
                 let page: Vec<Value> = if body.iter().all(u8::is_ascii_whitespace) {
                     Vec::new()
@@ -294,21 +285,27 @@ impl DicomWeb {
             "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
         )?;
         let ctype = resp.header("Content-Type").unwrap_or("").to_string();
-        let mut body = Vec::new();
-        resp.into_reader()
-            .take(MAX_INSTANCE + 1)
-            .read_to_end(&mut body)
-            .with_context(|| format!("{SCHEME}{url}: reading the answer"))?;
-        anyhow::ensure!(
-            body.len() as u64 <= MAX_INSTANCE,
-            "{SCHEME}{url}: instance over {} GB",
-            MAX_INSTANCE >> 30
-        );
+        let body = read_body(resp, MAX_INSTANCE, &url)?;
         if ctype.to_ascii_lowercase().starts_with("application/dicom") {
             return Ok(body);
         }
         first_part(&ctype, &body).with_context(|| format!("{SCHEME}{url}"))
     }
+}
+
+/// An answer's body, refused (not read on) past `limit` bytes.
+fn read_body(resp: ureq::Response, limit: u64, url: &str) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    resp.into_reader()
+        .take(limit + 1)
+        .read_to_end(&mut body)
+        .with_context(|| format!("{SCHEME}{url}: reading the answer"))?;
+    anyhow::ensure!(
+        body.len() as u64 <= limit,
+        "{SCHEME}{url}: answer over {} MB",
+        limit >> 20
+    );
+    Ok(body)
 }
 
 /// The UIDs of a QIDO-RS entry, if all three are there and well formed.
