@@ -6,6 +6,7 @@ mod demo;
 mod errors_cmd;
 mod eval_cmd;
 mod export_cmd;
+mod listen_cmd;
 mod merge;
 mod milvus_index;
 mod query;
@@ -32,7 +33,11 @@ use std::path::PathBuf;
 struct Cli {
     /// Log level filter (e.g. warn, info, debug); also RUST_LOG. The server's request log
     /// (method, path, status, time; never query strings or patient data) is on by default.
-    #[arg(long, global = true, default_value = "warn,simcase_server=info")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "warn,simcase_server=info,simcase_pacs=info"
+    )]
     log: String,
     #[command(subcommand)]
     cmd: Cmd,
@@ -55,6 +60,8 @@ enum Cmd {
     Search(query::SearchArgs),
     /// Serve an index: HTTP API and web page (loopback by default).
     Serve(ServeArgs),
+    /// Be a DICOM node (C-STORE, C-ECHO): index the studies a PACS or modality pushes.
+    Listen(listen_cmd::ListenArgs),
     /// Write an index's vectors, labels and ids to a .npy or .parquet file (numpy, pandas).
     Export(export_cmd::ExportArgs),
     /// The paper's analyses as one page: P@N curves, modalities, per-class table, confusion,
@@ -704,6 +711,7 @@ fn main() {
         Cmd::Export(a) => export_cmd::run(a),
         Cmd::Report(a) => report_cmd::run(a),
         Cmd::Adapt(a) => adapt_cmd::run(a),
+        Cmd::Listen(a) => listen_cmd::run(a),
         Cmd::Eval(a) => eval_cmd::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Bench(b) => bench::run(b),

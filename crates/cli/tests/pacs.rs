@@ -513,3 +513,281 @@ fn an_archived_instance_is_a_query_that_leaves_out_its_own_study_and_links_to_th
     assert_eq!(r.status, 400);
     assert!(r.text().contains("sop_uid"), "{}", r.text());
 }
+
+/// A `simcase listen` child, killed when dropped.
+struct Listening {
+    child: std::process::Child,
+    /// The port, from its first line.
+    port: u16,
+    log: std::path::PathBuf,
+    _out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Listening {
+    fn start(index: &Path, port: u16, extra: &[&str], log: &Path) -> Self {
+        use std::io::BufRead;
+        let mut child = bin()
+            .args([
+                "listen",
+                "--aet",
+                "SIMCASE",
+                "--port",
+                &port.to_string(),
+                "--index",
+            ])
+            .arg(index)
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        let port = first
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "listen did not start: {first:?}\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                )
+            });
+        Self {
+            child,
+            port,
+            log: log.to_path_buf(),
+            _out: out,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// The index's first vector of each SOP Instance UID, once every one of `want` is there (or
+/// after 180 s).
+fn wait_for_sops(index: &Path, want: &BTreeSet<String>) -> BTreeMap<String, Vec<f32>> {
+    let t = std::time::Instant::now();
+    loop {
+        let mut got = BTreeMap::new();
+        if let Ok(r) = simcase_index::Reader::open(index) {
+            for it in r.items().unwrap() {
+                if let Some(s) = it.meta.sop_uid {
+                    got.entry(s)
+                        .or_insert_with(|| r.vector(it.id).unwrap().to_vec());
+                }
+            }
+        }
+        if want.iter().all(|s| got.contains_key(s)) || t.elapsed().as_secs() > 180 {
+            return got;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Whether nothing listens on this loopback port.
+fn l_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+fn dcmtk(tool: &str) -> Option<std::process::Command> {
+    let found = std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok();
+    match (found, in_ci()) {
+        (true, _) => Some(std::process::Command::new(tool)),
+        (false, true) => panic!("{tool} (dcmtk) is not installed under CI"),
+        (false, false) => {
+            println!("skipped: no {tool} (dcmtk)");
+            None
+        }
+    }
+}
+
+#[test]
+fn pushed_studies_are_indexed_as_they_arrive_and_unknown_callers_are_refused() {
+    let Some(Setup {
+        addr,
+        auth,
+        dir,
+        want,
+        ..
+    }) = setup("pacs-listen")
+    else {
+        return;
+    };
+    let Some(mut storescu) = dcmtk("storescu") else {
+        return;
+    };
+    assert!(
+        l_free(11112),
+        "port 11112 (Orthanc's SIMCASE modality) is taken"
+    );
+    let pushed = dir.join("pushed");
+    let kept = dir.join("kept");
+    // Port 11112: where .ci/run's Orthanc knows the SIMCASE modality.
+    let l = Listening::start(
+        &pushed,
+        11112,
+        &[
+            "--allow-aet",
+            "STORESCU",
+            "--allow-aet",
+            "ORTHANC",
+            "--keep-files",
+            kept.to_str().unwrap(),
+        ],
+        &dir.join("listen.log"),
+    );
+    let port = l.port.to_string();
+    // C-ECHO.
+    let echo = dcmtk("echoscu")
+        .unwrap()
+        .args(["-aet", "STORESCU", "-aec", "SIMCASE", "127.0.0.1", &port])
+        .output()
+        .unwrap();
+    assert!(
+        echo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&echo.stderr)
+    );
+    // A dropped association: half a PDU, then the connection closed. The node goes on.
+    {
+        use std::io::Write as _;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", l.port)).unwrap();
+        s.write_all(&[0x01, 0x00, 0x00, 0x00, 0x10, 0x00]).unwrap();
+    }
+    // An unknown calling AE title is refused at association.
+    let files: Vec<_> = FILES.iter().map(|f| corpus_dicoms().join(f)).collect();
+    let out = dcmtk("storescu")
+        .unwrap()
+        .args(["-aet", "INTRUDER", "-aec", "SIMCASE", "127.0.0.1", &port])
+        .arg(&files[0])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // storescu pushes three objects.
+    let out = storescu
+        .args(["-aet", "STORESCU", "-aec", "SIMCASE", "127.0.0.1", &port])
+        .args(&files[..3])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        l.log()
+    );
+    // Orthanc pushes emri_small (C-STORE triggered by its REST API).
+    let (user, password) = auth.split_once(':').unwrap();
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    );
+    let emri = want.keys().find(|h| h.ends_with("#0")).unwrap();
+    let emri_sop = want[emri].0.clone();
+    let found: serde_json::Value = serde_json::from_str(
+        &ureq::post(&format!("http://{addr}/tools/lookup"))
+            .set("Authorization", &basic)
+            .send_string(&emri_sop)
+            .unwrap()
+            .into_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let id = found[0]["ID"].as_str().unwrap().to_string();
+    let r = ureq::post(&format!("http://{addr}/modalities/SIMCASE/store"))
+        .set("Authorization", &basic)
+        .send_string(&serde_json::json!({"Resources": [id], "Synchronous": true}).to_string());
+    assert!(r.is_ok(), "{r:?}\n{}", l.log());
+
+    // An object without pixels (MR2 cut just before its Pixel Data) is refused with status
+    // C000 and a reason, and not indexed.
+    let mr2 = std::fs::read(&files[0]).unwrap();
+    let cut = mr2
+        .windows(4)
+        .rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00])
+        .unwrap();
+    let no_pixels = dir.join("no-pixels.dcm");
+    std::fs::write(&no_pixels, &mr2[..cut]).unwrap();
+    let _ = dcmtk("storescu")
+        .unwrap()
+        .args(["-aet", "STORESCU", "-aec", "SIMCASE", "127.0.0.1", &port])
+        .arg(&no_pixels)
+        .output()
+        .unwrap();
+    // Every pushed object is indexed, with the embeddings of the files themselves (the
+    // reference index of the same files, by SOP Instance UID; a multi-frame object's first).
+    let by_sop: BTreeMap<String, Vec<f32>> = want
+        .iter()
+        .filter(|(h, _)| !h.contains('#') || h.ends_with("#0"))
+        .map(|(_, (sop, _, _, v))| (sop.clone(), v.clone()))
+        .collect();
+    let local = simcase_index::Reader::open(&dir.join("local"))
+        .unwrap()
+        .items()
+        .unwrap();
+    let mut sent: BTreeSet<String> = files[..3]
+        .iter()
+        .map(|f| {
+            let p = std::fs::canonicalize(f).unwrap().display().to_string();
+            local
+                .iter()
+                .find(|it| it.meta.path == p)
+                .and_then(|it| it.meta.sop_uid.clone())
+                .unwrap()
+        })
+        .collect();
+    sent.insert(emri_sop.clone());
+    let got = wait_for_sops(&pushed, &sent);
+    for s in &sent {
+        let v = got
+            .get(s)
+            .unwrap_or_else(|| panic!("{s} not indexed\n{}", l.log()));
+        let w = &by_sop[s];
+        let worst = v
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{s}: embeddings differ by {worst}");
+    }
+    let log = l.log();
+    assert!(log.contains("association from STORESCU"), "{log}");
+    assert!(log.contains("association from ORTHANC"), "{log}");
+    assert!(log.contains("\"INTRUDER\" is not allowed"), "{log}");
+    assert!(
+        log.contains("refused (status C000): no Pixel Data: simcase indexes images"),
+        "{log}"
+    );
+    for phi in ["CompressedSamples", "5MR2", "19500112"] {
+        assert!(!log.contains(phi), "{phi} in the log: {log}");
+    }
+    // The kept copies are where the items point.
+    let r = simcase_index::Reader::open(&pushed).unwrap();
+    for it in r.items().unwrap() {
+        assert!(
+            std::path::Path::new(&it.meta.path).is_file(),
+            "{}",
+            it.meta.path
+        );
+        assert!(it.meta.path.starts_with(&kept.display().to_string()));
+    }
+    assert_eq!(
+        std::fs::read_dir(pushed.join("incoming")).unwrap().count(),
+        0,
+        "spool emptied"
+    );
+}
