@@ -78,6 +78,11 @@ pub struct SearchArgs {
     /// e.g. 'http://ohif/viewer?StudyInstanceUIDs={study}'.
     #[arg(long, value_name = "TEMPLATE")]
     viewer_url: Option<simcase_query::ViewerUrl>,
+    /// Write the search into a PACS as a DICOM SR (filed in the query's study): the query, the
+    /// model, the index, and each result with its rank and score. The query must be an
+    /// archived instance (dicomweb+…/instances/I) or an indexed DICOM item (id:N).
+    #[arg(long, value_name = "dicomweb+http://HOST/PATH")]
+    report_to_pacs: Option<String>,
 }
 
 fn parse_filter(s: &str) -> Result<(Field, String)> {
@@ -127,8 +132,120 @@ fn archived(reader: &Snapshot, url: &str, window: Option<WindowPreset>) -> Resul
     q.origin = simcase_query::Origin {
         study_uid: dicom.study_uid.or(Some(inst.study)),
         patient_key: dicom.patient_id.map(|p| reader.settings().patient_key(&p)),
+        series_uid: dicom.series_uid.or(Some(inst.series)),
+        sop_uid: dicom.sop_uid.or(Some(inst.sop)),
     };
     Ok(q)
+}
+
+/// Write `res` into the PACS at `url` as a DICOM SR ([`simcase_pacs::sr`]), filed in the
+/// query's study. The query's SOP class and patient come from the PACS (QIDO-RS); a hit's SOP
+/// class from its stored item, else from the PACS; a hit with neither is left out, said.
+fn report_to_pacs(
+    url: &str,
+    reader: &Snapshot,
+    q: &Query,
+    res: &Response,
+    index: &Path,
+) -> Result<()> {
+    use simcase_pacs::sr::{Found, ImageRef, Patient, Search};
+    let dw = simcase_pacs::DicomWeb::open(url)?;
+    let o = &q.origin;
+    let (Some(study), Some(series), Some(sop)) = (&o.study_uid, &o.series_uid, &o.sop_uid) else {
+        bail!(
+            "--report-to-pacs: the query must be an archived instance \
+             (dicomweb+…/instances/I) or an indexed DICOM item (id:N), for the report to be \
+             filed in its study"
+        );
+    };
+    let inst = |study: &str, series: &str, sop: &str| simcase_pacs::Instance {
+        study: study.to_string(),
+        series: series.to_string(),
+        sop: sop.to_string(),
+    };
+    let attrs = dw.attributes(
+        &inst(study, series, sop),
+        &["00080016", "00100010", "00100020", "00100030", "00100040"],
+    )?;
+    let text = |v: &serde_json::Value, tag: &str| v[tag]["Value"][0].as_str().map(String::from);
+    let query = ImageRef {
+        sop_class: text(&attrs, "00080016").context("the PACS gives the query no SOP Class UID")?,
+        sop_instance: sop.clone(),
+        study: study.clone(),
+        series: series.clone(),
+        frame: None,
+    };
+    let patient = Patient {
+        name: attrs["00100010"]["Value"][0]["Alphabetic"]
+            .as_str()
+            .map(String::from),
+        id: text(&attrs, "00100020"),
+        birth_date: text(&attrs, "00100030"),
+        sex: text(&attrs, "00100040"),
+    };
+    let mut results = Vec::new();
+    let mut left_out = 0usize;
+    for h in &res.hits {
+        let (Some(st), Some(se), Some(so)) = (&h.study_uid, &h.series_uid, &h.sop_uid) else {
+            left_out += 1;
+            continue;
+        };
+        let stored = reader.item(h.id)?.and_then(|it| {
+            it.meta
+                .extra
+                .get("sop_class_uid")
+                .and_then(|v| v.as_str())
+                .map(String::from)
+        });
+        let class = match stored {
+            Some(c) => Some(c),
+            None => dw
+                .attributes(&inst(st, se, so), &["00080016"])
+                .ok()
+                .and_then(|v| text(&v, "00080016")),
+        };
+        let Some(class) = class else {
+            left_out += 1;
+            continue;
+        };
+        results.push(Found {
+            rank: h.rank,
+            score: h.score,
+            image: ImageRef {
+                sop_class: class,
+                sop_instance: so.clone(),
+                study: st.clone(),
+                series: se.clone(),
+                frame: h.frames.filter(|&n| n > 1).and(h.frame).map(|f| f + 1),
+            },
+            label: h.label.clone(),
+        });
+    }
+    let name = index.file_name().map_or_else(
+        || index.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let search = Search {
+        query,
+        patient,
+        model: reader.settings().model.clone(),
+        database: format!("{name} ({} items)", reader.len()),
+        results,
+    };
+    let now = simcase_pacs::sr::utc_now();
+    let (bytes, sr_uid) = simcase_pacs::sr::build(&search, (&now.0, &now.1))?;
+    dw.store(&bytes)?;
+    eprintln!(
+        "report: SR {sr_uid} stored in {} (study {study}), {} results{}",
+        dw.url(),
+        search.results.len(),
+        if left_out > 0 {
+            format!(" ({left_out} without DICOM UIDs or a SOP class left out)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
 }
 
 /// `req` with the query's own study left out (an archived instance, unless
@@ -262,8 +379,8 @@ pub fn search_cmd(a: &SearchArgs) -> Result<()> {
     let index = a.index.to_string_lossy();
     let mut res = if MilvusUrl::is_milvus(&index) {
         anyhow::ensure!(
-            a.view.is_none(),
-            "--view: views are stored with a local index folder, not a Milvus collection"
+            a.view.is_none() && a.report_to_pacs.is_none(),
+            "--view and --report-to-pacs work with a local index folder, not a Milvus collection"
         );
         search_remote(a, &index, &req)?
     } else {
@@ -321,12 +438,11 @@ fn search_local(a: &SearchArgs, req: &Request) -> Result<Response> {
         None => None,
     };
     let req = leave_out_origin(a, &q, req);
-    Ok(simcase_query::search_with(
-        &reader,
-        view.as_ref(),
-        &q,
-        &req,
-    )?)
+    let res = simcase_query::search_with(&reader, view.as_ref(), &q, &req)?;
+    if let Some(url) = &a.report_to_pacs {
+        report_to_pacs(url, &reader, &q, &res, &a.index)?;
+    }
+    Ok(res)
 }
 
 /// The search of a Milvus collection (`milvus://HOST:PORT/COLLECTION`): the query embedded

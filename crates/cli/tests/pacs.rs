@@ -464,6 +464,87 @@ fn an_archived_instance_is_a_query_that_leaves_out_its_own_study_and_links_to_th
         assert_eq!(h["viewer"].as_str(), Some(want.as_str()), "{h}");
     }
 
+    // The search written back into the PACS as a DICOM SR: Orthanc takes it (STOW-RS), and
+    // dcmtk's dsrdump reads back the query's and each result's reference and score, in order.
+    let target = format!("dicomweb+http://{addr}/dicom-web");
+    let (reported, err) = search_json(
+        &pacs,
+        &[&url, "-k", "4", "--report-to-pacs", &target],
+        &auth,
+    );
+    let sr_uid = err
+        .split("report: SR ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{err}"))
+        .to_string();
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(&auth)
+    );
+    let found: serde_json::Value = serde_json::from_str(
+        &ureq::post(&format!("http://{addr}/tools/lookup"))
+            .set("Authorization", &basic)
+            .send_string(&sr_uid)
+            .unwrap()
+            .into_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let sr_id = found[0]["ID"].as_str().unwrap_or_else(|| panic!("{found}"));
+    let mut sr = Vec::new();
+    std::io::Read::read_to_end(
+        &mut ureq::get(&format!("http://{addr}/instances/{sr_id}/file"))
+            .set("Authorization", &basic)
+            .call()
+            .unwrap()
+            .into_reader(),
+        &mut sr,
+    )
+    .unwrap();
+    let sr_file = dir.join("report.dcm");
+    std::fs::write(&sr_file, &sr).unwrap();
+    if let Some(mut dsrdump) = dcmtk("dsrdump") {
+        let out = dsrdump.arg("+Pu").arg(&sr_file).output().unwrap();
+        let dump = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{dump}");
+        assert!(dump.contains("Comprehensive SR Document"), "{dump}");
+        let query_line = dump
+            .lines()
+            .find(|l| l.contains("\"Query image\""))
+            .unwrap();
+        assert!(query_line.contains(sop.as_str()), "{query_line}");
+        let quoted = |l: &str| l.rsplit('"').nth(1).unwrap_or("").to_string();
+        let images: Vec<String> = dump
+            .lines()
+            .filter(|l| l.contains("\"Retrieved image\""))
+            .map(quoted)
+            .collect();
+        let scores: Vec<f64> = dump
+            .lines()
+            .filter(|l| l.contains("\"Similarity score\""))
+            .map(|l| {
+                l.split("=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(images.len(), reported.len(), "{dump}");
+        for ((h, img), score) in reported.iter().zip(&images).zip(&scores) {
+            assert_eq!(h["sop_uid"].as_str(), Some(img.as_str()), "{dump}");
+            assert!(
+                (h["score"].as_f64().unwrap() - score).abs() < 2e-6,
+                "{dump}"
+            );
+        }
+        assert!(dump.contains("\"Embedding model\")=\"dinov2-s\""), "{dump}");
+    }
+
     // The API: `sop_uid=` searches by the archived instance, the same way.
     let (user, password) = auth.split_once(':').unwrap();
     let srv = serve_env(

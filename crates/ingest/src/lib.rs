@@ -313,6 +313,7 @@ fn item_meta(
         meta.sop_uid = m.sop_uid.clone();
         let extra = [
             ("transfer_syntax", Some(m.transfer_syntax.clone())),
+            ("sop_class_uid", m.sop_class_uid.clone()),
             ("instance_number", m.instance_number.clone()),
             ("slice_location", m.slice_location.clone()),
             ("study_date", m.study_date.clone()),

@@ -60,6 +60,23 @@ pub struct Instance {
     pub sop: String,
 }
 
+/// SOP classes that hold no image: structured reports (simcase's own included), key object
+/// selections, presentation states, encapsulated documents, RT objects, raw data,
+/// registrations and waveforms. QIDO-RS results of these classes are not fetched.
+const NOT_IMAGES: [&str; 6] = [
+    "1.2.840.10008.5.1.4.1.1.88.",
+    "1.2.840.10008.5.1.4.1.1.11.",
+    "1.2.840.10008.5.1.4.1.1.104.",
+    "1.2.840.10008.5.1.4.1.1.481.",
+    "1.2.840.10008.5.1.4.1.1.66",
+    "1.2.840.10008.5.1.4.1.1.9.",
+];
+
+/// Whether instances of this SOP class hold no image (see [`NOT_IMAGES`]).
+pub fn holds_no_image(sop_class: &str) -> bool {
+    NOT_IMAGES.iter().any(|p| sop_class.starts_with(p))
+}
+
 /// A UID as DICOM allows it (digits and dots, at most 64), so it can go into a URL path.
 pub fn is_uid(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
@@ -162,11 +179,25 @@ impl DicomWeb {
     }
 
     fn get(&self, url: &str, accept: &str) -> Result<ureq::Response> {
-        let mut req = self.agent.get(url).set("Accept", accept);
-        if let Some(a) = &self.auth {
-            req = req.set("Authorization", a);
+        let req = self.authed(self.agent.get(url).set("Accept", accept));
+        self.answer(req.call(), url)
+    }
+
+    /// `req` with the credentials.
+    fn authed(&self, req: ureq::Request) -> ureq::Request {
+        match &self.auth {
+            Some(a) => req.set("Authorization", a),
+            None => req,
         }
-        match req.call() {
+    }
+
+    /// A request's outcome, each failure one line naming the URL.
+    fn answer(
+        &self,
+        outcome: std::result::Result<ureq::Response, ureq::Error>,
+        url: &str,
+    ) -> Result<ureq::Response> {
+        match outcome {
             Ok(r) => Ok(r),
             Err(ureq::Error::Status(code @ (401 | 403), r)) => bail!(
                 "{SCHEME}{url}: {code} {}: the server refused {} ({TOKEN_VAR}, or {USER_VAR} \
@@ -231,12 +262,12 @@ impl DicomWeb {
                 .collect()
         };
         let mut out = std::collections::BTreeSet::new();
-        let mut skipped = 0usize;
+        let (mut skipped, mut not_images) = (0usize, 0usize);
         for root in roots {
             let mut offset = 0usize;
             loop {
                 let url = format!(
-                    "{root}?limit={PAGE}&offset={offset}&includefield=0020000D,0020000E{query}"
+                    "{root}?limit={PAGE}&offset={offset}&includefield=0020000D,0020000E,00080016{query}"
                 );
                 let resp = self.get(&url, "application/dicom+json")?;
                 let body = read_body(resp, MAX_QIDO, &url)?;
@@ -249,7 +280,9 @@ impl DicomWeb {
                 };
                 let before = out.len();
                 for d in &page {
+                    let class = d["00080016"]["Value"][0].as_str().unwrap_or("");
                     match instance_of(d) {
+                        _ if holds_no_image(class) => not_images += 1,
                         Some(i) => {
                             out.insert(i);
                         }
@@ -264,6 +297,13 @@ impl DicomWeb {
                 offset += page.len();
             }
         }
+        if not_images > 0 {
+            tracing::info!(
+                "{}: {not_images} instances of classes that hold no image (reports, \
+                 presentation states, …) not fetched",
+                self.url()
+            );
+        }
         if skipped > 0 {
             tracing::warn!(
                 "{}: {skipped} QIDO-RS entries without valid study, series and SOP Instance \
@@ -272,6 +312,62 @@ impl DicomWeb {
             );
         }
         Ok(out.into_iter().collect())
+    }
+
+    /// The attributes the PACS holds for one instance (QIDO-RS, `includefield` = `fields`, tags
+    /// as 8 hex digits), as DICOM JSON.
+    pub fn attributes(&self, i: &Instance, fields: &[&str]) -> Result<Value> {
+        let url = format!(
+            "{}/studies/{}/series/{}/instances?SOPInstanceUID={}&includefield={}",
+            self.base,
+            i.study,
+            i.series,
+            i.sop,
+            fields.join(",")
+        );
+        let body = read_body(self.get(&url, "application/dicom+json")?, MAX_QIDO, &url)?;
+        let all: Vec<Value> = if body.iter().all(u8::is_ascii_whitespace) {
+            Vec::new()
+        } else {
+            serde_json::from_slice(&body)
+                .with_context(|| format!("{SCHEME}{url}: not a DICOM JSON array"))?
+        };
+        all.into_iter()
+            .next()
+            .with_context(|| format!("{}: the PACS does not hold instance {}", self.url(), i.sop))
+    }
+
+    /// Store one DICOM file in the PACS by STOW-RS (`POST …/studies`); a refusal names the
+    /// PACS's reason.
+    pub fn store(&self, file: &[u8]) -> Result<()> {
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        let boundary: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        let boundary = format!("simcase-{boundary}");
+        let mut body =
+            format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
+        body.extend_from_slice(file);
+        body.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let url = format!("{}/studies", self.base);
+        let req = self
+            .authed(self.agent.post(&url))
+            .set(
+                "Content-Type",
+                &format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+            )
+            .set("Accept", "application/dicom+json");
+        let resp = self.answer(req.send_bytes(&body), &url)?;
+        let answer = read_body(resp, MAX_QIDO, &url)?;
+        if let Ok(v) = serde_json::from_slice::<Value>(&answer) {
+            // Failed SOP Sequence (0008,1198), with the Failure Reason (0008,1197).
+            if let Some(failed) = v["00081198"]["Value"].as_array().filter(|a| !a.is_empty()) {
+                bail!(
+                    "{SCHEME}{url}: the PACS refused the object (failure reason {})",
+                    failed[0]["00081197"]["Value"][0]
+                );
+            }
+        }
+        Ok(())
     }
 
     /// One instance's stored bytes, by WADO-RS.
@@ -388,6 +484,8 @@ mod tests {
         assert!(is_dicomweb("dicomweb+http://h:8042/dicom-web"));
         assert!(is_dicomweb("dicomweb+https://h/dw"));
         assert!(!is_dicomweb("http://h/dw") && !is_dicomweb("dicomweb+ftp://h"));
+        assert!(holds_no_image(crate::sr::COMPREHENSIVE_SR));
+        assert!(!holds_no_image("1.2.840.10008.5.1.4.1.1.2") && !holds_no_image(""));
         let none = |_: &str| None;
         let d = DicomWeb::with_env("dicomweb+http://h:8042/dicom-web/", none).unwrap();
         assert_eq!(d.url(), "dicomweb+http://h:8042/dicom-web");

@@ -253,6 +253,10 @@ pub struct Origin {
     pub study_uid: Option<String>,
     /// The index's salted key of the patient.
     pub patient_key: Option<String>,
+    /// SeriesInstanceUID.
+    pub series_uid: Option<String>,
+    /// SOPInstanceUID: with the study and series, the archived instance the query is.
+    pub sop_uid: Option<String>,
 }
 
 impl Query {
@@ -266,6 +270,8 @@ impl Query {
             Some(it) => Origin {
                 study_uid: it.meta.study_uid,
                 patient_key: it.meta.patient_key,
+                series_uid: it.meta.series_uid,
+                sop_uid: it.meta.sop_uid,
             },
             None => Origin::default(),
         };

@@ -120,6 +120,8 @@ impl RemoteIndex {
                 origin: crate::Origin {
                     study_uid: it.meta.study_uid,
                     patient_key: it.meta.patient_key,
+                    series_uid: it.meta.series_uid,
+                    sop_uid: it.meta.sop_uid,
                 },
             }),
             None => Err(QueryError::NotFound {

@@ -23,6 +23,8 @@ pub struct DicomMeta {
     pub series_uid: Option<String>,
     /// SOP Instance UID (0008,0018).
     pub sop_uid: Option<String>,
+    /// SOP Class UID (0008,0016): what a report referencing the image names.
+    pub sop_class_uid: Option<String>,
     /// Instance Number (0020,0013), as written.
     pub instance_number: Option<String>,
     /// Slice Location (0020,1041), as written.

@@ -46,6 +46,7 @@ pub(crate) fn decode(
         study_uid: text(&obj, tags::STUDY_INSTANCE_UID),
         series_uid: text(&obj, tags::SERIES_INSTANCE_UID),
         sop_uid: text(&obj, tags::SOP_INSTANCE_UID),
+        sop_class_uid: text(&obj, tags::SOP_CLASS_UID),
         instance_number: text(&obj, tags::INSTANCE_NUMBER),
         slice_location: text(&obj, tags::SLICE_LOCATION),
         study_date: text(&obj, tags::STUDY_DATE),
