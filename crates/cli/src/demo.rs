@@ -37,6 +37,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         studies: vec![],
         modality: None,
         since: None,
+        keep_files: None,
         index: index.clone(),
         model: a.model.into(),
         manifest: Some(manifest),

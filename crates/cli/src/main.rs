@@ -241,6 +241,10 @@ pub(crate) struct IndexArgs {
     /// DICOMweb: only studies from this date on (YYYYMMDD).
     #[arg(long, value_name = "YYYYMMDD")]
     since: Option<String>,
+    /// DICOMweb: also keep every fetched instance in this folder, as SOP-INSTANCE-UID.dcm
+    /// (without it nothing but the index is written).
+    #[arg(long, value_name = "DIR")]
+    keep_files: Option<PathBuf>,
     /// Index folder (created if missing; re-running adds only new content), or a Milvus
     /// collection: milvus://[user:password@]HOST:PORT/COLLECTION (credentials also from
     /// SIMCASE_MILVUS_USER / SIMCASE_MILVUS_PASSWORD).
@@ -365,8 +369,11 @@ impl IndexArgs {
             .partition(|p| simcase_pacs::is_dicomweb(&p.to_string_lossy()));
         anyhow::ensure!(
             !pacs.is_empty()
-                || (self.studies.is_empty() && self.modality.is_none() && self.since.is_none()),
-            "--study, --modality and --since select instances of a DICOMweb source \
+                || (self.studies.is_empty()
+                    && self.modality.is_none()
+                    && self.since.is_none()
+                    && self.keep_files.is_none()),
+            "--study, --modality, --since and --keep-files are for a DICOMweb source \
              (dicomweb+http://HOST:PORT/PATH)"
         );
         let walked = ingest::walk(&files, skip)?;
@@ -378,7 +385,12 @@ impl IndexArgs {
         };
         for url in &pacs {
             let dw = std::sync::Arc::new(simcase_pacs::DicomWeb::open(&url.to_string_lossy())?);
-            let found = simcase_pacs::sources(&dw, &filter)?;
+            if let Some(k) = &self.keep_files {
+                anyhow::Context::with_context(std::fs::create_dir_all(k), || {
+                    format!("creating {}", k.display())
+                })?;
+            }
+            let found = simcase_pacs::sources(&dw, &filter, self.keep_files.as_deref())?;
             eprintln!("{}: {} instances found", dw.url(), found.len());
             sources.extend(found);
         }

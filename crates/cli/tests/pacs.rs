@@ -207,6 +207,26 @@ fn dicomweb_ingest_equals_indexing_the_files_and_a_rerun_fetches_nothing() {
     );
     assert_eq!(items(&pacs).len(), got.len());
 
+    // --keep-files: each fetched instance also kept, byte for byte the archived file.
+    let kept = dir.join("kept");
+    let mut args = sargs.clone();
+    args.extend(["--keep-files", kept.to_str().unwrap()]);
+    run_ok(&mut index_dicomweb(
+        &dir.join("with-copies"),
+        &addr,
+        &auth,
+        &args,
+    ));
+    let copies: BTreeSet<String> = std::fs::read_dir(&kept)
+        .unwrap()
+        .map(|e| simcase_imaging::content_hash(&std::fs::read(e.unwrap().path()).unwrap()))
+        .collect();
+    let files_hashes: BTreeSet<String> = got
+        .keys()
+        .map(|h| h.split('#').next().unwrap().to_string())
+        .collect();
+    assert_eq!(copies, files_hashes);
+
     // A modality selects on the server's side.
     let mr = dir.join("mr");
     let mut args = sargs.clone();

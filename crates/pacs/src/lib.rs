@@ -14,8 +14,14 @@ use std::sync::Arc;
 
 /// The instances of `dw` that `filter` selects, as ingest sources: each item's path is its
 /// instance URL, and its study, series and SOP Instance UIDs are set before the fetch (so a
-/// caller can leave out those it holds; the decoded object's own UIDs are stored).
-pub fn sources(dw: &Arc<DicomWeb>, filter: &Filter) -> anyhow::Result<Vec<simcase_ingest::Source>> {
+/// caller can leave out those it holds; the decoded object's own UIDs are stored). With
+/// `keep`, each fetched instance is also written there as `SOP.dcm` (atomically), before it
+/// is decoded: a copy that fails to be written fails that instance.
+pub fn sources(
+    dw: &Arc<DicomWeb>,
+    filter: &Filter,
+    keep: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<simcase_ingest::Source>> {
     Ok(dw
         .search(filter)?
         .into_iter()
@@ -28,7 +34,18 @@ pub fn sources(dw: &Arc<DicomWeb>, filter: &Filter) -> anyhow::Result<Vec<simcas
             s.meta.series_uid = Some(i.series.clone());
             s.meta.sop_uid = Some(i.sop.clone());
             let dw = dw.clone();
-            s.fetch = Some(simcase_ingest::Fetch(Arc::new(move || dw.fetch(&i))));
+            let keep = keep.map(|k| k.join(format!("{}.dcm", i.sop)));
+            s.fetch = Some(simcase_ingest::Fetch(Arc::new(move || {
+                let bytes = dw.fetch(&i)?;
+                if let Some(to) = &keep {
+                    simcase_index::store::durable::write_atomic(to, |mut f| {
+                        std::io::Write::write_all(&mut f, &bytes)?;
+                        Ok(f)
+                    })
+                    .map_err(|e| anyhow::anyhow!("keeping a copy in {}: {e:#}", to.display()))?;
+                }
+                Ok(bytes)
+            })));
             s
         })
         .collect())
