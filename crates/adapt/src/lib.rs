@@ -227,6 +227,38 @@ pub struct Fitted {
     pub seen_val: Vec<u64>,
 }
 
+/// The fewest val rows (labelled, of a class the train rows hold) that anything is tuned on.
+pub const MIN_TUNE: usize = 4;
+
+/// The rows tuning looks at: the labelled train rows, their classes, and the val rows of those
+/// classes (what [`fit`] and the fused models' weights are tuned on).
+pub struct Tuning<'s, 'a> {
+    /// Train rows with a label.
+    pub labelled: Vec<&'s Sample<'a>>,
+    /// Their labels.
+    pub classes: std::collections::BTreeSet<&'a str>,
+    /// Val rows labelled with one of `classes`.
+    pub tune: Vec<&'s Sample<'a>>,
+}
+
+impl<'s, 'a> Tuning<'s, 'a> {
+    /// The tuning rows of `train` and `val`.
+    pub fn of(train: &'s [Sample<'a>], val: &'s [Sample<'a>]) -> Self {
+        let labelled: Vec<&Sample> = train.iter().filter(|s| s.label.is_some()).collect();
+        let classes: std::collections::BTreeSet<&str> =
+            labelled.iter().filter_map(|s| s.label).collect();
+        let tune = val
+            .iter()
+            .filter(|s| s.label.is_some_and(|l| classes.contains(l)))
+            .collect();
+        Self {
+            labelled,
+            classes,
+            tune,
+        }
+    }
+}
+
 /// The shrinkage values tried on val, as a share of the mean variance.
 const SHRINKAGE: [f64; 5] = [0.001, 0.01, 0.1, 0.3, 1.0];
 
@@ -243,9 +275,11 @@ pub fn fit(method: Method, train: &[Sample], val: &[Sample]) -> Result<Fitted> {
         train.iter().chain(val).all(|s| s.vector.len() == dim),
         "rows of different widths"
     );
-    let labelled: Vec<&Sample> = train.iter().filter(|s| s.label.is_some()).collect();
-    let classes: std::collections::BTreeSet<&str> =
-        labelled.iter().filter_map(|s| s.label).collect();
+    let Tuning {
+        labelled,
+        classes,
+        tune,
+    } = Tuning::of(train, val);
     if method.supervised() && classes.len() < 2 {
         bail!(
             "{method} learns from labels, and the train rows hold {} labelled row(s) of {} \
@@ -254,15 +288,11 @@ pub fn fit(method: Method, train: &[Sample], val: &[Sample]) -> Result<Fitted> {
             classes.len()
         );
     }
-    let tune: Vec<&Sample> = val
-        .iter()
-        .filter(|s| s.label.is_some_and(|l| classes.contains(l)))
-        .collect();
-    let can_tune = tune.len() >= 4;
+    let can_tune = tune.len() >= MIN_TUNE;
     if method.supervised() && !can_tune {
         bail!(
             "the val split is too small to tune {method} on: {} labelled val row(s) of a class \
-             the train rows hold, and at least 4 are needed",
+             the train rows hold, and at least {MIN_TUNE} are needed",
             tune.len()
         );
     }

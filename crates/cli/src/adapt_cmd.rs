@@ -224,7 +224,9 @@ fn tune_kr(
     use simcase_eval::adapted::Space;
     use simcase_eval::protocol::Row;
     let labelled = |s: &&Sample| s.label.is_some();
-    if val.iter().filter(labelled).count() < 4 || train.iter().filter(labelled).count() < 2 {
+    if val.iter().filter(labelled).count() < simcase_adapt::MIN_TUNE
+        || train.iter().filter(labelled).count() < 2
+    {
         return None;
     }
     let mut rows = Vec::new();
@@ -293,15 +295,13 @@ fn fusion_weights(
             .collect();
         Adapter::weights(dim, b)
     };
-    let labelled: Vec<&Sample> = train.iter().filter(|s| s.label.is_some()).collect();
-    let classes: std::collections::BTreeSet<&str> =
-        labelled.iter().filter_map(|s| s.label).collect();
-    let tune: Vec<&Sample> = val
-        .iter()
-        .filter(|s| s.label.is_some_and(|l| classes.contains(l)))
-        .collect();
+    let simcase_adapt::Tuning {
+        labelled,
+        classes,
+        tune,
+    } = simcase_adapt::Tuning::of(train, val);
     let n = set.parts().len();
-    if n < 2 || tune.len() < 4 || classes.len() < 2 {
+    if n < 2 || tune.len() < simcase_adapt::MIN_TUNE || classes.len() < 2 {
         return (with(&vec![1.0 / n as f64; n]), None);
     }
     let (w, p) =

@@ -39,11 +39,33 @@ fn orthanc() -> Option<(String, String)> {
 }
 
 /// Upload `files` to Orthanc through its REST API (`POST /instances`).
-fn upload(addr: &str, auth: &str, files: &[std::path::PathBuf]) {
-    let basic = format!(
+/// The `Authorization` header for Orthanc's REST API (`user:password`).
+fn basic(auth: &str) -> String {
+    format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(auth)
-    );
+    )
+}
+
+/// Orthanc's id of the instance with this SOP Instance UID (`/tools/lookup`).
+fn orthanc_id(addr: &str, auth: &str, uid: &str) -> String {
+    let found: serde_json::Value = serde_json::from_str(
+        &ureq::post(&format!("http://{addr}/tools/lookup"))
+            .set("Authorization", &basic(auth))
+            .send_string(uid)
+            .unwrap()
+            .into_string()
+            .unwrap(),
+    )
+    .unwrap();
+    found[0]["ID"]
+        .as_str()
+        .unwrap_or_else(|| panic!("Orthanc holds no {uid}: {found}"))
+        .to_string()
+}
+
+fn upload(addr: &str, auth: &str, files: &[std::path::PathBuf]) {
+    let basic = basic(auth);
     for f in files {
         let bytes = std::fs::read(f).unwrap();
         let r = ureq::post(&format!("http://{addr}/instances"))
@@ -498,24 +520,11 @@ fn an_archived_instance_is_a_query_that_leaves_out_its_own_study_and_links_to_th
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("{err}"))
         .to_string();
-    let basic = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(&auth)
-    );
-    let found: serde_json::Value = serde_json::from_str(
-        &ureq::post(&format!("http://{addr}/tools/lookup"))
-            .set("Authorization", &basic)
-            .send_string(&sr_uid)
-            .unwrap()
-            .into_string()
-            .unwrap(),
-    )
-    .unwrap();
-    let sr_id = found[0]["ID"].as_str().unwrap_or_else(|| panic!("{found}"));
+    let sr_id = orthanc_id(&addr, &auth, &sr_uid);
     let mut sr = Vec::new();
     std::io::Read::read_to_end(
         &mut ureq::get(&format!("http://{addr}/instances/{sr_id}/file"))
-            .set("Authorization", &basic)
+            .set("Authorization", &basic(&auth))
             .call()
             .unwrap()
             .into_reader(),
@@ -792,25 +801,11 @@ fn pushed_studies_are_indexed_as_they_arrive_and_unknown_callers_are_refused() {
         l.log()
     );
     // Orthanc pushes emri_small (C-STORE triggered by its REST API).
-    let (user, password) = auth.split_once(':').unwrap();
-    let basic = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    );
     let emri = want.keys().find(|h| h.ends_with("#0")).unwrap();
     let emri_sop = want[emri].0.clone();
-    let found: serde_json::Value = serde_json::from_str(
-        &ureq::post(&format!("http://{addr}/tools/lookup"))
-            .set("Authorization", &basic)
-            .send_string(&emri_sop)
-            .unwrap()
-            .into_string()
-            .unwrap(),
-    )
-    .unwrap();
-    let id = found[0]["ID"].as_str().unwrap().to_string();
+    let id = orthanc_id(&addr, &auth, &emri_sop);
     let r = ureq::post(&format!("http://{addr}/modalities/SIMCASE/store"))
-        .set("Authorization", &basic)
+        .set("Authorization", &basic(&auth))
         .send_string(&serde_json::json!({"Resources": [id], "Synchronous": true}).to_string());
     assert!(r.is_ok(), "{r:?}\n{}", l.log());
 

@@ -271,13 +271,7 @@ impl DicomWeb {
                 );
                 let resp = self.get(&url, "application/dicom+json")?;
                 let body = read_body(resp, MAX_QIDO, &url)?;
-                // An empty body is an empty result (some servers answer 204).
-                let page: Vec<Value> = if body.iter().all(u8::is_ascii_whitespace) {
-                    Vec::new()
-                } else {
-                    serde_json::from_slice(&body)
-                        .with_context(|| format!("{SCHEME}{url}: not a DICOM JSON array"))?
-                };
+                let page = json_array(&body, &url)?;
                 let before = out.len();
                 for d in &page {
                     let class = d["00080016"]["Value"][0].as_str().unwrap_or("");
@@ -326,13 +320,8 @@ impl DicomWeb {
             fields.join(",")
         );
         let body = read_body(self.get(&url, "application/dicom+json")?, MAX_QIDO, &url)?;
-        let all: Vec<Value> = if body.iter().all(u8::is_ascii_whitespace) {
-            Vec::new()
-        } else {
-            serde_json::from_slice(&body)
-                .with_context(|| format!("{SCHEME}{url}: not a DICOM JSON array"))?
-        };
-        all.into_iter()
+        json_array(&body, &url)?
+            .into_iter()
             .next()
             .with_context(|| format!("{}: the PACS does not hold instance {}", self.url(), i.sop))
     }
@@ -387,6 +376,15 @@ impl DicomWeb {
         }
         first_part(&ctype, &body).with_context(|| format!("{SCHEME}{url}"))
     }
+}
+
+/// A QIDO-RS answer's DICOM JSON array; an empty body is an empty result (some servers
+/// answer 204).
+fn json_array(body: &[u8], url: &str) -> Result<Vec<Value>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(body).with_context(|| format!("{SCHEME}{url}: not a DICOM JSON array"))
 }
 
 /// An answer's body, refused (not read on) past `limit` bytes.
