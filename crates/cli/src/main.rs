@@ -159,6 +159,11 @@ pub(crate) struct ServeArgs {
     /// page).
     #[arg(long, value_name = "TEMPLATE")]
     viewer_url: Option<simcase_query::ViewerUrl>,
+    /// File searches in this archive as DICOM SRs, through `POST /api/report` and the page's
+    /// "File in PACS" button: `dicomweb+http://HOST:PORT/dicom-web` (credentials from
+    /// SIMCASE_DICOMWEB_USER/PASSWORD or SIMCASE_DICOMWEB_TOKEN). Off unless given.
+    #[arg(long, value_name = "URL")]
+    report_to_pacs: Option<String>,
     /// Memory that uploads and thumbnails share for decoding, in MiB; a request that finds
     /// no room within a few seconds gets 503 with Retry-After.
     #[arg(long, default_value_t = 1024)]
@@ -199,6 +204,7 @@ fn serve_cmd(a: &ServeArgs) -> Result<()> {
     cfg.max_pixels = a.max_pixels;
     cfg.show_paths = a.show_paths;
     cfg.viewer_url = a.viewer_url.clone();
+    cfg.report_to_pacs = a.report_to_pacs.clone();
     cfg.decode_budget =
         simcase_imaging::DecodeBudget::from_mb(a.decode_budget_mb, simcase_server::DECODE_WAIT);
     anyhow::ensure!(a.max_uploads > 0, "--max-uploads must be at least 1");

@@ -148,99 +148,24 @@ fn report_to_pacs(
     res: &Response,
     index: &Path,
 ) -> Result<()> {
-    use simcase_pacs::sr::{Found, ImageRef, Patient, Search};
     let dw = simcase_pacs::DicomWeb::open(url)?;
-    let o = &q.origin;
-    let (Some(study), Some(series), Some(sop)) = (&o.study_uid, &o.series_uid, &o.sop_uid) else {
-        bail!(
-            "--report-to-pacs: the query must be an archived instance \
-             (dicomweb+…/instances/I) or an indexed DICOM item (id:N), for the report to be \
-             filed in its study"
-        );
-    };
-    let inst = |study: &str, series: &str, sop: &str| simcase_pacs::Instance {
-        study: study.to_string(),
-        series: series.to_string(),
-        sop: sop.to_string(),
-    };
-    let attrs = dw.attributes(
-        &inst(study, series, sop),
-        &["00080016", "00100010", "00100020", "00100030", "00100040"],
-    )?;
-    let text = |v: &serde_json::Value, tag: &str| v[tag]["Value"][0].as_str().map(String::from);
-    let query = ImageRef {
-        sop_class: text(&attrs, "00080016").context("the PACS gives the query no SOP Class UID")?,
-        sop_instance: sop.clone(),
-        study: study.clone(),
-        series: series.clone(),
-        frame: None,
-    };
-    let patient = Patient {
-        name: attrs["00100010"]["Value"][0]["Alphabetic"]
-            .as_str()
-            .map(String::from),
-        id: text(&attrs, "00100020"),
-        birth_date: text(&attrs, "00100030"),
-        sex: text(&attrs, "00100040"),
-    };
-    let mut results = Vec::new();
-    let mut left_out = 0usize;
-    for h in &res.hits {
-        let (Some(st), Some(se), Some(so)) = (&h.study_uid, &h.series_uid, &h.sop_uid) else {
-            left_out += 1;
-            continue;
-        };
-        let stored = reader.item(h.id)?.and_then(|it| {
-            it.meta
-                .extra
-                .get("sop_class_uid")
-                .and_then(|v| v.as_str())
-                .map(String::from)
-        });
-        let class = match stored {
-            Some(c) => Some(c),
-            None => dw
-                .attributes(&inst(st, se, so), &["00080016"])
-                .ok()
-                .and_then(|v| text(&v, "00080016")),
-        };
-        let Some(class) = class else {
-            left_out += 1;
-            continue;
-        };
-        results.push(Found {
-            rank: h.rank,
-            score: h.score,
-            image: ImageRef {
-                sop_class: class,
-                sop_instance: so.clone(),
-                study: st.clone(),
-                series: se.clone(),
-                frame: h.frames.filter(|&n| n > 1).and(h.frame).map(|f| f + 1),
-            },
-            label: h.label.clone(),
-        });
-    }
     let name = index.file_name().map_or_else(
         || index.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let search = Search {
-        query,
-        patient,
-        model: reader.settings().model.clone(),
-        database: format!("{name} ({} items)", reader.len()),
-        results,
-    };
-    let now = simcase_pacs::sr::utc_now();
-    let (bytes, sr_uid) = simcase_pacs::sr::build(&search, (&now.0, &now.1))?;
-    dw.store(&bytes)?;
+    let f = simcase_pacs::report::file(&dw, reader, &q.origin, &res.hits, &name)
+        .context("--report-to-pacs")?;
     eprintln!(
-        "report: SR {sr_uid} stored in {} (study {study}), {} results{}",
+        "report: SR {} stored in {} (study {}), {} results{}",
+        f.sr_uid,
         dw.url(),
-        search.results.len(),
-        if left_out > 0 {
-            format!(" ({left_out} without DICOM UIDs or a SOP class left out)")
+        f.study_uid,
+        f.results,
+        if f.left_out > 0 {
+            format!(
+                " ({} without DICOM UIDs or a SOP class left out)",
+                f.left_out
+            )
         } else {
             String::new()
         }

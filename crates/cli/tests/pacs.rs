@@ -520,59 +520,7 @@ fn an_archived_instance_is_a_query_that_leaves_out_its_own_study_and_links_to_th
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("{err}"))
         .to_string();
-    let sr_id = orthanc_id(&addr, &auth, &sr_uid);
-    let mut sr = Vec::new();
-    std::io::Read::read_to_end(
-        &mut ureq::get(&format!("http://{addr}/instances/{sr_id}/file"))
-            .set("Authorization", &basic(&auth))
-            .call()
-            .unwrap()
-            .into_reader(),
-        &mut sr,
-    )
-    .unwrap();
-    let sr_file = dir.join("report.dcm");
-    std::fs::write(&sr_file, &sr).unwrap();
-    if let Some(mut dsrdump) = dcmtk("dsrdump") {
-        let out = dsrdump.arg("+Pu").arg(&sr_file).output().unwrap();
-        let dump = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(out.status.success(), "{dump}");
-        assert!(dump.contains("Comprehensive SR Document"), "{dump}");
-        let query_line = dump
-            .lines()
-            .find(|l| l.contains("\"Query image\""))
-            .unwrap();
-        assert!(query_line.contains(sop.as_str()), "{query_line}");
-        let quoted = |l: &str| l.rsplit('"').nth(1).unwrap_or("").to_string();
-        let images: Vec<String> = dump
-            .lines()
-            .filter(|l| l.contains("\"Retrieved image\""))
-            .map(quoted)
-            .collect();
-        let scores: Vec<f64> = dump
-            .lines()
-            .filter(|l| l.contains("\"Similarity score\""))
-            .map(|l| {
-                l.split("=\"")
-                    .nth(1)
-                    .unwrap()
-                    .split('"')
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .unwrap()
-            })
-            .collect();
-        assert_eq!(images.len(), reported.len(), "{dump}");
-        for ((h, img), score) in reported.iter().zip(&images).zip(&scores) {
-            assert_eq!(h["sop_uid"].as_str(), Some(img.as_str()), "{dump}");
-            assert!(
-                (h["score"].as_f64().unwrap() - score).abs() < 2e-6,
-                "{dump}"
-            );
-        }
-        assert!(dump.contains("\"Embedding model\")=\"dinov2-s\""), "{dump}");
-    }
+    check_sr(&addr, &auth, &sr_uid, &dir, sop, &reported);
 
     // The API: `sop_uid=` searches by the archived instance, the same way.
     let (user, password) = auth.split_once(':').unwrap();
@@ -619,9 +567,86 @@ fn an_archived_instance_is_a_query_that_leaves_out_its_own_study_and_links_to_th
     assert_eq!(r.status, 200, "{}", r.text());
     let r = c.get("/api/search?sop_uid=1.2.3.4.5").unwrap();
     assert_eq!(r.status, 404, "{}", r.text());
+    // Reports are off unless the operator names a PACS.
+    let r = c
+        .post(&format!("/api/report?sop_uid={sop}"), "text/plain", b"")
+        .unwrap();
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("--report-to-pacs"), "{}", r.text());
+    assert_eq!(
+        c.get("/api/stats").unwrap().json().unwrap()["report_to_pacs"],
+        false
+    );
     let r = c.get("/api/search?sop_uid=x/y").unwrap();
     assert_eq!(r.status, 400);
     assert!(r.text().contains("sop_uid"), "{}", r.text());
+}
+
+/// The SR `sr_uid` as Orthanc stores it, read back by dcmtk's `dsrdump`: a Comprehensive SR
+/// whose query image is `query_sop`, whose retrieved images and scores are `hits`' in order,
+/// and whose model is dinov2-s. Skipped (said) without dcmtk, unless under CI.
+fn check_sr(
+    addr: &str,
+    auth: &str,
+    sr_uid: &str,
+    dir: &Path,
+    query_sop: &str,
+    hits: &[serde_json::Value],
+) {
+    let sr_id = orthanc_id(addr, auth, sr_uid);
+    let mut sr = Vec::new();
+    std::io::Read::read_to_end(
+        &mut ureq::get(&format!("http://{addr}/instances/{sr_id}/file"))
+            .set("Authorization", &basic(auth))
+            .call()
+            .unwrap()
+            .into_reader(),
+        &mut sr,
+    )
+    .unwrap();
+    let sr_file = dir.join(format!("{sr_uid}.dcm"));
+    std::fs::write(&sr_file, &sr).unwrap();
+    let Some(mut dsrdump) = dcmtk("dsrdump") else {
+        return;
+    };
+    let out = dsrdump.arg("+Pu").arg(&sr_file).output().unwrap();
+    let dump = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{dump}");
+    assert!(dump.contains("Comprehensive SR Document"), "{dump}");
+    let query_line = dump
+        .lines()
+        .find(|l| l.contains("\"Query image\""))
+        .unwrap();
+    assert!(query_line.contains(query_sop), "{query_line}");
+    let quoted = |l: &str| l.rsplit('"').nth(1).unwrap_or("").to_string();
+    let images: Vec<String> = dump
+        .lines()
+        .filter(|l| l.contains("\"Retrieved image\""))
+        .map(quoted)
+        .collect();
+    let scores: Vec<f64> = dump
+        .lines()
+        .filter(|l| l.contains("\"Similarity score\""))
+        .map(|l| {
+            l.split("=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(images.len(), hits.len(), "{dump}");
+    for ((h, img), score) in hits.iter().zip(&images).zip(&scores) {
+        assert_eq!(h["sop_uid"].as_str(), Some(img.as_str()), "{dump}");
+        assert!(
+            (h["score"].as_f64().unwrap() - score).abs() < 2e-6,
+            "{dump}"
+        );
+    }
+    assert!(dump.contains("\"Embedding model\")=\"dinov2-s\""), "{dump}");
 }
 
 /// A `simcase listen` child, killed when dropped.
@@ -800,6 +825,35 @@ fn pushed_studies_are_indexed_as_they_arrive_and_unknown_callers_are_refused() {
         String::from_utf8_lossy(&out.stderr),
         l.log()
     );
+    let local = simcase_index::Reader::open(&dir.join("local"))
+        .unwrap()
+        .items()
+        .unwrap();
+    let mut sent: BTreeSet<String> = files[..3]
+        .iter()
+        .map(|f| {
+            let p = std::fs::canonicalize(f).unwrap().display().to_string();
+            local
+                .iter()
+                .find(|it| it.meta.path == p)
+                .and_then(|it| it.meta.sop_uid.clone())
+                .unwrap()
+        })
+        .collect();
+    // `simcase serve` on the same index, alongside listen, once those three are in: it files
+    // reports in Orthanc and must see what listen indexes next.
+    wait_for_sops(&pushed, &sent);
+    let (user, password) = auth.split_once(':').unwrap();
+    let target = format!("dicomweb+http://{addr}/dicom-web");
+    let srv = serve_env(
+        &pushed,
+        &["--no-token", "--report-to-pacs", &target],
+        &dir.join("serve.log"),
+        &[
+            ("SIMCASE_DICOMWEB_USER", user),
+            ("SIMCASE_DICOMWEB_PASSWORD", password),
+        ],
+    );
     // Orthanc pushes emri_small (C-STORE triggered by its REST API).
     let emri = want.keys().find(|h| h.ends_with("#0")).unwrap();
     let emri_sop = want[emri].0.clone();
@@ -830,21 +884,6 @@ fn pushed_studies_are_indexed_as_they_arrive_and_unknown_callers_are_refused() {
         .iter()
         .filter(|(h, _)| !h.contains('#') || h.ends_with("#0"))
         .map(|(_, (sop, _, _, v))| (sop.clone(), v.clone()))
-        .collect();
-    let local = simcase_index::Reader::open(&dir.join("local"))
-        .unwrap()
-        .items()
-        .unwrap();
-    let mut sent: BTreeSet<String> = files[..3]
-        .iter()
-        .map(|f| {
-            let p = std::fs::canonicalize(f).unwrap().display().to_string();
-            local
-                .iter()
-                .find(|it| it.meta.path == p)
-                .and_then(|it| it.meta.sop_uid.clone())
-                .unwrap()
-        })
         .collect();
     sent.insert(emri_sop.clone());
     let got = wait_for_sops(&pushed, &sent);
@@ -886,4 +925,62 @@ fn pushed_studies_are_indexed_as_they_arrive_and_unknown_callers_are_refused() {
         0,
         "spool emptied"
     );
+
+    // The server, started before Orthanc's push, finds the pushed instance (its snapshot
+    // follows listen's commits), leaving out its own study.
+    let mut c = simcase_server::client::Client::new(&srv.addr);
+    let t = std::time::Instant::now();
+    let v = loop {
+        let r = c
+            .get(&format!("/api/search?sop_uid={emri_sop}&k=3"))
+            .unwrap();
+        if r.status == 200 || t.elapsed().as_secs() > 30 {
+            assert_eq!(r.status, 200, "{}", r.text());
+            break r.json().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let hits = v["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 3, "{v}");
+    assert!(hits
+        .iter()
+        .all(|h| sent.contains(h["sop_uid"].as_str().unwrap())));
+    let r = c.get("/api/stats").unwrap();
+    assert_eq!(r.json().unwrap()["report_to_pacs"], true);
+    // The same search filed in the PACS from the API, as the page's "File in PACS" does: the
+    // SR reads back with the query's and the results' references and scores.
+    let r = c
+        .post(
+            &format!("/api/report?sop_uid={emri_sop}&k=3"),
+            "text/plain",
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rep = r.json().unwrap();
+    assert_eq!(rep["results"], 3, "{rep}");
+    assert_eq!(rep["left_out"], 0, "{rep}");
+    assert_eq!(rep["search"]["hits"], v["hits"], "{rep}");
+    let sr_uid = rep["sr_uid"].as_str().unwrap();
+    check_sr(&addr, &auth, sr_uid, &dir, &emri_sop, hits);
+    // Text is no archived instance.
+    let r = c.post("/api/report?text=lung", "text/plain", b"").unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    // The page, opened as a viewer's link would (`/?sop_uid=`), files the same report.
+    let page = format!("http://{}/", srv.addr);
+    if let Some(out) = browser_script(
+        "pacs.test.mjs",
+        &[
+            ("SIMCASE_URL", page.as_ref()),
+            ("SIMCASE_SOP", emri_sop.as_ref()),
+            ("SIMCASE_HITS", "3".as_ref()),
+        ],
+    ) {
+        let sr_uid = out
+            .lines()
+            .find_map(|l| l.strip_prefix("SR "))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert_ne!(sr_uid, rep["sr_uid"].as_str().unwrap());
+        check_sr(&addr, &auth, sr_uid, &dir, &emri_sop, hits);
+    }
 }

@@ -1,10 +1,12 @@
 //! simcase and the hospital's archive. [`dicomweb`]: find an archive's instances (QIDO-RS) and
 //! fetch them (WADO-RS) as ingest sources, so `simcase index dicomweb+http://…` indexes a PACS
 //! as it indexes a folder, incrementally by SOP Instance UID. [`listen`]: a DICOM node that
-//! indexes what is pushed to it (C-STORE). [`sr`]: a search written back as a DICOM SR.
+//! indexes what is pushed to it (C-STORE). [`sr`]: a search written as a DICOM SR, which
+//! [`report`] files in the query's study.
 
 pub mod dicomweb;
 pub mod listen;
+pub mod report;
 pub mod sr;
 
 pub use dicomweb::{is_dicomweb, DicomWeb, Filter, Instance};

@@ -114,7 +114,9 @@ function rerun() {
   if (state.lastQuery) run(state.lastQuery);
 }
 
-// A query is {kind: "upload", blob, name} | {kind: "item", id} | {kind: "text", text}.
+// A query is {kind: "upload", blob, name} | {kind: "item", id} | {kind: "text", text} |
+// {kind: "instance", sop_uid} (an archived instance; the page opened as /?sop_uid=UID, as a
+// viewer's link would open it).
 async function run(q) {
   state.lastQuery = q;
   setStatus("loading", "Searching…");
@@ -128,6 +130,9 @@ async function run(q) {
     } else if (q.kind === "item") {
       p.set("id", String(q.id));
       res = await apiJson("/api/search?" + p);
+    } else if (q.kind === "instance") {
+      p.set("sop_uid", q.sop_uid);
+      res = await apiJson("/api/search?" + p);
     } else {
       p.set("text", q.text);
       res = await apiJson("/api/search?" + p);
@@ -136,7 +141,29 @@ async function run(q) {
   } catch (e) {
     $("results").replaceChildren();
     $("pager").hidden = true;
+    $("report").hidden = true;
     setStatus("error", "Search failed: " + e.message);
+  }
+}
+
+// "File in PACS": the search shown, filed in the query's study as a DICOM SR by the server
+// (POST /api/report, the same parameters). Offered when the server has a PACS to file in
+// and the query is an archived instance or an indexed item.
+async function fileReport() {
+  const q = state.lastQuery;
+  const p = params();
+  if (q.kind === "item") p.set("id", String(q.id));
+  else p.set("sop_uid", q.sop_uid);
+  const b = $("report");
+  b.disabled = true;
+  try {
+    const r = await apiJson("/api/report?" + p, { method: "POST" });
+    $("report-status").textContent = `Filed in the PACS: SR ${r.sr_uid}, ${r.results} results` +
+      (r.left_out ? ` (${r.left_out} without DICOM UIDs left out)` : "");
+  } catch (e) {
+    $("report-status").textContent = "Not filed: " + e.message;
+  } finally {
+    b.disabled = false;
   }
 }
 
@@ -158,7 +185,11 @@ function render(res) {
   for (const u of thumbUrls) URL.revokeObjectURL(u);
   thumbUrls.clear();
   const what = res.query.kind === "item" ? `more like item ${res.query.id}`
+    : res.query.kind === "instance" ? `more like instance ${res.query.sop_uid}`
     : res.query.kind === "text" ? `text “${res.query.text}”` : `upload ${res.query.name}`;
+  $("report").hidden = !(state.stats && state.stats.report_to_pacs
+    && (res.query.kind === "item" || res.query.kind === "instance"));
+  $("report-status").textContent = "";
   if (!res.hits.length) {
     setStatus("empty", res.empty_reason ? `No results for ${what}: ${res.empty_reason}.`
       : `No results for ${what} (${res.candidates} items pass the filters).`);
@@ -384,9 +415,13 @@ function wire() {
   };
   $("next").onclick = () => { state.offset += Number($("k").value || 20); run(state.lastQuery); };
   $("cmp-close").onclick = closeCompare;
+  $("report").onclick = fileReport;
   document.addEventListener("keydown", (ev) => { if (ev.key === "Escape") closeCompare(); });
 }
 
 window.simcase = { setCrop, searchCrop, addFilter, state };
 wire();
-loadStats();
+loadStats().then(() => {
+  const uid = new URLSearchParams(location.search).get("sop_uid");
+  if (uid) run({ kind: "instance", sop_uid: uid });
+});

@@ -65,6 +65,21 @@ pub struct SearchResponse {
     pub took_ms: f64,
 }
 
+/// `POST /api/report`: the search, and the DICOM SR it was filed as.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReportResponse {
+    /// The new SR's SOP Instance UID.
+    pub sr_uid: String,
+    /// The study it was filed in: the query's.
+    pub study_uid: String,
+    /// Results the SR references.
+    pub results: usize,
+    /// Results left out of it: no DICOM UIDs (a PNG, a NIfTI slice) or no SOP class.
+    pub left_out: usize,
+    /// The search, as `GET /api/search` answers it.
+    pub search: SearchResponse,
+}
+
 /// How well concurrent uploads were batched.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BatchCounts {
@@ -95,6 +110,8 @@ pub struct StatsResponse {
     pub views: Vec<String>,
     /// Upload batching counters.
     pub embedding: BatchCounts,
+    /// Whether `POST /api/report` files searches in the PACS (`serve --report-to-pacs`).
+    pub report_to_pacs: bool,
     /// Files that could not be indexed (`simcase errors --index DIR` lists them with their
     /// paths; the API never does).
     pub errors: usize,
@@ -227,6 +244,14 @@ fn item() {}
               (status = 404, description = "no such item, or its file is gone", body = ErrorBody)))]
 fn thumbnail() {}
 
+#[utoipa::path(post, path = "/api/report", params(GetQuery, SearchParams),
+    responses((status = 200, description = "the search (as GET /api/search) filed in the query's study as a DICOM Comprehensive SR, stored by STOW-RS", body = ReportResponse),
+              (status = 400, description = "a bad parameter, named; or a query that is not an archived instance (id= of a DICOM item, or sop_uid=)", body = ErrorBody),
+              (status = 401, description = "missing or wrong token", body = ErrorBody),
+              (status = 404, description = "no such item, or reports are off (serve without --report-to-pacs)", body = ErrorBody),
+              (status = 502, description = "the PACS refused the report or could not be reached", body = ErrorBody)))]
+fn report() {}
+
 /// The OpenAPI document of the routes above.
 #[derive(OpenApi)]
 #[openapi(
@@ -242,6 +267,7 @@ fn thumbnail() {}
         stats,
         search_get,
         search_upload,
+        report,
         item,
         thumbnail
     ),
@@ -249,6 +275,7 @@ fn thumbnail() {}
         ErrorBody,
         QueryInfo,
         SearchResponse,
+        ReportResponse,
         StatsResponse,
         BatchCounts,
         Hit,
@@ -366,11 +393,31 @@ mod tests {
                 images: 0,
                 largest_batch: 0,
             },
+            report_to_pacs: true,
             errors: 1,
             errors_by_kind: [("not an image".to_string(), 1)].into(),
         };
         let (sent, names) = keys_declared_for("StatsResponse", &stats);
         assert_eq!(sent, names);
+        let report = ReportResponse {
+            sr_uid: "1.2".into(),
+            study_uid: "1.3".into(),
+            results: 0,
+            left_out: 0,
+            search,
+        };
+        let (sent, names) = keys_declared_for("ReportResponse", &report);
+        assert_eq!(sent, names);
+        // `POST /api/report` takes the parameters of `GET /api/search`.
+        let names = |path: &str, method: &str| -> Vec<String> {
+            doc["paths"][path][method]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(names("/api/report", "post"), names("/api/search", "get"));
         // The search parameters a client can send are all documented.
         let params: BTreeSet<&str> = doc["paths"]["/api/search"]["get"]["parameters"]
             .as_array()

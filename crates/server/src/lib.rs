@@ -23,7 +23,7 @@ use anyhow::{Context, Result};
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query as UrlQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use simcase_imaging::{decode_bytes_with, DecodeBudget, DecodeError, DecodeOptions, WindowPreset};
 use simcase_index::{Column, Snapshot};
@@ -76,6 +76,10 @@ pub struct Config {
     pub show_paths: bool,
     /// Every hit's link to the hospital's viewer (`--viewer-url`), in the API and on the page.
     pub viewer_url: Option<simcase_query::ViewerUrl>,
+    /// The archive `POST /api/report` files searches in, as DICOM SRs (`--report-to-pacs
+    /// dicomweb+http://…`); `None`: reports are off. Only the operator names it: a client
+    /// never chooses where the server sends patient data.
+    pub report_to_pacs: Option<String>,
     /// Most uploads embedded in one batch.
     pub max_batch: usize,
     /// Largest `k` a search may ask for.
@@ -114,6 +118,7 @@ impl Config {
             max_pixels: 64_000_000,
             show_paths: false,
             viewer_url: None,
+            report_to_pacs: None,
             max_batch: 16,
             max_k: simcase_query::params::MAX_K,
             decode_budget: DecodeBudget::from_mb(1024, DECODE_WAIT),
@@ -137,6 +142,8 @@ struct AppState {
     /// Views asked for by `view=`, their rows mapped for the snapshot they were opened on,
     /// oldest first.
     views: Mutex<Vec<Arc<View>>>,
+    /// The archive reports are filed in ([`Config::report_to_pacs`]).
+    pacs: Option<Arc<simcase_pacs::DicomWeb>>,
 }
 
 /// Views kept mapped at once (each holds 4 B × rows × its width); the oldest goes first.
@@ -374,7 +381,20 @@ pub fn app(cfg: Config) -> Result<Router> {
         .load(&simcase_models::default_device())
         .with_context(|| format!("loading {model}, the index's model"))?;
     let text_model = model.text_model();
+    let pacs = match &cfg.report_to_pacs {
+        Some(url) => {
+            anyhow::ensure!(
+                matches!(backend, Backend::Local(_)),
+                "--report-to-pacs needs a local index folder, not a Milvus collection"
+            );
+            Some(Arc::new(
+                simcase_pacs::DicomWeb::open(url).context("--report-to-pacs")?,
+            ))
+        }
+        None => None,
+    };
     let state = Arc::new(AppState {
+        pacs,
         embedder: embed::Embedder::start(enc, cfg.max_batch),
         backend,
         text: Mutex::new(None),
@@ -396,6 +416,7 @@ fn router(state: Shared) -> Router {
         .route("/api/openapi.json", get(openapi))
         .route("/api/stats", get(stats))
         .route("/api/search", get(search_get).post(search_upload))
+        .route("/api/report", post(report))
         .route("/api/items/{id}", get(item))
         .route("/api/items/{id}/thumbnail", get(thumbnail))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
@@ -543,6 +564,7 @@ async fn stats(State(state): State<Shared>) -> ApiResult<Json<api::StatsResponse
                 extra_fields: Default::default(),
                 views: Vec::new(),
                 embedding,
+                report_to_pacs: false,
                 errors: 0,
                 errors_by_kind: BTreeMap::new(),
             }));
@@ -586,6 +608,7 @@ async fn stats(State(state): State<Shared>) -> ApiResult<Json<api::StatsResponse
             .collect(),
         extra_fields: extra_cols,
         embedding,
+        report_to_pacs: state.pacs.is_some(),
         errors: errors_by_kind.values().sum(),
         errors_by_kind,
     }))
@@ -604,11 +627,22 @@ async fn search_get(
 ) -> ApiResult<Json<api::SearchResponse>> {
     let mut p = params(&pairs, state.cfg.max_k)?;
     let idx = index(&state);
+    let (q, about) = query_of(&state, &idx, &mut p).await?;
+    respond(&state, &idx, q, &p, about).await
+}
+
+/// The query `GET /api/search` and `POST /api/report` name (`id=`, `sop_uid=` or `text=`),
+/// with `p`'s filters set to leave out its origin as asked.
+async fn query_of(
+    state: &Shared,
+    idx: &Index,
+    p: &mut Params,
+) -> ApiResult<(Query, api::QueryInfo)> {
     if let Some(uid) = p.sop_uid.clone() {
         if p.id.is_some() || p.text.is_some() {
             return Err(QueryError::bad("sop_uid", "give one of id=, text= or sop_uid=").into());
         }
-        let Index::Local(snap) = &idx else {
+        let Index::Local(snap) = idx else {
             return Err(QueryError::bad("sop_uid", "needs a local index folder").into());
         };
         let s = snap.clone();
@@ -624,14 +658,7 @@ async fn search_get(
         // An archived instance: its own study is left out unless asked for.
         let (study, patient) = (!p.include_same_study, p.exclude_same_patient);
         p.req.filters.exclude_origin(&q.origin, study, patient);
-        return respond(
-            &state,
-            &idx,
-            q,
-            &p,
-            api::QueryInfo::Instance { sop_uid: uid, id },
-        )
-        .await;
+        return Ok((q, api::QueryInfo::Instance { sop_uid: uid, id }));
     }
     let (q, about) = match (&p.id, &p.text) {
         (Some(id), None) => {
@@ -642,7 +669,7 @@ async fn search_get(
             (q, api::QueryInfo::Item { id: *id })
         }
         (None, Some(text)) => {
-            let enc = text_encoder(&state).await?;
+            let enc = text_encoder(state).await?;
             let t = text.clone();
             let q = tokio::task::spawn_blocking(move || Query::text(enc.as_ref(), &t))
                 .await
@@ -660,7 +687,68 @@ async fn search_get(
             .into())
         }
     };
-    respond(&state, &idx, q, &p, about).await
+    Ok((q, about))
+}
+
+/// `POST /api/report?id=N|sop_uid=UID&…`: the search `GET /api/search` would answer, filed in
+/// the query's study as a DICOM SR ([`simcase_pacs::report::file`]) in the operator's PACS.
+async fn report(
+    State(state): State<Shared>,
+    UrlQuery(pairs): UrlQuery<Vec<(String, String)>>,
+) -> ApiResult<Json<api::ReportResponse>> {
+    let Some(dw) = state.pacs.clone() else {
+        return Err(ApiError::not_found(
+            "reports are off: `simcase serve --report-to-pacs dicomweb+http://…` turns them on",
+        ));
+    };
+    let mut p = params(&pairs, state.cfg.max_k)?;
+    if p.text.is_some() {
+        return Err(QueryError::bad(
+            "text",
+            "a report is filed in the query's study: give id= or sop_uid= of a DICOM item",
+        )
+        .into());
+    }
+    let idx = index(&state);
+    let Index::Local(snap) = &idx else {
+        return Err(QueryError::bad("id", "reports need a local index folder").into());
+    };
+    let snap = snap.clone();
+    let (q, about) = query_of(&state, &idx, &mut p).await?;
+    let origin = q.origin.clone();
+    if origin.study_uid.is_none() || origin.series_uid.is_none() || origin.sop_uid.is_none() {
+        return Err(QueryError::bad(
+            "id",
+            "a report is filed in the query's study: the query must be a DICOM item with \
+             study, series and SOP Instance UIDs",
+        )
+        .into());
+    }
+    let Json(search) = respond(&state, &idx, q, &p, about).await?;
+    let hits = search.result.hits.clone();
+    let database = state.cfg.index.file_name().map_or_else(
+        || state.cfg.index.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let filed = tokio::task::spawn_blocking(move || {
+        simcase_pacs::report::file(&dw, &snap, &origin, &hits, &database)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.into()))?
+    .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, format!("report: {e:#}")))?;
+    tracing::info!(
+        sr = %filed.sr_uid,
+        results = filed.results,
+        left_out = filed.left_out,
+        "search filed in the PACS as an SR"
+    );
+    Ok(Json(api::ReportResponse {
+        sr_uid: filed.sr_uid,
+        study_uid: filed.study_uid,
+        results: filed.results,
+        left_out: filed.left_out,
+        search,
+    }))
 }
 
 async fn text_encoder(state: &Shared) -> ApiResult<Arc<dyn TextEncoder>> {
