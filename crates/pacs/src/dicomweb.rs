@@ -128,6 +128,33 @@ impl DicomWeb {
         Self::with_env(url, |k| std::env::var(k).ok())
     }
 
+    /// [`DicomWeb::open`], opened once per service URL in this process and shared (its
+    /// connections pooled): for callers that fetch one instance at a time, as the server's
+    /// thumbnails do. At most 16 services are kept; past that, the oldest goes.
+    pub fn shared(url: &str) -> Result<std::sync::Arc<Self>> {
+        use std::sync::{Arc, Mutex, OnceLock};
+        type Open = Mutex<Vec<(String, Arc<DicomWeb>)>>;
+        static OPEN: OnceLock<Open> = OnceLock::new();
+        let open = OPEN.get_or_init(Default::default);
+        if let Some((_, dw)) = open
+            .lock()
+            .map_err(|_| anyhow::anyhow!("DICOMweb clients: poisoned"))?
+            .iter()
+            .find(|(u, _)| u == url)
+        {
+            return Ok(dw.clone());
+        }
+        let dw = Arc::new(Self::open(url)?);
+        let mut g = open
+            .lock()
+            .map_err(|_| anyhow::anyhow!("DICOMweb clients: poisoned"))?;
+        if g.len() >= 16 {
+            g.remove(0);
+        }
+        g.push((url.to_string(), dw.clone()));
+        Ok(dw)
+    }
+
     /// [`DicomWeb::open`] with the environment read through `env`.
     pub fn with_env(url: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
         anyhow::ensure!(

@@ -1063,7 +1063,7 @@ fn render_thumbnail(path: &std::path::Path, size: usize, opts: DecodeOptions) ->
     // the server's environment, as for `simcase index`).
     let bytes = if simcase_pacs::is_dicomweb(&shown) {
         let (service, inst) = simcase_pacs::dicomweb::parse_instance_url(&shown)?;
-        simcase_pacs::DicomWeb::open(&service)?
+        simcase_pacs::DicomWeb::shared(&service)?
             .fetch(&inst)
             .context("fetching the archived instance")?
     } else {
