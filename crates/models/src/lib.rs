@@ -11,6 +11,7 @@ pub mod fused;
 pub mod install;
 pub mod onnx;
 pub mod ops;
+pub mod precision;
 pub mod resnet;
 pub mod seeded;
 pub mod testing;
@@ -33,6 +34,7 @@ pub use encoder::{
     l2_normalize, l2_normalize_in_place, Encoder, ImageModel, Preprocess, TextEncoder, TextModel,
 };
 pub use fused::{Fused, ModelSet};
+pub use precision::{precision, set_precision, Precision};
 pub use install::{
     hub_cache, install, install_from_dir, install_from_hub, installed, model_dir, pip_fetch,
     simcase_home, InstallOutcome,

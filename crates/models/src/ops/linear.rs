@@ -5,15 +5,18 @@
 use super::activation::act_tensor;
 use super::{kernel_err, F32Kernel, Fused};
 use candle_core::{Layout, Result, Shape, Tensor};
-use simcase_kernels::Act;
+use simcase_kernels::{Act, Bf16Path, PackedBf16};
+use std::sync::{Arc, OnceLock};
 
 /// `act(x·wᵀ + b (+ residual))` as one candle op.
-struct LinearOp {
+struct LinearOp<'a> {
     bias: std::sync::Arc<Vec<f32>>,
     act: Act,
+    /// The weight packed as bf16 (`--precision bf16`), used in place of the f32 input.
+    bf16: Option<(&'a PackedBf16, Bf16Path)>,
 }
 
-impl LinearOp {
+impl LinearOp<'_> {
     /// `act(x·wᵀ + b (+ residual))` after checking that the shapes chain.
     fn fused(
         &self,
@@ -26,13 +29,24 @@ impl LinearOp {
         if k != k2 || self.bias.len() != n {
             candle_core::bail!("linear: x {m}x{k}, w {n}x{k2}, bias {}", self.bias.len());
         }
-        let dst = simcase_kernels::linear(x, (m, k), w, &self.bias, residual, self.act)
-            .map_err(kernel_err)?;
+        let dst = match self.bf16 {
+            Some((packed, path)) => simcase_kernels::linear_bf16(
+                x,
+                (m, k),
+                packed,
+                &self.bias,
+                residual,
+                self.act,
+                path,
+            ),
+            None => simcase_kernels::linear(x, (m, k), w, &self.bias, residual, self.act),
+        }
+        .map_err(kernel_err)?;
         Ok((dst, Shape::from((m, n))))
     }
 }
 
-impl F32Kernel<2> for LinearOp {
+impl F32Kernel<2> for LinearOp<'_> {
     const NAME: &'static str = "simcase-linear";
     const INPUTS: [&'static str; 2] = ["linear input", "linear weight"];
 
@@ -41,7 +55,7 @@ impl F32Kernel<2> for LinearOp {
     }
 }
 
-impl F32Kernel<3> for LinearOp {
+impl F32Kernel<3> for LinearOp<'_> {
     const NAME: &'static str = "simcase-linear-residual";
     const INPUTS: [&'static str; 3] = ["linear input", "linear weight", "linear residual"];
 
@@ -56,6 +70,9 @@ pub struct Linear {
     w: Tensor,
     b: Tensor,
     b_host: Option<std::sync::Arc<Vec<f32>>>,
+    /// The weight as bf16, packed at the first use when the process runs bf16
+    /// ([`crate::precision`]); `None` inside when it runs f32.
+    bf16: Arc<OnceLock<Option<(PackedBf16, Bf16Path)>>>,
 }
 
 impl Linear {
@@ -67,7 +84,29 @@ impl Linear {
         } else {
             None
         };
-        Ok(Self { w, b, b_host })
+        Ok(Self {
+            w,
+            b,
+            b_host,
+            bf16: Arc::default(),
+        })
+    }
+
+    /// The bf16 weight when this process runs bf16 (packed once, on the first call).
+    fn bf16(&self) -> candle_core::Result<Option<(&PackedBf16, Bf16Path)>> {
+        if crate::precision() != crate::Precision::Bf16 {
+            return Ok(None);
+        }
+        let Some(path) = simcase_kernels::bf16_path() else {
+            return Ok(None);
+        };
+        if self.bf16.get().is_none() {
+            let (n, k) = self.w.dims2()?;
+            let w = self.w.flatten_all()?.to_vec1::<f32>()?;
+            let packed = PackedBf16::pack(&w, n, k).map_err(kernel_err)?;
+            let _ = self.bf16.set(Some((packed, path)));
+        }
+        Ok(self.bf16.get().and_then(|o| o.as_ref()).map(|(p, path)| (p, *path)))
     }
 
     /// The `(out, in)` weight.
@@ -97,6 +136,7 @@ impl Linear {
             let op = LinearOp {
                 bias: bias.clone(),
                 act,
+                bf16: self.bf16()?,
             };
             return match residual {
                 Some(r) => x.apply_op3_no_bwd(&self.w, &r.contiguous()?, &Fused(&op)),

@@ -1,0 +1,484 @@
+//! bf16 linear layers: weights packed once as bf16 pairs, activations rounded to bf16 per
+//! call, products summed in f32 — what `--precision bf16` runs. The AVX-512 path is one
+//! `vdpbf16ps` per 16 outputs and 2 inputs (AVX512_BF16: twice the multiply-adds of an f32
+//! FMA per instruction); the portable path does the same arithmetic in the same order
+//! (per output: the odd element's product, then the even one's, each added to the f32 sum),
+//! so the two agree to the last bit on normal numbers, which a test checks.
+//!
+//! Layout. Weights `w` (`n × k`, PyTorch's `(out, in)`) are cut into panels of 16 output
+//! channels; a panel holds, for each input pair `p`, 16 words, word `j` carrying
+//! `w[16·panel + j][2p]` in its low half and `w[…][2p + 1]` in its high half (zero past `n`
+//! or `k`). An activation row is the same pairs, one word each, broadcast to all 16 lanes.
+
+use crate::dispatch::{selection, Isa};
+use crate::error::{check, KernelError};
+use std::sync::OnceLock;
+
+/// Output channels per panel: one 512-bit vector of f32 sums.
+const PANEL: usize = 16;
+/// Rows of one register tile.
+const MR: usize = 8;
+
+/// The bf16 bits nearest to `x` (round to nearest, ties to even; NaN stays NaN).
+#[inline(always)]
+pub fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// The f32 value of bf16 bits (exact).
+#[inline(always)]
+pub fn bf16_value(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// Two bf16 values in one word: `lo` in bits 0–15, `hi` in 16–31.
+#[inline(always)]
+fn pair(lo: f32, hi: f32) -> u32 {
+    bf16_bits(lo) as u32 | (bf16_bits(hi) as u32) << 16
+}
+
+/// An `(out, in)` weight matrix as bf16 pairs in panels of 16 output channels (see the
+/// module's comment).
+#[derive(Clone, Debug)]
+pub struct PackedBf16 {
+    n: usize,
+    k: usize,
+    /// Input pairs: `⌈k / 2⌉`.
+    pairs: usize,
+    data: Vec<u32>,
+}
+
+impl PackedBf16 {
+    /// Packs `w`, `n × k` row-major, rounding each weight to bf16.
+    pub fn pack(w: &[f32], n: usize, k: usize) -> Result<Self, KernelError> {
+        check(w.len() == n * k, || {
+            format!("bf16 pack: weight of {} is not {n}×{k}", w.len())
+        })?;
+        let pairs = k.div_ceil(2);
+        let panels = n.div_ceil(PANEL);
+        let mut data = vec![0u32; panels * pairs * PANEL];
+        let at = |r: usize, c: usize| if r < n && c < k { w[r * k + c] } else { 0.0 };
+        for panel in 0..panels {
+            for p in 0..pairs {
+                for j in 0..PANEL {
+                    let r = panel * PANEL + j;
+                    data[(panel * pairs + p) * PANEL + j] = pair(at(r, 2 * p), at(r, 2 * p + 1));
+                }
+            }
+        }
+        Ok(Self { n, k, pairs, data })
+    }
+
+    /// Output channels.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Inputs per output.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 4
+    }
+
+    fn panels(&self) -> usize {
+        self.n.div_ceil(PANEL)
+    }
+}
+
+/// How a bf16 product runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Path {
+    /// `vdpbf16ps` (AVX512_BF16).
+    Avx512Bf16,
+    /// Plain Rust, the same arithmetic: the reference the fast path is tested against, and
+    /// what `SIMCASE_KERNELS=portable` runs.
+    Portable,
+}
+
+/// Whether this CPU has AVX512_BF16 (with AVX-512F).
+pub fn cpu_has_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The bf16 path of this process: AVX512_BF16 when the selected kernels are AVX-512 and the
+/// CPU has it; the portable emulation when `SIMCASE_KERNELS=portable` forces it; otherwise
+/// `None` (the caller stays at f32 and says so).
+pub fn bf16_path() -> Option<Bf16Path> {
+    static PATH: OnceLock<Option<Bf16Path>> = OnceLock::new();
+    *PATH.get_or_init(|| match selection().isa {
+        Isa::Avx512 if cpu_has_bf16() => Some(Bf16Path::Avx512Bf16),
+        Isa::Portable => Some(Bf16Path::Portable),
+        _ => None,
+    })
+}
+
+/// The rows of `x` (`m × k`) as bf16 pairs, `⌈k/2⌉` words a row.
+fn activation_pairs(x: &[f32], m: usize, k: usize) -> Vec<u32> {
+    let pairs = k.div_ceil(2);
+    let mut out = vec![0u32; m * pairs];
+    for (row, o) in x.chunks_exact(k).zip(out.chunks_exact_mut(pairs)) {
+        let mut it = row.chunks_exact(2);
+        for (w, two) in o.iter_mut().zip(&mut it) {
+            *w = pair(two[0], two[1]);
+        }
+        if let [last] = it.remainder() {
+            o[pairs - 1] = pair(*last, 0.0);
+        }
+    }
+    out
+}
+
+/// `dst += x · wᵀ` in bf16 with f32 sums: `x` is `m × k` row-major, `dst` `m × n` row-major
+/// (pre-filled by the caller: bias, residual). Output panels are split across `threads`
+/// rayon threads.
+pub fn gemm_bf16(
+    path: Bf16Path,
+    dst: &mut [f32],
+    x: &[f32],
+    m: usize,
+    w: &PackedBf16,
+    threads: usize,
+) -> Result<(), KernelError> {
+    let (n, k) = (w.n, w.k);
+    check(x.len() == m * k, || {
+        format!("bf16 gemm: input of {} is not {m}×{k}", x.len())
+    })?;
+    check(dst.len() == m * n, || {
+        format!("bf16 gemm: output of {} is not {m}×{n}", dst.len())
+    })?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let xa = activation_pairs(x, m, k);
+    let panels = w.panels();
+    // Panels per task: an even count (the AVX-512 tile takes two at once).
+    let per = panels.div_ceil(threads.max(1)).next_multiple_of(2).max(2);
+    let run = |first: usize, out: &mut Columns| {
+        let last = (first + per).min(panels);
+        match path {
+            #[cfg(target_arch = "x86_64")]
+            Bf16Path::Avx512Bf16 if cpu_has_bf16() => {
+                // SAFETY: the CPU has AVX-512F and AVX512_BF16 (checked just above); the
+                // views were checked against their slices (`Columns`, `xa` of m × pairs).
+                unsafe { avx512::panels(&xa, m, w, first, last, out) }
+            }
+            _ => portable_panels(&xa, m, w, first, last, out),
+        }
+    };
+    let starts: Vec<usize> = (0..panels).step_by(per).collect();
+    if starts.len() == 1 {
+        run(0, &mut Columns::new(dst, m, n));
+        return Ok(());
+    }
+    let base = Columns::new(dst, m, n);
+    use rayon::prelude::*;
+    starts.into_par_iter().for_each(|first| {
+        // Each task writes only the columns of its own panels.
+        run(first, &mut base.share());
+    });
+    Ok(())
+}
+
+/// The `m × n` row-major destination, shared by tasks that write disjoint columns.
+struct Columns {
+    ptr: *mut f32,
+    m: usize,
+    n: usize,
+}
+
+// SAFETY: tasks write disjoint column ranges of one exclusively borrowed slice (see
+// `gemm_bf16`), so no element is written by two threads, and none is read by another.
+unsafe impl Send for Columns {}
+// SAFETY: as above.
+unsafe impl Sync for Columns {}
+
+impl Columns {
+    fn new(dst: &mut [f32], m: usize, n: usize) -> Self {
+        debug_assert_eq!(dst.len(), m * n);
+        Self {
+            ptr: dst.as_mut_ptr(),
+            m,
+            n,
+        }
+    }
+
+    fn share(&self) -> Self {
+        Self { ..*self }
+    }
+
+    /// Element `(i, j)`, `i < m`, `j < n`.
+    #[inline(always)]
+    fn at(&mut self, i: usize, j: usize) -> &mut f32 {
+        assert!(i < self.m && j < self.n);
+        // SAFETY: in bounds (asserted); this task is the only writer of column j.
+        unsafe { &mut *self.ptr.add(i * self.n + j) }
+    }
+}
+
+/// Panels `first..last` of `w` for every row, in plain Rust: per output, over the pairs in
+/// order, the high (odd) product added, then the low (even) one, as `vdpbf16ps` does.
+fn portable_panels(
+    xa: &[u32],
+    m: usize,
+    w: &PackedBf16,
+    first: usize,
+    last: usize,
+    out: &mut Columns,
+) {
+    let pairs = w.pairs;
+    let hi = |v: u32| f32::from_bits(v & 0xFFFF_0000);
+    let lo = |v: u32| f32::from_bits(v << 16);
+    for panel in first..last {
+        let pw = &w.data[panel * pairs * PANEL..(panel + 1) * pairs * PANEL];
+        for j in 0..PANEL {
+            let col = panel * PANEL + j;
+            if col >= w.n {
+                break;
+            }
+            for i in 0..m {
+                let xr = &xa[i * pairs..(i + 1) * pairs];
+                let mut acc = *out.at(i, col);
+                for (p, &a) in xr.iter().enumerate() {
+                    let b = pw[p * PANEL + j];
+                    acc += hi(a) * hi(b);
+                    acc += lo(a) * lo(b);
+                }
+                *out.at(i, col) = acc;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Columns, PackedBf16, MR, PANEL};
+    use std::arch::x86_64::*;
+
+    /// Panels `first..last` for every row: tiles of up to [`MR`] rows × two panels, each
+    /// sum kept in a register over the whole `k`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX512_BF16; `xa` holds `m` rows of `w.pairs` words.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn panels(
+        xa: &[u32],
+        m: usize,
+        w: &PackedBf16,
+        first: usize,
+        last: usize,
+        out: &mut Columns,
+    ) {
+        assert!(xa.len() >= m * w.pairs && last <= w.panels() && out.n == w.n && out.m == m);
+        let mut panel = first;
+        while panel < last {
+            let two = last - panel >= 2;
+            let mut i = 0;
+            while i < m {
+                let rows = (m - i).min(MR);
+                // SAFETY: rows i..i+rows < m and the panels below `last` are in bounds
+                // (asserted above); the CPU features are this function's own.
+                unsafe {
+                    match (rows, two) {
+                        (8, true) => tile::<8, 2>(xa, w, panel, i, out),
+                        (8, false) => tile::<8, 1>(xa, w, panel, i, out),
+                        (r, true) => small::<2>(r, xa, w, panel, i, out),
+                        (r, false) => small::<1>(r, xa, w, panel, i, out),
+                    }
+                }
+                i += rows;
+            }
+            panel += if two { 2 } else { 1 };
+        }
+    }
+
+    /// A tail of fewer than [`MR`] rows.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn small<const P: usize>(
+        rows: usize,
+        xa: &[u32],
+        w: &PackedBf16,
+        panel: usize,
+        i: usize,
+        out: &mut Columns,
+    ) {
+        // SAFETY: forwarded from `panels`.
+        unsafe {
+            match rows {
+                1 => tile::<1, P>(xa, w, panel, i, out),
+                2 => tile::<2, P>(xa, w, panel, i, out),
+                3 => tile::<3, P>(xa, w, panel, i, out),
+                4 => tile::<4, P>(xa, w, panel, i, out),
+                5 => tile::<5, P>(xa, w, panel, i, out),
+                6 => tile::<6, P>(xa, w, panel, i, out),
+                _ => tile::<7, P>(xa, w, panel, i, out),
+            }
+        }
+    }
+
+    /// Rows `i..i+R` × panels `panel..panel+P`: sums loaded from `out` (masked past `n`),
+    /// one `vdpbf16ps` per row, panel and input pair, stored back.
+    ///
+    /// # Safety
+    /// AVX-512F and AVX512_BF16; `i + R ≤ m`; `panel + P ≤` the panel count.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn tile<const R: usize, const P: usize>(
+        xa: &[u32],
+        w: &PackedBf16,
+        panel: usize,
+        i: usize,
+        out: &mut Columns,
+    ) {
+        let pairs = w.pairs;
+        let n = w.n;
+        let mut mask = [0u16; P];
+        for (q, m) in mask.iter_mut().enumerate() {
+            let c0 = (panel + q) * PANEL;
+            let live = n.saturating_sub(c0).min(PANEL);
+            *m = if live == PANEL {
+                u16::MAX
+            } else {
+                (1u16 << live) - 1
+            };
+        }
+        let mut acc = [[_mm512_setzero_ps(); P]; R];
+        for r in 0..R {
+            for q in 0..P {
+                let c0 = (panel + q) * PANEL;
+                if mask[q] != 0 {
+                    // SAFETY: row i + r < m; the mask keeps lanes at columns < n.
+                    acc[r][q] = unsafe {
+                        _mm512_maskz_loadu_ps(mask[q], out.ptr.add((i + r) * n + c0))
+                    };
+                }
+            }
+        }
+        let wp = w.data.as_ptr();
+        let xp = xa.as_ptr();
+        for p in 0..pairs {
+            let mut b = [_mm512_setzero_si512(); P];
+            for (q, bq) in b.iter_mut().enumerate() {
+                // SAFETY: panel + q < panels and p < pairs: 16 words inside `w.data`.
+                *bq = unsafe {
+                    _mm512_loadu_si512(wp.add(((panel + q) * pairs + p) * PANEL).cast())
+                };
+            }
+            for r in 0..R {
+                // SAFETY: row i + r < m, p < pairs: inside `xa`.
+                let a = _mm512_set1_epi32(unsafe { *xp.add((i + r) * pairs + p) } as i32);
+                for q in 0..P {
+                    acc[r][q] = _mm512_dpbf16_ps(
+                        acc[r][q],
+                        std::mem::transmute::<__m512i, __m512bh>(a),
+                        std::mem::transmute::<__m512i, __m512bh>(b[q]),
+                    );
+                }
+            }
+        }
+        for r in 0..R {
+            for q in 0..P {
+                let c0 = (panel + q) * PANEL;
+                if mask[q] != 0 {
+                    // SAFETY: as for the loads.
+                    unsafe {
+                        _mm512_mask_storeu_ps(out.ptr.add((i + r) * n + c0), mask[q], acc[r][q])
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rounding_is_to_nearest_even() {
+        assert_eq!(bf16_bits(1.0), 0x3F80);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to even (1.0).
+        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3F80);
+        // 1 + 3·2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6: to the even one.
+        assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3F82);
+        assert_eq!(bf16_value(bf16_bits(-2.5)), -2.5);
+        assert!(bf16_value(bf16_bits(f32::NAN)).is_nan());
+        assert_eq!(bf16_value(bf16_bits(f32::INFINITY)), f32::INFINITY);
+    }
+
+    /// The portable path against f64 sums of the bf16-rounded operands.
+    #[test]
+    fn portable_product_is_the_bf16_product() {
+        let (m, n, k) = (5, 21, 13);
+        let x = lcg(m * k, 1);
+        let w = lcg(n * k, 2);
+        let packed = PackedBf16::pack(&w, n, k).unwrap();
+        let mut dst = lcg(m * n, 3);
+        let before = dst.clone();
+        gemm_bf16(Bf16Path::Portable, &mut dst, &x, m, &packed, 2).unwrap();
+        let r = |v: f32| bf16_value(bf16_bits(v)) as f64;
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = before[i * n + j] as f64
+                    + (0..k).map(|c| r(x[i * k + c]) * r(w[j * k + c])).sum::<f64>();
+                assert!((dst[i * n + j] as f64 - want).abs() < 1e-5, "({i},{j})");
+            }
+        }
+    }
+
+    /// Every shape class (row tails, one or two panels, a part panel, odd k) on the
+    /// AVX512_BF16 path equals the portable path, bit for bit.
+    #[test]
+    fn avx512_bf16_equals_portable() {
+        if !cpu_has_bf16() {
+            println!("skipped: this CPU has no AVX512_BF16");
+            return;
+        }
+        for &(m, n, k) in &[(1, 16, 2), (7, 17, 9), (8, 32, 64), (19, 50, 33), (257, 96, 384)] {
+            let x = lcg(m * k, m as u64);
+            let w = lcg(n * k, n as u64);
+            let packed = PackedBf16::pack(&w, n, k).unwrap();
+            let init = lcg(m * n, k as u64);
+            let (mut a, mut b) = (init.clone(), init);
+            for threads in [1, 3] {
+                gemm_bf16(Bf16Path::Portable, &mut a, &x, m, &packed, threads).unwrap();
+                gemm_bf16(Bf16Path::Avx512Bf16, &mut b, &x, m, &packed, threads).unwrap();
+                assert_eq!(a, b, "{m}×{n}×{k}, {threads} threads");
+            }
+        }
+    }
+
+    #[test]
+    fn shapes_that_do_not_chain_are_errors() {
+        let p = PackedBf16::pack(&[0.0; 6], 2, 3).unwrap();
+        let mut d = vec![0.0; 4];
+        assert!(gemm_bf16(Bf16Path::Portable, &mut d, &[0.0; 5], 2, &p, 1).is_err());
+        assert!(PackedBf16::pack(&[0.0; 5], 2, 3).is_err());
+    }
+}
