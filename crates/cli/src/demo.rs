@@ -53,6 +53,9 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         decode_budget_mb: 4096,
         decode_threads: 0,
         precision: None,
+        embed: crate::EmbedPrecision {
+            embed_precision: simcase_models::Precision::F32,
+        },
         index_type: None,
         nlist: None,
         hnsw_m: None,

@@ -20,6 +20,8 @@ pub struct EvalArgs {
     /// embeddings are computed once, whatever the combinations).
     #[arg(long = "model")]
     pub models: Vec<String>,
+    #[command(flatten)]
+    pub embed: crate::EmbedPrecision,
     /// Also score each model adapted with METHOD, learned from the train split and tuned on
     /// val (whiten, lw, lda, mlp; repeatable, or `all`); see `simcase adapt`.
     #[arg(long = "adapt", value_name = "METHOD")]
@@ -83,6 +85,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     };
     // Before any model is installed or loaded: a manifest eval cannot score fails now.
     protocol::check_manifest(&a.manifest)?;
+    let precision = a.embed.apply();
     let specs: Vec<Vec<simcase_models::ModelId>> = a
         .models
         .iter()
@@ -254,6 +257,9 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         }
     }
     let mut md = markdown(&reports);
+    md.push_str(&format!(
+        "\nEmbedding precision: {precision} (the models' linear layers; `--embed-precision`).\n"
+    ));
     if !unseen.is_empty() {
         md.push_str(&adapted::unseen_markdown(&unseen));
     }
@@ -265,6 +271,9 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         std::fs::write(p, &md).with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &a.json {
+        for r in reports.iter_mut() {
+            r["embedding_precision"] = json!(precision.name());
+        }
         let v = if reports.len() == 1 && unseen.is_empty() {
             reports.remove(0)
         } else {

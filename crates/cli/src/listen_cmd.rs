@@ -14,6 +14,8 @@ pub(crate) struct ListenArgs {
     /// the same time).
     #[arg(long)]
     index: PathBuf,
+    #[command(flatten)]
+    embed: crate::EmbedPrecision,
     /// This node's AE title (what the PACS or modality calls).
     #[arg(long, default_value = "SIMCASE")]
     aet: String,
@@ -66,8 +68,16 @@ pub(crate) fn run(a: &ListenArgs) -> Result<()> {
         None => a.model.clone(),
     };
     crate::ensure_models(&model)?;
+    let used = a.embed.apply();
     let enc = model.load(&simcase_models::default_device())?;
     let mut writer = simcase_index::Writer::open(&a.index, &model.to_string(), enc.dim())?;
+    if writer.record_embedding_precision(used.name())?.as_deref() == Some("mixed") {
+        eprintln!(
+            "warning: {} already holds vectors embedded at another precision than {used}; it \
+             is now recorded as mixed",
+            a.index.display()
+        );
+    }
     if let Some(k) = &a.keep_files {
         std::fs::create_dir_all(k).with_context(|| format!("creating {}", k.display()))?;
     }

@@ -22,6 +22,8 @@ pub struct SearchArgs {
     /// Search by text, e.g. "pneumothorax" (CLIP-family models: biomedclip, clip-vit-*).
     #[arg(long)]
     text: Option<String>,
+    #[command(flatten)]
+    embed: crate::EmbedPrecision,
     /// The index folder, or a Milvus collection: `milvus://[USER:PASSWORD@]HOST:PORT/COLLECTION`
     /// (credentials else from SIMCASE_MILVUS_USER / SIMCASE_MILVUS_PASSWORD).
     #[arg(long)]
@@ -282,6 +284,7 @@ pub fn notes(res: &Response) -> Vec<String> {
 
 pub fn search_cmd(a: &SearchArgs) -> Result<()> {
     let k = params::check_k(a.k, params::MAX_K)?;
+    a.embed.apply();
     if let Some(ef) = a.ef_search {
         anyhow::ensure!((1..=4096).contains(&ef), "--ef-search must be 1..=4096");
     }
@@ -352,6 +355,16 @@ fn search_local(a: &SearchArgs, req: &Request) -> Result<Response> {
     }
     if reader.is_empty() {
         bail!("{} is empty", a.index.display());
+    }
+    // A query that is embedded now (not a stored item) at another precision than the index's.
+    let embedded = a.text.is_some() || a.query.as_deref().is_some_and(|q| !q.starts_with("id:"));
+    if embedded {
+        let built = reader.settings().embedding_precision();
+        if let Some(w) =
+            crate::precision_mismatch(&a.index.display(), built, simcase_models::precision())
+        {
+            eprintln!("warning: {w}");
+        }
     }
     let q = match (&a.text, &a.query) {
         (Some(text), _) => text_query(&reader.settings().model, text)?,

@@ -291,8 +291,10 @@ fn eval_json_has_the_documented_shape() {
         table.contains("| dinov2-s | modality/anatomy/pathology |"),
         "{table}"
     );
+    assert!(table.contains("Embedding precision: f32"), "{table}");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["embedding_precision"], "f32", "{v}");
     for lvl in ["modality", "modality/anatomy", "modality/anatomy/pathology"] {
         let l = &v["levels"][lvl];
         for n in ["P@1", "P@3", "P@5", "P@10"] {

@@ -139,13 +139,18 @@ pub fn split_name(split: &str) -> String {
 }
 
 /// The per-model embedding index of a manifest: `WORK/MODEL-KEY`, KEY from the manifest's
-/// canonical path.
+/// canonical path; `WORK/MODEL@PRECISION-KEY` when the process embeds at another precision
+/// than f32 ([`simcase_models::precision`]), so each precision is evaluated on its own vectors.
 fn cache_dir(a: &Options, model: ModelId) -> Result<PathBuf> {
     let work = match &a.work {
         Some(w) => w.clone(),
         None => simcase_models::simcase_home()?.join("eval"),
     };
-    Ok(work.join(format!("{model}-{}", manifest_key(&a.manifest))))
+    let at = match simcase_models::precision() {
+        simcase_models::Precision::F32 => String::new(),
+        p => format!("@{p}"),
+    };
+    Ok(work.join(format!("{model}{at}-{}", manifest_key(&a.manifest))))
 }
 
 /// Each manifest row's content hash (`None`: its file cannot be read; ingest reports it).
@@ -202,6 +207,7 @@ pub fn cache_any_manifest(
     let (unique, repeats) = first_per_content(&sources, &row_hashes(&sources));
     let enc = simcase_models::load(model, &default_device())?;
     let mut w = simcase_index::Writer::open(&dir, model.name(), enc.dim())?;
+    w.record_embedding_precision(simcase_models::precision().name())?;
     let opts = simcase_ingest::Options {
         batch: a.batch.max(1),
         decode: Default::default(),

@@ -231,7 +231,9 @@ impl Columns {
 }
 
 /// Panels `first..last` of `w` for every row, in plain Rust: per output, over the pairs in
-/// order, the high (odd) product added, then the low (even) one, as `vdpbf16ps` does.
+/// order, the high (odd) product added, then the low (even) one, as `vdpbf16ps` does (the
+/// products of two bf16 values are exact in f32, so a multiply then an add is that
+/// instruction's arithmetic). Sixteen outputs at a time, which the compiler vectorises.
 fn portable_panels(
     xa: &[u32],
     m: usize,
@@ -245,20 +247,24 @@ fn portable_panels(
     let lo = |v: u32| f32::from_bits(v << 16);
     for panel in first..last {
         let pw = &w.data[panel * pairs * PANEL..(panel + 1) * pairs * PANEL];
-        for j in 0..PANEL {
-            let col = panel * PANEL + j;
-            if col >= w.n {
-                break;
+        let live = (w.n - panel * PANEL).min(PANEL);
+        for i in 0..m {
+            let mut acc = [0f32; PANEL];
+            for (j, a) in acc.iter_mut().enumerate().take(live) {
+                *a = *out.at(i, panel * PANEL + j);
             }
-            for i in 0..m {
-                let xr = &xa[i * pairs..(i + 1) * pairs];
-                let mut acc = *out.at(i, col);
-                for (p, &a) in xr.iter().enumerate() {
-                    let b = pw[p * PANEL + j];
-                    acc += hi(a) * hi(b);
-                    acc += lo(a) * lo(b);
+            for (&a, b) in xa[i * pairs..(i + 1) * pairs]
+                .iter()
+                .zip(pw.chunks_exact(PANEL))
+            {
+                let (ah, al) = (hi(a), lo(a));
+                for (s, &bj) in acc.iter_mut().zip(b) {
+                    *s += ah * hi(bj);
+                    *s += al * lo(bj);
                 }
-                *out.at(i, col) = acc;
+            }
+            for (j, a) in acc.iter().enumerate().take(live) {
+                *out.at(i, panel * PANEL + j) = *a;
             }
         }
     }
@@ -337,6 +343,9 @@ mod avx512 {
     /// AVX-512F and AVX512_BF16; `i + R ≤ m`; `panel + P ≤` the panel count.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bf16")]
+    // Row and panel indices address the register tile, the output and the inputs together;
+    // with constant bounds the loops unroll and the tile stays in registers.
+    #[allow(clippy::needless_range_loop)]
     unsafe fn tile<const R: usize, const P: usize>(
         xa: &[u32],
         w: &PackedBf16,
@@ -362,9 +371,8 @@ mod avx512 {
                 let c0 = (panel + q) * PANEL;
                 if mask[q] != 0 {
                     // SAFETY: row i + r < m; the mask keeps lanes at columns < n.
-                    acc[r][q] = unsafe {
-                        _mm512_maskz_loadu_ps(mask[q], out.ptr.add((i + r) * n + c0))
-                    };
+                    acc[r][q] =
+                        unsafe { _mm512_maskz_loadu_ps(mask[q], out.ptr.add((i + r) * n + c0)) };
                 }
             }
         }
@@ -374,9 +382,8 @@ mod avx512 {
             let mut b = [_mm512_setzero_si512(); P];
             for (q, bq) in b.iter_mut().enumerate() {
                 // SAFETY: panel + q < panels and p < pairs: 16 words inside `w.data`.
-                *bq = unsafe {
-                    _mm512_loadu_si512(wp.add(((panel + q) * pairs + p) * PANEL).cast())
-                };
+                *bq =
+                    unsafe { _mm512_loadu_si512(wp.add(((panel + q) * pairs + p) * PANEL).cast()) };
             }
             for r in 0..R {
                 // SAFETY: row i + r < m, p < pairs: inside `xa`.
@@ -446,7 +453,9 @@ mod tests {
         for i in 0..m {
             for j in 0..n {
                 let want: f64 = before[i * n + j] as f64
-                    + (0..k).map(|c| r(x[i * k + c]) * r(w[j * k + c])).sum::<f64>();
+                    + (0..k)
+                        .map(|c| r(x[i * k + c]) * r(w[j * k + c]))
+                        .sum::<f64>();
                 assert!((dst[i * n + j] as f64 - want).abs() < 1e-5, "({i},{j})");
             }
         }
@@ -460,7 +469,13 @@ mod tests {
             println!("skipped: this CPU has no AVX512_BF16");
             return;
         }
-        for &(m, n, k) in &[(1, 16, 2), (7, 17, 9), (8, 32, 64), (19, 50, 33), (257, 96, 384)] {
+        for &(m, n, k) in &[
+            (1, 16, 2),
+            (7, 17, 9),
+            (8, 32, 64),
+            (19, 50, 33),
+            (257, 96, 384),
+        ] {
             let x = lcg(m * k, m as u64);
             let w = lcg(n * k, n as u64);
             let packed = PackedBf16::pack(&w, n, k).unwrap();

@@ -79,11 +79,11 @@ pub(crate) use isa_table;
 
 pub mod activation;
 pub mod attention;
-pub mod bf16;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub mod bf16;
 mod compact;
 pub mod depthwise;
 pub mod dispatch;

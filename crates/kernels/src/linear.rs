@@ -3,8 +3,8 @@
 //! a separate pass over the activations.
 
 use crate::activation::{activate, Act};
-use crate::error::{check, KernelError};
 use crate::bf16::{gemm_bf16, Bf16Path, PackedBf16};
+use crate::error::{check, KernelError};
 use crate::gemm::{sgemm, MatMut, MatRef, Threads};
 
 /// `x` is `m×k` row-major, `w` is `n×k` (PyTorch's `(out, in)` layout), `bias` is `n`,
@@ -61,7 +61,11 @@ pub fn linear_bf16(
 ) -> Result<Vec<f32>, KernelError> {
     let n = bias.len();
     check(w.n() == n && w.k() == k, || {
-        format!("linear: x {m}×{k}, bf16 weight {}×{}, bias {n}", w.n(), w.k())
+        format!(
+            "linear: x {m}×{k}, bf16 weight {}×{}, bias {n}",
+            w.n(),
+            w.k()
+        )
     })?;
     let mut dst = prefill(x, (m, k), n, bias, residual)?;
     gemm_bf16(path, &mut dst, x, m, w, rayon::current_num_threads())?;
@@ -98,4 +102,89 @@ fn prefill(
         }
     }
     Ok(dst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bf16::{bf16_path, Bf16Path};
+
+    fn lcg(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// `act(x·wᵀ + b + r)` in f64 for each output.
+    fn naive(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        r: &[f32],
+        (m, n, k): (usize, usize, usize),
+    ) -> Vec<f64> {
+        let mut out = vec![0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let s: f64 = (0..k)
+                    .map(|c| x[i * k + c] as f64 * w[j * k + c] as f64)
+                    .sum();
+                out[i * n + j] = s + b[j] as f64 + r[i * n + j] as f64;
+            }
+        }
+        out
+    }
+
+    /// Large enough to be split by output columns across threads (n not a multiple of the
+    /// split width), and small: both give the plain product with bias and residual.
+    #[test]
+    fn linear_split_or_not_is_the_product_with_bias_and_residual() {
+        for &(m, n, k) in &[(3, 5, 7), (257, 200, 96)] {
+            let x = lcg(m * k, 1);
+            let w = lcg(n * k, 2);
+            let b = lcg(n, 3);
+            let r = lcg(m * n, 4);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(3)
+                .build()
+                .unwrap();
+            let got = pool
+                .install(|| linear(&x, (m, k), &w, &b, Some(&r), Act::None))
+                .unwrap();
+            for (g, want) in got.iter().zip(naive(&x, &w, &b, &r, (m, n, k))) {
+                assert!(
+                    (*g as f64 - want).abs() < 1e-4,
+                    "{m}×{n}×{k}: {g} vs {want}"
+                );
+            }
+        }
+    }
+
+    /// The bf16 layer: the f32 layer of the bf16-rounded operands, bias and residual in f32.
+    #[test]
+    fn bf16_linear_is_the_linear_of_rounded_operands() {
+        let (m, n, k) = (37, 70, 50);
+        let round = |v: &[f32]| -> Vec<f32> {
+            v.iter()
+                .map(|&a| crate::bf16::bf16_value(crate::bf16::bf16_bits(a)))
+                .collect()
+        };
+        let (x, w, b, r) = (lcg(m * k, 5), lcg(n * k, 6), lcg(n, 7), lcg(m * n, 8));
+        let packed = PackedBf16::pack(&w, n, k).unwrap();
+        let want = naive(&round(&x), &round(&w), &b, &r, (m, n, k));
+        let mut paths = vec![Bf16Path::Portable];
+        paths.extend(bf16_path());
+        for path in paths {
+            let got = linear_bf16(&x, (m, k), &packed, &b, Some(&r), Act::None, path).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!((*g as f64 - w).abs() < 1e-4, "{path:?}: {g} vs {w}");
+            }
+        }
+    }
 }

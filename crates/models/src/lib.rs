@@ -34,11 +34,11 @@ pub use encoder::{
     l2_normalize, l2_normalize_in_place, Encoder, ImageModel, Preprocess, TextEncoder, TextModel,
 };
 pub use fused::{Fused, ModelSet};
-pub use precision::{precision, set_precision, Precision};
 pub use install::{
     hub_cache, install, install_from_dir, install_from_hub, installed, model_dir, pip_fetch,
     simcase_home, InstallOutcome,
 };
+pub use precision::{precision, set_precision, Precision};
 
 /// The device models run on: the first CUDA GPU when built with `cuda` and one is present.
 pub fn default_device() -> Device {

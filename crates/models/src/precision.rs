@@ -56,7 +56,7 @@ pub fn set_precision(p: Precision) -> (Precision, Option<String>) {
         Precision::Bf16 if simcase_kernels::bf16_path().is_none() => (
             Precision::F32,
             Some(
-                "--precision bf16: this CPU has no AVX512_BF16 (or SIMCASE_KERNELS chose a path \
+                "--embed-precision bf16: this CPU has no AVX512_BF16 (or SIMCASE_KERNELS chose a path \
                  without it); running f32"
                     .to_string(),
             ),

@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 /// The schema of `index.sqlite` this code writes.
 pub(super) const SCHEMA_VERSION: &str = "1";
 
+/// The `meta` key of [`Settings::embedding_precision`].
+const PRECISION_KEY: &str = "embedding_precision";
+
 /// The environment variable a new index takes its patient-key salt from (32 to 128 hex
 /// digits, e.g. `openssl rand -hex 16`), so that separate jobs make keys that join.
 pub const SALT_ENV: &str = "SIMCASE_PATIENT_SALT";
@@ -24,6 +27,9 @@ pub struct Settings {
     /// Values per vector.
     pub dim: usize,
     salt: String,
+    /// The arithmetic its vectors were embedded in (`f32`, `bf16`, or `mixed` once two
+    /// ingests differed); `None` for an index made before this was recorded (f32).
+    embedding_precision: Option<String>,
 }
 
 /// The salt stays out of logs and error messages.
@@ -51,7 +57,14 @@ impl Settings {
             model: model.into(),
             dim,
             salt,
+            embedding_precision: None,
         })
+    }
+
+    /// The arithmetic the vectors were embedded in: `f32` (also for an index that predates
+    /// the record), `bf16`, or `mixed`.
+    pub fn embedding_precision(&self) -> &str {
+        self.embedding_precision.as_deref().unwrap_or("f32")
     }
 
     /// Whether patient keys of both indexes are made with one salt (and so join).
@@ -71,6 +84,7 @@ impl Settings {
             model: model.into(),
             dim,
             salt: salt.into(),
+            embedding_precision: None,
         }
     }
 
@@ -114,7 +128,35 @@ impl Settings {
             model,
             dim: dim.parse().context("bad dim in index settings")?,
             salt,
+            embedding_precision: get(PRECISION_KEY)?,
         }))
+    }
+
+    /// Record that vectors embedded at `precision` are being added to an index of `rows` rows:
+    /// the first ingest sets it, a later one at another precision makes it `mixed`. Returns
+    /// the recorded value when it changed.
+    pub(super) fn record_precision(
+        &mut self,
+        conn: &Connection,
+        precision: &str,
+        rows: usize,
+    ) -> Result<Option<String>> {
+        let now = match self.embedding_precision.as_deref() {
+            _ if rows == 0 => precision.to_string(),
+            Some(p) if p == precision => return Ok(None),
+            None if precision == "f32" => return Ok(None),
+            _ => "mixed".to_string(),
+        };
+        if self.embedding_precision.as_deref() == Some(now.as_str()) {
+            return Ok(None);
+        }
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![PRECISION_KEY, now],
+        )?;
+        self.embedding_precision = Some(now.clone());
+        Ok(Some(now))
     }
 
     /// Store these settings (one transaction).

@@ -436,6 +436,14 @@ impl Writer {
         &self.settings
     }
 
+    /// Record the arithmetic the vectors about to be added are embedded in (`f32`, `bf16`):
+    /// an empty index takes it, an index of another precision becomes `mixed`
+    /// ([`Settings::embedding_precision`]). Returns the new record when it changed.
+    pub fn record_embedding_precision(&mut self, precision: &str) -> Result<Option<String>> {
+        let rows = self.len();
+        self.settings.record_precision(&self.conn, precision, rows)
+    }
+
     /// Committed items.
     pub fn len(&self) -> usize {
         self.rows

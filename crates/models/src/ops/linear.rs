@@ -106,7 +106,11 @@ impl Linear {
             let packed = PackedBf16::pack(&w, n, k).map_err(kernel_err)?;
             let _ = self.bf16.set(Some((packed, path)));
         }
-        Ok(self.bf16.get().and_then(|o| o.as_ref()).map(|(p, path)| (p, *path)))
+        Ok(self
+            .bf16
+            .get()
+            .and_then(|o| o.as_ref())
+            .map(|(p, path)| (p, *path)))
     }
 
     /// The `(out, in)` weight.

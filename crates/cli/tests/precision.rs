@@ -1,0 +1,88 @@
+//! `--embed-precision`: an index records the arithmetic its vectors were embedded in; a query
+//! embedded at another precision is searched with a warning; adding vectors at another
+//! precision marks the index mixed. bf16 needs AVX512_BF16: elsewhere `index` says so, runs
+//! f32 and records f32, which the test expects instead.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+fn precision_of(index: &Path) -> String {
+    simcase_index::Reader::open(index)
+        .unwrap()
+        .settings()
+        .embedding_precision()
+        .to_string()
+}
+
+fn run(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{cmd:?}: {err}");
+    err
+}
+
+#[test]
+fn an_index_records_its_embedding_precision_and_other_queries_are_warned() {
+    let dir = tmp("precision");
+    let m = manifest(&dir, 6, 150, 3);
+    let index = dir.join("idx");
+    let err = run(bin()
+        .args(["index", "--quiet", "--embed-precision", "bf16", "--index"])
+        .arg(&index)
+        .arg("--manifest")
+        .arg(&m));
+    // The path bf16 takes here (the kernels' choice in a process like the child's).
+    let has_bf16 = !err.contains("this CPU has no AVX512_BF16");
+    let built = if has_bf16 { "bf16" } else { "f32" };
+    assert_eq!(precision_of(&index), built, "{err}");
+    let query = std::fs::read_to_string(&m)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    // A file query embedded at f32 against the index.
+    let err = run(bin().args(["search", "--index"]).arg(&index).arg(&query));
+    assert_eq!(
+        err.contains("was embedded at bf16 precision and queries are embedded at f32"),
+        has_bf16,
+        "{err}"
+    );
+    // At the index's own precision, or by a stored item: no warning.
+    let err = run(bin()
+        .args(["search", "--embed-precision", built, "--index"])
+        .arg(&index)
+        .arg(&query));
+    assert!(!err.contains("warning"), "{err}");
+    let err = run(bin().args(["search", "--index"]).arg(&index).arg("id:0"));
+    assert!(!err.contains("warning"), "{err}");
+    // More vectors at f32: a bf16 index becomes mixed, and says so.
+    let more = dir.join("more");
+    std::fs::create_dir_all(&more).unwrap();
+    let m2 = manifest(&more, 2, 150, 40);
+    let err = run(bin()
+        .args(["index", "--quiet", "--index"])
+        .arg(&index)
+        .arg("--manifest")
+        .arg(&m2));
+    if has_bf16 {
+        assert_eq!(precision_of(&index), "mixed");
+        assert!(err.contains("now recorded as mixed"), "{err}");
+    } else {
+        assert_eq!(precision_of(&index), "f32");
+    }
+    // A precision that does not exist is refused by name.
+    let unknown = bin()
+        .args(["search", "--embed-precision", "int4", "--index"])
+        .arg(&index)
+        .arg("id:0")
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr)
+        .contains("unknown precision \"int4\": f32 or bf16"));
+}
