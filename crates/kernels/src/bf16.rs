@@ -127,19 +127,23 @@ pub fn bf16_path() -> Option<Bf16Path> {
     })
 }
 
-/// The rows of `x` (`m × k`) as bf16 pairs, `⌈k/2⌉` words a row.
+/// The rows of `x` (`m × k`) as bf16 pairs, `⌈k/2⌉` words a row; rows split across threads.
 fn activation_pairs(x: &[f32], m: usize, k: usize) -> Vec<u32> {
+    use rayon::prelude::*;
     let pairs = k.div_ceil(2);
     let mut out = vec![0u32; m * pairs];
-    for (row, o) in x.chunks_exact(k).zip(out.chunks_exact_mut(pairs)) {
-        let mut it = row.chunks_exact(2);
-        for (w, two) in o.iter_mut().zip(&mut it) {
-            *w = pair(two[0], two[1]);
-        }
-        if let [last] = it.remainder() {
-            o[pairs - 1] = pair(*last, 0.0);
-        }
-    }
+    out.par_chunks_mut(pairs)
+        .zip(x.par_chunks(k))
+        .with_min_len(16)
+        .for_each(|(o, row)| {
+            let mut it = row.chunks_exact(2);
+            for (w, two) in o.iter_mut().zip(&mut it) {
+                *w = pair(two[0], two[1]);
+            }
+            if let [last] = it.remainder() {
+                o[pairs - 1] = pair(*last, 0.0);
+            }
+        });
     out
 }
 

@@ -6,6 +6,7 @@ use crate::activation::{activate, Act};
 use crate::bf16::{gemm_bf16, Bf16Path, PackedBf16};
 use crate::error::{check, KernelError};
 use crate::gemm::{sgemm, MatMut, MatRef, Threads};
+use crate::int8::{gemm_i8, I8Path, PackedI8};
 
 /// `x` is `m×k` row-major, `w` is `n×k` (PyTorch's `(out, in)` layout), `bias` is `n`,
 /// `residual` is `m×n`; returns `act(x·wᵀ + bias + residual)`, `m×n` row-major.
@@ -69,6 +70,32 @@ pub fn linear_bf16(
     })?;
     let mut dst = prefill(x, (m, k), n, bias, residual)?;
     gemm_bf16(path, &mut dst, x, m, w, rayon::current_num_threads())?;
+    activate(&mut dst, act);
+    Ok(dst)
+}
+
+/// [`linear`] with int8 weights ([`PackedI8`], per output channel) and activations quantised
+/// per row at this call, summed in i32 (see [`crate::int8`]). Bias, residual and activation
+/// stay f32.
+pub fn linear_i8(
+    x: &[f32],
+    (m, k): (usize, usize),
+    w: &PackedI8,
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    act: Act,
+    path: I8Path,
+) -> Result<Vec<f32>, KernelError> {
+    let n = bias.len();
+    check(w.n() == n && w.k() == k, || {
+        format!(
+            "linear: x {m}×{k}, int8 weight {}×{}, bias {n}",
+            w.n(),
+            w.k()
+        )
+    })?;
+    let mut dst = prefill(x, (m, k), n, bias, residual)?;
+    gemm_i8(path, &mut dst, x, m, w, rayon::current_num_threads())?;
     activate(&mut dst, act);
     Ok(dst)
 }

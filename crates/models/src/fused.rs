@@ -66,6 +66,10 @@ impl ModelSet {
 
     /// Load every part (installed models) and, for several, fuse them.
     pub fn load(&self, device: &Device) -> Result<Box<dyn Encoder>> {
+        let p = crate::precision();
+        for &m in &self.0 {
+            crate::precision::offered(m, p).map_err(anyhow::Error::msg)?;
+        }
         let parts = self
             .0
             .iter()

@@ -1,5 +1,6 @@
-//! The arithmetic the encoders' linear layers run in: f32 (the reference), or bf16 weights and
-//! activations summed in f32 (`--precision bf16`, AVX512_BF16). Chosen once per process,
+//! The arithmetic the encoders' linear layers run in: f32 (the reference), bf16 weights and
+//! activations summed in f32 (`--embed-precision bf16`, AVX512_BF16), or int8 weights and
+//! activations summed in i32 (`int8`, AVX512_VNNI). Chosen once per process,
 //! before a model is loaded, by [`set_precision`]; each linear layer packs its weights for it
 //! at its first use. Layer norm, softmax, GELU, attention and the convolutions stay f32.
 
@@ -15,17 +16,20 @@ pub enum Precision {
     F32,
     /// bf16 weights and activations, f32 sums.
     Bf16,
+    /// int8 weights (per output channel) and activations (per row, at each call), i32 sums.
+    Int8,
 }
 
 impl Precision {
     /// Every precision, f32 first.
-    pub const ALL: [Precision; 2] = [Precision::F32, Precision::Bf16];
+    pub const ALL: [Precision; 3] = [Precision::F32, Precision::Bf16, Precision::Int8];
 
     /// Its name on the command line and in an index's settings.
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
         }
     }
 }
@@ -42,8 +46,38 @@ impl FromStr for Precision {
         Precision::ALL
             .into_iter()
             .find(|p| p.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("unknown precision {s:?}: f32 or bf16"))
+            .ok_or_else(|| format!("unknown precision {s:?}: f32, bf16 or int8"))
     }
+}
+
+/// Whether `model`'s embeddings are offered at `p` for indexing and search: f32 always; another
+/// precision only where it was measured within its bounds: cosine to f32 on the parity images
+/// (≥ 0.999 for bf16, ≥ 0.995 for int8; `tests/precision.rs`) and dev.csv P@1 within 0.005 of
+/// f32 at every level, micro and macro (README, "Embedding precision"). `Err` says why not.
+/// `eval` and `bench embed` measure any model at any precision.
+pub fn offered(model: crate::ModelId, p: Precision) -> Result<(), String> {
+    use crate::ModelId::{Dinov2S, EfficientNetLite0, LiteMedSam};
+    let why = match (p, model) {
+        (Precision::F32, _) | (Precision::Bf16, Dinov2S) => return Ok(()),
+        (Precision::Bf16, EfficientNetLite0) => {
+            "on dev.csv its full-label P@1 macro moved 0.555 -> 0.563 against f32, more than 0.005"
+        }
+        (Precision::Int8, Dinov2S) => {
+            "on dev.csv its full-label P@1 fell 0.428 -> 0.415 (macro 0.462 -> 0.437) against \
+             f32, more than 0.005"
+        }
+        (Precision::Int8, EfficientNetLite0) => {
+            "its cosine to f32 on the parity images is 0.9909, under 0.995"
+        }
+        (Precision::Int8, LiteMedSam) => {
+            "its cosine to f32 on the parity images is 0.9929, under 0.995"
+        }
+        _ => "its retrieval at this precision has not been measured against f32 on dev.csv",
+    };
+    Err(format!(
+        "--embed-precision {p} is not offered for {model}: {why} (`simcase eval \
+         --embed-precision {p}` measures it)"
+    ))
 }
 
 static CHOSEN: AtomicU8 = AtomicU8::new(0);
@@ -61,6 +95,14 @@ pub fn set_precision(p: Precision) -> (Precision, Option<String>) {
                     .to_string(),
             ),
         ),
+        Precision::Int8 if simcase_kernels::i8_path().is_none() => (
+            Precision::F32,
+            Some(
+                "--embed-precision int8: this CPU has no AVX512_VNNI (or SIMCASE_KERNELS chose a \
+                 path without it); running f32"
+                    .to_string(),
+            ),
+        ),
         p => (p, None),
     };
     CHOSEN.store(got as u8, Ordering::Relaxed);
@@ -71,6 +113,7 @@ pub fn set_precision(p: Precision) -> (Precision, Option<String>) {
 pub fn precision() -> Precision {
     match CHOSEN.load(Ordering::Relaxed) {
         1 => Precision::Bf16,
+        2 => Precision::Int8,
         _ => Precision::F32,
     }
 }

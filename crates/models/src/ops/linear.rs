@@ -5,15 +5,15 @@
 use super::activation::act_tensor;
 use super::{kernel_err, F32Kernel, Fused};
 use candle_core::{Layout, Result, Shape, Tensor};
-use simcase_kernels::{Act, Bf16Path, PackedBf16};
+use simcase_kernels::{Act, Bf16Path, I8Path, PackedBf16, PackedI8};
 use std::sync::{Arc, OnceLock};
 
 /// `act(x·wᵀ + b (+ residual))` as one candle op.
 struct LinearOp<'a> {
     bias: std::sync::Arc<Vec<f32>>,
     act: Act,
-    /// The weight packed as bf16 (`--precision bf16`), used in place of the f32 input.
-    bf16: Option<(&'a PackedBf16, Bf16Path)>,
+    /// The weight packed for the process's precision, used in place of the f32 input.
+    packed: Option<PackedRef<'a>>,
 }
 
 impl LinearOp<'_> {
@@ -29,17 +29,15 @@ impl LinearOp<'_> {
         if k != k2 || self.bias.len() != n {
             candle_core::bail!("linear: x {m}x{k}, w {n}x{k2}, bias {}", self.bias.len());
         }
-        let dst = match self.bf16 {
-            Some((packed, path)) => simcase_kernels::linear_bf16(
-                x,
-                (m, k),
-                packed,
-                &self.bias,
-                residual,
-                self.act,
-                path,
-            ),
-            None => simcase_kernels::linear(x, (m, k), w, &self.bias, residual, self.act),
+        let (b, act) = (&self.bias[..], self.act);
+        let dst = match self.packed {
+            Some(PackedRef::Bf16(p, path)) => {
+                simcase_kernels::linear_bf16(x, (m, k), p, b, residual, act, path)
+            }
+            Some(PackedRef::I8(p, path)) => {
+                simcase_kernels::linear_i8(x, (m, k), p, b, residual, act, path)
+            }
+            None => simcase_kernels::linear(x, (m, k), w, b, residual, act),
         }
         .map_err(kernel_err)?;
         Ok((dst, Shape::from((m, n))))
@@ -64,15 +62,23 @@ impl F32Kernel<3> for LinearOp<'_> {
     }
 }
 
+/// A weight packed for a precision other than f32, with the path it runs on.
+#[derive(Clone, Copy)]
+enum PackedRef<'a> {
+    Bf16(&'a PackedBf16, Bf16Path),
+    I8(&'a PackedI8, I8Path),
+}
+
 /// A linear layer in PyTorch's `(out, in)` weight layout, run through [`LinearOp`] on CPU.
 #[derive(Clone, Debug)]
 pub struct Linear {
     w: Tensor,
     b: Tensor,
     b_host: Option<std::sync::Arc<Vec<f32>>>,
-    /// The weight as bf16, packed at the first use when the process runs bf16
-    /// ([`crate::precision`]); `None` inside when it runs f32.
-    bf16: Arc<OnceLock<Option<(PackedBf16, Bf16Path)>>>,
+    /// The weight as bf16, packed at its first use at bf16 ([`crate::precision`]).
+    bf16: Arc<OnceLock<PackedBf16>>,
+    /// The weight as int8, packed at its first use at int8.
+    i8: Arc<OnceLock<PackedI8>>,
 }
 
 impl Linear {
@@ -89,28 +95,42 @@ impl Linear {
             b,
             b_host,
             bf16: Arc::default(),
+            i8: Arc::default(),
         })
     }
 
-    /// The bf16 weight when this process runs bf16 (packed once, on the first call).
-    fn bf16(&self) -> candle_core::Result<Option<(&PackedBf16, Bf16Path)>> {
-        if crate::precision() != crate::Precision::Bf16 {
-            return Ok(None);
-        }
-        let Some(path) = simcase_kernels::bf16_path() else {
-            return Ok(None);
-        };
-        if self.bf16.get().is_none() {
+    /// The weight packed for the process's precision (packed once, at the first call), or
+    /// `None` at f32.
+    fn packed(&self) -> candle_core::Result<Option<PackedRef<'_>>> {
+        let weight = || -> candle_core::Result<(Vec<f32>, usize, usize)> {
             let (n, k) = self.w.dims2()?;
-            let w = self.w.flatten_all()?.to_vec1::<f32>()?;
-            let packed = PackedBf16::pack(&w, n, k).map_err(kernel_err)?;
-            let _ = self.bf16.set(Some((packed, path)));
-        }
-        Ok(self
-            .bf16
-            .get()
-            .and_then(|o| o.as_ref())
-            .map(|(p, path)| (p, *path)))
+            Ok((self.w.flatten_all()?.to_vec1::<f32>()?, n, k))
+        };
+        Ok(match crate::precision() {
+            crate::Precision::F32 => None,
+            crate::Precision::Bf16 => {
+                let Some(path) = simcase_kernels::bf16_path() else {
+                    return Ok(None);
+                };
+                if self.bf16.get().is_none() {
+                    let (w, n, k) = weight()?;
+                    let _ = self
+                        .bf16
+                        .set(PackedBf16::pack(&w, n, k).map_err(kernel_err)?);
+                }
+                self.bf16.get().map(|p| PackedRef::Bf16(p, path))
+            }
+            crate::Precision::Int8 => {
+                let Some(path) = simcase_kernels::i8_path() else {
+                    return Ok(None);
+                };
+                if self.i8.get().is_none() {
+                    let (w, n, k) = weight()?;
+                    let _ = self.i8.set(PackedI8::pack(&w, n, k).map_err(kernel_err)?);
+                }
+                self.i8.get().map(|p| PackedRef::I8(p, path))
+            }
+        })
     }
 
     /// The `(out, in)` weight.
@@ -140,7 +160,7 @@ impl Linear {
             let op = LinearOp {
                 bias: bias.clone(),
                 act,
-                bf16: self.bf16()?,
+                packed: self.packed()?,
             };
             return match residual {
                 Some(r) => x.apply_op3_no_bwd(&self.w, &r.contiguous()?, &Fused(&op)),
