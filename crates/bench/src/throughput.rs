@@ -203,7 +203,12 @@ pub fn search(rows: &[usize], dim: usize, batch: usize, k: usize, no_peer: bool)
 
 /// `simcase bench ingest`: decode + embed + commit of the first `images` rows of `manifest`
 /// into a scratch index, against the embed-only rate. The model must be installed.
-pub fn ingest(manifest: &Path, model: ModelId, images: usize) -> Result<()> {
+pub fn ingest(
+    manifest: &Path,
+    model: ModelId,
+    images: usize,
+    precisions: &[Precision],
+) -> Result<()> {
     let enc = simcase_models::load(model, &default_device())?;
     let mut sources = simcase_ingest::read_manifest(manifest)?;
     sources.truncate(images);
@@ -220,28 +225,36 @@ pub fn ingest(manifest: &Path, model: ModelId, images: usize) -> Result<()> {
         .iter()
         .map(|d| enc.preprocess().apply(&d.image))
         .collect();
-    let embed_only = embed_rate(enc.as_ref(), &inputs, 16)?;
-    let dir = std::env::temp_dir().join(format!("simcase-bench-ingest-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut w = simcase_index::Writer::open(&dir, model.name(), enc.dim())?;
-    let opts = simcase_ingest::Options {
-        batch: 16,
-        decode: Default::default(),
-        decode_threads: 0,
-        progress: false,
-        relabel: false,
-    };
-    let t = Instant::now();
-    let s = simcase_ingest::run(&mut w, enc.as_ref(), sources, &opts)?;
-    let rate = s.added as f64 / t.elapsed().as_secs_f64();
-    drop(w);
-    let _ = std::fs::remove_dir_all(&dir);
-    println!("| model | images | embed-only img/s | ingest img/s | ingest / embed |");
-    println!("|---|---:|---:|---:|---:|");
-    println!(
-        "| {model} | {} | {embed_only:.2} | {rate:.2} | {:.0}% |",
-        s.added,
-        100.0 * rate / embed_only
-    );
+    println!("| model | precision | images | embed-only img/s | ingest img/s | ingest / embed |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for &want in precisions {
+        let (prec, notice) = simcase_models::set_precision(want);
+        if let Some(n) = notice {
+            eprintln!("{n}");
+            continue;
+        }
+        let embed_only = embed_rate(enc.as_ref(), &inputs, 16)?;
+        let dir = std::env::temp_dir().join(format!("simcase-bench-ingest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut w = simcase_index::Writer::open(&dir, model.name(), enc.dim())?;
+        let opts = simcase_ingest::Options {
+            batch: 16,
+            decode: Default::default(),
+            decode_threads: 0,
+            progress: false,
+            relabel: false,
+        };
+        let t = Instant::now();
+        let s = simcase_ingest::run(&mut w, enc.as_ref(), sources.clone(), &opts)?;
+        let rate = s.added as f64 / t.elapsed().as_secs_f64();
+        drop(w);
+        let _ = std::fs::remove_dir_all(&dir);
+        println!(
+            "| {model} | {prec} | {} | {embed_only:.2} | {rate:.2} | {:.0}% |",
+            s.added,
+            100.0 * rate / embed_only
+        );
+    }
+    simcase_models::set_precision(Precision::F32);
     Ok(())
 }

@@ -179,6 +179,9 @@ pub enum BenchCmd {
         /// Images ingested (the first N rows of the manifest).
         #[arg(long, default_value_t = 200)]
         images: usize,
+        /// Precisions measured, each ingest against its own embed-only rate.
+        #[arg(long, value_delimiter = ',', default_value = "f32")]
+        precision: Vec<simcase_models::Precision>,
     },
     /// HTTP load on a running `simcase serve`: search-by-id and search-by-upload, N
     /// keep-alive connections for a fixed time; req/s, p50, p99 and errors. With --chaos: a
@@ -458,9 +461,10 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             manifest,
             model,
             images,
+            precision,
         } => {
             crate::ensure_model(*model)?;
-            simcase_bench::throughput::ingest(manifest, *model, *images)
+            simcase_bench::throughput::ingest(manifest, *model, *images, precision)
         }
         BenchCmd::Serve {
             chaos: false,

@@ -12,12 +12,8 @@
 
 use crate::dispatch::{selection, Isa};
 use crate::error::{check, KernelError};
+use crate::panels::{for_panel_ranges, Out, PANEL};
 use std::sync::OnceLock;
-
-/// Output channels per panel: one 512-bit vector of f32 sums.
-const PANEL: usize = 16;
-/// Rows of one register tile.
-const MR: usize = 8;
 
 /// The bf16 bits nearest to `x` (round to nearest, ties to even; NaN stays NaN).
 #[inline(always)]
@@ -169,83 +165,30 @@ pub fn gemm_bf16(
         return Ok(());
     }
     let xa = activation_pairs(x, m, k);
-    let panels = w.panels();
-    // Panels per task: an even count (the AVX-512 tile takes two at once).
-    let per = panels.div_ceil(threads.max(1)).next_multiple_of(2).max(2);
-    let run = |first: usize, out: &mut Columns| {
-        let last = (first + per).min(panels);
-        match path {
+    for_panel_ranges(
+        dst,
+        (m, n),
+        w.panels(),
+        threads,
+        |first, last, out| match path {
             #[cfg(target_arch = "x86_64")]
             Bf16Path::Avx512Bf16 if cpu_has_bf16() => {
-                // SAFETY: the CPU has AVX-512F and AVX512_BF16 (checked just above); the
-                // views were checked against their slices (`Columns`, `xa` of m × pairs).
-                unsafe { avx512::panels(&xa, m, w, first, last, out) }
+                assert!(xa.len() >= m * w.pairs && last <= w.panels() && out.n == w.n);
+                // SAFETY: the CPU has AVX-512F and AVX512_BF16 (checked just above); `xa` holds m
+                // rows of `pairs` words and the panels lie in `w` (asserted).
+                unsafe { avx512::panels((&xa, w), m, first, last, out) }
             }
             _ => portable_panels(&xa, m, w, first, last, out),
-        }
-    };
-    let starts: Vec<usize> = (0..panels).step_by(per).collect();
-    if starts.len() == 1 {
-        run(0, &mut Columns::new(dst, m, n));
-        return Ok(());
-    }
-    let base = Columns::new(dst, m, n);
-    use rayon::prelude::*;
-    starts.into_par_iter().for_each(|first| {
-        // Each task writes only the columns of its own panels.
-        run(first, &mut base.share());
-    });
+        },
+    );
     Ok(())
-}
-
-/// The `m × n` row-major destination, shared by tasks that write disjoint columns.
-struct Columns {
-    ptr: *mut f32,
-    m: usize,
-    n: usize,
-}
-
-// SAFETY: tasks write disjoint column ranges of one exclusively borrowed slice (see
-// `gemm_bf16`), so no element is written by two threads, and none is read by another.
-unsafe impl Send for Columns {}
-// SAFETY: as above.
-unsafe impl Sync for Columns {}
-
-impl Columns {
-    fn new(dst: &mut [f32], m: usize, n: usize) -> Self {
-        debug_assert_eq!(dst.len(), m * n);
-        Self {
-            ptr: dst.as_mut_ptr(),
-            m,
-            n,
-        }
-    }
-
-    fn share(&self) -> Self {
-        Self { ..*self }
-    }
-
-    /// Element `(i, j)`, `i < m`, `j < n`.
-    #[inline(always)]
-    fn at(&mut self, i: usize, j: usize) -> &mut f32 {
-        assert!(i < self.m && j < self.n);
-        // SAFETY: in bounds (asserted); this task is the only writer of column j.
-        unsafe { &mut *self.ptr.add(i * self.n + j) }
-    }
 }
 
 /// Panels `first..last` of `w` for every row, in plain Rust: per output, over the pairs in
 /// order, the high (odd) product added, then the low (even) one, as `vdpbf16ps` does (the
 /// products of two bf16 values are exact in f32, so a multiply then an add is that
 /// instruction's arithmetic). Sixteen outputs at a time, which the compiler vectorises.
-fn portable_panels(
-    xa: &[u32],
-    m: usize,
-    w: &PackedBf16,
-    first: usize,
-    last: usize,
-    out: &mut Columns,
-) {
+fn portable_panels(xa: &[u32], m: usize, w: &PackedBf16, first: usize, last: usize, out: &mut Out) {
     let pairs = w.pairs;
     let hi = |v: u32| f32::from_bits(v & 0xFFFF_0000);
     let lo = |v: u32| f32::from_bits(v << 16);
@@ -276,69 +219,11 @@ fn portable_panels(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Columns, PackedBf16, MR, PANEL};
+    use super::{PackedBf16, PANEL};
+    use crate::panels::Out;
     use std::arch::x86_64::*;
 
-    /// Panels `first..last` for every row: tiles of up to [`MR`] rows × two panels, each
-    /// sum kept in a register over the whole `k`.
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F and AVX512_BF16; `xa` holds `m` rows of `w.pairs` words.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn panels(
-        xa: &[u32],
-        m: usize,
-        w: &PackedBf16,
-        first: usize,
-        last: usize,
-        out: &mut Columns,
-    ) {
-        assert!(xa.len() >= m * w.pairs && last <= w.panels() && out.n == w.n && out.m == m);
-        let mut panel = first;
-        while panel < last {
-            let two = last - panel >= 2;
-            let mut i = 0;
-            while i < m {
-                let rows = (m - i).min(MR);
-                // SAFETY: rows i..i+rows < m and the panels below `last` are in bounds
-                // (asserted above); the CPU features are this function's own.
-                unsafe {
-                    match (rows, two) {
-                        (8, true) => tile::<8, 2>(xa, w, panel, i, out),
-                        (8, false) => tile::<8, 1>(xa, w, panel, i, out),
-                        (r, true) => small::<2>(r, xa, w, panel, i, out),
-                        (r, false) => small::<1>(r, xa, w, panel, i, out),
-                    }
-                }
-                i += rows;
-            }
-            panel += if two { 2 } else { 1 };
-        }
-    }
-
-    /// A tail of fewer than [`MR`] rows.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn small<const P: usize>(
-        rows: usize,
-        xa: &[u32],
-        w: &PackedBf16,
-        panel: usize,
-        i: usize,
-        out: &mut Columns,
-    ) {
-        // SAFETY: forwarded from `panels`.
-        unsafe {
-            match rows {
-                1 => tile::<1, P>(xa, w, panel, i, out),
-                2 => tile::<2, P>(xa, w, panel, i, out),
-                3 => tile::<3, P>(xa, w, panel, i, out),
-                4 => tile::<4, P>(xa, w, panel, i, out),
-                5 => tile::<5, P>(xa, w, panel, i, out),
-                6 => tile::<6, P>(xa, w, panel, i, out),
-                _ => tile::<7, P>(xa, w, panel, i, out),
-            }
-        }
-    }
+    crate::panels::register_tiles!("avx512f,avx512bf16", (&[u32], &PackedBf16));
 
     /// Rows `i..i+R` × panels `panel..panel+P`: sums loaded from `out` (masked past `n`),
     /// one `vdpbf16ps` per row, panel and input pair, stored back.
@@ -351,11 +236,10 @@ mod avx512 {
     // with constant bounds the loops unroll and the tile stays in registers.
     #[allow(clippy::needless_range_loop)]
     unsafe fn tile<const R: usize, const P: usize>(
-        xa: &[u32],
-        w: &PackedBf16,
+        (xa, w): (&[u32], &PackedBf16),
         panel: usize,
         i: usize,
-        out: &mut Columns,
+        out: &mut Out,
     ) {
         let pairs = w.pairs;
         let n = w.n;
@@ -418,18 +302,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lcg(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::panels::lcg;
 
     #[test]
     fn rounding_is_to_nearest_even() {
@@ -465,32 +338,24 @@ mod tests {
         }
     }
 
-    /// Every shape class (row tails, one or two panels, a part panel, odd k) on the
-    /// AVX512_BF16 path equals the portable path, bit for bit.
+    /// The AVX512_BF16 path equals the portable path, bit for bit, on every shape class.
     #[test]
     fn avx512_bf16_equals_portable() {
         if !cpu_has_bf16() {
             println!("skipped: this CPU has no AVX512_BF16");
             return;
         }
-        for &(m, n, k) in &[
-            (1, 16, 2),
-            (7, 17, 9),
-            (8, 32, 64),
-            (19, 50, 33),
-            (257, 96, 384),
-        ] {
-            let x = lcg(m * k, m as u64);
-            let w = lcg(n * k, n as u64);
-            let packed = PackedBf16::pack(&w, n, k).unwrap();
-            let init = lcg(m * n, k as u64);
-            let (mut a, mut b) = (init.clone(), init);
-            for threads in [1, 3] {
-                gemm_bf16(Bf16Path::Portable, &mut a, &x, m, &packed, threads).unwrap();
-                gemm_bf16(Bf16Path::Avx512Bf16, &mut b, &x, m, &packed, threads).unwrap();
-                assert_eq!(a, b, "{m}×{n}×{k}, {threads} threads");
-            }
-        }
+        crate::panels::fast_equals_portable(
+            |w, n, k| PackedBf16::pack(w, n, k).unwrap(),
+            |fast, dst, x, m, w, threads| {
+                let path = if fast {
+                    Bf16Path::Avx512Bf16
+                } else {
+                    Bf16Path::Portable
+                };
+                gemm_bf16(path, dst, x, m, w, threads).unwrap()
+            },
+        );
     }
 
     #[test]

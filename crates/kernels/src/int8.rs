@@ -14,10 +14,8 @@
 
 use crate::dispatch::{selection, Isa};
 use crate::error::{check, KernelError};
+use crate::panels::{for_panel_ranges, Out, PANEL};
 use std::sync::OnceLock;
-
-const PANEL: usize = 16;
-const MR: usize = 8;
 
 /// An `(out, in)` weight matrix quantised per output channel, in panels (see the module).
 #[derive(Clone, Debug)]
@@ -209,34 +207,22 @@ pub fn gemm_i8(
         zero: &zx,
         m,
     };
-    let panels = w.panels();
-    let per = panels.div_ceil(threads.max(1)).next_multiple_of(2).max(2);
-    let run = |first: usize, out: &mut Out| {
-        let last = (first + per).min(panels);
-        match path {
+    for_panel_ranges(
+        dst,
+        (m, n),
+        w.panels(),
+        threads,
+        |first, last, out| match path {
             #[cfg(target_arch = "x86_64")]
             I8Path::Avx512Vnni if cpu_has_vnni() => {
-                // SAFETY: the CPU has AVX-512F/BW and AVX512_VNNI (checked just above); the
-                // views were checked against their slices.
-                unsafe { avx512::panels(&rows, w, first, last, out) }
+                assert!(codes.len() >= m * w.groups && last <= w.panels() && out.n == w.n);
+                // SAFETY: the CPU has AVX-512F/BW and AVX512_VNNI (checked just above); `codes`
+                // holds m rows of `groups` words and the panels lie in `w` (asserted).
+                unsafe { avx512::panels((&rows, w), m, first, last, out) }
             }
             _ => portable_panels(&rows, w, first, last, out),
-        }
-    };
-    let starts: Vec<usize> = (0..panels).step_by(per).collect();
-    let base = Out {
-        ptr: dst.as_mut_ptr(),
-        m,
-        n,
-    };
-    if starts.len() == 1 {
-        run(0, &mut base.share());
-        return Ok(());
-    }
-    use rayon::prelude::*;
-    starts
-        .into_par_iter()
-        .for_each(|first| run(first, &mut base.share()));
+        },
+    );
     Ok(())
 }
 
@@ -254,33 +240,6 @@ impl Rows<'_> {
     fn value(&self, w: &PackedI8, i: usize, j: usize, sum: i32) -> f32 {
         let exact = sum - self.zero[i] * w.col_sum[j];
         self.scale[i] * w.scale[j] * exact as f32
-    }
-}
-
-/// The `m × n` destination, shared by tasks that write disjoint columns.
-struct Out {
-    ptr: *mut f32,
-    m: usize,
-    n: usize,
-}
-
-// SAFETY: tasks write disjoint column ranges of one exclusively borrowed slice (see
-// `gemm_i8`), so no element is written by two threads, nor read by another.
-unsafe impl Send for Out {}
-// SAFETY: as above.
-unsafe impl Sync for Out {}
-
-impl Out {
-    fn share(&self) -> Self {
-        Self { ..*self }
-    }
-
-    /// Element `(i, j)`.
-    #[inline(always)]
-    fn at(&mut self, i: usize, j: usize) -> &mut f32 {
-        assert!(i < self.m && j < self.n);
-        // SAFETY: in bounds (asserted); this task is the only writer of column j.
-        unsafe { &mut *self.ptr.add(i * self.n + j) }
     }
 }
 
@@ -314,69 +273,11 @@ fn portable_panels(rows: &Rows, w: &PackedI8, first: usize, last: usize, out: &m
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Out, PackedI8, Rows, MR, PANEL};
+    use super::{PackedI8, Rows, PANEL};
+    use crate::panels::Out;
     use std::arch::x86_64::*;
 
-    /// Panels `first..last` for every row: tiles of up to [`MR`] rows × two panels, each sum
-    /// kept in a register over the whole `k`.
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F/BW and AVX512_VNNI.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn panels(
-        rows: &Rows,
-        w: &PackedI8,
-        first: usize,
-        last: usize,
-        out: &mut Out,
-    ) {
-        let m = rows.m;
-        assert!(
-            rows.codes.len() >= m * w.groups && last <= w.panels() && out.n == w.n && out.m == m
-        );
-        let mut panel = first;
-        while panel < last {
-            let two = last - panel >= 2;
-            let mut i = 0;
-            while i < m {
-                let r = (m - i).min(MR);
-                // SAFETY: rows i..i+r < m, panels below `last` (asserted); features are ours.
-                unsafe {
-                    match (r, two) {
-                        (8, true) => tile::<8, 2>(rows, w, panel, i, out),
-                        (8, false) => tile::<8, 1>(rows, w, panel, i, out),
-                        (r, true) => small::<2>(r, rows, w, panel, i, out),
-                        (r, false) => small::<1>(r, rows, w, panel, i, out),
-                    }
-                }
-                i += r;
-            }
-            panel += if two { 2 } else { 1 };
-        }
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn small<const P: usize>(
-        r: usize,
-        rows: &Rows,
-        w: &PackedI8,
-        panel: usize,
-        i: usize,
-        out: &mut Out,
-    ) {
-        // SAFETY: forwarded from `panels`.
-        unsafe {
-            match r {
-                1 => tile::<1, P>(rows, w, panel, i, out),
-                2 => tile::<2, P>(rows, w, panel, i, out),
-                3 => tile::<3, P>(rows, w, panel, i, out),
-                4 => tile::<4, P>(rows, w, panel, i, out),
-                5 => tile::<5, P>(rows, w, panel, i, out),
-                6 => tile::<6, P>(rows, w, panel, i, out),
-                _ => tile::<7, P>(rows, w, panel, i, out),
-            }
-        }
-    }
+    crate::panels::register_tiles!("avx512f,avx512bw,avx512vnni", (&Rows, &PackedI8));
 
     /// Rows `i..i+R` × panels `panel..panel+P`: integer sums in registers, one `vpdpbusd`
     /// per row, panel and group of 4 inputs; then scaled and added to `out` (masked past n).
@@ -389,8 +290,7 @@ mod avx512 {
     // with constant bounds the loops unroll and the tile stays in registers.
     #[allow(clippy::needless_range_loop)]
     unsafe fn tile<const R: usize, const P: usize>(
-        rows: &Rows,
-        w: &PackedI8,
+        (rows, w): (&Rows, &PackedI8),
         panel: usize,
         i: usize,
         out: &mut Out,
@@ -449,18 +349,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lcg(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::panels::lcg;
 
     /// The int8 product is close to the f32 one (within the quantisation steps).
     #[test]
@@ -485,32 +374,24 @@ mod tests {
         }
     }
 
-    /// Every shape class (row tails, one or two panels, a part panel, k not a multiple of 4)
-    /// on the AVX512_VNNI path equals the portable path: the same integer sums, the same
-    /// scaling.
+    /// The AVX512_VNNI path equals the portable path on every shape class: the same integer
+    /// sums, the same scaling.
     #[test]
     fn avx512_vnni_equals_portable() {
         if !cpu_has_vnni() {
             println!("skipped: this CPU has no AVX512_VNNI");
             return;
         }
-        for &(m, n, k) in &[
-            (1, 16, 4),
-            (7, 17, 9),
-            (8, 32, 64),
-            (19, 50, 33),
-            (257, 96, 384),
-        ] {
-            let x = lcg(m * k, m as u64);
-            let w = lcg(n * k, n as u64);
-            let packed = PackedI8::pack(&w, n, k).unwrap();
-            let init = lcg(m * n, k as u64);
-            let (mut a, mut b) = (init.clone(), init);
-            for threads in [1, 3] {
-                gemm_i8(I8Path::Portable, &mut a, &x, m, &packed, threads).unwrap();
-                gemm_i8(I8Path::Avx512Vnni, &mut b, &x, m, &packed, threads).unwrap();
-                assert_eq!(a, b, "{m}×{n}×{k}, {threads} threads");
-            }
-        }
+        crate::panels::fast_equals_portable(
+            |w, n, k| PackedI8::pack(w, n, k).unwrap(),
+            |fast, dst, x, m, w, threads| {
+                let path = if fast {
+                    I8Path::Avx512Vnni
+                } else {
+                    I8Path::Portable
+                };
+                gemm_i8(path, dst, x, m, w, threads).unwrap()
+            },
+        );
     }
 }

@@ -92,6 +92,7 @@ pub mod gemm;
 pub mod int8;
 pub mod linear;
 pub mod norm;
+mod panels;
 mod portable;
 mod reduce;
 pub mod resize;

@@ -60,18 +60,9 @@ pub fn linear_bf16(
     act: Act,
     path: Bf16Path,
 ) -> Result<Vec<f32>, KernelError> {
-    let n = bias.len();
-    check(w.n() == n && w.k() == k, || {
-        format!(
-            "linear: x {m}×{k}, bf16 weight {}×{}, bias {n}",
-            w.n(),
-            w.k()
-        )
-    })?;
-    let mut dst = prefill(x, (m, k), n, bias, residual)?;
-    gemm_bf16(path, &mut dst, x, m, w, rayon::current_num_threads())?;
-    activate(&mut dst, act);
-    Ok(dst)
+    packed_linear(x, (m, k), (w.n(), w.k()), bias, residual, act, |dst| {
+        gemm_bf16(path, dst, x, m, w, rayon::current_num_threads())
+    })
 }
 
 /// [`linear`] with int8 weights ([`PackedI8`], per output channel) and activations quantised
@@ -86,16 +77,28 @@ pub fn linear_i8(
     act: Act,
     path: I8Path,
 ) -> Result<Vec<f32>, KernelError> {
+    packed_linear(x, (m, k), (w.n(), w.k()), bias, residual, act, |dst| {
+        gemm_i8(path, dst, x, m, w, rayon::current_num_threads())
+    })
+}
+
+/// A linear layer whose weight (`wn × wk`) is packed: the shapes checked, the destination
+/// pre-filled, `product` accumulating into it, the activation applied.
+fn packed_linear(
+    x: &[f32],
+    (m, k): (usize, usize),
+    (wn, wk): (usize, usize),
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    act: Act,
+    product: impl FnOnce(&mut [f32]) -> Result<(), KernelError>,
+) -> Result<Vec<f32>, KernelError> {
     let n = bias.len();
-    check(w.n() == n && w.k() == k, || {
-        format!(
-            "linear: x {m}×{k}, int8 weight {}×{}, bias {n}",
-            w.n(),
-            w.k()
-        )
+    check(wn == n && wk == k, || {
+        format!("linear: x {m}×{k}, packed weight {wn}×{wk}, bias {n}")
     })?;
     let mut dst = prefill(x, (m, k), n, bias, residual)?;
-    gemm_i8(path, &mut dst, x, m, w, rayon::current_num_threads())?;
+    product(&mut dst)?;
     activate(&mut dst, act);
     Ok(dst)
 }
@@ -135,18 +138,7 @@ fn prefill(
 mod tests {
     use super::*;
     use crate::bf16::{bf16_path, Bf16Path};
-
-    fn lcg(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::panels::lcg;
 
     /// `act(x·wᵀ + b + r)` in f64 for each output.
     fn naive(
