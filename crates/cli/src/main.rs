@@ -617,9 +617,7 @@ pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
     let sources = a.inputs(std::slice::from_ref(&a.index))?;
     // Before anything is installed: a precision the model is not offered at is refused now.
     let used = a.embed.apply();
-    for &m in a.model.parts() {
-        simcase_models::precision::offered(m, used).map_err(anyhow::Error::msg)?;
-    }
+    a.model.check_precision(used)?;
     ensure_models(&a.model)?;
     let enc = a.model.load(&default_device())?;
     let mut writer = simcase_index::Writer::open(&a.index, &a.model.to_string(), enc.dim())?;

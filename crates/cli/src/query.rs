@@ -151,11 +151,7 @@ fn report_to_pacs(
     index: &Path,
 ) -> Result<()> {
     let dw = simcase_pacs::DicomWeb::open(url)?;
-    let name = index.file_name().map_or_else(
-        || index.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let f = simcase_pacs::report::file(&dw, reader, &q.origin, &res.hits, &name)
+    let f = simcase_pacs::report::file(&dw, reader, index, &q.origin, &res.hits)
         .context("--report-to-pacs")?;
     eprintln!(
         "report: SR {} stored in {} (study {}), {} results{}",

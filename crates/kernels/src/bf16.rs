@@ -10,7 +10,6 @@
 //! `w[16·panel + j][2p]` in its low half and `w[…][2p + 1]` in its high half (zero past `n`
 //! or `k`). An activation row is the same pairs, one word each, broadcast to all 16 lanes.
 
-use crate::dispatch::{selection, Isa};
 use crate::error::{check, KernelError};
 use crate::panels::{for_panel_ranges, Out, PANEL};
 use std::sync::OnceLock;
@@ -79,11 +78,6 @@ impl PackedBf16 {
         self.k
     }
 
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.data.len() * 4
-    }
-
     fn panels(&self) -> usize {
         self.n.div_ceil(PANEL)
     }
@@ -99,27 +93,27 @@ pub enum Bf16Path {
     Portable,
 }
 
+/// The CPU features of the fast path.
+const FEATURES: &[&str] = &["avx512f", "avx512bf16"];
+
 /// Whether this CPU has AVX512_BF16 (with AVX-512F).
 pub fn cpu_has_bf16() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::dispatch::cpu_has_all(FEATURES)
 }
 
-/// The bf16 path of this process: AVX512_BF16 when the selected kernels are AVX-512 and the
-/// CPU has it; the portable emulation when `SIMCASE_KERNELS=portable` forces it; otherwise
-/// `None` (the caller stays at f32 and says so).
+/// The bf16 path of this process ([`crate::dispatch::packed_path`]): AVX512_BF16, the
+/// portable twin when `SIMCASE_KERNELS=portable` forces it, or `None` (the caller stays at
+/// f32 and says so).
 pub fn bf16_path() -> Option<Bf16Path> {
     static PATH: OnceLock<Option<Bf16Path>> = OnceLock::new();
-    *PATH.get_or_init(|| match selection().isa {
-        Isa::Avx512 if cpu_has_bf16() => Some(Bf16Path::Avx512Bf16),
-        Isa::Portable => Some(Bf16Path::Portable),
-        _ => None,
+    *PATH.get_or_init(|| {
+        crate::dispatch::packed_path(FEATURES).map(|fast| {
+            if fast {
+                Bf16Path::Avx512Bf16
+            } else {
+                Bf16Path::Portable
+            }
+        })
     })
 }
 

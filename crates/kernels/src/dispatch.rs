@@ -78,7 +78,27 @@ fn cpu_has(feature: &str) -> bool {
         "fma" => std::is_x86_feature_detected!("fma"),
         "f16c" => std::is_x86_feature_detected!("f16c"),
         "avx512f" => std::is_x86_feature_detected!("avx512f"),
+        "avx512bw" => std::is_x86_feature_detected!("avx512bw"),
+        "avx512bf16" => std::is_x86_feature_detected!("avx512bf16"),
+        "avx512vnni" => std::is_x86_feature_detected!("avx512vnni"),
         _ => false,
+    }
+}
+
+/// Whether this CPU has every one of `features` (names as `#[target_feature]` spells them).
+pub(crate) fn cpu_has_all(features: &[&str]) -> bool {
+    features.iter().all(|f| cpu_has(f))
+}
+
+/// The rule of the packed-weight layers ([`crate::bf16`], [`crate::int8`]), whose fast path
+/// needs AVX-512 `features` beyond the table's: `Some(true)` (fast) when the selected kernels
+/// are AVX-512 and the CPU has them; `Some(false)` (the portable twin) when
+/// `SIMCASE_KERNELS=portable` forces it; `None` otherwise (the caller stays at f32).
+pub(crate) fn packed_path(features: &[&str]) -> Option<bool> {
+    match selection().isa {
+        Isa::Avx512 if cpu_has_all(features) => Some(true),
+        Isa::Portable => Some(false),
+        _ => None,
     }
 }
 

@@ -12,7 +12,6 @@
 //! group of 4 inputs 16 words, word `j` holding `qw[16·panel + j][4g..4g + 4]` (zero past `n`
 //! or `k`); an activation row is its u8 codes, 4 a word, broadcast to all lanes.
 
-use crate::dispatch::{selection, Isa};
 use crate::error::{check, KernelError};
 use crate::panels::{for_panel_ranges, Out, PANEL};
 use std::sync::OnceLock;
@@ -108,28 +107,26 @@ pub enum I8Path {
     Portable,
 }
 
+/// The CPU features of the fast path.
+const FEATURES: &[&str] = &["avx512f", "avx512bw", "avx512vnni"];
+
 /// Whether this CPU has AVX512_VNNI (with AVX-512F and BW).
 pub fn cpu_has_vnni() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512bw")
-            && std::is_x86_feature_detected!("avx512vnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::dispatch::cpu_has_all(FEATURES)
 }
 
-/// The int8 path of this process: AVX512_VNNI when the selected kernels are AVX-512 and the
-/// CPU has it; the portable one when `SIMCASE_KERNELS=portable` forces it; else `None`.
+/// The int8 path of this process ([`crate::dispatch::packed_path`]): AVX512_VNNI, the
+/// portable twin when `SIMCASE_KERNELS=portable` forces it, or `None`.
 pub fn i8_path() -> Option<I8Path> {
     static PATH: OnceLock<Option<I8Path>> = OnceLock::new();
-    *PATH.get_or_init(|| match selection().isa {
-        Isa::Avx512 if cpu_has_vnni() => Some(I8Path::Avx512Vnni),
-        Isa::Portable => Some(I8Path::Portable),
-        _ => None,
+    *PATH.get_or_init(|| {
+        crate::dispatch::packed_path(FEATURES).map(|fast| {
+            if fast {
+                I8Path::Avx512Vnni
+            } else {
+                I8Path::Portable
+            }
+        })
     })
 }
 

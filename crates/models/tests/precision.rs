@@ -6,9 +6,7 @@
 //! (equal to the fast ones, kernel tests check), so the bounds are checked on every machine.
 //! A forced path without the instructions falls back to f32 with a notice.
 
-use simcase_imaging::decode_path;
 use simcase_models::{catalogue, install, load, set_precision, Encoder, Precision};
-use std::path::PathBuf;
 use std::process::Command;
 mod common;
 
@@ -29,20 +27,8 @@ fn fidelity(name: &str, p: Precision) -> (f64, f64) {
     let spec = catalogue().into_iter().find(|m| m.name == name).unwrap();
     install(&spec, None).unwrap_or_else(|e| panic!("installing {name}: {e:#}"));
     let enc: Box<dyn Encoder> = load(spec.id, &candle_core::Device::Cpu).unwrap();
-    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity.json");
-    let fx: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
-    let refs = fx["models"][name]["images"].as_array().unwrap();
-    let imgs: Vec<_> = refs
-        .iter()
-        .map(|r| {
-            decode_path(
-                &common::data_dir().join(r["path"].as_str().unwrap()),
-                &Default::default(),
-            )
-            .unwrap()
-        })
-        .collect();
+    let fx = common::parity_fixture();
+    let (refs, imgs): (Vec<_>, Vec<_>) = common::parity_images(&fx, name).into_iter().unzip();
     let views: Vec<_> = imgs.iter().map(|d| &d.image).collect();
     assert_eq!(set_precision(Precision::F32), (Precision::F32, None));
     let f32s = enc.embed_images(&views).unwrap();

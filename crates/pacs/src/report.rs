@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use simcase_index::Snapshot;
 use simcase_query::{Hit, Origin};
+use std::path::Path;
 
 use crate::sr::{self, Found, ImageRef, Patient, Search};
 use crate::{DicomWeb, Instance};
@@ -28,18 +29,26 @@ pub struct Filed {
 /// module's name, id, birth date and sex (they go back into the same PACS only).
 const QUERY_TAGS: [&str; 5] = ["00080016", "00100010", "00100020", "00100030", "00100040"];
 
-/// Files the search of `origin` (an archived instance: study, series and SOP UIDs all known)
-/// with `hits`, ranked in `reader`, as an SR in `dw`. `database` names the index searched.
+/// The query's study, series and SOP Instance UIDs, when it is an archived instance (a
+/// report can be filed only in the query's own study).
+pub fn archived(origin: &Origin) -> Option<(&String, &String, &String)> {
+    match (&origin.study_uid, &origin.series_uid, &origin.sop_uid) {
+        (Some(st), Some(se), Some(so)) => Some((st, se, so)),
+        _ => None,
+    }
+}
+
+/// Files the search of `origin` (an archived instance, [`archived`]) with `hits`, ranked in
+/// `reader`, the index folder `index`, as an SR in `dw`; the SR names the database by the
+/// folder's name and its size.
 pub fn file(
     dw: &DicomWeb,
     reader: &Snapshot,
+    index: &Path,
     origin: &Origin,
     hits: &[Hit],
-    database: &str,
 ) -> Result<Filed> {
-    let (Some(study), Some(series), Some(sop)) =
-        (&origin.study_uid, &origin.series_uid, &origin.sop_uid)
-    else {
+    let Some((study, series, sop)) = archived(origin) else {
         bail!(
             "the query must be an archived instance (dicomweb+…/instances/I, sop_uid=) or an \
              indexed DICOM item (id:N), for the report to be filed in its study"
@@ -103,7 +112,7 @@ pub fn file(
         query,
         patient,
         model: reader.settings().model.clone(),
-        database: format!("{database} ({} items)", reader.len()),
+        database: format!("{} ({} items)", folder_name(index), reader.len()),
         results,
     };
     let now = sr::utc_now();
@@ -115,6 +124,14 @@ pub fn file(
         results: search.results.len(),
         left_out,
     })
+}
+
+/// The index folder's own name (its whole path when it has none, as `/`).
+fn folder_name(index: &Path) -> String {
+    index.file_name().map_or_else(
+        || index.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 fn instance(study: &str, series: &str, sop: &str) -> Instance {

@@ -716,7 +716,7 @@ async fn report(
     let snap = snap.clone();
     let (q, about) = query_of(&state, &idx, &mut p).await?;
     let origin = q.origin.clone();
-    if origin.study_uid.is_none() || origin.series_uid.is_none() || origin.sop_uid.is_none() {
+    if simcase_pacs::report::archived(&origin).is_none() {
         return Err(QueryError::bad(
             "id",
             "a report is filed in the query's study: the query must be a DICOM item with \
@@ -726,12 +726,9 @@ async fn report(
     }
     let Json(search) = respond(&state, &idx, q, &p, about).await?;
     let hits = search.result.hits.clone();
-    let database = state.cfg.index.file_name().map_or_else(
-        || state.cfg.index.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let index = state.cfg.index.clone();
     let filed = tokio::task::spawn_blocking(move || {
-        simcase_pacs::report::file(&dw, &snap, &origin, &hits, &database)
+        simcase_pacs::report::file(&dw, &snap, &index, &origin, &hits)
     })
     .await
     .map_err(|e| ApiError::internal(e.into()))?

@@ -102,35 +102,35 @@ impl Linear {
     /// The weight packed for the process's precision (packed once, at the first call), or
     /// `None` at f32.
     fn packed(&self) -> candle_core::Result<Option<PackedRef<'_>>> {
-        let weight = || -> candle_core::Result<(Vec<f32>, usize, usize)> {
-            let (n, k) = self.w.dims2()?;
-            Ok((self.w.flatten_all()?.to_vec1::<f32>()?, n, k))
-        };
         Ok(match crate::precision() {
             crate::Precision::F32 => None,
-            crate::Precision::Bf16 => {
-                let Some(path) = simcase_kernels::bf16_path() else {
-                    return Ok(None);
-                };
-                if self.bf16.get().is_none() {
-                    let (w, n, k) = weight()?;
-                    let _ = self
-                        .bf16
-                        .set(PackedBf16::pack(&w, n, k).map_err(kernel_err)?);
-                }
-                self.bf16.get().map(|p| PackedRef::Bf16(p, path))
-            }
-            crate::Precision::Int8 => {
-                let Some(path) = simcase_kernels::i8_path() else {
-                    return Ok(None);
-                };
-                if self.i8.get().is_none() {
-                    let (w, n, k) = weight()?;
-                    let _ = self.i8.set(PackedI8::pack(&w, n, k).map_err(kernel_err)?);
-                }
-                self.i8.get().map(|p| PackedRef::I8(p, path))
-            }
+            crate::Precision::Bf16 => match simcase_kernels::bf16_path() {
+                Some(path) => Some(PackedRef::Bf16(
+                    self.pack(&self.bf16, PackedBf16::pack)?,
+                    path,
+                )),
+                None => None,
+            },
+            crate::Precision::Int8 => match simcase_kernels::i8_path() {
+                Some(path) => Some(PackedRef::I8(self.pack(&self.i8, PackedI8::pack)?, path)),
+                None => None,
+            },
         })
+    }
+
+    /// `cell`'s packed weight, packed by `pack(w, n, k)` on the first call.
+    fn pack<'s, P>(
+        &self,
+        cell: &'s OnceLock<P>,
+        pack: fn(&[f32], usize, usize) -> std::result::Result<P, simcase_kernels::KernelError>,
+    ) -> candle_core::Result<&'s P> {
+        if let Some(p) = cell.get() {
+            return Ok(p);
+        }
+        let (n, k) = self.w.dims2()?;
+        let w = self.w.flatten_all()?.to_vec1::<f32>()?;
+        let packed = pack(&w, n, k).map_err(kernel_err)?;
+        Ok(cell.get_or_init(|| packed))
     }
 
     /// The `(out, in)` weight.

@@ -12,6 +12,30 @@ pub fn data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
 }
 
+/// `tests/fixtures/parity.json`: per model, its reference runtime and, for each parity image,
+/// its path under [`data_dir`] and the reference embedding.
+pub fn parity_fixture() -> serde_json::Value {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// `model`'s parity images in `fx` ([`parity_fixture`]): each entry, and the image decoded.
+pub fn parity_images(
+    fx: &serde_json::Value,
+    model: &str,
+) -> Vec<(serde_json::Value, simcase_imaging::Decoded)> {
+    fx["models"][model]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let path = data_dir().join(r["path"].as_str().unwrap());
+            let d = simcase_imaging::decode_path(&path, &Default::default()).unwrap();
+            (r.clone(), d)
+        })
+        .collect()
+}
+
 /// Under CI (`CI` set to anything but `false`/`0`), a missing prerequisite fails the test
 /// instead of skipping part of it.
 pub fn in_ci() -> bool {
