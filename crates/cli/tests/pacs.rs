@@ -142,7 +142,7 @@ fn study_args(studies: &[String]) -> Vec<String> {
 struct Setup {
     addr: String,
     auth: String,
-    dir: std::path::PathBuf,
+    dir: TmpDir,
     want: Items,
     study_args: Vec<String>,
 }

@@ -15,12 +15,45 @@ pub fn data() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
 }
 
-/// A fresh temporary folder for one test.
-pub fn tmp(name: &str) -> PathBuf {
+/// A fresh temporary folder for one test, removed when the test passes (indexes, installed
+/// weights and server logs add up to gigabytes over the suite); kept when it fails, or with
+/// `SIMCASE_KEEP_TMP=1`, to be looked at.
+pub fn tmp(name: &str) -> TmpDir {
     let d = std::env::temp_dir().join(format!("simcase-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TmpDir(d)
+}
+
+/// See [`tmp`]: a path that removes its folder when dropped outside a panic.
+#[derive(Debug)]
+pub struct TmpDir(PathBuf);
+
+impl std::ops::Deref for TmpDir {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TmpDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TmpDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && std::env::var_os("SIMCASE_KEEP_TMP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// Run `cmd`; fail the test with its stderr unless it succeeds; return its stdout.
