@@ -20,7 +20,7 @@ fn small_index() -> PathBuf {
     static INDEX: OnceLock<PathBuf> = OnceLock::new();
     INDEX
         .get_or_init(|| {
-            let dir = tmp("hardening");
+            let dir = tmp("hardening").keep(); // shared by this binary's tests
             let m = manifest(&dir, 24, 13, 0);
             let index = dir.join("index");
             index_manifest(&index, &m);

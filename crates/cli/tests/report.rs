@@ -16,7 +16,7 @@ const FULL: &str = "modality/anatomy/pathology";
 fn dev_report() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tmp("report-dev");
+        let dir = tmp("report-dev").keep(); // shared by this binary's tests
         let out = dir.join("report");
         let o = bin()
             .args([

@@ -86,7 +86,7 @@ fn index() -> &'static Path {
     static INDEX: OnceLock<PathBuf> = OnceLock::new();
     INDEX.get_or_init(|| {
         let src = files();
-        let dir = tmp("results");
+        let dir = tmp("results").keep(); // shared by this binary's tests
         let mut csv = String::from("path,label\n");
         for f in MR_SMALL.iter().chain(&OTHERS) {
             let label = if *f == "CT_small.dcm" { LONG_LABEL } else { "" };

@@ -27,7 +27,7 @@ fn shared_index() -> PathBuf {
     static INDEX: OnceLock<PathBuf> = OnceLock::new();
     INDEX
         .get_or_init(|| {
-            let dir = tmp("index");
+            let dir = tmp("index").keep(); // shared by this binary's tests
             let m = manifest(&dir, 48, 17, 0);
             let index = dir.join("index");
             index_manifest(&index, &m);

@@ -17,7 +17,7 @@ fn index() -> PathBuf {
     static INDEX: OnceLock<PathBuf> = OnceLock::new();
     INDEX
         .get_or_init(|| {
-            let dir = tmp("serve-security");
+            let dir = tmp("serve-security").keep(); // shared by this binary's tests
             let m = manifest(&dir, 8, 97, 0);
             let index = dir.join("index");
             index_manifest(&index, &m);

@@ -29,6 +29,14 @@ pub fn tmp(name: &str) -> TmpDir {
 #[derive(Debug)]
 pub struct TmpDir(PathBuf);
 
+impl TmpDir {
+    /// The folder, kept: for a fixture that the binary's tests share (built once, in a
+    /// `OnceLock`), which must outlive the function that made it.
+    pub fn keep(self) -> PathBuf {
+        std::mem::ManuallyDrop::new(self).0.clone()
+    }
+}
+
 impl std::ops::Deref for TmpDir {
     type Target = PathBuf;
     fn deref(&self) -> &PathBuf {
