@@ -92,7 +92,7 @@ fn bf16_and_int8_embeddings_stay_within_their_fidelity_bounds() {
     // per process).
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
-            "child_checks_bf16_on_the_portable_path",
+            "child_checks_both_on_the_portable_paths",
             "--exact",
             "--ignored",
             "--nocapture",
