@@ -1,7 +1,7 @@
 //! `--embed-precision`: an index records the arithmetic its vectors were embedded in; a query
 //! embedded at another precision is searched with a warning; adding vectors at another
-//! precision marks the index mixed. bf16 needs AVX512_BF16: elsewhere `index` says so, runs
-//! f32 and records f32, which the test expects instead.
+//! precision marks the index mixed. bf16 needs AVX512_BF16 or the portable kernels: the bf16
+//! runs force `SIMCASE_KERNELS=portable`, so every machine checks the same behaviour.
 
 mod common;
 use common::*;
@@ -28,13 +28,12 @@ fn an_index_records_its_embedding_precision_and_other_queries_are_warned() {
     let m = manifest(&dir, 6, 150, 3);
     let index = dir.join("idx");
     let err = run(bin()
+        .env("SIMCASE_KERNELS", "portable")
         .args(["index", "--quiet", "--embed-precision", "bf16", "--index"])
         .arg(&index)
         .arg("--manifest")
         .arg(&m));
-    // The path bf16 takes here (the kernels' choice in a process like the child's).
-    let has_bf16 = !err.contains("this CPU has no AVX512_BF16");
-    let built = if has_bf16 { "bf16" } else { "f32" };
+    let built = "bf16";
     assert_eq!(precision_of(&index), built, "{err}");
     let query = std::fs::read_to_string(&m)
         .unwrap()
@@ -47,13 +46,13 @@ fn an_index_records_its_embedding_precision_and_other_queries_are_warned() {
         .to_string();
     // A file query embedded at f32 against the index.
     let err = run(bin().args(["search", "--index"]).arg(&index).arg(&query));
-    assert_eq!(
+    assert!(
         err.contains("was embedded at bf16 precision and queries are embedded at f32"),
-        has_bf16,
         "{err}"
     );
     // At the index's own precision, or by a stored item: no warning.
     let err = run(bin()
+        .env("SIMCASE_KERNELS", "portable")
         .args(["search", "--embed-precision", built, "--index"])
         .arg(&index)
         .arg(&query));
@@ -69,38 +68,31 @@ fn an_index_records_its_embedding_precision_and_other_queries_are_warned() {
         .arg(&index)
         .arg("--manifest")
         .arg(&m2));
-    if has_bf16 {
-        assert_eq!(precision_of(&index), "mixed");
-        assert!(err.contains("now recorded as mixed"), "{err}");
-    } else {
-        assert_eq!(precision_of(&index), "f32");
-    }
+    assert_eq!(precision_of(&index), "mixed");
+    assert!(err.contains("now recorded as mixed"), "{err}");
     // A precision not offered for a model (measured out of bounds) is refused, with why.
-    if has_bf16 {
-        let out = bin()
-            .args([
-                "index",
-                "--quiet",
-                "--model",
-                "efficientnet-lite0",
-                "--embed-precision",
-                "bf16",
-                "--index",
-            ])
-            .arg(dir.join("effnet"))
-            .arg("--manifest")
-            .arg(&m2)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success());
-        assert!(
-            err.contains(
-                "--embed-precision bf16 is not offered for efficientnet-lite0: on dev.csv"
-            ),
-            "{err}"
-        );
-    }
+    let out = bin()
+        .env("SIMCASE_KERNELS", "portable")
+        .args([
+            "index",
+            "--quiet",
+            "--model",
+            "efficientnet-lite0",
+            "--embed-precision",
+            "bf16",
+            "--index",
+        ])
+        .arg(dir.join("effnet"))
+        .arg("--manifest")
+        .arg(&m2)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--embed-precision bf16 is not offered for efficientnet-lite0: on dev.csv"),
+        "{err}"
+    );
     // A precision that does not exist is refused by name.
     let unknown = bin()
         .args(["search", "--embed-precision", "int4", "--index"])
