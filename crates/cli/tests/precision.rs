@@ -15,11 +15,11 @@ fn precision_of(index: &Path) -> String {
         .to_string()
 }
 
-fn run(cmd: &mut std::process::Command) -> String {
-    let out = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{cmd:?}: {err}");
-    err
+/// `simcase` on the portable kernels, the one path that has bf16 on every CPU.
+fn portable() -> std::process::Command {
+    let mut cmd = bin();
+    cmd.env(simcase_kernels::ENV, "portable");
+    cmd
 }
 
 #[test]
@@ -27,14 +27,14 @@ fn an_index_records_its_embedding_precision_and_other_queries_are_warned() {
     let dir = tmp("precision");
     let m = manifest(&dir, 6, 150, 3);
     let index = dir.join("idx");
-    let err = run(bin()
-        .env("SIMCASE_KERNELS", "portable")
-        .args(["index", "--quiet", "--embed-precision", "bf16", "--index"])
-        .arg(&index)
-        .arg("--manifest")
-        .arg(&m));
-    let built = "bf16";
-    assert_eq!(precision_of(&index), built, "{err}");
+    let err = run_ok_stderr(
+        portable()
+            .args(["index", "--quiet", "--embed-precision", "bf16", "--index"])
+            .arg(&index)
+            .arg("--manifest")
+            .arg(&m),
+    );
+    assert_eq!(precision_of(&index), "bf16", "{err}");
     let query = std::fs::read_to_string(&m)
         .unwrap()
         .lines()
@@ -45,34 +45,36 @@ fn an_index_records_its_embedding_precision_and_other_queries_are_warned() {
         .unwrap()
         .to_string();
     // A file query embedded at f32 against the index.
-    let err = run(bin().args(["search", "--index"]).arg(&index).arg(&query));
+    let err = run_ok_stderr(bin().args(["search", "--index"]).arg(&index).arg(&query));
     assert!(
         err.contains("was embedded at bf16 precision and queries are embedded at f32"),
         "{err}"
     );
     // At the index's own precision, or by a stored item: no warning.
-    let err = run(bin()
-        .env("SIMCASE_KERNELS", "portable")
-        .args(["search", "--embed-precision", built, "--index"])
-        .arg(&index)
-        .arg(&query));
+    let err = run_ok_stderr(
+        portable()
+            .args(["search", "--embed-precision", "bf16", "--index"])
+            .arg(&index)
+            .arg(&query),
+    );
     assert!(!err.contains("warning"), "{err}");
-    let err = run(bin().args(["search", "--index"]).arg(&index).arg("id:0"));
+    let err = run_ok_stderr(bin().args(["search", "--index"]).arg(&index).arg("id:0"));
     assert!(!err.contains("warning"), "{err}");
     // More vectors at f32: a bf16 index becomes mixed, and says so.
     let more = dir.join("more");
     std::fs::create_dir_all(&more).unwrap();
     let m2 = manifest(&more, 2, 150, 40);
-    let err = run(bin()
-        .args(["index", "--quiet", "--index"])
-        .arg(&index)
-        .arg("--manifest")
-        .arg(&m2));
+    let err = run_ok_stderr(
+        bin()
+            .args(["index", "--quiet", "--index"])
+            .arg(&index)
+            .arg("--manifest")
+            .arg(&m2),
+    );
     assert_eq!(precision_of(&index), "mixed");
     assert!(err.contains("now recorded as mixed"), "{err}");
     // A precision not offered for a model (measured out of bounds) is refused, with why.
-    let out = bin()
-        .env("SIMCASE_KERNELS", "portable")
+    let out = portable()
         .args([
             "index",
             "--quiet",

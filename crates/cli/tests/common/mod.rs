@@ -33,7 +33,7 @@ impl TmpDir {
     /// The folder, kept: for a fixture that the binary's tests share (built once, in a
     /// `OnceLock`), which must outlive the function that made it.
     pub fn keep(self) -> PathBuf {
-        std::mem::ManuallyDrop::new(self).0.clone()
+        std::mem::take(&mut std::mem::ManuallyDrop::new(self).0)
     }
 }
 
@@ -73,6 +73,14 @@ pub fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// As [`run_ok`], for commands whose result is what they say on stderr (warnings, notices).
+pub fn run_ok_stderr(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{cmd:?} failed:\n{err}");
+    err
 }
 
 /// `root` filled once by `fill`, safe when several tests (threads) or test binaries
