@@ -142,6 +142,10 @@ impl Loaded {
 /// Single-thread pools, one per core. Splitting a batch across cores (each core runs whole
 /// images) beats splitting every GEMM across cores: no barrier per layer, and each core keeps
 /// its own activations in cache. Measured on the 2-core target: +20% for DINOv2-S at batch 16.
+/// Each lane then runs one image at a time, taking the batch's next, not a sub-batch: one image's activations
+/// (257 × 1536 floats at most for DINOv2-S) stay near the core, eight images' do not. Measured
+/// on a 2-core Zen 3 at batch 16, three runs each: DINOv2-S 8.3–8.7 img/s against 6.9–7.5,
+/// EfficientNet-Lite0 58–72 against 51, LiteMedSAM (batch 4) 0.79 against 0.70.
 fn cpu_lanes(device: &Device) -> Vec<rayon::ThreadPool> {
     if !device.is_cpu() {
         return Vec::new();
@@ -176,18 +180,28 @@ impl Encoder for Loaded {
         if self.lanes.len() < 2 || b < 2 {
             return self.model.forward(pixels);
         }
-        let per = b.div_ceil(self.lanes.len());
+        // Each lane takes the next image until none is left, so an odd batch or a slowed
+        // core does not leave the other lanes waiting.
+        let next = std::sync::atomic::AtomicUsize::new(0);
         let model = self.model.as_ref();
-        let parts: Vec<Result<Tensor>> = std::thread::scope(|s| {
+        let lane = |pool: &rayon::ThreadPool| -> Result<Vec<(usize, Tensor)>> {
+            pool.install(|| {
+                let mut rows = Vec::new();
+                loop {
+                    let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if j >= b {
+                        return Ok(rows);
+                    }
+                    rows.push((j, model.forward(&pixels.narrow(0, j, 1)?)?));
+                }
+            })
+        };
+        let parts: Vec<Result<Vec<(usize, Tensor)>>> = std::thread::scope(|s| {
             let handles: Vec<_> = self
                 .lanes
                 .iter()
-                .enumerate()
-                .filter(|(i, _)| i * per < b)
-                .map(|(i, pool)| {
-                    let part = pixels.narrow(0, i * per, per.min(b - i * per));
-                    s.spawn(move || pool.install(|| model.forward(&part?)))
-                })
+                .take(b)
+                .map(|pool| s.spawn(|| lane(pool)))
                 .collect();
             handles
                 .into_iter()
@@ -197,8 +211,13 @@ impl Encoder for Loaded {
                 })
                 .collect()
         });
-        let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
-        Ok(Tensor::cat(&parts, 0)?)
+        let mut rows = Vec::with_capacity(b);
+        for part in parts {
+            rows.extend(part?);
+        }
+        rows.sort_unstable_by_key(|(j, _)| *j);
+        let rows: Vec<Tensor> = rows.into_iter().map(|(_, t)| t).collect();
+        Ok(Tensor::cat(&rows, 0)?)
     }
     fn device(&self) -> &Device {
         &self.device
