@@ -359,13 +359,11 @@ fn search_applies_a_view_and_reranks_as_computed_by_hand() {
     }
 
     // An unknown view: one line naming the parameter and the views there are.
-    let o = bin()
-        .args(["search", "id:5", "--view", "nosuch", "--index"])
-        .arg(&index)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
+    let err = run_fails(
+        bin()
+            .args(["search", "id:5", "--view", "nosuch", "--index"])
+            .arg(&index),
+    );
     assert!(
         err.contains("view: no view \"nosuch\" (views of this index: lda)"),
         "{err}"
@@ -590,20 +588,18 @@ fn a_fused_index_holds_both_models_and_adapt_weighs_or_picks_them_without_embedd
     );
 
     // A model the index does not hold is refused, naming what it holds.
-    let o = bin()
-        .args([
-            "adapt",
-            "--model",
-            "litemedsam",
-            "--method",
-            "none",
-            "--index",
-        ])
-        .arg(&fused)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
+    let err = run_fails(
+        bin()
+            .args([
+                "adapt",
+                "--model",
+                "litemedsam",
+                "--method",
+                "none",
+                "--index",
+            ])
+            .arg(&fused),
+    );
     assert!(
         err.contains(
             "the index holds efficientnet-lite0+dinov2-s; --model litemedsam names litemedsam"

@@ -74,35 +74,34 @@ fn an_index_records_its_embedding_precision_and_other_queries_are_warned() {
     assert_eq!(precision_of(&index), "mixed");
     assert!(err.contains("now recorded as mixed"), "{err}");
     // A precision not offered for a model (measured out of bounds) is refused, with why.
-    let out = portable()
-        .args([
-            "index",
-            "--quiet",
-            "--model",
-            "efficientnet-lite0",
-            "--embed-precision",
-            "bf16",
-            "--index",
-        ])
-        .arg(dir.join("effnet"))
-        .arg("--manifest")
-        .arg(&m2)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = run_fails(
+        portable()
+            .args([
+                "index",
+                "--quiet",
+                "--model",
+                "efficientnet-lite0",
+                "--embed-precision",
+                "bf16",
+                "--index",
+            ])
+            .arg(dir.join("effnet"))
+            .arg("--manifest")
+            .arg(&m2),
+    );
     assert!(
         err.contains("--embed-precision bf16 is not offered for efficientnet-lite0: on dev.csv"),
         "{err}"
     );
     // A precision that does not exist is refused by name.
-    let unknown = bin()
-        .args(["search", "--embed-precision", "int4", "--index"])
-        .arg(&index)
-        .arg("id:0")
-        .output()
-        .unwrap();
-    assert!(!unknown.status.success());
-    assert!(String::from_utf8_lossy(&unknown.stderr)
-        .contains("unknown precision \"int4\": f32, bf16 or int8"));
+    let err = run_fails(
+        bin()
+            .args(["search", "--embed-precision", "int4", "--index"])
+            .arg(&index)
+            .arg("id:0"),
+    );
+    assert!(
+        err.contains("unknown precision \"int4\": f32, bf16 or int8"),
+        "{err}"
+    );
 }

@@ -142,8 +142,9 @@ impl Loaded {
 /// Single-thread pools, one per core. Splitting a batch across cores (each core runs whole
 /// images) beats splitting every GEMM across cores: no barrier per layer, and each core keeps
 /// its own activations in cache. Measured on the 2-core target: +20% for DINOv2-S at batch 16.
-/// Each lane then runs one image at a time, taking the batch's next, not a sub-batch: one image's activations
-/// (257 × 1536 floats at most for DINOv2-S) stay near the core, eight images' do not. Measured
+/// Each lane then runs one image at a time, taking the batch's next, not a sub-batch: one
+/// image's activations (257 × 1536 floats at most for DINOv2-S) stay near the core, eight
+/// images' do not. Measured
 /// on a 2-core Zen 3 at batch 16, three runs each: DINOv2-S 8.3–8.7 img/s against 6.9–7.5,
 /// EfficientNet-Lite0 58–72 against 51, LiteMedSAM (batch 4) 0.79 against 0.70.
 fn cpu_lanes(device: &Device) -> Vec<rayon::ThreadPool> {

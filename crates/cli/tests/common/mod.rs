@@ -83,6 +83,14 @@ pub fn run_ok_stderr(cmd: &mut Command) -> String {
     err
 }
 
+/// Runs a command that must fail; returns what it said on stderr (the reason, to check).
+pub fn run_fails(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{cmd:?} succeeded:\n{err}");
+    err
+}
+
 /// `root` filled once by `fill`, safe when several tests (threads) or test binaries
 /// (processes) ask at once: the first builds into a private folder and renames it into
 /// place, marked by `.complete`; the others wait for it or find it done.
