@@ -555,7 +555,8 @@ fn convert_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
 pub(crate) struct EmbedPrecision {
     /// Arithmetic of the model's linear layers: f32; bf16 (bf16 weights and activations, f32
     /// sums; CPUs with AVX512_BF16: dinov2-s embeds ~1.8x faster at a cosine to f32 above
-    /// 0.9999); int8 (AVX512_VNNI; measured, offered for no model yet). Elsewhere f32, said;
+    /// 0.9999); int8 (AVX512_VNNI, or AVX2; measured, offered for no model yet). Elsewhere
+    /// f32, said;
     /// a model not measured within bounds at a precision is refused. An index records it.
     #[arg(long, default_value = "f32", value_name = "f32|bf16|int8")]
     pub(crate) embed_precision: simcase_models::Precision,

@@ -125,4 +125,59 @@ fn main() {
         });
         row("dot", "2048 rows × 512", k, us);
     }
+    linear_layers(&x, &h);
+}
+
+/// dinov2-s's four linear layers, one image (257 tokens), single-threaded: f32 through the
+/// `gemm` crate against each int8 path this CPU has, in GMAC/s.
+fn linear_layers(x: &[f32], h: &[f32]) {
+    use simcase_kernels::{i8_path, linear, linear_i8, I8Path, PackedI8};
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let mut paths = vec![I8Path::Portable];
+    if let Some(p) = i8_path().filter(|&p| p != I8Path::Portable) {
+        paths.push(p);
+    }
+    if Isa::Avx2.is_available() && !paths.contains(&I8Path::Avx2) {
+        paths.push(I8Path::Avx2);
+    }
+    println!();
+    println!("| linear layer | m×k → n | f32 GMAC/s | int8 path | GMAC/s | vs f32 |");
+    println!("|---|---|---:|---|---:|---:|");
+    for (name, input, k, n) in [
+        ("qkv", x, 384, 1152),
+        ("proj", x, 384, 384),
+        ("fc1", x, 384, 1536),
+        ("fc2", h, 1536, 384),
+    ] {
+        let m = input.len() / k;
+        let w = data(n * k, 12);
+        let b = data(n, 13);
+        let macs = (m * n * k) as f64 / 1e3;
+        let f32_us = pool.install(|| {
+            best(10, || {
+                black_box(linear(black_box(input), (m, k), &w, &b, None, Act::None).unwrap());
+            })
+        });
+        let packed = PackedI8::pack(&w, n, k).unwrap();
+        for &path in &paths {
+            let reps = if path == I8Path::Portable { 2 } else { 10 };
+            let us = pool.install(|| {
+                best(reps, || {
+                    black_box(
+                        linear_i8(black_box(input), (m, k), &packed, &b, None, Act::None, path)
+                            .unwrap(),
+                    );
+                })
+            });
+            println!(
+                "| {name} | {m}×{k} → {n} | {:.1} | {path:?} | {:.1} | {:.2}x |",
+                macs / f32_us,
+                macs / us,
+                f32_us / us
+            );
+        }
+    }
 }

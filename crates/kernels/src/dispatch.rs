@@ -210,6 +210,7 @@ pub struct Kernels {
     pub(crate) gelu_rows: fn(&mut [f32], Option<&[f32]>),
     pub(crate) act_rows: fn(&mut [f32], Act),
     pub(crate) softmax_rows: fn(&mut [f32], usize, Option<&[f32]>),
+    pub(crate) quantise_row: fn(&[f32], &mut [u8]) -> (f32, i32),
     pub(crate) depthwise_row: DepthwiseRow,
 }
 
@@ -284,6 +285,15 @@ impl Kernels {
             return;
         }
         (self.softmax_rows)(s, n, bias)
+    }
+
+    /// `x` as u8 codes in `out` with its scale and zero point (see [`crate::int8`]); `out`
+    /// must be as long as `x`, else nothing is written and the scale is 1, the zero point 0.
+    pub fn quantise_row(&self, x: &[f32], out: &mut [u8]) -> (f32, i32) {
+        if x.len() != out.len() {
+            return (1.0, 0);
+        }
+        (self.quantise_row)(x, out)
     }
 
     /// Output row `row` (over all images stacked) of a depthwise convolution; see

@@ -33,6 +33,10 @@ macro_rules! isa_table {
             crate::activation::act_rows(x, act)
         }
         #[target_feature(enable = $features)]
+        fn quantise_row(x: &[f32], out: &mut [u8]) -> (f32, i32) {
+            crate::int8::quantise_row(x, out)
+        }
+        #[target_feature(enable = $features)]
         fn softmax_rows(s: &mut [f32], n: usize, bias: Option<&[f32]>) {
             crate::softmax::softmax_rows(s, n, bias)
         }
@@ -68,6 +72,8 @@ macro_rules! isa_table {
             act_rows: |x, act| unsafe { act_rows(x, act) },
             // SAFETY: as above.
             softmax_rows: |s, n, bias| unsafe { softmax_rows(s, n, bias) },
+            // SAFETY: as above.
+            quantise_row: |x, out| unsafe { quantise_row(x, out) },
             // SAFETY: as above.
             depthwise_row: |g, x, k, bias, row, out| unsafe {
                 depthwise_row(g, x, k, bias, row, out)

@@ -13,5 +13,6 @@ pub(crate) static TABLE: Kernels = Kernels {
     gelu_rows: crate::activation::gelu_rows,
     act_rows: crate::activation::act_rows,
     softmax_rows: crate::softmax::softmax_rows,
+    quantise_row: crate::int8::quantise_row,
     depthwise_row: crate::depthwise::depthwise_row,
 };

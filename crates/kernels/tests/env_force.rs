@@ -18,7 +18,19 @@ fn child_reports_selection() {
     // The chosen path runs.
     assert_eq!(k.dot(&[1.0; 20], &[2.0; 20]), 40.0);
     println!("SELECTED={}", k.isa());
+    println!("INT8={:?}", simcase_kernels::i8_path());
     assert_eq!(k.isa(), selection().isa);
+}
+
+/// The int8 path that goes with a selected kernel path on this CPU.
+fn int8_for(isa: Isa) -> String {
+    let vnni = simcase_kernels::int8::cpu_has_vnni();
+    match isa {
+        Isa::Portable => "Some(Portable)",
+        Isa::Avx512 if vnni => "Some(Avx512Vnni)",
+        Isa::Avx2 | Isa::Avx512 => "Some(Avx2)",
+    }
+    .to_string()
 }
 
 fn run_child(value: &str) -> (Isa, String) {
@@ -48,10 +60,15 @@ fn run_child(value: &str) -> (Isa, String) {
         .filter(|l| l.starts_with("simcase-kernels:"))
         .collect();
     assert!(notices.len() <= 1, "one notice at most: {notices:?}");
-    (
-        Isa::parse(name).unwrap(),
-        notices.first().unwrap_or(&"").to_string(),
-    )
+    let isa = Isa::parse(name).unwrap();
+    // int8 follows the kernels: VNNI under AVX-512 when the CPU has it, else AVX2 on any
+    // AVX2 CPU, and the portable twin only when forced.
+    let int8 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("INT8="))
+        .unwrap_or("");
+    assert_eq!(int8, int8_for(isa), "int8 path for {value}");
+    (isa, notices.first().unwrap_or(&"").to_string())
 }
 
 #[test]

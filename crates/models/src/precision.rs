@@ -1,8 +1,8 @@
 //! The arithmetic the encoders' linear layers run in: f32 (the reference), bf16 weights and
 //! activations summed in f32 (`--embed-precision bf16`, AVX512_BF16), or int8 weights and
-//! activations summed in i32 (`int8`, AVX512_VNNI). Chosen once per process,
-//! before a model is loaded, by [`set_precision`]; each linear layer packs its weights for it
-//! at its first use. Layer norm, softmax, GELU, attention and the convolutions stay f32.
+//! activations summed in i32 (`int8`: AVX512_VNNI, or AVX2 on any x86-64-v3 CPU). Chosen once
+//! per process, before a model is loaded, by [`set_precision`]; each linear layer packs its
+//! weights for it at its first use. Layer norm, softmax, GELU, attention and the convolutions stay f32.
 
 use std::fmt;
 use std::str::FromStr;
@@ -98,8 +98,8 @@ pub fn set_precision(p: Precision) -> (Precision, Option<String>) {
         Precision::Int8 if simcase_kernels::i8_path().is_none() => (
             Precision::F32,
             Some(
-                "--embed-precision int8: this CPU has no AVX512_VNNI (or SIMCASE_KERNELS chose a \
-                 path without it); running f32"
+                "--embed-precision int8: this CPU has no AVX2 (or SIMCASE_KERNELS chose a path \
+                 without it); running f32"
                     .to_string(),
             ),
         ),
