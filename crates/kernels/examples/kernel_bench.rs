@@ -125,6 +125,15 @@ fn main() {
         });
         row("dot", "2048 rows × 512", k, us);
     }
+    for k in &paths {
+        let mut codes = vec![0u8; hidden];
+        let us = best(20, || {
+            for row in h.chunks_exact(hidden) {
+                black_box(k.quantise_row(black_box(row), &mut codes));
+            }
+        });
+        row("quantise_row (int8)", "257×1536", k, us);
+    }
     linear_layers(&x, &h);
 }
 

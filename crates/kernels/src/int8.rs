@@ -165,22 +165,9 @@ pub fn i8_path() -> Option<I8Path> {
 /// table vectorises it; the codes are those of `(x/s + z + 0.5) as u8`, saturating.
 #[inline(always)]
 pub(crate) fn quantise_row(x: &[f32], out: &mut [u8]) -> (f32, i32) {
-    let (mut lo, mut hi) = ([0f32; 8], [0f32; 8]);
-    let chunks = x.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for l in 0..8 {
-            // Comparisons, not f32::min/max: they vectorise, and skip a NaN alike.
-            lo[l] = if c[l] < lo[l] { c[l] } else { lo[l] };
-            hi[l] = if c[l] > hi[l] { c[l] } else { hi[l] };
-        }
-    }
-    for &v in tail {
-        lo[0] = if v < lo[0] { v } else { lo[0] };
-        hi[0] = if v > hi[0] { v } else { hi[0] };
-    }
-    let lo = lo.iter().fold(0f32, |a, &b| if b < a { b } else { a });
-    let hi = hi.iter().fold(0f32, |a, &b| if b > a { b } else { a });
+    // The range, widened to hold 0; each in its own pass of eight lanes (NaNs skipped).
+    let hi = crate::reduce::max_lanes(x).max(0.0);
+    let lo = crate::reduce::min_lanes(x).min(0.0);
     let s = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
     // Rounded half up (v + 0.5, truncated): every code is ≥ 0, and `as u8` saturates.
     let z = (-lo / s + 0.5) as u8 as f32;

@@ -34,6 +34,24 @@ pub(crate) fn max_lanes(x: &[f32]) -> f32 {
     acc.iter().copied().fold(tail, f32::max)
 }
 
+/// Minimum of `x` (+∞ for an empty slice), in eight lanes; NaNs are skipped.
+#[inline(always)]
+pub(crate) fn min_lanes(x: &[f32]) -> f32 {
+    let mut acc = [f32::INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::INFINITY, f32::min);
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] = if c[i] < acc[i] { c[i] } else { acc[i] };
+        }
+    }
+    acc.iter().copied().fold(tail, f32::min)
+}
+
 /// Inner product over the common length, in eight lanes (the portable path's `dot`).
 #[inline(always)]
 pub(crate) fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
