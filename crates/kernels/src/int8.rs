@@ -244,7 +244,11 @@ pub fn gemm_i8(
         return Ok(());
     }
     // The AVX2 path reads each activation word as two words of u16 pairs, (0, 2) and (1, 3).
-    let avx2 = path == I8Path::Avx2;
+    // Decided as the match below decides, so that a fallback to portable gets its own layout.
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = path == I8Path::Avx2 && crate::Isa::Avx2.is_available();
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx2 = false;
     let (words, sx, zx) = quantise_rows(x, m, k, avx2);
     let (codes, pairs): (&[u32], &[u32]) = if avx2 { (&[], &words) } else { (&words, &[]) };
     let rows = Rows {
@@ -423,7 +427,7 @@ mod avx2 {
     /// Panels `first..last` for rows `0..m`, in tiles of up to [`MR`] rows × one panel.
     ///
     /// # Safety
-    /// AVX2; `m` rows of `w.groups` words in `rows.codes`; `last ≤` the panel count.
+    /// AVX2; `m` rows of `2·w.groups` words in `rows.pairs`; `last ≤` the panel count.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn panels(
         ctx: (&Rows, &PackedI8),
