@@ -155,11 +155,15 @@ fn linear_layers(x: &[f32], h: &[f32]) {
     println!();
     println!("| linear layer | m×k → n | f32 GMAC/s | int8 path | GMAC/s | vs f32 |");
     println!("|---|---|---:|---|---:|---:|");
+    // Batch 1 (257 tokens) and batch 16.
+    let (x16, h16) = (x.repeat(16), h.repeat(16));
     for (name, input, k, n) in [
         ("qkv", x, 384, 1152),
         ("proj", x, 384, 384),
         ("fc1", x, 384, 1536),
         ("fc2", h, 1536, 384),
+        ("qkv b16", &x16[..], 384, 1152),
+        ("fc2 b16", &h16[..], 1536, 384),
     ] {
         let m = input.len() / k;
         let w = data(n * k, 12);
