@@ -16,40 +16,37 @@ pub(crate) fn sum_lanes(x: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Maximum of `x` (−∞ for an empty slice), in eight lanes.
+/// Maximum of `x` (−∞ for an empty slice), in eight lanes; NaNs are skipped.
 #[inline(always)]
 pub(crate) fn max_lanes(x: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; 8];
-    let chunks = x.chunks_exact(8);
-    let tail = chunks
-        .remainder()
-        .iter()
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
-    for c in chunks {
-        for i in 0..8 {
-            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
-        }
-    }
-    acc.iter().copied().fold(tail, f32::max)
+    extreme_lanes(x, f32::NEG_INFINITY, |v, acc| v > acc, f32::max)
 }
 
 /// Minimum of `x` (+∞ for an empty slice), in eight lanes; NaNs are skipped.
 #[inline(always)]
 pub(crate) fn min_lanes(x: &[f32]) -> f32 {
-    let mut acc = [f32::INFINITY; 8];
+    extreme_lanes(x, f32::INFINITY, |v, acc| v < acc, f32::min)
+}
+
+/// The extreme of `x` from `init`: each lane keeps `v` where `beats(v, acc)` (a comparison,
+/// false for NaN, so it vectorises and skips NaNs), then the lanes and the tail are folded by
+/// `pick` (`f32::max` or `f32::min`, which skip NaNs too).
+#[inline(always)]
+fn extreme_lanes(
+    x: &[f32],
+    init: f32,
+    beats: impl Fn(f32, f32) -> bool,
+    pick: fn(f32, f32) -> f32,
+) -> f32 {
+    let mut acc = [init; 8];
     let chunks = x.chunks_exact(8);
-    let tail = chunks
-        .remainder()
-        .iter()
-        .copied()
-        .fold(f32::INFINITY, f32::min);
+    let tail = chunks.remainder().iter().copied().fold(init, pick);
     for c in chunks {
         for i in 0..8 {
-            acc[i] = if c[i] < acc[i] { c[i] } else { acc[i] };
+            acc[i] = if beats(c[i], acc[i]) { c[i] } else { acc[i] };
         }
     }
-    acc.iter().copied().fold(tail, f32::min)
+    acc.iter().copied().fold(tail, pick)
 }
 
 /// Inner product over the common length, in eight lanes (the portable path's `dot`).
