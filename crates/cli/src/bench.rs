@@ -25,6 +25,10 @@ pub enum BenchCmd {
         /// Skip the Python peers.
         #[arg(long)]
         no_peer: bool,
+        /// Rounds of the peers then simcase; each side's best over the rounds is compared, so
+        /// that a VM's drift over minutes does not land on one side only.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
     },
     /// `simcase adapt`'s learning time per method on a synthetic labelled archive (80/10/10
     /// train/val/test), the time to map every row and the per-query cost of a view, and the
@@ -298,9 +302,12 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             data,
             precision,
             no_peer,
+            rounds,
         } => {
             crate::ensure_model(*model)?;
-            simcase_bench::throughput::embed(*model, batch, *images, data, precision, *no_peer)
+            simcase_bench::throughput::embed(
+                *model, batch, *images, data, precision, *no_peer, *rounds,
+            )
         }
         BenchCmd::Adapt {
             rows,
