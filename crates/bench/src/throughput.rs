@@ -27,9 +27,19 @@ fn sample_images(data: &Path, n: usize) -> Result<Vec<simcase_imaging::Image>> {
     Ok(imgs)
 }
 
+/// Batch size of `bench ingest`, on both of its sides.
+const INGEST_BATCH: usize = 16;
+
+/// One batch of `inputs` at `batch`, untimed, so that packing and first-touch costs stay out
+/// of the timings.
+fn warm_up(enc: &dyn Encoder, inputs: &[Vec<f32>], batch: usize) -> Result<()> {
+    enc.embed(&inputs[..batch.max(1).min(inputs.len())])?;
+    Ok(())
+}
+
 /// img/s over `inputs` at `batch`, best of [`REPEATS`] after a warm-up batch.
 fn embed_rate(enc: &dyn Encoder, inputs: &[Vec<f32>], batch: usize) -> Result<f64> {
-    enc.embed(&inputs[..batch.clamp(1, inputs.len().max(1))])?; // warm-up
+    warm_up(enc, inputs, batch)?;
     let mut best = 0f64;
     for _ in 0..REPEATS {
         best = best.max(embed_once(enc, inputs, batch)?);
@@ -136,6 +146,19 @@ pub fn embed(
             fidelity.push((prec, worst, mean));
         }
     }
+    let b: Vec<String> = batch.iter().map(|b| b.to_string()).collect();
+    let p: Vec<String> = precisions.iter().map(|p| p.to_string()).collect();
+    let peer_args = [
+        "embed".into(),
+        "--model".into(),
+        model.to_string(),
+        "--images".into(),
+        images.to_string(),
+        "--batch".into(),
+        b.join(","),
+        "--precision".into(),
+        p.join(","),
+    ];
     let mut peer = serde_json::Value::Null;
     let mut ours = std::collections::HashMap::new();
     for round in 0..rounds.max(1) {
@@ -143,20 +166,7 @@ pub fn embed(
             eprintln!("round {} of {rounds}", round + 1);
         }
         if !no_peer {
-            let b: Vec<String> = batch.iter().map(|b| b.to_string()).collect();
-            let p: Vec<String> = precisions.iter().map(|p| p.to_string()).collect();
-            let got = crate::peers::run(&[
-                "embed".into(),
-                "--model".into(),
-                model.to_string(),
-                "--images".into(),
-                images.to_string(),
-                "--batch".into(),
-                b.join(","),
-                "--precision".into(),
-                p.join(","),
-            ])?;
-            keep_best_peers(&mut peer, got);
+            keep_best_peers(&mut peer, crate::peers::run(&peer_args)?);
         }
         for &prec in &runnable {
             simcase_models::set_precision(prec);
@@ -257,7 +267,8 @@ pub fn search(rows: &[usize], dim: usize, batch: usize, k: usize, no_peer: bool)
 }
 
 /// `simcase bench ingest`: decode + embed + commit of the first `images` rows of `manifest`
-/// into a scratch index, against the embed-only rate of the same images at batch 16; the two
+/// into a scratch index, against the embed-only rate of the same images at the same batch
+/// size ([`INGEST_BATCH`]); the two
 /// take turns, best of [`REPEATS`] each. The model must be installed.
 pub fn ingest(
     manifest: &Path,
@@ -291,10 +302,10 @@ pub fn ingest(
         }
         // Embed-only and ingest take turns, best of REPEATS each, so that both sides see
         // the same minutes of a VM whose speed drifts.
-        enc.embed(&inputs[..inputs.len().min(16)])?; // warm-up
+        warm_up(enc.as_ref(), &inputs, INGEST_BATCH)?;
         let (mut embed_only, mut rate, mut added) = (0f64, 0f64, 0);
         for _ in 0..REPEATS {
-            embed_only = embed_only.max(embed_once(enc.as_ref(), &inputs, 16)?);
+            embed_only = embed_only.max(embed_once(enc.as_ref(), &inputs, INGEST_BATCH)?);
             let (r, n) = ingest_once(model, enc.as_ref(), &sources)?;
             (rate, added) = (rate.max(r), n);
         }
@@ -317,7 +328,7 @@ fn ingest_once(
     let _ = std::fs::remove_dir_all(&dir);
     let mut w = simcase_index::Writer::open(&dir, model.name(), enc.dim())?;
     let opts = simcase_ingest::Options {
-        batch: 16,
+        batch: INGEST_BATCH,
         decode: Default::default(),
         decode_threads: 0,
         progress: false,
