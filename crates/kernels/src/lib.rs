@@ -7,7 +7,8 @@
 //!   enough: the dot product).
 //! - By concern: `reduce.rs` (sum, max, dot in eight lanes), `compact.rs` (dot products
 //!   with f16 and i8 rows, for compact vector files), [`norm`] (layer norm),
-//!   [`activation`] (GELU, QuickGELU, ReLU, ReLU6, `erf`, `exp`), `softmax.rs`, [`depthwise`]
+//!   [`activation`] (GELU, QuickGELU, ReLU, ReLU6, `erf`, `exp`), `softmax.rs`, [`buffer`] (output
+//!   buffers zeroed or pre-filled in parallel), [`depthwise`]
 //!   (depthwise convolution), [`attention`] (fused multi-head attention), [`linear`] (fused
 //!   linear layer), [`gemm`] (the checked sgemm every matrix product goes through), [`resize`]
 //!   (bicubic resize).
@@ -90,6 +91,7 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod bf16;
+pub mod buffer;
 mod compact;
 pub mod depthwise;
 pub mod dispatch;
@@ -107,6 +109,7 @@ mod softmax;
 pub use activation::{activate, gelu_add, Act};
 pub use attention::{attention, QkvLayout};
 pub use bf16::{bf16_path, Bf16Path, PackedBf16};
+pub use buffer::{par_rows, par_zeroed};
 pub use compact::{f16_bits, f16_value};
 pub use depthwise::{depthwise, DwGeometry};
 pub use dispatch::{dot, dot_f16, dot_i8, kernels, selection, Isa, Kernels, Selection, ENV};

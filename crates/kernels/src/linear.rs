@@ -118,19 +118,19 @@ fn prefill(
     check(residual.is_none_or(|r| r.len() == m * n), || {
         format!("linear: residual is not {m}×{n}")
     })?;
-    let mut dst = Vec::with_capacity(m * n);
-    match residual {
-        Some(r) if n > 0 => {
-            for row in r.chunks_exact(n) {
-                dst.extend(row.iter().zip(bias).map(|(a, b)| a + b));
+    let dst = crate::buffer::par_rows(m * n, n, |first, rows| {
+        for (i, row) in rows.chunks_exact_mut(n).enumerate() {
+            match residual {
+                Some(r) => {
+                    let r = &r[(first + i) * n..][..n];
+                    row.iter_mut()
+                        .zip(r.iter().zip(bias))
+                        .for_each(|(o, (a, b))| *o = a + b);
+                }
+                None => row.copy_from_slice(bias),
             }
         }
-        _ => {
-            for _ in 0..m {
-                dst.extend_from_slice(bias);
-            }
-        }
-    }
+    });
     Ok(dst)
 }
 
