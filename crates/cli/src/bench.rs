@@ -25,9 +25,10 @@ pub enum BenchCmd {
         /// Skip the Python peers.
         #[arg(long)]
         no_peer: bool,
-        /// Rounds of the peers then simcase; each side's best over the rounds is compared, so
-        /// that a VM's drift over minutes does not land on one side only.
-        #[arg(long, default_value_t = 2)]
+        /// Rounds; each times one pass of every peer and of simcase at each precision, back to
+        /// back, so that a VM's drift over minutes lands on both sides. Ratios: best over best,
+        /// and the median over the rounds of the two passes' ratio.
+        #[arg(long, default_value_t = 4)]
         rounds: usize,
     },
     /// `simcase adapt`'s learning time per method on a synthetic labelled archive (80/10/10
