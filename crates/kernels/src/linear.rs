@@ -118,20 +118,12 @@ fn prefill(
     check(residual.is_none_or(|r| r.len() == m * n), || {
         format!("linear: residual is not {m}×{n}")
     })?;
-    let dst = crate::buffer::par_rows(m * n, n, |first, rows| {
-        for (i, row) in rows.chunks_exact_mut(n).enumerate() {
-            match residual {
-                Some(r) => {
-                    let r = &r[(first + i) * n..][..n];
-                    row.iter_mut()
-                        .zip(r.iter().zip(bias))
-                        .for_each(|(o, (a, b))| *o = a + b);
-                }
-                None => row.copy_from_slice(bias),
-            }
-        }
-    });
-    Ok(dst)
+    Ok(match residual {
+        Some(r) => crate::buffer::par_rows(m, n, |i| {
+            bias.iter().zip(&r[i * n..(i + 1) * n]).map(|(b, x)| b + x)
+        }),
+        None => crate::buffer::par_rows(m, n, |_| bias.iter().copied()),
+    })
 }
 
 #[cfg(test)]
