@@ -47,8 +47,8 @@ fn embed_once(enc: &dyn Encoder, inputs: &[Vec<f32>], batch: usize) -> Result<f6
     Ok(inputs.len() as f64 / t.elapsed().as_secs_f64())
 }
 
-/// The figures of one side (simcase at a precision, or a peer) at one batch size: one img/s
-/// per round.
+/// The figures of one side (simcase at a precision, a peer, ingest or embed-only) at one
+/// batch size: one img/s per round.
 #[derive(Default)]
 struct Passes(Vec<f64>);
 
@@ -288,8 +288,9 @@ pub fn search(rows: &[usize], dim: usize, batch: usize, k: usize, no_peer: bool)
 
 /// `simcase bench ingest`: decode + embed + commit of the first `images` rows of `manifest`
 /// into a scratch index, against the embed-only rate of the same images at the same batch
-/// size ([`INGEST_BATCH`]); the two
-/// take turns, best of [`REPEATS`] each. The model must be installed.
+/// size ([`INGEST_BATCH`]); the two take turns, [`REPEATS`] passes each, and the ratio is given
+/// as best over best and as the median of the turns' paired ratios. The model must be
+/// installed.
 pub fn ingest(
     manifest: &Path,
     model: ModelId,
@@ -312,26 +313,33 @@ pub fn ingest(
         .iter()
         .map(|d| enc.preprocess().apply(&d.image))
         .collect();
-    println!("| model | precision | images | embed-only img/s | ingest img/s | ingest / embed |");
-    println!("|---|---|---:|---:|---:|---:|");
+    println!(
+        "| model | precision | images | embed-only img/s | ingest img/s | ingest / embed (bests) | paired |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
     for &want in precisions {
         let (prec, notice) = simcase_models::set_precision(want);
         if let Some(n) = notice {
             eprintln!("{n}");
             continue;
         }
-        // Embed-only and ingest take turns, best of REPEATS each, so that both sides see
-        // the same minutes of a VM whose speed drifts.
+        // Embed-only and ingest take turns, REPEATS each, so that both sides see the same
+        // minutes of a VM whose speed drifts.
         warm_up(enc.as_ref(), &inputs, INGEST_BATCH)?;
-        let (mut embed_only, mut rate, mut added) = (0f64, 0f64, 0);
+        let (mut embed_only, mut ingest, mut added) = (Passes::default(), Passes::default(), 0);
         for _ in 0..REPEATS {
-            embed_only = embed_only.max(embed_once(enc.as_ref(), &inputs, INGEST_BATCH)?);
+            embed_only
+                .0
+                .push(embed_once(enc.as_ref(), &inputs, INGEST_BATCH)?);
             let (r, n) = ingest_once(model, enc.as_ref(), &sources)?;
-            (rate, added) = (rate.max(r), n);
+            ingest.0.push(r);
+            added = n;
         }
+        let (e, i) = (embed_only.best(), ingest.best());
         println!(
-            "| {model} | {prec} | {added} | {embed_only:.2} | {rate:.2} | {:.0}% |",
-            100.0 * rate / embed_only
+            "| {model} | {prec} | {added} | {e:.2} | {i:.2} | {:.0}% | {:.0}% |",
+            100.0 * i / e,
+            100.0 * ingest.paired_ratio(&embed_only)
         );
     }
     simcase_models::set_precision(Precision::F32);
