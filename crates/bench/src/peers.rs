@@ -32,7 +32,8 @@ pub fn run(args: &[String]) -> Result<serde_json::Value> {
 /// see the same minutes of the machine.
 pub struct Serving {
     child: std::process::Child,
-    stdin: std::process::ChildStdin,
+    /// `None` once closed (in `drop`), which ends the script's loop.
+    stdin: Option<std::process::ChildStdin>,
     stdout: std::io::BufReader<std::process::ChildStdout>,
     peers: Vec<String>,
 }
@@ -61,7 +62,7 @@ impl Serving {
         };
         let mut s = Self {
             child,
-            stdin,
+            stdin: Some(stdin),
             stdout: std::io::BufReader::new(stdout),
             peers: Vec::new(),
         };
@@ -79,12 +80,16 @@ impl Serving {
     /// img/s of one timed pass of `peer` at `batch` (warmed up on its first request).
     pub fn pass(&mut self, peer: &str, batch: usize) -> Result<f64> {
         use std::io::Write;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .context("bench_peers.py: stdin closed")?;
         writeln!(
-            self.stdin,
+            stdin,
             "{}",
             serde_json::json!({"peer": peer, "batch": batch})
         )?;
-        self.stdin.flush()?;
+        stdin.flush()?;
         let r = self.line()?;
         r["rate"]
             .as_f64()
@@ -105,7 +110,16 @@ impl Serving {
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        // Its stdin closes with us, which ends its loop; kill in case it is mid-pass.
+        // Closing its stdin ends the script's loop, so that it exits normally and removes its
+        // temporary folder (the wheels, the int8 graph); killed only if it has not after 10 s.
+        drop(self.stdin.take());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -14,6 +14,10 @@ use std::time::Instant;
 /// the noise only ever slows a run down.
 const REPEATS: usize = 3;
 
+/// Idle time before each timed pass of `bench embed`, on both sides: longer than OpenMP's
+/// default block time (200 ms), during which the last pass's worker threads still spin.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(250);
+
 fn sample_images(data: &Path, n: usize) -> Result<Vec<simcase_imaging::Image>> {
     let sources = simcase_ingest::read_manifest(&data.join("dev.csv"))?;
     let mut imgs = Vec::new();
@@ -171,6 +175,9 @@ pub fn embed(
             let mut run_ours = || -> Result<()> {
                 for &prec in &runnable {
                     simcase_models::set_precision(prec);
+                    // As the peers do before theirs: the other side's worker threads stop
+                    // spinning (OpenMP's and onnxruntime's) before this pass is timed.
+                    std::thread::sleep(SETTLE);
                     let rate = embed_once(enc.as_ref(), &inputs, b)?;
                     ours.entry((prec, b)).or_default().0.push(rate);
                 }

@@ -12,21 +12,27 @@ const CHUNK: usize = 1 << 14;
 /// `rows × row` floats, row `r` taken from `make(r)` (zeros past its end, extra items
 /// ignored), in chunks of whole rows of at least [`CHUNK`] floats where the rows allow it, on
 /// as many threads as rayon's pool has (one, in a batch's single-thread lanes).
-pub fn par_rows<I: ExactSizeIterator<Item = f32>>(
+pub(crate) fn par_rows<I: Iterator<Item = f32>>(
     rows: usize,
     row: usize,
     make: impl Fn(usize) -> I + Sync,
 ) -> Vec<f32> {
     let rows_per = CHUNK.div_ceil(row.max(1));
-    build(rows * row, rows_per * row.max(1), |start, c| {
+    let len = rows
+        .checked_mul(row)
+        .expect("par_rows: rows × row overflows usize");
+    build(len, rows_per * row.max(1), |start, c| {
         for (j, out) in c.chunks_mut(row.max(1)).enumerate() {
-            let items = make(start / row.max(1) + j);
-            let (head, tail) = out.split_at_mut(items.len().min(out.len()));
-            // A zip of two slice-like iterators, with no counter: the compiler vectorises it.
-            head.iter_mut().zip(items).for_each(|(o, x)| {
-                o.write(x);
-            });
-            tail.fill(MaybeUninit::new(0.0));
+            // What was written is counted, not taken from the iterator's own length, so that
+            // every element is initialised whatever the iterator reports (`build`'s contract).
+            let written = out
+                .iter_mut()
+                .zip(make(start / row.max(1) + j))
+                .map(|(o, x)| {
+                    o.write(x);
+                })
+                .count();
+            out[written..].fill(MaybeUninit::new(0.0));
         }
     })
 }

@@ -109,7 +109,7 @@ mod softmax;
 pub use activation::{activate, gelu_add, Act};
 pub use attention::{attention, QkvLayout};
 pub use bf16::{bf16_path, Bf16Path, PackedBf16};
-pub use buffer::{par_rows, par_zeroed};
+pub use buffer::par_zeroed;
 pub use compact::{f16_bits, f16_value};
 pub use depthwise::{depthwise, DwGeometry};
 pub use dispatch::{dot, dot_f16, dot_i8, kernels, selection, Isa, Kernels, Selection, ENV};

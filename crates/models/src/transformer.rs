@@ -225,3 +225,60 @@ pub(crate) fn cls_after_blocks(
     }
     last.forward_cls(&x, b, n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use std::collections::HashMap;
+
+    /// The last block on the CLS rows only gives each sequence's CLS row of the full block,
+    /// for several sequences (so that the rows picked are 0, n, 2n, …), to float rounding.
+    #[test]
+    fn cls_only_last_block_matches_the_full_block() {
+        let dev = Device::Cpu;
+        let (d, heads, mlp, b, n) = (32, 4, 2, 3, 17);
+        let mut t = HashMap::new();
+        let mut put = |name: &str, shape: &[usize]| {
+            t.insert(
+                name.to_string(),
+                Tensor::randn(0f32, 0.3, shape, &dev).unwrap(),
+            );
+        };
+        for ln in ["norm1", "norm2"] {
+            put(&format!("{ln}.weight"), &[d]);
+            put(&format!("{ln}.bias"), &[d]);
+        }
+        put("attn.qkv.weight", &[3 * d, d]);
+        put("attn.qkv.bias", &[3 * d]);
+        put("attn.proj.weight", &[d, d]);
+        put("attn.proj.bias", &[d]);
+        put("mlp.fc1.weight", &[d * mlp, d]);
+        put("mlp.fc1.bias", &[d * mlp]);
+        put("mlp.fc2.weight", &[d, d * mlp]);
+        put("mlp.fc2.bias", &[d]);
+        let vb = VarBuilder::from_tensors(t, DType::F32, &dev);
+        let blk = Block::load_timm(vb, d, heads, mlp, 1e-6).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (b * n, d), &dev).unwrap();
+        let full = cls_rows(&blk.forward(&x, b, n).unwrap(), b, n).unwrap();
+        let cls = blk.forward_cls(&x, b, n).unwrap();
+        assert_eq!(cls.dims(), &[b, d]);
+        let diff = (full - cls)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "max difference {diff}");
+        // `cls_after_blocks` takes the CLS path for its last (here only) block.
+        let two = [blk];
+        let via = cls_after_blocks(x.clone(), &two, b, n).unwrap();
+        let by_hand = two[0].forward_cls(&x, b, n).unwrap();
+        assert_eq!(
+            via.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            by_hand.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+    }
+}
