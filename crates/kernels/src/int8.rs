@@ -424,11 +424,10 @@ mod avx2 {
     /// for the panel's widened weights (4) and a row's widened codes (2).
     const MR: usize = 4;
 
-    /// Rows per pass over the panels: a block's widened codes (`2·k` bytes a row, 192 KiB at
-    /// k = 1536) stay in L2 while every panel reads them, instead of the whole input
-    /// streaming from L3 once per panel at large batches (batch 16 on Zen 3: 35–40 → 45–50
-    /// GMAC/s; a block sized to 192 KiB at every k measured slower at k = 384).
-    const ROW_BLOCK: usize = 64;
+    // Rows go in blocks of `ROW_BLOCK` (the widened codes are `2·k` bytes a row) as on the
+    // other paths: batch 16 on Zen 3 went from 35–40 to 45–50 GMAC/s; a block sized to
+    // 192 KiB at every k measured slower at k = 384.
+    use crate::panels::ROW_BLOCK;
 
     /// Panels `first..last` for rows `0..m`, in tiles of up to [`MR`] rows × one panel.
     ///

@@ -1,12 +1,19 @@
 //! What the packed-weight layers ([`crate::bf16`], [`crate::int8`]) share: the destination
 //! that tasks write by disjoint column ranges ([`Out`]), the split of output panels across
 //! threads ([`for_panel_ranges`]), and the walk of one panel range in register tiles of up to
-//! [`MR`] rows × two panels ([`register_tiles!`]).
+//! [`MR`] rows × two panels, rows in blocks of [`ROW_BLOCK`] ([`register_tiles!`]).
 
 /// Output channels per panel: one 512-bit vector of f32 or i32 sums.
 pub(crate) const PANEL: usize = 16;
 /// Rows of one register tile.
 pub(crate) const MR: usize = 8;
+/// Rows per pass over a task's panels: a block's activations (at most 2 bytes an input, so
+/// 192 KiB at k = 1536) stay in L2 while every panel reads them, instead of the whole input
+/// streaming from L3 once per panel pair at large batches. At batch 1 (257 rows) that is 5
+/// blocks; the panels' weights are then read from L2 once a block. On Zen 4 (1 thread,
+/// in-process A/B against no blocking): batch 16 bf16 qkv 79.5 → 84.3 and fc2 85.7 → 96.2
+/// GMAC/s, int8 qkv 101 → 105; batch 1 within ±3%. 32 and 128 measured the same as 64.
+pub(crate) const ROW_BLOCK: usize = 64;
 
 /// The `m × n` row-major destination, shared by tasks that write disjoint columns.
 pub(crate) struct Out {
@@ -82,25 +89,28 @@ macro_rules! register_tiles {
             last: usize,
             out: &mut crate::panels::Out,
         ) {
-            let mut panel = first;
-            while panel < last {
-                let two = last - panel >= 2;
-                let mut i = 0;
-                while i < m {
-                    let rows = (m - i).min(crate::panels::MR);
-                    // SAFETY: rows i..i+rows < m and panels below `last`: the caller's
-                    // contract; the features are this function's own.
-                    unsafe {
-                        match (rows, two) {
-                            (8, true) => tile::<8, 2>(ctx, panel, i, out),
-                            (8, false) => tile::<8, 1>(ctx, panel, i, out),
-                            (r, true) => small::<2>(r, ctx, panel, i, out),
-                            (r, false) => small::<1>(r, ctx, panel, i, out),
+            for i0 in (0..m).step_by(crate::panels::ROW_BLOCK) {
+                let end = (i0 + crate::panels::ROW_BLOCK).min(m);
+                let mut panel = first;
+                while panel < last {
+                    let two = last - panel >= 2;
+                    let mut i = i0;
+                    while i < end {
+                        let rows = (end - i).min(crate::panels::MR);
+                        // SAFETY: rows i..i+rows < m and panels below `last`: the caller's
+                        // contract; the features are this function's own.
+                        unsafe {
+                            match (rows, two) {
+                                (8, true) => tile::<8, 2>(ctx, panel, i, out),
+                                (8, false) => tile::<8, 1>(ctx, panel, i, out),
+                                (r, true) => small::<2>(r, ctx, panel, i, out),
+                                (r, false) => small::<1>(r, ctx, panel, i, out),
+                            }
                         }
+                        i += rows;
                     }
-                    i += rows;
+                    panel += if two { 2 } else { 1 };
                 }
-                panel += if two { 2 } else { 1 };
             }
         }
 
