@@ -108,7 +108,7 @@ fn linear_matches_naive_with_bias_residual_and_activation() {
                 for j in 0..n {
                     let mut v = b[j] as f64
                         + (0..k)
-                            .map(|p| x[i * k + p] as f64 * w[j * k + p] as f64)
+                            .map(|p| x[i * k + p] as f64 * w[p * n + j] as f64)
                             .sum::<f64>();
                     if let Some(rz) = residual {
                         v += rz[i * n + j] as f64;

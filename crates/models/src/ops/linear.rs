@@ -25,7 +25,8 @@ impl LinearOp<'_> {
         residual: Option<&[f32]>,
     ) -> Result<(Vec<f32>, Shape)> {
         let (m, k) = xl.shape().dims2()?;
-        let (n, k2) = wl.shape().dims2()?;
+        // The weight comes as `(in, out)` ([`Linear::new`]).
+        let (k2, n) = wl.shape().dims2()?;
         if k != k2 || self.bias.len() != n {
             candle_core::bail!("linear: x {m}x{k}, w {n}x{k2}, bias {}", self.bias.len());
         }
@@ -72,6 +73,10 @@ enum PackedRef<'a> {
 /// A linear layer in PyTorch's `(out, in)` weight layout, run through [`LinearOp`] on CPU.
 #[derive(Clone, Debug)]
 pub struct Linear {
+    /// The weight stored `(in, out)`, contiguous: the layout `simcase_kernels::linear` takes
+    /// (no packing copy at each call), and `x·wt` on other devices.
+    wt: Tensor,
+    /// `(out, in)`: a view of `wt`.
     w: Tensor,
     b: Tensor,
     b_host: Option<std::sync::Arc<Vec<f32>>>,
@@ -84,13 +89,15 @@ pub struct Linear {
 impl Linear {
     /// A layer from an `(out, in)` weight and an `(out,)` bias.
     pub fn new(w: Tensor, b: Tensor) -> candle_core::Result<Self> {
-        let w = w.contiguous()?;
+        let wt = w.t()?.contiguous()?;
+        let w = wt.t()?;
         let b_host = if w.device().is_cpu() && w.dtype() == candle_core::DType::F32 {
             Some(std::sync::Arc::new(b.to_vec1::<f32>()?))
         } else {
             None
         };
         Ok(Self {
+            wt,
             w,
             b,
             b_host,
@@ -128,7 +135,7 @@ impl Linear {
             return Ok(p);
         }
         let (n, k) = self.w.dims2()?;
-        let w = self.w.flatten_all()?.to_vec1::<f32>()?;
+        let w = self.w.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let packed = pack(&w, n, k).map_err(kernel_err)?;
         Ok(cell.get_or_init(|| packed))
     }
@@ -163,11 +170,11 @@ impl Linear {
                 packed: self.packed()?,
             };
             return match residual {
-                Some(r) => x.apply_op3_no_bwd(&self.w, &r.contiguous()?, &Fused(&op)),
-                None => x.apply_op2_no_bwd(&self.w, &Fused(&op)),
+                Some(r) => x.apply_op3_no_bwd(&self.wt, &r.contiguous()?, &Fused(&op)),
+                None => x.apply_op2_no_bwd(&self.wt, &Fused(&op)),
             };
         }
-        let mut y = x.matmul(&self.w.t()?)?.broadcast_add(&self.b)?;
+        let mut y = x.matmul(&self.wt)?.broadcast_add(&self.b)?;
         if let Some(r) = residual {
             y = (y + r)?;
         }
