@@ -82,3 +82,54 @@ pub fn attention(
     )?;
     Ok(out)
 }
+
+/// Attention for each sequence's first token only, as a CLS-pooled ViT's last block needs:
+/// `q` is `(seqs, dim)`, the first tokens' queries (scale folded in); `kv` is
+/// `(seqs·tokens, 2·dim)`, every token's keys then values (`[k | v]`, heads in order, as the
+/// k and v of [`QkvLayout::Blocks`]). Returns `(seqs, dim)`: row 0 of each sequence of
+/// [`attention`], up to the order of float sums. One (sequence, head) per task: `tokens` dot
+/// products, a softmax, and the weighted sum of the values.
+pub fn attention_first(
+    q: &[f32],
+    kv: &[f32],
+    seqs: usize,
+    tokens: usize,
+    heads: usize,
+) -> Result<Vec<f32>, KernelError> {
+    let n = tokens;
+    check(seqs > 0 && n > 0 && heads > 0, || {
+        format!("attention: {seqs} sequences, {n} tokens, {heads} heads")
+    })?;
+    let d = q.len() / seqs;
+    let hd = d / heads;
+    check(
+        seqs * d == q.len() && hd * heads == d && hd > 0 && kv.len() == seqs * n * 2 * d,
+        || {
+            format!(
+                "attention: q of {} and kv of {} do not match {seqs}×{n} tokens and {heads} heads",
+                q.len(),
+                kv.len()
+            )
+        },
+    )?;
+    let mut out = vec![0f32; seqs * d];
+    let k = crate::kernels();
+    out.par_chunks_mut(hd).enumerate().for_each_init(
+        || vec![0f32; n],
+        |scores, (task, dst)| {
+            let (sq, h) = (task / heads, task % heads);
+            let qh = &q[sq * d + h * hd..][..hd];
+            let row = |j: usize| &kv[(sq * n + j) * 2 * d..][..2 * d];
+            for (j, s) in scores.iter_mut().enumerate() {
+                *s = k.dot(qh, &row(j)[h * hd..][..hd]);
+            }
+            k.softmax_rows(scores, n, None);
+            for (j, &p) in scores.iter().enumerate() {
+                for (o, &v) in dst.iter_mut().zip(&row(j)[d + h * hd..][..hd]) {
+                    *o += p * v;
+                }
+            }
+        },
+    );
+    Ok(out)
+}

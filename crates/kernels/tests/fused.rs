@@ -5,8 +5,8 @@
 mod common;
 use common::Rng;
 use simcase_kernels::{
-    attention, depthwise, gelu_add, layer_norm, linear, sgemm, Act, DwGeometry, MatMut, MatRef,
-    QkvLayout, Threads,
+    attention, attention_first, depthwise, gelu_add, layer_norm, linear, sgemm, Act, DwGeometry,
+    MatMut, MatRef, QkvLayout, Threads,
 };
 
 fn close(got: &[f32], want: &[f64], tol: f64, what: &str) {
@@ -192,6 +192,32 @@ fn attention_matches_naive_for_both_layouts() {
     assert!(attention(&[0.0; 10], 1, 2, 1, QkvLayout::Blocks, None).is_err());
     assert!(attention(&[0.0; 12], 1, 2, 1, QkvLayout::Blocks, Some(&[0.0; 3])).is_err());
     assert!(attention(&[0.0; 12], 1, 2, 0, QkvLayout::Blocks, None).is_err());
+}
+
+/// The first-token attention is row 0 of each sequence of the full attention's reference,
+/// from the same q, k and v split into its two inputs.
+#[test]
+fn first_token_attention_is_row_0_of_the_full_attention() {
+    let mut r = Rng(13);
+    for case in 0..30 {
+        let (seqs, n, heads, hd) = (r.size(1, 3), r.size(1, 20), r.size(1, 4), r.size(1, 9));
+        let d = heads * hd;
+        let qkv = r.vec(seqs * n * 3 * d, 1.0);
+        let q: Vec<f32> = (0..seqs)
+            .flat_map(|s| qkv[s * n * 3 * d..][..d].to_vec())
+            .collect();
+        let kv: Vec<f32> = qkv.chunks(3 * d).flat_map(|t| t[d..].to_vec()).collect();
+        let got = attention_first(&q, &kv, seqs, n, heads).unwrap();
+        let full = attention_ref(&qkv, seqs, n, heads, QkvLayout::Blocks, None);
+        let want: Vec<f64> = (0..seqs)
+            .flat_map(|s| full[s * n * d..][..d].to_vec())
+            .collect();
+        close(&got, &want, 1e-5, &format!("case {case}"));
+    }
+    assert!(attention_first(&[0.0; 4], &[0.0; 15], 1, 2, 1).is_err());
+    assert!(attention_first(&[0.0; 4], &[0.0; 16], 1, 2, 3).is_err());
+    assert!(attention_first(&[0.0; 4], &[0.0; 16], 1, 2, 0).is_err());
+    assert!(attention_first(&[0.0; 4], &[0.0; 16], 1, 2, 1).is_ok());
 }
 
 #[test]

@@ -85,6 +85,55 @@ pub fn attention(
         .reshape((seqs * tokens, d))
 }
 
+struct AttentionFirst {
+    seqs: usize,
+    tokens: usize,
+    heads: usize,
+}
+
+impl F32Kernel<2> for AttentionFirst {
+    const NAME: &'static str = "simcase-attention-first";
+    const INPUTS: [&'static str; 2] = ["first-token queries", "keys and values"];
+
+    fn run(&self, [(q, _), (kv, _)]: [(&[f32], &Layout); 2]) -> Result<(Vec<f32>, Shape)> {
+        let out = simcase_kernels::attention_first(q, kv, self.seqs, self.tokens, self.heads)
+            .map_err(kernel_err)?;
+        Ok((out, Shape::from((self.seqs, q.len() / self.seqs))))
+    }
+}
+
+/// Attention for each sequence's first token only: `q` `(seqs, dim)` holds the first tokens'
+/// queries (scale folded in), `kv` `(seqs·tokens, 2·dim)` every token's `[k | v]`. Returns
+/// `(seqs, dim)`, row 0 of each sequence of [`attention`].
+pub fn attention_first(
+    q: &Tensor,
+    kv: &Tensor,
+    seqs: usize,
+    tokens: usize,
+    heads: usize,
+) -> Result<Tensor> {
+    if cpu_f32(q) && cpu_f32(kv) {
+        let op = AttentionFirst {
+            seqs,
+            tokens,
+            heads,
+        };
+        return q
+            .contiguous()?
+            .apply_op2_no_bwd(&kv.contiguous()?, &Fused(&op));
+    }
+    let d = q.dim(1)?;
+    let hd = d / heads;
+    let q = q.reshape((seqs, heads, 1, hd))?;
+    let kv = kv
+        .reshape((seqs, tokens, 2, heads, hd))?
+        .permute((2, 0, 3, 1, 4))?;
+    let (k, v) = (kv.get(0)?.contiguous()?, kv.get(1)?.contiguous()?);
+    candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?
+        .matmul(&v)?
+        .reshape((seqs, d))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::max_diff;
@@ -133,6 +182,37 @@ mod tests {
                 assert!(max_diff(&got, &want) < 1e-5, "{layout:?}");
             }
         }
+    }
+
+    /// The fused first-token attention (f32 on CPU) and the tensor version (taken for f64)
+    /// give row 0 of each sequence of the full attention.
+    #[test]
+    fn first_token_attention_is_row_0_of_attention_on_both_paths() {
+        let (seqs, n, heads, hd) = (3, 11, 4, 8);
+        let d = heads * hd;
+        let qkv = Tensor::randn(0f32, 1.0, (seqs * n, 3 * d), &Device::Cpu).unwrap();
+        let full = attention(&qkv, seqs, n, heads, QkvLayout::Blocks, None).unwrap();
+        let want = full
+            .reshape((seqs, n, d))
+            .unwrap()
+            .get_on_dim(1, 0)
+            .unwrap();
+        let q = qkv
+            .reshape((seqs, n, 3 * d))
+            .unwrap()
+            .get_on_dim(1, 0)
+            .unwrap()
+            .narrow(1, 0, d)
+            .unwrap();
+        let kv = qkv.narrow(1, d, 2 * d).unwrap();
+        let fused = attention_first(&q, &kv, seqs, n, heads).unwrap();
+        assert!(max_diff(&fused, &want) < 1e-5);
+        let f64 = |t: &Tensor| t.to_dtype(candle_core::DType::F64).unwrap();
+        let plain = attention_first(&f64(&q), &f64(&kv), seqs, n, heads)
+            .unwrap()
+            .to_dtype(candle_core::DType::F32)
+            .unwrap();
+        assert!(max_diff(&plain, &want) < 1e-5);
     }
 
     #[test]

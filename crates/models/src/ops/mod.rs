@@ -16,7 +16,7 @@ mod linear;
 mod norm;
 
 pub use activation::bias_gelu;
-pub use attention::attention;
+pub use attention::{attention, attention_first};
 pub(crate) use conv::conv_bn;
 pub use conv::{depthwise_conv, depthwise_conv3, same_padding};
 pub use linear::Linear;
