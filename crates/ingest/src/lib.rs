@@ -444,9 +444,10 @@ pub fn run(
     // Decoded images wait for the embedder up to two batches' worth, so that the next batch is
     // ready when one is embedded (with 4 files in flight and batches of 16, the embedder
     // waited for 12 decodes every batch: ingest ran at 76–79% of the embed-only rate at int8,
-    // 86–92% with this). Counted in images, not files: one volume can hold hundreds of slices.
-    let in_flight = InFlight::new(2 * opts.batch.max(2));
-    let (tx, rx) = crossbeam_channel::bounded::<Prepared>(2 * opts.batch.max(2));
+    // 84–85% with this). Counted in images, not files: one volume can hold hundreds of slices.
+    let room = 2 * opts.batch.max(2);
+    let in_flight = InFlight::new(room);
+    let (tx, rx) = crossbeam_channel::bounded::<Prepared>(room);
     let decoders = match opts.decode_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(2)),
         n => n,

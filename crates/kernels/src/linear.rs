@@ -159,7 +159,7 @@ mod tests {
     }
 
     /// `a` (`rows × cols` row-major) transposed.
-    pub(crate) fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         (0..cols * rows)
             .map(|i| a[(i % rows) * cols + i / rows])
             .collect()
