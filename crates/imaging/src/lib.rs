@@ -669,7 +669,11 @@ mod tests {
         let clean = data.clone();
         zero_non_finite(&mut data);
         assert_eq!(data, clean, "finite samples are left alone");
-        for (i, bad) in [(0, f32::NAN), (4095, f32::INFINITY), (9_999, f32::NEG_INFINITY)] {
+        for (i, bad) in [
+            (0, f32::NAN),
+            (4095, f32::INFINITY),
+            (9_999, f32::NEG_INFINITY),
+        ] {
             let mut d = clean.clone();
             d[i] = bad;
             d[5000] = -0.0;
