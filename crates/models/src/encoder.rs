@@ -179,7 +179,16 @@ impl Encoder for Loaded {
     fn features(&self, pixels: &Tensor) -> Result<Tensor> {
         let b = pixels.dim(0)?;
         if self.lanes.len() < 2 || b < 2 {
-            return self.model.forward(pixels);
+            if !self.device.is_cpu() {
+                return self.model.forward(pixels);
+            }
+            // On a pool thread. From outside the pool, every parallel op of the forward (about
+            // a hundred an image) is a job injected into the pool while the caller sleeps on a
+            // latch: two wake-ups per op, and a third thread on two cores. Inside, an op splits
+            // by work stealing between the pool's threads. In-process A/B on a 2-core Zen 4
+            // (alternating images, 64 per window): 4–6% faster at f32, 10–16% at bf16, 12–19%
+            // at int8 (DINOv2-S, batch 1).
+            return rayon::scope(|_| self.model.forward(pixels));
         }
         // Each lane takes the next image until none is left, so an odd batch or a slowed
         // core does not leave the other lanes waiting.
