@@ -137,7 +137,7 @@ pub(crate) fn png_box(bytes: &[u8], f: u32, limit: u64) -> Result<Option<Image>,
         }
     }
     Ok(Some(if c == 1 {
-        Image::from_gray(ow, oh, &planes)
+        Image::gray(ow, oh, planes)
     } else {
         Image::new(ow, oh, planes)
     }))
@@ -263,9 +263,9 @@ pub(crate) fn jpeg_scaled(bytes: &[u8], denom: u32) -> Result<Option<Image>, Dec
         return Ok(None);
     }
     let img = if comps == 1 {
-        let g: Vec<f32> = buf.iter().map(|&p| f32::from(p) / 255.0).collect();
+        let g = crate::gray_plane(&buf, 255.0);
         drop(buf);
-        Image::from_gray(sw, sh, &g)
+        Image::gray(sw, sh, g)
     } else {
         let img = Image::from_interleaved_rgb(sw, sh, &buf, 255.0);
         drop(buf);

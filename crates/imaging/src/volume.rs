@@ -532,7 +532,8 @@ pub fn slices(
         .into_iter()
         .map(|k| {
             let sk = pos(ns, k, slice.1);
-            let mut g = Vec::with_capacity(nc * nr);
+            // Room for the two copies `Image::gray` appends.
+            let mut g = Vec::with_capacity(3 * nc * nr);
             for y in 0..nr {
                 // `row.1` is true when the voxel index grows toward the screen's bottom.
                 let vy = pos(nr, y, row.1);
@@ -545,7 +546,7 @@ pub fn slices(
             (
                 k as u32,
                 ns as u32,
-                square_pixels(Image::from_gray(nc, nr, &g), aspect),
+                square_pixels(Image::gray(nc, nr, g), aspect),
             )
         })
         .collect()

@@ -239,7 +239,7 @@ pub(super) fn frame_image(
         if *pi == Pi::Monochrome1 {
             v.iter_mut().for_each(|x| *x = 1.0 - *x);
         }
-        Image::from_gray(w, h, &v)
+        Image::gray(w, h, v)
     } else {
         let img = pixels
             .to_dynamic_image_with_options(frame, &ConvertOptions::new())

@@ -95,7 +95,7 @@ pub(super) fn direct(
                         .collect(),
                     None => min_max(vals),
                 };
-                Image::from_gray(cols, rows, &v)
+                Image::gray(cols, rows, v)
             } else if planar {
                 Image::new(cols, rows, min_max(vals))
             } else {
