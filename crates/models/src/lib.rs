@@ -100,6 +100,7 @@ pub fn load_text_from(
         spec,
         tokenizer,
         model: net,
+        device: device.clone(),
     }))
 }
 
