@@ -756,7 +756,10 @@ pub fn render(r: &Value) -> String {
             .find(|e| e["name"] == name)
     };
     if r["faiss"].is_object() {
-        s += "\nRatios against FAISS (simcase / FAISS; q/s above 1 = simcase faster, latency and build below 1 = simcase faster):\n\n| simcase engine | efSearch | FAISS index | batch q/s k=100 | batch q/s k=10 | p50 | p99 | build |\n|---|---:|---|---:|---:|---:|---:|---:|\n";
+        // Each ratio stands beside both sides' recall: at one efSearch the two graphs do not
+        // answer equally well (simcase re-ranks 2k candidates exactly), so a q/s ratio alone
+        // would compare unequal work.
+        s += "\nRatios against FAISS (simcase / FAISS; q/s above 1 = simcase faster, latency and build below 1 = simcase faster; recall as simcase / FAISS, at the same efSearch):\n\n| simcase engine | efSearch | FAISS index | recall@10 | recall@100 | batch q/s k=100 | batch q/s k=10 | p50 | p99 | build |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n";
         for e in r["simcase"].as_array().into_iter().flatten() {
             for st in e["settings"].as_array().into_iter().flatten() {
                 let (peer, pst) = match st["ef_search"].as_u64() {
@@ -779,10 +782,13 @@ pub fn render(r: &Value) -> String {
                 let pbuild = faiss(peer)
                     .map(|p| p["build_s"].clone())
                     .unwrap_or(Value::Null);
+                let both = |key: &str| format!("{} / {}", f(&st[key]), f(&pst[key]));
                 s += &format!(
-                    "| {} | {} | {peer} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {peer} | {} | {} | {} | {} | {} | {} | {} |\n",
                     e["engine"].as_str().unwrap_or("?"),
                     ef_cell(st),
+                    both("recall@10"),
+                    both("recall@100"),
                     ratio(&st["qps"], &pst["qps"]),
                     ratio(&st["qps@10"], &pst["qps@10"]),
                     ratio(&st["p50_ms"], &pst["p50_ms"]),
@@ -887,4 +893,36 @@ pub fn write_index(
     w.sync_graph(|_, _| {})?;
     w.checkpoint_graph()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ratio table pairs each simcase graph setting with FAISS HNSWFlat at the same
+    /// efSearch and shows both sides' recall beside the speed ratios.
+    #[test]
+    fn ratios_stand_beside_both_sides_recall() {
+        let r = json!({
+            "data": "random", "rows": 1000, "dim": 8, "queries": 10, "latency_queries": 10,
+            "m": 16, "ef_construction": 64, "seed": 1, "cpu": "test",
+            "simcase": [{"engine": "hnsw-i8", "build_s": 2.0, "settings": [
+                {"ef_search": 16, "recall@10": 1.0, "recall@100": 0.998,
+                 "qps": 500.0, "qps@10": 3000.0, "p50_ms": 0.04, "p99_ms": 0.1}
+            ]}],
+            "faiss": {"indexes": [{"name": "HNSWFlat", "build_s": 4.0, "settings": [
+                {"ef_search": 16, "recall@10": 0.902, "recall@100": 0.693,
+                 "qps": 1000.0, "qps@10": 2000.0, "p50_ms": 0.05, "p99_ms": 0.2}
+            ]}]}
+        });
+        let md = render(&r);
+        let row = md
+            .lines()
+            .find(|l| l.starts_with("| hnsw-i8 | 16 | HNSWFlat |"))
+            .unwrap_or_else(|| panic!("no ratio row in\n{md}"));
+        assert_eq!(
+            row,
+            "| hnsw-i8 | 16 | HNSWFlat | 1.000 / 0.902 | 0.998 / 0.693 | 0.50 | 1.50 | 0.80 | 0.50 | 0.50 |"
+        );
+    }
 }
