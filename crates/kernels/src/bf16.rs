@@ -30,7 +30,7 @@ pub fn bf16_bits(x: f32) -> u16 {
 
 /// `x` rounded to bf16 ([`bf16_bits`] on each value) into `out`, of the same length: 16 at a
 /// time by `vcvtneps2bf16` where the CPU has AVX512_BF16.
-pub(crate) fn round_row(x: &[f32], out: &mut [u16]) {
+fn round_row(x: &[f32], out: &mut [u16]) {
     assert_eq!(x.len(), out.len(), "bf16 round: lengths");
     #[cfg(target_arch = "x86_64")]
     if bf16_path() == Some(Bf16Path::Avx512Bf16) {
