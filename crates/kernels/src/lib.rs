@@ -8,7 +8,8 @@
 //! - By concern: `reduce.rs` (sum, max, dot in eight lanes), `compact.rs` (dot products
 //!   with f16 and i8 rows, for compact vector files), [`norm`] (layer norm),
 //!   [`activation`] (GELU, QuickGELU, ReLU, ReLU6, `erf`, `exp`), `softmax.rs`, [`buffer`] (output
-//!   buffers zeroed or pre-filled in parallel), [`depthwise`]
+//!   buffers zeroed or pre-filled in parallel), [`heap`] (malloc keeping freed blocks for the
+//!   next forward pass), [`depthwise`]
 //!   (depthwise convolution), [`attention`] (fused multi-head attention), [`linear`] (fused
 //!   linear layer), [`gemm`] (the checked sgemm every matrix product goes through), [`resize`]
 //!   (bicubic resize).
@@ -97,6 +98,7 @@ pub mod depthwise;
 pub mod dispatch;
 mod error;
 pub mod gemm;
+pub mod heap;
 pub mod int8;
 pub mod linear;
 pub mod norm;
