@@ -4,20 +4,43 @@
 use anyhow::{bail, Context, Result};
 use std::process::Command;
 
-/// Run `tools/bench_peers.py ARGS` with `$SIMCASE_PYTHON` (default `python3`) and parse the
-/// JSON object it prints.
-pub fn run(args: &[String]) -> Result<serde_json::Value> {
+/// Which malloc policy the peers run under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerHeap {
+    /// simcase's own (`simcase_kernels::heap`), given by `GLIBC_TUNABLES`: both sides reuse
+    /// freed blocks alike, so that a ratio compares the computation, not malloc's defaults.
+    Same,
+    /// glibc's defaults, as a peer runs when nothing is set.
+    Default,
+}
+
+/// `$SIMCASE_PYTHON` (default `python3`) on `tools/bench_peers.py ARGS`, under `heap`'s malloc
+/// policy (an operator's own `GLIBC_TUNABLES` stands), said on stderr.
+fn command(args: &[String], heap: PeerHeap) -> Command {
     let python = std::env::var("SIMCASE_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/bench_peers.py");
+    let mut cmd = Command::new(&python);
+    cmd.arg(script).args(args);
+    let tunables = if heap == PeerHeap::Same && !simcase_kernels::heap::operator_tuned() {
+        let t = simcase_kernels::heap::glibc_tunables();
+        cmd.env("GLIBC_TUNABLES", &t);
+        format!("GLIBC_TUNABLES={t} ")
+    } else {
+        String::new()
+    };
     eprintln!(
-        "running peers: {python} tools/bench_peers.py {}",
+        "running peers: {tunables}{python} tools/bench_peers.py {}",
         args.join(" ")
     );
-    let out = Command::new(&python)
-        .arg(script)
-        .args(args)
+    cmd
+}
+
+/// Run `tools/bench_peers.py ARGS` under simcase's malloc policy and parse the JSON object it
+/// prints.
+pub fn run(args: &[String]) -> Result<serde_json::Value> {
+    let out = command(args, PeerHeap::Same)
         .output()
-        .with_context(|| format!("running {python}"))?;
+        .context("running the Python peers")?;
     if !out.status.success() {
         bail!(
             "bench_peers.py failed: {}",
@@ -39,24 +62,18 @@ pub struct Serving {
 }
 
 impl Serving {
-    /// Starts `tools/bench_peers.py ARGS --serve` and waits for its list of peers.
-    pub fn start(args: &[String]) -> Result<Self> {
+    /// Starts `tools/bench_peers.py ARGS --serve` under `heap`'s malloc policy and waits for
+    /// its list of peers.
+    pub fn start(args: &[String], heap: PeerHeap) -> Result<Self> {
         use std::process::Stdio;
-        let python = std::env::var("SIMCASE_PYTHON").unwrap_or_else(|_| "python3".into());
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/bench_peers.py");
-        eprintln!(
-            "starting peers: {python} tools/bench_peers.py {} --serve",
-            args.join(" ")
-        );
-        let mut child = Command::new(&python)
-            .arg(script)
-            .args(args)
-            .arg("--serve")
+        let mut args = args.to_vec();
+        args.push("--serve".into());
+        let mut child = command(&args, heap)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .with_context(|| format!("running {python}"))?;
+            .context("starting the Python peers")?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             bail!("bench_peers.py: no pipes");
         };

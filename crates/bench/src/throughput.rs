@@ -94,8 +94,8 @@ pub fn lcg_unit_vectors(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
 
 /// `simcase bench embed`: img/s at each batch size and precision over `images` real images
 /// from `data/dev.csv` (cycled), against PyTorch / onnxruntime (and PyTorch bf16 for bf16)
-/// unless `no_peer`; each precision other than f32 also gets its worst and mean cosine to
-/// f32's embeddings of the same images. The model must be installed.
+/// unless `peers` is `None` (else under its malloc policy); each precision other than f32 also gets its
+/// worst and mean cosine to f32's embeddings of the same images. The model must be installed.
 ///
 /// The peers are loaded once (`tools/bench_peers.py embed --serve`), and each of `rounds`
 /// rounds times one pass of every peer and one of simcase at every precision, batch size by
@@ -110,7 +110,7 @@ pub fn embed(
     images: usize,
     data: &Path,
     precisions: &[Precision],
-    no_peer: bool,
+    peers: Option<crate::peers::PeerHeap>,
     rounds: usize,
 ) -> Result<()> {
     let enc = simcase_models::load(model, &default_device())?;
@@ -144,20 +144,22 @@ pub fn embed(
     }
     let b: Vec<String> = batch.iter().map(|b| b.to_string()).collect();
     let p: Vec<String> = precisions.iter().map(|p| p.to_string()).collect();
-    let mut peers = if no_peer {
-        None
-    } else {
-        Some(crate::peers::Serving::start(&[
-            "embed".into(),
-            "--model".into(),
-            model.to_string(),
-            "--images".into(),
-            images.to_string(),
-            "--batch".into(),
-            b.join(","),
-            "--precision".into(),
-            p.join(","),
-        ])?)
+    let mut peers = match peers {
+        None => None,
+        Some(heap) => Some(crate::peers::Serving::start(
+            &[
+                "embed".into(),
+                "--model".into(),
+                model.to_string(),
+                "--images".into(),
+                images.to_string(),
+                "--batch".into(),
+                b.join(","),
+                "--precision".into(),
+                p.join(","),
+            ],
+            heap,
+        )?),
     };
     let names: Vec<String> = peers.as_ref().map_or(Vec::new(), |s| s.peers().to_vec());
     for &prec in &runnable {

@@ -25,6 +25,11 @@ pub enum BenchCmd {
         /// Skip the Python peers.
         #[arg(long)]
         no_peer: bool,
+        /// Run the peers under glibc's default malloc policy instead of simcase's (one arena,
+        /// freed blocks kept; `GLIBC_TUNABLES`). PyTorch's `litemedsam` rate then drops and
+        /// varies between runs, as its large tensors are mapped and faulted in afresh.
+        #[arg(long)]
+        peers_default_heap: bool,
         /// Rounds; each times one pass of every peer and of simcase at each precision, back to
         /// back, so that a VM's drift over minutes lands on both sides. Ratios: best over best,
         /// and the median over the rounds of the two passes' ratio.
@@ -303,11 +308,17 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             data,
             precision,
             no_peer,
+            peers_default_heap,
             rounds,
         } => {
             crate::ensure_model(*model)?;
+            let peers = match (*no_peer, *peers_default_heap) {
+                (true, _) => None,
+                (false, true) => Some(simcase_bench::peers::PeerHeap::Default),
+                (false, false) => Some(simcase_bench::peers::PeerHeap::Same),
+            };
             simcase_bench::throughput::embed(
-                *model, batch, *images, data, precision, *no_peer, *rounds,
+                *model, batch, *images, data, precision, peers, *rounds,
             )
         }
         BenchCmd::Adapt {

@@ -15,6 +15,19 @@
 /// Free memory at the heap's top past which malloc gives it back to the system.
 pub const TRIM_THRESHOLD: usize = 1 << 30;
 
+/// The same policy as `GLIBC_TUNABLES` sets it for another process (`simcase bench` gives it
+/// to its Python peers, so that both sides run under one malloc policy).
+pub fn glibc_tunables() -> String {
+    format!(
+        "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={TRIM_THRESHOLD}"
+    )
+}
+
+/// Whether `GLIBC_TUNABLES` in this process's environment already sets malloc's parameters.
+pub fn operator_tuned() -> bool {
+    std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc."))
+}
+
 /// What [`keep_freed_memory`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeapPolicy {
@@ -29,7 +42,7 @@ pub enum HeapPolicy {
 /// Sets malloc's policy for this process (see the module's text). Call it first in `main`,
 /// before any thread starts: a thread that has already allocated keeps its own arena.
 pub fn keep_freed_memory() -> HeapPolicy {
-    if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.")) {
+    if operator_tuned() {
         return HeapPolicy::OperatorTuned;
     }
     set_policy()
@@ -40,6 +53,7 @@ fn set_policy() -> HeapPolicy {
     // SAFETY: `mallopt` only sets malloc's parameters; each call is checked below, and a
     // parameter it refuses leaves malloc as it was.
     let ok = unsafe {
+        // (`glibc_tunables` states the same three settings for another process.)
         // One arena: every thread's large blocks come from the main heap, whose free blocks
         // any thread can reuse (a thread arena serves a block over 64 MiB with a mapping).
         libc::mallopt(libc::M_ARENA_MAX, 1) == 1

@@ -5,10 +5,10 @@
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
 fn a_freed_large_block_comes_back_without_page_faults() {
-    use simcase_kernels::heap::{keep_freed_memory, HeapPolicy};
+    use simcase_kernels::heap::{keep_freed_memory, operator_tuned, HeapPolicy};
 
     let policy = keep_freed_memory();
-    if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.")) {
+    if operator_tuned() {
         assert_eq!(policy, HeapPolicy::OperatorTuned);
         return;
     }
