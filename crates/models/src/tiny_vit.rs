@@ -6,7 +6,7 @@
 //! into the preceding convolution at load, and the attention scale into the q rows of `qkv`.
 
 use crate::ops::Linear;
-use crate::ops::{attention, conv_bn, depthwise_conv3, layer_norm, QkvLayout};
+use crate::ops::{attention, conv_bn, depthwise_conv3, layer_norm, DenseConv, QkvLayout};
 use anyhow::Result;
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
@@ -287,7 +287,7 @@ pub struct TinyVit {
     stages: Vec<(Stage, Option<PatchMerging>)>,
     neck0: Tensor,
     neck1: (Tensor, Tensor),
-    neck2: Tensor,
+    neck2: DenseConv,
     neck3: (Tensor, Tensor),
 }
 
@@ -353,7 +353,7 @@ impl TinyVit {
             stages,
             neck0: neck.get((o, d[3], 1, 1), "0.weight")?.reshape((o, d[3]))?,
             neck1: ln("1")?,
-            neck2: neck.get((o, o, 3, 3), "2.weight")?,
+            neck2: DenseConv::new(&neck.get((o, o, 3, 3), "2.weight")?, None, 1, 1)?,
             neck3: ln("3")?,
         })
     }
@@ -387,13 +387,9 @@ impl TinyVit {
         let o = self.cfg.out_chans;
         let y = x.reshape((b * h * w, c))?.matmul(&self.neck0.t()?)?;
         let y = layer_norm(&y, &self.neck1.0, &self.neck1.1, 1e-6)?;
-        let y = y
-            .reshape((b, h, w, o))?
-            .permute((0, 3, 1, 2))?
-            .contiguous()?
-            .conv2d(&self.neck2, 1, 1, 1, 1)?
-            .permute((0, 2, 3, 1))?
-            .contiguous()?
+        let y = self
+            .neck2
+            .forward(&y.reshape((b, h, w, o))?)?
             .reshape((b * h * w, o))?;
         let y = layer_norm(&y, &self.neck3.0, &self.neck3.1, 1e-6)?;
         Ok(y.reshape((b, h * w, o))?)

@@ -1,11 +1,13 @@
 //! Convolution helpers: the depthwise convolution as a candle op (channels-last, one pass
-//! vectorised over channels, by `simcase_kernels::depthwise`), BatchNorm folded into a
-//! convolution at load, and TensorFlow's "SAME" padding geometry.
+//! vectorised over channels, by `simcase_kernels::depthwise`), a dense convolution as one GEMM
+//! over channels-last patches, BatchNorm folded into a convolution at load, and TensorFlow's
+//! "SAME" padding geometry.
 
 use super::activation::act_tensor;
-use super::{cpu_f32, kernel_err, F32Kernel, Fused};
+use super::{cpu_f32, kernel_err, F32Kernel, Fused, Linear};
 use candle_core::{Layout, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 use simcase_kernels::{Act, DwGeometry};
 
 /// A convolution's weight (`{conv}.weight`) and bias with the following BatchNorm (`{bn}.*`)
@@ -64,6 +66,110 @@ impl F32Kernel<3> for DepthwiseConv {
         };
         let out = simcase_kernels::depthwise(&geo, x, k, bias).map_err(kernel_err)?;
         Ok((out, Shape::from((b, ho, wo, c))))
+    }
+}
+
+/// A dense `k×k` convolution with zero padding on channels-last `(b, h, w, c)` data, run as
+/// one matrix product: each output pixel's `k·k·c` input patch is a row (im2col) and the
+/// weight, reordered at load to `(out, ky, kx, c)`, is a [`Linear`] layer. The output is
+/// channels-last as it comes, with no permute, and the product runs on the GEMM (and the
+/// precision) every linear layer runs on. candle's `conv2d` took the channels-first detour.
+pub struct DenseConv {
+    lin: Linear,
+    /// The `(out, in, k, k)` weight as loaded, for candle's convolution off the CPU.
+    w: Tensor,
+    k: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl DenseConv {
+    /// From a PyTorch `(out, in, k, k)` weight and an optional `(out,)` bias.
+    pub fn new(w: &Tensor, b: Option<&Tensor>, stride: usize, pad: usize) -> Result<Self> {
+        let (o, c, k, k2) = w.dims4()?;
+        if k != k2 {
+            candle_core::bail!("DenseConv: a square kernel is expected, got {k}×{k2}");
+        }
+        let rows = w.permute((0, 2, 3, 1))?.reshape((o, k * k * c))?;
+        let b = match b {
+            Some(b) => b.clone(),
+            None => Tensor::zeros(o, w.dtype(), w.device())?,
+        };
+        Ok(Self {
+            lin: Linear::new(rows, b)?,
+            w: w.clone(),
+            k,
+            stride,
+            pad,
+        })
+    }
+
+    /// `x`: `(b, h, w, c)`; returns `(b, h', w', out)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, h, w, c) = x.dims4()?;
+        let (k, s, p) = (self.k, self.stride, self.pad);
+        if h + 2 * p < k || w + 2 * p < k {
+            candle_core::bail!("DenseConv: a {h}×{w} input is smaller than the {k}×{k} kernel");
+        }
+        let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        if !cpu_f32(x) {
+            // Elsewhere (a GPU): candle's convolution, channels-first.
+            let y = x
+                .permute((0, 3, 1, 2))?
+                .conv2d(&self.w, p, s, 1, 1)?
+                .broadcast_add(&self.lin.bias().reshape((1, (), 1, 1))?)?;
+            return y.permute((0, 2, 3, 1))?.contiguous();
+        }
+        let cols = x.contiguous()?.apply_op1_no_bwd(&Fused(&Patches {
+            k,
+            stride: s,
+            pad: p,
+        }))?;
+        let y = self.lin.forward(&cols.reshape((b * ho * wo, k * k * c))?)?;
+        y.reshape((b, ho, wo, ()))
+    }
+}
+
+/// im2col on channels-last data: `(b, h, w, c)` → `(b, h', w', k·k·c)`, each output pixel's
+/// patch in `(ky, kx, c)` order, zeros where it reaches past the edge.
+struct Patches {
+    k: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl F32Kernel<1> for Patches {
+    const NAME: &'static str = "simcase-patches";
+    const INPUTS: [&'static str; 1] = ["convolution input"];
+
+    fn run(&self, [(x, l)]: [(&[f32], &Layout); 1]) -> Result<(Vec<f32>, Shape)> {
+        let (b, h, w, c) = l.shape().dims4()?;
+        let (k, s, p) = (self.k, self.stride, self.pad);
+        let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let row = wo * k * k * c;
+        let mut out = vec![0f32; b * ho * row];
+        out.par_chunks_mut(row.max(1))
+            .enumerate()
+            .for_each(|(by, o)| {
+                let (bi, yo) = (by / ho, by % ho);
+                for ky in 0..k {
+                    // The input row this tap reads, if inside the image.
+                    let Some(y) = (yo * s + ky).checked_sub(p).filter(|&y| y < h) else {
+                        continue;
+                    };
+                    let src = &x[(bi * h + y) * w * c..][..w * c];
+                    for xo in 0..wo {
+                        for kx in 0..k {
+                            let Some(xi) = (xo * s + kx).checked_sub(p).filter(|&xi| xi < w) else {
+                                continue;
+                            };
+                            let at = ((xo * k + ky) * k + kx) * c;
+                            o[at..at + c].copy_from_slice(&src[xi * c..][..c]);
+                        }
+                    }
+                }
+            });
+        Ok((out, Shape::from((b, ho, wo, k * k * c))))
     }
 }
 
@@ -173,6 +279,38 @@ mod tests {
             assert_eq!(got.dims(), want.dims());
             let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
             assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
+        }
+    }
+
+    /// The im2col product equals candle's channels-first convolution: kernel 1, 3 and 5,
+    /// stride 1 and 2, padding 0 to 2, with and without a bias, on odd sizes so that the
+    /// last row and column of patches reach past the edge.
+    #[test]
+    fn dense_conv_matches_candle_conv2d() {
+        let dev = Device::Cpu;
+        let (b, h, w, c, o) = (2, 9, 7, 5, 6);
+        let x = Tensor::randn(0f32, 1.0, (b, h, w, c), &dev).unwrap();
+        for (k, stride, pad) in [(3, 1, 1), (3, 2, 1), (3, 1, 0), (5, 2, 2), (1, 1, 0)] {
+            let wt = Tensor::randn(0f32, 0.5, (o, c, k, k), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1.0, o, &dev).unwrap();
+            for with_bias in [false, true] {
+                let conv = DenseConv::new(&wt, with_bias.then_some(&bias), stride, pad).unwrap();
+                let got = conv.forward(&x).unwrap();
+                let mut want = x
+                    .permute((0, 3, 1, 2))
+                    .unwrap()
+                    .conv2d(&wt, pad, stride, 1, 1)
+                    .unwrap();
+                if with_bias {
+                    want = want
+                        .broadcast_add(&bias.reshape((1, o, 1, 1)).unwrap())
+                        .unwrap();
+                }
+                let want = want.permute((0, 2, 3, 1)).unwrap();
+                assert_eq!(got.dims(), want.dims(), "k {k} stride {stride} pad {pad}");
+                let d = super::super::max_diff(&got, &want.contiguous().unwrap());
+                assert!(d < 1e-4, "k {k} stride {stride} pad {pad}: {d}");
+            }
         }
     }
 
