@@ -750,9 +750,6 @@ fn models_cmd(cmd: &ModelsCmd) -> Result<()> {
 }
 
 fn main() {
-    // Before any thread starts: freed tensors stay in malloc's heap for the next image instead
-    // of being unmapped and faulted in again (simcase_kernels::heap).
-    simcase_kernels::heap::keep_freed_memory();
     // `simcase ... | head` ends quietly, as other Unix tools do, instead of panicking on EPIPE.
     #[cfg(unix)]
     // SAFETY: restoring the default disposition of one signal, before any thread starts.

@@ -139,23 +139,11 @@ pub fn weights_path(model: ModelId) -> Result<PathBuf> {
 /// and fused kernels run on rayon's pool, so on 2 cores those spinning threads steal the
 /// cores doing the work (batch-1 DINOv2-S ran ~25% faster with the limit at 1000). An
 /// explicit `CANDLE_BARRIER_POOL_SPIN_LIMIT` is respected.
+///
+/// malloc keeps freed blocks for the next forward pass ([`simcase_kernels::heap`]).
 pub fn init_runtime() {
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1000");
     }
-    tune_allocator();
-}
-
-/// Keep freed activation buffers in the heap instead of returning them to the kernel.
-///
-/// glibc serves allocations above its mmap threshold with fresh mappings, so every layer's
-/// output (tens of MB) page-faults and is zeroed by the kernel anew; on the 2-core target this
-/// was ~6% of LiteMedSAM's time.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
+    simcase_kernels::heap::keep_freed_memory();
 }
