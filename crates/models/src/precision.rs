@@ -69,8 +69,12 @@ pub fn offered(model: crate::ModelId, p: Precision) -> Result<(), String> {
         (Precision::Int8, EfficientNetLite0) => {
             "its cosine to f32 on the parity images is 0.9909, under 0.995"
         }
+        (Precision::Bf16, LiteMedSam) => {
+            "on dev.csv its full-label P@1 moved 0.445 -> 0.462 (macro 0.464 -> 0.482) against \
+             f32, more than 0.005"
+        }
         (Precision::Int8, LiteMedSam) => {
-            "its cosine to f32 on the parity images is 0.9929, under 0.995"
+            "its cosine to f32 on the parity images is 0.9928, under 0.995"
         }
         _ => "its retrieval at this precision has not been measured against f32 on dev.csv",
     };
