@@ -94,8 +94,9 @@ pub fn lcg_unit_vectors(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
 
 /// `simcase bench embed`: img/s at each batch size and precision over `images` real images
 /// from `data/dev.csv` (cycled), against PyTorch / onnxruntime (and PyTorch bf16 for bf16)
-/// unless `peers` is `None` (else under its malloc policy); each precision other than f32 also gets its
-/// worst and mean cosine to f32's embeddings of the same images. The model must be installed.
+/// under `peers`' malloc policy, unless `peers` is `None`; each precision other than f32 also
+/// gets its worst and mean cosine to f32's embeddings of the same images. The model must be
+/// installed.
 ///
 /// The peers are loaded once (`tools/bench_peers.py embed --serve`), and each of `rounds`
 /// rounds times one pass of every peer and one of simcase at every precision, batch size by
