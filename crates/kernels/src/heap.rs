@@ -38,7 +38,8 @@ pub enum HeapPolicy {
     Keeping,
     /// `GLIBC_TUNABLES` already sets malloc's parameters: the operator's choice stands.
     OperatorTuned,
-    /// Not glibc: its allocator is left as it is.
+    /// Not glibc, or glibc refused a setting: malloc runs on its defaults (a refused setting
+    /// leaves its parameter as it was).
     Unsupported,
 }
 

@@ -9,10 +9,9 @@
 //!   with f16 and i8 rows, for compact vector files), [`norm`] (layer norm),
 //!   [`activation`] (GELU, QuickGELU, ReLU, ReLU6, `erf`, `exp`), `softmax.rs`, [`buffer`] (output
 //!   buffers zeroed or pre-filled in parallel), [`heap`] (malloc keeping freed blocks for the
-//!   next forward pass), [`depthwise`]
-//!   (depthwise convolution), [`attention`] (fused multi-head attention), [`linear`] (fused
-//!   linear layer), [`gemm`] (the checked sgemm every matrix product goes through), [`resize`]
-//!   (bicubic resize).
+//!   next forward pass), [`depthwise`] (depthwise convolution), [`attention`] (fused
+//!   multi-head attention), [`linear`] (fused linear layer), [`gemm`] (the checked sgemm every
+//!   matrix product goes through), [`resize`] (bicubic resize).
 //!
 //! The parallel entry points (`layer_norm`, `gelu_add`, `attention`, …) split work with rayon
 //! and run the selected path's row kernels; [`kernels`] gives the row kernels themselves.

@@ -111,7 +111,6 @@ impl DenseConv {
         if h + 2 * p < k || w + 2 * p < k {
             candle_core::bail!("DenseConv: a {h}×{w} input is smaller than the {k}×{k} kernel");
         }
-        let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
         if !cpu_f32(x) {
             // Elsewhere (a GPU): candle's convolution, channels-first.
             let y = x
@@ -125,6 +124,7 @@ impl DenseConv {
             stride: s,
             pad: p,
         }))?;
+        let (_, ho, wo, _) = cols.dims4()?;
         let y = self.lin.forward(&cols.reshape((b * ho * wo, k * k * c))?)?;
         y.reshape((b, ho, wo, ()))
     }
