@@ -61,6 +61,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         hnsw_m: None,
         hnsw_ef_construction: None,
         hnsw_ef_search: None,
+        hnsw_build_threads: 0,
         shard: None,
     };
     index_cmd(&args)?;

@@ -336,6 +336,11 @@ pub(crate) struct IndexArgs {
     /// HNSW candidate list while searching, the default of `search` and `serve` (default 64).
     #[arg(long)]
     hnsw_ef_search: Option<usize>,
+    /// Threads that build the HNSW graph (0: every core). With 1, rows join the graph in row
+    /// order, so the same vectors always give the same graph and the same approximate hits;
+    /// with more, the graph depends on how the threads interleave (as good, not identical).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    hnsw_build_threads: usize,
     /// Index only share I of N of the inputs (0-based), for N jobs that cover them exactly
     /// once (then `simcase merge`); `auto/N` takes I from JOB_COMPLETION_INDEX (Kubernetes
     /// Indexed Job) or SLURM_ARRAY_TASK_ID. By SHA-256 of each file's path relative to its
@@ -493,6 +498,7 @@ impl IndexArgs {
             None => old.index_type,
         };
         w.set_ann(index_type, params)?;
+        w.set_graph_build_threads(self.hnsw_build_threads)?;
         let t = std::time::Instant::now();
         let mut shown = 0;
         w.sync_graph(|done, total| {

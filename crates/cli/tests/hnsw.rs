@@ -58,12 +58,15 @@ fn hnsw_index_searches_and_serves_like_exact() {
     );
 
     // Path-less: convert, building the graph (8 candidates a search, so that 5 hits out of
-    // 400 rows go through the graph rather than the small-index exact scan).
+    // 400 rows go through the graph rather than the small-index exact scan). On one thread:
+    // the graph, and so what 8 candidates find, is the same every run.
     run_ok(bin().args(["index", "--index"]).arg(&index).args([
         "--index-type",
         "hnsw",
         "--hnsw-ef-search",
         "8",
+        "--hnsw-build-threads",
+        "1",
     ]));
     assert!(index.join("graph.usearch").exists() && index.join("graph.json").exists());
     let out = bin()

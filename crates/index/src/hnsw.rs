@@ -322,7 +322,8 @@ impl Hnsw {
         })
     }
 
-    /// A graph over every row of `data` (`dim` values each), built on all of rayon's threads.
+    /// A graph over every row of `data` (`dim` values each), built on the current rayon pool's
+    /// threads (on one thread, rows are added in row order: the same rows, the same graph).
     pub fn build(data: &[f32], dim: usize, params: HnswParams, quant: Quant) -> Result<Self> {
         let g = Self::new(dim, params, quant, data)?;
         g.extend(0, data, |_, _| Ok(()))?;
@@ -369,7 +370,7 @@ impl Hnsw {
 
     /// Add the rows of `data` (rows `first..`, `dim` values each) that the graph does not hold
     /// yet (`first` ≤ [`covered`](Self::covered)), in steps of [`BUILD_STEP`] rows, each step in
-    /// parallel; after each step `after(covered, total)` runs (progress, checkpoints) and may
+    /// parallel on the current rayon pool (in row order when it has one thread); after each step `after(covered, total)` runs (progress, checkpoints) and may
     /// stop the build with an error. Safe to call from several threads: a row is added once.
     pub fn extend(
         &self,
@@ -418,27 +419,33 @@ impl Hnsw {
         }
         let (dim, scale, quant) = (self.dim, self.scale, self.quant);
         let index = &g.index;
-        let chunk = (end - start).div_ceil(threads * 4).max(1);
-        (start..end)
-            .step_by(chunk)
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .try_for_each(|s| -> Result<()> {
-                let e = (s + chunk).min(end);
-                let mut q = Vec::with_capacity(dim);
-                for r in s..e {
-                    let v = &data[(r - first) * dim..(r - first + 1) * dim];
-                    let res = match quant {
-                        Quant::I8 => {
-                            quantize(v, scale, &mut q);
-                            index.add(r as u64, q.as_slice())
-                        }
-                        _ => index.add(r as u64, v),
-                    };
-                    res.map_err(|e| anyhow::anyhow!("adding row {r} to the graph: {e}"))?;
-                }
-                Ok(())
-            })?;
+        let add_rows = |rows: std::ops::Range<usize>| -> Result<()> {
+            let mut q = Vec::with_capacity(dim);
+            for r in rows {
+                let v = &data[(r - first) * dim..(r - first + 1) * dim];
+                let res = match quant {
+                    Quant::I8 => {
+                        quantize(v, scale, &mut q);
+                        index.add(r as u64, q.as_slice())
+                    }
+                    _ => index.add(r as u64, v),
+                };
+                res.map_err(|e| anyhow::anyhow!("adding row {r} to the graph: {e}"))?;
+            }
+            Ok(())
+        };
+        if threads == 1 {
+            // In row order: each row's level and links follow from the rows before it, so the
+            // same rows always give the same graph.
+            add_rows(start..end)?;
+        } else {
+            let chunk = (end - start).div_ceil(threads * 4).max(1);
+            (start..end)
+                .step_by(chunk)
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .try_for_each(|s| add_rows(s..(s + chunk).min(end)))?;
+        }
         g.covered = end;
         Ok(())
     }
@@ -715,6 +722,41 @@ mod tests {
         let got = idx.search(&[q], 5, None).unwrap().remove(0);
         let want = search_rows(&data, dim, &[q], 5, None).remove(0);
         assert_eq!(got, want);
+    }
+
+    /// On one thread a build is a function of its rows: two builds save the same bytes (the
+    /// graph's levels and links included), so an index rebuilt from the same vectors answers
+    /// its approximate searches the same way.
+    #[test]
+    fn one_thread_builds_the_same_graph_every_time() {
+        let dim = 16;
+        let mut x = 5u64;
+        let data: Vec<f32> = (0..dim * 3000)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+            })
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("simcase-hnsw-seq-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let saved: Vec<Vec<u8>> = (0..2)
+            .map(|i| {
+                let g = pool
+                    .install(|| Hnsw::build(&data, dim, HnswParams::default(), Quant::F32))
+                    .unwrap();
+                assert_eq!(g.covered(), 3000);
+                let path = dir.join(format!("g{i}"));
+                g.save(&path).unwrap();
+                std::fs::read(&path).unwrap()
+            })
+            .collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(saved[0].len() > 3000 * dim * 4);
+        assert!(saved[0] == saved[1], "two one-thread builds differ");
     }
 
     /// A batch (its queries walked in parallel) answers each query exactly as a call with

@@ -69,6 +69,8 @@ pub struct Writer {
     graph_unsaved: usize,
     last_checkpoint: Instant,
     checkpoint_every: Duration,
+    /// Where graph builds run (None: rayon's global pool, every core).
+    build_pool: Option<rayon::ThreadPool>,
     _lock: File,
 }
 
@@ -280,6 +282,7 @@ impl Writer {
             graph_unsaved: 0,
             last_checkpoint: Instant::now(),
             checkpoint_every: GRAPH_CHECKPOINT_EVERY,
+            build_pool: None,
             _lock: lock,
         })
     }
@@ -349,6 +352,35 @@ impl Writer {
         self.checkpoint_every = every;
     }
 
+    /// Build the graph on `threads` threads (0: every core, the default). With 1, rows join
+    /// the graph one at a time in row order, so the same rows always give the same graph, and
+    /// searches the same approximate hits; with more, the graph depends on how the threads
+    /// interleave (as good, not identical).
+    pub fn set_graph_build_threads(&mut self, threads: usize) -> Result<()> {
+        self.build_pool = match threads {
+            0 => None,
+            n => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .thread_name(|i| format!("graph-build-{i}"))
+                    .build()
+                    .context("starting the graph's build threads")?,
+            ),
+        };
+        Ok(())
+    }
+
+    /// Run `f` (a graph build step) on the build threads.
+    fn on_build_threads<T: Send>(
+        pool: &Option<rayon::ThreadPool>,
+        f: impl FnOnce() -> T + Send,
+    ) -> T {
+        match pool {
+            Some(p) => p.install(f),
+            None => f(),
+        }
+    }
+
     /// Rows the in-memory graph covers (`None`: no graph loaded).
     pub fn graph_rows(&self) -> Option<usize> {
         self.graph.as_ref().map(|g| g.covered())
@@ -359,7 +391,7 @@ impl Writer {
     /// steps, checkpointing at most every [`set_graph_checkpoint_every`]
     /// (Self::set_graph_checkpoint_every) and at the end. `progress(covered, total)` runs after
     /// each step. A no-op for a flat index (or an `auto` one below the threshold).
-    pub fn sync_graph(&mut self, mut progress: impl FnMut(usize, usize)) -> Result<()> {
+    pub fn sync_graph(&mut self, mut progress: impl FnMut(usize, usize) + Send) -> Result<()> {
         if !self.ann.index_type.uses_graph(self.rows) {
             return Ok(());
         }
@@ -373,13 +405,15 @@ impl Writer {
         let before = graph.covered();
         let every = self.checkpoint_every;
         let mut last = self.last_checkpoint;
-        let res = graph.extend(0, data, |covered, total| {
-            progress(covered, total);
-            if last.elapsed() >= every && covered < total {
-                ann::checkpoint(&dir, &graph)?;
-                last = Instant::now();
-            }
-            Ok(())
+        let res = Self::on_build_threads(&self.build_pool, || {
+            graph.extend(0, data, |covered, total| {
+                progress(covered, total);
+                if last.elapsed() >= every && covered < total {
+                    ann::checkpoint(&dir, &graph)?;
+                    last = Instant::now();
+                }
+                Ok(())
+            })
         });
         self.last_checkpoint = last;
         // Whatever was added stays: the next checkpoint saves it.
@@ -410,9 +444,12 @@ impl Writer {
             return;
         }
         let res = match &self.graph {
-            Some(g) => g.extend(first, vectors, |_, _| Ok(())).map(|()| {
-                self.graph_unsaved += vectors.len() / self.settings.dim;
-            }),
+            Some(g) => {
+                Self::on_build_threads(&self.build_pool, || g.extend(first, vectors, |_, _| Ok(())))
+                    .map(|()| {
+                        self.graph_unsaved += vectors.len() / self.settings.dim;
+                    })
+            }
             None => self.sync_graph(|_, _| {}),
         }
         .and_then(|()| {
