@@ -21,20 +21,63 @@ pub(crate) fn par_rows<I: Iterator<Item = f32>>(
     let len = rows
         .checked_mul(row)
         .expect("par_rows: rows × row overflows usize");
+    // `fill_rows` writes every element of its chunk (`build`'s contract).
     build(len, rows_per * row.max(1), |start, c| {
-        for (j, out) in c.chunks_mut(row.max(1)).enumerate() {
-            // What was written is counted, not taken from the iterator's own length, so that
-            // every element is initialised whatever the iterator reports (`build`'s contract).
-            let written = out
-                .iter_mut()
-                .zip(make(start / row.max(1) + j))
-                .map(|(o, x)| {
-                    o.write(x);
-                })
-                .count();
-            out[written..].fill(MaybeUninit::new(0.0));
-        }
+        fill_rows(start / row.max(1), c, row, &make)
     })
+}
+
+/// [`par_rows`] in bands of `band_rows` rows (the last may be shorter), one task each on
+/// rayon's pool, and `finish(first_row, band)` run on each band as soon as it is filled, while
+/// it is in cache. The first error stops the work and is returned.
+pub(crate) fn par_bands<I: Iterator<Item = f32>, E: Send>(
+    rows: usize,
+    row: usize,
+    band_rows: usize,
+    make: impl Fn(usize) -> I + Sync,
+    finish: impl Fn(usize, &mut [f32]) -> Result<(), E> + Sync,
+) -> Result<Vec<f32>, E> {
+    let len = rows
+        .checked_mul(row)
+        .expect("par_bands: rows × row overflows usize");
+    let band_rows = band_rows.max(1);
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(band_rows * row.max(1))
+        .enumerate()
+        .try_for_each(|(i, c)| {
+            fill_rows(i * band_rows, c, row, &make);
+            // SAFETY: `fill_rows` wrote every element of the band, and `MaybeUninit<f32>`
+            // has the layout of `f32`.
+            let c = unsafe { &mut *(c as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            finish(i * band_rows, c)
+        })?;
+    // SAFETY: the bands cover `0..len` of the capacity and `fill_rows` wrote each (on an error
+    // `v` is dropped with length 0).
+    unsafe { v.set_len(len) };
+    Ok(v)
+}
+
+/// Write every element of `chunk`, whole rows of `row` floats from row `first` on: row `r`
+/// from `make(r)`, zeros past its end, extra items ignored.
+fn fill_rows<I: Iterator<Item = f32>>(
+    first: usize,
+    chunk: &mut [MaybeUninit<f32>],
+    row: usize,
+    make: &impl Fn(usize) -> I,
+) {
+    for (j, out) in chunk.chunks_mut(row.max(1)).enumerate() {
+        // What was written is counted, not taken from the iterator's own length, so that
+        // every element is initialised whatever the iterator reports.
+        let written = out
+            .iter_mut()
+            .zip(make(first + j))
+            .map(|(o, x)| {
+                o.write(x);
+            })
+            .count();
+        out[written..].fill(MaybeUninit::new(0.0));
+    }
 }
 
 /// `len` zeros, written in parallel chunks (see [`par_rows`]).

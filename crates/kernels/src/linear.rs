@@ -29,8 +29,11 @@ pub fn linear(
     check(wt.len() == n * k, || {
         format!("linear: x {m}×{k}, weight of {} is not {k}×{n}", wt.len())
     })?;
-    let mut dst = prefill(x, (m, k), n, bias, residual)?;
     let threads = rayon::current_num_threads();
+    if m * n >= BANDED_OUTPUT {
+        return banded(x, (m, k), wt, bias, residual, act);
+    }
+    let mut dst = prefill(x, (m, k), n, bias, residual)?;
     let a = MatRef::row_major(x, m, k)?;
     if threads > 1 && m * n * k > 1 << 16 {
         // Split by output columns: each thread multiplies all of `x` by its own columns of the
@@ -53,6 +56,45 @@ pub fn linear(
     }
     activate(&mut dst, act);
     Ok(dst)
+}
+
+/// Outputs of at least this many floats (4 MiB, past any core's L2) are made in row bands.
+const BANDED_OUTPUT: usize = 1 << 20;
+
+/// Floats of output a band aims at: 64K (256 KiB), so that a band stays in L2 from its fill
+/// through the GEMM to its activation.
+const BAND: usize = 1 << 16;
+
+/// [`linear`] for a large output, one band of rows per task: each band is filled with the bias
+/// (and residual), multiplied into and activated while it is in cache. Made as one product and
+/// then activated, such an output (64 MiB at `litemedsam`'s first stage) went through memory
+/// three times: once to fill, once to accumulate, once for the activation.
+fn banded(
+    x: &[f32],
+    (m, k): (usize, usize),
+    wt: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    act: Act,
+) -> Result<Vec<f32>, KernelError> {
+    let n = bias.len();
+    check_input(x, (m, k), n, residual)?;
+    let rows = (BAND / n.max(1)).clamp(16, 1024);
+    let w = MatRef::row_major(wt, k, n)?;
+    let kern = crate::kernels();
+    let fill = |i: usize| {
+        let res = residual.map(|r| &r[i * n..(i + 1) * n]);
+        (0..n).map(move |j| bias[j] + res.map_or(0.0, |r| r[j]))
+    };
+    crate::buffer::par_bands(m, n, rows, fill, |first, band| {
+        let r = band.len() / n;
+        let a = MatRef::row_major(&x[first * k..(first + r) * k], r, k)?;
+        sgemm(MatMut::row_major(band, r, n)?, true, a, w, Threads::One)?;
+        if act != Act::None {
+            kern.act_rows(band, act);
+        }
+        Ok(())
+    })
 }
 
 /// [`linear`] with bf16 weights ([`PackedBf16`], `n × k`) and activations rounded to bf16,
@@ -118,17 +160,27 @@ fn prefill(
     bias: &[f32],
     residual: Option<&[f32]>,
 ) -> Result<Vec<f32>, KernelError> {
-    check(x.len() == m * k, || {
-        format!("linear: input of {} is not {m}×{k}", x.len())
-    })?;
-    check(residual.is_none_or(|r| r.len() == m * n), || {
-        format!("linear: residual is not {m}×{n}")
-    })?;
+    check_input(x, (m, k), n, residual)?;
     Ok(match residual {
         Some(r) => crate::buffer::par_rows(m, n, |i| {
             bias.iter().zip(&r[i * n..(i + 1) * n]).map(|(b, x)| b + x)
         }),
         None => crate::buffer::par_rows(m, n, |_| bias.iter().copied()),
+    })
+}
+
+/// `x` is `m × k` and `residual`, if any, `m × n`.
+fn check_input(
+    x: &[f32],
+    (m, k): (usize, usize),
+    n: usize,
+    residual: Option<&[f32]>,
+) -> Result<(), KernelError> {
+    check(x.len() == m * k, || {
+        format!("linear: input of {} is not {m}×{k}", x.len())
+    })?;
+    check(residual.is_none_or(|r| r.len() == m * n), || {
+        format!("linear: residual is not {m}×{n}")
     })
 }
 
@@ -166,10 +218,11 @@ mod tests {
     }
 
     /// Large enough to be split by output columns across threads (n not a multiple of the
-    /// split width), and small: both give the plain product with bias and residual.
+    /// split width), small, and large enough to be made in row bands (the last band short):
+    /// all give the plain product with bias and residual, and the activation of it.
     #[test]
-    fn linear_split_or_not_is_the_product_with_bias_and_residual() {
-        for &(m, n, k) in &[(3, 5, 7), (257, 200, 96)] {
+    fn linear_split_banded_or_not_is_the_product_with_bias_and_residual() {
+        for &(m, n, k) in &[(3, 5, 7), (257, 200, 96), (4100, 260, 24)] {
             let x = lcg(m * k, 1);
             let w = lcg(n * k, 2);
             let b = lcg(n, 3);
@@ -188,7 +241,14 @@ mod tests {
                     "{m}×{n}×{k}: {g} vs {want}"
                 );
             }
+            let gelu = pool
+                .install(|| linear(&x, (m, k), &wt, &b, Some(&r), Act::Gelu))
+                .unwrap();
+            let mut want = got;
+            activate(&mut want, Act::Gelu);
+            assert!(gelu == want, "{m}×{n}×{k}: GELU of the product");
         }
+        const { assert!(4100 * 260 >= BANDED_OUTPUT && 257 * 200 < BANDED_OUTPUT) };
     }
 
     /// The bf16 layer: the f32 layer of the bf16-rounded operands, bias and residual in f32.
