@@ -108,7 +108,7 @@ pub mod resize;
 mod softmax;
 
 pub use activation::{activate, gelu_add, Act};
-pub use attention::{attention, attention_first, QkvLayout};
+pub use attention::{attention, attention_first, window_attention, QkvLayout, WindowGrid};
 pub use bf16::{bf16_path, Bf16Path, PackedBf16};
 pub use buffer::par_zeroed;
 pub use compact::{f16_bits, f16_value};

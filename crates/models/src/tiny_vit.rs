@@ -2,11 +2,14 @@
 //! with the checkpoint's names (`patch_embed.seq.0.c`, `layers.N.blocks.M.attn.qkv`, `neck.0`).
 //!
 //! Runs channels-last throughout: a 1×1 convolution is then a plain GEMM, the depthwise 3×3
-//! convolutions are one fused pass, and window partitioning is a reshape. BatchNorm is folded
-//! into the preceding convolution at load, and the attention scale into the q rows of `qkv`.
+//! convolutions are one fused pass, and window attention reads its windows from the grid (no
+//! padding, partitioning or cropping copies). BatchNorm is folded into the preceding
+//! convolution at load, and the attention scale into the q rows of `qkv`.
 
 use crate::ops::Linear;
-use crate::ops::{attention, conv_bn, depthwise_conv3, layer_norm, DenseConv, QkvLayout};
+use crate::ops::{
+    conv_bn, depthwise_conv3, layer_norm, window_attention, DenseConv, QkvLayout, WindowGrid,
+};
 use anyhow::Result;
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
@@ -195,20 +198,24 @@ impl Attention {
         })
     }
 
-    /// `x`: `(windows, n, dim)`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (bw, n, dim) = x.dims3()?;
-        let h = layer_norm(&x.reshape((bw * n, dim))?, &self.norm.0, &self.norm.1, 1e-5)?;
+    /// `x + attention(x)` over the windows of a `(b, h, w)` grid of `window`-sided windows;
+    /// `x`: `(b·h·w, dim)` in grid order. The reference pads the grid with zero tokens to a
+    /// multiple of the window: after the norm a zero token is the norm's bias, so every padding
+    /// token has the same qkv, computed once here, and none is otherwise computed (nor its
+    /// output, which the reference crops).
+    fn forward_residual(&self, x: &Tensor, grid: WindowGrid) -> Result<Tensor> {
+        let h = layer_norm(x, &self.norm.0, &self.norm.1, 1e-5)?;
         let qkv = self.qkv.forward(&h)?;
-        let o = attention(
+        let pad = self.qkv.forward(&self.norm.1.unsqueeze(0)?)?;
+        let o = window_attention(
             &qkv,
-            bw,
-            n,
+            &pad,
+            grid,
             self.heads,
             QkvLayout::Interleaved,
             Some(&self.bias),
         )?;
-        Ok(self.proj.forward(&o)?.reshape((bw, n, dim))?)
+        Ok(self.proj.forward_residual(&o, x)?)
     }
 }
 
@@ -238,29 +245,16 @@ impl Block {
     /// `x`: `(b, h, w, c)`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, h, w, c) = x.dims4()?;
-        let ws = self.window;
-        let att = if h == ws && w == ws {
-            self.attn
-                .forward(&x.reshape((b, h * w, c))?)?
-                .reshape((b, h, w, c))?
-        } else {
-            let (pb, pr) = ((ws - h % ws) % ws, (ws - w % ws) % ws);
-            let xp = x.pad_with_zeros(1, 0, pb)?.pad_with_zeros(2, 0, pr)?;
-            let (nh, nw) = ((h + pb) / ws, (w + pr) / ws);
-            let windows = xp
-                .reshape((b, nh, ws, nw, ws, c))?
-                .transpose(2, 3)?
-                .contiguous()?
-                .reshape((b * nh * nw, ws * ws, c))?;
-            let y = self
-                .attn
-                .forward(&windows)?
-                .reshape((b, nh, nw, ws, ws, c))?
-                .transpose(2, 3)?
-                .reshape((b, nh * ws, nw * ws, c))?;
-            y.narrow(1, 0, h)?.narrow(2, 0, w)?.contiguous()?
+        let grid = WindowGrid {
+            batch: b,
+            height: h,
+            width: w,
+            window: self.window,
         };
-        let x = (x + att)?;
+        let x = self
+            .attn
+            .forward_residual(&x.reshape((b * h * w, c))?, grid)?
+            .reshape((b, h, w, c))?;
         let x = self.local_conv.forward(&x)?;
         let t = layer_norm(
             &x.reshape((b * h * w, c))?,

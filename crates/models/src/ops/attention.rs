@@ -4,7 +4,7 @@
 
 use super::{cpu_f32, kernel_err, F32Kernel, Fused};
 use candle_core::{Layout, Result, Shape, Tensor};
-use simcase_kernels::QkvLayout;
+use simcase_kernels::{QkvLayout, WindowGrid};
 use std::sync::Arc;
 
 struct Attention {
@@ -83,6 +83,93 @@ pub fn attention(
         .transpose(1, 2)?
         .contiguous()?
         .reshape((seqs * tokens, d))
+}
+
+struct WindowAttention {
+    grid: WindowGrid,
+    heads: usize,
+    layout: QkvLayout,
+    bias: Option<Vec<f32>>,
+}
+
+impl F32Kernel<2> for WindowAttention {
+    const NAME: &'static str = "simcase-window-attention";
+    const INPUTS: [&'static str; 2] = ["qkv", "padding token's qkv"];
+
+    fn run(&self, [(qkv, _), (pad, _)]: [(&[f32], &Layout); 2]) -> Result<(Vec<f32>, Shape)> {
+        let out = simcase_kernels::window_attention(
+            qkv,
+            pad,
+            self.grid,
+            self.heads,
+            self.layout,
+            self.bias.as_deref(),
+        )
+        .map_err(kernel_err)?;
+        let tokens = self.grid.batch * self.grid.height * self.grid.width;
+        Ok((out, Shape::from((tokens, pad.len() / 3))))
+    }
+}
+
+/// Window attention over a channels-last grid: `qkv` `(b·h·w, 3·dim)` holds the grid's tokens
+/// in grid order, `pad` `(3·dim)` the qkv of a padding token, which fills the windows past the
+/// grid's bottom and right edges; `bias`: optional `(heads, ws², ws²)`. Returns `(b·h·w, dim)`,
+/// as padding, partitioning into windows, [`attention`] and cropping would (which is what
+/// other devices than the CPU do).
+pub fn window_attention(
+    qkv: &Tensor,
+    pad: &Tensor,
+    grid: WindowGrid,
+    heads: usize,
+    layout: QkvLayout,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    if cpu_f32(qkv) && cpu_f32(pad) {
+        let bias = match bias {
+            Some(b) => Some(b.flatten_all()?.to_vec1::<f32>()?),
+            None => None,
+        };
+        let op = WindowAttention {
+            grid,
+            heads,
+            layout,
+            bias,
+        };
+        return qkv
+            .contiguous()?
+            .apply_op2_no_bwd(&pad.flatten_all()?.contiguous()?, &Fused(&op));
+    }
+    let WindowGrid {
+        batch: b,
+        height: h,
+        width: w,
+        window: ws,
+    } = grid;
+    let d3 = qkv.dim(1)?;
+    let (pb, pr) = ((ws - h % ws) % ws, (ws - w % ws) % ws);
+    let pad = pad.flatten_all()?;
+    let mut x = qkv.reshape((b, h, w, d3))?;
+    if pb > 0 {
+        x = Tensor::cat(&[&x, &pad.broadcast_as((b, pb, w, d3))?], 1)?;
+    }
+    if pr > 0 {
+        x = Tensor::cat(&[&x, &pad.broadcast_as((b, h + pb, pr, d3))?], 2)?;
+    }
+    let (nh, nw) = ((h + pb) / ws, (w + pr) / ws);
+    let windows = x
+        .reshape((b, nh, ws, nw, ws, d3))?
+        .transpose(2, 3)?
+        .contiguous()?
+        .reshape((b * nh * nw * ws * ws, d3))?;
+    let y = attention(&windows, b * nh * nw, ws * ws, heads, layout, bias)?;
+    let d = d3 / 3;
+    y.reshape((b, nh, nw, ws, ws, d))?
+        .transpose(2, 3)?
+        .reshape((b, nh * ws, nw * ws, d))?
+        .narrow(1, 0, h)?
+        .narrow(2, 0, w)?
+        .contiguous()?
+        .reshape((b * h * w, d))
 }
 
 struct AttentionFirst {
@@ -213,6 +300,41 @@ mod tests {
             .to_dtype(candle_core::DType::F32)
             .unwrap();
         assert!(max_diff(&plain, &want) < 1e-5);
+    }
+
+    /// The fused window attention (f32 on CPU) and the tensor version (taken for f64: pad,
+    /// partition, attend, crop) agree on a grid that the window does not divide.
+    #[test]
+    fn window_attention_fused_and_tensor_versions_agree() {
+        let (heads, hd) = (2, 8);
+        let d3 = 3 * heads * hd;
+        let grid = WindowGrid {
+            batch: 2,
+            height: 5,
+            width: 6,
+            window: 4,
+        };
+        let dev = Device::Cpu;
+        let qkv = Tensor::randn(0f32, 1.0, (2 * 5 * 6, d3), &dev).unwrap();
+        let pad = Tensor::randn(0f32, 1.0, d3, &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, (heads, 16, 16), &dev).unwrap();
+        let f64 = |t: &Tensor| t.to_dtype(candle_core::DType::F64).unwrap();
+        for layout in [QkvLayout::Blocks, QkvLayout::Interleaved] {
+            let fused = window_attention(&qkv, &pad, grid, heads, layout, Some(&bias)).unwrap();
+            assert_eq!(fused.dims(), &[60, heads * hd]);
+            let plain = window_attention(
+                &f64(&qkv),
+                &f64(&pad),
+                grid,
+                heads,
+                layout,
+                Some(&f64(&bias)),
+            )
+            .unwrap()
+            .to_dtype(candle_core::DType::F32)
+            .unwrap();
+            assert!(max_diff(&fused, &plain) < 1e-5, "{layout:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - `norm.rs`: two-pass layer norm.
 //! - `activation.rs`: `gelu(x + bias | residual)` and the tensor form of each [`Act`].
 //! - `conv.rs`: depthwise convolution (channels-last), BatchNorm folding, "SAME" padding.
-//! - `attention.rs`: fused multi-head attention from a qkv projection.
+//! - `attention.rs`: fused multi-head attention from a qkv projection, over sequences or the
+//!   windows of a grid.
 //! - `linear.rs`: [`Linear`], one GEMM with bias, residual and activation fused.
 
 mod activation;
@@ -16,13 +17,13 @@ mod linear;
 mod norm;
 
 pub use activation::bias_gelu;
-pub use attention::{attention, attention_first};
+pub use attention::{attention, attention_first, window_attention};
 pub(crate) use conv::conv_bn;
 pub use conv::{depthwise_conv, depthwise_conv3, same_padding, DenseConv};
 pub use linear::Linear;
 pub use norm::layer_norm;
 pub use simcase_kernels::resize::bicubic_resize_planes;
-pub use simcase_kernels::{Act, QkvLayout};
+pub use simcase_kernels::{Act, QkvLayout, WindowGrid};
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape};
 
