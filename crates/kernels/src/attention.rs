@@ -106,7 +106,7 @@ pub struct WindowGrid {
 /// Per-task buffers of [`window_attention`].
 #[derive(Default)]
 struct WindowScratch {
-    /// Window positions, the grid's tokens first, then the padding's.
+    /// Window positions of the grid's tokens.
     pos: Vec<usize>,
     /// Grid row of each of the window's grid tokens.
     rows: Vec<usize>,
@@ -140,9 +140,9 @@ impl Rows {
 /// padding the grid with zeros, [`attention`] over its windows and cropping give, up to the
 /// order of float sums, with no work for the padding's queries.
 ///
-/// One (window, head) per task: its q, k and v gathered (grid tokens first, so that the
-/// padding's rows are simply not computed), scores, softmax and the weighted values, each row
-/// written straight to its token.
+/// One (window, head) per task: its keys and values gathered in window order, its queries for
+/// the grid's tokens only (the padding's rows are not computed), then scores, softmax and the
+/// weighted values, each row written straight to its token.
 pub fn window_attention(
     qkv: &[f32],
     pad: &[f32],
@@ -190,50 +190,45 @@ pub fn window_attention(
         |s, task| -> Result<(), KernelError> {
             let (win, hh) = (task / heads, task % heads);
             let (bi, iy, ix) = (win / (nh * nw), win % (nh * nw) / nw, win % nw);
+            // Keys and values in window order (the padding's where the grid ends), queries
+            // for the grid's tokens only.
+            let (qo, ko, vo) = head_offsets(layout, d, hd, hh);
             s.pos.clear();
             s.rows.clear();
+            s.q.clear();
+            s.k.clear();
+            s.v.clear();
             for p in 0..n {
                 let (y, x) = (iy * ws + p / ws, ix * ws + p % ws);
-                if y < h && x < w {
+                let row = if y < h && x < w {
+                    let r = (bi * h + y) * w + x;
                     s.pos.push(p);
-                    s.rows.push((bi * h + y) * w + x);
-                }
+                    s.rows.push(r);
+                    let row = &qkv[r * d3..(r + 1) * d3];
+                    s.q.extend_from_slice(&row[qo..qo + hd]);
+                    row
+                } else {
+                    pad
+                };
+                s.k.extend_from_slice(&row[ko..ko + hd]);
+                s.v.extend_from_slice(&row[vo..vo + hd]);
             }
             let nr = s.pos.len();
-            s.pos.extend((0..n).filter(|&p| {
-                let (y, x) = (iy * ws + p / ws, ix * ws + p % ws);
-                y >= h || x >= w
-            }));
-            let (qo, ko, vo) = head_offsets(layout, d, hd, hh);
-            let (q, kk, v) = (&mut s.q, &mut s.k, &mut s.v);
-            q.clear();
-            kk.clear();
-            v.clear();
-            for &r in &s.rows {
-                let row = &qkv[r * d3..(r + 1) * d3];
-                q.extend_from_slice(&row[qo..qo + hd]);
-                kk.extend_from_slice(&row[ko..ko + hd]);
-                v.extend_from_slice(&row[vo..vo + hd]);
-            }
-            for _ in nr..n {
-                kk.extend_from_slice(&pad[ko..ko + hd]);
-                v.extend_from_slice(&pad[vo..vo + hd]);
-            }
             s.scores.resize(nr * n, 0.0);
             sgemm(
                 MatMut::row_major(&mut s.scores, nr, n)?,
                 false,
-                MatRef::row_major(q, nr, hd)?,
-                MatRef::row_major(kk, n, hd)?.t(),
+                MatRef::row_major(&s.q, nr, hd)?,
+                MatRef::row_major(&s.k, n, hd)?.t(),
                 Threads::One,
             )?;
             let bias = match bias.map(|b| &b[hh * n * n..(hh + 1) * n * n]) {
-                // Positions in window order: the bias's own rows.
-                Some(bh) if s.pos.iter().enumerate().all(|(i, &p)| i == p) => Some(bh),
+                Some(bh) if nr == n => Some(bh),
+                // The bias's rows of the grid's tokens.
                 Some(bh) => {
                     s.bias.clear();
-                    for &pi in &s.pos[..nr] {
-                        s.bias.extend(s.pos.iter().map(|&pj| bh[pi * n + pj]));
+                    for &p in &s.pos {
+                        s.bias.extend_from_slice(&bh[p * n..(p + 1) * n]);
                     }
                     Some(&s.bias[..])
                 }
@@ -245,7 +240,7 @@ pub fn window_attention(
                 MatMut::row_major(&mut s.out, nr, hd)?,
                 false,
                 MatRef::row_major(&s.scores, nr, n)?,
-                MatRef::row_major(v, n, hd)?,
+                MatRef::row_major(&s.v, n, hd)?,
                 Threads::One,
             )?;
             for (o, &r) in s.out.chunks(hd).zip(&s.rows) {

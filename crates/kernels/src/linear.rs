@@ -82,11 +82,7 @@ fn banded(
     let rows = (BAND / n.max(1)).clamp(16, 1024);
     let w = MatRef::row_major(wt, k, n)?;
     let kern = crate::kernels();
-    let fill = |i: usize| {
-        let res = residual.map(|r| &r[i * n..(i + 1) * n]);
-        (0..n).map(move |j| bias[j] + res.map_or(0.0, |r| r[j]))
-    };
-    crate::buffer::par_bands(m, n, rows, fill, |first, band| {
+    let finish = |first: usize, band: &mut [f32]| {
         let r = band.len() / n;
         let a = MatRef::row_major(&x[first * k..(first + r) * k], r, k)?;
         sgemm(MatMut::row_major(band, r, n)?, true, a, w, Threads::One)?;
@@ -94,7 +90,22 @@ fn banded(
             kern.act_rows(band, act);
         }
         Ok(())
-    })
+    };
+    use crate::buffer::par_bands;
+    match residual {
+        Some(res) => par_bands(
+            m,
+            n,
+            rows,
+            |i| {
+                bias.iter()
+                    .zip(&res[i * n..(i + 1) * n])
+                    .map(|(b, r)| b + r)
+            },
+            finish,
+        ),
+        None => par_bands(m, n, rows, |_| bias.iter().copied(), finish),
+    }
 }
 
 /// [`linear`] with bf16 weights ([`PackedBf16`], `n × k`) and activations rounded to bf16,
