@@ -30,7 +30,7 @@ pub(crate) fn par_rows<I: Iterator<Item = f32>>(
 /// [`par_rows`] in bands of `band_rows` rows (the last may be shorter), one task each on
 /// rayon's pool, and `finish(first_row, band)` run on each band as soon as it is filled, while
 /// it is in cache. The first error stops the work and is returned.
-pub(crate) fn par_bands<I: Iterator<Item = f32>, E: Send>(
+pub fn par_bands<I: Iterator<Item = f32>, E: Send>(
     rows: usize,
     row: usize,
     band_rows: usize,

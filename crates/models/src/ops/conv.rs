@@ -7,7 +7,6 @@ use super::activation::act_tensor;
 use super::{cpu_f32, kernel_err, F32Kernel, Fused, Linear};
 use candle_core::{Layout, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
-use rayon::prelude::*;
 use simcase_kernels::{Act, DwGeometry};
 
 /// A convolution's weight (`{conv}.weight`) and bias with the following BatchNorm (`{bn}.*`)
@@ -147,28 +146,28 @@ impl F32Kernel<1> for Patches {
         let (k, s, p) = (self.k, self.stride, self.pad);
         let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
         let row = wo * k * k * c;
-        let mut out = vec![0f32; b * ho * row];
-        out.par_chunks_mut(row.max(1))
-            .enumerate()
-            .for_each(|(by, o)| {
-                let (bi, yo) = (by / ho, by % ho);
-                for ky in 0..k {
-                    // The input row this tap reads, if inside the image.
-                    let Some(y) = (yo * s + ky).checked_sub(p).filter(|&y| y < h) else {
-                        continue;
-                    };
-                    let src = &x[(bi * h + y) * w * c..][..w * c];
-                    for xo in 0..wo {
-                        for kx in 0..k {
-                            let Some(xi) = (xo * s + kx).checked_sub(p).filter(|&xi| xi < w) else {
-                                continue;
-                            };
-                            let at = ((xo * k + ky) * k + kx) * c;
-                            o[at..at + c].copy_from_slice(&src[xi * c..][..c]);
-                        }
+        // Each output row is zeroed (the padding's taps stay zero) and filled while in cache.
+        let fill = |by: usize, o: &mut [f32]| -> Result<()> {
+            let (bi, yo) = (by / ho, by % ho);
+            for ky in 0..k {
+                // The input row this tap reads, if inside the image.
+                let Some(y) = (yo * s + ky).checked_sub(p).filter(|&y| y < h) else {
+                    continue;
+                };
+                let src = &x[(bi * h + y) * w * c..][..w * c];
+                for xo in 0..wo {
+                    for kx in 0..k {
+                        let Some(xi) = (xo * s + kx).checked_sub(p).filter(|&xi| xi < w) else {
+                            continue;
+                        };
+                        let at = ((xo * k + ky) * k + kx) * c;
+                        o[at..at + c].copy_from_slice(&src[xi * c..][..c]);
                     }
                 }
-            });
+            }
+            Ok(())
+        };
+        let out = simcase_kernels::buffer::par_bands(b * ho, row, 1, |_| std::iter::empty(), fill)?;
         Ok((out, Shape::from((b, ho, wo, k * k * c))))
     }
 }
