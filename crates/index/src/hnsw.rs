@@ -370,8 +370,9 @@ impl Hnsw {
 
     /// Add the rows of `data` (rows `first..`, `dim` values each) that the graph does not hold
     /// yet (`first` ≤ [`covered`](Self::covered)), in steps of [`BUILD_STEP`] rows, each step in
-    /// parallel on the current rayon pool (in row order when it has one thread); after each step `after(covered, total)` runs (progress, checkpoints) and may
-    /// stop the build with an error. Safe to call from several threads: a row is added once.
+    /// parallel on the current rayon pool (in row order when it has one thread); after each
+    /// step `after(covered, total)` runs (progress, checkpoints) and may stop the build with an
+    /// error. Safe to call from several threads: a row is added once.
     pub fn extend(
         &self,
         first: usize,
@@ -702,16 +703,21 @@ mod tests {
         assert_eq!(q, vec![64, -127, 25, 0]);
     }
 
-    #[test]
-    fn tiny_graph_finds_exact_neighbours() {
-        let dim = 8;
-        let mut x = 7u64;
-        let mut data: Vec<f32> = (0..dim * 500)
+    /// `n` values in [-0.5, 0.5) from a linear congruential generator seeded with `seed`.
+    fn uniform(n: usize, seed: u64) -> Vec<f32> {
+        let mut x = seed;
+        (0..n)
             .map(|_| {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
                 ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn tiny_graph_finds_exact_neighbours() {
+        let dim = 8;
+        let mut data = uniform(dim * 500, 7);
         for r in data.chunks_mut(dim) {
             let n = r.iter().map(|v| v * v).sum::<f32>().sqrt();
             r.iter_mut().for_each(|v| *v /= n);
@@ -730,13 +736,7 @@ mod tests {
     #[test]
     fn one_thread_builds_the_same_graph_every_time() {
         let dim = 16;
-        let mut x = 5u64;
-        let data: Vec<f32> = (0..dim * 3000)
-            .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-            })
-            .collect();
+        let data = uniform(dim * 3000, 5);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build()
