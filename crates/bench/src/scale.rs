@@ -809,6 +809,9 @@ pub struct IndexLayout {
     pub precision: Option<Precision>,
     /// Flat (no graph), hnsw, or auto (a graph from 20,000 rows on).
     pub index_type: Option<IndexType>,
+    /// Threads that build the graph (0: every core; 1: the same graph on every run, as
+    /// `simcase index --hnsw-build-threads 1`).
+    pub build_threads: usize,
 }
 
 /// Write a synthetic archive of `rows` rows as a simcase index in `dir` (f32 vectors + SQLite
@@ -831,6 +834,7 @@ pub fn write_index(
     layout: IndexLayout,
 ) -> Result<()> {
     let mut w = simcase_index::Writer::open(dir, &model.source, model.dim)?;
+    w.set_graph_build_threads(layout.build_threads)?;
     if let Some(p) = layout.precision {
         w.set_precision(p)?;
     }

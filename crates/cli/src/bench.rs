@@ -134,6 +134,10 @@ pub enum BenchCmd {
         /// which builds a graph from 20,000 rows on).
         #[arg(long, requires = "write_index")]
         index_type: Option<simcase_index::IndexType>,
+        /// With --write-index: threads that build the HNSW graph (0: every core; 1: the same
+        /// graph on every run).
+        #[arg(long, default_value_t = 0, value_name = "N", requires = "write_index")]
+        hnsw_build_threads: usize,
     },
     /// The Milvus backend against the local index, in one run: ingest rows/s (the same rows
     /// and committed batches; with --images, also `simcase index` end to end on real images),
@@ -362,6 +366,7 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             write_index,
             precision,
             index_type,
+            hnsw_build_threads,
         } => {
             let work = match work {
                 Some(w) => w.clone(),
@@ -389,6 +394,7 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
                 let layout = simcase_bench::scale::IndexLayout {
                     precision: *precision,
                     index_type: *index_type,
+                    build_threads: *hnsw_build_threads,
                 };
                 simcase_bench::scale::write_index(&fitted, *rows, *seed, dir, 10_000, layout)?;
                 let r = simcase_index::Reader::open(dir)?;

@@ -212,8 +212,9 @@ fn synthetic_archive_is_validated_benchmarked_and_written_as_an_index() {
     drop(r);
 
     // The same folder asked for hnsw: the graph is built over the rows already written and
-    // saved; searches go through it.
-    let out = write(&["--index-type", "hnsw"]);
+    // saved; searches go through it. One build thread, so the graph (and each query's hits)
+    // is the same on every run: with more, it depends on how the threads interleave.
+    let out = write(&["--index-type", "hnsw", "--hnsw-build-threads", "1"]);
     assert!(out.contains("i8, hnsw"), "{out}");
     let r = simcase_index::Reader::open(&compact).unwrap();
     assert_eq!(r.len(), 4500);
