@@ -135,6 +135,70 @@ fn main() {
         row("quantise_row (int8)", "257×1536", k, us);
     }
     linear_layers(&x, &h);
+    dense_conv3();
+}
+
+/// `litemedsam`'s neck, a 3×3 convolution of 256 → 256 channels on a 64×64 grid, on one
+/// thread: im2col and one GEMM (what `DenseConv` runs at bf16 and int8) against Winograd's
+/// F(2×2, 3×3) (what it runs at f32).
+fn dense_conv3() {
+    use simcase_kernels::{sgemm, MatMut, MatRef, Threads, Winograd3};
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let (h, w, c, o) = (64, 64, 256, 256);
+    let x = data(h * w * c, 14);
+    let k = data(o * c * 9, 15);
+    let bias = data(o, 16);
+    // The (ky, kx, c) × o weight of the im2col product.
+    let mut wt = vec![0f32; 9 * c * o];
+    for (oi, ci, t) in
+        (0..o).flat_map(|oi| (0..c).flat_map(move |ci| (0..9).map(move |t| (oi, ci, t))))
+    {
+        wt[(t * c + ci) * o + oi] = k[(oi * c + ci) * 9 + t];
+    }
+    let im2col = pool.install(|| {
+        best(3, || {
+            let mut cols = vec![0f32; h * w * 9 * c];
+            for (yo, xo, t) in
+                (0..h).flat_map(|y| (0..w).flat_map(move |x| (0..9).map(move |t| (y, x, t))))
+            {
+                let (iy, ix) = (yo + t / 3, xo + t % 3);
+                if (1..=h).contains(&iy) && (1..=w).contains(&ix) {
+                    let at = ((yo * w + xo) * 9 + t) * c;
+                    cols[at..at + c].copy_from_slice(&x[((iy - 1) * w + ix - 1) * c..][..c]);
+                }
+            }
+            let mut y: Vec<f32> = bias.iter().copied().cycle().take(h * w * o).collect();
+            let a = MatRef::row_major(&cols, h * w, 9 * c).unwrap();
+            let b = MatRef::row_major(&wt, 9 * c, o).unwrap();
+            sgemm(
+                MatMut::row_major(&mut y, h * w, o).unwrap(),
+                true,
+                a,
+                b,
+                Threads::One,
+            )
+            .unwrap();
+            black_box(y);
+        })
+    });
+    let wg = Winograd3::new(&k, (o, c), &bias).unwrap();
+    let winograd = pool.install(|| {
+        best(3, || {
+            black_box(wg.conv(black_box(&x), (1, h, w)).unwrap());
+        })
+    });
+    println!();
+    println!("| 3×3 convolution | size | im2col + GEMM ms | Winograd F(2×2, 3×3) ms | ratio |");
+    println!("|---|---|---:|---:|---:|");
+    println!(
+        "| litemedsam neck | {h}×{w}×{c} → {o} | {:.1} | {:.1} | {:.2}x |",
+        im2col / 1e3,
+        winograd / 1e3,
+        im2col / winograd
+    );
 }
 
 /// dinov2-s's four linear layers, one image (257 tokens), single-threaded: f32 through the

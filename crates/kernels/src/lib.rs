@@ -106,6 +106,7 @@ mod portable;
 mod reduce;
 pub mod resize;
 mod softmax;
+pub mod winograd;
 
 pub use activation::{activate, gelu_add, Act};
 pub use attention::{attention, attention_first, window_attention, QkvLayout, WindowGrid};
@@ -119,3 +120,4 @@ pub use gemm::{sgemm, MatMut, MatRef, Threads};
 pub use int8::{i8_path, I8Path, PackedI8};
 pub use linear::{linear, linear_bf16, linear_i8};
 pub use norm::layer_norm;
+pub use winograd::Winograd3;

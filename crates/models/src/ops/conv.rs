@@ -7,7 +7,7 @@ use super::activation::act_tensor;
 use super::{cpu_f32, kernel_err, F32Kernel, Fused, Linear};
 use candle_core::{Layout, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
-use simcase_kernels::{Act, DwGeometry};
+use simcase_kernels::{Act, DwGeometry, Winograd3};
 
 /// A convolution's weight (`{conv}.weight`) and bias with the following BatchNorm (`{bn}.*`)
 /// folded in, so inference runs one convolution.
@@ -73,6 +73,11 @@ impl F32Kernel<3> for DepthwiseConv {
 /// weight, reordered at load to `(out, ky, kx, c)`, is a [`Linear`] layer. The output is
 /// channels-last as it comes, with no permute, and the product runs on the GEMM (and the
 /// precision) every linear layer runs on. candle's `conv2d` took the channels-first detour.
+///
+/// A 3×3 convolution with stride 1 and padding 1 runs, at f32, by Winograd's F(2×2, 3×3)
+/// instead (`simcase_kernels::winograd`): 16/36 of the multiplications and no patch copy.
+/// `litemedsam`'s neck takes a third of the time (`kernel_bench`: 69 → 22 ms on one Zen 4
+/// core) and the whole model 3.5% less CPU (46.0 → 44.4 s over 24 images, perf stat).
 pub struct DenseConv {
     lin: Linear,
     /// The `(out, in, k, k)` weight as loaded, for candle's convolution off the CPU.
@@ -80,6 +85,8 @@ pub struct DenseConv {
     k: usize,
     stride: usize,
     pad: usize,
+    /// The weight's Winograd transform, made at the first call that takes that path.
+    winograd: std::sync::OnceLock<Winograd3>,
 }
 
 impl DenseConv {
@@ -100,7 +107,28 @@ impl DenseConv {
             k,
             stride,
             pad,
+            winograd: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Whether `x` goes through [`Winograd3`]: a 3×3 kernel, stride 1, padding 1, on CPU at
+    /// f32 (at bf16 and int8 the patches take the linear layer's packed weights).
+    fn winograd_takes(&self, x: &Tensor) -> bool {
+        (self.k, self.stride, self.pad) == (3, 1, 1)
+            && cpu_f32(x)
+            && crate::precision() == crate::Precision::F32
+    }
+
+    /// The weight's Winograd transform, made on the first call.
+    fn winograd(&self) -> Result<&Winograd3> {
+        if let Some(t) = self.winograd.get() {
+            return Ok(t);
+        }
+        let (o, c, _, _) = self.w.dims4()?;
+        let w = self.w.flatten_all()?.to_vec1::<f32>()?;
+        let b = self.lin.bias().to_vec1::<f32>()?;
+        let t = Winograd3::new(&w, (o, c), &b).map_err(kernel_err)?;
+        Ok(self.winograd.get_or_init(|| t))
     }
 
     /// `x`: `(b, h, w, c)`; returns `(b, h', w', out)`.
@@ -118,6 +146,11 @@ impl DenseConv {
                 .broadcast_add(&self.lin.bias().reshape((1, (), 1, 1))?)?;
             return y.permute((0, 2, 3, 1))?.contiguous();
         }
+        if self.winograd_takes(x) {
+            return x
+                .contiguous()?
+                .apply_op1_no_bwd(&Fused(&WinogradOp(self.winograd()?)));
+        }
         let cols = x.contiguous()?.apply_op1_no_bwd(&Fused(&Patches {
             k,
             stride: s,
@@ -126,6 +159,26 @@ impl DenseConv {
         let (_, ho, wo, _) = cols.dims4()?;
         let y = self.lin.forward(&cols.reshape((b * ho * wo, k * k * c))?)?;
         y.reshape((b, ho, wo, ()))
+    }
+}
+
+/// [`Winograd3`]'s convolution as a candle op: `(b, h, w, c)` → `(b, h, w, o)`.
+struct WinogradOp<'a>(&'a Winograd3);
+
+impl F32Kernel<1> for WinogradOp<'_> {
+    const NAME: &'static str = "simcase-winograd-conv3";
+    const INPUTS: [&'static str; 1] = ["convolution input"];
+
+    fn run(&self, [(x, l)]: [(&[f32], &Layout); 1]) -> Result<(Vec<f32>, Shape)> {
+        let (b, h, w, c) = l.shape().dims4()?;
+        if c != self.0.c() {
+            candle_core::bail!(
+                "convolution: {c} input channels, the kernel takes {}",
+                self.0.c()
+            );
+        }
+        let y = self.0.conv(x, (b, h, w)).map_err(kernel_err)?;
+        Ok((y, Shape::from((b, h, w, self.0.o()))))
     }
 }
 
