@@ -11,7 +11,8 @@
 //!   buffers zeroed or pre-filled in parallel), [`heap`] (malloc keeping freed blocks for the
 //!   next forward pass), [`depthwise`] (depthwise convolution), [`attention`] (fused
 //!   multi-head attention), [`linear`] (fused linear layer), [`gemm`] (the checked sgemm every
-//!   matrix product goes through), [`resize`] (bicubic resize).
+//!   matrix product goes through), [`winograd`] (3×3 convolutions by Winograd's F(2×2, 3×3)),
+//!   [`resize`] (bicubic resize).
 //!
 //! The parallel entry points (`layer_norm`, `gelu_add`, `attention`, …) split work with rayon
 //! and run the selected path's row kernels; [`kernels`] gives the row kernels themselves.
