@@ -336,7 +336,9 @@ mod tests {
 
     /// The im2col product equals candle's channels-first convolution: kernel 1, 3 and 5,
     /// stride 1 and 2, padding 0 to 2, with and without a bias, on odd sizes so that the
-    /// last row and column of patches reach past the edge.
+    /// last row and column of patches reach past the edge. The case (3, 1, 1) runs through
+    /// the Winograd path (the process is at f32), with a last tile row and column cut by
+    /// the odd sides.
     #[test]
     fn dense_conv_matches_candle_conv2d() {
         let dev = Device::Cpu;
