@@ -48,26 +48,24 @@ impl Winograd3 {
                 bias.len()
             )
         })?;
+        // `G` applied to three values: (v0, ½(v0 + v1 + v2), ½(v0 − v1 + v2), v2).
+        let gv = |v: [f64; 3]| {
+            [
+                v[0],
+                0.5 * (v[0] + v[1] + v[2]),
+                0.5 * (v[0] - v[1] + v[2]),
+                v[2],
+            ]
+        };
         let mut u = vec![0f32; 16 * c * o];
         for oi in 0..o {
             for ci in 0..c {
                 let g = &w[(oi * c + ci) * 9..][..9];
-                let g = |r: usize, s: usize| f64::from(g[r * 3 + s]);
-                // G g: 4 × 3.
-                let gg: [[f64; 3]; 4] = [
-                    [0, 1, 2].map(|s| g(0, s)),
-                    [0, 1, 2].map(|s| 0.5 * (g(0, s) + g(1, s) + g(2, s))),
-                    [0, 1, 2].map(|s| 0.5 * (g(0, s) - g(1, s) + g(2, s))),
-                    [0, 1, 2].map(|s| g(2, s)),
-                ];
-                // (G g) Gᵀ: 4 × 4.
-                for (r, row) in gg.iter().enumerate() {
-                    let t = [
-                        row[0],
-                        0.5 * (row[0] + row[1] + row[2]),
-                        0.5 * (row[0] - row[1] + row[2]),
-                        row[2],
-                    ];
+                // G g, column by column: `cols[s][r]` is row r of column s (4 × 3).
+                let cols = [0, 1, 2].map(|s| gv([0, 1, 2].map(|r| f64::from(g[r * 3 + s]))));
+                // (G g) Gᵀ, row by row: 4 × 4.
+                for r in 0..4 {
+                    let t = gv([cols[0][r], cols[1][r], cols[2][r]]);
                     for (s, v) in t.into_iter().enumerate() {
                         u[((r * 4 + s) * c + ci) * o + oi] = v as f32;
                     }

@@ -111,12 +111,10 @@ impl DenseConv {
         })
     }
 
-    /// Whether `x` goes through [`Winograd3`]: a 3×3 kernel, stride 1, padding 1, on CPU at
-    /// f32 (at bf16 and int8 the patches take the linear layer's packed weights).
-    fn winograd_takes(&self, x: &Tensor) -> bool {
-        (self.k, self.stride, self.pad) == (3, 1, 1)
-            && cpu_f32(x)
-            && crate::precision() == crate::Precision::F32
+    /// Whether a CPU f32 input goes through [`Winograd3`]: a 3×3 kernel, stride 1, padding 1,
+    /// at f32 precision (at bf16 and int8 the patches take the linear layer's packed weights).
+    fn winograd_takes(&self) -> bool {
+        (self.k, self.stride, self.pad) == (3, 1, 1) && crate::precision() == crate::Precision::F32
     }
 
     /// The weight's Winograd transform, made on the first call.
@@ -146,7 +144,7 @@ impl DenseConv {
                 .broadcast_add(&self.lin.bias().reshape((1, (), 1, 1))?)?;
             return y.permute((0, 2, 3, 1))?.contiguous();
         }
-        if self.winograd_takes(x) {
+        if self.winograd_takes() {
             return x
                 .contiguous()?
                 .apply_op1_no_bwd(&Fused(&WinogradOp(self.winograd()?)));
