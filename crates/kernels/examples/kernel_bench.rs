@@ -98,6 +98,16 @@ fn main() {
         });
         row("softmax_rows", "6×257×257", k, us);
     }
+    // TinyViT's 7×7 windows: rows of 49, not a multiple of the vector width.
+    let win = data(32 * 4 * 49 * 49, 12);
+    for k in &paths {
+        let mut s = win.clone();
+        let us = best(20, || {
+            s.copy_from_slice(&win);
+            k.softmax_rows(black_box(&mut s), 49, None)
+        });
+        row("softmax_rows (window)", "32×4×49×49", k, us);
+    }
     for k in &paths {
         let mut y = h.clone();
         let us = best(20, || {
