@@ -4,6 +4,7 @@
 
 use crate::activation::{act_rows, Act};
 use crate::error::{check, KernelError};
+use std::mem::MaybeUninit;
 
 /// The convolution's geometry: input `h×w×c` per image, output `ho×wo×c`, a `k×k` kernel,
 /// `stride`, and `pad` zeros before the first row and column (the far side is implied by the
@@ -113,7 +114,7 @@ const GROUP: usize = 4;
 /// Output channels `at..at + G·LANES` of one pixel: the bias, then each tap in order.
 #[inline(always)]
 fn block_sums<const G: usize>(
-    o: &mut [f32],
+    o: &mut [MaybeUninit<f32>],
     img: &[f32],
     k: &[f32],
     bias: &[f32],
@@ -138,7 +139,9 @@ fn block_sums<const G: usize>(
         }
     }
     for (g, a) in acc.iter().enumerate() {
-        o[at + g * LANES..at + (g + 1) * LANES].copy_from_slice(a);
+        for (o, &a) in o[at + g * LANES..at + (g + 1) * LANES].iter_mut().zip(a) {
+            o.write(a);
+        }
     }
 }
 
@@ -155,7 +158,7 @@ pub(crate) fn depthwise_row(
     k: &[f32],
     bias: &[f32],
     row: usize,
-    orow: &mut [f32],
+    orow: &mut [MaybeUninit<f32>],
 ) {
     let (h, w, c, s) = (g.h, g.w, g.c, g.stride);
     let (bi, oy) = (row / g.ho, row % g.ho);
@@ -193,9 +196,13 @@ pub(crate) fn depthwise_row(
             for &(pi, ki) in &taps {
                 acc += img[pi + ch] * k[ki + ch];
             }
-            o[ch] = acc;
+            o[ch].write(acc);
         }
     }
+    // SAFETY: each pixel's `c` channels were written above (the blocks of LANES, then the
+    // tail), and the pixels cover the row (`orow` is `wo·c` long: `check_row`, or
+    // `depthwise`'s bands); `MaybeUninit<f32>` has the layout of `f32`.
+    let orow = unsafe { &mut *(orow as *mut [MaybeUninit<f32>] as *mut [f32]) };
     act_rows(orow, g.act);
 }
 
@@ -213,16 +220,15 @@ pub fn depthwise(
         return Ok(Vec::new());
     }
     let k = crate::kernels();
-    // Each row is zeroed and computed while in cache: zeroing the whole output first (64 MiB
-    // at litemedsam's first stage) cost a pass through memory.
-    crate::buffer::par_bands(
-        len / row,
-        row,
-        1,
-        |_| std::iter::empty(),
-        |r, orow| -> Result<(), KernelError> {
-            k.depthwise_row(g, x, kernel, bias, r, orow);
-            Ok(())
-        },
-    )
+    // Each row is written once, by the kernel, into fresh memory: zeroing the whole output
+    // first (64 MiB at litemedsam's first stage) cost a pass through memory, and zeroing each
+    // row before the kernel wrote it was still 2% of an image (Zen 3).
+    // SAFETY: `depthwise_row` writes every element of its row (see its end), and each band
+    // here is one row of `wo·c`.
+    let out = unsafe {
+        crate::buffer::par_bands_uninit(len / row, row, 1, |r, orow| {
+            (k.depthwise_row)(g, x, kernel, bias, r, orow)
+        })
+    };
+    Ok(out)
 }

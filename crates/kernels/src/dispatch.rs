@@ -7,6 +7,7 @@ use crate::activation::Act;
 use crate::depthwise::DwGeometry;
 use std::fmt;
 use std::io::Write;
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 /// The environment variable that forces a kernel path: `auto` (the default), `avx512`,
@@ -195,8 +196,9 @@ pub fn kernels() -> &'static Kernels {
 
 /// `layer_norm_rows(out, x, weight, bias, eps)`.
 type LayerNormRows = fn(&mut [f32], &[f32], &[f32], &[f32], f32);
-/// `depthwise_row(geometry, x, kernel, bias, row, out_row)`.
-type DepthwiseRow = fn(&DwGeometry, &[f32], &[f32], &[f32], usize, &mut [f32]);
+/// `depthwise_row(geometry, x, kernel, bias, row, out_row)`: writes every element of
+/// `out_row`, which may start uninitialised.
+type DepthwiseRow = fn(&DwGeometry, &[f32], &[f32], &[f32], usize, &mut [MaybeUninit<f32>]);
 
 /// Row kernels compiled for one instruction set. Obtained from [`kernels`] (the selected
 /// path) or [`Kernels::for_isa`] (a given path, for tests and benchmarks); either checks the
@@ -311,7 +313,10 @@ impl Kernels {
         if g.check_row(x, k, bias, row, out_row).is_err() {
             return;
         }
-        (self.depthwise_row)(g, x, k, bias, row, out_row)
+        // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the kernel writes only
+        // initialised values through it.
+        let out = unsafe { &mut *(out_row as *mut [f32] as *mut [MaybeUninit<f32>]) };
+        (self.depthwise_row)(g, x, k, bias, row, out)
     }
 }
 

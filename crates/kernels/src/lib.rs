@@ -49,7 +49,7 @@ macro_rules! isa_table {
             k: &[f32],
             bias: &[f32],
             row: usize,
-            out: &mut [f32],
+            out: &mut [std::mem::MaybeUninit<f32>],
         ) {
             crate::depthwise::depthwise_row(g, x, k, bias, row, out)
         }
