@@ -199,11 +199,13 @@ pub(crate) fn depthwise_row(
             o[ch].write(acc);
         }
     }
-    // SAFETY: each pixel's `c` channels were written above (the blocks of LANES, then the
-    // tail), and the pixels cover the row (`orow` is `wo·c` long: `check_row`, or
-    // `depthwise`'s bands); `MaybeUninit<f32>` has the layout of `f32`.
-    let orow = unsafe { &mut *(orow as *mut [MaybeUninit<f32>] as *mut [f32]) };
-    act_rows(orow, g.act);
+    // Callers pass exactly one row (`check_row`, or `depthwise`'s bands); only what was
+    // written is read as floats, whatever the length.
+    let done = &mut orow[..g.wo * c];
+    // SAFETY: the `wo` pixels' `c` channels each were written above (the blocks of LANES, then
+    // the tail); `MaybeUninit<f32>` has the layout of `f32`.
+    let done = unsafe { &mut *(done as *mut [MaybeUninit<f32>] as *mut [f32]) };
+    act_rows(done, g.act);
 }
 
 /// The convolution: `x` is `(b, h, w, c)`, `kernel` is `(k·k, c)` (tap-major), `bias` is
