@@ -25,7 +25,7 @@ const JPEG_MARGIN: f64 = 2.0;
 fn readme(name: &str) -> Readme {
     let (worst_cos, png_max_abs, jpeg_max_abs) = match name {
         "dinov2-s" => (1.0000000, 3.6e-7, 5.4e-5),
-        "litemedsam" => (0.9999994, 6.0e-7, 2.6e-4),
+        "litemedsam" => (0.9999994, 6.6e-7, 2.6e-4),
         "efficientnet-lite0" => (0.9999962, 6.4e-7, 4.9e-4),
         other => panic!("no README figures for {other}"),
     };
