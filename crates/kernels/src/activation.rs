@@ -27,10 +27,10 @@ pub enum Act {
 ///
 /// Both polynomials (in `x²`) are evaluated by Estrin's scheme, not Horner's. A GELU loop is
 /// bound by the latency of one element's chain of operations, not by their number: the
-/// out-of-order window holds only a few elements' chains at once. Horner's rule made that
-/// chain 13 dependent operations long (a multiply, then an add, per coefficient); Estrin's
-/// makes it 5, for three more operations. Each path compiles this same source without
-/// contraction into FMA, so the paths still agree bit for bit.
+/// out-of-order window holds only a few elements' chains at once. Horner's rule made the
+/// numerator's chain 13 dependent operations long (`x²`, then a multiply and an add per
+/// coefficient); Estrin's makes it 6, for two more operations. Each path compiles this same
+/// source without contraction into FMA, so the paths still agree bit for bit.
 #[inline(always)]
 pub fn erf_fast(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);

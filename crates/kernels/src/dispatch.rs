@@ -196,8 +196,8 @@ pub fn kernels() -> &'static Kernels {
 
 /// `layer_norm_rows(out, x, weight, bias, eps)`.
 type LayerNormRows = fn(&mut [f32], &[f32], &[f32], &[f32], f32);
-/// `depthwise_row(geometry, x, kernel, bias, row, out_row)`: writes every element of
-/// `out_row`, which may start uninitialised.
+/// `depthwise_row(geometry, x, kernel, bias, row, out_row)`: writes the first `wo·c` elements
+/// of `out_row` (callers pass exactly that many), which may start uninitialised.
 type DepthwiseRow = fn(&DwGeometry, &[f32], &[f32], &[f32], usize, &mut [MaybeUninit<f32>]);
 
 /// Row kernels compiled for one instruction set. Obtained from [`kernels`] (the selected
