@@ -58,10 +58,10 @@ pub fn par_bands<I: Iterator<Item = f32>, E: Send>(
     Ok(v)
 }
 
-/// `rows × row` floats in bands of `band_rows` rows, one task each on rayon's pool, each band
-/// written by `write(first_row, band)` straight into the new buffer: for a producer that sets
-/// every element anyway, the fill of [`par_bands`] (zeros, 2% of a `litemedsam` image in the
-/// depthwise convolutions, Zen 3) is saved.
+/// `rows × row` floats in bands of `band_rows` rows (through [`build`], so in parallel when
+/// large enough), each band written by `write(first_row, band)` straight into the new buffer:
+/// for a producer that sets every element anyway, the fill of [`par_bands`] (zeros, 2% of a
+/// `litemedsam` image in the depthwise convolutions, Zen 3) is saved.
 ///
 /// # Safety
 /// `write` must initialise every element of every band it is given.
@@ -74,16 +74,12 @@ pub(crate) unsafe fn par_bands_uninit(
     let len = rows
         .checked_mul(row)
         .expect("par_bands_uninit: rows × row overflows usize");
-    let band_rows = band_rows.max(1);
-    let mut v: Vec<f32> = Vec::with_capacity(len);
-    v.spare_capacity_mut()[..len]
-        .par_chunks_mut(band_rows * row.max(1))
-        .enumerate()
-        .for_each(|(i, c)| write(i * band_rows, c));
-    // SAFETY: the bands cover `0..len` of the capacity, and the caller's `write` initialised
-    // each (this function's contract).
-    unsafe { v.set_len(len) };
-    v
+    let row = row.max(1);
+    // `write` initialises every element of its band (this function's contract), which is
+    // `build`'s.
+    build(len, band_rows.max(1) * row, |start, c| {
+        write(start / row, c)
+    })
 }
 
 /// Write every element of `chunk`, whole rows of `row` floats from row `first` on: row `r`
@@ -114,7 +110,8 @@ pub fn par_zeroed(len: usize) -> Vec<f32> {
 }
 
 /// `len` floats made chunk by chunk of `chunk`, `init(first_index, chunk)` writing every
-/// element of its chunk (both callers above do: a full fill, or each row's items then zeros).
+/// element of its chunk (the callers above do: a full fill, each row's items then zeros, or
+/// the contract of [`par_bands_uninit`]).
 fn build(
     len: usize,
     chunk: usize,
@@ -135,7 +132,7 @@ fn build(
             .for_each(|(i, c)| init(i * chunk, c));
     }
     // SAFETY: the chunks cover `0..len` of the capacity, and `init` wrote every element of
-    // each (the contract of this private function, kept by its two callers).
+    // each (the contract of this private function, kept by its callers).
     unsafe { v.set_len(len) };
     v
 }
