@@ -145,7 +145,58 @@ fn main() {
         row("quantise_row (int8)", "257×1536", k, us);
     }
     linear_layers(&x, &h);
+    packed_f32_layers();
     dense_conv3();
+}
+
+/// f32 linear layers on one thread, the weight as stored (`linear`, the `gemm` crate packing
+/// it at each call, once per band of a large output) against packed once (`linear_packed`,
+/// the AVX2 path's): `litemedsam`'s banded layers at 4096 rows and `dinov2-s`'s at 257.
+fn packed_f32_layers() {
+    use simcase_kernels::{linear, linear_packed, PackedF32};
+    if !simcase_kernels::packed_f32::available() {
+        println!("\nskipped: packed f32 layers (the AVX2 path is not selected)");
+        return;
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    println!();
+    println!("| f32 linear layer | m×k → n | as stored GMAC/s | packed once GMAC/s | ratio |");
+    println!("|---|---|---:|---:|---:|");
+    for (name, m, k, n) in [
+        ("litemedsam stage 3 fc1", 4096, 320, 1280),
+        ("litemedsam stage 3 qkv", 4096, 320, 960),
+        ("litemedsam stage 3 fc2", 4096, 1280, 320),
+        ("litemedsam stage 2 fc1", 4096, 160, 640),
+        ("dinov2-s qkv", 257, 384, 1152),
+        ("dinov2-s fc2", 257, 1536, 384),
+    ] {
+        let x = data(m * k, 21);
+        let w = data(n * k, 22);
+        let b = data(n, 23);
+        let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
+        let packed = PackedF32::pack(&w, n, k).unwrap();
+        let macs = (m * n * k) as f64 / 1e3;
+        let (plain, packed) = pool.install(|| {
+            let plain = best(5, || {
+                black_box(linear(black_box(&x), (m, k), &wt, &b, None, Act::None).unwrap());
+            });
+            let packed = best(5, || {
+                black_box(
+                    linear_packed(black_box(&x), (m, k), &packed, &b, None, Act::None).unwrap(),
+                );
+            });
+            (plain, packed)
+        });
+        println!(
+            "| {name} | {m}×{k} → {n} | {:.1} | {:.1} | {:.2}x |",
+            macs / plain,
+            macs / packed,
+            plain / packed
+        );
+    }
 }
 
 /// `litemedsam`'s neck, a 3×3 convolution of 256 → 256 channels on a 64×64 grid, on one

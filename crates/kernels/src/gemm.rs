@@ -3,6 +3,8 @@
 //! `gemm::gemm` takes 19 raw arguments and trusts every pointer and stride; here safe code
 //! cannot reach past a slice, and a destination view never has two elements at one address.
 //! (`gemm` picks its own micro-kernels at run time; `SIMCASE_KERNELS` does not steer it.)
+//! The one other way, `crate::packed_f32`, calls `gemm`'s AVX2 micro-kernels on weights packed
+//! once, through the same views ([`RawView`]).
 
 use crate::error::{check, KernelError};
 use std::marker::PhantomData;
@@ -61,6 +63,16 @@ fn injective(rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
         return rs >= 1;
     }
     (cs >= 1 && rs >= cs.saturating_mul(cols)) || (rs >= 1 && cs >= rs.saturating_mul(rows))
+}
+
+/// A view's pointer, shape and strides, for the crate's own calls into `gemm`'s micro-kernels
+/// (`crate::packed_f32`), which rely on the checks made when the view was.
+pub(crate) struct RawView<P> {
+    pub(crate) ptr: P,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
 }
 
 /// A read-only `rows × cols` view of an f32 slice: element `(i, j)` is `data[i·rs + j·cs]`.
@@ -124,6 +136,17 @@ impl<'a> MatRef<'a> {
     pub fn cols(&self) -> usize {
         self.cols
     }
+
+    /// The pointer, shape and strides.
+    pub(crate) fn raw(&self) -> RawView<*const f32> {
+        RawView {
+            ptr: self.ptr,
+            rows: self.rows,
+            cols: self.cols,
+            rs: self.rs,
+            cs: self.cs,
+        }
+    }
 }
 
 /// A writable `rows × cols` view of an f32 slice whose elements are all distinct: element
@@ -181,6 +204,17 @@ impl<'a> MatMut<'a> {
     /// Columns.
     pub fn cols(&self) -> usize {
         self.cols
+    }
+
+    /// The pointer, shape and strides.
+    pub(crate) fn raw(&self) -> RawView<*mut f32> {
+        RawView {
+            ptr: self.ptr,
+            rows: self.rows,
+            cols: self.cols,
+            rs: self.rs,
+            cs: self.cs,
+        }
     }
 
     /// Splits into blocks of `height` rows (the last may be shorter), top to bottom.

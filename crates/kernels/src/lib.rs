@@ -11,7 +11,8 @@
 //!   buffers zeroed or pre-filled in parallel), [`heap`] (malloc keeping freed blocks for the
 //!   next forward pass), [`depthwise`] (depthwise convolution), [`attention`] (fused
 //!   multi-head attention), [`linear`] (fused linear layer), [`gemm`] (the checked sgemm every
-//!   matrix product goes through), [`winograd`] (3×3 convolutions by Winograd's F(2×2, 3×3)),
+//!   matrix product goes through), [`packed_f32`] (f32 weights packed once, on `gemm`'s AVX2
+//!   micro-kernels), [`winograd`] (3×3 convolutions by Winograd's F(2×2, 3×3)),
 //!   [`resize`] (bicubic resize).
 //!
 //! The parallel entry points (`layer_norm`, `gelu_add`, `attention`, …) split work with rayon
@@ -102,6 +103,7 @@ pub mod heap;
 pub mod int8;
 pub mod linear;
 pub mod norm;
+pub mod packed_f32;
 mod panels;
 mod portable;
 mod reduce;
@@ -119,6 +121,7 @@ pub use dispatch::{dot, dot_f16, dot_i8, kernels, selection, Isa, Kernels, Selec
 pub use error::KernelError;
 pub use gemm::{sgemm, MatMut, MatRef, Threads};
 pub use int8::{i8_path, I8Path, PackedI8};
-pub use linear::{linear, linear_bf16, linear_i8};
+pub use linear::{linear, linear_bf16, linear_i8, linear_packed};
 pub use norm::layer_norm;
+pub use packed_f32::PackedF32;
 pub use winograd::Winograd3;

@@ -7,6 +7,7 @@ use crate::bf16::{gemm_bf16, Bf16Path, PackedBf16};
 use crate::error::{check, KernelError};
 use crate::gemm::{sgemm, MatMut, MatRef, Threads};
 use crate::int8::{gemm_i8, I8Path, PackedI8};
+use crate::packed_f32::PackedF32;
 
 /// `x` is `m×k` row-major; `wt` is the weight as `k×n` row-major, the transpose of PyTorch's
 /// `(out, in)` layout; `bias` is `n`, `residual` is `m×n`; returns `act(x·wt + bias +
@@ -29,9 +30,74 @@ pub fn linear(
     check(wt.len() == n * k, || {
         format!("linear: x {m}×{k}, weight of {} is not {k}×{n}", wt.len())
     })?;
+    linear_with(x, (m, k), Weight::Plain(wt), bias, residual, act)
+}
+
+/// [`linear`] with the weight packed once ([`PackedF32`], from PyTorch's `(out, in)`
+/// layout), multiplied without the `gemm` crate's packing copy at each call (see
+/// [`crate::packed_f32`]); the same sums as [`linear`] up to 512 inputs. `Err` on a CPU
+/// without AVX2 and FMA.
+pub fn linear_packed(
+    x: &[f32],
+    (m, k): (usize, usize),
+    w: &PackedF32,
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    act: Act,
+) -> Result<Vec<f32>, KernelError> {
+    let n = bias.len();
+    check(w.n() == n && w.k() == k, || {
+        format!(
+            "linear: x {m}×{k}, packed weight {}×{}, bias {n}",
+            w.n(),
+            w.k()
+        )
+    })?;
+    linear_with(x, (m, k), Weight::Packed(w), bias, residual, act)
+}
+
+/// The f32 weight of [`linear`] or [`linear_packed`].
+#[derive(Clone, Copy)]
+enum Weight<'a> {
+    /// `k × n` row-major, read by the `gemm` crate.
+    Plain(&'a [f32]),
+    /// In panels, read by `gemm`'s micro-kernels in place.
+    Packed(&'a PackedF32),
+}
+
+impl Weight<'_> {
+    /// `dst += a · w[.., c0 .. c0 + dst.cols()]` on the calling thread; `c0` is a multiple of
+    /// 16 (the packed panels' width), `k` the inputs and `n` the outputs.
+    fn mul(
+        self,
+        dst: MatMut<'_>,
+        a: MatRef<'_>,
+        c0: usize,
+        (k, n): (usize, usize),
+    ) -> Result<(), KernelError> {
+        match self {
+            Weight::Plain(wt) => {
+                let b = MatRef::new(&wt[c0..], k, dst.cols(), n, 1)?;
+                sgemm(dst, true, a, b, Threads::One)
+            }
+            Weight::Packed(w) => crate::packed_f32::gemm_packed(dst, a, w, c0),
+        }
+    }
+}
+
+/// [`linear`] for either weight, its length checked by the caller.
+fn linear_with(
+    x: &[f32],
+    (m, k): (usize, usize),
+    w: Weight<'_>,
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    act: Act,
+) -> Result<Vec<f32>, KernelError> {
+    let n = bias.len();
     let threads = rayon::current_num_threads();
     if m * n >= BANDED_OUTPUT {
-        return banded(x, (m, k), wt, bias, residual, act);
+        return banded(x, (m, k), w, bias, residual, act);
     }
     let mut dst = prefill(x, (m, k), n, bias, residual)?;
     let a = MatRef::row_major(x, m, k)?;
@@ -45,14 +111,10 @@ pub fn linear(
         blocks
             .into_par_iter()
             .enumerate()
-            .map(|(i, blk)| {
-                let b = MatRef::new(&wt[i * wd..], k, blk.cols(), n, 1)?;
-                sgemm(blk, true, a, b, Threads::One)
-            })
+            .map(|(i, blk)| w.mul(blk, a, i * wd, (k, n)))
             .collect::<Result<(), KernelError>>()?;
     } else {
-        let b = MatRef::row_major(wt, k, n)?;
-        sgemm(MatMut::row_major(&mut dst, m, n)?, true, a, b, Threads::One)?;
+        w.mul(MatMut::row_major(&mut dst, m, n)?, a, 0, (k, n))?;
     }
     activate(&mut dst, act);
     Ok(dst)
@@ -72,7 +134,7 @@ const BAND: usize = 1 << 16;
 fn banded(
     x: &[f32],
     (m, k): (usize, usize),
-    wt: &[f32],
+    w: Weight<'_>,
     bias: &[f32],
     residual: Option<&[f32]>,
     act: Act,
@@ -80,12 +142,11 @@ fn banded(
     let n = bias.len();
     check_input(x, (m, k), n, residual)?;
     let rows = (BAND / n.max(1)).clamp(16, 1024);
-    let w = MatRef::row_major(wt, k, n)?;
     let kern = crate::kernels();
     let finish = |first: usize, band: &mut [f32]| {
         let r = band.len() / n;
         let a = MatRef::row_major(&x[first * k..(first + r) * k], r, k)?;
-        sgemm(MatMut::row_major(band, r, n)?, true, a, w, Threads::One)?;
+        w.mul(MatMut::row_major(band, r, n)?, a, 0, (k, n))?;
         if act != Act::None {
             kern.act_rows(band, act);
         }
@@ -260,6 +321,46 @@ mod tests {
             assert!(gelu == want, "{m}×{n}×{k}: GELU of the product");
         }
         const { assert!(4100 * 260 >= BANDED_OUTPUT && 257 * 200 < BANDED_OUTPUT) };
+    }
+
+    /// The packed layer is [`linear`] bit for bit (up to 512 inputs, one depth block), in all
+    /// three ways a layer is made: small, split by columns across threads (n not a multiple
+    /// of the split width), and in row bands; with the residual and GELU.
+    #[test]
+    fn packed_linear_is_linear() {
+        if !crate::Isa::Avx2.is_available() {
+            eprintln!("no AVX2 and FMA here: the packed f32 layer cannot run");
+            return;
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        for &(m, n, k) in &[(3, 5, 7), (257, 200, 96), (4100, 260, 24), (700, 1600, 130)] {
+            let (x, w, b, r) = (lcg(m * k, 1), lcg(n * k, 2), lcg(n, 3), lcg(m * n, 4));
+            let wt = transpose(&w, n, k);
+            let packed = PackedF32::pack(&w, n, k).unwrap();
+            for act in [Act::None, Act::Gelu] {
+                for res in [None, Some(&r[..])] {
+                    let (want, got) = pool.install(|| {
+                        (
+                            linear(&x, (m, k), &wt, &b, res, act).unwrap(),
+                            linear_packed(&x, (m, k), &packed, &b, res, act).unwrap(),
+                        )
+                    });
+                    assert!(
+                        got.iter()
+                            .zip(&want)
+                            .all(|(g, e)| g.to_bits() == e.to_bits()),
+                        "{m}×{n}×{k} {act:?}, residual {}",
+                        res.is_some()
+                    );
+                }
+            }
+        }
+        const { assert!(700 * 1600 >= BANDED_OUTPUT) };
+        let packed = PackedF32::pack(&lcg(6, 1), 2, 3).unwrap();
+        assert!(linear_packed(&lcg(6, 2), (2, 3), &packed, &[0.0; 3], None, Act::None).is_err());
     }
 
     /// The bf16 layer: the f32 layer of the bf16-rounded operands, bias and residual in f32.

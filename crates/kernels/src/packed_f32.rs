@@ -1,0 +1,281 @@
+//! f32 weights packed once ([`PackedF32`]) and multiplied by the `gemm` crate's own AVX2
+//! micro-kernels (`gemm_f32::microkernel::fma`: 16 outputs × 6 rows in registers), with no
+//! packing at the call.
+//!
+//! Why: `gemm` copies its left operand (here the weight) into panels at every call once the
+//! right one has more than 48 columns (rows of the input). A layer made in row bands
+//! ([`crate::linear`], outputs past L2) calls it once a band, so `litemedsam`'s weights were
+//! copied again for every band of 51–409 rows: 3.2% of an image's samples, plus the weight
+//! read from L2 or L3 into the copy. Packed at load in the layout that copy has, the same
+//! micro-kernels read them in place. `kernel_bench` (one core, Zen 3, three runs):
+//! `litemedsam`'s banded layers at 4096 rows 0.98–1.19x `linear`'s rate (stage 3's fc1
+//! 36.3 → 42.7 GMAC/s, its fc2 of 1280 inputs 0.98–1.04x), `dinov2-s`'s at 257 rows
+//! 1.01–1.23x; `litemedsam` at batch 1 used 3.9% less CPU time (6 alternating pairs).
+//!
+//! The sums are `gemm`'s: the same kernels over the same depth blocks (at most [`KC`] inputs,
+//! split evenly, as `gemm` splits them for a 32 KiB L1), in the same order, so a product of
+//! 3 to [`KC`] inputs and more than one row equals [`crate::sgemm`]'s bit for bit (tests).
+//! `gemm` makes a single row as a matrix–vector product, summed in another order; here it
+//! goes through the micro-kernels too (`dinov2-s`'s last block, which keeps only the class
+//! token: its PNG parity error went from 3.9e-7 to 2.1e-7).
+//!
+//! Only the AVX2 path uses it ([`available`]): AVX-512 and the portable path keep the `gemm`
+//! crate, whose AVX-512 kernels take other panel widths (and no AVX-512 machine was at hand to
+//! measure them).
+//!
+//! Layout: panels of 16 output channels; for each input `c`, 16 consecutive floats, float `l`
+//! of panel `p` being `w[16p + l][c]` (zero past `n`).
+
+use crate::error::{check, KernelError};
+use crate::gemm::{MatMut, MatRef};
+
+/// Output channels per panel: the micro-kernels' 2 × 8 lanes.
+pub(crate) const PANEL: usize = 16;
+/// Rows per micro-kernel call.
+const NR: usize = 6;
+/// The deepest block of inputs one pass sums (`gemm`'s floor for its depth block).
+const KC: usize = 512;
+/// Panels per block: 128 outputs × at most [`KC`] inputs (256 KiB) stay in L2 while every
+/// group of [`NR`] rows reads them, and a group's rows stay in L1 across the block's panels.
+const PANEL_BLOCK: usize = 8;
+
+#[cfg(target_arch = "x86_64")]
+use gemm_f32::microkernel::fma::f32 as fma;
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(fma::MR_DIV_N * 8 == PANEL && fma::NR == NR);
+
+/// An `(out, in)` f32 weight in panels (see the module).
+#[derive(Clone, Debug)]
+pub struct PackedF32 {
+    n: usize,
+    k: usize,
+    data: Vec<f32>,
+}
+
+impl PackedF32 {
+    /// Packs `w`, `n × k` row-major (PyTorch's `(out, in)`).
+    pub fn pack(w: &[f32], n: usize, k: usize) -> Result<Self, KernelError> {
+        check(w.len() == n * k, || {
+            format!("f32 pack: weight of {} is not {n}×{k}", w.len())
+        })?;
+        let panels = n.div_ceil(PANEL);
+        let mut data = vec![0f32; panels * k * PANEL];
+        for (j, row) in w.chunks_exact(k.max(1)).take(n).enumerate() {
+            let (p, l) = (j / PANEL, j % PANEL);
+            let panel = &mut data[p * k * PANEL..(p + 1) * k * PANEL];
+            for (c, &v) in row.iter().enumerate() {
+                panel[c * PANEL + l] = v;
+            }
+        }
+        Ok(Self { n, k, data })
+    }
+
+    /// The weight back in `(out, in)` layout, exactly (packing only moves values).
+    pub fn unpack(&self) -> Vec<f32> {
+        let k = self.k;
+        let mut w = vec![0f32; self.n * k];
+        for (j, row) in w.chunks_exact_mut(k.max(1)).take(self.n).enumerate() {
+            let panel = &self.data[(j / PANEL) * k * PANEL..];
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = panel[c * PANEL + j % PANEL];
+            }
+        }
+        w
+    }
+
+    /// Output channels.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Inputs per output.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+}
+
+/// Whether this process multiplies packed f32 weights: the selected kernels are AVX2
+/// (`SIMCASE_KERNELS` as [`crate::selection`] reads it) and the CPU has AVX2 and FMA.
+pub fn available() -> bool {
+    cfg!(target_arch = "x86_64")
+        && crate::selection().isa == crate::Isa::Avx2
+        && crate::Isa::Avx2.is_available()
+}
+
+/// `dst += a · wᵀ` over output columns `c0 .. c0 + dst.cols()`: `a` is `r × k` with unit
+/// column stride, `dst` `r × cols` with unit column stride, `c0` a multiple of [`PANEL`].
+/// `Err` when the shapes do not chain or the CPU cannot run it ([`available`]'s CPU test).
+pub(crate) fn gemm_packed(
+    dst: MatMut<'_>,
+    a: MatRef<'_>,
+    w: &PackedF32,
+    c0: usize,
+) -> Result<(), KernelError> {
+    let (d, x) = (dst.raw(), a.raw());
+    let (rows, cols) = (d.rows, d.cols);
+    check(
+        x.rows == rows && x.cols == w.k && c0.is_multiple_of(PANEL) && c0 + cols <= w.n,
+        || {
+            format!(
+                "packed f32: {}×{} · ({}×{})ᵀ does not give {rows} rows × columns {c0}..{}",
+                x.rows,
+                x.cols,
+                w.n,
+                w.k,
+                c0 + cols
+            )
+        },
+    )?;
+    check(x.cs == 1 && d.cs == 1, || {
+        "packed f32: input and output need unit column strides".to_string()
+    })?;
+    check(crate::Isa::Avx2.is_available(), || {
+        "packed f32: this CPU lacks AVX2 or FMA".to_string()
+    })?;
+    if rows == 0 || cols == 0 || w.k == 0 {
+        return Ok(());
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let k = w.k;
+        let kc = k.div_ceil(k.div_ceil(KC));
+        let (first, last) = (c0 / PANEL, (c0 + cols).div_ceil(PANEL));
+        for d0 in (0..k).step_by(kc) {
+            let depth = kc.min(k - d0);
+            for p0 in (first..last).step_by(PANEL_BLOCK) {
+                for t in (0..rows).step_by(NR) {
+                    let nn = NR.min(rows - t);
+                    for p in p0..(p0 + PANEL_BLOCK).min(last) {
+                        let mm = PANEL.min(c0 + cols - p * PANEL);
+                        let kernel = fma::UKR[mm.div_ceil(8) - 1][nn - 1];
+                        // SAFETY: the CPU has AVX2 and FMA (checked above), which the kernels
+                        // are compiled for. The kernel writes `dst` rows t..t+nn, columns
+                        // p·16−c0 .. +mm (inside the view: t + nn ≤ rows, p·16 + mm ≤
+                        // c0 + cols); reads the panel's inputs d0..d0+depth, 16 floats each
+                        // (panels are zero-padded to 16; p < the panel count, d0 + depth ≤ k);
+                        // and reads `a` rows t..t+nn, columns d0..d0+depth (inside its view).
+                        // Views were checked against their slices when made; `dst` is an
+                        // exclusive borrow, so nothing read overlaps it.
+                        unsafe {
+                            let lhs = w.data.as_ptr().add((p * k + d0) * PANEL);
+                            kernel(
+                                mm,
+                                nn,
+                                depth,
+                                d.ptr.add(t * d.rs + (p * PANEL - c0)),
+                                lhs,
+                                x.ptr.add(t * x.rs + d0),
+                                d.rs as isize,
+                                1,
+                                PANEL as isize,
+                                1,
+                                x.rs as isize,
+                                1.0,
+                                1.0,
+                                1,
+                                false,
+                                false,
+                                false,
+                                lhs,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gemm::{sgemm, Threads};
+    use crate::panels::lcg;
+
+    /// `w` (`n × k`) transposed to `k × n`, the layout [`sgemm`]'s right operand takes.
+    fn transpose(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+        (0..k * n).map(|i| w[(i % n) * k + i / n]).collect()
+    }
+
+    /// Against `sgemm` accumulating into the same destination: bit for bit from 3 to [`KC`]
+    /// inputs and more than one row (one depth block, the same kernel), within rounding
+    /// elsewhere (a single row is `gemm`'s matrix–vector product); over part panels, part
+    /// row groups, several panel blocks, and column ranges starting past 0.
+    #[test]
+    fn packed_product_is_sgemm_s() {
+        if !crate::Isa::Avx2.is_available() {
+            eprintln!("no AVX2 and FMA here: the packed f32 product cannot run");
+            return;
+        }
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (1, 40, 300),
+            (7, 21, 5),
+            (13, 16, 64),
+            (51, 1280 + 3, 320),
+            (257, 384, 512),
+            (20, 200, 513),
+            (9, 40, 1536),
+        ] {
+            let (x, w, start) = (lcg(m * k, 1), lcg(n * k, 2), lcg(m * n, 3));
+            let packed = PackedF32::pack(&w, n, k).unwrap();
+            let wt = transpose(&w, n, k);
+            for c0 in [0, 16] {
+                if c0 >= n {
+                    continue;
+                }
+                let cols = n - c0;
+                let mut want = start.clone();
+                let mut got = start.clone();
+                let a = MatRef::row_major(&x, m, k).unwrap();
+                let b = MatRef::new(&wt[c0..], k, cols, n, 1).unwrap();
+                let dst = MatMut::new(&mut want[c0..], m, cols, n, 1).unwrap();
+                sgemm(dst, true, a, b, Threads::One).unwrap();
+                let dst = MatMut::new(&mut got[c0..], m, cols, n, 1).unwrap();
+                gemm_packed(dst, a, &packed, c0).unwrap();
+                for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                    if (3..=KC).contains(&k) && m > 1 {
+                        assert!(
+                            g.to_bits() == e.to_bits(),
+                            "{m}×{n}×{k} from {c0}: [{i}] {g} vs {e}"
+                        );
+                    } else {
+                        assert!(
+                            (g - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                            "{m}×{n}×{k}: [{i}] {g} vs {e}"
+                        );
+                    }
+                }
+                // Columns before c0 are untouched.
+                assert!(got[..c0].iter().zip(&start).all(|(g, s)| g == s));
+            }
+        }
+    }
+
+    /// Unpacking gives the packed weight back, with and without a part panel.
+    #[test]
+    fn unpack_inverts_pack() {
+        for (n, k) in [(1, 1), (16, 3), (37, 20), (0, 5), (4, 0)] {
+            let w = lcg(n * k, 9);
+            assert_eq!(PackedF32::pack(&w, n, k).unwrap().unpack(), w, "{n}×{k}");
+        }
+    }
+
+    /// Shapes that do not chain, and a column range off the panel grid, are refused.
+    #[test]
+    fn mismatched_shapes_are_refused() {
+        let packed = PackedF32::pack(&lcg(32 * 8, 1), 32, 8).unwrap();
+        let x = lcg(4 * 8, 2);
+        let mut out = vec![0f32; 4 * 32];
+        let a = MatRef::row_major(&x, 4, 8).unwrap();
+        let dst = MatMut::new(&mut out, 4, 24, 32, 1).unwrap();
+        assert!(gemm_packed(dst, a, &packed, 8).is_err());
+        let dst = MatMut::new(&mut out, 4, 32, 32, 1).unwrap();
+        assert!(gemm_packed(dst, a, &packed, 16).is_err());
+        let a7 = MatRef::row_major(&x, 4, 7).unwrap();
+        let dst = MatMut::new(&mut out, 4, 32, 32, 1).unwrap();
+        assert!(gemm_packed(dst, a7, &packed, 0).is_err());
+        assert!(PackedF32::pack(&x, 5, 8).is_err());
+    }
+}
