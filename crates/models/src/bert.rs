@@ -63,7 +63,7 @@ impl Layer {
         let proj = |n: &str| load_linear(att.pp("self").pp(n), d, d);
         let (q, k, v) = (proj("query")?, proj("key")?, proj("value")?);
         let qkv = Linear::new(
-            Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?,
+            Tensor::cat(&[q.weight()?, k.weight()?, v.weight()?], 0)?,
             Tensor::cat(&[q.bias(), k.bias(), v.bias()], 0)?,
         )?;
         Ok(Self {

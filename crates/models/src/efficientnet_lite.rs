@@ -75,7 +75,7 @@ impl Block {
         let (b, h, w, c) = x.dims4()?;
         let y = match &self.expand {
             Some(e) => {
-                let hidden = e.weight().dim(0)?;
+                let hidden = e.out_features();
                 e.apply(&x.reshape((b * h * w, c))?, None, Act::Relu6)?
                     .reshape((b, h, w, hidden))?
             }
@@ -93,7 +93,7 @@ impl Block {
             Act::Relu6,
         )?;
         let hidden = y.dim(3)?;
-        let out = self.project.weight().dim(0)?;
+        let out = self.project.out_features();
         let r = y.reshape((b * oh * ow, hidden))?;
         let z = if self.skip {
             self.project

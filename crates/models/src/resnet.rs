@@ -76,7 +76,7 @@ struct Bottleneck {
 impl Bottleneck {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, h, w, c) = x.dims4()?;
-        let mid = self.conv1.weight().dim(0)?;
+        let mid = self.conv1.out_features();
         let y = self
             .conv1
             .apply(&x.reshape((b * h * w, c))?, None, Act::Relu)?
@@ -98,7 +98,7 @@ impl Bottleneck {
             }
             None => x.reshape((b * h * w, c))?,
         };
-        let out = self.conv3.weight().dim(0)?;
+        let out = self.conv3.out_features();
         let z = self
             .conv3
             .apply(&y.reshape((b * oh * ow, mid))?, Some(&shortcut), Act::Relu)?;

@@ -38,7 +38,7 @@ pub(crate) fn scale_q_rows(qkv: &Linear, d: usize, heads: usize) -> Result<Linea
     let s: Vec<f32> = (0..3 * d)
         .map(|i| if i < d { scale } else { 1.0 })
         .collect();
-    Ok(qkv.scale_outputs(&Tensor::from_vec(s, 3 * d, qkv.weight().device())?)?)
+    Ok(qkv.scale_outputs(&Tensor::from_vec(s, 3 * d, qkv.bias().device())?)?)
 }
 
 pub(crate) fn norm(vb: &VarBuilder, name: &str, dim: usize) -> Result<(Tensor, Tensor)> {
@@ -62,7 +62,7 @@ impl Block {
         let k = load_linear(att.pp("key"), d, d)?;
         let v = load_linear(att.pp("value"), d, d)?;
         let qkv = Linear::new(
-            Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?,
+            Tensor::cat(&[q.weight()?, k.weight()?, v.weight()?], 0)?,
             Tensor::cat(&[q.bias(), k.bias(), v.bias()], 0)?,
         )?;
         let qkv = scale_q_rows(&qkv, d, heads)?;
@@ -173,10 +173,10 @@ impl Block {
         if let Some(s) = self.cls_split.get() {
             return Ok(s);
         }
-        let d = self.qkv.weight().dim(0)? / 3;
+        let d = self.qkv.out_features() / 3;
         let rows = |from: usize, len: usize| -> Result<Linear> {
             Ok(Linear::new(
-                self.qkv.weight().narrow(0, from, len)?,
+                self.qkv.weight()?.narrow(0, from, len)?,
                 self.qkv.bias().narrow(0, from, len)?,
             )?)
         };

@@ -5,7 +5,7 @@
 use super::activation::act_tensor;
 use super::{kernel_err, F32Kernel, Fused};
 use candle_core::{Layout, Result, Shape, Tensor};
-use simcase_kernels::{Act, Bf16Path, I8Path, PackedBf16, PackedI8};
+use simcase_kernels::{Act, Bf16Path, I8Path, PackedBf16, PackedF32, PackedI8};
 use std::sync::{Arc, OnceLock};
 
 /// `act(x·wᵀ + b (+ residual))` as one candle op.
@@ -17,28 +17,36 @@ struct LinearOp<'a> {
 }
 
 impl LinearOp<'_> {
-    /// `act(x·wᵀ + b (+ residual))` after checking that the shapes chain.
+    /// `act(x·wᵀ + b (+ residual))` after checking that the shapes chain; `w` is the `(in,
+    /// out)` weight, absent when the layer keeps only its packed form.
     fn fused(
         &self,
         (x, xl): (&[f32], &Layout),
-        (w, wl): (&[f32], &Layout),
+        w: Option<(&[f32], &Layout)>,
         residual: Option<&[f32]>,
     ) -> Result<(Vec<f32>, Shape)> {
         let (m, k) = xl.shape().dims2()?;
-        // The weight comes as `(in, out)` ([`Linear::new`]).
-        let (k2, n) = wl.shape().dims2()?;
-        if k != k2 || self.bias.len() != n {
-            candle_core::bail!("linear: x {m}x{k}, w {n}x{k2}, bias {}", self.bias.len());
-        }
         let (b, act) = (&self.bias[..], self.act);
-        let dst = match self.packed {
-            Some(PackedRef::Bf16(p, path)) => {
+        let n = b.len();
+        let dst = match (self.packed, w) {
+            (Some(PackedRef::Bf16(p, path)), _) => {
                 simcase_kernels::linear_bf16(x, (m, k), p, b, residual, act, path)
             }
-            Some(PackedRef::I8(p, path)) => {
+            (Some(PackedRef::I8(p, path)), _) => {
                 simcase_kernels::linear_i8(x, (m, k), p, b, residual, act, path)
             }
-            None => simcase_kernels::linear(x, (m, k), w, b, residual, act),
+            (Some(PackedRef::F32(p)), _) => {
+                simcase_kernels::linear_packed(x, (m, k), p, b, residual, act)
+            }
+            (None, Some((w, wl))) => {
+                // The weight comes as `(in, out)` ([`Linear::new`]).
+                let (k2, n2) = wl.shape().dims2()?;
+                if k != k2 || n2 != n {
+                    candle_core::bail!("linear: x {m}x{k}, w {n2}x{k2}, bias {n}");
+                }
+                simcase_kernels::linear(x, (m, k), w, b, residual, act)
+            }
+            (None, None) => candle_core::bail!("linear: no weight for x {m}x{k}"),
         }
         .map_err(kernel_err)?;
         Ok((dst, Shape::from((m, n))))
@@ -50,7 +58,7 @@ impl F32Kernel<2> for LinearOp<'_> {
     const INPUTS: [&'static str; 2] = ["linear input", "linear weight"];
 
     fn run(&self, [x, w]: [(&[f32], &Layout); 2]) -> Result<(Vec<f32>, Shape)> {
-        self.fused(x, w, None)
+        self.fused(x, Some(w), None)
     }
 }
 
@@ -59,25 +67,56 @@ impl F32Kernel<3> for LinearOp<'_> {
     const INPUTS: [&'static str; 3] = ["linear input", "linear weight", "linear residual"];
 
     fn run(&self, [x, w, (r, _)]: [(&[f32], &Layout); 3]) -> Result<(Vec<f32>, Shape)> {
-        self.fused(x, w, Some(r))
+        self.fused(x, Some(w), Some(r))
     }
 }
 
-/// A weight packed for a precision other than f32, with the path it runs on.
+/// [`LinearOp`] on a weight held only in panels: the input (and the residual) alone.
+struct PackedOp<'a>(LinearOp<'a>);
+
+impl F32Kernel<1> for PackedOp<'_> {
+    const NAME: &'static str = "simcase-linear-packed";
+    const INPUTS: [&'static str; 1] = ["linear input"];
+
+    fn run(&self, [x]: [(&[f32], &Layout); 1]) -> Result<(Vec<f32>, Shape)> {
+        self.0.fused(x, None, None)
+    }
+}
+
+impl F32Kernel<2> for PackedOp<'_> {
+    const NAME: &'static str = "simcase-linear-packed-residual";
+    const INPUTS: [&'static str; 2] = ["linear input", "linear residual"];
+
+    fn run(&self, [x, (r, _)]: [(&[f32], &Layout); 2]) -> Result<(Vec<f32>, Shape)> {
+        self.0.fused(x, None, Some(r))
+    }
+}
+
+/// A weight packed for the process's precision, with the path it runs on.
 #[derive(Clone, Copy)]
 enum PackedRef<'a> {
     Bf16(&'a PackedBf16, Bf16Path),
     I8(&'a PackedI8, I8Path),
+    /// f32 in panels, on the AVX2 path ([`simcase_kernels::packed_f32`]).
+    F32(&'a PackedF32),
+}
+
+/// How a [`Linear`] holds its f32 weight.
+#[derive(Clone, Debug)]
+enum Weight {
+    /// `wt`, `(in, out)` contiguous: the layout `simcase_kernels::linear` takes (no packing copy
+    /// at each call), and `x·wt` on other devices; `w`, `(out, in)`, a view of it.
+    Dense { wt: Tensor, w: Tensor },
+    /// Only in panels (f32 on CPU where the AVX2 path is selected,
+    /// [`simcase_kernels::packed_f32::available`]): a second, dense copy would cost as much
+    /// memory again (88 MB for `dinov2-s`). [`Linear::weight`] unpacks it.
+    Packed(Arc<PackedF32>),
 }
 
 /// A linear layer in PyTorch's `(out, in)` weight layout, run through [`LinearOp`] on CPU.
 #[derive(Clone, Debug)]
 pub struct Linear {
-    /// The weight stored `(in, out)`, contiguous: the layout `simcase_kernels::linear` takes
-    /// (no packing copy at each call), and `x·wt` on other devices.
-    wt: Tensor,
-    /// `(out, in)`: a view of `wt`.
-    w: Tensor,
+    weight: Weight,
     b: Tensor,
     b_host: Option<std::sync::Arc<Vec<f32>>>,
     /// The weight as bf16, packed at its first use at bf16 ([`crate::precision`]).
@@ -89,16 +128,23 @@ pub struct Linear {
 impl Linear {
     /// A layer from an `(out, in)` weight and an `(out,)` bias.
     pub fn new(w: Tensor, b: Tensor) -> candle_core::Result<Self> {
-        let wt = w.t()?.contiguous()?;
-        let w = wt.t()?;
-        let b_host = if w.device().is_cpu() && w.dtype() == candle_core::DType::F32 {
+        let host = w.device().is_cpu() && w.dtype() == candle_core::DType::F32;
+        let b_host = if host {
             Some(std::sync::Arc::new(b.to_vec1::<f32>()?))
         } else {
             None
         };
+        let weight = if host && simcase_kernels::packed_f32::available() {
+            let (n, k) = w.dims2()?;
+            let data = w.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+            Weight::Packed(Arc::new(PackedF32::pack(&data, n, k).map_err(kernel_err)?))
+        } else {
+            let wt = w.t()?.contiguous()?;
+            let w = wt.t()?;
+            Weight::Dense { wt, w }
+        };
         Ok(Self {
-            wt,
-            w,
+            weight,
             b,
             b_host,
             bf16: Arc::default(),
@@ -107,20 +153,24 @@ impl Linear {
     }
 
     /// The weight packed for the process's precision (packed once, at the first call), or
-    /// `None` at f32.
+    /// `None` where `simcase_kernels::linear` reads the dense f32 weight.
     fn packed(&self) -> candle_core::Result<Option<PackedRef<'_>>> {
+        let f32_panels = match &self.weight {
+            Weight::Packed(p) => Some(PackedRef::F32(p)),
+            Weight::Dense { .. } => None,
+        };
         Ok(match crate::precision() {
-            crate::Precision::F32 => None,
+            crate::Precision::F32 => f32_panels,
             crate::Precision::Bf16 => match simcase_kernels::bf16_path() {
                 Some(path) => Some(PackedRef::Bf16(
                     self.pack(&self.bf16, PackedBf16::pack)?,
                     path,
                 )),
-                None => None,
+                None => f32_panels,
             },
             crate::Precision::Int8 => match simcase_kernels::i8_path() {
                 Some(path) => Some(PackedRef::I8(self.pack(&self.i8, PackedI8::pack)?, path)),
-                None => None,
+                None => f32_panels,
             },
         })
     }
@@ -134,15 +184,37 @@ impl Linear {
         if let Some(p) = cell.get() {
             return Ok(p);
         }
-        let (n, k) = self.w.dims2()?;
-        let w = self.w.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let (n, k) = (self.out_features(), self.in_features());
+        let w = match &self.weight {
+            Weight::Packed(p) => p.unpack(),
+            Weight::Dense { w, .. } => w.contiguous()?.flatten_all()?.to_vec1::<f32>()?,
+        };
         let packed = pack(&w, n, k).map_err(kernel_err)?;
         Ok(cell.get_or_init(|| packed))
     }
 
-    /// The `(out, in)` weight.
-    pub fn weight(&self) -> &Tensor {
-        &self.w
+    /// The `(out, in)` weight (unpacked, as a new tensor, when the layer keeps only panels).
+    pub fn weight(&self) -> candle_core::Result<Tensor> {
+        match &self.weight {
+            Weight::Dense { w, .. } => Ok(w.clone()),
+            Weight::Packed(p) => Tensor::from_vec(p.unpack(), (p.n(), p.k()), self.b.device()),
+        }
+    }
+
+    /// Output channels.
+    pub fn out_features(&self) -> usize {
+        match &self.weight {
+            Weight::Dense { wt, .. } => wt.dims()[1],
+            Weight::Packed(p) => p.n(),
+        }
+    }
+
+    /// Inputs per output.
+    pub fn in_features(&self) -> usize {
+        match &self.weight {
+            Weight::Dense { wt, .. } => wt.dims()[0],
+            Weight::Packed(p) => p.k(),
+        }
     }
 
     /// The `(out,)` bias.
@@ -152,7 +224,10 @@ impl Linear {
 
     /// Scale each output channel: `diag(s)·(x·wᵀ + b)` stays one GEMM.
     pub fn scale_outputs(&self, s: &Tensor) -> candle_core::Result<Self> {
-        Self::new(self.w.broadcast_mul(&s.unsqueeze(1)?)?, self.b.mul(s)?)
+        Self::new(
+            self.weight()?.broadcast_mul(&s.unsqueeze(1)?)?,
+            self.b.mul(s)?,
+        )
     }
 
     /// `act(x·wᵀ + b (+ residual))`, fused into one pass on CPU.
@@ -169,12 +244,19 @@ impl Linear {
                 act,
                 packed: self.packed()?,
             };
-            return match residual {
-                Some(r) => x.apply_op3_no_bwd(&self.wt, &r.contiguous()?, &Fused(&op)),
-                None => x.apply_op2_no_bwd(&self.wt, &Fused(&op)),
+            let r = residual.map(Tensor::contiguous).transpose()?;
+            return match (&self.weight, r) {
+                (Weight::Dense { wt, .. }, Some(r)) => x.apply_op3_no_bwd(wt, &r, &Fused(&op)),
+                (Weight::Dense { wt, .. }, None) => x.apply_op2_no_bwd(wt, &Fused(&op)),
+                (Weight::Packed(_), Some(r)) => x.apply_op2_no_bwd(&r, &Fused(&PackedOp(op))),
+                (Weight::Packed(_), None) => x.apply_op1_no_bwd(&Fused(&PackedOp(op))),
             };
         }
-        let mut y = x.matmul(&self.wt)?.broadcast_add(&self.b)?;
+        let wt = match &self.weight {
+            Weight::Dense { wt, .. } => wt.clone(),
+            Weight::Packed(_) => self.weight()?.t()?,
+        };
+        let mut y = x.matmul(&wt)?.broadcast_add(&self.b)?;
         if let Some(r) = residual {
             y = (y + r)?;
         }
