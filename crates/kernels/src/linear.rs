@@ -35,8 +35,10 @@ pub fn linear(
 
 /// [`linear`] with the weight packed once ([`PackedF32`], from PyTorch's `(out, in)`
 /// layout), multiplied without the `gemm` crate's packing copy at each call (see
-/// [`crate::packed_f32`]); the same sums as [`linear`] up to 512 inputs. `Err` on a CPU
-/// without AVX2 and FMA.
+/// [`crate::packed_f32`]); the same sums as [`linear`] for 3 to 512 inputs, more than one row
+/// and more than one output, within rounding otherwise. `Err` on a CPU without AVX2 and FMA;
+/// it runs AVX2 whatever `SIMCASE_KERNELS` selects, so callers check
+/// [`crate::packed_f32::available`].
 pub fn linear_packed(
     x: &[f32],
     (m, k): (usize, usize),
@@ -180,7 +182,7 @@ pub fn linear_bf16(
     act: Act,
     path: Bf16Path,
 ) -> Result<Vec<f32>, KernelError> {
-    packed_linear(x, (m, k), (w.n(), w.k()), bias, residual, act, |dst| {
+    low_precision_linear(x, (m, k), (w.n(), w.k()), bias, residual, act, |dst| {
         gemm_bf16(path, dst, x, m, w, rayon::current_num_threads())
     })
 }
@@ -197,14 +199,14 @@ pub fn linear_i8(
     act: Act,
     path: I8Path,
 ) -> Result<Vec<f32>, KernelError> {
-    packed_linear(x, (m, k), (w.n(), w.k()), bias, residual, act, |dst| {
+    low_precision_linear(x, (m, k), (w.n(), w.k()), bias, residual, act, |dst| {
         gemm_i8(path, dst, x, m, w, rayon::current_num_threads())
     })
 }
 
-/// A linear layer whose weight (`wn × wk`) is packed: the shapes checked, the destination
+/// A bf16 or int8 linear layer (its weight `wn × wk`, packed): the shapes checked, the destination
 /// pre-filled, `product` accumulating into it, the activation applied.
-fn packed_linear(
+fn low_precision_linear(
     x: &[f32],
     (m, k): (usize, usize),
     (wn, wk): (usize, usize),

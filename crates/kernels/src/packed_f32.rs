@@ -12,12 +12,15 @@
 //! 36.3 → 42.7 GMAC/s, its fc2 of 1280 inputs 0.98–1.04x), `dinov2-s`'s at 257 rows
 //! 1.01–1.23x; `litemedsam` at batch 1 used 3.9% less CPU time (6 alternating pairs).
 //!
-//! The sums are `gemm`'s: the same kernels over the same depth blocks (at most [`KC`] inputs,
-//! split evenly, as `gemm` splits them for a 32 KiB L1), in the same order, so a product of
-//! 3 to [`KC`] inputs and more than one row equals [`crate::sgemm`]'s bit for bit (tests).
-//! `gemm` makes a single row as a matrix–vector product, summed in another order; here it
-//! goes through the micro-kernels too (`dinov2-s`'s last block, which keeps only the class
-//! token: its PNG parity error went from 3.9e-7 to 2.1e-7).
+//! The sums are `gemm`'s where it runs the same micro-kernels: a product of 3 to [`KC`]
+//! inputs, more than one row and more than one output is one depth block in both, each sum
+//! a chain of FMAs in input order, so it equals [`crate::sgemm`]'s bit for bit (tests).
+//! Elsewhere they differ within rounding: `gemm` makes a single row or a single output as a
+//! matrix–vector product and 1–2 inputs as outer products, summed in other orders (here
+//! `dinov2-s`'s last block, which keeps only the class token, goes through the micro-kernels
+//! too: its PNG parity error went from 3.9e-7 to 2.1e-7); past [`KC`] inputs this splits
+//! the depth into even blocks of at most [`KC`], as `gemm` does for a 32 KiB L1 (a larger L1,
+//! or `gemm`'s path for small products, gives other blocks).
 //!
 //! Only the AVX2 path uses it ([`available`]): AVX-512 and the portable path keep the `gemm`
 //! crate, whose AVX-512 kernels take other panel widths (and no AVX-512 machine was at hand to
@@ -32,11 +35,14 @@ use crate::gemm::{MatMut, MatRef};
 /// Output channels per panel: the micro-kernels' 2 × 8 lanes.
 pub(crate) const PANEL: usize = 16;
 /// Rows per micro-kernel call.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const NR: usize = 6;
 /// The deepest block of inputs one pass sums (`gemm`'s floor for its depth block).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const KC: usize = 512;
 /// Panels per block: 128 outputs × at most [`KC`] inputs (256 KiB) stay in L2 while every
 /// group of [`NR`] rows reads them, and a group's rows stay in L1 across the block's panels.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const PANEL_BLOCK: usize = 8;
 
 #[cfg(target_arch = "x86_64")]
@@ -104,7 +110,8 @@ pub fn available() -> bool {
 
 /// `dst += a · wᵀ` over output columns `c0 .. c0 + dst.cols()`: `a` is `r × k` with unit
 /// column stride, `dst` `r × cols` with unit column stride, `c0` a multiple of [`PANEL`].
-/// `Err` when the shapes do not chain or the CPU cannot run it ([`available`]'s CPU test).
+/// `Err` when the shapes do not chain or the CPU cannot run it ([`available`]'s CPU test;
+/// `SIMCASE_KERNELS` is the caller's to heed, through [`available`]).
 pub(crate) fn gemm_packed(
     dst: MatMut<'_>,
     a: MatRef<'_>,
@@ -114,7 +121,10 @@ pub(crate) fn gemm_packed(
     let (d, x) = (dst.raw(), a.raw());
     let (rows, cols) = (d.rows, d.cols);
     check(
-        x.rows == rows && x.cols == w.k && c0.is_multiple_of(PANEL) && c0 + cols <= w.n,
+        x.rows == rows
+            && x.cols == w.k
+            && c0.is_multiple_of(PANEL)
+            && c0.checked_add(cols).is_some_and(|end| end <= w.n),
         || {
             format!(
                 "packed f32: {}×{} · ({}×{})ᵀ does not give {rows} rows × columns {c0}..{}",
@@ -199,9 +209,11 @@ mod tests {
     }
 
     /// Against `sgemm` accumulating into the same destination: bit for bit from 3 to [`KC`]
-    /// inputs and more than one row (one depth block, the same kernel), within rounding
-    /// elsewhere (a single row is `gemm`'s matrix–vector product); over part panels, part
-    /// row groups, several panel blocks, and column ranges starting past 0.
+    /// inputs, more than one row and more than one output (one depth block, the same
+    /// kernel), within rounding elsewhere (`gemm`'s matrix–vector and outer products, and
+    /// depth blocks past [`KC`]); over part panels (the 8-wide kernels too), part row groups,
+    /// several panel blocks, and column ranges starting past 0, which leave the columns
+    /// before them alone.
     #[test]
     fn packed_product_is_sgemm_s() {
         if !crate::Isa::Avx2.is_available() {
@@ -211,6 +223,9 @@ mod tests {
         for &(m, n, k) in &[
             (1, 1, 1),
             (1, 40, 300),
+            (30, 1, 300),
+            (12, 40, 2),
+            (12, 24, 40),
             (7, 21, 5),
             (13, 16, 64),
             (51, 1280 + 3, 320),
@@ -235,7 +250,7 @@ mod tests {
                 let dst = MatMut::new(&mut got[c0..], m, cols, n, 1).unwrap();
                 gemm_packed(dst, a, &packed, c0).unwrap();
                 for (i, (g, e)) in got.iter().zip(&want).enumerate() {
-                    if (3..=KC).contains(&k) && m > 1 {
+                    if (3..=KC).contains(&k) && m > 1 && n > 1 {
                         assert!(
                             g.to_bits() == e.to_bits(),
                             "{m}×{n}×{k} from {c0}: [{i}] {g} vs {e}"
@@ -247,8 +262,13 @@ mod tests {
                         );
                     }
                 }
-                // Columns before c0 are untouched.
-                assert!(got[..c0].iter().zip(&start).all(|(g, s)| g == s));
+                // Columns before c0 are untouched, in every row.
+                for (row, (g, s)) in got.chunks(n).zip(start.chunks(n)).enumerate() {
+                    assert!(
+                        g[..c0] == s[..c0],
+                        "{m}×{n}×{k}: row {row} before column {c0}"
+                    );
+                }
             }
         }
     }

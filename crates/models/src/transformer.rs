@@ -174,9 +174,10 @@ impl Block {
             return Ok(s);
         }
         let d = self.qkv.out_features() / 3;
+        let w = self.qkv.weight()?;
         let rows = |from: usize, len: usize| -> Result<Linear> {
             Ok(Linear::new(
-                self.qkv.weight()?.narrow(0, from, len)?,
+                w.narrow(0, from, len)?,
                 self.qkv.bias().narrow(0, from, len)?,
             )?)
         };

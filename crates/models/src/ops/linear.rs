@@ -113,7 +113,8 @@ enum Weight {
     Packed(Arc<PackedF32>),
 }
 
-/// A linear layer in PyTorch's `(out, in)` weight layout, run through [`LinearOp`] on CPU.
+/// A linear layer in PyTorch's `(out, in)` weight layout, run on CPU through [`LinearOp`]
+/// (a dense weight) or [`PackedOp`] (panels only).
 #[derive(Clone, Debug)]
 pub struct Linear {
     weight: Weight,
@@ -254,6 +255,8 @@ impl Linear {
         }
         let wt = match &self.weight {
             Weight::Dense { wt, .. } => wt.clone(),
+            // Panels are made only for a CPU weight, whose bias is then on the host: this arm
+            // is an input on another device, which candle refuses below as it did before.
             Weight::Packed(_) => self.weight()?.t()?,
         };
         let mut y = x.matmul(&wt)?.broadcast_add(&self.b)?;
@@ -311,5 +314,31 @@ mod tests {
         assert!(diff(lin.forward(&x).unwrap(), base.clone()) < 1e-4);
         assert!(diff(lin.forward_gelu(&x).unwrap(), base.gelu_erf().unwrap()) < 1e-4);
         assert!(diff(lin.forward_residual(&x, &r).unwrap(), (&base + &r).unwrap()) < 1e-4);
+    }
+
+    /// However the layer holds its weight (panels only on the AVX2 path), it gives it back
+    /// exactly, with its shape, and scaling its outputs scales the product.
+    #[test]
+    fn weight_comes_back_and_scaling_scales() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (37, 20), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 37, &dev).unwrap();
+        let lin = Linear::new(w.clone(), b).unwrap();
+        assert_eq!(
+            matches!(lin.weight, Weight::Packed(_)),
+            simcase_kernels::packed_f32::available()
+        );
+        assert_eq!((lin.out_features(), lin.in_features()), (37, 20));
+        let back = lin.weight().unwrap();
+        assert_eq!(back.dims(), &[37, 20]);
+        assert_eq!(
+            back.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            w.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        let s = Tensor::randn(0f32, 1.0, 37, &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (9, 20), &dev).unwrap();
+        let want = lin.forward(&x).unwrap().broadcast_mul(&s).unwrap();
+        let got = lin.scale_outputs(&s).unwrap().forward(&x).unwrap();
+        assert!(max_diff(&got, &want) < 1e-4);
     }
 }
