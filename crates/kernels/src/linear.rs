@@ -15,9 +15,12 @@ use crate::packed_f32::PackedF32;
 ///
 /// Why `k×n`: the `gemm` crate computes a row-major destination as its transpose, in which
 /// the weight is the left operand, and it copies that operand into packed panels at every
-/// call unless consecutive output channels are adjacent in memory. Stored `k×n`, they are, so
-/// the copy is gone: dinov2-s's layers at batch 1 went from 32–35 to 44–51 GMAC/s a core on
-/// AVX-512 (Zen 4; `pack_lhs` was 18% of an image's time), and batch 16 is unchanged.
+/// call, always unless consecutive output channels are adjacent in memory, and even then once
+/// more than 48 rows are multiplied (gemm-common's `lhs` packing threshold). Stored `k×n`, they
+/// are adjacent, so small products skip the copy and the others read consecutive memory:
+/// dinov2-s's layers at batch 1 went from 32–35 to 44–51 GMAC/s a core on AVX-512 (Zen 4;
+/// `pack_lhs` was 18% of an image's time), and batch 16 is unchanged. On the AVX2 path the
+/// weight is packed once instead ([`linear_packed`]).
 pub fn linear(
     x: &[f32],
     (m, k): (usize, usize),
