@@ -132,7 +132,7 @@ pub(crate) fn gemm_packed(
                 x.cols,
                 w.n,
                 w.k,
-                c0 + cols
+                c0.saturating_add(cols)
             )
         },
     )?;
