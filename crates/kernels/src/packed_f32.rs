@@ -7,10 +7,11 @@
 //! ([`crate::linear`], outputs past L2) calls it once a band, so `litemedsam`'s weights were
 //! copied again for every band of 51–409 rows: 3.2% of an image's samples, plus the weight
 //! read from L2 or L3 into the copy. Packed at load in the layout that copy has, the same
-//! micro-kernels read them in place. `kernel_bench` (one core, Zen 3, three runs):
+//! micro-kernels read them in place. `kernel_bench` (one core, Zen 3, six runs):
 //! `litemedsam`'s banded layers at 4096 rows 0.98–1.19x `linear`'s rate (stage 3's fc1
-//! 36.3 → 42.7 GMAC/s, its fc2 of 1280 inputs 0.98–1.04x), `dinov2-s`'s at 257 rows
-//! 1.01–1.23x; `litemedsam` at batch 1 used 3.9% less CPU time (6 alternating pairs).
+//! 1.12–1.18x, e.g. 40.6 → 45.6 GMAC/s; its fc2 of 1280 inputs 0.98–1.04x), `dinov2-s`'s at
+//! 257 rows 1.00–1.23x; `litemedsam` at batch 1 used 3.9% less CPU time (6 alternating
+//! pairs).
 //!
 //! The sums are `gemm`'s where it runs the same micro-kernels: a product of 3 to [`KC`]
 //! inputs, more than one row and more than one output is one depth block in both, each sum
