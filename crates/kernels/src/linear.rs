@@ -50,14 +50,7 @@ pub fn linear_packed(
     residual: Option<&[f32]>,
     act: Act,
 ) -> Result<Vec<f32>, KernelError> {
-    let n = bias.len();
-    check(w.n() == n && w.k() == k, || {
-        format!(
-            "linear: x {m}×{k}, packed weight {}×{}, bias {n}",
-            w.n(),
-            w.k()
-        )
-    })?;
+    check_packed((m, k), (w.n(), w.k()), bias.len())?;
     linear_with(x, (m, k), Weight::Packed(w), bias, residual, act)
 }
 
@@ -219,13 +212,22 @@ fn low_precision_linear(
     product: impl FnOnce(&mut [f32]) -> Result<(), KernelError>,
 ) -> Result<Vec<f32>, KernelError> {
     let n = bias.len();
-    check(wn == n && wk == k, || {
-        format!("linear: x {m}×{k}, packed weight {wn}×{wk}, bias {n}")
-    })?;
+    check_packed((m, k), (wn, wk), n)?;
     let mut dst = prefill(x, (m, k), n, bias, residual)?;
     product(&mut dst)?;
     activate(&mut dst, act);
     Ok(dst)
+}
+
+/// A packed weight (`wn × wk`, any precision) fits an `m × k` input and `n` biases.
+fn check_packed(
+    (m, k): (usize, usize),
+    (wn, wk): (usize, usize),
+    n: usize,
+) -> Result<(), KernelError> {
+    check(wn == n && wk == k, || {
+        format!("linear: x {m}×{k}, packed weight {wn}×{wk}, bias {n}")
+    })
 }
 
 /// The `m × n` destination of a linear layer, filled with the bias (plus the residual), after
@@ -265,7 +267,7 @@ fn check_input(
 mod tests {
     use super::*;
     use crate::bf16::{bf16_path, Bf16Path};
-    use crate::panels::lcg;
+    use crate::panels::{lcg, transpose};
 
     /// `act(x·wᵀ + b + r)` in f64 for each output.
     fn naive(
@@ -285,13 +287,6 @@ mod tests {
             }
         }
         out
-    }
-
-    /// `a` (`rows × cols` row-major) transposed.
-    fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-        (0..cols * rows)
-            .map(|i| a[(i % rows) * cols + i / rows])
-            .collect()
     }
 
     /// Large enough to be split by output columns across threads (n not a multiple of the

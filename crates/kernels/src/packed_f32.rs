@@ -202,12 +202,7 @@ pub(crate) fn gemm_packed(
 mod tests {
     use super::*;
     use crate::gemm::{sgemm, Threads};
-    use crate::panels::lcg;
-
-    /// `w` (`n × k`) transposed to `k × n`, the layout [`sgemm`]'s right operand takes.
-    fn transpose(w: &[f32], n: usize, k: usize) -> Vec<f32> {
-        (0..k * n).map(|i| w[(i % n) * k + i / n]).collect()
-    }
+    use crate::panels::{lcg, transpose};
 
     /// Against `sgemm` accumulating into the same destination: bit for bit from 3 to [`KC`]
     /// inputs, more than one row and more than one output (one depth block, the same

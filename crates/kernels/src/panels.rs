@@ -154,6 +154,15 @@ pub(crate) fn lcg(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// `a` (`rows × cols` row-major) transposed: a PyTorch `(out, in)` weight as the `(in, out)`
+/// layout [`crate::linear`] and [`crate::sgemm`] take, for the kernels' tests.
+#[cfg(test)]
+pub(crate) fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    (0..cols * rows)
+        .map(|i| a[(i % rows) * cols + i / rows])
+        .collect()
+}
+
 /// Checks that a fast path equals the portable one on every shape class of the tiles (row
 /// tails, one or two panels, a part panel, `k` not a multiple of the packing), on 1 and 3
 /// threads: `pack(w, n, k)` packs a weight, `run(fast, dst, x, m, packed, threads)` runs a
