@@ -104,9 +104,10 @@ enum PackedRef<'a> {
 /// How a [`Linear`] holds its f32 weight.
 #[derive(Clone, Debug)]
 enum Weight {
-    /// `wt`, `(in, out)` contiguous: the layout `simcase_kernels::linear` takes (no packing copy
-    /// at each call), and `x·wt` on other devices; `w`, `(out, in)`, a view of it.
-    Dense { wt: Tensor, w: Tensor },
+    /// `(in, out)` contiguous: the layout `simcase_kernels::linear` takes (consecutive output
+    /// channels adjacent, which the `gemm` crate's packing reads in order), and `x·wt` on other
+    /// devices. The `(out, in)` weight is its transpose, a view.
+    Dense(Tensor),
     /// Only in panels (f32 on CPU where the AVX2 path is selected,
     /// [`simcase_kernels::packed_f32::available`]): a second, dense copy would cost as much
     /// memory again (88 MB for `dinov2-s`). [`Linear::weight`] unpacks it.
@@ -140,9 +141,7 @@ impl Linear {
             let data = w.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
             Weight::Packed(Arc::new(PackedF32::pack(&data, n, k).map_err(kernel_err)?))
         } else {
-            let wt = w.t()?.contiguous()?;
-            let w = wt.t()?;
-            Weight::Dense { wt, w }
+            Weight::Dense(w.t()?.contiguous()?)
         };
         Ok(Self {
             weight,
@@ -158,7 +157,7 @@ impl Linear {
     fn packed(&self) -> candle_core::Result<Option<PackedRef<'_>>> {
         let f32_panels = match &self.weight {
             Weight::Packed(p) => Some(PackedRef::F32(p)),
-            Weight::Dense { .. } => None,
+            Weight::Dense(_) => None,
         };
         Ok(match crate::precision() {
             crate::Precision::F32 => f32_panels,
@@ -188,7 +187,7 @@ impl Linear {
         let (n, k) = (self.out_features(), self.in_features());
         let w = match &self.weight {
             Weight::Packed(p) => p.unpack(),
-            Weight::Dense { w, .. } => w.contiguous()?.flatten_all()?.to_vec1::<f32>()?,
+            Weight::Dense(wt) => wt.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?,
         };
         let packed = pack(&w, n, k).map_err(kernel_err)?;
         Ok(cell.get_or_init(|| packed))
@@ -197,7 +196,7 @@ impl Linear {
     /// The `(out, in)` weight (unpacked, as a new tensor, when the layer keeps only panels).
     pub fn weight(&self) -> candle_core::Result<Tensor> {
         match &self.weight {
-            Weight::Dense { w, .. } => Ok(w.clone()),
+            Weight::Dense(wt) => wt.t(),
             Weight::Packed(p) => Tensor::from_vec(p.unpack(), (p.n(), p.k()), self.b.device()),
         }
     }
@@ -205,7 +204,7 @@ impl Linear {
     /// Output channels.
     pub fn out_features(&self) -> usize {
         match &self.weight {
-            Weight::Dense { wt, .. } => wt.dims()[1],
+            Weight::Dense(wt) => wt.dims()[1],
             Weight::Packed(p) => p.n(),
         }
     }
@@ -213,7 +212,7 @@ impl Linear {
     /// Inputs per output.
     pub fn in_features(&self) -> usize {
         match &self.weight {
-            Weight::Dense { wt, .. } => wt.dims()[0],
+            Weight::Dense(wt) => wt.dims()[0],
             Weight::Packed(p) => p.k(),
         }
     }
@@ -247,14 +246,14 @@ impl Linear {
             };
             let r = residual.map(Tensor::contiguous).transpose()?;
             return match (&self.weight, r) {
-                (Weight::Dense { wt, .. }, Some(r)) => x.apply_op3_no_bwd(wt, &r, &Fused(&op)),
-                (Weight::Dense { wt, .. }, None) => x.apply_op2_no_bwd(wt, &Fused(&op)),
+                (Weight::Dense(wt), Some(r)) => x.apply_op3_no_bwd(wt, &r, &Fused(&op)),
+                (Weight::Dense(wt), None) => x.apply_op2_no_bwd(wt, &Fused(&op)),
                 (Weight::Packed(_), Some(r)) => x.apply_op2_no_bwd(&r, &Fused(&PackedOp(op))),
                 (Weight::Packed(_), None) => x.apply_op1_no_bwd(&Fused(&PackedOp(op))),
             };
         }
         let wt = match &self.weight {
-            Weight::Dense { wt, .. } => wt.clone(),
+            Weight::Dense(wt) => wt.clone(),
             // Panels are made only for a CPU weight, whose bias is then on the host: this arm
             // is an input on another device, which candle refuses below as it did before.
             Weight::Packed(_) => self.weight()?.t()?,
