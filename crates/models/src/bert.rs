@@ -6,8 +6,8 @@
 //! Padding is never materialised: open_clip pads to 256 and masks the padded keys, which leaves
 //! every real token's output exactly as if the sequence stopped at `[SEP]`.
 
-use crate::ops::{attention, layer_norm, Act, Linear, QkvLayout};
-use crate::transformer::{load_linear, norm, scale_q_rows};
+use crate::ops::{attention, layer_norm, Act, DenseLinear, Linear, QkvLayout};
+use crate::transformer::{load_linear, norm, qkv_scaled};
 use anyhow::{ensure, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -60,14 +60,10 @@ impl Layer {
     fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
         let (d, i) = (cfg.hidden_size, cfg.intermediate_size);
         let att = vb.pp("attention");
-        let proj = |n: &str| load_linear(att.pp("self").pp(n), d, d);
-        let (q, k, v) = (proj("query")?, proj("key")?, proj("value")?);
-        let qkv = Linear::new(
-            Tensor::cat(&[q.weight()?, k.weight()?, v.weight()?], 0)?,
-            Tensor::cat(&[q.bias(), k.bias(), v.bias()], 0)?,
-        )?;
+        let part = |n: &str| DenseLinear::load(att.pp("self").pp(n), d, d);
+        let qkv = DenseLinear::cat(&[part("query")?, part("key")?, part("value")?])?;
         Ok(Self {
-            qkv: scale_q_rows(&qkv, d, cfg.num_heads)?,
+            qkv: qkv_scaled(qkv, d, cfg.num_heads)?,
             out: load_linear(att.pp("output.dense"), d, d)?,
             norm1: norm(&att, "output.LayerNorm", d)?,
             up: load_linear(vb.pp("intermediate.dense"), d, i)?,

@@ -6,20 +6,14 @@
 //! padding, partitioning or cropping copies). BatchNorm is folded into the preceding
 //! convolution at load, and the attention scale into the q rows of `qkv`.
 
-use crate::ops::Linear;
 use crate::ops::{
     conv_bn, depthwise_conv3, layer_norm, window_attention, DenseConv, QkvLayout, WindowGrid,
 };
+use crate::ops::{DenseLinear, Linear};
+use crate::transformer::load_linear;
 use anyhow::Result;
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
-
-fn load_linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
-    Ok(Linear::new(
-        vb.get((out_dim, in_dim), "weight")?,
-        vb.get(out_dim, "bias")?,
-    )?)
-}
 
 #[derive(Clone, Debug, PartialEq)]
 /// Shape of a TinyViT image encoder.
@@ -165,13 +159,15 @@ struct Attention {
 impl Attention {
     fn load(vb: VarBuilder, dim: usize, heads: usize, window: usize) -> Result<Self> {
         let hd = dim / heads;
-        let qkv = load_linear(vb.pp("qkv"), dim, 3 * dim)?;
+        let qkv = DenseLinear::load(vb.pp("qkv"), dim, 3 * dim)?;
         // Output channels are per head [q | k | v]; scale the q rows by hd^-1/2.
         let scale = (hd as f32).powf(-0.5);
         let s: Vec<f32> = (0..3 * dim)
             .map(|i| if i % (3 * hd) < hd { scale } else { 1.0 })
             .collect();
-        let qkv = qkv.scale_outputs(&Tensor::from_vec(s, 3 * dim, vb.device())?)?;
+        let qkv = qkv
+            .scale_outputs(&Tensor::from_vec(s, 3 * dim, vb.device())?)?
+            .build()?;
         let points: Vec<(usize, usize)> = (0..window)
             .flat_map(|y| (0..window).map(move |x| (y, x)))
             .collect();

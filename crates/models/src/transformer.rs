@@ -3,16 +3,13 @@
 //! patch embedding as one GEMM and CLS pooling. One block, so a kernel change reaches every
 //! transformer model at once.
 
-use crate::ops::{attention, attention_first, layer_norm, Act, Linear, QkvLayout};
+use crate::ops::{attention, attention_first, layer_norm, Act, DenseLinear, Linear, QkvLayout};
 use anyhow::{ensure, Result};
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 pub(crate) fn load_linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
-    Ok(Linear::new(
-        vb.get((out_dim, in_dim), "weight")?,
-        vb.get(out_dim, "bias")?,
-    )?)
+    Ok(DenseLinear::load(vb, in_dim, out_dim)?.build()?)
 }
 
 /// A pre-norm transformer block (timm / HF ViT layout) with q/k/v fused and the attention
@@ -32,13 +29,15 @@ pub(crate) struct Block {
     cls_split: std::sync::OnceLock<(Linear, Linear)>,
 }
 
-/// Fold the attention scale `head_dim^-1/2` into the q rows of a `[q | k | v]` projection.
-pub(crate) fn scale_q_rows(qkv: &Linear, d: usize, heads: usize) -> Result<Linear> {
+/// A `[q | k | v]` projection as a layer, the attention scale `head_dim^-1/2` folded into its
+/// q rows.
+pub(crate) fn qkv_scaled(qkv: DenseLinear, d: usize, heads: usize) -> Result<Linear> {
     let scale = 1.0 / ((d / heads) as f32).sqrt();
     let s: Vec<f32> = (0..3 * d)
         .map(|i| if i < d { scale } else { 1.0 })
         .collect();
-    Ok(qkv.scale_outputs(&Tensor::from_vec(s, 3 * d, qkv.bias().device())?)?)
+    let s = Tensor::from_vec(s, 3 * d, qkv.b.device())?;
+    Ok(qkv.scale_outputs(&s)?.build()?)
 }
 
 pub(crate) fn norm(vb: &VarBuilder, name: &str, dim: usize) -> Result<(Tensor, Tensor)> {
@@ -58,24 +57,23 @@ impl Block {
         eps: f64,
     ) -> Result<Self> {
         let att = vb.pp("attention.attention");
-        let q = load_linear(att.pp("query"), d, d)?;
-        let k = load_linear(att.pp("key"), d, d)?;
-        let v = load_linear(att.pp("value"), d, d)?;
-        let qkv = Linear::new(
-            Tensor::cat(&[q.weight()?, k.weight()?, v.weight()?], 0)?,
-            Tensor::cat(&[q.bias(), k.bias(), v.bias()], 0)?,
-        )?;
-        let qkv = scale_q_rows(&qkv, d, heads)?;
+        let part = |name: &str| DenseLinear::load(att.pp(name), d, d);
+        let qkv = DenseLinear::cat(&[part("query")?, part("key")?, part("value")?])?;
+        let qkv = qkv_scaled(qkv, d, heads)?;
         let ls1 = vb.get(d, "layer_scale1.lambda1")?;
         let ls2 = vb.get(d, "layer_scale2.lambda1")?;
         let hidden = d * mlp_ratio;
         Ok(Self {
             norm1: norm(&vb, "norm1", d)?,
             qkv,
-            proj: load_linear(vb.pp("attention.output.dense"), d, d)?.scale_outputs(&ls1)?,
+            proj: DenseLinear::load(vb.pp("attention.output.dense"), d, d)?
+                .scale_outputs(&ls1)?
+                .build()?,
             norm2: norm(&vb, "norm2", d)?,
             fc1: load_linear(vb.pp("mlp.fc1"), d, hidden)?,
-            fc2: load_linear(vb.pp("mlp.fc2"), hidden, d)?.scale_outputs(&ls2)?,
+            fc2: DenseLinear::load(vb.pp("mlp.fc2"), hidden, d)?
+                .scale_outputs(&ls2)?
+                .build()?,
             heads,
             eps,
             act: Act::Gelu,
@@ -92,7 +90,7 @@ impl Block {
         mlp: usize,
         eps: f64,
     ) -> Result<Self> {
-        let qkv = scale_q_rows(&load_linear(vb.pp("attn.qkv"), d, 3 * d)?, d, heads)?;
+        let qkv = qkv_scaled(DenseLinear::load(vb.pp("attn.qkv"), d, 3 * d)?, d, heads)?;
         Ok(Self {
             norm1: norm(&vb, "norm1", d)?,
             qkv,
@@ -111,11 +109,11 @@ impl Block {
     /// `mlp.c_fc`, `mlp.c_proj`), QuickGELU, LayerNorm eps 1e-5.
     pub(crate) fn load_clip(vb: VarBuilder, d: usize, heads: usize, mlp: usize) -> Result<Self> {
         let attn = vb.pp("attn");
-        let qkv = Linear::new(
-            attn.get((3 * d, d), "in_proj_weight")?,
-            attn.get(3 * d, "in_proj_bias")?,
-        )?;
-        let qkv = scale_q_rows(&qkv, d, heads)?;
+        let qkv = DenseLinear {
+            w: attn.get((3 * d, d), "in_proj_weight")?,
+            b: attn.get(3 * d, "in_proj_bias")?,
+        };
+        let qkv = qkv_scaled(qkv, d, heads)?;
         Ok(Self {
             norm1: norm(&vb, "ln_1", d)?,
             qkv,

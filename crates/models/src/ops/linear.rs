@@ -5,6 +5,7 @@
 use super::activation::act_tensor;
 use super::{kernel_err, F32Kernel, Fused};
 use candle_core::{Layout, Result, Shape, Tensor};
+use candle_nn::VarBuilder;
 use simcase_kernels::{Act, Bf16Path, I8Path, PackedBf16, PackedF32, PackedI8};
 use std::sync::{Arc, OnceLock};
 
@@ -112,6 +113,50 @@ enum Weight {
     /// [`simcase_kernels::packed_f32::available`]): a second, dense copy would cost as much
     /// memory again (88 MB for `dinov2-s`). [`Linear::weight`] unpacks it.
     Packed(Arc<PackedF32>),
+}
+
+/// A linear layer's `(out, in)` weight and `(out,)` bias as loaded, before [`Linear::new`]
+/// packs them: what load-time folding (q, k and v concatenated, per-channel scales) works on,
+/// so that each layer is packed once, from its final weight. Folding a built [`Linear`]
+/// instead unpacked and packed its weight again at every step.
+#[derive(Clone, Debug)]
+pub struct DenseLinear {
+    /// `(out, in)`.
+    pub w: Tensor,
+    /// `(out,)`.
+    pub b: Tensor,
+}
+
+impl DenseLinear {
+    /// `vb`'s `weight` `(out_dim, in_dim)` and `bias` `(out_dim,)`.
+    pub fn load(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
+        Ok(Self {
+            w: vb.get((out_dim, in_dim), "weight")?,
+            b: vb.get(out_dim, "bias")?,
+        })
+    }
+
+    /// The layers' outputs one after another, as one layer (`[q | k | v]`).
+    pub fn cat(parts: &[DenseLinear]) -> Result<Self> {
+        let (w, b): (Vec<&Tensor>, Vec<&Tensor>) = parts.iter().map(|p| (&p.w, &p.b)).unzip();
+        Ok(Self {
+            w: Tensor::cat(&w, 0)?,
+            b: Tensor::cat(&b, 0)?,
+        })
+    }
+
+    /// Each output channel scaled by `s`: `diag(s)·(x·wᵀ + b)`.
+    pub fn scale_outputs(self, s: &Tensor) -> Result<Self> {
+        Ok(Self {
+            w: self.w.broadcast_mul(&s.unsqueeze(1)?)?,
+            b: self.b.mul(s)?,
+        })
+    }
+
+    /// The layer, packed where the process multiplies packed weights.
+    pub fn build(self) -> Result<Linear> {
+        Linear::new(self.w, self.b)
+    }
 }
 
 /// A linear layer in PyTorch's `(out, in)` weight layout, run on CPU through [`LinearOp`]
@@ -224,10 +269,12 @@ impl Linear {
 
     /// Scale each output channel: `diag(s)·(x·wᵀ + b)` stays one GEMM.
     pub fn scale_outputs(&self, s: &Tensor) -> candle_core::Result<Self> {
-        Self::new(
-            self.weight()?.broadcast_mul(&s.unsqueeze(1)?)?,
-            self.b.mul(s)?,
-        )
+        DenseLinear {
+            w: self.weight()?,
+            b: self.b.clone(),
+        }
+        .scale_outputs(s)?
+        .build()
     }
 
     /// `act(x·wᵀ + b (+ residual))`, fused into one pass on CPU.
@@ -339,5 +386,46 @@ mod tests {
         let want = lin.forward(&x).unwrap().broadcast_mul(&s).unwrap();
         let got = lin.scale_outputs(&s).unwrap().forward(&x).unwrap();
         assert!(max_diff(&got, &want) < 1e-4);
+    }
+
+    /// Folding at load before the layer is built (q, k and v concatenated, then scaled) gives
+    /// the layer that building each part and folding the built layers gave, bit for bit.
+    #[test]
+    fn folding_before_building_equals_folding_built_layers() {
+        let dev = Device::Cpu;
+        let part = || DenseLinear {
+            w: Tensor::randn(0f32, 1.0, (24, 40), &dev).unwrap(),
+            b: Tensor::randn(0f32, 1.0, 24, &dev).unwrap(),
+        };
+        let parts = [part(), part(), part()];
+        let s = Tensor::randn(0f32, 1.0, 72, &dev).unwrap();
+        let built: Vec<Linear> = parts.iter().map(|p| p.clone().build().unwrap()).collect();
+        let weights: Vec<Tensor> = built.iter().map(|l| l.weight().unwrap()).collect();
+        let biases: Vec<&Tensor> = built.iter().map(Linear::bias).collect();
+        let old = Linear::new(
+            Tensor::cat(&weights, 0).unwrap(),
+            Tensor::cat(&biases, 0).unwrap(),
+        )
+        .unwrap()
+        .scale_outputs(&s)
+        .unwrap();
+        let new = DenseLinear::cat(&parts)
+            .unwrap()
+            .scale_outputs(&s)
+            .unwrap()
+            .build()
+            .unwrap();
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v.iter().map(|x| x.to_bits()).collect()
+        };
+        assert_eq!((new.out_features(), new.in_features()), (72, 40));
+        assert_eq!(bits(&new.weight().unwrap()), bits(&old.weight().unwrap()));
+        assert_eq!(bits(new.bias()), bits(old.bias()));
+        let x = Tensor::randn(0f32, 1.0, (11, 40), &dev).unwrap();
+        assert_eq!(
+            bits(&new.forward(&x).unwrap()),
+            bits(&old.forward(&x).unwrap())
+        );
     }
 }
