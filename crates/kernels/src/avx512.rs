@@ -1,5 +1,7 @@
 //! The AVX-512 path: the row kernels compiled with AVX-512F enabled (16-lane vectors for the
-//! element-wise loops; no contraction into FMA, so the bits equal the portable path's), and
+//! element-wise loops; nothing contracted into FMA, so the bits equal the portable path's,
+//! except the fused multiply-adds the source asks for in `erf` and `exp`, as on the AVX2
+//! path), and
 //! hand-written dot products, f32·f32, f32·f16 (`vcvtph2ps`) and f32·i8 (`vpmovsxbd`, then
 //! conversion), which share one frame: four 16-lane FMA accumulators and a masked tail, generic
 //! over how 16 row elements are loaded as f32 lanes.

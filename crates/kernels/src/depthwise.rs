@@ -152,7 +152,7 @@ fn block_sums<const G: usize>(
 /// accumulating into the output row tap by tap, which loaded and stored the output at every
 /// tap and ran at a third of this speed).
 #[inline(always)]
-pub(crate) fn depthwise_row(
+pub(crate) fn depthwise_row<const FMA: bool>(
     g: &DwGeometry,
     x: &[f32],
     k: &[f32],
@@ -205,7 +205,7 @@ pub(crate) fn depthwise_row(
     // SAFETY: the `wo` pixels' `c` channels each were written above (the blocks of LANES, then
     // the tail); `MaybeUninit<f32>` has the layout of `f32`.
     let done = unsafe { &mut *(done as *mut [MaybeUninit<f32>] as *mut [f32]) };
-    act_rows(done, g.act);
+    act_rows::<FMA>(done, g.act);
 }
 
 /// The convolution: `x` is `(b, h, w, c)`, `kernel` is `(k·k, c)` (tap-major), `bias` is

@@ -18,9 +18,10 @@
 //! The parallel entry points (`layer_norm`, `gelu_add`, `attention`, …) split work with rayon
 //! and run the selected path's row kernels; [`kernels`] gives the row kernels themselves.
 
-/// Instantiates the row kernels for one instruction set: each generic `#[inline(always)]`
-/// kernel is wrapped in a `#[target_feature]` function, so the compiler vectorises it for
-/// those features, and the wrappers go in a [`Kernels`] table named `TABLE`.
+/// Instantiates the row kernels for one instruction set with FMA: each generic
+/// `#[inline(always)]` kernel is wrapped in a `#[target_feature]` function, so the compiler
+/// vectorises it for those features (the `erf` and `exp` behind GELU, QuickGELU and softmax
+/// with fused multiply-adds), and the wrappers go in a [`Kernels`] table named `TABLE`.
 macro_rules! isa_table {
     ($isa:expr, $features:literal, $dot:ident, $dot_f16:ident, $dot_i8:ident) => {
         #[target_feature(enable = $features)]
@@ -29,11 +30,11 @@ macro_rules! isa_table {
         }
         #[target_feature(enable = $features)]
         fn gelu_rows(x: &mut [f32], bias: Option<&[f32]>) {
-            crate::activation::gelu_rows(x, bias)
+            crate::activation::gelu_rows::<true>(x, bias)
         }
         #[target_feature(enable = $features)]
         fn act_rows(x: &mut [f32], act: crate::activation::Act) {
-            crate::activation::act_rows(x, act)
+            crate::activation::act_rows::<true>(x, act)
         }
         #[target_feature(enable = $features)]
         fn quantise_row(x: &[f32], out: &mut [u8]) -> (f32, i32) {
@@ -41,7 +42,7 @@ macro_rules! isa_table {
         }
         #[target_feature(enable = $features)]
         fn softmax_rows(s: &mut [f32], n: usize, bias: Option<&[f32]>) {
-            crate::softmax::softmax_rows(s, n, bias)
+            crate::softmax::softmax_rows::<true>(s, n, bias)
         }
         #[target_feature(enable = $features)]
         fn depthwise_row(
@@ -52,7 +53,7 @@ macro_rules! isa_table {
             row: usize,
             out: &mut [std::mem::MaybeUninit<f32>],
         ) {
-            crate::depthwise::depthwise_row(g, x, k, bias, row, out)
+            crate::depthwise::depthwise_row::<true>(g, x, k, bias, row, out)
         }
 
         /// This instruction set's table. Only [`crate::Kernels::for_isa`] hands it out, after

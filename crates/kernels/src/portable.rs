@@ -10,9 +10,9 @@ pub(crate) static TABLE: Kernels = Kernels {
     dot_f16: crate::compact::dot_f16_lanes,
     dot_i8: crate::compact::dot_i8_lanes,
     layer_norm_rows: crate::norm::layer_norm_rows,
-    gelu_rows: crate::activation::gelu_rows,
-    act_rows: crate::activation::act_rows,
-    softmax_rows: crate::softmax::softmax_rows,
+    gelu_rows: crate::activation::gelu_rows::<false>,
+    act_rows: crate::activation::act_rows::<false>,
+    softmax_rows: crate::softmax::softmax_rows::<false>,
     quantise_row: crate::int8::quantise_row,
-    depthwise_row: crate::depthwise::depthwise_row,
+    depthwise_row: crate::depthwise::depthwise_row::<false>,
 };
