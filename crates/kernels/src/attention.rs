@@ -4,9 +4,63 @@
 //! the windowed form also saves padding, partitioning and cropping a grid, and the padding's
 //! queries.
 
+use crate::dispatch::Kernels;
 use crate::error::{check, KernelError};
 use crate::gemm::{sgemm, MatMut, MatRef, Threads};
+use crate::packed_f32::{gemm_packed, PackedF32};
 use rayon::prelude::*;
+
+/// Scratch of [`head`], one per task.
+struct HeadScratch {
+    scores: Vec<f32>,
+    /// The head's keys (`n × hd`) and its values transposed (`hd × n`), in panels.
+    k: PackedF32,
+    v: PackedF32,
+}
+
+impl Default for HeadScratch {
+    fn default() -> Self {
+        Self {
+            scores: Vec::new(),
+            k: PackedF32::empty(),
+            v: PackedF32::empty(),
+        }
+    }
+}
+
+/// One head: `dst = softmax(q·kᵀ + bias)·v`; `q` is `r × hd`, `k` and `v` are `n × hd`, `bias`
+/// `r` rows of `n` (or none), `dst` `r × hd`.
+///
+/// On the AVX2 path ([`crate::packed_f32::available`]) the keys and the values are packed
+/// into panels here and multiplied by `gemm`'s micro-kernels directly, as the linear layers'
+/// weights are: `gemm` itself, called twice a (window, head) on products of 49 × 32 × 49,
+/// spent about half its time outside its micro-kernels (`litemedsam`'s 7-sided windows made
+/// about 20 GMAC/s a core, Zen 3). Elsewhere, `gemm`.
+fn head(
+    dst: MatMut<'_>,
+    q: MatRef<'_>,
+    k: MatRef<'_>,
+    v: MatRef<'_>,
+    bias: Option<&[f32]>,
+    s: &mut HeadScratch,
+    kern: &Kernels,
+) -> Result<(), KernelError> {
+    let (r, n) = (q.rows(), k.rows());
+    s.scores.resize(r * n, 0.0);
+    if crate::packed_f32::available() {
+        s.k.repack(k);
+        s.v.repack(v.t());
+        gemm_packed(MatMut::row_major(&mut s.scores, r, n)?, q, &s.k, 0, false)?;
+        kern.softmax_rows(&mut s.scores, n, bias);
+        gemm_packed(dst, MatRef::row_major(&s.scores, r, n)?, &s.v, 0, false)
+    } else {
+        let scores = MatMut::row_major(&mut s.scores, r, n)?;
+        sgemm(scores, false, q, k.t(), Threads::One)?;
+        kern.softmax_rows(&mut s.scores, n, bias);
+        let p = MatRef::row_major(&s.scores, r, n)?;
+        sgemm(dst, false, p, v, Threads::One)
+    }
+}
 
 /// Where q, k and v of head `h` sit in a token's fused qkv row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,24 +113,16 @@ pub fn attention(
         .collect();
     let k = crate::kernels();
     views.into_par_iter().enumerate().try_for_each_init(
-        || vec![0f32; n * n],
-        |scores, (task, dst)| {
+        HeadScratch::default,
+        |s, (task, dst)| {
             let (sq, h) = (task / heads, task % heads);
             let base = sq * n * d3;
             let (qo, ko, vo) = head_offsets(layout, d, hd, h);
             let q = MatRef::new(&qkv[base + qo..], n, hd, d3, 1)?;
-            let kt = MatRef::new(&qkv[base + ko..], n, hd, d3, 1)?.t();
+            let keys = MatRef::new(&qkv[base + ko..], n, hd, d3, 1)?;
             let v = MatRef::new(&qkv[base + vo..], n, hd, d3, 1)?;
-            sgemm(MatMut::row_major(scores, n, n)?, false, q, kt, Threads::One)?;
             let bias = bias.map(|b| &b[h * n * n..(h + 1) * n * n]);
-            k.softmax_rows(scores, n, bias);
-            sgemm(
-                dst,
-                false,
-                MatRef::row_major(scores, n, n)?,
-                v,
-                Threads::One,
-            )
+            head(dst, q, keys, v, bias, s, k)
         },
     )?;
     Ok(out)
@@ -114,7 +160,7 @@ struct WindowScratch {
     qkv: Vec<f32>,
     /// Those rows of the grid's tokens only, for a window the grid does not fill.
     q: Vec<f32>,
-    scores: Vec<f32>,
+    head: HeadScratch,
     bias: Vec<f32>,
     out: Vec<f32>,
 }
@@ -264,18 +310,10 @@ pub fn window_attention(
                     }
                     &s.q
                 };
-                s.scores.resize(nr * n, 0.0);
                 s.out.resize(nr * gd, 0.0);
                 for j in 0..g {
                     let hh = h0 + j;
                     let (qo, ko, vo) = head_offsets(layout, gd, hd, j);
-                    sgemm(
-                        MatMut::row_major(&mut s.scores, nr, n)?,
-                        false,
-                        MatRef::new(&queries[qo..], nr, hd, gd3, 1)?,
-                        MatRef::new(&s.qkv[ko..], n, hd, gd3, 1)?.t(),
-                        Threads::One,
-                    )?;
                     let bias = match bias.map(|b| &b[hh * n * n..(hh + 1) * n * n]) {
                         Some(bh) if nr == n => Some(bh),
                         // The bias's rows of the grid's tokens.
@@ -288,13 +326,14 @@ pub fn window_attention(
                         }
                         None => None,
                     };
-                    k.softmax_rows(&mut s.scores, n, bias);
-                    sgemm(
+                    head(
                         MatMut::new(&mut s.out[j * hd..], nr, hd, gd, 1)?,
-                        false,
-                        MatRef::row_major(&s.scores, nr, n)?,
+                        MatRef::new(&queries[qo..], nr, hd, gd3, 1)?,
+                        MatRef::new(&s.qkv[ko..], n, hd, gd3, 1)?,
                         MatRef::new(&s.qkv[vo..], n, hd, gd3, 1)?,
-                        Threads::One,
+                        bias,
+                        &mut s.head,
+                        k,
                     )?;
                 }
                 for (o, &r) in s.out.chunks(gd).zip(&s.rows) {

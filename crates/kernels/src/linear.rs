@@ -78,7 +78,7 @@ impl Weight<'_> {
                 let b = MatRef::new(&wt[c0..], k, dst.cols(), n, 1)?;
                 sgemm(dst, true, a, b, Threads::One)
             }
-            Weight::Packed(w) => crate::packed_f32::gemm_packed(dst, a, w, c0),
+            Weight::Packed(w) => crate::packed_f32::gemm_packed(dst, a, w, c0, true),
         }
     }
 }

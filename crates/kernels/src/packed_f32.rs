@@ -90,6 +90,53 @@ impl PackedF32 {
         w
     }
 
+    /// An empty weight (no outputs, no inputs): scratch for [`PackedF32::repack`].
+    pub(crate) fn empty() -> Self {
+        Self {
+            n: 0,
+            k: 0,
+            data: Vec::new(),
+        }
+    }
+
+    /// Packs `w` in place of this weight, reusing its buffer: output `j` is row `j` of `w`,
+    /// any strides (attention packs its keys, `n × hd`, and its values transposed, `hd × n`).
+    pub(crate) fn repack(&mut self, w: MatRef<'_>) {
+        let v = w.raw();
+        let (n, k) = (v.rows, v.cols);
+        let panels = n.div_ceil(PANEL);
+        // Zeros first: the last panel's lanes past `n` stay zero.
+        self.data.clear();
+        self.data.resize(panels * k * PANEL, 0.0);
+        self.n = n;
+        self.k = k;
+        let at = |j: usize, c: usize| {
+            // SAFETY: j < rows and c < cols: the view was checked, when made, to lie inside
+            // the slice it borrows, which outlives `w`.
+            unsafe { *v.ptr.add(j * v.rs + c * v.cs) }
+        };
+        if v.rs == 1 {
+            // Consecutive outputs adjacent (a transposed view): 16 in a row per input.
+            for p in 0..panels {
+                let width = PANEL.min(n - p * PANEL);
+                for c in 0..k {
+                    let o = &mut self.data[(p * k + c) * PANEL..][..width];
+                    for (l, o) in o.iter_mut().enumerate() {
+                        *o = at(p * PANEL + l, c);
+                    }
+                }
+            }
+        } else {
+            for j in 0..n {
+                let (p, l) = (j / PANEL, j % PANEL);
+                let panel = &mut self.data[p * k * PANEL..(p + 1) * k * PANEL];
+                for c in 0..k {
+                    panel[c * PANEL + l] = at(j, c);
+                }
+            }
+        }
+    }
+
     /// Output channels.
     pub fn n(&self) -> usize {
         self.n
@@ -109,8 +156,9 @@ pub fn available() -> bool {
         && crate::Isa::Avx2.is_available()
 }
 
-/// `dst += a · wᵀ` over output columns `c0 .. c0 + dst.cols()`: `a` is `r × k` with unit
-/// column stride, `dst` `r × cols` with unit column stride, `c0` a multiple of [`PANEL`].
+/// `dst += a · wᵀ` (`dst = a · wᵀ` unless `accumulate`) over output columns
+/// `c0 .. c0 + dst.cols()`: `a` is `r × k` with unit column stride, `dst` `r × cols` with unit
+/// column stride, `c0` a multiple of [`PANEL`].
 /// `Err` when the shapes do not chain or the CPU cannot run it ([`available`]'s CPU test;
 /// `SIMCASE_KERNELS` is the caller's to heed, through [`available`]).
 pub(crate) fn gemm_packed(
@@ -118,6 +166,7 @@ pub(crate) fn gemm_packed(
     a: MatRef<'_>,
     w: &PackedF32,
     c0: usize,
+    accumulate: bool,
 ) -> Result<(), KernelError> {
     let (d, x) = (dst.raw(), a.raw());
     let (rows, cols) = (d.rows, d.cols);
@@ -143,7 +192,18 @@ pub(crate) fn gemm_packed(
     check(crate::Isa::Avx2.is_available(), || {
         "packed f32: this CPU lacks AVX2 or FMA".to_string()
     })?;
-    if rows == 0 || cols == 0 || w.k == 0 {
+    if rows == 0 || cols == 0 {
+        return Ok(());
+    }
+    if w.k == 0 {
+        if !accumulate {
+            // An empty sum: zeros.
+            for i in 0..rows {
+                // SAFETY: row i < rows of the view, `cols` floats at unit stride, checked
+                // when the view was made; `dst` is an exclusive borrow.
+                unsafe { std::ptr::write_bytes(d.ptr.add(i * d.rs), 0, cols) };
+            }
+        }
         return Ok(());
     }
     #[cfg(target_arch = "x86_64")]
@@ -153,6 +213,9 @@ pub(crate) fn gemm_packed(
         let (first, last) = (c0 / PANEL, (c0 + cols).div_ceil(PANEL));
         for d0 in (0..k).step_by(kc) {
             let depth = kc.min(k - d0);
+            // `gemm`'s alpha status: 1 adds the block's sums to `dst`, 0 overwrites it (the
+            // first block of a product that does not accumulate).
+            let add = u8::from(accumulate || d0 > 0);
             for p0 in (first..last).step_by(PANEL_BLOCK) {
                 for t in (0..rows).step_by(NR) {
                     let nn = NR.min(rows - t);
@@ -162,7 +225,7 @@ pub(crate) fn gemm_packed(
                         // SAFETY: the CPU has AVX2 and FMA (checked above), which the kernels
                         // are compiled for. The kernel writes `dst` rows t..t+nn, columns
                         // p·16−c0 .. +mm (inside the view: t + nn ≤ rows, p·16 + mm ≤
-                        // c0 + cols); reads the panel's inputs d0..d0+depth, 16 floats each
+                        // c0 + cols), reading them first only when adding (`add` = 1); reads the panel's inputs d0..d0+depth, 16 floats each
                         // (panels are zero-padded to 16; p < the panel count, d0 + depth ≤ k);
                         // and reads `a` rows t..t+nn, columns d0..d0+depth (inside its view).
                         // Views were checked against their slices when made; `dst` is an
@@ -183,7 +246,7 @@ pub(crate) fn gemm_packed(
                                 x.rs as isize,
                                 1.0,
                                 1.0,
-                                1,
+                                add,
                                 false,
                                 false,
                                 false,
@@ -244,7 +307,7 @@ mod tests {
                 let dst = MatMut::new(&mut want[c0..], m, cols, n, 1).unwrap();
                 sgemm(dst, true, a, b, Threads::One).unwrap();
                 let dst = MatMut::new(&mut got[c0..], m, cols, n, 1).unwrap();
-                gemm_packed(dst, a, &packed, c0).unwrap();
+                gemm_packed(dst, a, &packed, c0, true).unwrap();
                 for (i, (g, e)) in got.iter().zip(&want).enumerate() {
                     if (3..=KC).contains(&k) && m > 1 && n > 1 {
                         assert!(
@@ -269,6 +332,72 @@ mod tests {
         }
     }
 
+    /// Without `accumulate` the product overwrites the destination (filled with NaN first),
+    /// as `sgemm` does when not accumulating: bit for bit in one depth block, within rounding
+    /// past it (the later blocks add to the first); no inputs give zeros.
+    #[test]
+    fn a_product_that_does_not_accumulate_overwrites() {
+        if !crate::Isa::Avx2.is_available() {
+            eprintln!("no AVX2 and FMA here: the packed f32 product cannot run");
+            return;
+        }
+        for &(m, n, k) in &[
+            (49, 49, 32),
+            (49, 32, 49),
+            (7, 21, 5),
+            (20, 40, 1000),
+            (5, 17, 0),
+        ] {
+            let (x, w) = (lcg(m * k, 4), lcg(n * k, 5));
+            let packed = PackedF32::pack(&w, n, k).unwrap();
+            let wt = transpose(&w, n, k);
+            let (mut want, mut got) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+            let a = MatRef::row_major(&x, m, k).unwrap();
+            let b = MatRef::row_major(&wt, k, n).unwrap();
+            sgemm(
+                MatMut::row_major(&mut want, m, n).unwrap(),
+                false,
+                a,
+                b,
+                Threads::One,
+            )
+            .unwrap();
+            let dst = MatMut::row_major(&mut got, m, n).unwrap();
+            gemm_packed(dst, a, &packed, 0, false).unwrap();
+            for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    g.to_bits() == e.to_bits()
+                        || (k > KC && (g - e).abs() <= 1e-4 * (1.0 + e.abs())),
+                    "{m}×{n}×{k}: [{i}] {g} vs {e}"
+                );
+            }
+        }
+    }
+
+    /// Repacking a strided view, rows or columns adjacent, into a buffer that held a larger
+    /// weight gives what packing a dense copy gives, zero padding included.
+    #[test]
+    fn repack_of_a_view_is_pack_of_its_copy() {
+        let mut p = PackedF32::pack(&lcg(40 * 70, 6), 40, 70).unwrap();
+        for (n, k) in [(49, 32), (32, 49), (5, 3), (16, 16)] {
+            // `n × k` inside a wider buffer (row stride k + 3), and its transpose's view.
+            let stride = k + 3;
+            let buf = lcg(n * stride, 7);
+            let dense: Vec<f32> = buf.chunks(stride).flat_map(|r| r[..k].to_vec()).collect();
+            p.repack(MatRef::new(&buf, n, k, stride, 1).unwrap());
+            let want = PackedF32::pack(&dense, n, k).unwrap();
+            assert_eq!((p.n, p.k, &p.data), (want.n, want.k, &want.data), "{n}×{k}");
+            let t = MatRef::new(&buf, n, k, stride, 1).unwrap().t();
+            p.repack(t);
+            let want = PackedF32::pack(&transpose(&dense, n, k), k, n).unwrap();
+            assert_eq!(
+                (p.n, p.k, &p.data),
+                (want.n, want.k, &want.data),
+                "{n}×{k} transposed"
+            );
+        }
+    }
+
     /// Unpacking gives the packed weight back, with and without a part panel.
     #[test]
     fn unpack_inverts_pack() {
@@ -286,12 +415,12 @@ mod tests {
         let mut out = vec![0f32; 4 * 32];
         let a = MatRef::row_major(&x, 4, 8).unwrap();
         let dst = MatMut::new(&mut out, 4, 24, 32, 1).unwrap();
-        assert!(gemm_packed(dst, a, &packed, 8).is_err());
+        assert!(gemm_packed(dst, a, &packed, 8, true).is_err());
         let dst = MatMut::new(&mut out, 4, 32, 32, 1).unwrap();
-        assert!(gemm_packed(dst, a, &packed, 16).is_err());
+        assert!(gemm_packed(dst, a, &packed, 16, true).is_err());
         let a7 = MatRef::row_major(&x, 4, 7).unwrap();
         let dst = MatMut::new(&mut out, 4, 32, 32, 1).unwrap();
-        assert!(gemm_packed(dst, a7, &packed, 0).is_err());
+        assert!(gemm_packed(dst, a7, &packed, 0, true).is_err());
         assert!(PackedF32::pack(&x, 5, 8).is_err());
     }
 }
