@@ -8,6 +8,7 @@
 
 use crate::error::{check, KernelError};
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 
 /// Offset of the last element of a `rows × cols` view, or `None` when the view is empty;
 /// `Err` on overflow.
@@ -194,6 +195,27 @@ impl<'a> MatMut<'a> {
     /// A dense row-major view of the first `rows·cols` values.
     pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Result<Self, KernelError> {
         Self::new(data, rows, cols, cols, 1)
+    }
+
+    /// A dense row-major view of the first `rows·cols` values of memory not written yet.
+    ///
+    /// # Safety
+    /// Nothing may read an element of the view before writing it: it is for a product that
+    /// overwrites its destination (`packed_f32::gemm_packed` without `accumulate`).
+    pub(crate) unsafe fn uninit_row_major(
+        data: &'a mut [MaybeUninit<f32>],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self, KernelError> {
+        check_view(data.len(), rows, cols, cols, 1)?;
+        Ok(Self {
+            ptr: data.as_mut_ptr().cast::<f32>(),
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+            _data: PhantomData,
+        })
     }
 
     /// Rows.
