@@ -1,14 +1,14 @@
 //! Softmax over rows (the attention kernel's middle step), with an optional additive bias.
 
 use crate::activation::exp_fast;
-use crate::reduce::{max_lanes, sum_lanes};
+use crate::reduce::max_lanes;
 
 /// The row kernel: each row of `n` gets `bias`'s matching row added, then softmax (its `exp`
 /// with fused multiply-adds on a path with `FMA`).
 ///
 /// Three passes over a row: the bias added while the maximum is taken, `exp` while the sum is
 /// taken, then the scale. Each reduction keeps the eight lanes of `reduce.rs`
-/// ([`max_lanes`], [`sum_lanes`]), so the values are theirs; five passes (the bias, the
+/// ([`max_lanes`], [`sum_lanes`](crate::reduce::sum_lanes)), so the values are theirs; five passes (the bias, the
 /// maximum, `exp`, the sum, the scale) spent a third of the time on loads, stores and the
 /// scalar tails of `litemedsam`'s rows of 49.
 #[inline(always)]
@@ -46,7 +46,8 @@ fn add_max(x: &mut [f32], b: &[f32]) -> f32 {
     acc.iter().copied().fold(t, f32::max)
 }
 
-/// `x = exp(x − m)`, returning the sum of the new `x` as [`sum_lanes`] takes it.
+/// `x = exp(x − m)`, returning the sum of the new `x` as
+/// [`sum_lanes`](crate::reduce::sum_lanes) takes it.
 #[inline(always)]
 fn exp_sum<const FMA: bool>(x: &mut [f32], m: f32) -> f32 {
     let mut acc = [0f32; 8];
