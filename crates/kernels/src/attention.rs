@@ -11,21 +11,12 @@ use crate::packed_f32::{gemm_packed, PackedF32};
 use rayon::prelude::*;
 
 /// Scratch of [`head`], one per task.
+#[derive(Default)]
 struct HeadScratch {
     scores: Vec<f32>,
     /// The head's keys (`n × hd`) and its values transposed (`hd × n`), in panels.
     k: PackedF32,
     v: PackedF32,
-}
-
-impl Default for HeadScratch {
-    fn default() -> Self {
-        Self {
-            scores: Vec::new(),
-            k: PackedF32::empty(),
-            v: PackedF32::empty(),
-        }
-    }
 }
 
 /// One head: `dst = softmax(q·kᵀ + bias)·v`; `q` is `r × hd`, `k` and `v` are `n × hd`, `bias`
@@ -35,7 +26,9 @@ impl Default for HeadScratch {
 /// into panels here and multiplied by `gemm`'s micro-kernels directly, as the linear layers'
 /// weights are: `gemm` itself, called twice a (window, head) on products of 49 × 32 × 49,
 /// spent about half its time outside its micro-kernels (`litemedsam`'s 7-sided windows made
-/// about 20 GMAC/s a core, Zen 3). Elsewhere, `gemm`.
+/// about 20 GMAC/s a core, Zen 3). The sums are `gemm`'s where it runs the same micro-kernels
+/// (see [`crate::packed_f32`]: more than one row, 3 to 512 keys or head channels), within
+/// rounding otherwise. Off the AVX2 path, `gemm`.
 fn head(
     dst: MatMut<'_>,
     q: MatRef<'_>,

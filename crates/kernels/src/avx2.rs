@@ -1,8 +1,9 @@
 //! The AVX2+FMA path: the row kernels compiled with AVX2 and FMA enabled (the compiler
 //! vectorises the lane-written loops and contracts nothing into FMA, so the bits equal the
 //! portable path's, except where the source asks for fused multiply-adds: the `erf` and `exp`
-//! behind GELU, QuickGELU and softmax, within rounding of it), and hand-written dot products with four FMA accumulators: f32·f32, f32·f16
-//! (F16C conversion) and f32·i8 (sign extension, then conversion).
+//! behind GELU, QuickGELU and softmax, within rounding of it), and hand-written dot products
+//! with four FMA accumulators: f32·f32, f32·f16 (F16C conversion) and f32·i8 (sign extension,
+//! then conversion).
 
 use std::arch::x86_64::*;
 

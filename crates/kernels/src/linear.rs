@@ -188,6 +188,11 @@ fn banded_packed(
     rows: usize,
 ) -> Result<Vec<f32>, KernelError> {
     let n = bias.len();
+    // The one condition the product checks that the shapes (checked by the callers) do not
+    // settle: refused here, before any band is made.
+    check(crate::Isa::Avx2.is_available(), || {
+        "packed f32: this CPU lacks AVX2 or FMA".to_string()
+    })?;
     let kern = crate::kernels();
     let failed = std::sync::Mutex::new(None);
     let write = |first: usize, band: &mut [std::mem::MaybeUninit<f32>]| {
@@ -200,7 +205,10 @@ fn banded_packed(
         });
         if let Err(e) = product {
             band.fill(std::mem::MaybeUninit::new(0.0));
-            *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(e);
             return;
         }
         // SAFETY: the product wrote every element of the band (its `r` rows, columns 0..n);
@@ -411,9 +419,11 @@ mod tests {
                 for res in [None, Some(&r[..])] {
                     let (want, got) = pool.install(|| {
                         let want = linear(&x, (m, k), &wt, &b, res, act).unwrap();
-                        // A freed block of NaNs of the output's size, which malloc is likely
-                        // to hand back: the banded packed layer writes into fresh memory, so
-                        // an element it missed fails the comparison.
+                        // A freed block of NaNs of the output's size, which malloc hands back
+                        // once glibc's mmap threshold has risen past that size (after its first
+                        // free): the banded packed layer writes into fresh memory, so an
+                        // element it missed fails the comparison. (`packed_f32`'s tests fill
+                        // the destination with NaNs themselves.)
                         drop(std::hint::black_box(vec![f32::NAN; m * n]));
                         (
                             want,

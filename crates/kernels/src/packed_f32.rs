@@ -51,8 +51,9 @@ use gemm_f32::microkernel::fma::f32 as fma;
 #[cfg(target_arch = "x86_64")]
 const _: () = assert!(fma::MR_DIV_N * 8 == PANEL && fma::NR == NR);
 
-/// An `(out, in)` f32 weight in panels (see the module).
-#[derive(Clone, Debug)]
+/// An `(out, in)` f32 weight in panels (see the module). The default is empty (no outputs, no
+/// inputs): scratch for [`PackedF32::repack`].
+#[derive(Clone, Debug, Default)]
 pub struct PackedF32 {
     n: usize,
     k: usize,
@@ -65,16 +66,9 @@ impl PackedF32 {
         check(w.len() == n * k, || {
             format!("f32 pack: weight of {} is not {n}×{k}", w.len())
         })?;
-        let panels = n.div_ceil(PANEL);
-        let mut data = vec![0f32; panels * k * PANEL];
-        for (j, row) in w.chunks_exact(k.max(1)).take(n).enumerate() {
-            let (p, l) = (j / PANEL, j % PANEL);
-            let panel = &mut data[p * k * PANEL..(p + 1) * k * PANEL];
-            for (c, &v) in row.iter().enumerate() {
-                panel[c * PANEL + l] = v;
-            }
-        }
-        Ok(Self { n, k, data })
+        let mut packed = Self::default();
+        packed.repack(MatRef::row_major(w, n, k)?);
+        Ok(packed)
     }
 
     /// The weight back in `(out, in)` layout, exactly (packing only moves values).
@@ -90,26 +84,22 @@ impl PackedF32 {
         w
     }
 
-    /// An empty weight (no outputs, no inputs): scratch for [`PackedF32::repack`].
-    pub(crate) fn empty() -> Self {
-        Self {
-            n: 0,
-            k: 0,
-            data: Vec::new(),
-        }
-    }
-
     /// Packs `w` in place of this weight, reusing its buffer: output `j` is row `j` of `w`,
     /// any strides (attention packs its keys, `n × hd`, and its values transposed, `hd × n`).
     pub(crate) fn repack(&mut self, w: MatRef<'_>) {
         let v = w.raw();
         let (n, k) = (v.rows, v.cols);
         let panels = n.div_ceil(PANEL);
-        // Zeros first: the last panel's lanes past `n` stay zero.
-        self.data.clear();
         self.data.resize(panels * k * PANEL, 0.0);
         self.n = n;
         self.k = k;
+        // Every lane below `n` is written below; the last panel's lanes past it are zeros.
+        if !n.is_multiple_of(PANEL) {
+            let last = &mut self.data[(panels - 1) * k * PANEL..];
+            for lanes in last.chunks_exact_mut(PANEL) {
+                lanes[n % PANEL..].fill(0.0);
+            }
+        }
         let at = |j: usize, c: usize| {
             // SAFETY: j < rows and c < cols: the view was checked, when made, to lie inside
             // the slice it borrows, which outlives `w`.
@@ -225,7 +215,8 @@ pub(crate) fn gemm_packed(
                         // SAFETY: the CPU has AVX2 and FMA (checked above), which the kernels
                         // are compiled for. The kernel writes `dst` rows t..t+nn, columns
                         // p·16−c0 .. +mm (inside the view: t + nn ≤ rows, p·16 + mm ≤
-                        // c0 + cols), reading them first only when adding (`add` = 1); reads the panel's inputs d0..d0+depth, 16 floats each
+                        // c0 + cols), reading them first only when adding (`add` = 1);
+                        // reads the panel's inputs d0..d0+depth, 16 floats each
                         // (panels are zero-padded to 16; p < the panel count, d0 + depth ≤ k);
                         // and reads `a` rows t..t+nn, columns d0..d0+depth (inside its view).
                         // Views were checked against their slices when made; `dst` is an

@@ -172,8 +172,14 @@ fn attention_ref(
 #[test]
 fn attention_matches_naive_for_both_layouts() {
     let mut r = Rng(12);
-    for case in 0..30 {
-        let (seqs, n, heads, hd) = (r.size(1, 3), r.size(1, 20), r.size(1, 4), r.size(1, 9));
+    // Random small shapes, then litemedsam's windows (49 tokens, 32 channels a head: whole
+    // panels) and more keys than one depth block of the packed product (600).
+    let fixed = [(1, 49, 2, 32), (1, 600, 1, 16)];
+    for case in 0..32usize {
+        let (seqs, n, heads, hd) = match fixed.get(case.wrapping_sub(30)) {
+            Some(&shape) => shape,
+            None => (r.size(1, 3), r.size(1, 20), r.size(1, 4), r.size(1, 9)),
+        };
         let qkv = r.vec(seqs * n * 3 * heads * hd, 1.0);
         let bias = r.vec(heads * n * n, 1.0);
         for layout in [QkvLayout::Blocks, QkvLayout::Interleaved] {
