@@ -46,7 +46,7 @@ fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// out-of-order window holds only a few elements' chains at once. Horner's rule made the
 /// numerator's chain 13 dependent operations long (`x²`, then a multiply and an add per
 /// coefficient); Estrin's makes it 6, for two more operations. With `FMA` each multiply-add
-/// is fused ([`madd`]), which shortens the chain again: GELU 0.61 → 0.46 ns an element on one
+/// is fused (`madd`), which shortens the chain again: GELU 0.61 → 0.46 ns an element on one
 /// Zen 3 core. Called with `FMA` outside code compiled for FMA, each `mul_add` is a call into
 /// libm: the kernel tables are the way to run it.
 #[inline(always)]

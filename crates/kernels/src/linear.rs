@@ -1,7 +1,7 @@
 //! `act(x·wᵀ + b (+ residual))` as one GEMM: the destination is pre-filled with the bias (plus
 //! the residual) and the GEMM accumulates into it, so neither the bias nor the residual costs
 //! a separate pass over the activations. A large output on packed weights goes the other way
-//! ([`banded_packed`]): the GEMM writes each band first and the bias, residual and activation
+//! (`banded_packed`): the GEMM writes each band first and the bias, residual and activation
 //! follow in one pass while the band is in cache, so nothing touches fresh memory before the
 //! arithmetic does.
 
