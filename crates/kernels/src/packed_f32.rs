@@ -52,7 +52,7 @@ use gemm_f32::microkernel::fma::f32 as fma;
 const _: () = assert!(fma::MR_DIV_N * 8 == PANEL && fma::NR == NR);
 
 /// An `(out, in)` f32 weight in panels (see the module). The default is empty (no outputs, no
-/// inputs): scratch for [`PackedF32::repack`].
+/// inputs): scratch for `repack`.
 #[derive(Clone, Debug, Default)]
 pub struct PackedF32 {
     n: usize,
