@@ -228,26 +228,23 @@ fn depthwise_on_every_path_equals_portable() {
         let images = r.size(1, 2);
         let x = r.vec(images * h * w * c, 2.0);
         let (kern, bias) = (r.vec(k * k * c, 1.0), r.vec(c, 0.5));
-        let run = |kt: &Kernels| -> Vec<f32> {
+        let run_with = |kt: &Kernels, g: &DwGeometry| -> Vec<f32> {
             let mut out = vec![f32::NAN; images * ho * wo * c];
             for (row, o) in out.chunks_mut(wo * c).enumerate() {
-                kt.depthwise_row(&g, &x, &kern, &bias, row, o);
+                kt.depthwise_row(g, &x, &kern, &bias, row, o);
             }
             out
         };
+        let run = |kt: &Kernels| run_with(kt, &g);
         let want = run(portable);
         // The sums before the activation, which every path makes bit for bit.
-        let sums = {
-            let g = DwGeometry {
+        let sums = run_with(
+            portable,
+            &DwGeometry {
                 act: Act::None,
                 ..g
-            };
-            let mut out = vec![f32::NAN; images * ho * wo * c];
-            for (row, o) in out.chunks_mut(wo * c).enumerate() {
-                portable.depthwise_row(&g, &x, &kern, &bias, row, o);
-            }
-            out
-        };
+            },
+        );
         assert!(
             want.iter().all(|v| v.is_finite()),
             "case {case}: every output written"
