@@ -7,7 +7,7 @@
 use crate::dispatch::Kernels;
 use crate::error::{check, KernelError};
 use crate::gemm::{sgemm, MatMut, MatRef, Threads};
-use crate::packed_f32::{gemm_packed, PackedF32};
+use crate::packed_f32::{gemm_packed, PackedF32, Store};
 use rayon::prelude::*;
 
 /// Scratch of [`head`], one per task.
@@ -43,9 +43,21 @@ fn head(
     if crate::packed_f32::available() {
         s.k.repack(k);
         s.v.repack(v.t());
-        gemm_packed(MatMut::row_major(&mut s.scores, r, n)?, q, &s.k, 0, false)?;
+        gemm_packed(
+            MatMut::row_major(&mut s.scores, r, n)?,
+            q,
+            &s.k,
+            0,
+            Store::Overwrite,
+        )?;
         kern.softmax_rows(&mut s.scores, n, bias);
-        gemm_packed(dst, MatRef::row_major(&s.scores, r, n)?, &s.v, 0, false)
+        gemm_packed(
+            dst,
+            MatRef::row_major(&s.scores, r, n)?,
+            &s.v,
+            0,
+            Store::Overwrite,
+        )
     } else {
         let scores = MatMut::row_major(&mut s.scores, r, n)?;
         sgemm(scores, false, q, k.t(), Threads::One)?;
