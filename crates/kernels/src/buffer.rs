@@ -104,11 +104,6 @@ fn fill_rows<I: Iterator<Item = f32>>(
     }
 }
 
-/// `len` zeros, written in parallel chunks (see [`par_rows`]).
-pub fn par_zeroed(len: usize) -> Vec<f32> {
-    build(len, CHUNK, |_, c| c.fill(MaybeUninit::new(0.0)))
-}
-
 /// `len` floats made chunk by chunk of `chunk`, `init(first_index, chunk)` writing every
 /// element of its chunk (the callers above do: a full fill, each row's items then zeros, or
 /// the contract of [`par_bands_uninit`]).
@@ -169,10 +164,6 @@ mod tests {
                     }
                 }
             }
-            assert!(pool
-                .install(|| par_zeroed(100_001))
-                .iter()
-                .all(|&x| x == 0.0));
         }
     }
 }

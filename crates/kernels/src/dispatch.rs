@@ -194,8 +194,9 @@ pub fn kernels() -> &'static Kernels {
     })
 }
 
-/// `layer_norm_rows(out, x, weight, bias, eps)`.
-type LayerNormRows = fn(&mut [f32], &[f32], &[f32], &[f32], f32);
+/// `layer_norm_rows(out, x, weight, bias, eps)`: writes every element of `out` (whole rows,
+/// as long as `x`), which may start uninitialised.
+type LayerNormRows = fn(&mut [MaybeUninit<f32>], &[f32], &[f32], &[f32], f32);
 /// `depthwise_row(geometry, x, kernel, bias, row, out_row)`: writes the first `wo·c` elements
 /// of `out_row` (callers pass exactly that many), which may start uninitialised.
 type DepthwiseRow = fn(&DwGeometry, &[f32], &[f32], &[f32], usize, &mut [MaybeUninit<f32>]);
@@ -263,6 +264,9 @@ impl Kernels {
         if n == 0 || b.len() != n || x.len() != out.len() || !x.len().is_multiple_of(n) {
             return;
         }
+        // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the kernel writes only
+        // initialised values through it.
+        let out = unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) };
         (self.layer_norm_rows)(out, x, w, b, eps)
     }
 

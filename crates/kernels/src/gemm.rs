@@ -201,7 +201,7 @@ impl<'a> MatMut<'a> {
     ///
     /// # Safety
     /// Nothing may read an element of the view before writing it: it is for a product that
-    /// overwrites its destination (`packed_f32::gemm_packed` without `accumulate`).
+    /// overwrites its destination (`packed_f32::gemm_packed`, whose products all do).
     pub(crate) unsafe fn uninit_row_major(
         data: &'a mut [MaybeUninit<f32>],
         rows: usize,

@@ -8,7 +8,7 @@
 //! - By concern: `reduce.rs` (sum, max, dot in eight lanes), `compact.rs` (dot products
 //!   with f16 and i8 rows, for compact vector files), [`norm`] (layer norm),
 //!   [`activation`] (GELU, QuickGELU, ReLU, ReLU6, `erf`, `exp`), `softmax.rs`, [`buffer`] (output
-//!   buffers zeroed or pre-filled in parallel), [`heap`] (malloc keeping freed blocks for the
+//!   buffers pre-filled or written in parallel), [`heap`] (malloc keeping freed blocks for the
 //!   next forward pass), [`depthwise`] (depthwise convolution), [`attention`] (fused
 //!   multi-head attention), [`linear`] (fused linear layer), [`gemm`] (the checked sgemm every
 //!   matrix product goes through), [`packed_f32`] (f32 weights packed once, on `gemm`'s AVX2
@@ -25,7 +25,13 @@
 macro_rules! isa_table {
     ($isa:expr, $features:literal, $dot:ident, $dot_f16:ident, $dot_i8:ident) => {
         #[target_feature(enable = $features)]
-        fn layer_norm_rows(o: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        fn layer_norm_rows(
+            o: &mut [std::mem::MaybeUninit<f32>],
+            x: &[f32],
+            w: &[f32],
+            b: &[f32],
+            eps: f32,
+        ) {
             crate::norm::layer_norm_rows(o, x, w, b, eps)
         }
         #[target_feature(enable = $features)]
@@ -115,7 +121,6 @@ pub mod winograd;
 pub use activation::{activate, gelu_add, Act};
 pub use attention::{attention, attention_first, window_attention, QkvLayout, WindowGrid};
 pub use bf16::{bf16_path, Bf16Path, PackedBf16};
-pub use buffer::par_zeroed;
 pub use compact::{f16_bits, f16_value};
 pub use depthwise::{depthwise, DwGeometry};
 pub use dispatch::{dot, dot_f16, dot_i8, kernels, selection, Isa, Kernels, Selection, ENV};

@@ -226,19 +226,44 @@ fn first_token_attention_is_row_0_of_the_full_attention() {
     assert!(attention_first(&[0.0; 4], &[0.0; 16], 1, 2, 1).is_ok());
 }
 
+/// Layer norm against an f64 two-pass reference, over row counts below, at and far past one
+/// task (16 rows) and the parallel threshold, on one thread and on three: every row lands in
+/// its place, none left unwritten.
+#[test]
+fn layer_norm_matches_naive_in_every_band() {
+    let mut r = Rng(17);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    for (rows, n) in [(1, 5), (16, 7), (17, 384), (257, 384), (300, 130)] {
+        let x: Vec<f32> = r.vec(rows * n, 4.0).iter().map(|v| v + 100.0).collect();
+        let (w, b) = (r.vec(n, 1.0), r.vec(n, 1.0));
+        let want: Vec<f64> = x
+            .chunks(n)
+            .flat_map(|row| {
+                let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+                let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+                let inv = 1.0 / (var + 1e-6).sqrt();
+                row.iter()
+                    .zip(w.iter().zip(&b))
+                    .map(|(&v, (&w, &b))| (v as f64 - mean) * inv * w as f64 + b as f64)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let serial = layer_norm(&x, &w, &b, 1e-6).unwrap();
+        close(&serial, &want, 1e-4, &format!("{rows}×{n}"));
+        let parallel = pool.install(|| layer_norm(&x, &w, &b, 1e-6)).unwrap();
+        assert_eq!(parallel, serial, "{rows}×{n}: three threads");
+    }
+}
+
 #[test]
 fn parallel_entry_points_check_their_shapes() {
-    let mut out = vec![0f32; 6];
-    assert!(layer_norm(&mut out, &[1.0; 6], &[1.0; 4], &[0.0; 4], 1e-6).is_err());
-    assert!(layer_norm(&mut out, &[1.0; 6], &[1.0; 3], &[0.0; 2], 1e-6).is_err());
-    layer_norm(
-        &mut out,
-        &[1.0, 2.0, 3.0, 5.0, 5.0, 5.0],
-        &[1.0; 3],
-        &[0.5; 3],
-        1e-6,
-    )
-    .unwrap();
+    assert!(layer_norm(&[1.0; 6], &[1.0; 4], &[0.0; 4], 1e-6).is_err());
+    assert!(layer_norm(&[1.0; 6], &[1.0; 3], &[0.0; 2], 1e-6).is_err());
+    assert!(layer_norm(&[1.0; 6], &[], &[], 1e-6).is_err());
+    let out = layer_norm(&[1.0, 2.0, 3.0, 5.0, 5.0, 5.0], &[1.0; 3], &[0.5; 3], 1e-6).unwrap();
     let s = (2.0f32 / 3.0).sqrt();
     close(
         &out,
