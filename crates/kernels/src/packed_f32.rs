@@ -38,8 +38,7 @@ use crate::gemm::{MatMut, MatRef};
 /// Output channels per panel: the micro-kernels' 2 × 8 lanes.
 pub(crate) const PANEL: usize = 16;
 /// Rows per micro-kernel call.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-const NR: usize = 6;
+pub(crate) const NR: usize = 6;
 /// The deepest block of inputs one pass sums (`gemm`'s floor for its depth block).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const KC: usize = 512;
