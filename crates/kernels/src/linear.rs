@@ -48,10 +48,10 @@ pub fn linear(
 /// [`crate::packed_f32::available`].
 ///
 /// The product writes the output first, into fresh memory, and the bias, residual and
-/// activation follow tile by tile while each is in L1 (`packed_f32`'s `Store::Finish`): nothing touches
-/// the output before the arithmetic does, and nothing passes over it after. A large output is
-/// made in row bands, one task each; a smaller one, with more than one thread, split by output
-/// columns.
+/// activation follow tile by tile while each is in L1 (`packed_f32`'s `Store::Finish`):
+/// nothing touches the output before the arithmetic does, and nothing passes over it after. A
+/// large output is made in row bands, one task each; a smaller one, with more than one thread,
+/// split by output columns.
 pub fn linear_packed(
     x: &[f32],
     (m, k): (usize, usize),
