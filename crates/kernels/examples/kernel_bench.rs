@@ -147,6 +147,70 @@ fn main() {
     linear_layers(&x, &h);
     packed_f32_layers();
     dense_conv3();
+    mbconv_block();
+}
+
+/// `litemedsam`'s first-stage MBConv block (256×256 pixels, 64 → 256 → 64 channels) on one
+/// thread: made layer by layer (two packed products and the depthwise convolution, each
+/// output written to memory) against in bands of rows (`MbConv`).
+fn mbconv_block() {
+    use simcase_kernels::{depthwise, linear_packed, DwGeometry, MbConv, PackedF32};
+    if !simcase_kernels::packed_f32::available() {
+        println!("\nskipped: the MBConv block (the AVX2 path is not selected)");
+        return;
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let (h, w, c, hid) = (256, 256, 64, 256);
+    let x = data(h * w * c, 31);
+    let (expand, project) = (
+        PackedF32::pack(&data(hid * c, 32), hid, c).unwrap(),
+        PackedF32::pack(&data(c * hid, 33), c, hid).unwrap(),
+    );
+    let (be, bp) = (data(hid, 34), data(c, 35));
+    let (taps, bd) = (data(9 * hid, 36), data(hid, 37));
+    let m = MbConv {
+        expand: &expand,
+        expand_bias: &be,
+        depthwise: &taps,
+        depthwise_bias: &bd,
+        project: &project,
+        project_bias: &bp,
+    };
+    let g = DwGeometry {
+        h,
+        w,
+        c: hid,
+        ho: h,
+        wo: w,
+        k: 3,
+        stride: 1,
+        pad: (1, 1),
+        act: Act::Gelu,
+    };
+    let (layers, banded) = pool.install(|| {
+        let layers = best(3, || {
+            let e = linear_packed(&x, (h * w, c), &expand, &be, None, Act::Gelu).unwrap();
+            let d = depthwise(&g, &e, &taps, &bd).unwrap();
+            drop(e);
+            black_box(linear_packed(&d, (h * w, hid), &project, &bp, Some(&x), Act::Gelu).unwrap());
+        });
+        let banded = best(3, || {
+            black_box(m.forward(black_box(&x), (1, h, w, c)).unwrap());
+        });
+        (layers, banded)
+    });
+    println!();
+    println!("| MBConv block | size | layer by layer ms | in bands ms | ratio |");
+    println!("|---|---|---:|---:|---:|");
+    println!(
+        "| litemedsam stage 0 | {h}×{w}×{c} → {hid} → {c} | {:.1} | {:.1} | {:.2}x |",
+        layers / 1e3,
+        banded / 1e3,
+        layers / banded
+    );
 }
 
 /// f32 linear layers on one thread, the weight as stored (`linear`, the `gemm` crate packing

@@ -7,7 +7,8 @@
 //! convolution at load, and the attention scale into the q rows of `qkv`.
 
 use crate::ops::{
-    conv_bn, depthwise_conv3, layer_norm, window_attention, DenseConv, QkvLayout, WindowGrid,
+    conv_bn, depthwise_conv3, layer_norm, mbconv, window_attention, DenseConv, QkvLayout,
+    WindowGrid,
 };
 use crate::ops::{DenseLinear, Linear};
 use crate::transformer::load_linear;
@@ -113,13 +114,60 @@ struct MbConv {
     conv1: ConvBn,
     conv2: ConvBn,
     conv3: ConvBn,
+    /// The depthwise kernel tap-major, `(9, hidden)`, and its bias, on the host: for the block
+    /// made in bands of rows (`simcase_kernels::MbConv`) where the products run on packed f32.
+    taps: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl MbConv {
+    fn load(vb: VarBuilder, dim: usize, hidden: usize) -> Result<Self> {
+        let conv2 = ConvBn::load(vb.pp("conv2"), hidden, hidden, 3, 1)?;
+        let taps = match &conv2 {
+            ConvBn::Depthwise { w, b, stride: 1 }
+                if w.device().is_cpu() && w.dtype() == candle_core::DType::F32 =>
+            {
+                let taps = w.reshape((hidden, 9))?.t()?.contiguous()?;
+                Some((taps.flatten_all()?.to_vec1()?, b.to_vec1()?))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            conv1: ConvBn::load(vb.pp("conv1"), dim, hidden, 1, 1)?,
+            conv2,
+            conv3: ConvBn::load(vb.pp("conv3"), hidden, dim, 1, 1)?,
+            taps,
+        })
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(block) = self.banded() {
+            if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+                return Ok(mbconv(x, &block)?);
+            }
+        }
         let y = self.conv1.forward_gelu(x)?;
         let y = self.conv2.forward_gelu(&y)?;
         self.conv3.apply(&y, Some(x), true)
+    }
+
+    /// The block's weights for `simcase_kernels::MbConv`, where both 1×1 convolutions run
+    /// on packed f32 (f32 on the AVX2 path): the expanded maps (64 MiB an image in
+    /// `litemedsam`'s first stage) then stay in cache.
+    fn banded(&self) -> Option<simcase_kernels::MbConv<'_>> {
+        let (ConvBn::Pointwise(e), ConvBn::Pointwise(p), Some((taps, bias))) =
+            (&self.conv1, &self.conv3, &self.taps)
+        else {
+            return None;
+        };
+        let ((expand, expand_bias), (project, project_bias)) = (e.f32_panels()?, p.f32_panels()?);
+        Some(simcase_kernels::MbConv {
+            expand,
+            expand_bias,
+            depthwise: taps,
+            depthwise_bias: bias,
+            project,
+            project_bias,
+        })
     }
 }
 
@@ -297,14 +345,7 @@ impl TinyVit {
                 let hidden = d[0] * cfg.mbconv_expand_ratio;
                 Stage::Conv(
                     (0..cfg.depths[0])
-                        .map(|j| {
-                            let bv = lv.pp(format!("blocks.{j}"));
-                            Ok(MbConv {
-                                conv1: ConvBn::load(bv.pp("conv1"), d[0], hidden, 1, 1)?,
-                                conv2: ConvBn::load(bv.pp("conv2"), hidden, hidden, 3, 1)?,
-                                conv3: ConvBn::load(bv.pp("conv3"), hidden, d[0], 1, 1)?,
-                            })
-                        })
+                        .map(|j| MbConv::load(lv.pp(format!("blocks.{j}")), d[0], hidden))
                         .collect::<Result<_>>()?,
                 )
             } else {

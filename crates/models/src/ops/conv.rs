@@ -68,6 +68,26 @@ impl F32Kernel<3> for DepthwiseConv {
     }
 }
 
+/// [`simcase_kernels::MbConv`] as a candle op on `(b, h, w, c)` channels-last input.
+struct MbConvOp<'a>(&'a simcase_kernels::MbConv<'a>);
+
+impl F32Kernel<1> for MbConvOp<'_> {
+    const NAME: &'static str = "simcase-mbconv";
+    const INPUTS: [&'static str; 1] = ["mbconv input"];
+
+    fn run(&self, [(x, l)]: [(&[f32], &Layout); 1]) -> Result<(Vec<f32>, Shape)> {
+        let dims = l.shape().dims4()?;
+        let out = self.0.forward(x, dims).map_err(kernel_err)?;
+        Ok((out, l.shape().clone()))
+    }
+}
+
+/// An MBConv block made in bands of output rows (see [`simcase_kernels::mbconv`]): `x` is
+/// `(b, h, w, c)` channels-last f32 on the CPU.
+pub fn mbconv(x: &Tensor, block: &simcase_kernels::MbConv) -> Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(&Fused(&MbConvOp(block)))
+}
+
 /// A dense `k×k` convolution with zero padding on channels-last `(b, h, w, c)` data, run as
 /// one matrix product: each output pixel's `k·k·c` input patch is a row (im2col) and the
 /// weight, reordered at load to `(out, ky, kx, c)`, is a [`Linear`] layer. The output is

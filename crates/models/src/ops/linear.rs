@@ -197,6 +197,16 @@ impl Linear {
         })
     }
 
+    /// The f32 weight in panels and the bias, where the process runs f32 on the AVX2 path
+    /// (the weight packed, [`simcase_kernels::packed_f32::available`]): what a fused block of
+    /// packed products takes (`simcase_kernels::MbConv`). `None` elsewhere.
+    pub fn f32_panels(&self) -> Option<(&PackedF32, &[f32])> {
+        match (&self.weight, &self.b_host, crate::precision()) {
+            (Weight::Packed(p), Some(b), crate::Precision::F32) => Some((p, &b[..])),
+            _ => None,
+        }
+    }
+
     /// The weight packed for the process's precision (packed once, at the first call), or
     /// `None` where `simcase_kernels::linear` reads the dense f32 weight.
     fn packed(&self) -> candle_core::Result<Option<PackedRef<'_>>> {

@@ -19,7 +19,7 @@ mod norm;
 pub use activation::bias_gelu;
 pub use attention::{attention, attention_first, window_attention};
 pub(crate) use conv::conv_bn;
-pub use conv::{depthwise_conv, depthwise_conv3, same_padding, DenseConv};
+pub use conv::{depthwise_conv, depthwise_conv3, mbconv, same_padding, DenseConv};
 pub use linear::{DenseLinear, Linear};
 pub use norm::layer_norm;
 pub use simcase_kernels::resize::bicubic_resize_planes;
