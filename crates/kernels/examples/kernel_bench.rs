@@ -154,7 +154,7 @@ fn main() {
 /// thread: made layer by layer (two packed products and the depthwise convolution, each
 /// output written to memory) against in bands of rows (`MbConv`).
 fn mbconv_block() {
-    use simcase_kernels::{depthwise, linear_packed, DwGeometry, MbConv, PackedF32};
+    use simcase_kernels::{MbConv, PackedF32};
     if !simcase_kernels::packed_f32::available() {
         println!("\nskipped: the MBConv block (the AVX2 path is not selected)");
         return;
@@ -179,23 +179,9 @@ fn mbconv_block() {
         project: &project,
         project_bias: &bp,
     };
-    let g = DwGeometry {
-        h,
-        w,
-        c: hid,
-        ho: h,
-        wo: w,
-        k: 3,
-        stride: 1,
-        pad: (1, 1),
-        act: Act::Gelu,
-    };
     let (layers, banded) = pool.install(|| {
         let layers = best(3, || {
-            let e = linear_packed(&x, (h * w, c), &expand, &be, None, Act::Gelu).unwrap();
-            let d = depthwise(&g, &e, &taps, &bd).unwrap();
-            drop(e);
-            black_box(linear_packed(&d, (h * w, hid), &project, &bp, Some(&x), Act::Gelu).unwrap());
+            black_box(m.forward_layers(black_box(&x), (1, h, w, c)).unwrap());
         });
         let banded = best(3, || {
             black_box(m.forward(black_box(&x), (1, h, w, c)).unwrap());

@@ -5,8 +5,8 @@
 //! Why: made layer by layer, `litemedsam`'s first stage writes each expanded map (256 × 256
 //! pixels × 256 channels, 64 MiB) to memory and reads it back twice a block: the expansion,
 //! the depthwise convolution (bound by memory there: 0.87 ns an output against 0.45–0.78 on
-//! inputs in cache) and the projection ran 82, 51 and 65 ms an image on one Zen 3 core for
-//! 2.1 GMAC each of the two products. Here a band of 16 output rows expands its 18 input rows
+//! inputs in cache) and the projection ran 82, 51 and 65 ms an image (two blocks) on one Zen 3
+//! core, for 2.1 GMAC in each product. Here a band of 16 output rows expands its 18 input rows
 //! (the two rows around it included, computed again by the neighbouring bands: 12% more
 //! expansion), and each output row is convolved and projected at once, its depthwise row
 //! (256 KiB) still in L2.
@@ -99,6 +99,46 @@ impl MbConv<'_> {
             Some(e) => Err(e),
             None => Ok(out),
         }
+    }
+
+    /// The block made layer by layer with the same kernels, each layer's output written in
+    /// full ([`crate::linear_packed`], [`crate::depthwise()`]): the reference [`Self::forward`]
+    /// equals, for tests and benchmarks.
+    pub fn forward_layers(
+        &self,
+        x: &[f32],
+        (b, h, w, c): (usize, usize, usize, usize),
+    ) -> Result<Vec<f32>, KernelError> {
+        let hid = self.expand.n();
+        let e = crate::linear_packed(
+            x,
+            (b * h * w, c),
+            self.expand,
+            self.expand_bias,
+            None,
+            Act::Gelu,
+        )?;
+        let g = DwGeometry {
+            h,
+            w,
+            c: hid,
+            ho: h,
+            wo: w,
+            k: 3,
+            stride: 1,
+            pad: (1, 1),
+            act: Act::Gelu,
+        };
+        let d = crate::depthwise(&g, &e, self.depthwise, self.depthwise_bias)?;
+        drop(e);
+        crate::linear_packed(
+            &d,
+            (b * h * w, hid),
+            self.project,
+            self.project_bias,
+            Some(x),
+            Act::Gelu,
+        )
     }
 
     /// Output rows `first ..` (of all images' rows stacked) into `band`, whole rows of `w·c`,
@@ -222,36 +262,7 @@ impl MbConv<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::depthwise::depthwise;
-    use crate::linear::linear_packed;
     use crate::panels::lcg;
-
-    /// The block, made layer by layer with the same kernels.
-    fn layers(m: &MbConv, x: &[f32], (b, h, w, c): (usize, usize, usize, usize)) -> Vec<f32> {
-        let hid = m.expand.n();
-        let e = linear_packed(x, (b * h * w, c), m.expand, m.expand_bias, None, Act::Gelu).unwrap();
-        let g = DwGeometry {
-            h,
-            w,
-            c: hid,
-            ho: h,
-            wo: w,
-            k: 3,
-            stride: 1,
-            pad: (1, 1),
-            act: Act::Gelu,
-        };
-        let d = depthwise(&g, &e, m.depthwise, m.depthwise_bias).unwrap();
-        linear_packed(
-            &d,
-            (b * h * w, hid),
-            m.project,
-            m.project_bias,
-            Some(x),
-            Act::Gelu,
-        )
-        .unwrap()
-    }
 
     /// Bit for bit the layers' values: bands inside an image, at its top and bottom, crossing
     /// from one image to the next (37 rows), an image of one row and of fewer rows than a band,
@@ -289,7 +300,7 @@ mod tests {
                 project: &project,
                 project_bias: &bp,
             };
-            let want = layers(&m, &x, (b, h, w, c));
+            let want = m.forward_layers(&x, (b, h, w, c)).unwrap();
             for threads in [1, 3] {
                 let got = if threads == 1 {
                     m.forward(&x, (b, h, w, c)).unwrap()
