@@ -109,48 +109,40 @@ pub fn attention(
             bias.map_or(0, |b| b.len())
         )
     })?;
-    let len = seqs * n * d;
-    let packed = crate::packed_f32::available();
-    // On the AVX2 path every head's product overwrites its block (`Store::Overwrite`), so the
-    // output is not zeroed first (0.3% of `dinov2-s`'s samples, Zen 3); `gemm` gets zeros.
-    let mut out: Vec<f32> = if packed {
-        Vec::with_capacity(len)
-    } else {
-        vec![0f32; len]
-    };
-    let all = if packed {
-        // SAFETY: every element is written before it is read: the views below cover the
-        // output, and each head's last product overwrites its view. The length is set below
-        // only once every head returned `Ok`.
-        unsafe { MatMut::uninit_row_major(&mut out.spare_capacity_mut()[..len], seqs * n, d)? }
-    } else {
-        MatMut::row_major(&mut out, seqs * n, d)?
-    };
-    // One disjoint view per (sequence, head), in task order: sequence-major.
-    let views: Vec<MatMut> = all
-        .split_rows(n)
-        .into_iter()
-        .flat_map(|s| s.split_cols(hd))
-        .collect();
     let k = crate::kernels();
-    views.into_par_iter().enumerate().try_for_each_init(
-        HeadScratch::default,
-        |s, (task, dst)| {
-            let (sq, h) = (task / heads, task % heads);
-            let base = sq * n * d3;
-            let (qo, ko, vo) = head_offsets(layout, d, hd, h);
-            let q = MatRef::new(&qkv[base + qo..], n, hd, d3, 1)?;
-            let keys = MatRef::new(&qkv[base + ko..], n, hd, d3, 1)?;
-            let v = MatRef::new(&qkv[base + vo..], n, hd, d3, 1)?;
-            let bias = bias.map(|b| &b[h * n * n..(h + 1) * n * n]);
-            head(dst, q, keys, v, bias, s, k)
-        },
-    )?;
-    if packed {
-        // SAFETY: the heads wrote the whole `seqs·n × d` output (see above), all `Ok`.
-        unsafe { out.set_len(len) };
+    let heads_into = |all: MatMut<'_>| -> Result<(), KernelError> {
+        // One disjoint view per (sequence, head), in task order: sequence-major.
+        let views: Vec<MatMut> = all
+            .split_rows(n)
+            .into_iter()
+            .flat_map(|s| s.split_cols(hd))
+            .collect();
+        views.into_par_iter().enumerate().try_for_each_init(
+            HeadScratch::default,
+            |s, (task, dst)| {
+                let (sq, h) = (task / heads, task % heads);
+                let base = sq * n * d3;
+                let (qo, ko, vo) = head_offsets(layout, d, hd, h);
+                let q = MatRef::new(&qkv[base + qo..], n, hd, d3, 1)?;
+                let keys = MatRef::new(&qkv[base + ko..], n, hd, d3, 1)?;
+                let v = MatRef::new(&qkv[base + vo..], n, hd, d3, 1)?;
+                let bias = bias.map(|b| &b[h * n * n..(h + 1) * n * n]);
+                head(dst, q, keys, v, bias, s, k)
+            },
+        )
+    };
+    if crate::packed_f32::available() {
+        // On the AVX2 path every head's last product overwrites its block (`Store::Overwrite`),
+        // so the output is not zeroed first (0.3% of `dinov2-s`'s samples, Zen 3).
+        // SAFETY: the views cover the output, and each head's last product reads none of its
+        // view before writing all of it.
+        unsafe { crate::buffer::try_new_matrix(seqs * n, d, heads_into) }
+    } else {
+        // `gemm` gets zeros.
+        let mut out = vec![0f32; seqs * n * d];
+        heads_into(MatMut::row_major(&mut out, seqs * n, d)?)?;
+        Ok(out)
     }
-    Ok(out)
 }
 
 /// Where q, k and v of head `h` start in a fused qkv row of `d` channels per part.

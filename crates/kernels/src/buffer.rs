@@ -3,6 +3,8 @@
 //! about 5% of dinov2-s's time on 2 cores. Here each core first-touches and fills its own
 //! chunks, and nothing is zeroed only to be overwritten.
 
+use crate::error::KernelError;
+use crate::gemm::MatMut;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -80,6 +82,62 @@ pub(crate) unsafe fn par_bands_uninit(
     build(len, band_rows.max(1) * row, |start, c| {
         write(start / row, c)
     })
+}
+
+/// [`par_bands_uninit`] for a `write` that can fail: a band whose `write` fails is zeroed, the
+/// other bands are still made, and the first error is returned instead of the buffer.
+///
+/// # Safety
+/// `write` must initialise every element of every band it returns `Ok` for.
+pub(crate) unsafe fn try_par_bands_uninit<E: Send>(
+    rows: usize,
+    row: usize,
+    band_rows: usize,
+    write: impl Fn(usize, &mut [MaybeUninit<f32>]) -> Result<(), E> + Sync,
+) -> Result<Vec<f32>, E> {
+    let failed = std::sync::Mutex::new(None);
+    // SAFETY: each band is initialised: by `write` when it returns `Ok` (this function's
+    // contract), with zeros when it fails.
+    let out = unsafe {
+        par_bands_uninit(rows, row, band_rows, |first, band| {
+            if let Err(e) = write(first, band) {
+                band.fill(MaybeUninit::new(0.0));
+                failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(e);
+            }
+        })
+    };
+    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// A new `rows × cols` row-major buffer, written by `product` through a view of it that starts
+/// uninitialised ([`MatMut::uninit_row_major`]); returned once `product` returns `Ok`.
+///
+/// # Safety
+/// `product` must read no element of the view before writing it, and, when it returns `Ok`,
+/// have written all of them.
+pub(crate) unsafe fn try_new_matrix(
+    rows: usize,
+    cols: usize,
+    product: impl FnOnce(MatMut<'_>) -> Result<(), KernelError>,
+) -> Result<Vec<f32>, KernelError> {
+    let len = rows
+        .checked_mul(cols)
+        .expect("try_new_matrix: rows × cols overflows usize");
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    // SAFETY: `product` reads nothing before writing it (this function's contract).
+    let view =
+        unsafe { MatMut::uninit_row_major(&mut out.spare_capacity_mut()[..len], rows, cols) }?;
+    product(view)?;
+    // SAFETY: `product` returned `Ok`, so it wrote every element of the view, which covers
+    // `0..len` (this function's contract).
+    unsafe { out.set_len(len) };
+    Ok(out)
 }
 
 /// Write every element of `chunk`, whole rows of `row` floats from row `first` on: row `r`

@@ -81,53 +81,37 @@ pub fn linear_packed(
         let band_rows = (BAND / n.max(1))
             .clamp(16, 1024)
             .next_multiple_of(crate::packed_f32::NR);
-        let failed = std::sync::Mutex::new(None);
-        let write = |first: usize, band: &mut [std::mem::MaybeUninit<f32>]| {
-            let r = band.len() / n.max(1);
-            let product = MatRef::row_major(&x[first * k..(first + r) * k], r, k).and_then(|a| {
-                // SAFETY: the product overwrites (`Store::Finish`): it reads no element of
-                // the band before writing it.
-                let dst = unsafe { MatMut::uninit_row_major(band, r, n) }?;
+        // SAFETY: the product overwrites (`Store::Finish`): it reads no element of a band
+        // before writing it, and writes all of it when it returns `Ok`.
+        return unsafe {
+            crate::buffer::try_par_bands_uninit(m, n, band_rows, |first, band| {
+                let r = band.len() / n.max(1);
+                let a = MatRef::row_major(&x[first * k..(first + r) * k], r, k)?;
+                let dst = MatMut::uninit_row_major(band, r, n)?;
                 gemm_packed(dst, a, w, 0, Store::Finish(epilogue(first, r)))
-            });
-            if let Err(e) = product {
-                band.fill(std::mem::MaybeUninit::new(0.0));
-                failed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert(e);
-            }
-        };
-        // SAFETY: `write` initialises every element of each band it is given: the product, or
-        // zeros when it fails (and the error is returned below).
-        let out = unsafe { crate::buffer::par_bands_uninit(m, n, band_rows, write) };
-        return match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            Some(e) => Err(e),
-            None => Ok(out),
+            })
         };
     }
-    let mut out: Vec<f32> = Vec::with_capacity(m * n);
-    // SAFETY: the product overwrites (`Store::Finish`): it reads no element before writing
-    // it. The length is set below only once every product returned `Ok`.
-    let dst = unsafe { MatMut::uninit_row_major(&mut out.spare_capacity_mut()[..m * n], m, n) }?;
     let a = MatRef::row_major(x, m, k)?;
-    if threads > 1 && m * n * k > 1 << 16 {
-        // By output columns, as [`linear`] splits.
-        let wd = n.div_ceil(threads).next_multiple_of(16);
-        use rayon::prelude::*;
-        dst.split_cols(wd)
-            .into_par_iter()
-            .enumerate()
-            .try_for_each(|(i, blk)| {
-                gemm_packed(blk, a, w, i * wd, Store::Finish(epilogue(0, m)))
-            })?;
-    } else {
-        gemm_packed(dst, a, w, 0, Store::Finish(epilogue(0, m)))?;
+    // SAFETY: the products overwrite (`Store::Finish`): none reads an element before writing
+    // it, and their column blocks cover the output when each returns `Ok`.
+    unsafe {
+        crate::buffer::try_new_matrix(m, n, |dst| {
+            if threads > 1 && m * n * k > 1 << 16 {
+                // By output columns, as [`linear`] splits.
+                let wd = n.div_ceil(threads).next_multiple_of(16);
+                use rayon::prelude::*;
+                dst.split_cols(wd)
+                    .into_par_iter()
+                    .enumerate()
+                    .try_for_each(|(i, blk)| {
+                        gemm_packed(blk, a, w, i * wd, Store::Finish(epilogue(0, m)))
+                    })
+            } else {
+                gemm_packed(dst, a, w, 0, Store::Finish(epilogue(0, m)))
+            }
+        })
     }
-    // SAFETY: the products wrote every element of the `m × n` view (their column blocks
-    // cover it), and each returned `Ok`.
-    unsafe { out.set_len(m * n) };
-    Ok(out)
 }
 
 /// [`linear`]: the weight `k × n`, its length checked by the caller.

@@ -82,22 +82,12 @@ impl MbConv<'_> {
         check(crate::Isa::Avx2.is_available(), || {
             "mbconv: this CPU lacks AVX2 or FMA".to_string()
         })?;
-        let failed = std::sync::Mutex::new(None);
-        let write = |first: usize, band: &mut [MaybeUninit<f32>]| {
-            if let Err(e) = self.band(x, (h, w, c), first, band) {
-                band.fill(MaybeUninit::new(0.0));
-                failed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert(e);
-            }
-        };
-        // SAFETY: `write` initialises every element of each band it is given: `band` writes
-        // each of its rows, or the band is zeroed when it fails (and the error returned).
-        let out = unsafe { crate::buffer::par_bands_uninit(b * h, w * c, BAND_ROWS, write) };
-        match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            Some(e) => Err(e),
-            None => Ok(out),
+        // SAFETY: `band` writes each row of its band when it returns `Ok` (each row's
+        // projection overwrites all of it).
+        unsafe {
+            crate::buffer::try_par_bands_uninit(b * h, w * c, BAND_ROWS, |first, band| {
+                self.band(x, (h, w, c), first, band)
+            })
         }
     }
 
@@ -180,27 +170,19 @@ impl MbConv<'_> {
         // image.
         let (lo, hi) = (rows.start.saturating_sub(1), h.min(rows.end + 1));
         let pixels = (hi - lo) * w;
-        let mut expanded: Vec<f32> = Vec::with_capacity(pixels * hid);
-        {
-            let a = MatRef::row_major(&img[lo * w * c..hi * w * c], pixels, c)?;
-            // SAFETY: the product overwrites (`Store::Finish`): it reads no element before
-            // writing it; the length is set below only once it returned `Ok`.
-            let dst = unsafe {
-                MatMut::uninit_row_major(
-                    &mut expanded.spare_capacity_mut()[..pixels * hid],
-                    pixels,
-                    hid,
-                )
-            }?;
-            let gelu = Epilogue {
-                bias: self.expand_bias,
-                residual: None,
-                act: Act::Gelu,
-            };
-            gemm_packed(dst, a, self.expand, 0, Store::Finish(gelu))?;
-        }
-        // SAFETY: the product wrote every element of the `pixels × hid` view and returned `Ok`.
-        unsafe { expanded.set_len(pixels * hid) };
+        let a = MatRef::row_major(&img[lo * w * c..hi * w * c], pixels, c)?;
+        let gelu = Epilogue {
+            bias: self.expand_bias,
+            residual: None,
+            act: Act::Gelu,
+        };
+        // SAFETY: the product overwrites (`Store::Finish`): it reads no element before writing
+        // it, and writes all of them when it returns `Ok`.
+        let expanded = unsafe {
+            crate::buffer::try_new_matrix(pixels, hid, |dst| {
+                gemm_packed(dst, a, self.expand, 0, Store::Finish(gelu))
+            })
+        }?;
         // The expanded rows as an image of their own: output row j (image row rows.start + j)
         // reads image rows rows.start + j − 1 .. + 2, which sit at lo onwards; rows outside the
         // image are skipped as padding, as in the whole image.
