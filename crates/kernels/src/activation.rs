@@ -69,9 +69,15 @@ pub fn erf_fast<const FMA: bool>(x: f32) -> f32 {
 /// Cephes-style `exp`: 2^n · poly(r), branch-free so it vectorises. The polynomial is
 /// evaluated by Estrin's scheme, and with `FMA` the reduction `r = x − n·ln 2` (ln 2 in two
 /// parts) and the polynomial's steps are fused, for the reasons given at [`erf_fast`].
+///
+/// Two steps left the chain that bounds a softmax's loop: `1 + r` is added beside the
+/// polynomial (`1 + r + r²·p` as one multiply-add) instead of after it, and 2^n goes into the
+/// exponent field by an integer add instead of a multiply by 2^n. A softmax over 24 rows of
+/// 257 in L1 ran 0.63 → 0.57 ns an element on one Zen 3 core. The clamp keeps `n` in
+/// −125..=127, so the polynomial's exponent field (126 or 127) plus `n` stays a normal float's.
 #[inline(always)]
 pub fn exp_fast<const FMA: bool>(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
+    let x = x.clamp(-86.5, 88.0);
     let n = (x * std::f32::consts::LOG2_E).round_ties_even();
     let m = madd::<FMA>;
     let r = m(n, -1.428_606_8e-6, m(n, -0.693_145_75, x));
@@ -81,12 +87,12 @@ pub fn exp_fast<const FMA: bool>(x: f32) -> f32 {
     let p23 = m(r, 8.333_452e-3, 4.166_579_6e-2);
     let p45 = m(r, 1.987_569_1e-4, 1.398_199_9e-3);
     let p = m(r4, p45, m(r2, p23, p01));
-    let e = m(p, r2, r) + 1.0;
-    // 2^n from n's bits: adding 1.5·2^23 puts the integer n (|n| ≤ 127 here) in the low bits
+    let e = m(p, r2, r + 1.0);
+    // n as an integer from n's bits: adding 1.5·2^23 puts it (|n| ≤ 127 here) in the low bits
     // of the mantissa. This stays in vector registers, where `n as i32` (a saturating cast)
     // was done one lane at a time and made softmax 3x slower.
     let n_bits = (n + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
-    e * f32::from_bits(n_bits.wrapping_add(127) << 23)
+    f32::from_bits(e.to_bits().wrapping_add(n_bits << 23))
 }
 
 /// The row kernel: `x += bias` per row of `bias.len()` (the whole slice is one row without a

@@ -293,6 +293,17 @@ fn fast_erf_and_exp_are_accurate() {
             }
         }
     }
+    // The clamps' ends: 2^n enters the exponent field by an integer add, which must give a
+    // normal float there (a subnormal or an infinity would be a wrong exponent field).
+    for x in [-1e30f32, -1000.0, -86.5, -86.0, 87.5, 88.0, 1000.0] {
+        let e = (x.clamp(-86.5, 88.0) as f64).exp();
+        for (name, got) in [("", exp_fast::<false>(x)), (" fused", exp_fast::<true>(x))] {
+            assert!(
+                got.is_normal() && ((got as f64 - e) / e).abs() < 3e-7,
+                "exp{name}({x}) = {got} vs {e}"
+            );
+        }
+    }
 }
 
 #[test]
