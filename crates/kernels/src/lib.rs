@@ -132,4 +132,5 @@ pub use linear::{linear, linear_bf16, linear_i8, linear_packed};
 pub use mbconv::MbConv;
 pub use norm::layer_norm;
 pub use packed_f32::PackedF32;
+pub use reduce::mean_rows;
 pub use winograd::Winograd3;

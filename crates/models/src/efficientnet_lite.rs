@@ -183,7 +183,7 @@ impl EfficientNetLite {
             .head
             .apply(&x.reshape((b * fh * fw, fc))?, None, Act::Relu6)?
             .reshape((b, fh * fw, self.cfg.head))?;
-        Ok(y.mean(1)?)
+        Ok(crate::ops::mean_tokens(&y)?)
     }
 
     /// The ImageNet logits `(b, 1000)`, when the checkpoint has the classifier.

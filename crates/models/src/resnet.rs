@@ -180,7 +180,7 @@ impl ResNet {
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let x = self.stages(pixels)?.pop().expect("four stages");
         let (b, h, w, c) = x.dims4()?;
-        let pooled = x.reshape((b, h * w, c))?.mean(1)?;
+        let pooled = crate::ops::mean_tokens(&x.reshape((b, h * w, c))?)?;
         Ok(match self.cfg.output {
             Output::Pooled => pooled,
             Output::Logits => self.fc.forward(&pooled)?,

@@ -428,7 +428,7 @@ impl TinyVit {
 
     /// The paper's MedSAM recipe: mean over the spatial grid, `(b, 256)`.
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
-        Ok(self.forward_features(pixels)?.mean(1)?)
+        Ok(crate::ops::mean_tokens(&self.forward_features(pixels)?)?)
     }
 }
 

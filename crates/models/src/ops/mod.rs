@@ -9,12 +9,14 @@
 //! - `attention.rs`: fused multi-head attention from a qkv projection, over sequences or the
 //!   windows of a grid.
 //! - `linear.rs`: [`Linear`], one GEMM with bias, residual and activation fused.
+//! - `pool.rs`: the mean over a sequence's tokens.
 
 mod activation;
 mod attention;
 mod conv;
 mod linear;
 mod norm;
+mod pool;
 
 pub use activation::bias_gelu;
 pub use attention::{attention, attention_first, window_attention};
@@ -22,6 +24,7 @@ pub(crate) use conv::conv_bn;
 pub use conv::{depthwise_conv, depthwise_conv3, mbconv, same_padding, DenseConv};
 pub use linear::{DenseLinear, Linear};
 pub use norm::layer_norm;
+pub use pool::mean_tokens;
 pub use simcase_kernels::resize::bicubic_resize_planes;
 pub use simcase_kernels::{Act, QkvLayout, WindowGrid};
 
