@@ -116,27 +116,21 @@ fn main() {
         });
         row("act_rows (QuickGELU)", "257×1536", k, us);
     }
-    for k in &paths {
-        let mut out = vec![0f32; 56 * 128];
-        let us = best(5, || {
-            for r in 0..56 {
-                k.depthwise_row(&g, &img, &dk, &db, r, black_box(&mut out));
-            }
-        });
-        row("depthwise_row (3×3, GELU)", "56×56×128", k, us);
-    }
-    let plain = DwGeometry {
-        act: Act::None,
-        ..g
-    };
-    for k in &paths {
-        let mut out = vec![0f32; 56 * 128];
-        let us = best(5, || {
-            for r in 0..56 {
-                k.depthwise_row(&plain, &img, &dk, &db, r, black_box(&mut out));
-            }
-        });
-        row("depthwise_row (3×3)", "56×56×128", k, us);
+    // With its GELU, and without (the convolution alone).
+    for (name, act) in [
+        ("depthwise_row (3×3, GELU)", Act::Gelu),
+        ("depthwise_row (3×3)", Act::None),
+    ] {
+        let g = DwGeometry { act, ..g };
+        for k in &paths {
+            let mut out = vec![0f32; 56 * 128];
+            let us = best(5, || {
+                for r in 0..56 {
+                    k.depthwise_row(&g, &img, &dk, &db, r, black_box(&mut out));
+                }
+            });
+            row(name, "56×56×128", k, us);
+        }
     }
     for k in &paths {
         let us = best(20, || {
