@@ -199,15 +199,8 @@ impl MbConv<'_> {
         };
         g.check(&expanded, self.depthwise, self.depthwise_bias)?;
         let kern = crate::kernels();
-        let mut dw: Vec<MaybeUninit<f32>> = Vec::with_capacity(w * hid);
-        // SAFETY: `MaybeUninit` needs no initialisation; the kernel writes the whole row below
-        // before it is read.
-        unsafe { dw.set_len(w * hid) };
-        let project = Epilogue {
-            bias: self.project_bias,
-            residual: None,
-            act: Act::Gelu,
-        };
+        // One depthwise row, written whole by the kernel before it is read.
+        let mut dw = vec![MaybeUninit::<f32>::uninit(); w * hid];
         for (j, orow) in out.chunks_exact_mut(w * c).enumerate() {
             (kern.depthwise_row)(
                 &g,
@@ -226,8 +219,9 @@ impl MbConv<'_> {
             // before writing it, and writes all of it (or fails, and the band is zeroed).
             let dst = unsafe { MatMut::uninit_row_major(orow, w, c) }?;
             let e = Epilogue {
+                bias: self.project_bias,
                 residual: Some(residual),
-                ..project
+                act: Act::Gelu,
             };
             gemm_packed(
                 dst,

@@ -126,7 +126,7 @@ impl MbConv {
             ConvBn::Depthwise { w, b, stride: 1 }
                 if w.device().is_cpu() && w.dtype() == candle_core::DType::F32 =>
             {
-                let taps = w.reshape((hidden, 9))?.t()?.contiguous()?;
+                let taps = crate::ops::tap_major(w)?;
                 Some((taps.flatten_all()?.to_vec1()?, b.to_vec1()?))
             }
             _ => None,

@@ -265,6 +265,12 @@ pub fn same_padding(n: usize, k: usize, s: usize) -> (usize, usize) {
     (out, total / 2)
 }
 
+/// A PyTorch depthwise kernel `(c, 1, k, k)` as the kernels take it: tap-major, `(k·k, c)`.
+pub(crate) fn tap_major(kernel: &Tensor) -> Result<Tensor> {
+    let (c, _, k, _) = kernel.dims4()?;
+    kernel.reshape((c, k * k))?.t()?.contiguous()
+}
+
 /// Depthwise `k×k` convolution on channels-last `(b, h, w, c)` with bias and activation;
 /// `pad` zeros come before the first row/column, `out` is the output size.
 pub fn depthwise_conv(
@@ -278,7 +284,7 @@ pub fn depthwise_conv(
 ) -> Result<Tensor> {
     let (c, _, k, _) = kernel.dims4()?;
     if cpu_f32(x) {
-        let kk = kernel.reshape((c, k * k))?.t()?.contiguous()?;
+        let kk = tap_major(kernel)?;
         let op = DepthwiseConv {
             k,
             stride,

@@ -20,7 +20,7 @@ mod pool;
 
 pub use activation::bias_gelu;
 pub use attention::{attention, attention_first, window_attention};
-pub(crate) use conv::conv_bn;
+pub(crate) use conv::{conv_bn, tap_major};
 pub use conv::{depthwise_conv, depthwise_conv3, mbconv, same_padding, DenseConv};
 pub use linear::{DenseLinear, Linear};
 pub use norm::layer_norm;
