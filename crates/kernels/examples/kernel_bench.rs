@@ -155,6 +155,84 @@ fn main() {
     packed_f32_layers();
     dense_conv3();
     mbconv_block();
+    window_attention_blocks();
+}
+
+/// `litemedsam`'s window attention with its qkv projection, per stage (one image): the whole
+/// grid projected, then the windows (`linear_packed`, `window_attention`), against each window
+/// projected by its task (`window_attention_projected`); on one thread and on all.
+fn window_attention_blocks() {
+    use simcase_kernels::{
+        linear_packed, window_attention, window_attention_projected, PackedF32, QkvLayout,
+        WindowGrid,
+    };
+    if !simcase_kernels::packed_f32::available() {
+        println!(
+            "\nskipped: window attention projected per window (the AVX2 path is not selected)"
+        );
+        return;
+    }
+    println!();
+    println!("| window attention with qkv | grid, dim, heads, window | threads | projection then windows ms | per window ms | ratio |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for (side, dim, heads, ws) in [(128, 128, 4, 7usize), (64, 160, 5, 14), (64, 320, 10, 7)] {
+        let tokens = side * side;
+        let x = data(tokens * dim, 41);
+        let w: Vec<f32> = data(3 * dim * dim, 42).iter().map(|v| v * 0.1).collect();
+        let w = PackedF32::pack(&w, 3 * dim, dim).unwrap();
+        let (wb, pad) = (data(3 * dim, 43), data(3 * dim, 44));
+        let bias = data(heads * ws.pow(4), 45);
+        let grid = WindowGrid {
+            batch: 1,
+            height: side,
+            width: side,
+            window: ws,
+        };
+        let threads = rayon::current_num_threads();
+        for t in [1, threads] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap();
+            let (apart, fused) = pool.install(|| {
+                let apart = best(5, || {
+                    let qkv = linear_packed(black_box(&x), (tokens, dim), &w, &wb, None, Act::None)
+                        .unwrap();
+                    let o = window_attention(
+                        &qkv,
+                        &pad,
+                        grid,
+                        heads,
+                        QkvLayout::Interleaved,
+                        Some(&bias),
+                    );
+                    black_box(o.unwrap());
+                });
+                let fused = best(5, || {
+                    let o = window_attention_projected(
+                        black_box(&x),
+                        (&w, &wb),
+                        &pad,
+                        grid,
+                        heads,
+                        QkvLayout::Interleaved,
+                        Some(&bias),
+                    );
+                    black_box(o.unwrap());
+                });
+                (apart, fused)
+            });
+            println!(
+                "| litemedsam | {side}×{side}, {dim}, {heads}, {ws} | {t} | {:.2} | {:.2} | {:.2}x |",
+                apart / 1e3,
+                fused / 1e3,
+                apart / fused
+            );
+            if threads == 1 {
+                break;
+            }
+        }
+    }
 }
 
 /// `litemedsam`'s first-stage MBConv block (256×256 pixels, 64 → 256 → 64 channels) on one

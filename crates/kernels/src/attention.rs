@@ -4,10 +4,11 @@
 //! the windowed form also saves padding, partitioning and cropping a grid, and the padding's
 //! queries.
 
+use crate::activation::Act;
 use crate::dispatch::Kernels;
 use crate::error::{check, KernelError};
 use crate::gemm::{sgemm, MatMut, MatRef, Threads};
-use crate::packed_f32::{gemm_packed, PackedF32, Store};
+use crate::packed_f32::{gemm_packed, Epilogue, PackedF32, Store};
 use rayon::prelude::*;
 
 /// Scratch of [`head`], one per task.
@@ -177,6 +178,8 @@ struct WindowScratch {
     qkv: Vec<f32>,
     /// Those rows of the grid's tokens only, for a window the grid does not fill.
     q: Vec<f32>,
+    /// The window's grid tokens' inputs to the qkv projection, when the task makes it.
+    x: Vec<f32>,
     head: HeadScratch,
     bias: Vec<f32>,
     out: Vec<f32>,
@@ -251,6 +254,52 @@ pub fn window_attention(
     layout: QkvLayout,
     bias: Option<&[f32]>,
 ) -> Result<Vec<f32>, KernelError> {
+    windows(QkvSource::Rows(qkv), pad, grid, heads, layout, bias)
+}
+
+/// [`window_attention`] with the qkv projection made window by window: `x` is `(tokens, dim)`,
+/// the projection's inputs (the normalised tokens) in grid order, `w` its weight (`3·dim`
+/// outputs of `dim`, packed) and `w_bias` its bias. Each task projects its window's tokens
+/// into its own scratch, which stays in cache, where the projection of the whole grid wrote
+/// `3·dim` floats a token to memory for the tasks to gather back (`litemedsam`'s first
+/// attention stage: 24 MiB an image and block). The same values as the projection by
+/// [`crate::linear_packed`] then [`window_attention`], bit for bit (test). Needs the AVX2 path
+/// ([`crate::packed_f32::available`]); the tasks take all of a window's heads.
+pub fn window_attention_projected(
+    x: &[f32],
+    (w, w_bias): (&PackedF32, &[f32]),
+    pad: &[f32],
+    grid: WindowGrid,
+    heads: usize,
+    layout: QkvLayout,
+    bias: Option<&[f32]>,
+) -> Result<Vec<f32>, KernelError> {
+    let source = QkvSource::Project { x, w, bias: w_bias };
+    windows(source, pad, grid, heads, layout, bias)
+}
+
+/// Where a window's qkv rows come from.
+#[derive(Clone, Copy)]
+enum QkvSource<'a> {
+    /// The rows of the whole grid's projection, `(tokens, 3·dim)`.
+    Rows(&'a [f32]),
+    /// Projected per window from the inputs `x`, `(tokens, dim)`.
+    Project {
+        x: &'a [f32],
+        w: &'a PackedF32,
+        bias: &'a [f32],
+    },
+}
+
+/// [`window_attention`] and [`window_attention_projected`].
+fn windows(
+    source: QkvSource<'_>,
+    pad: &[f32],
+    grid: WindowGrid,
+    heads: usize,
+    layout: QkvLayout,
+    bias: Option<&[f32]>,
+) -> Result<Vec<f32>, KernelError> {
     let WindowGrid {
         batch: b,
         height: h,
@@ -261,19 +310,35 @@ pub fn window_attention(
     check(tokens > 0 && ws > 0 && heads > 0, || {
         format!("window attention: {grid:?}, {heads} heads")
     })?;
-    let d3 = qkv.len() / tokens;
+    let (d3, given) = match source {
+        QkvSource::Rows(qkv) => (qkv.len() / tokens, qkv.len()),
+        QkvSource::Project { w, .. } => (w.n(), tokens * w.n()),
+    };
     let d = d3 / 3;
     let hd = d / heads;
     check(
-        tokens * d3 == qkv.len() && 3 * d == d3 && hd * heads == d && hd > 0 && pad.len() == d3,
+        tokens * d3 == given && 3 * d == d3 && hd * heads == d && hd > 0 && pad.len() == d3,
         || {
             format!(
-                "window attention: qkv of {} and pad of {} do not match {tokens} tokens and {heads} heads",
-                qkv.len(),
+                "window attention: qkv of {given} and pad of {} do not match {tokens} tokens and {heads} heads",
                 pad.len()
             )
         },
     )?;
+    if let QkvSource::Project { x, w, bias } = source {
+        check(
+            x.len() == tokens * w.k() && bias.len() == d3 && crate::packed_f32::available(),
+            || {
+                format!(
+                    "window attention: inputs of {} and a projection of {} inputs (bias {}) do \
+                     not match {tokens} tokens, or the CPU lacks the packed products",
+                    x.len(),
+                    w.k(),
+                    bias.len()
+                )
+            },
+        )?;
+    }
     let n = ws * ws;
     check(bias.is_none_or(|b| b.len() == heads * n * n), || {
         format!(
@@ -283,7 +348,11 @@ pub fn window_attention(
     })?;
     let (nh, nw) = (h.div_ceil(ws), w.div_ceil(ws));
     let windows = b * nh * nw;
-    let g = heads_per_task(windows, heads);
+    // A task that projects its window makes every head's q, k and v.
+    let g = match source {
+        QkvSource::Rows(_) => heads_per_task(windows, heads),
+        QkvSource::Project { .. } => heads,
+    };
     let (gd, gd3) = (g * hd, 3 * g * hd);
     let mut out: Vec<f32> = Vec::with_capacity(tokens * d);
     let dst = Rows(out.as_mut_ptr());
@@ -297,25 +366,35 @@ pub fn window_attention(
                 let (bi, iy, ix) = (win / (nh * nw), win % (nh * nw) / nw, win % nw);
                 // The task's heads of every window position, in window order (the padding's
                 // where the grid ends): one row of `gd3` each, laid out as a qkv row of `g` heads.
-                let ranges = head_ranges(layout, d, hd, h0, g);
                 s.pos.clear();
                 s.rows.clear();
-                s.qkv.clear();
                 for p in 0..n {
                     let (y, x) = (iy * ws + p / ws, ix * ws + p % ws);
-                    let row = if y < h && x < w {
-                        let r = (bi * h + y) * w + x;
+                    if y < h && x < w {
                         s.pos.push(p);
-                        s.rows.push(r);
-                        &qkv[r * d3..(r + 1) * d3]
-                    } else {
-                        pad
-                    };
-                    for range in ranges.iter().filter(|r| !r.is_empty()) {
-                        s.qkv.extend_from_slice(&row[range.clone()]);
+                        s.rows.push((bi * h + y) * w + x);
                     }
                 }
                 let nr = s.pos.len();
+                match source {
+                    QkvSource::Rows(qkv) => {
+                        let ranges = head_ranges(layout, d, hd, h0, g);
+                        s.qkv.clear();
+                        let mut grid_rows = s.pos.iter().zip(&s.rows).peekable();
+                        for p in 0..n {
+                            let row = match grid_rows.next_if(|&(&q, _)| q == p) {
+                                Some((_, &r)) => &qkv[r * d3..(r + 1) * d3],
+                                None => pad,
+                            };
+                            for range in ranges.iter().filter(|r| !r.is_empty()) {
+                                s.qkv.extend_from_slice(&row[range.clone()]);
+                            }
+                        }
+                    }
+                    QkvSource::Project { x, w: pw, bias: pb } => {
+                        project_window(s, x, pw, pb, pad, n)?
+                    }
+                }
                 // Queries for the grid's tokens only: all rows of a full window, else a copy of
                 // the grid's rows.
                 let queries: &[f32] = if nr == n {
@@ -368,6 +447,54 @@ pub fn window_attention(
     // heads' blocks, so all `tokens·d` elements are written.
     unsafe { out.set_len(tokens * d) };
     Ok(out)
+}
+
+/// A task's window rows of q, k and v, all heads (`3·dim` a row, in window order), projected
+/// from its grid tokens' rows of `x` (`s.rows`, at positions `s.pos`); the padding's rows are
+/// `pad`. The grid tokens are projected together (one product), then moved to their positions.
+fn project_window(
+    s: &mut WindowScratch,
+    x: &[f32],
+    w: &PackedF32,
+    bias: &[f32],
+    pad: &[f32],
+    n: usize,
+) -> Result<(), KernelError> {
+    let (k, d3, nr) = (w.k(), w.n(), s.rows.len());
+    s.x.clear();
+    for &r in &s.rows {
+        s.x.extend_from_slice(&x[r * k..(r + 1) * k]);
+    }
+    // Sized once a task: every element is written below (the product, then the moves or the
+    // padding), so the scratch is not cleared between windows.
+    s.qkv.resize(n * d3, 0.0);
+    let e = Epilogue {
+        bias,
+        residual: None,
+        act: Act::None,
+    };
+    gemm_packed(
+        MatMut::row_major(&mut s.qkv[..nr * d3], nr, d3)?,
+        MatRef::row_major(&s.x, nr, k)?,
+        w,
+        0,
+        Store::Finish(e),
+    )?;
+    if nr < n {
+        // Row i goes to position pos[i] ≥ i: from the last, so none is overwritten first.
+        for (i, &p) in s.pos.iter().enumerate().rev() {
+            if p != i {
+                s.qkv.copy_within(i * d3..(i + 1) * d3, p * d3);
+            }
+        }
+        let mut grid_pos = s.pos.iter().peekable();
+        for p in 0..n {
+            if grid_pos.next_if(|&&q| q == p).is_none() {
+                s.qkv[p * d3..(p + 1) * d3].copy_from_slice(pad);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Attention for each sequence's first token only, as a CLS-pooled ViT's last block needs:
@@ -523,6 +650,85 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Projecting each window's tokens in its task gives the projection of the whole grid
+    /// then [`window_attention`], bit for bit: full and part windows, both layouts, with and
+    /// without a bias, on 1 and 3 threads. Inputs that do not fit the projection are refused.
+    #[test]
+    fn projected_windows_are_the_projection_then_the_windows() {
+        if !crate::packed_f32::available() {
+            eprintln!("no AVX2 path here: the packed projection cannot run");
+            return;
+        }
+        let hd = 8;
+        for (batch, height, width, window, heads, dim_in) in [
+            (1, 4, 4, 4, 3, 20),
+            (2, 7, 11, 4, 3, 16),
+            (1, 9, 8, 4, 4, 33),
+            (1, 5, 6, 7, 4, 8),
+        ] {
+            let d = heads * hd;
+            let g = WindowGrid {
+                batch,
+                height,
+                width,
+                window,
+            };
+            let tokens = batch * height * width;
+            let x = lcg(tokens * dim_in, 11);
+            let w = PackedF32::pack(&lcg(3 * d * dim_in, 12), 3 * d, dim_in).unwrap();
+            let wb = lcg(3 * d, 13);
+            let pad = lcg(3 * d, 14);
+            let n = window * window;
+            let bias = lcg(heads * n * n, 15);
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                for layout in [QkvLayout::Blocks, QkvLayout::Interleaved] {
+                    for b in [None, Some(&bias[..])] {
+                        let (got, want) = pool.install(|| {
+                            let qkv = crate::linear_packed(
+                                &x,
+                                (tokens, dim_in),
+                                &w,
+                                &wb,
+                                None,
+                                Act::None,
+                            )
+                            .unwrap();
+                            (
+                                window_attention_projected(
+                                    &x,
+                                    (&w, &wb),
+                                    &pad,
+                                    g,
+                                    heads,
+                                    layout,
+                                    b,
+                                )
+                                .unwrap(),
+                                window_attention(&qkv, &pad, g, heads, layout, b).unwrap(),
+                            )
+                        });
+                        let same = got.len() == want.len()
+                            && got
+                                .iter()
+                                .zip(&want)
+                                .all(|(a, e)| a.to_bits() == e.to_bits());
+                        assert!(same, "{g:?} {heads} heads {layout:?} bias {}", b.is_some());
+                    }
+                }
+            }
+            let short = &x[..x.len() - 1];
+            let run = |x: &[f32], wb: &[f32]| {
+                window_attention_projected(x, (&w, wb), &pad, g, heads, QkvLayout::Blocks, None)
+            };
+            assert!(run(short, &wb).is_err());
+            assert!(run(&x, &wb[1..]).is_err());
         }
     }
 

@@ -120,7 +120,9 @@ mod softmax;
 pub mod winograd;
 
 pub use activation::{activate, gelu_add, Act};
-pub use attention::{attention, attention_first, window_attention, QkvLayout, WindowGrid};
+pub use attention::{
+    attention, attention_first, window_attention, window_attention_projected, QkvLayout, WindowGrid,
+};
 pub use bf16::{bf16_path, Bf16Path, PackedBf16};
 pub use compact::{f16_bits, f16_value};
 pub use depthwise::{depthwise, DwGeometry};

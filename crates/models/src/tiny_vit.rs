@@ -7,7 +7,7 @@
 //! convolution at load, and the attention scale into the q rows of `qkv`.
 
 use crate::ops::{
-    conv_bn, depthwise_conv3, layer_norm, mbconv, window_attention, DenseConv, QkvLayout,
+    conv_bn, depthwise_conv3, layer_norm, mbconv, window_attention_qkv, DenseConv, QkvLayout,
     WindowGrid,
 };
 use crate::ops::{DenseLinear, Linear};
@@ -249,10 +249,10 @@ impl Attention {
     /// output, which the reference crops).
     fn forward_residual(&self, x: &Tensor, grid: WindowGrid) -> Result<Tensor> {
         let h = layer_norm(x, &self.norm.0, &self.norm.1, 1e-5)?;
-        let qkv = self.qkv.forward(&h)?;
         let pad = self.qkv.forward(&self.norm.1.unsqueeze(0)?)?;
-        let o = window_attention(
-            &qkv,
+        let o = window_attention_qkv(
+            &h,
+            &self.qkv,
             &pad,
             grid,
             self.heads,

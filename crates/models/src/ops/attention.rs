@@ -2,9 +2,9 @@
 //! `simcase_kernels::attention`: one (sequence, head) per task, written straight into token
 //! order), with the plain-tensor version for other devices.
 
-use super::{cpu_f32, kernel_err, F32Kernel, Fused};
+use super::{cpu_f32, kernel_err, F32Kernel, Fused, Linear};
 use candle_core::{Layout, Result, Shape, Tensor};
-use simcase_kernels::{QkvLayout, WindowGrid};
+use simcase_kernels::{PackedF32, QkvLayout, WindowGrid};
 use std::sync::Arc;
 
 struct Attention {
@@ -170,6 +170,79 @@ pub fn window_attention(
         .narrow(2, 0, w)?
         .contiguous()?
         .reshape((b * h * w, d))
+}
+
+struct WindowAttentionProjected<'a> {
+    qkv: (&'a PackedF32, &'a [f32]),
+    grid: WindowGrid,
+    heads: usize,
+    layout: QkvLayout,
+    bias: Option<Vec<f32>>,
+}
+
+impl F32Kernel<2> for WindowAttentionProjected<'_> {
+    const NAME: &'static str = "simcase-window-attention-projected";
+    const INPUTS: [&'static str; 2] = ["normalised tokens", "padding token's qkv"];
+
+    fn run(&self, [(x, _), (pad, _)]: [(&[f32], &Layout); 2]) -> Result<(Vec<f32>, Shape)> {
+        let out = simcase_kernels::window_attention_projected(
+            x,
+            self.qkv,
+            pad,
+            self.grid,
+            self.heads,
+            self.layout,
+            self.bias.as_deref(),
+        )
+        .map_err(kernel_err)?;
+        let tokens = self.grid.batch * self.grid.height * self.grid.width;
+        Ok((out, Shape::from((tokens, pad.len() / 3))))
+    }
+}
+
+/// The largest qkv weight projected window by window: each window reads all of it, so it
+/// must stay in L2 between windows. `litemedsam` on Zen 3 (512 KiB of L2 a core), the
+/// projection and the attention of one block, 2 threads: 128 → 384 (192 KiB) 16.6 → 15.4 ms,
+/// 160 → 480 (300 KiB) 9.1 → 8.8 ms, but 320 → 960 (1.2 MiB, from L3 once a window) 18.5 →
+/// 19.4 ms.
+const PROJECTED_WEIGHT_BYTES: usize = 384 << 10;
+
+/// [`window_attention`] of `qkv(x)`: `x` `(b·h·w, dim)` holds the normalised tokens in grid
+/// order, `qkv` the projection, `pad` `(3·dim)` the qkv of a padding token. Where the
+/// projection runs packed f32 and its weight fits [`PROJECTED_WEIGHT_BYTES`], each window's
+/// tokens are projected by the task that attends over them
+/// (`simcase_kernels::window_attention_projected`, the same values bit for bit); elsewhere the
+/// whole grid is projected first.
+pub fn window_attention_qkv(
+    x: &Tensor,
+    qkv: &Linear,
+    pad: &Tensor,
+    grid: WindowGrid,
+    heads: usize,
+    layout: QkvLayout,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    let panels = qkv
+        .f32_panels()
+        .filter(|(w, _)| w.n() * w.k() * 4 <= PROJECTED_WEIGHT_BYTES);
+    match panels {
+        Some(panels) if cpu_f32(x) && cpu_f32(pad) => {
+            let bias = match bias {
+                Some(b) => Some(b.flatten_all()?.to_vec1::<f32>()?),
+                None => None,
+            };
+            let op = WindowAttentionProjected {
+                qkv: panels,
+                grid,
+                heads,
+                layout,
+                bias,
+            };
+            x.contiguous()?
+                .apply_op2_no_bwd(&pad.flatten_all()?.contiguous()?, &Fused(&op))
+        }
+        _ => window_attention(&qkv.forward(x)?, pad, grid, heads, layout, bias),
+    }
 }
 
 struct AttentionFirst {
