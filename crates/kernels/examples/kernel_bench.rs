@@ -158,29 +158,37 @@ fn main() {
     window_attention_blocks();
 }
 
-/// `litemedsam`'s window attention with its qkv projection, per stage (one image): the whole
-/// grid projected, then the windows (`linear_packed`, `window_attention`), against each window
-/// projected by its task (`window_attention_projected`); on one thread and on all.
+/// `litemedsam`'s attention blocks' residual branch, per stage (one image): layer by layer,
+/// the whole grid's qkv projection, the windows, and the output projection with the residual
+/// (`linear_packed`, `window_attention`, `linear_packed`), against each window projected,
+/// attended and projected out by its task (`window_attention_projected`); on one thread and on
+/// all.
 fn window_attention_blocks() {
     use simcase_kernels::{
-        linear_packed, window_attention, window_attention_projected, PackedF32, QkvLayout,
-        WindowGrid,
+        linear_packed, window_attention, window_attention_projected, OutProjection, PackedF32,
+        QkvLayout, WindowGrid,
     };
     if !simcase_kernels::packed_f32::available() {
-        println!(
-            "\nskipped: window attention projected per window (the AVX2 path is not selected)"
-        );
+        println!("\nskipped: window attention by window (the AVX2 path is not selected)");
         return;
     }
     println!();
-    println!("| window attention with qkv | grid, dim, heads, window | threads | projection then windows ms | per window ms | ratio |");
+    println!(
+        "| window attention block | grid, dim, heads, window | threads | layer by layer ms | \
+         by window ms | ratio |"
+    );
     println!("|---|---|---:|---:|---:|---:|");
-    for (side, dim, heads, ws) in [(128, 128, 4, 7usize), (64, 160, 5, 14), (64, 320, 10, 7)] {
+    let shapes = [(128, 128, 4, 7usize), (64, 160, 5, 14), (64, 320, 10, 7)];
+    for (side, dim, heads, ws) in shapes {
         let tokens = side * side;
         let x = data(tokens * dim, 41);
-        let w: Vec<f32> = data(3 * dim * dim, 42).iter().map(|v| v * 0.1).collect();
-        let w = PackedF32::pack(&w, 3 * dim, dim).unwrap();
-        let (wb, pad) = (data(3 * dim, 43), data(3 * dim, 44));
+        let weight = |n: usize, seed: u32| {
+            let w: Vec<f32> = data(n * dim, seed).iter().map(|v| v * 0.1).collect();
+            PackedF32::pack(&w, n, dim).unwrap()
+        };
+        let (w, wo) = (weight(3 * dim, 42), weight(dim, 46));
+        let (wb, pad, bo) = (data(3 * dim, 43), data(3 * dim, 44), data(dim, 47));
+        let residual = data(tokens * dim, 48);
         let bias = data(heads * ws.pow(4), 45);
         let grid = WindowGrid {
             batch: 1,
@@ -188,6 +196,12 @@ fn window_attention_blocks() {
             width: side,
             window: ws,
         };
+        let out = OutProjection {
+            weight: &wo,
+            bias: &bo,
+            residual: &residual,
+        };
+        let layout = QkvLayout::Interleaved;
         let threads = rayon::current_num_threads();
         for t in [1, threads] {
             let pool = rayon::ThreadPoolBuilder::new()
@@ -196,29 +210,31 @@ fn window_attention_blocks() {
                 .unwrap();
             let (apart, fused) = pool.install(|| {
                 let apart = best(5, || {
-                    let qkv = linear_packed(black_box(&x), (tokens, dim), &w, &wb, None, Act::None)
-                        .unwrap();
-                    let o = window_attention(
-                        &qkv,
-                        &pad,
-                        grid,
-                        heads,
-                        QkvLayout::Interleaved,
-                        Some(&bias),
+                    let qkv = linear_packed(black_box(&x), (tokens, dim), &w, &wb, None, Act::None);
+                    let o = window_attention(&qkv.unwrap(), &pad, grid, heads, layout, Some(&bias));
+                    let y = linear_packed(
+                        &o.unwrap(),
+                        (tokens, dim),
+                        &wo,
+                        &bo,
+                        Some(&residual),
+                        Act::None,
                     );
-                    black_box(o.unwrap());
+                    black_box(y.unwrap());
                 });
                 let fused = best(5, || {
-                    let o = window_attention_projected(
-                        black_box(&x),
+                    let x = black_box(&x);
+                    let y = window_attention_projected(
+                        x,
                         (&w, &wb),
+                        Some(out),
                         &pad,
                         grid,
                         heads,
-                        QkvLayout::Interleaved,
+                        layout,
                         Some(&bias),
                     );
-                    black_box(o.unwrap());
+                    black_box(y.unwrap());
                 });
                 (apart, fused)
             });

@@ -180,6 +180,9 @@ struct WindowScratch {
     q: Vec<f32>,
     /// The window's grid tokens' inputs to the qkv projection, when the task makes it.
     x: Vec<f32>,
+    /// Their rows of the output projection's residual, and its output, when the task makes it.
+    residual: Vec<f32>,
+    projected: Vec<f32>,
     head: HeadScratch,
     bias: Vec<f32>,
     out: Vec<f32>,
@@ -257,25 +260,46 @@ pub fn window_attention(
     windows(QkvSource::Rows(qkv), pad, grid, heads, layout, bias)
 }
 
-/// [`window_attention`] with the qkv projection made window by window: `x` is `(tokens, dim)`,
-/// the projection's inputs (the normalised tokens) in grid order, `w` its weight (`3·dim`
-/// outputs of `dim`, packed) and `w_bias` its bias. Each task projects its window's tokens
-/// into its own scratch, which stays in cache, where the projection of the whole grid wrote
-/// `3·dim` floats a token to memory for the tasks to gather back (`litemedsam`'s first
-/// attention stage: 24 MiB an image and block). The same values as the projection by
-/// [`crate::linear_packed`] then [`window_attention`], bit for bit (test). Needs the AVX2 path
+/// [`window_attention`] with the qkv projection made window by window, and optionally the
+/// output projection and the residual after it: `x` is `(tokens, dim)`, the projection's
+/// inputs (the normalised tokens) in grid order, `qkv` its weight (`3·dim` outputs of `x`'s
+/// width, packed) and bias. Each task projects its window's tokens into its own scratch, which
+/// stays in cache, where the projection of the whole grid wrote `3·dim` floats a token to
+/// memory for the tasks to gather back (`litemedsam`'s first attention stage: 24 MiB an image
+/// and block); with `out`, it also projects its window's attention and adds the residual
+/// before writing the rows. The same values as [`crate::linear_packed`], [`window_attention`]
+/// and [`crate::linear_packed`] again, bit for bit (test). Needs the AVX2 path
 /// ([`crate::packed_f32::available`]); the tasks take all of a window's heads.
+#[allow(clippy::too_many_arguments)]
 pub fn window_attention_projected(
     x: &[f32],
-    (w, w_bias): (&PackedF32, &[f32]),
+    qkv: (&PackedF32, &[f32]),
+    out: Option<OutProjection<'_>>,
     pad: &[f32],
     grid: WindowGrid,
     heads: usize,
     layout: QkvLayout,
     bias: Option<&[f32]>,
 ) -> Result<Vec<f32>, KernelError> {
-    let source = QkvSource::Project { x, w, bias: w_bias };
+    let source = QkvSource::Project {
+        x,
+        w: qkv.0,
+        bias: qkv.1,
+        out,
+    };
     windows(source, pad, grid, heads, layout, bias)
+}
+
+/// The output projection of [`window_attention_projected`]: each token's row becomes
+/// `residual + o·wᵀ + bias`, as an attention block's residual branch ends.
+#[derive(Clone, Copy)]
+pub struct OutProjection<'a> {
+    /// `dim` outputs of `dim` inputs, packed.
+    pub weight: &'a PackedF32,
+    /// Its bias, `dim`.
+    pub bias: &'a [f32],
+    /// The rows added, `(tokens, dim)` in grid order (the block's input).
+    pub residual: &'a [f32],
 }
 
 /// Where a window's qkv rows come from.
@@ -283,11 +307,13 @@ pub fn window_attention_projected(
 enum QkvSource<'a> {
     /// The rows of the whole grid's projection, `(tokens, 3·dim)`.
     Rows(&'a [f32]),
-    /// Projected per window from the inputs `x`, `(tokens, dim)`.
+    /// Projected per window from the inputs `x`, `(tokens, dim)`, and projected out again
+    /// with `out`.
     Project {
         x: &'a [f32],
         w: &'a PackedF32,
         bias: &'a [f32],
+        out: Option<OutProjection<'a>>,
     },
 }
 
@@ -325,7 +351,7 @@ fn windows(
             )
         },
     )?;
-    if let QkvSource::Project { x, w, bias } = source {
+    if let QkvSource::Project { x, w, bias, out } = source {
         check(
             x.len() == tokens * w.k() && bias.len() == d3 && crate::packed_f32::available(),
             || {
@@ -337,6 +363,13 @@ fn windows(
                     bias.len()
                 )
             },
+        )?;
+        check(
+            out.is_none_or(|o| {
+                (o.weight.n(), o.weight.k(), o.bias.len()) == (d, d, d)
+                    && o.residual.len() == tokens * d
+            }),
+            || format!("window attention: the output projection does not fit {tokens} × {d}"),
         )?;
     }
     let n = ws * ws;
@@ -391,9 +424,9 @@ fn windows(
                             }
                         }
                     }
-                    QkvSource::Project { x, w: pw, bias: pb } => {
-                        project_window(s, x, pw, pb, pad, n)?
-                    }
+                    QkvSource::Project {
+                        x, w: pw, bias: pb, ..
+                    } => project_window(s, x, pw, pb, pad, n)?,
                 }
                 // Queries for the grid's tokens only: all rows of a full window, else a copy of
                 // the grid's rows.
@@ -432,7 +465,14 @@ fn windows(
                         k,
                     )?;
                 }
-                for (o, &r) in s.out.chunks(gd).zip(&s.rows) {
+                let rows_out = match source {
+                    QkvSource::Project { out: Some(o), .. } => {
+                        project_out(s, o)?;
+                        &s.projected
+                    }
+                    _ => &s.out,
+                };
+                for (o, &r) in rows_out.chunks(gd).zip(&s.rows) {
                     // SAFETY: `r < tokens` and `h0·hd + gd ≤ d`, so the block is inside the
                     // buffer's capacity of `tokens·d`; each grid token is in exactly one window
                     // and the tasks of a window take disjoint heads, so no other task writes it.
@@ -495,6 +535,30 @@ fn project_window(
         }
     }
     Ok(())
+}
+
+/// A task's attention rows (`s.out`, all heads) projected out, with the residual rows of its
+/// grid tokens added, into `s.projected`: the rows the task writes.
+fn project_out(s: &mut WindowScratch, o: OutProjection<'_>) -> Result<(), KernelError> {
+    let (d, nr) = (o.weight.n(), s.rows.len());
+    s.residual.clear();
+    for &r in &s.rows {
+        s.residual
+            .extend_from_slice(&o.residual[r * d..(r + 1) * d]);
+    }
+    s.projected.resize(nr * d, 0.0);
+    let e = Epilogue {
+        bias: o.bias,
+        residual: Some(&s.residual),
+        act: Act::None,
+    };
+    gemm_packed(
+        MatMut::row_major(&mut s.projected, nr, d)?,
+        MatRef::row_major(&s.out, nr, d)?,
+        o.weight,
+        0,
+        Store::Finish(e),
+    )
 }
 
 /// Attention for each sequence's first token only, as a CLS-pooled ViT's last block needs:
@@ -654,12 +718,13 @@ mod tests {
     }
 
     /// Projecting each window's tokens in its task gives the projection of the whole grid
-    /// then [`window_attention`], bit for bit: full and part windows, both layouts, with and
-    /// without a bias, on 1 and 3 threads. Inputs that do not fit the projection are refused.
+    /// then [`window_attention`], and with the output projection, the projection of its
+    /// output with the residual, bit for bit: full and part windows, both layouts, with and
+    /// without a bias, on 1 and 3 threads. Inputs or projections that do not fit are refused.
     #[test]
     fn projected_windows_are_the_projection_then_the_windows() {
         if !crate::packed_f32::available() {
-            eprintln!("no AVX2 path here: the packed projection cannot run");
+            eprintln!("no AVX2 path here: the packed projections cannot run");
             return;
         }
         let hd = 8;
@@ -679,10 +744,19 @@ mod tests {
             let tokens = batch * height * width;
             let x = lcg(tokens * dim_in, 11);
             let w = PackedF32::pack(&lcg(3 * d * dim_in, 12), 3 * d, dim_in).unwrap();
-            let wb = lcg(3 * d, 13);
-            let pad = lcg(3 * d, 14);
+            let (wb, pad) = (lcg(3 * d, 13), lcg(3 * d, 14));
+            let wo = PackedF32::pack(&lcg(d * d, 16), d, d).unwrap();
+            let (bo, residual) = (lcg(d, 17), lcg(tokens * d, 18));
+            let out = OutProjection {
+                weight: &wo,
+                bias: &bo,
+                residual: &residual,
+            };
             let n = window * window;
             let bias = lcg(heads * n * n, 15);
+            let linear = |x: &[f32], k: usize, w: &PackedF32, b: &[f32], r: Option<&[f32]>| {
+                crate::linear_packed(x, (tokens, k), w, b, r, Act::None).unwrap()
+            };
             for threads in [1, 3] {
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
@@ -690,45 +764,58 @@ mod tests {
                     .unwrap();
                 for layout in [QkvLayout::Blocks, QkvLayout::Interleaved] {
                     for b in [None, Some(&bias[..])] {
-                        let (got, want) = pool.install(|| {
-                            let qkv = crate::linear_packed(
-                                &x,
-                                (tokens, dim_in),
-                                &w,
-                                &wb,
-                                None,
-                                Act::None,
-                            )
-                            .unwrap();
-                            (
-                                window_attention_projected(
+                        for o in [None, Some(out)] {
+                            let (got, want) = pool.install(|| {
+                                let qkv = linear(&x, dim_in, &w, &wb, None);
+                                let a = window_attention(&qkv, &pad, g, heads, layout, b).unwrap();
+                                let want = match o {
+                                    Some(o) => linear(&a, d, o.weight, o.bias, Some(o.residual)),
+                                    None => a,
+                                };
+                                let got = window_attention_projected(
                                     &x,
                                     (&w, &wb),
+                                    o,
                                     &pad,
                                     g,
                                     heads,
                                     layout,
                                     b,
-                                )
-                                .unwrap(),
-                                window_attention(&qkv, &pad, g, heads, layout, b).unwrap(),
-                            )
-                        });
-                        let same = got.len() == want.len()
-                            && got
-                                .iter()
-                                .zip(&want)
-                                .all(|(a, e)| a.to_bits() == e.to_bits());
-                        assert!(same, "{g:?} {heads} heads {layout:?} bias {}", b.is_some());
+                                );
+                                (got.unwrap(), want)
+                            });
+                            let same = got.len() == want.len()
+                                && got
+                                    .iter()
+                                    .zip(&want)
+                                    .all(|(a, e)| a.to_bits() == e.to_bits());
+                            assert!(
+                                same,
+                                "{g:?} {heads} heads {layout:?} bias {} out {}",
+                                b.is_some(),
+                                o.is_some()
+                            );
+                        }
                     }
                 }
             }
-            let short = &x[..x.len() - 1];
-            let run = |x: &[f32], wb: &[f32]| {
-                window_attention_projected(x, (&w, wb), &pad, g, heads, QkvLayout::Blocks, None)
+            let run = |x: &[f32], wb: &[f32], o: Option<OutProjection<'_>>| {
+                let l = QkvLayout::Blocks;
+                window_attention_projected(x, (&w, wb), o, &pad, g, heads, l, None)
             };
-            assert!(run(short, &wb).is_err());
-            assert!(run(&x, &wb[1..]).is_err());
+            assert!(run(&x[1..], &wb, None).is_err());
+            assert!(run(&x, &wb[1..], None).is_err());
+            let short = OutProjection {
+                residual: &residual[1..],
+                ..out
+            };
+            assert!(run(&x, &wb, Some(short)).is_err());
+            let wide = PackedF32::pack(&lcg(d * (d + 1), 19), d, d + 1).unwrap();
+            let wide = OutProjection {
+                weight: &wide,
+                ..out
+            };
+            assert!(run(&x, &wb, Some(wide)).is_err());
         }
     }
 

@@ -7,7 +7,7 @@
 //! convolution at load, and the attention scale into the q rows of `qkv`.
 
 use crate::ops::{
-    conv_bn, depthwise_conv3, layer_norm, mbconv, window_attention_qkv, DenseConv, QkvLayout,
+    conv_bn, depthwise_conv3, layer_norm, mbconv, window_attention_block, DenseConv, QkvLayout,
     WindowGrid,
 };
 use crate::ops::{DenseLinear, Linear};
@@ -250,16 +250,16 @@ impl Attention {
     fn forward_residual(&self, x: &Tensor, grid: WindowGrid) -> Result<Tensor> {
         let h = layer_norm(x, &self.norm.0, &self.norm.1, 1e-5)?;
         let pad = self.qkv.forward(&self.norm.1.unsqueeze(0)?)?;
-        let o = window_attention_qkv(
+        Ok(window_attention_block(
             &h,
-            &self.qkv,
+            x,
+            (&self.qkv, &self.proj),
             &pad,
             grid,
             self.heads,
             QkvLayout::Interleaved,
             Some(&self.bias),
-        )?;
-        Ok(self.proj.forward_residual(&o, x)?)
+        )?)
     }
 }
 

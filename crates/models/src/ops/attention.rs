@@ -174,20 +174,30 @@ pub fn window_attention(
 
 struct WindowAttentionProjected<'a> {
     qkv: (&'a PackedF32, &'a [f32]),
+    proj: (&'a PackedF32, &'a [f32]),
     grid: WindowGrid,
     heads: usize,
     layout: QkvLayout,
     bias: Option<Vec<f32>>,
 }
 
-impl F32Kernel<2> for WindowAttentionProjected<'_> {
+impl F32Kernel<3> for WindowAttentionProjected<'_> {
     const NAME: &'static str = "simcase-window-attention-projected";
-    const INPUTS: [&'static str; 2] = ["normalised tokens", "padding token's qkv"];
+    const INPUTS: [&'static str; 3] = ["normalised tokens", "block input", "padding token's qkv"];
 
-    fn run(&self, [(x, _), (pad, _)]: [(&[f32], &Layout); 2]) -> Result<(Vec<f32>, Shape)> {
+    fn run(
+        &self,
+        [(x, _), (residual, _), (pad, _)]: [(&[f32], &Layout); 3],
+    ) -> Result<(Vec<f32>, Shape)> {
+        let out = simcase_kernels::OutProjection {
+            weight: self.proj.0,
+            bias: self.proj.1,
+            residual,
+        };
         let out = simcase_kernels::window_attention_projected(
             x,
             self.qkv,
+            Some(out),
             pad,
             self.grid,
             self.heads,
@@ -202,46 +212,66 @@ impl F32Kernel<2> for WindowAttentionProjected<'_> {
 
 /// The largest qkv weight projected window by window: each window reads all of it, so it
 /// must stay in L2 between windows. `litemedsam` on Zen 3 (512 KiB of L2 a core), the
-/// projection and the attention of one block, 2 threads: 128 → 384 (192 KiB) 16.6 → 15.4 ms,
-/// 160 → 480 (300 KiB) 9.1 → 8.8 ms, but 320 → 960 (1.2 MiB, from L3 once a window) 18.5 →
-/// 19.4 ms.
+/// projection and the attention of one block (`kernel_bench`, best of 5, three runs): 128 →
+/// 384 (192 KiB) 1.04–1.13x on one thread, 1.03–1.06x on two; 160 → 480 (300 KiB) 1.04–1.08x
+/// and 1.00–1.18x; but 320 → 960 (1.2 MiB, from L3 once a window) 0.95–0.99x and 0.91–0.97x.
 const PROJECTED_WEIGHT_BYTES: usize = 384 << 10;
 
-/// [`window_attention`] of `qkv(x)`: `x` `(b·h·w, dim)` holds the normalised tokens in grid
-/// order, `qkv` the projection, `pad` `(3·dim)` the qkv of a padding token. Where the
-/// projection runs packed f32 and its weight fits [`PROJECTED_WEIGHT_BYTES`], each window's
-/// tokens are projected by the task that attends over them
-/// (`simcase_kernels::window_attention_projected`, the same values bit for bit); elsewhere the
-/// whole grid is projected first.
-pub fn window_attention_qkv(
+/// Whether `tasks` of equal work keep `threads` busy to within 2% (the last round of tasks
+/// leaves threads idle). A task that projects its window takes all of it: `litemedsam`'s
+/// 14-sided windows are 25 an image, 13 against 12 on two threads, which cost about what
+/// projecting by window saved (`kernel_bench` on two threads, 0.92–1.04x).
+fn balanced(tasks: usize, threads: usize) -> bool {
+    tasks.div_ceil(threads.max(1)) * threads.max(1) * 50 <= tasks * 51
+}
+
+/// An attention block's residual branch over windows: `x + proj(window_attention(qkv(h)))`,
+/// `h` `(b·h·w, dim)` the normalised tokens and `x` the block's input, both in grid order;
+/// `pad` `(3·dim)` the qkv of a padding token. Where both projections run packed f32, the
+/// qkv weight fits [`PROJECTED_WEIGHT_BYTES`] and the windows share out evenly
+/// ([`balanced`]), each window's tokens are projected, attended and projected out by one task (`simcase_kernels::window_attention_projected`, the same
+/// values bit for bit); elsewhere layer by layer, over the whole grid.
+#[allow(clippy::too_many_arguments)]
+pub fn window_attention_block(
+    h: &Tensor,
     x: &Tensor,
-    qkv: &Linear,
+    (qkv, proj): (&Linear, &Linear),
     pad: &Tensor,
     grid: WindowGrid,
     heads: usize,
     layout: QkvLayout,
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
+    let windows = grid.batch * grid.height.div_ceil(grid.window) * grid.width.div_ceil(grid.window);
     let panels = qkv
         .f32_panels()
-        .filter(|(w, _)| w.n() * w.k() * 4 <= PROJECTED_WEIGHT_BYTES);
+        .filter(|(w, _)| w.n() * w.k() * 4 <= PROJECTED_WEIGHT_BYTES)
+        .filter(|_| balanced(windows, rayon::current_num_threads()))
+        .zip(proj.f32_panels());
     match panels {
-        Some(panels) if cpu_f32(x) && cpu_f32(pad) => {
+        Some((qkv, proj)) if cpu_f32(h) && cpu_f32(x) && cpu_f32(pad) => {
             let bias = match bias {
                 Some(b) => Some(b.flatten_all()?.to_vec1::<f32>()?),
                 None => None,
             };
             let op = WindowAttentionProjected {
-                qkv: panels,
+                qkv,
+                proj,
                 grid,
                 heads,
                 layout,
                 bias,
             };
-            x.contiguous()?
-                .apply_op2_no_bwd(&pad.flatten_all()?.contiguous()?, &Fused(&op))
+            h.contiguous()?.apply_op3_no_bwd(
+                &x.contiguous()?,
+                &pad.flatten_all()?.contiguous()?,
+                &Fused(&op),
+            )
         }
-        _ => window_attention(&qkv.forward(x)?, pad, grid, heads, layout, bias),
+        _ => {
+            let o = window_attention(&qkv.forward(h)?, pad, grid, heads, layout, bias)?;
+            proj.forward_residual(&o, x)
+        }
     }
 }
 
@@ -373,6 +403,68 @@ mod tests {
             .to_dtype(candle_core::DType::F32)
             .unwrap();
         assert!(max_diff(&plain, &want) < 1e-5);
+    }
+
+    /// The block's residual branch by window (where the projections are packed: the AVX2
+    /// path) is the branch layer by layer, bit for bit, on one thread (where the windows
+    /// always share out evenly) and on two.
+    #[test]
+    fn window_block_by_window_is_the_layers() {
+        let dev = Device::Cpu;
+        let (heads, hd, dim_in) = (2, 8, 12);
+        let d = heads * hd;
+        let grid = WindowGrid {
+            batch: 2,
+            height: 9,
+            width: 10,
+            window: 4,
+        };
+        let tokens = 2 * 9 * 10;
+        let randn = |shape: &[usize]| Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+        let qkv = Linear::new(randn(&[3 * d, dim_in]), randn(&[3 * d])).unwrap();
+        let proj = Linear::new(randn(&[d, d]), randn(&[d])).unwrap();
+        let (h, x, pad) = (
+            randn(&[tokens, dim_in]),
+            randn(&[tokens, d]),
+            randn(&[3 * d]),
+        );
+        let bias = randn(&[heads, 16, 16]);
+        let layout = QkvLayout::Interleaved;
+        let o = window_attention(
+            &qkv.forward(&h).unwrap(),
+            &pad,
+            grid,
+            heads,
+            layout,
+            Some(&bias),
+        );
+        let want = proj.forward_residual(&o.unwrap(), &x).unwrap();
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let got = pool.install(|| {
+                let layers = (&qkv, &proj);
+                window_attention_block(&h, &x, layers, &pad, grid, heads, layout, Some(&bias))
+            });
+            let (got, want) = (got.unwrap(), want.clone());
+            let bits = |t: Tensor| -> Vec<u32> {
+                let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                v.into_iter().map(f32::to_bits).collect()
+            };
+            assert_eq!(got.dims(), want.dims());
+            assert!(bits(got) == bits(want), "{threads} threads");
+        }
+    }
+
+    /// Windows go by window only where the tasks share out evenly: litemedsam's 361 windows on
+    /// two threads, not its 25.
+    #[test]
+    fn windows_share_out_evenly_or_go_by_layer() {
+        assert!(balanced(361, 2) && balanced(100, 2) && balanced(25, 1));
+        assert!(!balanced(25, 2) && !balanced(3, 2));
+        assert!(balanced(0, 0) && balanced(7, 1));
     }
 
     /// The fused window attention (f32 on CPU) and the tensor version (taken for f64: pad,

@@ -19,7 +19,7 @@ mod norm;
 mod pool;
 
 pub use activation::bias_gelu;
-pub use attention::{attention, attention_first, window_attention, window_attention_qkv};
+pub use attention::{attention, attention_first, window_attention, window_attention_block};
 pub(crate) use conv::{conv_bn, tap_major};
 pub use conv::{depthwise_conv, depthwise_conv3, mbconv, same_padding, DenseConv};
 pub use linear::{DenseLinear, Linear};
