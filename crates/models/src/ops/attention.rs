@@ -85,6 +85,16 @@ pub fn attention(
         .reshape((seqs * tokens, d))
 }
 
+/// The `(tokens, dim)` shape of a window attention's output over `grid`.
+fn rows_shape(grid: WindowGrid, dim: usize) -> Shape {
+    Shape::from((grid.batch * grid.height * grid.width, dim))
+}
+
+/// A window bias `(heads, n, n)` as the kernels take it.
+fn host_bias(bias: Option<&Tensor>) -> Result<Option<Vec<f32>>> {
+    bias.map(|b| b.flatten_all()?.to_vec1::<f32>()).transpose()
+}
+
 struct WindowAttention {
     grid: WindowGrid,
     heads: usize,
@@ -106,8 +116,7 @@ impl F32Kernel<2> for WindowAttention {
             self.bias.as_deref(),
         )
         .map_err(kernel_err)?;
-        let tokens = self.grid.batch * self.grid.height * self.grid.width;
-        Ok((out, Shape::from((tokens, pad.len() / 3))))
+        Ok((out, rows_shape(self.grid, pad.len() / 3)))
     }
 }
 
@@ -125,10 +134,7 @@ pub fn window_attention(
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
     if cpu_f32(qkv) && cpu_f32(pad) {
-        let bias = match bias {
-            Some(b) => Some(b.flatten_all()?.to_vec1::<f32>()?),
-            None => None,
-        };
+        let bias = host_bias(bias)?;
         let op = WindowAttention {
             grid,
             heads,
@@ -205,8 +211,7 @@ impl F32Kernel<3> for WindowAttentionProjected<'_> {
             self.bias.as_deref(),
         )
         .map_err(kernel_err)?;
-        let tokens = self.grid.batch * self.grid.height * self.grid.width;
-        Ok((out, Shape::from((tokens, pad.len() / 3))))
+        Ok((out, rows_shape(self.grid, pad.len() / 3)))
     }
 }
 
@@ -250,10 +255,7 @@ pub fn window_attention_block(
         .zip(proj.f32_panels());
     match panels {
         Some((qkv, proj)) if cpu_f32(h) && cpu_f32(x) && cpu_f32(pad) => {
-            let bias = match bias {
-                Some(b) => Some(b.flatten_all()?.to_vec1::<f32>()?),
-                None => None,
-            };
+            let bias = host_bias(bias)?;
             let op = WindowAttentionProjected {
                 qkv,
                 proj,
