@@ -2,7 +2,8 @@
 //! `softmax(q·kᵀ + bias)·v` written straight into `(tokens, heads·hd)` order. The scale is
 //! expected to be folded into q. Saves the q/k/v and output transposes of a tensor version;
 //! the windowed form also saves padding, partitioning and cropping a grid, and the padding's
-//! queries.
+//! queries, and can project each window's qkv and output in the task that attends over it
+//! (the grid's projections went through memory).
 
 use crate::activation::Act;
 use crate::dispatch::Kernels;
