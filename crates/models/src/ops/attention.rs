@@ -216,16 +216,18 @@ impl F32Kernel<3> for WindowAttentionProjected<'_> {
 }
 
 /// The largest qkv weight projected window by window: each window reads all of it, so it
-/// must stay in L2 between windows. `litemedsam` on Zen 3 (512 KiB of L2 a core), the
-/// projection and the attention of one block (`kernel_bench`, best of 5, three runs): 128 →
-/// 384 (192 KiB) 1.04–1.13x on one thread, 1.03–1.06x on two; 160 → 480 (300 KiB) 1.04–1.08x
-/// and 1.00–1.18x; but 320 → 960 (1.2 MiB, from L3 once a window) 0.95–0.99x and 0.91–0.97x.
+/// must stay in L2 between windows. `litemedsam` on Zen 3 (512 KiB of L2 a core), the qkv
+/// projection and the attention of one block by window against layer by layer (best of 5,
+/// three runs): 128 → 384 (192 KiB) 1.04–1.13x on one thread, 1.03–1.06x on two; 160 → 480
+/// (300 KiB) 1.04–1.08x and 1.00–1.18x; but 320 → 960 (1.2 MiB, from L3 once a window)
+/// 0.95–0.99x and 0.91–0.97x.
 const PROJECTED_WEIGHT_BYTES: usize = 384 << 10;
 
 /// Whether `tasks` of equal work keep `threads` busy to within 2% (the last round of tasks
 /// leaves threads idle). A task that projects its window takes all of it: `litemedsam`'s
 /// 14-sided windows are 25 an image, 13 against 12 on two threads, which cost about what
-/// projecting by window saved (`kernel_bench` on two threads, 0.92–1.04x).
+/// projecting by window saved (`kernel_bench`'s attention block on two threads, 0.92–1.04x,
+/// once 0.65x).
 fn balanced(tasks: usize, threads: usize) -> bool {
     tasks.div_ceil(threads.max(1)) * threads.max(1) * 50 <= tasks * 51
 }
@@ -234,8 +236,9 @@ fn balanced(tasks: usize, threads: usize) -> bool {
 /// `h` `(b·h·w, dim)` the normalised tokens and `x` the block's input, both in grid order;
 /// `pad` `(3·dim)` the qkv of a padding token. Where both projections run packed f32, the
 /// qkv weight fits [`PROJECTED_WEIGHT_BYTES`] and the windows share out evenly
-/// ([`balanced`]), each window's tokens are projected, attended and projected out by one task (`simcase_kernels::window_attention_projected`, the same
-/// values bit for bit); elsewhere layer by layer, over the whole grid.
+/// ([`balanced`]), each window's tokens are projected, attended and projected out by one task
+/// (`simcase_kernels::window_attention_projected`, the same values bit for bit); elsewhere
+/// layer by layer, over the whole grid.
 #[allow(clippy::too_many_arguments)]
 pub fn window_attention_block(
     h: &Tensor,
