@@ -398,8 +398,7 @@ fn windows(
             |s, task| -> Result<(), KernelError> {
                 let (win, h0) = (task / (heads / g), task % (heads / g) * g);
                 let (bi, iy, ix) = (win / (nh * nw), win % (nh * nw) / nw, win % nw);
-                // The task's heads of every window position, in window order (the padding's
-                // where the grid ends): one row of `gd3` each, laid out as a qkv row of `g` heads.
+                // The window positions the grid fills, and their grid rows.
                 s.pos.clear();
                 s.rows.clear();
                 for p in 0..n {
@@ -410,6 +409,8 @@ fn windows(
                     }
                 }
                 let nr = s.pos.len();
+                // The task's heads of every window position, in window order (the padding's
+                // where the grid ends): one row of `gd3` each, laid out as a qkv row of `g` heads.
                 match source {
                     QkvSource::Rows(qkv) => {
                         let ranges = head_ranges(layout, d, hd, h0, g);
