@@ -4,7 +4,7 @@
 //! TensorFlow "SAME" padding, as that port does. Embedding = global average of the 1280-channel
 //! head (the 1000 ImageNet logits are available from `logits`).
 
-use crate::ops::{conv_bn, depthwise_conv, same_padding, Act, Linear};
+use crate::ops::{conv_bn, depthwise_conv, same_padding, Act, Depthwise, Linear};
 use anyhow::{ensure, Result};
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
@@ -62,7 +62,7 @@ fn pointwise(
 
 struct Block {
     expand: Option<Linear>,
-    dw: (Tensor, Tensor),
+    dw: Depthwise,
     k: usize,
     stride: usize,
     project: Linear,
@@ -83,15 +83,7 @@ impl Block {
         };
         let (oh, ph) = same_padding(h, self.k, self.stride);
         let (ow, pw) = same_padding(w, self.k, self.stride);
-        let y = depthwise_conv(
-            &y,
-            &self.dw.0,
-            &self.dw.1,
-            self.stride,
-            (ph, pw),
-            (oh, ow),
-            Act::Relu6,
-        )?;
+        let y = depthwise_conv(&y, &self.dw, self.stride, (ph, pw), (oh, ow), Act::Relu6)?;
         let hidden = y.dim(3)?;
         let out = self.project.out_features();
         let r = y.reshape((b * oh * ow, hidden))?;
@@ -132,7 +124,11 @@ impl EfficientNetLite {
                 };
                 blocks.push(Block {
                     expand: expand_conv,
-                    dw: conv_bn(&bv, "_depthwise_conv", "_bn1", (hidden, 1, k, k), eps)?,
+                    dw: {
+                        let (w, b) =
+                            conv_bn(&bv, "_depthwise_conv", "_bn1", (hidden, 1, k, k), eps)?;
+                        Depthwise::new(w, b)?
+                    },
                     k,
                     stride,
                     project: pointwise(&bv, "_project_conv", "_bn2", hidden, cout, eps)?,

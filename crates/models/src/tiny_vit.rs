@@ -7,8 +7,8 @@
 //! convolution at load, and the attention scale into the q rows of `qkv`.
 
 use crate::ops::{
-    conv_bn, depthwise_conv3, layer_norm, mbconv, window_attention_block, DenseConv, QkvLayout,
-    WindowGrid,
+    conv_bn, depthwise_conv3, layer_norm, mbconv, window_attention_block, DenseConv, Depthwise,
+    QkvLayout, WindowBias, WindowGrid,
 };
 use crate::ops::{DenseLinear, Linear};
 use crate::transformer::load_linear;
@@ -63,7 +63,7 @@ impl Config {
 /// rows) or a depthwise 3×3.
 enum ConvBn {
     Pointwise(Linear),
-    Depthwise { w: Tensor, b: Tensor, stride: usize },
+    Depthwise { dw: Depthwise, stride: usize },
 }
 
 impl ConvBn {
@@ -72,7 +72,10 @@ impl ConvBn {
         let shape = (cout, if depthwise { 1 } else { cin }, k, k);
         let (w, b) = conv_bn(&vb, "c", "bn", shape, 1e-5)?;
         Ok(if depthwise {
-            Self::Depthwise { w, b, stride }
+            Self::Depthwise {
+                dw: Depthwise::new(w, b)?,
+                stride,
+            }
         } else {
             Self::Pointwise(Linear::new(w.reshape((cout, cin))?, b)?)
         })
@@ -81,7 +84,7 @@ impl ConvBn {
     /// `x`: `(b, h, w, c)` channels-last; `residual` (1×1 only) is added before the GELU.
     fn apply(&self, x: &Tensor, residual: Option<&Tensor>, gelu: bool) -> Result<Tensor> {
         match self {
-            Self::Depthwise { w, b, stride } => Ok(depthwise_conv3(x, w, b, *stride, gelu)?),
+            Self::Depthwise { dw, stride } => Ok(depthwise_conv3(x, dw, *stride, gelu)?),
             Self::Pointwise(lin) => {
                 let (bs, h, wd, c) = x.dims4()?;
                 let rows = x.reshape((bs * h * wd, c))?;
@@ -123,11 +126,8 @@ impl MbConv {
     fn load(vb: VarBuilder, dim: usize, hidden: usize) -> Result<Self> {
         let conv2 = ConvBn::load(vb.pp("conv2"), hidden, hidden, 3, 1)?;
         let taps = match &conv2 {
-            ConvBn::Depthwise { w, b, stride: 1 }
-                if w.device().is_cpu() && w.dtype() == candle_core::DType::F32 =>
-            {
-                let taps = crate::ops::tap_major(w)?;
-                Some((taps.flatten_all()?.to_vec1()?, b.to_vec1()?))
+            ConvBn::Depthwise { dw, stride: 1 } if dw.on_cpu_f32() => {
+                Some((dw.taps().flatten_all()?.to_vec1()?, dw.bias().to_vec1()?))
             }
             _ => None,
         };
@@ -200,7 +200,10 @@ struct Attention {
     qkv: Linear,
     proj: Linear,
     /// Relative-position bias gathered to `(heads, n, n)`.
-    bias: Tensor,
+    bias: WindowBias,
+    /// The qkv row of a padding token (see [`Attention::forward_residual`]), made at the
+    /// first forward at each precision ([`crate::Precision::ALL`]'s order), not at every one.
+    pad: [std::sync::OnceLock<Tensor>; crate::Precision::ALL.len()],
     heads: usize,
 }
 
@@ -237,7 +240,8 @@ impl Attention {
             norm: (norm.get(dim, "weight")?, norm.get(dim, "bias")?),
             qkv,
             proj: load_linear(vb.pp("proj"), dim, dim)?,
-            bias,
+            bias: WindowBias::new(bias)?,
+            pad: Default::default(),
             heads,
         })
     }
@@ -245,16 +249,26 @@ impl Attention {
     /// `x + attention(x)` over the windows of a `(b, h, w)` grid of `window`-sided windows;
     /// `x`: `(b·h·w, dim)` in grid order. The reference pads the grid with zero tokens to a
     /// multiple of the window: after the norm a zero token is the norm's bias, so every padding
-    /// token has the same qkv, computed once here, and none is otherwise computed (nor its
+    /// token has the same qkv, computed once (`pad`), and none is otherwise computed (nor its
     /// output, which the reference crops).
     fn forward_residual(&self, x: &Tensor, grid: WindowGrid) -> Result<Tensor> {
         let h = layer_norm(x, &self.norm.0, &self.norm.1, 1e-5)?;
-        let pad = self.qkv.forward(&self.norm.1.unsqueeze(0)?)?;
+        let at = crate::Precision::ALL
+            .iter()
+            .position(|&p| p == crate::precision());
+        let cell = &self.pad[at.unwrap_or(0)];
+        let pad = match cell.get() {
+            Some(pad) => pad,
+            None => {
+                let pad = self.qkv.forward(&self.norm.1.unsqueeze(0)?)?;
+                cell.get_or_init(|| pad)
+            }
+        };
         Ok(window_attention_block(
             &h,
             x,
             (&self.qkv, &self.proj),
-            &pad,
+            pad,
             grid,
             self.heads,
             QkvLayout::Interleaved,

@@ -90,19 +90,57 @@ fn rows_shape(grid: WindowGrid, dim: usize) -> Shape {
     Shape::from((grid.batch * grid.height * grid.width, dim))
 }
 
-/// A window bias `(heads, n, n)` as the kernels take it.
-fn host_bias(bias: Option<&Tensor>) -> Result<Option<Vec<f32>>> {
-    bias.map(|b| b.flatten_all()?.to_vec1::<f32>()).transpose()
+/// A window attention's bias over window positions, `(heads, n, n)`, with the host copy the
+/// CPU kernels read made once, when the model loads: a block's forward copied it out of its
+/// tensor at every call (768 KiB a block for `litemedsam`'s 14-sided windows).
+pub struct WindowBias {
+    tensor: Tensor,
+    /// `tensor`'s values, where it is f32 on the CPU.
+    host: Option<Vec<f32>>,
 }
 
-struct WindowAttention {
+impl WindowBias {
+    /// `tensor`: `(heads, n, n)`.
+    pub fn new(tensor: Tensor) -> Result<Self> {
+        let host = cpu_f32(&tensor)
+            .then(|| tensor.flatten_all()?.to_vec1::<f32>())
+            .transpose()?;
+        Ok(Self { tensor, host })
+    }
+
+    /// The bias as a tensor.
+    pub fn tensor(&self) -> &Tensor {
+        &self.tensor
+    }
+
+    /// The bias as the kernels take it: the copy made at load, or one made now for a tensor
+    /// that is not f32 on the CPU.
+    fn host(&self) -> Result<std::borrow::Cow<'_, [f32]>> {
+        Ok(match &self.host {
+            Some(v) => std::borrow::Cow::Borrowed(&v[..]),
+            None => std::borrow::Cow::Owned(
+                self.tensor
+                    .to_dtype(candle_core::DType::F32)?
+                    .flatten_all()?
+                    .to_vec1()?,
+            ),
+        })
+    }
+}
+
+/// An optional window bias as the kernels take it.
+fn host_bias(bias: Option<&WindowBias>) -> Result<Option<std::borrow::Cow<'_, [f32]>>> {
+    bias.map(WindowBias::host).transpose()
+}
+
+struct WindowAttention<'a> {
     grid: WindowGrid,
     heads: usize,
     layout: QkvLayout,
-    bias: Option<Vec<f32>>,
+    bias: Option<std::borrow::Cow<'a, [f32]>>,
 }
 
-impl F32Kernel<2> for WindowAttention {
+impl F32Kernel<2> for WindowAttention<'_> {
     const NAME: &'static str = "simcase-window-attention";
     const INPUTS: [&'static str; 2] = ["qkv", "padding token's qkv"];
 
@@ -122,7 +160,7 @@ impl F32Kernel<2> for WindowAttention {
 
 /// Window attention over a channels-last grid: `qkv` `(b·h·w, 3·dim)` holds the grid's tokens
 /// in grid order, `pad` `(3·dim)` the qkv of a padding token, which fills the windows past the
-/// grid's bottom and right edges; `bias`: optional `(heads, ws², ws²)`. Returns `(b·h·w, dim)`,
+/// grid's bottom and right edges; `bias`: optional, over `ws²` positions. Returns `(b·h·w, dim)`,
 /// as padding, partitioning into windows, [`attention`] and cropping would (which is what
 /// other devices than the CPU do).
 pub fn window_attention(
@@ -131,7 +169,7 @@ pub fn window_attention(
     grid: WindowGrid,
     heads: usize,
     layout: QkvLayout,
-    bias: Option<&Tensor>,
+    bias: Option<&WindowBias>,
 ) -> Result<Tensor> {
     if cpu_f32(qkv) && cpu_f32(pad) {
         let bias = host_bias(bias)?;
@@ -167,7 +205,14 @@ pub fn window_attention(
         .transpose(2, 3)?
         .contiguous()?
         .reshape((b * nh * nw * ws * ws, d3))?;
-    let y = attention(&windows, b * nh * nw, ws * ws, heads, layout, bias)?;
+    let y = attention(
+        &windows,
+        b * nh * nw,
+        ws * ws,
+        heads,
+        layout,
+        bias.map(WindowBias::tensor),
+    )?;
     let d = d3 / 3;
     y.reshape((b, nh, nw, ws, ws, d))?
         .transpose(2, 3)?
@@ -184,7 +229,7 @@ struct WindowAttentionProjected<'a> {
     grid: WindowGrid,
     heads: usize,
     layout: QkvLayout,
-    bias: Option<Vec<f32>>,
+    bias: Option<std::borrow::Cow<'a, [f32]>>,
 }
 
 impl F32Kernel<3> for WindowAttentionProjected<'_> {
@@ -248,7 +293,7 @@ pub fn window_attention_block(
     grid: WindowGrid,
     heads: usize,
     layout: QkvLayout,
-    bias: Option<&Tensor>,
+    bias: Option<&WindowBias>,
 ) -> Result<Tensor> {
     let windows = grid.batch * grid.height.div_ceil(grid.window) * grid.width.div_ceil(grid.window);
     let panels = qkv
@@ -433,7 +478,7 @@ mod tests {
             randn(&[tokens, d]),
             randn(&[3 * d]),
         );
-        let bias = randn(&[heads, 16, 16]);
+        let bias = WindowBias::new(randn(&[heads, 16, 16])).unwrap();
         let layout = QkvLayout::Interleaved;
         let o = window_attention(
             &qkv.forward(&h).unwrap(),
@@ -489,20 +534,18 @@ mod tests {
         let pad = Tensor::randn(0f32, 1.0, d3, &dev).unwrap();
         let bias = Tensor::randn(0f32, 1.0, (heads, 16, 16), &dev).unwrap();
         let f64 = |t: &Tensor| t.to_dtype(candle_core::DType::F64).unwrap();
+        let (bias, bias64) = (
+            WindowBias::new(bias.clone()).unwrap(),
+            WindowBias::new(f64(&bias)).unwrap(),
+        );
         for layout in [QkvLayout::Blocks, QkvLayout::Interleaved] {
             let fused = window_attention(&qkv, &pad, grid, heads, layout, Some(&bias)).unwrap();
             assert_eq!(fused.dims(), &[60, heads * hd]);
-            let plain = window_attention(
-                &f64(&qkv),
-                &f64(&pad),
-                grid,
-                heads,
-                layout,
-                Some(&f64(&bias)),
-            )
-            .unwrap()
-            .to_dtype(candle_core::DType::F32)
-            .unwrap();
+            let plain =
+                window_attention(&f64(&qkv), &f64(&pad), grid, heads, layout, Some(&bias64))
+                    .unwrap()
+                    .to_dtype(candle_core::DType::F32)
+                    .unwrap();
             assert!(max_diff(&fused, &plain) < 1e-5, "{layout:?}");
         }
     }

@@ -243,19 +243,53 @@ impl F32Kernel<1> for Patches {
     }
 }
 
-/// `x`: `(b, h, w, c)`; `kernel`: PyTorch `(c, 1, 3, 3)`; padding 1; returns `(b, h', w', c)`,
-/// optionally through an exact GELU.
-pub fn depthwise_conv3(
-    x: &Tensor,
-    kernel: &Tensor,
-    bias: &Tensor,
-    stride: usize,
-    gelu: bool,
-) -> Result<Tensor> {
+/// A depthwise convolution's folded weights: PyTorch's `(c, 1, k, k)` kernel and its bias
+/// `(c,)`, with the kernel also tap-major, `(k·k, c)`, as the CPU kernels take it, transposed
+/// once when the model loads (it was at every call).
+pub struct Depthwise {
+    kernel: Tensor,
+    taps: Tensor,
+    bias: Tensor,
+}
+
+impl Depthwise {
+    /// `kernel`: `(c, 1, k, k)`, square; `bias`: `(c,)`.
+    pub fn new(kernel: Tensor, bias: Tensor) -> Result<Self> {
+        let (c, one, k, k2) = kernel.dims4()?;
+        if one != 1 || k != k2 || bias.dims() != [c] {
+            candle_core::bail!(
+                "depthwise: kernel {:?} and bias {:?} are not (c, 1, k, k) and (c,)",
+                kernel.dims(),
+                bias.dims()
+            );
+        }
+        let taps = kernel.reshape((c, k * k))?.t()?.contiguous()?;
+        Ok(Self { kernel, taps, bias })
+    }
+
+    /// The kernel tap-major, `(k·k, c)`.
+    pub fn taps(&self) -> &Tensor {
+        &self.taps
+    }
+
+    /// The bias, `(c,)`.
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    /// Whether the weights are f32 on the CPU (the kernels' form).
+    pub fn on_cpu_f32(&self) -> bool {
+        cpu_f32(&self.taps) && cpu_f32(&self.bias)
+    }
+}
+
+/// `x`: `(b, h, w, c)`; a 3 × 3 kernel, padding 1; returns `(b, h', w', c)`, optionally
+/// through an exact GELU.
+pub fn depthwise_conv3(x: &Tensor, dw: &Depthwise, stride: usize, gelu: bool) -> Result<Tensor> {
     let (_, h, w, _) = x.dims4()?;
     let out = ((h + 2 - 3) / stride + 1, (w + 2 - 3) / stride + 1);
     let act = if gelu { Act::Gelu } else { Act::None };
-    depthwise_conv(x, kernel, bias, stride, (1, 1), out, act)
+    depthwise_conv(x, dw, stride, (1, 1), out, act)
 }
 
 /// TensorFlow "SAME" geometry for one axis: output `ceil(n / s)`, padding before the data.
@@ -265,26 +299,18 @@ pub fn same_padding(n: usize, k: usize, s: usize) -> (usize, usize) {
     (out, total / 2)
 }
 
-/// A PyTorch depthwise kernel `(c, 1, k, k)` as the kernels take it: tap-major, `(k·k, c)`.
-pub(crate) fn tap_major(kernel: &Tensor) -> Result<Tensor> {
-    let (c, _, k, _) = kernel.dims4()?;
-    kernel.reshape((c, k * k))?.t()?.contiguous()
-}
-
 /// Depthwise `k×k` convolution on channels-last `(b, h, w, c)` with bias and activation;
 /// `pad` zeros come before the first row/column, `out` is the output size.
 pub fn depthwise_conv(
     x: &Tensor,
-    kernel: &Tensor,
-    bias: &Tensor,
+    dw: &Depthwise,
     stride: usize,
     pad: (usize, usize),
     out: (usize, usize),
     act: Act,
 ) -> Result<Tensor> {
-    let (c, _, k, _) = kernel.dims4()?;
+    let (c, _, k, _) = dw.kernel.dims4()?;
     if cpu_f32(x) {
-        let kk = tap_major(kernel)?;
         let op = DepthwiseConv {
             k,
             stride,
@@ -292,7 +318,8 @@ pub fn depthwise_conv(
             out,
             act,
         };
-        x.contiguous()?.apply_op3_no_bwd(&kk, bias, &Fused(&op))
+        x.contiguous()?
+            .apply_op3_no_bwd(&dw.taps, &dw.bias, &Fused(&op))
     } else {
         let (_, h, w, _) = x.dims4()?;
         // Pad explicitly (possibly asymmetrically), then a valid convolution.
@@ -303,8 +330,8 @@ pub fn depthwise_conv(
             .pad_with_zeros(2, pad.1, after_w)?;
         let y = xp
             .permute((0, 3, 1, 2))?
-            .conv2d(kernel, 0, stride, 1, c)?
-            .broadcast_add(&bias.reshape((1, c, 1, 1))?)?
+            .conv2d(&dw.kernel, 0, stride, 1, c)?
+            .broadcast_add(&dw.bias.reshape((1, c, 1, 1))?)?
             .permute((0, 2, 3, 1))?
             .contiguous()?;
         act_tensor(y, act)
@@ -334,8 +361,9 @@ mod tests {
             .unwrap();
         let bias = Tensor::new(&[0.5f32, -0.25, 1.0], &dev).unwrap();
         for stride in [1, 2] {
-            let got = depthwise_conv3(&x, &k, &bias, stride, false).unwrap();
-            let got_gelu = depthwise_conv3(&x, &k, &bias, stride, true).unwrap();
+            let dw = Depthwise::new(k.clone(), bias.clone()).unwrap();
+            let got = depthwise_conv3(&x, &dw, stride, false).unwrap();
+            let got_gelu = depthwise_conv3(&x, &dw, stride, true).unwrap();
             let d = (got_gelu - got.gelu_erf().unwrap())
                 .unwrap()
                 .abs()
@@ -409,7 +437,8 @@ mod tests {
         let bias = Tensor::randn(0f32, 1.0, c, &dev).unwrap();
         let (oh, ph) = same_padding(h, 5, 2);
         let (ow, pw) = same_padding(w, 5, 2);
-        let got = depthwise_conv(&x, &k, &bias, 2, (ph, pw), (oh, ow), Act::Relu6).unwrap();
+        let dw = Depthwise::new(k.clone(), bias.clone()).unwrap();
+        let got = depthwise_conv(&x, &dw, 2, (ph, pw), (oh, ow), Act::Relu6).unwrap();
         let after_h = (oh - 1) * 2 + 5 - h - ph;
         let after_w = (ow - 1) * 2 + 5 - w - pw;
         let want = x

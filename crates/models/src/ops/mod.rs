@@ -19,9 +19,11 @@ mod norm;
 mod pool;
 
 pub use activation::bias_gelu;
-pub use attention::{attention, attention_first, window_attention, window_attention_block};
-pub(crate) use conv::{conv_bn, tap_major};
-pub use conv::{depthwise_conv, depthwise_conv3, mbconv, same_padding, DenseConv};
+pub use attention::{
+    attention, attention_first, window_attention, window_attention_block, WindowBias,
+};
+pub(crate) use conv::conv_bn;
+pub use conv::{depthwise_conv, depthwise_conv3, mbconv, same_padding, DenseConv, Depthwise};
 pub use linear::{DenseLinear, Linear};
 pub use norm::layer_norm;
 pub use pool::mean_tokens;
