@@ -3,7 +3,8 @@
 //! expected to be folded into q. Saves the q/k/v and output transposes of a tensor version;
 //! the windowed form also saves padding, partitioning and cropping a grid, and the padding's
 //! queries, and can project each window's qkv and output in the task that attends over it
-//! (the grid's projections went through memory).
+//! (the grid's projections went through memory): `window_attention_block` does so where that
+//! pays, and decides where that is.
 
 use crate::activation::Act;
 use crate::dispatch::Kernels;
@@ -289,6 +290,63 @@ pub fn window_attention_projected(
         out,
     };
     windows(source, pad, grid, heads, layout, bias)
+}
+
+/// The largest qkv weight [`window_attention_block`] projects window by window: each window
+/// reads all of it, so it must stay in L2 between windows. `litemedsam` on Zen 3 (512 KiB of
+/// L2 a core), the qkv projection and the attention of one block by window against layer by
+/// layer (best of 5, three runs): 128 → 384 (192 KiB) 1.04–1.13x on one thread, 1.03–1.06x
+/// on two; 160 → 480 (300 KiB) 1.04–1.08x and 1.00–1.18x; but 320 → 960 (1.2 MiB, from L3
+/// once a window) 0.95–0.99x and 0.91–0.97x.
+const PROJECTED_WEIGHT_BYTES: usize = 384 << 10;
+
+/// Whether `tasks` of equal work keep `threads` busy to within 2% (the last round of tasks
+/// leaves threads idle). A task that projects its window takes all of it: `litemedsam`'s
+/// 14-sided windows are 25 an image, 13 against 12 on two threads, which cost about what
+/// projecting by window saved (`kernel_bench`'s attention block on two threads, 0.92–1.04x,
+/// once 0.65x).
+fn balanced(tasks: usize, threads: usize) -> bool {
+    tasks.div_ceil(threads.max(1)) * threads.max(1) * 50 <= tasks * 51
+}
+
+/// Whether [`window_attention_block`] goes window by window for a qkv weight `qkv` over
+/// `grid`, on the calling thread's rayon pool: where the weight fits
+/// [`PROJECTED_WEIGHT_BYTES`] and the windows share out evenly over the threads
+/// ([`balanced`]), beside [`heads_per_task`], which shares a window's heads out.
+pub fn by_window(qkv: &PackedF32, grid: WindowGrid) -> bool {
+    let windows = grid.batch
+        * grid.height.div_ceil(grid.window.max(1))
+        * grid.width.div_ceil(grid.window.max(1));
+    qkv.n() * qkv.k() * 4 <= PROJECTED_WEIGHT_BYTES
+        && balanced(windows, rayon::current_num_threads())
+}
+
+/// An attention block's residual branch over windows, `residual + proj(attention(qkv(x)))`,
+/// on packed f32 weights: `x` `(tokens, dim_in)` the normalised tokens in grid order, `out`
+/// the output projection with the block's input as its residual. Window by window
+/// ([`window_attention_projected`]) where [`by_window`] says it pays, layer by layer
+/// ([`crate::linear_packed`], [`window_attention`], [`crate::linear_packed`]) elsewhere: the
+/// same values bit for bit (test). Needs the AVX2 path ([`crate::packed_f32::available`]).
+#[allow(clippy::too_many_arguments)]
+pub fn window_attention_block(
+    x: &[f32],
+    qkv: (&PackedF32, &[f32]),
+    out: OutProjection<'_>,
+    pad: &[f32],
+    grid: WindowGrid,
+    heads: usize,
+    layout: QkvLayout,
+    bias: Option<&[f32]>,
+) -> Result<Vec<f32>, KernelError> {
+    if by_window(qkv.0, grid) {
+        return window_attention_projected(x, qkv, Some(out), pad, grid, heads, layout, bias);
+    }
+    let (k, tokens) = (qkv.0.k(), x.len() / qkv.0.k().max(1));
+    let q = crate::linear_packed(x, (tokens, k), qkv.0, qkv.1, None, Act::None)?;
+    let o = window_attention(&q, pad, grid, heads, layout, bias)?;
+    let d = out.weight.k();
+    let (w, b, r) = (out.weight, out.bias, Some(out.residual));
+    crate::linear_packed(&o, (o.len() / d.max(1), d), w, b, r, Act::None)
 }
 
 /// The output projection of [`window_attention_projected`]: each token's row becomes
@@ -852,5 +910,77 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("do not match"), "{e}");
+    }
+
+    /// The block equals the layers it replaces bit for bit whichever way it goes: by window on
+    /// one thread, layer by layer on two, where its three windows do not share out evenly.
+    #[test]
+    fn window_block_is_the_layers_either_way() {
+        if !crate::packed_f32::available() {
+            eprintln!("no AVX2 path here: the packed projections cannot run");
+            return;
+        }
+        let (heads, hd, dim_in) = (2, 8, 12);
+        let d = heads * hd;
+        let g = WindowGrid {
+            batch: 1,
+            height: 4,
+            width: 11,
+            window: 4,
+        };
+        let tokens = 44;
+        let x = lcg(tokens * dim_in, 21);
+        let w = PackedF32::pack(&lcg(3 * d * dim_in, 22), 3 * d, dim_in).unwrap();
+        let (wb, pad) = (lcg(3 * d, 23), lcg(3 * d, 24));
+        let wo = PackedF32::pack(&lcg(d * d, 25), d, d).unwrap();
+        let (bo, residual, bias) = (lcg(d, 26), lcg(tokens * d, 27), lcg(heads * 256, 28));
+        let out = OutProjection {
+            weight: &wo,
+            bias: &bo,
+            residual: &residual,
+        };
+        let layout = QkvLayout::Interleaved;
+        for (threads, windowed) in [(1, true), (2, false)] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let (got, want, went) = pool.install(|| {
+                let qkv = crate::linear_packed(&x, (tokens, dim_in), &w, &wb, None, Act::None);
+                let a = window_attention(&qkv.unwrap(), &pad, g, heads, layout, Some(&bias));
+                let r = Some(&residual[..]);
+                let want = crate::linear_packed(&a.unwrap(), (tokens, d), &wo, &bo, r, Act::None);
+                let got =
+                    window_attention_block(&x, (&w, &wb), out, &pad, g, heads, layout, Some(&bias));
+                (got.unwrap(), want.unwrap(), by_window(&w, g))
+            });
+            assert_eq!(went, windowed, "{threads} threads");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{threads} threads");
+        }
+    }
+
+    /// Windows go by window only where the tasks share out evenly (`litemedsam`'s 361
+    /// windows on two threads, not its 25) and the qkv weight fits L2 (128 → 384 and 160 →
+    /// 480, not 320 → 960).
+    #[test]
+    fn windows_share_out_evenly_or_go_by_layer() {
+        assert!(balanced(361, 2) && balanced(100, 2) && balanced(25, 1));
+        assert!(!balanced(25, 2) && !balanced(3, 2));
+        assert!(balanced(0, 0) && balanced(7, 1));
+        let grid = WindowGrid {
+            batch: 1,
+            height: 7,
+            width: 7,
+            window: 7,
+        };
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        for (n, k, fits) in [(384, 128, true), (480, 160, true), (960, 320, false)] {
+            let w = PackedF32::pack(&vec![0.0; n * k], n, k).unwrap();
+            assert_eq!(one.install(|| by_window(&w, grid)), fits, "{k} → {n}");
+        }
     }
 }

@@ -121,8 +121,8 @@ pub mod winograd;
 
 pub use activation::{activate, gelu_add, Act};
 pub use attention::{
-    attention, attention_first, window_attention, window_attention_projected, OutProjection,
-    QkvLayout, WindowGrid,
+    attention, attention_first, by_window, window_attention, window_attention_block,
+    window_attention_projected, OutProjection, QkvLayout, WindowGrid,
 };
 pub use bf16::{bf16_path, Bf16Path, PackedBf16};
 pub use compact::{f16_bits, f16_value};

@@ -223,7 +223,7 @@ pub fn window_attention(
         .reshape((b * h * w, d))
 }
 
-struct WindowAttentionProjected<'a> {
+struct WindowAttentionBlock<'a> {
     qkv: (&'a PackedF32, &'a [f32]),
     proj: (&'a PackedF32, &'a [f32]),
     grid: WindowGrid,
@@ -232,8 +232,8 @@ struct WindowAttentionProjected<'a> {
     bias: Option<std::borrow::Cow<'a, [f32]>>,
 }
 
-impl F32Kernel<3> for WindowAttentionProjected<'_> {
-    const NAME: &'static str = "simcase-window-attention-projected";
+impl F32Kernel<3> for WindowAttentionBlock<'_> {
+    const NAME: &'static str = "simcase-window-attention-block";
     const INPUTS: [&'static str; 3] = ["normalised tokens", "block input", "padding token's qkv"];
 
     fn run(
@@ -245,10 +245,10 @@ impl F32Kernel<3> for WindowAttentionProjected<'_> {
             bias: self.proj.1,
             residual,
         };
-        let out = simcase_kernels::window_attention_projected(
+        let out = simcase_kernels::window_attention_block(
             x,
             self.qkv,
-            Some(out),
+            out,
             pad,
             self.grid,
             self.heads,
@@ -260,30 +260,11 @@ impl F32Kernel<3> for WindowAttentionProjected<'_> {
     }
 }
 
-/// The largest qkv weight projected window by window: each window reads all of it, so it
-/// must stay in L2 between windows. `litemedsam` on Zen 3 (512 KiB of L2 a core), the qkv
-/// projection and the attention of one block by window against layer by layer (best of 5,
-/// three runs): 128 → 384 (192 KiB) 1.04–1.13x on one thread, 1.03–1.06x on two; 160 → 480
-/// (300 KiB) 1.04–1.08x and 1.00–1.18x; but 320 → 960 (1.2 MiB, from L3 once a window)
-/// 0.95–0.99x and 0.91–0.97x.
-const PROJECTED_WEIGHT_BYTES: usize = 384 << 10;
-
-/// Whether `tasks` of equal work keep `threads` busy to within 2% (the last round of tasks
-/// leaves threads idle). A task that projects its window takes all of it: `litemedsam`'s
-/// 14-sided windows are 25 an image, 13 against 12 on two threads, which cost about what
-/// projecting by window saved (`kernel_bench`'s attention block on two threads, 0.92–1.04x,
-/// once 0.65x).
-fn balanced(tasks: usize, threads: usize) -> bool {
-    tasks.div_ceil(threads.max(1)) * threads.max(1) * 50 <= tasks * 51
-}
-
 /// An attention block's residual branch over windows: `x + proj(window_attention(qkv(h)))`,
 /// `h` `(b·h·w, dim)` the normalised tokens and `x` the block's input, both in grid order;
-/// `pad` `(3·dim)` the qkv of a padding token. Where both projections run packed f32, the
-/// qkv weight fits [`PROJECTED_WEIGHT_BYTES`] and the windows share out evenly
-/// ([`balanced`]), each window's tokens are projected, attended and projected out by one task
-/// (`simcase_kernels::window_attention_projected`, the same values bit for bit); elsewhere
-/// layer by layer, over the whole grid.
+/// `pad` `(3·dim)` the qkv of a padding token. Where both projections run packed f32, one
+/// kernel makes the branch (`simcase_kernels::window_attention_block`: window by window where
+/// that pays, the same values bit for bit); elsewhere candle's layers, over the whole grid.
 #[allow(clippy::too_many_arguments)]
 pub fn window_attention_block(
     h: &Tensor,
@@ -295,16 +276,10 @@ pub fn window_attention_block(
     layout: QkvLayout,
     bias: Option<&WindowBias>,
 ) -> Result<Tensor> {
-    let windows = grid.batch * grid.height.div_ceil(grid.window) * grid.width.div_ceil(grid.window);
-    let panels = qkv
-        .f32_panels()
-        .filter(|(w, _)| w.n() * w.k() * 4 <= PROJECTED_WEIGHT_BYTES)
-        .filter(|_| balanced(windows, rayon::current_num_threads()))
-        .zip(proj.f32_panels());
-    match panels {
+    match qkv.f32_panels().zip(proj.f32_panels()) {
         Some((qkv, proj)) if cpu_f32(h) && cpu_f32(x) && cpu_f32(pad) => {
             let bias = host_bias(bias)?;
-            let op = WindowAttentionProjected {
+            let op = WindowAttentionBlock {
                 qkv,
                 proj,
                 grid,
@@ -455,9 +430,8 @@ mod tests {
         assert!(max_diff(&plain, &want) < 1e-5);
     }
 
-    /// The block's residual branch by window (where the projections are packed: the AVX2
-    /// path) is the branch layer by layer, bit for bit, on one thread (where the windows
-    /// always share out evenly) and on two.
+    /// The block's residual branch through the kernel (where the projections are packed: the
+    /// AVX2 path) is candle's layers bit for bit, on one thread and on two.
     #[test]
     fn window_block_by_window_is_the_layers() {
         let dev = Device::Cpu;
@@ -506,15 +480,6 @@ mod tests {
             assert_eq!(got.dims(), want.dims());
             assert!(bits(got) == bits(want), "{threads} threads");
         }
-    }
-
-    /// Windows go by window only where the tasks share out evenly: litemedsam's 361 windows on
-    /// two threads, not its 25.
-    #[test]
-    fn windows_share_out_evenly_or_go_by_layer() {
-        assert!(balanced(361, 2) && balanced(100, 2) && balanced(25, 1));
-        assert!(!balanced(25, 2) && !balanced(3, 2));
-        assert!(balanced(0, 0) && balanced(7, 1));
     }
 
     /// The fused window attention (f32 on CPU) and the tensor version (taken for f64: pad,
