@@ -310,9 +310,9 @@ fn balanced(tasks: usize, threads: usize) -> bool {
 }
 
 /// Whether [`window_attention_block`] goes window by window for a qkv weight `qkv` over
-/// `grid`, on the calling thread's rayon pool: where the weight fits
-/// [`PROJECTED_WEIGHT_BYTES`] and the windows share out evenly over the threads
-/// ([`balanced`]), beside [`heads_per_task`], which shares a window's heads out.
+/// `grid`, on the calling thread's rayon pool: where the weight fits `PROJECTED_WEIGHT_BYTES`
+/// (384 KiB) and the windows share out evenly over the threads (`balanced`). It sits beside
+/// `heads_per_task`, which shares a window's heads out.
 pub fn by_window(qkv: &PackedF32, grid: WindowGrid) -> bool {
     let windows = grid.batch
         * grid.height.div_ceil(grid.window.max(1))
