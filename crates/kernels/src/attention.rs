@@ -169,6 +169,14 @@ pub struct WindowGrid {
     pub window: usize,
 }
 
+impl WindowGrid {
+    /// Windows down and across each image, the padded edges' included (none for a side of 0).
+    pub fn tiles(&self) -> (usize, usize) {
+        let ws = self.window.max(1);
+        (self.height.div_ceil(ws), self.width.div_ceil(ws))
+    }
+}
+
 /// Per-task buffers of [`window_attention`].
 #[derive(Default)]
 struct WindowScratch {
@@ -314,11 +322,9 @@ fn balanced(tasks: usize, threads: usize) -> bool {
 /// (384 KiB) and the windows share out evenly over the threads (`balanced`). It sits beside
 /// `heads_per_task`, which shares a window's heads out.
 pub fn by_window(qkv: &PackedF32, grid: WindowGrid) -> bool {
-    let windows = grid.batch
-        * grid.height.div_ceil(grid.window.max(1))
-        * grid.width.div_ceil(grid.window.max(1));
+    let (nh, nw) = grid.tiles();
     qkv.n() * qkv.k() * 4 <= PROJECTED_WEIGHT_BYTES
-        && balanced(windows, rayon::current_num_threads())
+        && balanced(grid.batch * nh * nw, rayon::current_num_threads())
 }
 
 /// An attention block's residual branch over windows, `residual + proj(attention(qkv(x)))`,
@@ -438,7 +444,7 @@ fn windows(
             bias.map_or(0, |b| b.len())
         )
     })?;
-    let (nh, nw) = (h.div_ceil(ws), w.div_ceil(ws));
+    let (nh, nw) = grid.tiles();
     let windows = b * nh * nw;
     // A task that projects its window makes every head's q, k and v.
     let g = match source {
@@ -688,7 +694,7 @@ mod tests {
         bias: Option<&[f32]>,
     ) -> Vec<f32> {
         let (ws, d3) = (g.window, pad.len());
-        let (nh, nw) = (g.height.div_ceil(ws), g.width.div_ceil(ws));
+        let (nh, nw) = g.tiles();
         let mut windows = Vec::new();
         let mut rows = Vec::new();
         for bi in 0..g.batch {

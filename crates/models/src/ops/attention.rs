@@ -199,7 +199,7 @@ pub fn window_attention(
     if pr > 0 {
         x = Tensor::cat(&[&x, &pad.broadcast_as((b, h + pb, pr, d3))?], 2)?;
     }
-    let (nh, nw) = ((h + pb) / ws, (w + pr) / ws);
+    let (nh, nw) = grid.tiles();
     let windows = x
         .reshape((b, nh, ws, nw, ws, d3))?
         .transpose(2, 3)?
