@@ -462,3 +462,57 @@ fn index_help_documents_the_exit_statuses() {
     let help = stdout(&bin().args(["--help"]).output().unwrap());
     assert!(help.contains("errors"), "{help}");
 }
+
+/// An index in a folder that cannot be written (an archived copy, a read-only mount) is
+/// searched, listed and exported all the same, and nothing is written into it.
+#[test]
+fn an_index_in_a_folder_that_cannot_be_written_is_still_read() {
+    let dir = tmp("read-only");
+    real_images(&dir.join("imgs"), 3, 97, 0);
+    let out = index(&dir, &["imgs", "--index", "idx"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let idx = dir.join("idx");
+    let files = |d: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = files(&idx);
+    let out_dir = dir.join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    chmod(&out_dir, 0o777);
+    chmod(&idx, 0o555);
+    let run = |args: &[&str]| {
+        let out = unprivileged(&dir)
+            .current_dir(&dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let hits = run(&["search", "id:0", "--index", "idx", "-k", "2"]);
+    assert_eq!(
+        hits.lines().filter(|l| l.contains("img")).count(),
+        2,
+        "{hits}"
+    );
+    assert_eq!(
+        run(&["errors", "--index", "idx"]).trim(),
+        "no failed files in idx"
+    );
+    run(&[
+        "export",
+        "--index",
+        "idx",
+        "--out",
+        "out/rows.npy",
+        "--quiet",
+    ]);
+    assert!(out_dir.join("rows.npy").is_file());
+    assert_eq!(files(&idx), before, "the read-only folder was written");
+    chmod(&idx, 0o755);
+}

@@ -8,6 +8,35 @@ pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_simcase"))
 }
 
+/// Whether the tests run as root, whom file permissions do not stop.
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// The binary as a user whom permissions stop: this one, or, when the tests run as root,
+/// `nobody` (65534) running a copy kept in `dir` (that user may not enter the build folder).
+/// `dir` and what the command reads must be open to that user.
+pub fn unprivileged(dir: &Path) -> Command {
+    if !is_root() {
+        return bin();
+    }
+    let copy = dir.join("simcase-unprivileged");
+    if !copy.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_simcase"), &copy).unwrap();
+    }
+    let mut cmd = Command::new(copy);
+    std::os::unix::process::CommandExt::uid(&mut cmd, 65534);
+    std::os::unix::process::CommandExt::gid(&mut cmd, 65534);
+    cmd
+}
+
+/// Sets `path`'s permission bits (e.g. `0o555`: nobody may write it).
+pub fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
 /// ../shared/data, or `$SIMCASE_DATA`.
 pub fn data() -> PathBuf {
     std::env::var_os("SIMCASE_DATA")

@@ -4,7 +4,7 @@
 //! already indexed) later. Indexes written before `kind` existed gain the column on their next
 //! writer open; readers of such indexes see those rows with a kind derived from the reason.
 
-use super::{connect, DB};
+use super::{connect_reader, DB};
 use anyhow::{ensure, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::BTreeMap;
@@ -83,7 +83,7 @@ fn open(dir: &Path) -> Result<Connection> {
         "{} is not a simcase index (no {DB}); build one with `simcase index`",
         dir.display()
     );
-    connect(dir)
+    connect_reader(dir)
 }
 
 /// Every recorded failure of the index in `dir`, newest first, then by path.

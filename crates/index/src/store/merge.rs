@@ -19,7 +19,7 @@
 use super::columns::{row_to_item, select_list};
 use super::settings::{env_salt, Settings, SALT_ENV};
 use super::writer::Writer;
-use super::{connect, errors, Reader, Snapshot, DB};
+use super::{connect, connect_reader, errors, Reader, Snapshot, DB};
 use anyhow::{bail, ensure, Context, Result};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -85,7 +85,7 @@ fn lock_input(dir: &Path) -> Result<Option<File>> {
 
 /// Whether any item of the index in `dir` has a patient key.
 fn has_patient_keys(dir: &Path) -> Result<bool> {
-    let conn = connect(dir)?;
+    let conn = connect_reader(dir)?;
     conn.query_row(
         "SELECT EXISTS(SELECT 1 FROM items WHERE patient_key IS NOT NULL)",
         [],
@@ -252,7 +252,7 @@ fn merge_one(w: &mut Writer, into: &Path, input: &Input, batch: usize) -> Result
         rows: r.len(),
         ..Default::default()
     };
-    let conn = connect(dir)?;
+    let conn = connect_reader(dir)?;
     let mut st = conn.prepare(&format!(
         "SELECT {} FROM items WHERE row >= ?1 AND row < ?2 ORDER BY row",
         select_list()

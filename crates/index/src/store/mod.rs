@@ -47,6 +47,71 @@ fn connect(dir: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// A reader's connection: [`connect`]'s, which shares the writer's write-ahead log (readers
+/// write its index, `-shm`, too), or, in a folder this process cannot write (its
+/// permissions, a read-only mount, an archived copy), a read-only one. Read-only, the
+/// database is opened as immutable when no log is left (nothing can be committing to a
+/// folder that cannot be written), or over the log that is there.
+fn connect_reader(dir: &Path) -> Result<Connection> {
+    match connect(dir) {
+        Err(e) if cannot_write(&e) => open_read_only(dir).with_context(|| {
+            format!(
+                "{}: the folder cannot be written ({e:#}), and opening it read-only failed",
+                dir.display()
+            )
+        }),
+        other => other,
+    }
+}
+
+/// Whether `e` is SQLite refusing to write or create a file.
+fn cannot_write(e: &anyhow::Error) -> bool {
+    use rusqlite::ErrorCode::{CannotOpen, ReadOnly};
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(f, _)) if matches!(f.code, ReadOnly | CannotOpen)
+        )
+    })
+}
+
+/// `dir`'s database, read-only (see [`connect_reader`]).
+fn open_read_only(dir: &Path) -> Result<Connection> {
+    use rusqlite::OpenFlags;
+    let db = dir.join(DB);
+    let log = dir.join(format!("{DB}-wal"));
+    let log_left = std::fs::metadata(&log).is_ok_and(|m| m.len() > 0);
+    // A URI's path escapes what would end it or start an escape.
+    let mut uri = String::from("file:");
+    for c in db.to_string_lossy().chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str(if log_left { "?mode=ro" } else { "?immutable=1" });
+    let conn = Connection::open_with_flags(
+        &uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // Opening is lazy: read once, so that a log that cannot be read fails here.
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .with_context(|| {
+        if log_left {
+            format!("{} is left from an unfinished write", log.display())
+        } else {
+            format!("reading {}", db.display())
+        }
+    })?;
+    Ok(conn)
+}
+
 /// Committed rows: rows are `0..n` (the writer appends at the count, and a snapshot checks
 /// it), so the last row id says it through the primary key, where `COUNT(*)` would scan.
 fn item_count(conn: &Connection) -> Result<usize> {

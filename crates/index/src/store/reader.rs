@@ -8,7 +8,7 @@ use super::ann::{self, AnnSettings};
 use super::columns::{row_to_item, select_list, Column, Item};
 use super::settings::Settings;
 use super::table::{Codes, CodesBuilder, Table, TableBuilder, CODED};
-use super::{cache, connect, generation, item_count, version, Version, DB, VECTORS};
+use super::{cache, connect_reader, generation, item_count, version, Version, DB, VECTORS};
 use crate::compact::{self, CompactRows, Precision};
 use crate::hnsw::{search_graph, Hnsw, IndexType};
 use crate::{search_rows, Hit};
@@ -253,7 +253,7 @@ impl Reader {
             "{} is not a simcase index (no {DB}); build one with `simcase index`",
             dir.display()
         );
-        let mut conn = connect(dir)?;
+        let mut conn = connect_reader(dir)?;
         let settings = Settings::read(&conn)?
             .with_context(|| format!("{} has no index settings", dir.display()))?;
         let ann = AnnSettings::read(&conn)
@@ -546,7 +546,7 @@ impl Snapshot {
     /// The version of `dir` right now (cheap: two lookups); a snapshot whose
     /// [`version`](Rows::version) differs is stale (new rows, or labels rewritten).
     pub fn committed_version(dir: &Path) -> Result<Version> {
-        version(&mut connect(dir)?)
+        version(&mut connect_reader(dir)?)
     }
 
     /// Item `id`, if it is in the snapshot, read from SQLite as the snapshot saw it.
