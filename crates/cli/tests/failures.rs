@@ -516,3 +516,59 @@ fn an_index_in_a_folder_that_cannot_be_written_is_still_read() {
     assert_eq!(files(&idx), before, "the read-only folder was written");
     chmod(&idx, 0o755);
 }
+
+/// A folder the walk may not list fails alone (one line, counted, in `errors`) and the rest
+/// is indexed; once it can be read its files are indexed and its failure leaves the list.
+#[test]
+fn a_folder_that_cannot_be_listed_fails_alone_and_leaves_the_list_once_read() {
+    let dir = tmp("unlisted");
+    chmod(&dir, 0o777);
+    let home = readable_home(&dir, "efficientnet-lite0");
+    real_images(&dir.join("imgs"), 2, 97, 0);
+    real_images(&dir.join("imgs/locked"), 1, 1, 450);
+    chmod(&dir.join("imgs/locked"), 0o000);
+    let run = |args: &[&str]| {
+        unprivileged(&dir)
+            .current_dir(&dir)
+            .env("SIMCASE_HOME", &home)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let index = [
+        "index",
+        "imgs",
+        "--index",
+        "idx",
+        "--model",
+        "efficientnet-lite0",
+        "--quiet",
+    ];
+    let out = run(&index);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("indexed 2 new, 0 already present, 1 failed"),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.contains("imgs/locked: cannot read folder: Permission denied")),
+        "{err}"
+    );
+    let list = stdout(&run(&["errors", "--index", "idx"]));
+    assert!(
+        list.contains("imgs/locked") && list.contains("unreadable folder"),
+        "{list}"
+    );
+    chmod(&dir.join("imgs/locked"), 0o755);
+    let out = run(&index);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("indexed 1 new, 2 already present, 0 failed"),
+        "{err}"
+    );
+    let list = stdout(&run(&["errors", "--index", "idx"]));
+    assert_eq!(list.trim(), "no failed files in idx");
+}

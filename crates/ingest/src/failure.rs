@@ -17,6 +17,8 @@ pub struct Failure {
 
 /// The file could not be read.
 pub const UNREADABLE: &str = "unreadable file";
+/// A folder of a walk could not be listed (its files were not seen).
+pub const UNREADABLE_FOLDER: &str = "unreadable folder";
 /// Decoding selected no image (no frame or slice matched the options).
 pub const NO_IMAGES: &str = "no images selected";
 /// The model gave NaN or infinite values.

@@ -298,6 +298,9 @@ fn prepare(
         };
         Prepared::Failed(shown.clone(), path.clone(), f)
     };
+    if let Some((kind, reason)) = &src.unreadable {
+        return failed(kind, reason.clone());
+    }
     let bytes = match &src.fetch {
         Some(fetch) => match (fetch.0)() {
             Ok(b) => b,

@@ -18,6 +18,10 @@ pub struct Source {
     /// Where the bytes come from when `path` is not a local file (a PACS, over DICOMweb):
     /// called on a decode thread, so fetches run as decodes do, several at once.
     pub fetch: Option<Fetch>,
+    /// Why a walk could not read this entry (a folder it may not list, a link to nothing, a
+    /// loop of links), with its kind: it fails with that reason, as a file that does not
+    /// decode does, and the run goes on.
+    pub unreadable: Option<(&'static str, String)>,
 }
 
 /// A source's bytes from elsewhere than a file (see [`Source::fetch`]).
@@ -51,7 +55,7 @@ fn is_index_dir(dir: &Path) -> bool {
         && dir.join(simcase_index::store::VECTORS).is_file()
 }
 
-/// Every regular, non-hidden file under `paths`, sorted, except files that are never images
+/// Every regular, non-hidden file under `paths` (links followed), sorted, except files that are never images
 /// (by extension) and the folders of indexes: any folder holding an index, and `skip` (the
 /// index being written), so that an index kept inside the image folder is not read as
 /// images. A file named directly is always taken, except a CSV: that is a manifest, and
@@ -98,6 +102,7 @@ pub fn walk(paths: &[PathBuf], skip: &[PathBuf]) -> Result<Walk> {
         let mut skipped: std::collections::BTreeMap<String, usize> = Default::default();
         let mut indexes = 0;
         let walker = walkdir::WalkDir::new(p)
+            .follow_links(true)
             .sort_by_file_name()
             .into_iter()
             .filter_entry(|e| {
@@ -112,7 +117,32 @@ pub fn walk(paths: &[PathBuf], skip: &[PathBuf]) -> Result<Walk> {
                 !is_index
             });
         for e in walker {
-            let e = e.with_context(|| format!("walking {}", p.display()))?;
+            let e = match e {
+                Ok(e) => e,
+                Err(e) => {
+                    // One entry the walk cannot read fails alone; the rest are indexed.
+                    let path = e.path().unwrap_or(p).to_path_buf();
+                    let kind = if e.loop_ancestor().is_none() && path.is_dir() {
+                        crate::failure::UNREADABLE_FOLDER
+                    } else {
+                        crate::failure::UNREADABLE
+                    };
+                    let reason = match (e.loop_ancestor(), e.io_error()) {
+                        (Some(a), _) => format!("a link back to {}: not followed", a.display()),
+                        (None, Some(io)) if kind == crate::failure::UNREADABLE_FOLDER => {
+                            format!("cannot read folder: {io}")
+                        }
+                        (None, Some(io)) => format!("cannot read file: {io}"),
+                        (None, None) => format!("cannot read: {e}"),
+                    };
+                    out.sources.push(Source {
+                        path,
+                        unreadable: Some((kind, reason)),
+                        ..Default::default()
+                    });
+                    continue;
+                }
+            };
             let name = e.file_name().to_string_lossy();
             if !e.file_type().is_file() || name.starts_with('.') {
                 continue;
@@ -504,6 +534,53 @@ pub fn manifest_root(csv_path: &Path) -> &Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A walk follows links to files and folders; a link to nothing and a loop of links each
+    /// become one failing source with its reason, and the walk goes on past them.
+    #[test]
+    fn links_are_followed_and_what_cannot_be_read_fails_alone() {
+        let dir = std::env::temp_dir().join(format!("simcase-walk-links-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        std::fs::create_dir_all(a.join("sub")).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(a.join("1.png"), b"x").unwrap();
+        std::fs::write(b.join("2.png"), b"x").unwrap();
+        std::os::unix::fs::symlink(b.join("2.png"), a.join("2.png")).unwrap();
+        std::os::unix::fs::symlink(dir.join("gone.png"), a.join("3.png")).unwrap();
+        std::os::unix::fs::symlink(&a, a.join("sub").join("back")).unwrap();
+        std::fs::write(a.join("sub").join("4.png"), b"x").unwrap();
+        let w = walk(std::slice::from_ref(&a), &[]).unwrap();
+        let got: Vec<(String, Option<&str>)> = w
+            .sources
+            .iter()
+            .map(|s| {
+                let rel = s.path.strip_prefix(&a).unwrap().display().to_string();
+                (rel, s.unreadable.as_ref().map(|(kind, _)| *kind))
+            })
+            .collect();
+        let want = [
+            ("1.png", None),
+            ("2.png", None),
+            ("3.png", Some(crate::failure::UNREADABLE)),
+            ("sub/4.png", None),
+            ("sub/back", Some(crate::failure::UNREADABLE)),
+        ];
+        let want: Vec<(String, Option<&str>)> =
+            want.iter().map(|(p, k)| (p.to_string(), *k)).collect();
+        assert_eq!(got, want);
+        let reasons: Vec<&str> = w
+            .sources
+            .iter()
+            .filter_map(|s| s.unreadable.as_ref().map(|(_, r)| r.as_str()))
+            .collect();
+        assert!(reasons[0].starts_with("cannot read file: "), "{reasons:?}");
+        assert_eq!(
+            reasons[1],
+            format!("a link back to {}: not followed", a.display())
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn write(name: &str, text: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("simcase-manifest-{}", std::process::id()));

@@ -330,16 +330,33 @@ pub fn screenshot(name: &str) -> PathBuf {
     shot
 }
 
+/// `$SIMCASE_HOME`, or its default.
+pub fn simcase_home() -> PathBuf {
+    std::env::var_os("SIMCASE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/simcase"))
+}
+
+/// A `SIMCASE_HOME` in `dir` holding a readable copy of `model`'s installed files (installed
+/// first if need be), for [`unprivileged`] runs.
+pub fn readable_home(dir: &Path, model: &str) -> PathBuf {
+    run_ok(bin().args(["models", "install", model]));
+    let (from, home) = (simcase_home().join("models").join(model), dir.join("home"));
+    let to = home.join("models").join(model);
+    std::fs::create_dir_all(&to).unwrap();
+    for e in std::fs::read_dir(&from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        chmod(&to.join(e.file_name()), 0o644);
+    }
+    home
+}
+
 /// The real pydicom-data DICOMs of the demo corpus (installed by `simcase demo` once).
 pub fn corpus_dicoms() -> PathBuf {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let home = std::env::var_os("SIMCASE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/simcase")
-            });
-        let dir = home.join("corpus/pydicom-data/images");
+        let dir = simcase_home().join("corpus/pydicom-data/images");
         if !dir.join("MR2_UNCR.dcm").exists() {
             run_ok(bin().arg("demo"));
         }

@@ -70,6 +70,16 @@ pub(super) fn clear(conn: &Connection, path: &str) -> Result<()> {
     Ok(())
 }
 
+/// Forget the failures of one kind at `root` and below it (a walk that reads `root` again
+/// records again what still fails there).
+pub(super) fn clear_under(conn: &Connection, kind: &str, root: &str) -> Result<usize> {
+    Ok(conn.execute(
+        "DELETE FROM errors WHERE kind = ?1
+            AND (path = ?2 OR substr(path, 1, length(?2) + 1) = ?2 || '/')",
+        params![kind, root.trim_end_matches('/')],
+    )?)
+}
+
 /// A kind for a row stored without one (an index from before `kind`): the reason up to its
 /// first `:` (`corrupt png data`, `DICOM`, …), at most 60 characters.
 fn kind_from_reason(reason: &str) -> String {

@@ -663,6 +663,12 @@ impl Writer {
     pub fn clear_error(&self, path: &str) -> Result<()> {
         super::errors::clear(&self.conn, path)
     }
+
+    /// Forget the failures of `kind` at the folder `root` and below it (before a walk of
+    /// `root` records what still fails); returns how many.
+    pub fn clear_errors_under(&self, kind: &str, root: &str) -> Result<usize> {
+        super::errors::clear_under(&self.conn, kind, root)
+    }
 }
 
 impl Drop for Writer {
