@@ -147,6 +147,11 @@ fn a_folder_of_bombs_indexes_within_the_decode_budget() {
         let len = f.unwrap().metadata().unwrap().len();
         assert!(len < 2 << 20, "bombs are small files: {len} bytes");
     }
+    // A 4 GiB file (sparse): larger than the whole budget, refused before it is read.
+    std::fs::File::create(src.join("huge.dcm"))
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
     // Real images beside them.
     let real = [
         "images/busi/benign_136.png",
@@ -190,7 +195,7 @@ fn a_folder_of_bombs_indexes_within_the_decode_budget() {
     // Every real image, every PNG bomb (reduced while decoding) and the JPEG (DCT-scaled).
     for f in std::fs::read_dir(&src).unwrap() {
         let name = f.unwrap().file_name().to_string_lossy().into_owned();
-        if name != "bomb.nii.gz" {
+        if name != "bomb.nii.gz" && name != "huge.dcm" {
             assert!(
                 indexed.contains(&name),
                 "{name} not indexed: {indexed:?}\n{log}"
@@ -204,6 +209,14 @@ fn a_folder_of_bombs_indexes_within_the_decode_budget() {
         .find(|(p, _)| p.ends_with("bomb.nii.gz"))
         .unwrap_or_else(|| panic!("no error for the volume bomb: {errors:?}"));
     assert!(nii.1.contains("decode budget"), "{nii:?}");
+    let huge = errors
+        .iter()
+        .find(|(p, _)| p.ends_with("huge.dcm"))
+        .unwrap_or_else(|| panic!("no error for the 4 GiB file: {errors:?}"));
+    assert!(
+        huge.1.contains("4294967296 bytes") && huge.1.contains("decode budget"),
+        "{huge:?}"
+    );
     assert!(
         peak_mb < BUDGET_MB + OVERHEAD_MB,
         "peak RSS {peak_mb:.0} MiB over the bound {} MiB",

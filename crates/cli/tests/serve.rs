@@ -981,3 +981,79 @@ fn bomb_uploads_share_the_decode_budget_and_never_crash_the_server() {
     assert_eq!(r.status, 413, "{}", r.text());
     assert!(r.text().contains("decode budget"), "{}", r.text());
 }
+
+/// Thumbnails read stored files (no upload slot bounds them): each file's bytes are taken
+/// from the decode budget before it is read, so that concurrent thumbnails of a large stored
+/// file stay within the budget (before, 30 thumbnails of a 100 MB DICOM under a 256 MiB
+/// budget took the server to 5.8 GB). The file: a real PNG carrying a 48 MiB private chunk.
+#[test]
+fn thumbnails_of_a_large_stored_file_share_the_decode_budget() {
+    const BUDGET_MB: f64 = 64.0;
+    // Responses, connections and the allocator's slack.
+    const SLACK_MB: f64 = 200.0;
+    let dir = tmp("serve-thumb-budget");
+    let imgs = dir.join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    let png = png_of("images/busi/benign_136.png");
+    // After the signature and IHDR (8 + 25 bytes): an ancillary, private chunk, which
+    // decoders skip.
+    let mut chunk = b"prVt".to_vec();
+    chunk.resize(4 + (48 << 20), 0);
+    let mut big = png[..33].to_vec();
+    big.extend_from_slice(&((chunk.len() - 4) as u32).to_be_bytes());
+    big.extend_from_slice(&chunk);
+    big.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    big.extend_from_slice(&png[33..]);
+    std::fs::write(imgs.join("big.png"), &big).unwrap();
+    let index = dir.join("index");
+    run_ok(
+        bin()
+            .args(["index", "--quiet", "--index"])
+            .arg(&index)
+            .arg(&imgs),
+    );
+    let srv = Server::start(&index, &["--decode-budget-mb", &format!("{BUDGET_MB}")]);
+    let pid = srv.srv.child.id();
+    assert_eq!(
+        srv.client()
+            .get("/api/items/0/thumbnail?size=64")
+            .unwrap()
+            .status,
+        200
+    );
+    let idle = vm_hwm_mb(pid);
+    let statuses: Vec<(u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let srv = &srv;
+                // A size each, so that none comes from the thumbnail cache.
+                s.spawn(move || {
+                    let r = srv
+                        .client()
+                        .get(&format!("/api/items/0/thumbnail?size={}", 100 + i))
+                        .unwrap();
+                    (r.status, r.text())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let peak = vm_hwm_mb(pid);
+    println!(
+        "16 thumbnails of a 48 MiB file: peak RSS {peak:.0} MiB (idle {idle:.0} MiB), statuses {:?}",
+        statuses.iter().map(|s| s.0).collect::<Vec<_>>()
+    );
+    for (status, text) in &statuses {
+        assert!(matches!(status, 200 | 503), "status {status}: {text}");
+    }
+    assert!(statuses.iter().any(|s| s.0 == 200), "{statuses:?}");
+    assert!(
+        peak < idle + BUDGET_MB + SLACK_MB,
+        "peak RSS {peak:.0} MiB over idle {idle:.0} + budget {BUDGET_MB} + {SLACK_MB} MiB"
+    );
+    // A stored file larger than the whole budget is refused before it is read.
+    let tiny = Server::start(&index, &["--decode-budget-mb", "16"]);
+    let r = tiny.client().get("/api/items/0/thumbnail?size=90").unwrap();
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.text().contains("decode budget"), "{}", r.text());
+}

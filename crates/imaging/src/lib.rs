@@ -256,8 +256,46 @@ pub fn sniff(bytes: &[u8]) -> Option<Format> {
 
 /// Read and decode one file.
 pub fn decode_path(path: &Path, opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
-    let bytes = std::fs::read(path)?;
+    let bytes = read_file(path, None)?;
     decode_bytes(&bytes, opts)
+}
+
+/// A file's bytes, refused before any is read when it is not a regular file (a folder, a
+/// device such as `/dev/zero`, a pipe) or is larger than `limit` (a decode budget's whole:
+/// a file that large can never decode under it, and reading it first would hold it all).
+/// Inside a budgeted decode its size is reserved from the budget first.
+pub fn read_file(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, DecodeError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(DecodeError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    let len = meta.len();
+    if let Some(budget) = limit.filter(|&l| len > l) {
+        return Err(DecodeError::OverBudget {
+            needed: len,
+            budget,
+        });
+    }
+    budget::reserve(len)?;
+    // Only the bytes reserved: a file that grows meanwhile is read as it was.
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(len).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Where the bytes to decode are: in memory, or in a file read under the decode's budget.
+#[derive(Clone, Copy, Debug)]
+pub enum Input<'a> {
+    /// An upload, a fetched instance.
+    Bytes(&'a [u8]),
+    /// A stored file: its size is taken from the budget before it is read (a server reads
+    /// stored files for as many requests as it has connections).
+    File(&'a Path),
 }
 
 /// Every image of an in-memory file: one for PNG/JPEG, the selected frames of a DICOM
@@ -274,6 +312,27 @@ pub fn decode_items_with<T>(
     then: impl FnOnce(Vec<Decoded>) -> T,
 ) -> Result<T, DecodeError> {
     budgeted(opts, || decode_guarded(bytes, opts, false)).map(|(items, permit)| {
+        let out = then(items);
+        drop(permit);
+        out
+    })
+}
+
+/// [`decode_items_with`] for an [`Input`]: a file is read inside the budgeted decode, so
+/// that its bytes are counted with the pixels they become.
+pub fn decode_input_with<T>(
+    input: Input<'_>,
+    opts: &DecodeOptions,
+    then: impl FnOnce(Vec<Decoded>) -> T,
+) -> Result<T, DecodeError> {
+    let path = match input {
+        Input::Bytes(b) => return decode_items_with(b, opts, then),
+        Input::File(p) => p,
+    };
+    budgeted(opts, || {
+        decode_guarded(&read_file(path, None)?, opts, false)
+    })
+    .map(|(items, permit)| {
         let out = then(items);
         drop(permit);
         out
@@ -656,6 +715,31 @@ pub fn content_hash(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Devices and folders are refused before a byte is read (`/dev/zero` would be read until
+    /// memory ran out), and so is a file larger than the limit; a file is read whole otherwise.
+    #[test]
+    fn read_file_refuses_what_is_not_a_regular_file_or_too_large() {
+        for p in ["/dev/zero", "/"] {
+            let e = read_file(Path::new(p), None).unwrap_err().to_string();
+            assert_eq!(e, "cannot read file: not a regular file", "{p}");
+        }
+        let p = std::env::temp_dir().join(format!("simcase-read-file-{}", std::process::id()));
+        std::fs::write(&p, [7u8; 100]).unwrap();
+        let e = read_file(&p, Some(99)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DecodeError::OverBudget {
+                    needed: 100,
+                    budget: 99
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(read_file(&p, Some(100)).unwrap(), [7u8; 100]);
+        std::fs::remove_file(&p).unwrap();
+    }
 
     fn png_bytes(img: image::DynamicImage) -> Vec<u8> {
         let mut out = std::io::Cursor::new(Vec::new());

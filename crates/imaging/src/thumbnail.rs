@@ -2,18 +2,18 @@
 //! square keeping its aspect ratio, encoded as PNG. One implementation for the server's
 //! `/api/items/{id}/thumbnail` and the report's retrieval examples.
 
-use crate::{decode_items_with, resize_bilinear, DecodeError, DecodeOptions};
+use crate::{decode_input_with, resize_bilinear, DecodeError, DecodeOptions, Input};
 use image::ImageEncoder;
 
-/// The first image of `bytes` fitted into `size`×`size` (never enlarged), as PNG bytes;
+/// The first image of `input` fitted into `size`×`size` (never enlarged), as PNG bytes;
 /// `Ok(None)` when the file holds no image. The resize happens inside the decode, while the
 /// decode budget's bytes are held.
 pub fn thumbnail_png(
-    bytes: &[u8],
+    input: Input<'_>,
     size: usize,
     opts: &DecodeOptions,
 ) -> Result<Option<Vec<u8>>, DecodeError> {
-    let Some((rgb, tw, th)) = decode_items_with(bytes, opts, |items| {
+    let Some((rgb, tw, th)) = decode_input_with(input, opts, |items| {
         let d = items.into_iter().next()?;
         let (w, h) = (d.image.width, d.image.height);
         let scale = (size as f64 / w.max(h) as f64).min(1.0);

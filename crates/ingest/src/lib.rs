@@ -306,10 +306,17 @@ fn prepare(
             Ok(b) => b,
             Err(e) => return failed(failure::UNREADABLE, format!("cannot fetch: {e:#}")),
         },
-        None => match std::fs::read(&src.path) {
-            Ok(b) => b,
-            Err(e) => return failed(failure::UNREADABLE, format!("cannot read file: {e}")),
-        },
+        // Never more than the decode budget's whole (a file that large cannot decode under
+        // it), and never a device or a pipe.
+        None => {
+            match simcase_imaging::read_file(&src.path, opts.budget.as_ref().map(|b| b.total())) {
+                Ok(b) => b,
+                Err(simcase_imaging::DecodeError::Io(e)) => {
+                    return failed(failure::UNREADABLE, format!("cannot read file: {e}"))
+                }
+                Err(e) => return failed(&failure::kind_of(&e), e.to_string()),
+            }
+        }
     };
     let hash = content_hash(&bytes);
     // Volumes are keyed per slicing axis, so another `--axis` adds that view.

@@ -373,9 +373,9 @@ fn thumbnails(examples: &[Value], paths: &HashMap<u64, &Path>) -> HashMap<u64, O
         .map(|id| {
             let uri = paths
                 .get(&id)
-                .and_then(|p| std::fs::read(p).ok())
-                .and_then(|b| {
-                    simcase_imaging::thumbnail_png(&b, 112, &opts)
+                .and_then(|p| {
+                    let p = std::path::Path::new(p);
+                    simcase_imaging::thumbnail_png(simcase_imaging::Input::File(p), 112, &opts)
                         .ok()
                         .flatten()
                 })

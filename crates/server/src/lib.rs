@@ -1058,16 +1058,18 @@ fn render_thumbnail(path: &std::path::Path, size: usize, opts: DecodeOptions) ->
     let shown = path.to_string_lossy();
     // An item indexed from a PACS: its stored bytes fetched again by WADO-RS (credentials from
     // the server's environment, as for `simcase index`).
-    let bytes = if simcase_pacs::is_dicomweb(&shown) {
+    // A stored file is read inside the budgeted decode: its bytes are counted before they are
+    // read (a thumbnail takes no upload slot, so only the budget bounds how many are held).
+    let png = if simcase_pacs::is_dicomweb(&shown) {
         let (service, inst) = simcase_pacs::dicomweb::parse_instance_url(&shown)?;
-        simcase_pacs::DicomWeb::shared(&service)?
+        let bytes = simcase_pacs::DicomWeb::shared(&service)?
             .fetch(&inst)
-            .context("fetching the archived instance")?
+            .context("fetching the archived instance")?;
+        simcase_imaging::thumbnail_png(simcase_imaging::Input::Bytes(&bytes), size, &opts)?
     } else {
-        std::fs::read(path).context("reading the indexed file")?
+        simcase_imaging::thumbnail_png(simcase_imaging::Input::File(path), size, &opts)?
     };
-    simcase_imaging::thumbnail_png(&bytes, size, &opts)?
-        .context("the file no longer holds this image")
+    png.context("the file no longer holds this image")
 }
 
 /// [`serve`] on its own tokio runtime, for the synchronous CLI.
