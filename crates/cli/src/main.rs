@@ -138,7 +138,8 @@ pub(crate) struct ServeArgs {
     /// Most connections served at once; more wait until one closes.
     #[arg(long, default_value_t = 256)]
     max_connections: usize,
-    /// Seconds a client has to send a request head (slow clients, idle keep-alive).
+    /// Seconds a client has to send a request head (slow clients, idle keep-alive), and to
+    /// read some of a response before its connection is dropped.
     #[arg(long, default_value_t = 15)]
     header_timeout: u64,
     /// Seconds a client has to send a request body (408 after).

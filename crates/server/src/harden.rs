@@ -427,13 +427,114 @@ async fn read_body(g: &Guard, req: Request) -> std::result::Result<Request, Resp
 pub struct Limits {
     /// Most connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
-    /// Time allowed to send a request head (also how long an idle keep-alive connection lasts).
+    /// Time allowed to send a request head (also how long an idle keep-alive connection
+    /// lasts, and how long a response may wait for the client to read any of it).
     pub header_timeout: Duration,
+}
+
+/// A stream whose writes must make progress within `limit`. hyper times out reading a request
+/// head, not writing a response: a client that sends requests and never reads the answers
+/// (its receive window full) held its connection slot for as long as it liked, and 256 such
+/// connections locked everyone out, tokens or not.
+struct WriteDeadline<S> {
+    inner: S,
+    limit: Duration,
+    /// Armed when a write first finds the socket full; disarmed by any progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// What a write that could not proceed answers: pending, or the error that ends the
+    /// connection once the client has read nothing for `limit`.
+    fn stall<T>(&mut self, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<T>> {
+        let limit = self.limit;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read none of its response in time",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// `r`, disarming the deadline when it is ready, or [`Self::stall`].
+    fn progress<T>(
+        &mut self,
+        r: Poll<std::io::Result<T>>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<T>> {
+        match r {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.stall(cx),
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.progress(r, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.progress(r, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.progress(r, cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.progress(r, cx)
+    }
 }
 
 /// Serve `app` on `listener` until `shutdown` completes: HTTP/1.1, at most
 /// `limits.max_connections` connections at once, each dropped when a request head takes more
-/// than `limits.header_timeout`.
+/// than `limits.header_timeout`, or a response waits that long for the client to read any of
+/// it ([`WriteDeadline`]).
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -471,6 +572,7 @@ pub async fn serve_on(
         };
         let _ = stream.set_nodelay(true);
         let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let stream = WriteDeadline::new(stream, limits.header_timeout);
         let conn = builder.serve_connection(TokioIo::new(stream), svc);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -624,6 +726,45 @@ mod tests {
         assert_eq!(fine.text(), "fine");
         assert_eq!(slow.status, 503, "{}", slow.text());
         assert!(slow.json().unwrap()["error"].is_string());
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        let _ = tx.send(());
+        server.await.unwrap().unwrap();
+    }
+
+    /// A client that pipelines requests for a large response and never reads them loses its
+    /// connection once its responses have waited `header_timeout`: with one connection slot,
+    /// a second client is served after that (before, never, while the first stayed open).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_stops_reading_loses_its_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/big", get(|| async { vec![b'x'; 8 << 20] }))
+            .route("/fine", get(|| async { "fine" }));
+        let limits = Limits {
+            max_connections: 1,
+            header_timeout: Duration::from_secs(1),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_on(listener, app, limits, async {
+            let _ = rx.await;
+        }));
+        let (fine, took) = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut stalled = std::net::TcpStream::connect(addr).unwrap();
+            let req = format!("GET /big HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+            stalled.write_all(req.repeat(4).as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            let t = Instant::now();
+            let mut c = Client::new(&addr.to_string());
+            let fine = c.get("/fine");
+            drop(stalled);
+            (fine, t.elapsed())
+        })
+        .await
+        .unwrap();
+        let fine = fine.unwrap();
+        assert_eq!(fine.status, 200, "{}", fine.text());
         assert!(took < Duration::from_secs(10), "{took:?}");
         let _ = tx.send(());
         server.await.unwrap().unwrap();

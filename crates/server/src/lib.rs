@@ -62,7 +62,7 @@ pub struct Config {
     /// Most connections served at once; more wait until one closes.
     pub max_connections: usize,
     /// Time a client has to send a request head; an idle keep-alive connection is closed
-    /// after it too.
+    /// after it too, and so is one whose client reads none of a response for as long.
     pub header_timeout: Duration,
     /// Time a client has to send a request body (408 after).
     pub body_timeout: Duration,
