@@ -770,9 +770,13 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    // One line per panic: a codec panicking on a malformed file is caught and reported as that
-    // file's error (see simcase_imaging::decode_items); the default hook's backtrace is noise.
+    // One line per panic. A codec panicking on a malformed file is caught and reported as that
+    // file's error, naming it (see simcase_imaging::decode_items): nothing more is said then.
+    // Elsewhere the default hook's backtrace is noise.
     std::panic::set_hook(Box::new(|info| {
+        if simcase_imaging::in_contained_decode() {
+            return;
+        }
         let msg = info.to_string().replace('\n', " ");
         eprintln!("internal error (contained): {msg}");
     }));

@@ -572,3 +572,44 @@ fn a_folder_that_cannot_be_listed_fails_alone_and_leaves_the_list_once_read() {
     let list = stdout(&run(&["errors", "--index", "idx"]));
     assert_eq!(list.trim(), "no failed files in idx");
 }
+
+/// A codec that panics on a malformed file (dicom-rs's RLE decoder, a kept fuzz input) is that
+/// file's one-line error, naming it; the panic itself prints nothing more (it printed a line
+/// naming dicom-rs's source file and no image).
+#[test]
+fn a_codec_panic_is_the_files_one_line_error() {
+    let dir = tmp("codec-panic");
+    let imgs = dir.join("imgs");
+    real_images(&imgs, 1, 1, 0);
+    let fuzzed = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../imaging/tests/regressions/dicom-rle-panic-2.dcm");
+    std::fs::copy(fuzzed, imgs.join("rle.dcm")).unwrap();
+    let out = index(&dir, &["imgs", "--index", "idx"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("indexed 1 new, 0 already present, 1 failed"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("rle.dcm")).collect();
+    assert!(
+        lines
+            .first()
+            .is_some_and(|l| l.contains("decoder failed on malformed data")),
+        "{err}"
+    );
+    // As a query: one line, the reason once (it was repeated, once per error in the chain).
+    let err = run_fails(
+        bin()
+            .current_dir(&dir)
+            .args(["search", "imgs/rle.dcm", "--index", "idx"]),
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(
+        err.matches("decoder failed on malformed data").count(),
+        1,
+        "{err}"
+    );
+    assert!(err.starts_with("error: imgs/rle.dcm: "), "{err}");
+}

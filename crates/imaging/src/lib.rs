@@ -170,6 +170,18 @@ pub enum DecodeError {
         /// The pixel limit exceeded.
         limit: u64,
     },
+    /// A multi-frame object's frames together exceed the pixel limit in force.
+    #[error("image too large: {frames} frames of {width}x{height} exceed the {limit}-pixel limit")]
+    FramesTooLarge {
+        /// Width claimed by the header.
+        width: u64,
+        /// Height claimed by the header.
+        height: u64,
+        /// Number of Frames claimed by the header.
+        frames: u32,
+        /// The pixel limit exceeded.
+        limit: u64,
+    },
     /// The data is malformed for its format.
     #[error("corrupt {format} data: {reason}")]
     Corrupt {
@@ -364,6 +376,32 @@ fn budgeted<T>(
     r.map(|t| (t, held.permit))
 }
 
+thread_local! {
+    static CONTAINED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread as inside a decode whose panics are caught and reported as the file's
+/// error, until dropped.
+struct Contained(bool);
+
+impl Contained {
+    fn enter() -> Self {
+        Self(CONTAINED.with(|c| c.replace(true)))
+    }
+}
+
+impl Drop for Contained {
+    fn drop(&mut self) {
+        CONTAINED.with(|c| c.set(self.0));
+    }
+}
+
+/// Whether this thread is inside a decode whose panics are caught: a panic hook stays quiet
+/// there, since the panic becomes the file's one-line error (with the file's name).
+pub fn in_contained_decode() -> bool {
+    CONTAINED.with(|c| c.get())
+}
+
 /// [`decode_items`]; with `middle`, a volume yields only its middle slice along `opts.axis`.
 fn decode_guarded(
     bytes: &[u8],
@@ -372,9 +410,12 @@ fn decode_guarded(
 ) -> Result<Vec<Decoded>, DecodeError> {
     // Codecs in dependencies can panic on malformed data (fuzzing found dicom-rs's RLE decoder
     // indexing past a short segment); that is one bad file, never a crashed run or server.
-    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        decode_any(bytes, opts, middle)
-    }));
+    let decoded = {
+        let _contained = Contained::enter();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decode_any(bytes, opts, middle)
+        }))
+    };
     let mut items = decoded.map_err(|p| {
         let why = p
             .downcast_ref::<String>()

@@ -31,7 +31,9 @@ pub fn kind_of(e: &DecodeError) -> String {
     match e {
         DecodeError::Io(_) => UNREADABLE.into(),
         DecodeError::Unsupported => "not an image".into(),
-        DecodeError::TooLarge { .. } | DecodeError::OverBudget { .. } => "image too large".into(),
+        DecodeError::TooLarge { .. }
+        | DecodeError::FramesTooLarge { .. }
+        | DecodeError::OverBudget { .. } => "image too large".into(),
         DecodeError::Corrupt { format, .. } => format!("corrupt {format}"),
         DecodeError::Busy { .. } => "decode budget busy".into(),
         DecodeError::Dicom(d) => dicom_kind(d),

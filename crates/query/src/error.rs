@@ -33,12 +33,13 @@ pub enum QueryError {
         model: String,
     },
     /// The query image could not be decoded.
-    #[error("{name}: {source}")]
+    #[error("{name}: {reason}")]
     Decode {
         /// The file (or upload) that failed.
         name: String,
-        /// Why.
-        source: DecodeError,
+        /// Why (in the message, not as a source: an error chain printed whole, `{:#}`, would
+        /// repeat it).
+        reason: DecodeError,
     },
     /// The query vector is not in the index's space (a model other than the index's).
     #[error("the query has {got} dimensions, the index {want}")]

@@ -300,9 +300,9 @@ impl Query {
                 ..Default::default()
             },
         )
-        .map_err(|source| QueryError::Decode {
+        .map_err(|reason| QueryError::Decode {
             name: path.display().to_string(),
-            source,
+            reason,
         })?;
         Self::image(enc, &img.image)
     }

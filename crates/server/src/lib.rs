@@ -330,7 +330,7 @@ impl From<QueryError> for ApiError {
         let status = match &e {
             // The caller's fault: a bad parameter, an item the index lacks, an image that
             // does not decode, text search on an image-only model.
-            QueryError::Decode { source, .. } => decode_status(source),
+            QueryError::Decode { reason, .. } => decode_status(reason),
             QueryError::BadParameter { .. } | QueryError::NoTextTower { .. } => {
                 StatusCode::BAD_REQUEST
             }
@@ -824,9 +824,9 @@ async fn search_upload(
     })
     .await
     .map_err(|e| ApiError::internal(e.into()))?
-    .map_err(|source| QueryError::Decode {
+    .map_err(|reason| QueryError::Decode {
         name: shown,
-        source,
+        reason,
     })?;
     let vector = state
         .embedder

@@ -68,12 +68,21 @@ pub(crate) fn decode(
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
         return Err(DicomError::NoPixelData.into());
     }
+    px.check_bits()?;
     let limit = opts.pixel_limit();
     let (rows, cols) = (px.rows as u64, px.cols as u64);
-    if rows * cols * u64::from(meta.frames.max(1)) > limit {
+    if rows * cols > limit {
         return Err(DecodeError::TooLarge {
             width: cols,
             height: rows,
+            limit,
+        });
+    }
+    if rows * cols * u64::from(meta.frames.max(1)) > limit {
+        return Err(DecodeError::FramesTooLarge {
+            width: cols,
+            height: rows,
+            frames: meta.frames,
             limit,
         });
     }

@@ -390,3 +390,45 @@ fn un_values_read_as_their_dictionary_vr_in_either_byte_order() {
         }
     }
 }
+
+/// Bits Stored or High Bit beyond Bits Allocated is refused by name (dicom-pixeldata asserts
+/// it: that was a panic on the file's data), and a multi-frame object over the pixel limit
+/// says how many frames it claims.
+#[test]
+fn impossible_bit_depths_and_frame_counts_are_refused_by_name() {
+    let object = |bits_stored: u16, high_bit: u16, frames: &str| {
+        let mut o = InMemDicomObject::new_empty();
+        let mut text = |tag, vr, v: &str| o.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
+        text(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE);
+        text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
+        text(tags::NUMBER_OF_FRAMES, VR::IS, frames);
+        pixel_module(&mut o, (2, 2), 16, false);
+        for (tag, v) in [(tags::BITS_STORED, bits_stored), (tags::HIGH_BIT, high_bit)] {
+            o.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+        }
+        o.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::from(vec![0u8; 8]),
+        ));
+        file_bytes(o, uids::EXPLICIT_VR_LITTLE_ENDIAN)
+    };
+    let err = |b: &[u8]| {
+        decode_bytes(b, &DecodeOptions::default())
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        err(&object(40, 39, "1")),
+        "DICOM: BitsStored 40 (1 to BitsAllocated expected)"
+    );
+    assert_eq!(
+        err(&object(12, 16, "1")),
+        "DICOM: HighBit 16 (below BitsAllocated expected)"
+    );
+    assert!(decode_bytes(&object(12, 11, "1"), &DecodeOptions::default()).is_ok());
+    assert_eq!(
+        err(&object(16, 15, "2147483647")),
+        "image too large: 2147483647 frames of 2x2 exceed the 400000000-pixel limit"
+    );
+}
