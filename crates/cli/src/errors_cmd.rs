@@ -97,7 +97,12 @@ pub(crate) fn run(a: &ErrorsArgs) -> Result<()> {
         return Ok(());
     }
     for f in &rows {
-        println!("{} UTC  {}  {}", f.at, f.path, f.reason);
+        println!(
+            "{} UTC  {}  {}",
+            f.at,
+            simcase_ingest::failure::printable(&f.path),
+            simcase_ingest::failure::one_line(&f.reason)
+        );
     }
     println!(
         "\n{} failed in {}, by kind:",

@@ -613,3 +613,35 @@ fn a_codec_panic_is_the_files_one_line_error() {
     );
     assert!(err.starts_with("error: imgs/rle.dcm: "), "{err}");
 }
+
+/// A file named with a line break cannot split or forge a log line: its name is escaped in the
+/// warning, the summary and `simcase errors`.
+#[test]
+fn a_file_name_with_a_line_break_stays_on_one_line() {
+    let dir = tmp("newline-name");
+    let imgs = dir.join("imgs");
+    real_images(&imgs, 1, 1, 0);
+    let png = std::fs::read(data().join("images/busi/benign_136.png")).unwrap();
+    std::fs::write(imgs.join("a.png\n WARN forged.png"), &png[..100]).unwrap();
+    let out = index(&dir, &["imgs", "--index", "idx"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.lines().any(|l| l.starts_with(" WARN forged")), "{err}");
+    assert!(
+        err.contains("a.png\\n WARN forged.png: corrupt png"),
+        "{err}"
+    );
+    let list = stdout(
+        &bin()
+            .current_dir(&dir)
+            .args(["errors", "--index", "idx"])
+            .output()
+            .unwrap(),
+    );
+    let rows: Vec<&str> = list.lines().filter(|l| l.contains("forged")).collect();
+    assert_eq!(rows.len(), 1, "{list}");
+    assert!(
+        rows[0].contains("a.png\\n WARN forged.png  corrupt png"),
+        "{list}"
+    );
+}

@@ -24,6 +24,26 @@ pub const NO_IMAGES: &str = "no images selected";
 /// The model gave NaN or infinite values.
 pub const NOT_FINITE: &str = "embedding not finite";
 
+/// `s` fit for one log line: control characters escaped (`\n`, `\u{1b}`), so that a file
+/// named with a newline cannot split a line or forge another.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A reason as one line: runs of whitespace, line breaks included, become one space (codecs'
+/// messages end in a newline or span several), other control characters are escaped.
+pub fn one_line(reason: &str) -> String {
+    printable(&reason.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
 /// The class of a decode failure: `not an image`, `corrupt png`, `unsupported transfer
 /// syntax UID`, `DICOM without pixel data`, … Few enough to group a whole archive's failures
 /// in a screenful, specific enough to act on.
@@ -73,6 +93,20 @@ fn dicom_kind(e: &DicomError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_and_paths_print_as_one_line() {
+        assert_eq!(
+            one_line("corrupt jpeg data:\n found 1\r\n\n"),
+            "corrupt jpeg data: found 1"
+        );
+        assert_eq!(one_line("a\u{1b}[31m"), "a\\u{1b}[31m");
+        assert_eq!(
+            printable("/a/b\n WARN forged.png"),
+            "/a/b\\n WARN forged.png"
+        );
+        assert_eq!(printable("/a/ü b.png"), "/a/ü b.png");
+    }
 
     #[test]
     fn kinds_group_by_cause_and_keep_the_transfer_syntax() {

@@ -280,11 +280,12 @@ fn prepare(
     writer_settings: &simcase_index::Settings,
     opts: &DecodeOptions,
 ) -> Prepared {
-    let shown = src.path.display().to_string();
+    // As logs and summaries show it: one line, whatever the file's name holds.
+    let shown = failure::printable(&src.path.display().to_string());
     // The errors table is keyed by the stored (canonical) path, as items are, so that a file
     // that indexes later clears its failure.
     let path = match src.fetch {
-        Some(_) => shown.clone(),
+        Some(_) => src.path.display().to_string(),
         None => std::fs::canonicalize(&src.path)
             .unwrap_or_else(|_| src.path.clone())
             .display()
@@ -294,7 +295,7 @@ fn prepare(
         let f = Failure {
             path: shown.clone(),
             kind: kind.into(),
-            reason,
+            reason: failure::one_line(&reason),
         };
         Prepared::Failed(shown.clone(), path.clone(), f)
     };
