@@ -328,6 +328,7 @@ pub fn read_manifest_full(csv_path: &Path) -> Result<Manifest> {
     let delimiter = sniff_delimiter(&head);
     let mut rdr = csv::ReaderBuilder::new()
         .delimiter(delimiter)
+        .flexible(true)
         .trim(csv::Trim::All)
         .from_path(csv_path)
         .with_context(|| format!("{shown}: cannot read manifest"))?;
@@ -353,8 +354,30 @@ pub fn read_manifest_full(csv_path: &Path) -> Result<Manifest> {
     }
     let base = csv_path.parent().unwrap_or(Path::new("."));
     let mut rows = Vec::new();
+    let path_col = cols.iter().position(|c| *c == Col::Path).unwrap_or(0);
     for (i, rec) in rdr.records().enumerate() {
-        let rec = rec.with_context(|| format!("{shown}: row {}", i + 2))?;
+        // A bad row is skipped with one line naming it, and the rest is read: its values
+        // would land in the wrong columns, or it names no file.
+        let row = i + 2;
+        let rec = match rec {
+            Ok(r) if r.len() != headers.len() => {
+                tracing::warn!(
+                    "{shown}: row {row} has {} fields, the header {}; skipped",
+                    r.len(),
+                    headers.len()
+                );
+                continue;
+            }
+            Ok(r) if r.get(path_col).is_none_or(str::is_empty) => {
+                tracing::warn!("{shown}: row {row} has no path; skipped");
+                continue;
+            }
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("{shown}: row {row}: {e}; skipped");
+                continue;
+            }
+        };
         let mut s = Source::default();
         for ((col, name), v) in cols.iter().zip(&headers).zip(rec.iter()) {
             let val = (!v.is_empty()).then(|| v.to_string());
@@ -671,6 +694,31 @@ mod tests {
         assert!(
             e.starts_with("/nonexistent/m.csv: cannot read manifest"),
             "{e}"
+        );
+    }
+
+    /// A row whose fields do not match the header, or that names no file, is skipped (with a
+    /// warning naming it) and the rows around it are read: one bad row aborted the manifest.
+    #[test]
+    fn a_bad_row_is_skipped_and_the_rest_read() {
+        let p = write(
+            "bad-rows.csv",
+            "path,label\na.png,CT/chest/x\nb.png\nc.png,CT/chest/y,extra\n,CT/chest/z\nd.png,MR/brain/w\n",
+        );
+        let rows = read_manifest(&p).unwrap();
+        let got: Vec<(String, Option<String>)> = rows
+            .iter()
+            .map(|s| {
+                let name = s.path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, s.meta.label.clone())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a.png".to_string(), Some("CT/chest/x".to_string())),
+                ("d.png".to_string(), Some("MR/brain/w".to_string())),
+            ]
         );
     }
 
