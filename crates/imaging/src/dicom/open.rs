@@ -194,7 +194,7 @@ pub(super) fn check_file_lengths(
     bytes: &[u8],
     ts: Option<&str>,
     cap: u64,
-) -> Result<Checked, DicomError> {
+) -> Result<Checked, DecodeError> {
     let part10 = bytes.get(128..132) == Some(b"DICM");
     let (start, ts) = if part10 {
         let (ts, end) = walk_meta(bytes);
@@ -229,7 +229,8 @@ pub(super) fn check_file_lengths(
                     of: Declared::PixelData,
                     claimed: u64::from(len),
                     left: bytes.len().saturating_sub(at + 12) as u64,
-                });
+                }
+                .into());
             }
         }
     }
@@ -237,13 +238,26 @@ pub(super) fn check_file_lengths(
     match ts.trim_end_matches('\0') {
         uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN => {
             use std::io::Read;
+            // Inflated a block at a time, each block's bytes taken from the decode budget
+            // first, twice (this copy, and dicom-rs's own when it parses the object): a
+            // 1 MB upload can inflate to the cap, and eight of them at once held 7.8 GB.
+            const BLOCK: u64 = 8 << 20;
             let mut inflated = Vec::new();
-            flate2::read::DeflateDecoder::new(bytes.get(start..).unwrap_or_default())
-                .take(cap + 1)
-                .read_to_end(&mut inflated)
-                .map_err(DicomError::Inflate)?;
+            let mut reader =
+                flate2::read::DeflateDecoder::new(bytes.get(start..).unwrap_or_default())
+                    .take(cap + 1);
+            loop {
+                crate::budget::reserve(2 * BLOCK)?;
+                let n = (&mut reader)
+                    .take(BLOCK)
+                    .read_to_end(&mut inflated)
+                    .map_err(DicomError::Inflate)?;
+                if (n as u64) < BLOCK {
+                    break;
+                }
+            }
             if inflated.len() as u64 > cap {
-                return Err(DicomError::InflatedTooLarge { cap });
+                return Err(DicomError::InflatedTooLarge { cap }.into());
             }
             check_lengths(&inflated, 0, inflated.len(), true, false, 0, true)?;
         }
@@ -348,14 +362,14 @@ fn parse(bytes: &[u8], limit: u64) -> Result<DefaultDicomObject, DecodeError> {
                 return Ok(with_meta(ds, ts)?);
             }
             Ok(_) => {
-                last.get_or_insert(DicomError::NoPixelData);
+                last.get_or_insert(DicomError::NoPixelData.into());
             }
             Err(e) => {
-                last.get_or_insert(parse_err(e));
+                last.get_or_insert(parse_err(e).into());
             }
         }
     }
-    Err(last.map_or(DecodeError::Unsupported, DecodeError::from))
+    Err(last.unwrap_or(DecodeError::Unsupported))
 }
 
 /// A data set read without its meta group, given one that names `ts`.

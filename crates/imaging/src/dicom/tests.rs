@@ -432,3 +432,48 @@ fn impossible_bit_depths_and_frame_counts_are_refused_by_name() {
         "image too large: 2147483647 frames of 2x2 exceed the 400000000-pixel limit"
     );
 }
+
+/// A deflated object is inflated under the decode budget: 96 MiB of data set from a 100 KB
+/// file is refused past a 32 MiB budget, holding no more than it (the whole was inflated,
+/// twice, outside the budget: eight 1 MB uploads held 7.8 GB under a 256 MiB one).
+#[test]
+fn a_deflated_object_inflates_under_the_decode_budget() {
+    use std::io::Write;
+    let element = |tag: (u16, u16), vr: &[u8; 2], value: &[u8]| {
+        let mut e = Vec::new();
+        e.extend(tag.0.to_le_bytes());
+        e.extend(tag.1.to_le_bytes());
+        e.extend(vr);
+        if matches!(vr, b"OB" | b"UN") {
+            e.extend([0, 0]);
+            e.extend((value.len() as u32).to_le_bytes());
+        } else {
+            e.extend((value.len() as u16).to_le_bytes());
+        }
+        e.extend(value);
+        e
+    };
+    let mut meta = Vec::new();
+    meta.extend(element((2, 1), b"OB", &[0, 1]));
+    meta.extend(element((2, 2), b"UI", b"1.2.840.10008.5.1.4.1.1.7\0"));
+    meta.extend(element((2, 3), b"UI", b"1.2.3.4\0"));
+    meta.extend(element((2, 0x10), b"UI", b"1.2.840.10008.1.2.1.99\0"));
+    let mut file = vec![0u8; 128];
+    file.extend(b"DICM");
+    file.extend(element((2, 0), b"UL", &(meta.len() as u32).to_le_bytes()));
+    file.extend(meta);
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(&element((0x0011, 0x1010), b"OB", &vec![0u8; 96 << 20]))
+        .unwrap();
+    file.extend(z.finish().unwrap());
+    assert!(file.len() < 200 << 10, "{} bytes", file.len());
+    let budget = crate::DecodeBudget::new(32 << 20, std::time::Duration::ZERO);
+    let opts = DecodeOptions {
+        budget: Some(budget.clone()),
+        ..Default::default()
+    };
+    let e = crate::decode_items(&file, &opts).unwrap_err();
+    assert!(matches!(e, crate::DecodeError::OverBudget { .. }), "{e}");
+    assert!(budget.peak() <= 32 << 20, "{}", budget.peak());
+    assert_eq!(budget.in_use(), 0);
+}
