@@ -23,7 +23,9 @@
 //!   decodes JPEG at 1/2, 1/4 or 1/8, so the estimate is the reduced image's (longest side
 //!   ≤ 2048) plus a few source rows: 65 MB for an 8000×8000 grey PNG, 84 MB for a 7000×7000
 //!   JPEG. Interlaced PNGs and JPEGs that libjpeg-turbo cannot scale (lossless, CMYK) are
-//!   decoded, and counted, at full size.
+//!   decoded, and counted, at full size. A progressive JPEG also keeps every DCT coefficient
+//!   until its last scan (`w·h·2` bytes a component, counted for 3), whatever its decoded
+//!   size, and one of more than 1000 scans is refused before decoding.
 //! - DICOM: the parsed object (as big as the file), the decoded pixel data of every frame
 //!   (`rows·cols·frames·s·b`, twice for codecs that re-store frames natively) and per selected
 //!   frame its `f32` planes and intermediates (`rows·cols·(12 + 8·s)`); a deflated object's

@@ -558,33 +558,51 @@ pub fn decode_bytes_with<T>(
 /// Width and height from a PNG's IHDR or a JPEG's SOF marker, read without decoding: the
 /// pixel limit is enforced before a decoder allocates anything.
 pub fn header_dimensions(bytes: &[u8], format: Format) -> Option<(u32, u32)> {
-    let be16 = |i: usize| Some(u16::from_be_bytes(bytes.get(i..i + 2)?.try_into().ok()?));
     let be32 = |i: usize| Some(u32::from_be_bytes(bytes.get(i..i + 4)?.try_into().ok()?));
     match format {
         Format::Png => (bytes.get(12..16)? == b"IHDR").then_some((be32(16)?, be32(20)?)),
-        Format::Jpeg => {
-            let mut i = 2;
-            loop {
-                while *bytes.get(i)? != 0xFF {
-                    i += 1;
-                }
-                while *bytes.get(i)? == 0xFF {
-                    i += 1;
-                }
-                let marker = *bytes.get(i)?;
-                i += 1;
-                match marker {
-                    0xD8 | 0x01 | 0xD0..=0xD7 => continue,
-                    0xDA | 0xD9 => return None,
-                    0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
-                        return Some((u32::from(be16(i + 5)?), u32::from(be16(i + 3)?)));
-                    }
-                    _ => i += usize::from(be16(i)?),
-                }
-            }
-        }
+        Format::Jpeg => jpeg_frame(bytes).map(|(w, h, _)| (w, h)),
         _ => None,
     }
+}
+
+/// A JPEG's frame header (SOF): width, height and its marker.
+fn jpeg_frame(bytes: &[u8]) -> Option<(u32, u32, u8)> {
+    let be16 = |i: usize| Some(u16::from_be_bytes(bytes.get(i..i + 2)?.try_into().ok()?));
+    let mut i = 2;
+    loop {
+        while *bytes.get(i)? != 0xFF {
+            i += 1;
+        }
+        while *bytes.get(i)? == 0xFF {
+            i += 1;
+        }
+        let marker = *bytes.get(i)?;
+        i += 1;
+        match marker {
+            0xD8 | 0x01 | 0xD0..=0xD7 => continue,
+            0xDA | 0xD9 => return None,
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                return Some((u32::from(be16(i + 5)?), u32::from(be16(i + 3)?), marker));
+            }
+            _ => i += usize::from(be16(i)?),
+        }
+    }
+}
+
+/// Scans a progressive JPEG may have: libjpeg-turbo's suggested limit is 500; ordinary files
+/// have about ten. Past it a small file can hold a core for minutes.
+pub(crate) const MAX_JPEG_SCANS: usize = 1000;
+
+/// Whether a JPEG is progressive (SOF2, SOF6, SOF10, SOF14), or its frame was not found.
+fn jpeg_progressive(bytes: &[u8]) -> bool {
+    jpeg_frame(bytes).is_none_or(|(_, _, m)| matches!(m, 0xC2 | 0xC6 | 0xCA | 0xCE))
+}
+
+/// Start-of-scan markers in a JPEG (entropy-coded data stuffs every 0xFF, so each `FF DA` is
+/// a marker).
+fn jpeg_scans(bytes: &[u8]) -> usize {
+    bytes.windows(2).filter(|m| *m == [0xFF, 0xDA]).count()
 }
 
 /// The `image` crate's error as a one-line [`DecodeError::Corrupt`] for `format`.
@@ -635,8 +653,23 @@ fn decode_raster(bytes: &[u8], format: Format, opts: &DecodeOptions) -> Result<I
         Format::Png => reduce::png_layout(bytes).unwrap_or((4, 2, true)),
         _ => (3, 1, false),
     };
-    let full = |w: u64, h: u64| w * h * (2 * samples * depth + 4 * samples + 12);
     let (w, h) = (u64::from(w), u64::from(h));
+    // A progressive JPEG (or one whose frame marker is not found) keeps every DCT coefficient
+    // until its last scan, however small it is decoded: 64 of 2 bytes per 8 × 8 block and
+    // component. Each scan is a pass over them, so their number is bounded too.
+    let coefficients = if format == Format::Jpeg && jpeg_progressive(bytes) {
+        let scans = jpeg_scans(bytes);
+        if scans > MAX_JPEG_SCANS {
+            return Err(DecodeError::Corrupt {
+                format: format.name(),
+                reason: format!("{scans} scans (at most {MAX_JPEG_SCANS} are decoded)"),
+            });
+        }
+        w.div_ceil(8) * h.div_ceil(8) * 128 * samples
+    } else {
+        0
+    };
+    let full = |w: u64, h: u64| w * h * (2 * samples * depth + 4 * samples + 12) + coefficients;
     let reduce = !opts.full_resolution && w.max(h) > u64::from(REDUCE_ABOVE);
     if reduce && format == Format::Png && !interlaced {
         let f = u64::from(reduce::box_factor(w as u32, h as u32));
@@ -655,7 +688,7 @@ fn decode_raster(bytes: &[u8], format: Format, opts: &DecodeOptions) -> Result<I
         let (sw, sh) = (w.div_ceil(d), h.div_ceil(d));
         // The scaled samples and their planes (twice, when box-averaged further), plus
         // libjpeg-turbo's row buffers.
-        budget::reserve(sw * sh * (3 + 12 + 12) + 64 * w + (1 << 20))?;
+        budget::reserve(sw * sh * (3 + 12 + 12) + 64 * w + coefficients + (1 << 20))?;
         if let Some(img) = reduce::jpeg_scaled(bytes, d as u32)? {
             return Ok(img);
         }

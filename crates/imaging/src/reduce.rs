@@ -226,6 +226,14 @@ pub(crate) fn jpeg_scaled(bytes: &[u8], denom: u32) -> Result<Option<Image>, Dec
     if w <= 0 || hgt <= 0 {
         return Ok(None);
     }
+    // SAFETY: the handle is live. A second bound beside the caller's count of scans.
+    unsafe {
+        tj::tj3Set(
+            t.0,
+            tj::TJPARAM_TJPARAM_SCANLIMIT as c_int,
+            crate::MAX_JPEG_SCANS as c_int,
+        )
+    };
     let sf = tj::tjscalingfactor {
         num: 1,
         denom: denom as c_int,
@@ -373,6 +381,76 @@ mod tests {
         let d = decode_bytes(&png(big.into()), &full).unwrap();
         assert_eq!((d.image.width, d.image.height), (2049, 2));
         assert_eq!(d.image.data[300], (300 % 256) as f32 / 255.0);
+    }
+
+    /// A grey progressive JPEG of `w × h` in stripes 64 pixels wide (TurboJPEG).
+    fn progressive_jpeg(w: usize, h: usize) -> Vec<u8> {
+        let px: Vec<u8> = (0..w * h)
+            .map(|i| {
+                if (i % w / 64).is_multiple_of(2) {
+                    40
+                } else {
+                    200
+                }
+            })
+            .collect();
+        // SAFETY: a compress handle (checked non-null) and parameters it knows; the source is
+        // `w × h` grey bytes at pitch 0; TurboJPEG allocates the output (given null), which
+        // is copied, then freed with tj3Free.
+        unsafe {
+            let t = Tj(tj::tj3Init(tj::TJINIT_TJINIT_COMPRESS as c_int));
+            assert!(!t.0.is_null());
+            for (p, v) in [
+                (tj::TJPARAM_TJPARAM_QUALITY, 90),
+                (tj::TJPARAM_TJPARAM_SUBSAMP, tj::TJSAMP_TJSAMP_GRAY as c_int),
+                (tj::TJPARAM_TJPARAM_PROGRESSIVE, 1),
+            ] {
+                assert_eq!(tj::tj3Set(t.0, p as c_int, v), 0);
+            }
+            let (mut buf, mut len) = (std::ptr::null_mut(), 0);
+            let rc = tj::tj3Compress8(
+                t.0,
+                px.as_ptr(),
+                w as c_int,
+                0,
+                h as c_int,
+                tj::TJPF_TJPF_GRAY as c_int,
+                &mut buf,
+                &mut len,
+            );
+            assert_eq!(rc, 0);
+            let out = std::slice::from_raw_parts(buf, len as usize).to_vec();
+            tj::tj3Free(buf.cast());
+            out
+        }
+    }
+
+    /// A progressive JPEG keeps all its coefficients however small it is decoded: the budget
+    /// is asked for them beside the scaled planes (it was asked for the planes only: a 375 KB
+    /// 7999² file was reserved at 109 MB and cost 340); one of more than
+    /// [`crate::MAX_JPEG_SCANS`] scans is refused before any is decoded.
+    #[test]
+    fn a_progressive_jpeg_reserves_its_coefficients_and_few_scans() {
+        let j = progressive_jpeg(4096, 4096);
+        let budget = crate::DecodeBudget::new(1 << 30, std::time::Duration::ZERO);
+        let opts = DecodeOptions {
+            budget: Some(budget.clone()),
+            ..Default::default()
+        };
+        let d = decode_bytes(&j, &opts).unwrap();
+        assert_eq!((d.image.width, d.image.height), (2048, 2048));
+        // The 2048² scaled planes (27 bytes a pixel) and 512 × 512 blocks of 64 two-byte
+        // coefficients, for up to 3 components.
+        let want = 2048 * 2048 * 27 + 512 * 512 * 128 * 3;
+        assert!(budget.peak() >= want, "{} < {want}", budget.peak());
+        let mut many = j.clone();
+        let end = many.split_off(many.len() - 2);
+        for _ in 0..crate::MAX_JPEG_SCANS {
+            many.extend([0xFF, 0xDA]);
+        }
+        many.extend(end);
+        let e = decode_bytes(&many, &opts).unwrap_err().to_string();
+        assert!(e.contains("scans (at most 1000 are decoded)"), "{e}");
     }
 
     #[test]
