@@ -599,6 +599,13 @@ fn jpeg_progressive(bytes: &[u8]) -> bool {
     jpeg_frame(bytes).is_none_or(|(_, _, m)| matches!(m, 0xC2 | 0xC6 | 0xCA | 0xCE))
 }
 
+/// Whether a JPEG's last scan is followed by its end-of-image marker (`FF D9`; entropy-coded
+/// data stuffs every 0xFF, and an embedded thumbnail's marker comes before the scans).
+fn jpeg_ends(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|m| m == [0xFF, 0xDA]);
+    last_scan.is_some_and(|i| bytes[i..].windows(2).any(|m| m == [0xFF, 0xD9]))
+}
+
 /// Start-of-scan markers in a JPEG (entropy-coded data stuffs every 0xFF, so each `FF DA` is
 /// a marker).
 fn jpeg_scans(bytes: &[u8]) -> usize {
@@ -654,6 +661,13 @@ fn decode_raster(bytes: &[u8], format: Format, opts: &DecodeOptions) -> Result<I
         _ => (3, 1, false),
     };
     let (w, h) = (u64::from(w), u64::from(h));
+    if format == Format::Jpeg && !jpeg_ends(bytes) {
+        // The decoders fill a cut-off scan with grey and say nothing (Pillow refuses it too).
+        return Err(DecodeError::Corrupt {
+            format: format.name(),
+            reason: "truncated: no end-of-image marker after the last scan".into(),
+        });
+    }
     // A progressive JPEG (or one whose frame marker is not found) keeps every DCT coefficient
     // until its last scan, however small it is decoded: 64 of 2 bytes per 8 × 8 block and
     // component. Each scan is a pass over them, so their number is bounded too.
@@ -789,6 +803,28 @@ pub fn content_hash(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A JPEG cut off in its scan is refused, at whatever size it is decoded (the decoders
+    /// filled the rest with grey); whole, it decodes.
+    #[test]
+    fn a_truncated_jpeg_is_refused() {
+        for (w, h) in [(300u32, 200u32), (4096, 64)] {
+            let img = image::GrayImage::from_fn(w, h, |x, y| image::Luma([((x ^ y) & 0xFF) as u8]));
+            let mut j = std::io::Cursor::new(Vec::new());
+            image::DynamicImage::ImageLuma8(img)
+                .write_to(&mut j, image::ImageFormat::Jpeg)
+                .unwrap();
+            let j = j.into_inner();
+            assert!(decode_bytes(&j, &DecodeOptions::default()).is_ok());
+            let cut = &j[..j.len() * 2 / 3];
+            let e = decode_bytes(cut, &DecodeOptions::default()).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "corrupt jpeg data: truncated: no end-of-image marker after the last scan",
+                "{w}x{h}"
+            );
+        }
+    }
 
     /// Devices and folders are refused before a byte is read (`/dev/zero` would be read until
     /// memory ran out), and so is a file larger than the limit; a file is read whole otherwise.
