@@ -161,7 +161,8 @@ fn shown(v: &str) -> String {
 /// The layers of every route, outermost last: host check, request log, panic catcher,
 /// security headers.
 pub fn outer_layers(app: Router, guard: &Arc<Guard>) -> Router {
-    app.layer(from_fn_with_state(guard.clone(), check_host))
+    app.layer(from_fn(json_method_not_allowed))
+        .layer(from_fn_with_state(guard.clone(), check_host))
         .layer(from_fn(log_requests))
         .layer(from_fn(catch_panic))
         .layer(from_fn(security_headers))
@@ -176,6 +177,25 @@ pub fn api_layers<S: Clone + Send + Sync + 'static>(
     api.layer(from_fn_with_state(guard.clone(), bounded))
         .layer(from_fn_with_state(guard.clone(), auth))
         .layer(from_fn(same_origin))
+}
+
+/// axum answers a method that a route does not take with 405 and an empty body; every other
+/// error is `{"error": …}`, so this one is too (its `Allow` header kept).
+async fn json_method_not_allowed(req: Request, next: Next) -> Response {
+    let method = shown(req.method().as_str());
+    let res = next.run(req).await;
+    if res.status() != StatusCode::METHOD_NOT_ALLOWED || res.body().size_hint().exact() != Some(0) {
+        return res;
+    }
+    let allow = res.headers().get(header::ALLOW).cloned();
+    let mut out = refuse(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed here"),
+    );
+    if let Some(a) = allow {
+        out.headers_mut().insert(header::ALLOW, a);
+    }
+    out
 }
 
 async fn security_headers(req: Request, next: Next) -> Response {
@@ -303,11 +323,14 @@ fn cross_origin(h: &HeaderMap) -> Option<String> {
 
 async fn auth(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
     if let Some(token) = &g.token {
+        // The scheme's name is case-insensitive (RFC 9110 §11.1).
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim_start());
         if !given.is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes())) {
             return refuse(
                 StatusCode::UNAUTHORIZED,
@@ -766,6 +789,64 @@ mod tests {
         let fine = fine.unwrap();
         assert_eq!(fine.status, 200, "{}", fine.text());
         assert!(took < Duration::from_secs(10), "{took:?}");
+        let _ = tx.send(());
+        server.await.unwrap().unwrap();
+    }
+
+    /// A method a route does not take is a 405 with the JSON error body (and `Allow`), and the
+    /// token's scheme is read whatever its case.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wrong_methods_answer_json_and_the_bearer_scheme_ignores_case() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut cfg = crate::Config::new("unused".into());
+        cfg.token = Some("t0ken".into());
+        let g = Arc::new(Guard::new(&cfg, addr));
+        let api = Router::new().route("/api/x", get(|| async { "x" }));
+        let app = outer_layers(Router::new().merge(api_layers(api, &g)), &g);
+        let limits = Limits {
+            max_connections: 4,
+            header_timeout: Duration::from_secs(5),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_on(listener, app, limits, async {
+            let _ = rx.await;
+        }));
+        let answers = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let raw = |method: &str, auth: &str| {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                let req = format!(
+                    "{method} /api/x HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\n\
+                     Content-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                s.write_all(req.as_bytes()).unwrap();
+                let mut out = String::new();
+                s.read_to_string(&mut out).unwrap();
+                out
+            };
+            [
+                raw("GET", "bearer t0ken"),
+                raw("GET", "BEARER  t0ken"),
+                raw("GET", "Basic t0ken"),
+                raw("DELETE", "Bearer t0ken"),
+            ]
+        })
+        .await
+        .unwrap();
+        assert!(answers[0].starts_with("HTTP/1.1 200"), "{}", answers[0]);
+        assert!(answers[1].starts_with("HTTP/1.1 200"), "{}", answers[1]);
+        assert!(answers[2].starts_with("HTTP/1.1 401"), "{}", answers[2]);
+        let d = &answers[3];
+        assert!(d.starts_with("HTTP/1.1 405"), "{d}");
+        assert!(
+            d.to_ascii_lowercase().contains("\r\nallow: get,head"),
+            "{d}"
+        );
+        assert!(
+            d.ends_with("{\"error\":\"DELETE is not allowed here\"}"),
+            "{d}"
+        );
         let _ = tx.send(());
         server.await.unwrap().unwrap();
     }
