@@ -188,6 +188,27 @@ mod tests {
         d
     }
 
+    /// A full disk names the file it could not write (`/dev/full` stands in for it: every
+    /// write fails with ENOSPC), and nothing is committed.
+    #[test]
+    fn a_full_disk_names_the_file() {
+        let d = tmpdir("full");
+        std::fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::symlink("/dev/full", d.join(VECTORS)).unwrap();
+        let mut w = Writer::open(&d, "m", 2).unwrap();
+        let e = w.add(&[(meta("a.png", "h1"), vec![1.0, 0.0])]).unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            format!(
+                "{}: appending to it: No space left on device (os error 28)",
+                d.join(VECTORS).display()
+            )
+        );
+        assert_eq!(w.len(), 0);
+        drop(w);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
     #[test]
     fn add_then_read_back_and_reopen() {
         let d = tmpdir("roundtrip");

@@ -555,10 +555,13 @@ impl Writer {
             );
             bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()));
         }
+        // Named, since what fails here is the disk (full, gone, read-only), not the data.
+        let vectors = || format!("{}: appending to it", self.dir.join(VECTORS).display());
         self.vectors
-            .seek(SeekFrom::Start((self.rows * dim * 4) as u64))?;
-        self.vectors.write_all(&bytes)?;
-        self.vectors.sync_data()?;
+            .seek(SeekFrom::Start((self.rows * dim * 4) as u64))
+            .with_context(vectors)?;
+        self.vectors.write_all(&bytes).with_context(vectors)?;
+        self.vectors.sync_data().with_context(vectors)?;
         if let Some(c) = &mut self.compact {
             // After the f32 rows are durable and before the commit: a kill in between leaves
             // compact rows past the committed ones, which the next open cuts off.
@@ -579,7 +582,13 @@ impl Writer {
                 del.execute([&m.path])?;
             }
         }
-        tx.commit()?;
+        tx.commit().with_context(|| {
+            format!(
+                "{}: committing {} items",
+                self.dir.join(super::DB).display(),
+                batch.len()
+            )
+        })?;
         let first = self.rows;
         self.rows += batch.len();
         if let Some(c) = &mut self.compact {
