@@ -123,13 +123,15 @@ pub fn precision_at(
     for &n in ns {
         let (sum, cnt) = micro.get(&n).copied().unwrap_or_default();
         let classes = per_class.get(&n);
+        // No query scored (every one skipped): no score, NaN (`null` in JSON, `n/a` in
+        // tables), not a precision of 0.
         let macro_ = classes
             .map(|cs| cs.values().map(|(s, c)| s / *c as f64).sum::<f64>() / cs.len() as f64)
-            .unwrap_or(0.0);
+            .unwrap_or(f64::NAN);
         rep.p.insert(
             n,
             MicroMacro {
-                micro: if cnt > 0 { sum / cnt as f64 } else { 0.0 },
+                micro: if cnt > 0 { sum / cnt as f64 } else { f64::NAN },
                 macro_,
             },
         );
@@ -291,6 +293,15 @@ mod tests {
         assert!((p3.macro_ - (1.0 / 3.0 + 1.0) / 2.0).abs() < 1e-12);
         let j = r.to_json();
         assert!(j["P@3"]["macro"].is_number() && j["skipped"] == 1);
+        // Every query skipped: no score (`null`), not a precision of 0.
+        let r = precision_report(&q[3..], &counts);
+        assert_eq!((r.queries, r.skipped), (1, 1));
+        assert!(r.p[&1].micro.is_nan() && r.p[&1].macro_.is_nan());
+        let j = r.to_json();
+        assert!(
+            j["P@1"]["micro"].is_null() && j["P@1"]["macro"].is_null(),
+            "{j}"
+        );
     }
 
     #[test]

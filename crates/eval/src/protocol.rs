@@ -683,12 +683,9 @@ pub fn evaluate_remote(
 fn pn_cells(s: &mut String, level: &Value) {
     for n in NS {
         let p = &level[format!("P@{n}")];
-        let _ = write!(
-            s,
-            " {:.3} / {:.3} |",
-            p["micro"].as_f64().unwrap_or(0.0),
-            p["macro"].as_f64().unwrap_or(0.0)
-        );
+        // `null`: no query of the row was scored.
+        let v = |x: &Value| x.as_f64().map_or("n/a".to_string(), |x| format!("{x:.3}"));
+        let _ = write!(s, " {} / {} |", v(&p["micro"]), v(&p["macro"]));
     }
     let _ = writeln!(s);
 }
@@ -762,11 +759,17 @@ pub fn markdown(reports: &[Value]) -> String {
         if let Some(pm) = r["per_modality"].as_object() {
             for (m, v) in pm {
                 let l = &v[LEVELS[2]];
+                // Scored queries; those whose class the index lacks are skipped, and said.
+                let skipped = l["skipped"].as_u64().unwrap_or(0);
+                let scored = l["queries"].as_u64().unwrap_or(0).saturating_sub(skipped);
+                let queries = match skipped {
+                    0 => scored.to_string(),
+                    k => format!("{scored} ({k} skipped)"),
+                };
                 let _ = write!(
                     s,
-                    "| {} | {m} | {} |",
+                    "| {} | {m} | {queries} |",
                     r["model"].as_str().unwrap_or("?"),
-                    l["queries"]
                 );
                 pn_cells(&mut s, l);
             }
@@ -785,6 +788,32 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, csv).unwrap();
         check_manifest(&p)
+    }
+
+    /// A modality whose queries were all skipped (their class is not in the index) shows no
+    /// score and says so; it showed 0.000 beside its query count.
+    #[test]
+    fn a_modality_whose_queries_were_all_skipped_shows_no_score() {
+        let scored = crate::precision_report(
+            &[("XR/chest/a".to_string(), vec!["XR/chest/a".to_string()])],
+            &[("XR/chest/a".to_string(), 1)].into_iter().collect(),
+        );
+        let skipped = crate::precision_report(
+            &[("CT/head/b".to_string(), vec!["XR/chest/a".to_string()])],
+            &[("XR/chest/a".to_string(), 1)].into_iter().collect(),
+        );
+        let level = |r: &crate::LevelReport| json!({ LEVELS[2]: r.to_json() });
+        let report = json!({
+            "model": "m",
+            "levels": {},
+            "per_modality": { "CT": level(&skipped), "XR": level(&scored) },
+        });
+        let md = markdown(&[report]);
+        assert!(
+            md.contains("| m | CT | 0 (1 skipped) | n/a / n/a | n/a / n/a |"),
+            "{md}"
+        );
+        assert!(md.contains("| m | XR | 1 | 1.000 / 1.000 |"), "{md}");
     }
 
     #[test]
