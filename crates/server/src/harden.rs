@@ -697,6 +697,31 @@ mod tests {
         }
     }
 
+    /// `serve_on` on a loopback port for one test; `app` is made for the bound address.
+    struct TestServer {
+        addr: SocketAddr,
+        stop: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<Result<()>>,
+    }
+
+    impl TestServer {
+        async fn start(app: impl FnOnce(SocketAddr) -> Router, limits: Limits) -> Self {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(serve_on(listener, app(addr), limits, async {
+                let _ = rx.await;
+            }));
+            Self { addr, stop, task }
+        }
+
+        /// Shut it down; it must end without error.
+        async fn stop(self) {
+            let _ = self.stop.send(());
+            self.task.await.unwrap().unwrap();
+        }
+    }
+
     async fn boom() -> &'static str {
         panic!("deliberate test panic")
     }
@@ -706,33 +731,30 @@ mod tests {
     /// answered 503.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_handler_is_a_500_and_the_server_goes_on() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut cfg = crate::Config::new("unused".into());
-        cfg.token = None;
-        cfg.request_timeout = Duration::from_secs(1);
-        let g = Arc::new(Guard::new(&cfg, addr));
-        let api = Router::new().route(
-            "/api/slow",
-            get(|| async {
-                tokio::time::sleep(Duration::from_secs(20)).await;
-                "slow"
-            }),
-        );
-        let app = Router::new()
-            .route("/boom", get(boom))
-            .route("/fine", get(|| async { "fine" }))
-            .merge(api_layers(api, &g));
-        let app = outer_layers(app, &g);
+        let app = |addr| {
+            let mut cfg = crate::Config::new("unused".into());
+            cfg.token = None;
+            cfg.request_timeout = Duration::from_secs(1);
+            let g = Arc::new(Guard::new(&cfg, addr));
+            let api = Router::new().route(
+                "/api/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(20)).await;
+                    "slow"
+                }),
+            );
+            let app = Router::new()
+                .route("/boom", get(boom))
+                .route("/fine", get(|| async { "fine" }))
+                .merge(api_layers(api, &g));
+            outer_layers(app, &g)
+        };
         let limits = Limits {
             max_connections: 4,
             header_timeout: Duration::from_secs(5),
         };
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_on(listener, app, limits, async {
-            let _ = rx.await;
-        }));
-        let a = addr.to_string();
+        let server = TestServer::start(app, limits).await;
+        let a = server.addr.to_string();
         let (boom, fine, slow, took) = tokio::task::spawn_blocking(move || {
             let mut c = Client::new(&a);
             let boom = c.get("/boom").unwrap();
@@ -750,8 +772,7 @@ mod tests {
         assert_eq!(slow.status, 503, "{}", slow.text());
         assert!(slow.json().unwrap()["error"].is_string());
         assert!(took < Duration::from_secs(10), "{took:?}");
-        let _ = tx.send(());
-        server.await.unwrap().unwrap();
+        server.stop().await;
     }
 
     /// A client that pipelines requests for a large response and never reads them loses its
@@ -759,19 +780,17 @@ mod tests {
     /// a second client is served after that (before, never, while the first stayed open).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_that_stops_reading_loses_its_connection() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = Router::new()
-            .route("/big", get(|| async { vec![b'x'; 8 << 20] }))
-            .route("/fine", get(|| async { "fine" }));
+        let app = |_| {
+            Router::new()
+                .route("/big", get(|| async { vec![b'x'; 8 << 20] }))
+                .route("/fine", get(|| async { "fine" }))
+        };
         let limits = Limits {
             max_connections: 1,
             header_timeout: Duration::from_secs(1),
         };
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_on(listener, app, limits, async {
-            let _ = rx.await;
-        }));
+        let server = TestServer::start(app, limits).await;
+        let addr = server.addr;
         let (fine, took) = tokio::task::spawn_blocking(move || {
             use std::io::Write;
             let mut stalled = std::net::TcpStream::connect(addr).unwrap();
@@ -789,29 +808,26 @@ mod tests {
         let fine = fine.unwrap();
         assert_eq!(fine.status, 200, "{}", fine.text());
         assert!(took < Duration::from_secs(10), "{took:?}");
-        let _ = tx.send(());
-        server.await.unwrap().unwrap();
+        server.stop().await;
     }
 
     /// A method a route does not take is a 405 with the JSON error body (and `Allow`), and the
     /// token's scheme is read whatever its case.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn wrong_methods_answer_json_and_the_bearer_scheme_ignores_case() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut cfg = crate::Config::new("unused".into());
-        cfg.token = Some("t0ken".into());
-        let g = Arc::new(Guard::new(&cfg, addr));
-        let api = Router::new().route("/api/x", get(|| async { "x" }));
-        let app = outer_layers(Router::new().merge(api_layers(api, &g)), &g);
+        let app = |addr| {
+            let mut cfg = crate::Config::new("unused".into());
+            cfg.token = Some("t0ken".into());
+            let g = Arc::new(Guard::new(&cfg, addr));
+            let api = Router::new().route("/api/x", get(|| async { "x" }));
+            outer_layers(Router::new().merge(api_layers(api, &g)), &g)
+        };
         let limits = Limits {
             max_connections: 4,
             header_timeout: Duration::from_secs(5),
         };
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_on(listener, app, limits, async {
-            let _ = rx.await;
-        }));
+        let server = TestServer::start(app, limits).await;
+        let addr = server.addr;
         let answers = tokio::task::spawn_blocking(move || {
             use std::io::{Read, Write};
             let raw = |method: &str, auth: &str| {
@@ -847,7 +863,6 @@ mod tests {
             d.ends_with("{\"error\":\"DELETE is not allowed here\"}"),
             "{d}"
         );
-        let _ = tx.send(());
-        server.await.unwrap().unwrap();
+        server.stop().await;
     }
 }
