@@ -48,7 +48,7 @@ impl MicroMacro {
 pub struct LevelReport {
     /// Keyed by N.
     pub p: BTreeMap<usize, MicroMacro>,
-    /// Queries scored.
+    /// Queries, the skipped ones included.
     pub queries: usize,
     /// Queries skipped because their class has no item in the index.
     pub skipped: usize,

@@ -680,12 +680,15 @@ pub fn evaluate_remote(
 }
 
 /// ` micro / macro |` for P@1..P@10 of one level report, and the end of the row.
+/// A table's P@N cell: `n/a` for `null` (no query of its row was scored).
+fn score(v: &Value) -> String {
+    v.as_f64().map_or("n/a".to_string(), |x| format!("{x:.3}"))
+}
+
 fn pn_cells(s: &mut String, level: &Value) {
     for n in NS {
         let p = &level[format!("P@{n}")];
-        // `null`: no query of the row was scored.
-        let v = |x: &Value| x.as_f64().map_or("n/a".to_string(), |x| format!("{x:.3}"));
-        let _ = write!(s, " {} / {} |", v(&p["micro"]), v(&p["macro"]));
+        let _ = write!(s, " {} / {} |", score(&p["micro"]), score(&p["macro"]));
     }
     let _ = writeln!(s);
 }
@@ -705,12 +708,7 @@ pub fn markdown(reports: &[Value]) -> String {
             let _ = write!(s, "| {} | {lvl} |", r["model"].as_str().unwrap_or("?"));
             for n in NS {
                 let p = &l[format!("P@{n}")];
-                let _ = write!(
-                    s,
-                    " {:.3} | {:.3} |",
-                    p["micro"].as_f64().unwrap_or(0.0),
-                    p["macro"].as_f64().unwrap_or(0.0)
-                );
+                let _ = write!(s, " {} | {} |", score(&p["micro"]), score(&p["macro"]));
             }
             let _ = writeln!(
                 s,
@@ -805,7 +803,7 @@ mod tests {
         let level = |r: &crate::LevelReport| json!({ LEVELS[2]: r.to_json() });
         let report = json!({
             "model": "m",
-            "levels": {},
+            "levels": level(&skipped),
             "per_modality": { "CT": level(&skipped), "XR": level(&scored) },
         });
         let md = markdown(&[report]);
@@ -814,6 +812,10 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| m | XR | 1 | 1.000 / 1.000 |"), "{md}");
+        assert!(
+            md.contains(&format!("| m | {} | n/a | n/a | n/a | n/a |", LEVELS[2])),
+            "{md}"
+        );
     }
 
     #[test]
