@@ -50,8 +50,11 @@ fn connect(dir: &Path) -> Result<Connection> {
 /// A reader's connection: [`connect`]'s, which shares the writer's write-ahead log (readers
 /// write its index, `-shm`, too), or, in a folder this process cannot write (its
 /// permissions, a read-only mount, an archived copy), a read-only one. Read-only, the
-/// database is opened as immutable when no log is left (nothing can be committing to a
-/// folder that cannot be written), or over the log that is there.
+/// database is read over the log when one is there or a writer holds the folder's lock (its
+/// owner may be indexing it), and as immutable otherwise (SQLite cannot read a WAL database
+/// read-only without its `-shm` file). A writer that starts while such a reader is open can
+/// change pages under it: a one-shot read does not notice, a long-lived one (`serve`) should
+/// run where it can write, or on a copy.
 fn connect_reader(dir: &Path) -> Result<Connection> {
     match connect(dir) {
         Err(e) if cannot_write(&e) => open_read_only(dir).with_context(|| {
@@ -80,9 +83,12 @@ fn open_read_only(dir: &Path) -> Result<Connection> {
     use rusqlite::OpenFlags;
     let db = dir.join(DB);
     let log = dir.join(format!("{DB}-wal"));
-    let log_left = std::fs::metadata(&log).is_ok_and(|m| m.len() > 0);
-    // A URI's path escapes what would end it or start an escape.
-    let mut uri = String::from("file:");
+    let writing = std::fs::File::open(dir.join(writer::LOCK))
+        .is_ok_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)));
+    let log_left = writing || log.exists() || dir.join(format!("{DB}-shm")).exists();
+    // A URI's path escapes what would end it or start an escape; an absolute path gets an
+    // empty authority (`file:///…`), so that one starting `//` is not read as a host.
+    let mut uri = String::from(if db.is_absolute() { "file://" } else { "file:" });
     for c in db.to_string_lossy().chars() {
         match c {
             '%' => uri.push_str("%25"),
@@ -98,6 +104,7 @@ fn open_read_only(dir: &Path) -> Result<Connection> {
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
     // Opening is lazy: read once, so that a log that cannot be read fails here.
     conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
         r.get::<_, i64>(0)
