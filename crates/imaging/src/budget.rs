@@ -29,7 +29,7 @@
 //! - DICOM: the parsed object (as big as the file), the decoded pixel data of every frame
 //!   (`rows·cols·frames·s·b`, twice for codecs that re-store frames natively) and per selected
 //!   frame its `f32` planes and intermediates (`rows·cols·(12 + 8·s)`); a deflated object's
-//!   data set twice as it inflates, 8 MiB at a time (the copy checked, and dicom-rs's own).
+//!   data set twice as it inflates, block by block (the copy checked, and dicom-rs's own).
 //! - NIfTI / NRRD: the `f32` volume (4 bytes a voxel), and every selected slice as `f32` RGB
 //!   (12 bytes a pixel, twice for slices stretched to square pixels); a gzip wrapper adds
 //!   its inflated size.

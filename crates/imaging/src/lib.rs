@@ -266,16 +266,21 @@ pub fn sniff(bytes: &[u8]) -> Option<Format> {
     }
 }
 
-/// Read and decode one file.
+/// Read and decode one file (a query: a pipe, such as `<(…)`, is read too).
 pub fn decode_path(path: &Path, opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
-    let bytes = read_file(path, None)?;
+    let bytes = if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        read_file(path, None)?
+    } else {
+        std::fs::read(path)?
+    };
     decode_bytes(&bytes, opts)
 }
 
 /// A file's bytes, refused before any is read when it is not a regular file (a folder, a
 /// device such as `/dev/zero`, a pipe) or is larger than `limit` (a decode budget's whole:
-/// a file that large can never decode under it, and reading it first would hold it all).
-/// Inside a budgeted decode its size is reserved from the budget first.
+/// the budget bounds what one decode holds, the file's bytes included, so a larger file is
+/// not read; `--decode-budget-mb` raises it). Inside a budgeted decode its size is reserved
+/// from the budget first.
 pub fn read_file(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, DecodeError> {
     use std::io::Read;
     let file = std::fs::File::open(path)?;
@@ -295,7 +300,11 @@ pub fn read_file(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, DecodeError
     }
     budget::reserve(len)?;
     // Only the bytes reserved: a file that grows meanwhile is read as it was.
-    let mut bytes = Vec::with_capacity(len as usize);
+    let mut bytes = Vec::new();
+    // A failed allocation is this file's error, not an abort.
+    bytes
+        .try_reserve_exact(len as usize)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::OutOfMemory, e))?;
     file.take(len).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
@@ -599,11 +608,28 @@ fn jpeg_progressive(bytes: &[u8]) -> bool {
     jpeg_frame(bytes).is_none_or(|(_, _, m)| matches!(m, 0xC2 | 0xC6 | 0xCA | 0xCE))
 }
 
-/// Whether a JPEG's last scan is followed by its end-of-image marker (`FF D9`; entropy-coded
-/// data stuffs every 0xFF, and an embedded thumbnail's marker comes before the scans).
+/// Whether a JPEG reaches its end-of-image marker (`FF D9`), walked marker by marker from
+/// the start: segments (an embedded thumbnail's markers included) are skipped by their
+/// lengths, and in entropy-coded data every 0xFF is stuffed (`FF 00`) or a restart marker.
+/// What follows the marker (padding, a trailer) is not looked at.
 fn jpeg_ends(bytes: &[u8]) -> bool {
-    let last_scan = bytes.windows(2).rposition(|m| m == [0xFF, 0xDA]);
-    last_scan.is_some_and(|i| bytes[i..].windows(2).any(|m| m == [0xFF, 0xD9]))
+    let mut i = 2;
+    while i + 1 < bytes.len() {
+        if bytes[i] != 0xFF {
+            i += 1; // entropy-coded data
+            continue;
+        }
+        match bytes[i + 1] {
+            0xD9 => return true,
+            0xFF => i += 1, // fill byte
+            0x00 | 0x01 | 0xD0..=0xD8 => i += 2,
+            _ => match bytes.get(i + 2..i + 4) {
+                Some(len) => i += 2 + usize::from(u16::from_be_bytes([len[0], len[1]])),
+                None => return false,
+            },
+        }
+    }
+    false
 }
 
 /// Start-of-scan markers in a JPEG (entropy-coded data stuffs every 0xFF, so each `FF DA` is
@@ -661,24 +687,30 @@ fn decode_raster(bytes: &[u8], format: Format, opts: &DecodeOptions) -> Result<I
         _ => (3, 1, false),
     };
     let (w, h) = (u64::from(w), u64::from(h));
+    // Each scan of a JPEG is a pass over all its coefficients: thousands of them in a small
+    // file hold a core for minutes, so their number is bounded.
+    let scans = if format == Format::Jpeg {
+        jpeg_scans(bytes)
+    } else {
+        0
+    };
+    if scans > MAX_JPEG_SCANS {
+        return Err(DecodeError::Corrupt {
+            format: format.name(),
+            reason: format!("{scans} scans (at most {MAX_JPEG_SCANS} are decoded)"),
+        });
+    }
     if format == Format::Jpeg && !jpeg_ends(bytes) {
         // The decoders fill a cut-off scan with grey and say nothing (Pillow refuses it too).
         return Err(DecodeError::Corrupt {
             format: format.name(),
-            reason: "truncated: no end-of-image marker after the last scan".into(),
+            reason: "truncated: it ends before its end-of-image marker".into(),
         });
     }
-    // A progressive JPEG (or one whose frame marker is not found) keeps every DCT coefficient
-    // until its last scan, however small it is decoded: 64 of 2 bytes per 8 × 8 block and
-    // component. Each scan is a pass over them, so their number is bounded too.
-    let coefficients = if format == Format::Jpeg && jpeg_progressive(bytes) {
-        let scans = jpeg_scans(bytes);
-        if scans > MAX_JPEG_SCANS {
-            return Err(DecodeError::Corrupt {
-                format: format.name(),
-                reason: format!("{scans} scans (at most {MAX_JPEG_SCANS} are decoded)"),
-            });
-        }
+    // A JPEG in more than one scan (progressive, or its components one scan each; or one whose
+    // frame marker is not found) keeps every DCT coefficient until its last scan, however
+    // small it is decoded: 64 of 2 bytes per 8 × 8 block and component.
+    let coefficients = if format == Format::Jpeg && (scans > 1 || jpeg_progressive(bytes)) {
         w.div_ceil(8) * h.div_ceil(8) * 128 * samples
     } else {
         0
@@ -800,6 +832,14 @@ pub fn content_hash(bytes: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// [`content_hash`] of a file, read a block at a time (for a file too large to hold).
+pub fn file_content_hash(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut h)?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -816,11 +856,16 @@ mod tests {
                 .unwrap();
             let j = j.into_inner();
             assert!(decode_bytes(&j, &DecodeOptions::default()).is_ok());
+            // Whatever follows the end marker is not looked at (a trailer holding a scan
+            // marker, as motion photos append).
+            let mut trailer = j.clone();
+            trailer.extend([0xFF, 0xD8, 0xFF, 0xDA, 0, 8, 1, 2, 3, 4, 5, 6]);
+            assert!(decode_bytes(&trailer, &DecodeOptions::default()).is_ok());
             let cut = &j[..j.len() * 2 / 3];
             let e = decode_bytes(cut, &DecodeOptions::default()).unwrap_err();
             assert_eq!(
                 e.to_string(),
-                "corrupt jpeg data: truncated: no end-of-image marker after the last scan",
+                "corrupt jpeg data: truncated: it ends before its end-of-image marker",
                 "{w}x{h}"
             );
         }

@@ -116,8 +116,6 @@ pub(super) struct PixelAttrs {
     pub bits: u16,
     /// Bits Stored (0028,0101); `None` when absent or not a number.
     pub bits_stored: Option<u16>,
-    /// High Bit (0028,0102); `None` when absent or not a number.
-    pub high_bit: Option<u16>,
     /// Samples per Pixel (0028,0002); 1 when absent or not a number.
     pub samples_per_pixel: u16,
     /// Photometric Interpretation (0028,0004); `None` when absent. Values outside the
@@ -134,34 +132,23 @@ impl PixelAttrs {
             frames,
             bits: number(obj, tags::BITS_ALLOCATED).unwrap_or(0),
             bits_stored: number(obj, tags::BITS_STORED),
-            high_bit: number(obj, tags::HIGH_BIT),
             samples_per_pixel: number(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1),
             photometric: text(obj, tags::PHOTOMETRIC_INTERPRETATION)
                 .map(PhotometricInterpretation::from),
         }
     }
 
-    /// Bits Stored and High Bit, where present, within Bits Allocated: dicom-pixeldata
-    /// asserts it (a panic on the file's data), and no decoder can use them otherwise.
+    /// Bits Stored, where present, from 1 to 32: dicom-pixeldata asserts it (a panic on the
+    /// file's data).
     pub fn check_bits(&self) -> Result<(), DicomError> {
-        let allocated = self.bits;
-        let bad = |name, value: u16, expected| {
-            Err(DicomError::BadAttribute {
-                name,
-                value: value.to_string(),
-                expected,
-            })
-        };
-        if let Some(b) = self
-            .bits_stored
-            .filter(|&b| b == 0 || (allocated > 0 && b > allocated))
-        {
-            return bad("BitsStored", b, "1 to BitsAllocated");
+        match self.bits_stored {
+            Some(b) if !(1..=32).contains(&b) => Err(DicomError::BadAttribute {
+                name: "BitsStored",
+                value: b.to_string(),
+                expected: "1 to 32",
+            }),
+            _ => Ok(()),
         }
-        if let Some(h) = self.high_bit.filter(|&h| allocated > 0 && h >= allocated) {
-            return bad("HighBit", h, "below BitsAllocated");
-        }
-        Ok(())
     }
 
     /// Whether the photometric interpretation is `pi`.

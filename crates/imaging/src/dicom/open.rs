@@ -241,20 +241,22 @@ pub(super) fn check_file_lengths(
             // Inflated a block at a time, each block's bytes taken from the decode budget
             // first, twice (this copy, and dicom-rs's own when it parses the object): a
             // 1 MB upload can inflate to the cap, and eight of them at once held 7.8 GB.
-            const BLOCK: u64 = 8 << 20;
+            // Blocks start at four times the compressed size (a small file asks for little)
+            // and double up to 8 MiB.
+            let deflated = bytes.get(start..).unwrap_or_default();
+            let mut block = (4 * deflated.len() as u64).clamp(64 << 10, 8 << 20);
             let mut inflated = Vec::new();
-            let mut reader =
-                flate2::read::DeflateDecoder::new(bytes.get(start..).unwrap_or_default())
-                    .take(cap + 1);
+            let mut reader = flate2::read::DeflateDecoder::new(deflated).take(cap + 1);
             loop {
-                crate::budget::reserve(2 * BLOCK)?;
+                crate::budget::reserve(2 * block)?;
                 let n = (&mut reader)
-                    .take(BLOCK)
+                    .take(block)
                     .read_to_end(&mut inflated)
                     .map_err(DicomError::Inflate)?;
-                if (n as u64) < BLOCK {
+                if (n as u64) < block {
                     break;
                 }
+                block = (2 * block).min(8 << 20);
             }
             if inflated.len() as u64 > cap {
                 return Err(DicomError::InflatedTooLarge { cap }.into());
