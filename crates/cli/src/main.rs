@@ -662,11 +662,13 @@ pub(crate) fn index_cmd(a: &IndexArgs) -> Result<ingest::Summary> {
         convert(&mut writer, p)?;
     }
     a.apply_ann(&mut writer)?;
-    // A folder that could not be read is recorded again below if it still cannot be.
+    // What a walk could not read (a folder, a link) is recorded again below if it still
+    // cannot be.
     for root in a.paths.iter().filter(|p| p.is_dir()) {
         if let Ok(root) = std::fs::canonicalize(root) {
-            writer
-                .clear_errors_under(ingest::failure::UNREADABLE_FOLDER, &root.to_string_lossy())?;
+            for kind in ingest::failure::WALK_KINDS {
+                writer.clear_errors_under(kind, &root.to_string_lossy())?;
+            }
         }
     }
     let before = writer.len();

@@ -19,6 +19,11 @@ pub struct Failure {
 pub const UNREADABLE: &str = "unreadable file";
 /// A folder of a walk could not be listed (its files were not seen).
 pub const UNREADABLE_FOLDER: &str = "unreadable folder";
+/// A walk met a link to nothing, or a link back to a folder above it.
+pub const BROKEN_LINK: &str = "broken link";
+/// The kinds a walk records for what it could not read, not for a file's content: a walk of
+/// the same folder records them again, so a later walk clears them first.
+pub const WALK_KINDS: [&str; 2] = [UNREADABLE_FOLDER, BROKEN_LINK];
 /// Decoding selected no image (no frame or slice matched the options).
 pub const NO_IMAGES: &str = "no images selected";
 /// The model gave NaN or infinite values.

@@ -284,9 +284,19 @@ fn prepare(
     let shown = failure::printable(&src.path.display().to_string());
     // The errors table is keyed by the stored (canonical) path, as items are, so that a file
     // that indexes later clears its failure.
-    let path = match src.fetch {
-        Some(_) => src.path.display().to_string(),
-        None => std::fs::canonicalize(&src.path)
+    let path = match (&src.fetch, &src.unreadable) {
+        (Some(_), _) => src.path.display().to_string(),
+        // What a walk could not read is keyed by where it is met, its last link not followed
+        // (a loop resolves to the folder above it), so that a later walk finds it again.
+        (None, Some(_)) => match (src.path.parent(), src.path.file_name()) {
+            (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+                .map(|d| d.join(name))
+                .unwrap_or_else(|_| src.path.clone()),
+            _ => src.path.clone(),
+        }
+        .display()
+        .to_string(),
+        (None, None) => std::fs::canonicalize(&src.path)
             .unwrap_or_else(|_| src.path.clone())
             .display()
             .to_string(),
@@ -302,27 +312,45 @@ fn prepare(
     if let Some((kind, reason)) = &src.unreadable {
         return failed(kind, reason.clone());
     }
+    // Content already indexed; volumes are keyed per slicing axis too, so that another
+    // `--axis` adds that view.
+    let indexed = |hash: &str| -> Result<bool> {
+        Ok(known(hash)? || known(&format!("{hash}@{}", opts.axis.name()))?)
+    };
     let bytes = match &src.fetch {
         Some(fetch) => match (fetch.0)() {
             Ok(b) => b,
             Err(e) => return failed(failure::UNREADABLE, format!("cannot fetch: {e:#}")),
         },
-        // Never more than the decode budget's whole (a file that large cannot decode under
-        // it), and never a device or a pipe.
+        // Never more than the decode budget's whole (it bounds what one decode holds, the
+        // file's bytes included), and never a device or a pipe. A larger file is only hashed,
+        // a block at a time: it may be indexed already (under a larger budget).
         None => {
             match simcase_imaging::read_file(&src.path, opts.budget.as_ref().map(|b| b.total())) {
                 Ok(b) => b,
                 Err(simcase_imaging::DecodeError::Io(e)) => {
                     return failed(failure::UNREADABLE, format!("cannot read file: {e}"))
                 }
+                Err(e @ simcase_imaging::DecodeError::OverBudget { .. }) => {
+                    return match simcase_imaging::file_content_hash(&src.path) {
+                        Ok(h) => match indexed(&h) {
+                            Ok(true) => {
+                                Prepared::Known(path, label_update(src, &h, writer_settings))
+                            }
+                            Ok(false) => failed(&failure::kind_of(&e), e.to_string()),
+                            Err(l) => Prepared::Lookup(
+                                l.context(format!("{shown}: looking up its content")),
+                            ),
+                        },
+                        Err(io) => failed(failure::UNREADABLE, format!("cannot read file: {io}")),
+                    };
+                }
                 Err(e) => return failed(&failure::kind_of(&e), e.to_string()),
             }
         }
     };
     let hash = content_hash(&bytes);
-    // Volumes are keyed per slicing axis, so another `--axis` adds that view.
-    let axis_key = format!("{hash}@{}", opts.axis.name());
-    match known(&hash).and_then(|k| Ok(k || known(&axis_key)?)) {
+    match indexed(&hash) {
         Ok(true) => return Prepared::Known(path, label_update(src, &hash, writer_settings)),
         Ok(false) => {}
         Err(e) => return Prepared::Lookup(e.context(format!("{shown}: looking up its content"))),
@@ -517,7 +545,7 @@ pub fn run(
                 .partition(|(_, e)| e.iter().all(|x| x.is_finite()));
             for (m, _) in &bad {
                 let reason = "embedding is not finite (NaN/inf)";
-                tracing::warn!("{}: {reason}; not indexed", m.path);
+                tracing::warn!("{}: {reason}; not indexed", failure::printable(&m.path));
                 writer.record_error(&m.path, failure::NOT_FINITE, reason)?;
                 summary.failed += 1;
                 summary.failures.push(Failure {

@@ -124,6 +124,8 @@ pub fn walk(paths: &[PathBuf], skip: &[PathBuf]) -> Result<Walk> {
                     let path = e.path().unwrap_or(p).to_path_buf();
                     let kind = if e.loop_ancestor().is_none() && path.is_dir() {
                         crate::failure::UNREADABLE_FOLDER
+                    } else if e.loop_ancestor().is_some() || path.is_symlink() {
+                        crate::failure::BROKEN_LINK
                     } else {
                         crate::failure::UNREADABLE
                     };
@@ -131,6 +133,9 @@ pub fn walk(paths: &[PathBuf], skip: &[PathBuf]) -> Result<Walk> {
                         (Some(a), _) => format!("a link back to {}: not followed", a.display()),
                         (None, Some(io)) if kind == crate::failure::UNREADABLE_FOLDER => {
                             format!("cannot read folder: {io}")
+                        }
+                        (None, Some(io)) if kind == crate::failure::BROKEN_LINK => {
+                            format!("a link to nothing: {io}")
                         }
                         (None, Some(io)) => format!("cannot read file: {io}"),
                         (None, None) => format!("cannot read: {e}"),
@@ -373,6 +378,10 @@ pub fn read_manifest_full(csv_path: &Path) -> Result<Manifest> {
                 continue;
             }
             Ok(r) => r,
+            // The file could not be read on: the rest would be lost unsaid.
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => {
+                return Err(e).with_context(|| format!("{shown}: reading row {row}"));
+            }
             Err(e) => {
                 tracing::warn!("{shown}: row {row}: {e}; skipped");
                 continue;
@@ -585,9 +594,9 @@ mod tests {
         let want = [
             ("1.png", None),
             ("2.png", None),
-            ("3.png", Some(crate::failure::UNREADABLE)),
+            ("3.png", Some(crate::failure::BROKEN_LINK)),
             ("sub/4.png", None),
-            ("sub/back", Some(crate::failure::UNREADABLE)),
+            ("sub/back", Some(crate::failure::BROKEN_LINK)),
         ];
         let want: Vec<(String, Option<&str>)> =
             want.iter().map(|(p, k)| (p.to_string(), *k)).collect();
@@ -597,7 +606,7 @@ mod tests {
             .iter()
             .filter_map(|s| s.unreadable.as_ref().map(|(_, r)| r.as_str()))
             .collect();
-        assert!(reasons[0].starts_with("cannot read file: "), "{reasons:?}");
+        assert!(reasons[0].starts_with("a link to nothing: "), "{reasons:?}");
         assert_eq!(
             reasons[1],
             format!("a link back to {}: not followed", a.display())
