@@ -795,7 +795,8 @@ mod tests {
             use std::io::Write;
             let mut stalled = std::net::TcpStream::connect(addr).unwrap();
             let req = format!("GET /big HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-            stalled.write_all(req.repeat(4).as_bytes()).unwrap();
+            // 128 MiB of answers: more than any socket's buffers hold.
+            stalled.write_all(req.repeat(16).as_bytes()).unwrap();
             std::thread::sleep(Duration::from_millis(200));
             let t = Instant::now();
             let mut c = Client::new(&addr.to_string());
