@@ -38,9 +38,9 @@
 //! - per request (server): the upload itself (≤ `--max-upload-mb`, 32 MB) plus at most `B`
 //!   decoding, plus the model's input (224² × 3 × 4 = 0.6 MB); a thumbnail reads its stored
 //!   file inside the decode ([`crate::Input::File`]), so the file's bytes count in `B`;
-//! - per decode thread (ingest): the file's bytes (a file larger than `B` is refused before
-//!   it is read: [`crate::read_file`]) plus at most `B`, plus the preprocessed items waiting
-//!   for a batch;
+//! - per decode thread (ingest): the file's bytes (a file larger than `B` is not held: it is
+//!   hashed a block at a time and not decoded, see [`crate::read_file`]) plus at most `B`,
+//!   plus the preprocessed items waiting for a batch;
 //! - in total: `B` + the fixed overheads (model weights and activations, the index mapping, the
 //!   files read but not yet decoded: one per decode thread or request in flight), whatever the
 //!   number of requests or decode threads. The tests (`crates/cli/tests/bombs.rs`, `serve.rs`)
