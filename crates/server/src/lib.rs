@@ -1067,7 +1067,13 @@ fn render_thumbnail(path: &std::path::Path, size: usize, opts: DecodeOptions) ->
             .context("fetching the archived instance")?;
         simcase_imaging::thumbnail_png(simcase_imaging::Input::Bytes(&bytes), size, &opts)?
     } else {
-        simcase_imaging::thumbnail_png(simcase_imaging::Input::File(path), size, &opts)?
+        match simcase_imaging::thumbnail_png(simcase_imaging::Input::File(path), size, &opts) {
+            // Gone or unreadable: said as before, once (the error's source repeats it).
+            Err(DecodeError::Io(e)) => {
+                return Err(anyhow::Error::new(e).context("reading the indexed file"))
+            }
+            r => r?,
+        }
     };
     png.context("the file no longer holds this image")
 }
