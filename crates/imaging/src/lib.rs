@@ -332,11 +332,7 @@ pub fn decode_items_with<T>(
     opts: &DecodeOptions,
     then: impl FnOnce(Vec<Decoded>) -> T,
 ) -> Result<T, DecodeError> {
-    budgeted(opts, || decode_guarded(bytes, opts, false)).map(|(items, permit)| {
-        let out = then(items);
-        drop(permit);
-        out
-    })
+    decode_input_with(Input::Bytes(bytes), opts, then)
 }
 
 /// [`decode_items_with`] for an [`Input`]: a file is read inside the budgeted decode, so
@@ -346,12 +342,9 @@ pub fn decode_input_with<T>(
     opts: &DecodeOptions,
     then: impl FnOnce(Vec<Decoded>) -> T,
 ) -> Result<T, DecodeError> {
-    let path = match input {
-        Input::Bytes(b) => return decode_items_with(b, opts, then),
-        Input::File(p) => p,
-    };
-    budgeted(opts, || {
-        decode_guarded(&read_file(path, None)?, opts, false)
+    budgeted(opts, || match input {
+        Input::Bytes(b) => decode_guarded(b, opts, false),
+        Input::File(p) => decode_guarded(&read_file(p, None)?, opts, false),
     })
     .map(|(items, permit)| {
         let out = then(items);
@@ -828,8 +821,7 @@ fn zero_non_finite(data: &mut [f32]) {
 /// Content hash of a file's bytes, for deduplication.
 pub fn content_hash(bytes: &[u8]) -> String {
     use sha2::Digest;
-    let d = sha2::Sha256::digest(bytes);
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&sha2::Sha256::digest(bytes))
 }
 
 /// [`content_hash`] of a file, read a block at a time (for a file too large to hold).
@@ -837,7 +829,12 @@ pub fn file_content_hash(path: &Path) -> std::io::Result<String> {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     std::io::copy(&mut std::fs::File::open(path)?, &mut h)?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&h.finalize()))
+}
+
+/// Lower-case hex of a digest.
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
