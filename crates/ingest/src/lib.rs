@@ -328,9 +328,6 @@ fn prepare(
         None => {
             match simcase_imaging::read_file(&src.path, opts.budget.as_ref().map(|b| b.total())) {
                 Ok(b) => b,
-                Err(simcase_imaging::DecodeError::Io(e)) => {
-                    return failed(failure::UNREADABLE, format!("cannot read file: {e}"))
-                }
                 Err(e @ simcase_imaging::DecodeError::OverBudget { .. }) => {
                     return match simcase_imaging::file_content_hash(&src.path) {
                         Ok(h) => match indexed(&h) {

@@ -122,23 +122,20 @@ pub fn walk(paths: &[PathBuf], skip: &[PathBuf]) -> Result<Walk> {
                 Err(e) => {
                     // One entry the walk cannot read fails alone; the rest are indexed.
                     let path = e.path().unwrap_or(p).to_path_buf();
-                    let kind = if e.loop_ancestor().is_none() && path.is_dir() {
-                        crate::failure::UNREADABLE_FOLDER
-                    } else if e.loop_ancestor().is_some() || path.is_symlink() {
-                        crate::failure::BROKEN_LINK
-                    } else {
-                        crate::failure::UNREADABLE
-                    };
-                    let reason = match (e.loop_ancestor(), e.io_error()) {
-                        (Some(a), _) => format!("a link back to {}: not followed", a.display()),
-                        (None, Some(io)) if kind == crate::failure::UNREADABLE_FOLDER => {
-                            format!("cannot read folder: {io}")
+                    use crate::failure::{BROKEN_LINK, UNREADABLE, UNREADABLE_FOLDER};
+                    let (kind, reason) = match (e.loop_ancestor(), e.io_error()) {
+                        (Some(a), _) => (
+                            BROKEN_LINK,
+                            format!("a link back to {}: not followed", a.display()),
+                        ),
+                        (None, Some(io)) if path.is_dir() => {
+                            (UNREADABLE_FOLDER, format!("cannot read folder: {io}"))
                         }
-                        (None, Some(io)) if kind == crate::failure::BROKEN_LINK => {
-                            format!("a link to nothing: {io}")
+                        (None, Some(io)) if path.is_symlink() => {
+                            (BROKEN_LINK, format!("a link to nothing: {io}"))
                         }
-                        (None, Some(io)) => format!("cannot read file: {io}"),
-                        (None, None) => format!("cannot read: {e}"),
+                        (None, Some(io)) => (UNREADABLE, format!("cannot read file: {io}")),
+                        (None, None) => (UNREADABLE, format!("cannot read: {e}")),
                     };
                     out.sources.push(Source {
                         path,
