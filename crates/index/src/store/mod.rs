@@ -85,7 +85,7 @@ fn open_read_only(dir: &Path) -> Result<Connection> {
     let log = dir.join(format!("{DB}-wal"));
     let writing = std::fs::File::open(dir.join(writer::LOCK))
         .is_ok_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)));
-    let log_left = writing || log.exists() || dir.join(format!("{DB}-shm")).exists();
+    let over_log = writing || log.exists() || dir.join(format!("{DB}-shm")).exists();
     // A URI's path escapes what would end it or start an escape; an absolute path gets an
     // empty authority (`file:///…`), so that one starting `//` is not read as a host.
     let mut uri = String::from(if db.is_absolute() { "file://" } else { "file:" });
@@ -97,7 +97,7 @@ fn open_read_only(dir: &Path) -> Result<Connection> {
             c => uri.push(c),
         }
     }
-    uri.push_str(if log_left { "?mode=ro" } else { "?immutable=1" });
+    uri.push_str(if over_log { "?mode=ro" } else { "?immutable=1" });
     let conn = Connection::open_with_flags(
         &uri,
         OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -110,8 +110,8 @@ fn open_read_only(dir: &Path) -> Result<Connection> {
         r.get::<_, i64>(0)
     })
     .with_context(|| {
-        if log_left {
-            format!("{} is left from an unfinished write", log.display())
+        if over_log {
+            format!("{}: reading it over its write-ahead log", db.display())
         } else {
             format!("reading {}", db.display())
         }
